@@ -1,0 +1,393 @@
+"""The RLJob API: pydantic v2 models of spec and status (group hexrl.dev, version v1alpha1).
+
+These models are the single source of truth for the RLJob custom resource. The CRD in `crds/` is
+generated from them (`make crds`, see `hexrl.api.crd`); the operator, the planner, the simulator and the
+workers all read jobs through them. Field names are camelCase on the wire (the Kubernetes convention)
+and snake_case in Python; `RLJob.model_validate(obj)` accepts either.
+
+Rules that span fields are written twice on purpose: as CEL expressions (`x-kubernetes-validations`,
+enforced by the API server) and as pydantic validators (enforced for files read by the CLI), so a bad
+job is rejected with the same sentence wherever it enters.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "hexrl.dev"
+VERSION = "v1alpha1"
+KIND = "RLJob"
+PLURAL = "rljobs"
+SINGULAR = "rljob"
+SHORT_NAMES = ["rlj"]
+API_VERSION = f"{GROUP}/{VERSION}"
+
+
+class _Model(BaseModel):
+    """Base: camelCase aliases, unknown fields rejected, populate by either name."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=False,
+        use_enum_values=True,
+    )
+    # CEL rules for the CRD: list of (rule, message[, fieldPath]) attached to this object's schema.
+    cel_rules: ClassVar[list[dict[str, str]]] = []
+
+    def wire(self) -> dict[str, Any]:
+        """The object as it appears in YAML/JSON on the wire (camelCase, no unset optionals)."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# ---------------------------------------------------------------------------------------------- model
+
+
+class ModelSource(_Model):
+    """Where the initial weights come from. Exactly one of pvc, uri, localPath or builtin."""
+
+    pvc: str | None = Field(None, description="PersistentVolumeClaim holding the model directory.", min_length=1)
+    path: str | None = Field(None, description="Path of the HF model directory inside the PVC or the local disk.")
+    uri: str | None = Field(None, description="Object-store URI of the model directory (s3://, gs://, https://).")
+    local_path: str | None = Field(None, description="A local HF model directory (for `hexrl run --local`).")
+    builtin: str | None = Field(
+        None,
+        description="A model built from `shape` with random weights, no download (e.g. `tiny-random`).",
+    )
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "[has(self.pvc), has(self.uri), has(self.localPath), has(self.builtin)]"
+            ".filter(x, x).size() == 1",
+            "message": "model.source needs exactly one of pvc, uri, localPath or builtin",
+        },
+        {
+            "rule": "!has(self.pvc) || has(self.path)",
+            "message": "model.source.path is required when model.source.pvc is set",
+        },
+    ]
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        given = [x for x in (self.pvc, self.uri, self.local_path, self.builtin) if x is not None]
+        if len(given) != 1:
+            raise ValueError("model.source needs exactly one of pvc, uri, localPath or builtin")
+        if self.pvc is not None and self.path is None:
+            raise ValueError("model.source.path is required when model.source.pvc is set")
+        return self
+
+
+class DType(StrEnum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class ModelShape(_Model):
+    """Architecture numbers the cost model needs (dense decoder-only transformer)."""
+
+    parameters: float = Field(..., gt=0, description="Total parameter count, e.g. 1.5e9.")
+    layers: int = Field(..., ge=1, le=1024, description="Number of transformer layers.")
+    hidden_size: int = Field(..., ge=1, description="Model (residual stream) width.")
+    kv_heads: int = Field(..., ge=1, description="Key/value heads (GQA groups).")
+    head_dim: int = Field(..., ge=1, description="Dimension of one attention head.")
+    vocab: int = Field(..., ge=1, description="Vocabulary size.")
+    attention_heads: int | None = Field(None, ge=1, description="Query heads; defaults to hiddenSize/headDim.")
+    intermediate_size: int | None = Field(None, ge=1, description="MLP width; defaults to 4×hiddenSize.")
+    dtype: DType = Field(DType.bf16, description="Weight and activation dtype for rollout and training.")
+
+
+class ModelSpec(_Model):
+    name: str = Field(..., min_length=1, description="Informational name, e.g. Qwen/Qwen2.5-1.5B-Instruct.")
+    source: ModelSource
+    shape: ModelShape
+
+
+# ------------------------------------------------------------------------------------------ algorithm
+
+
+class AlgorithmName(StrEnum):
+    grpo = "grpo"
+    ppo = "ppo"
+    rloo = "rloo"
+
+
+class AlgorithmSpec(_Model):
+    """The RL algorithm; all variants train with the decoupled PPO objective (AReaL)."""
+
+    name: AlgorithmName = Field(AlgorithmName.grpo, description="Advantage estimator.")
+    group_size: int = Field(16, ge=1, le=1024, description="Responses sampled per prompt (GRPO group).")
+    prompts_per_step: int = Field(64, ge=1, le=65536, description="Prompts per training step (B = this × groupSize).")
+    learning_rate: float = Field(1.0e-6, gt=0, le=1.0, description="Optimizer learning rate.")
+    clip_epsilon: float = Field(0.2, gt=0, le=1.0, description="PPO clip range against the proximal policy.")
+    kl_coef: float = Field(0.0, ge=0, description="Weight of the KL penalty to the reference policy (0 = none).")
+    decoupled: bool = Field(True, description="Decoupled PPO objective (behaviour vs proximal policy).")
+    total_steps: int | None = Field(None, ge=1, description="Stop after this many trainer steps (unset = forever).")
+    micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward micro-batch.")
+    seed: int = Field(0, ge=0, description="Random seed for data order, sampling and init.")
+
+
+# ----------------------------------------------------------------------------------------- generation
+
+
+class LengthDistribution(StrEnum):
+    lognormal = "lognormal"
+    fixed = "fixed"
+    uniform = "uniform"
+
+
+class GenerationSpec(_Model):
+    prompt_tokens: int = Field(..., ge=1, le=1_048_576, description="Mean prompt length in tokens.")
+    max_new_tokens: int = Field(..., ge=1, le=1_048_576, description="Maximum generated tokens per response.")
+    mean_new_tokens: int = Field(..., ge=1, le=1_048_576, description="Mean generated tokens per response.")
+    length_distribution: LengthDistribution = Field(
+        LengthDistribution.lognormal,
+        description="Shape of the response-length distribution (heavy-tailed lognormal by default).",
+    )
+    temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "self.meanNewTokens <= self.maxNewTokens",
+            "message": "generation.meanNewTokens must not exceed generation.maxNewTokens",
+        }
+    ]
+
+    @model_validator(mode="after")
+    def _mean_le_max(self) -> GenerationSpec:
+        if self.mean_new_tokens > self.max_new_tokens:
+            raise ValueError("generation.meanNewTokens must not exceed generation.maxNewTokens")
+        return self
+
+
+# ---------------------------------------------------------------------------------- staleness / budget
+
+
+class StalenessSpec(_Model):
+    max_policy_lag: int = Field(
+        4, ge=0, le=64, description="η: a trajectory of policy version v is trained only while i - v <= η."
+    )
+
+
+class BudgetSpec(_Model):
+    """Maximise throughput under maxCostPerHour, or minimise cost to reach targetTokensPerSecond."""
+
+    max_cost_per_hour: float | None = Field(None, gt=0, description="Upper bound on $/h for all the job's GPUs.")
+    target_tokens_per_second: float | None = Field(
+        None, gt=0, description="Training-consumed tokens/s to reach at minimum cost."
+    )
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "has(self.maxCostPerHour) || has(self.targetTokensPerSecond)",
+            "message": "budget needs maxCostPerHour or targetTokensPerSecond (or both)",
+        }
+    ]
+
+    @model_validator(mode="after")
+    def _one_present(self) -> BudgetSpec:
+        if self.max_cost_per_hour is None and self.target_tokens_per_second is None:
+            raise ValueError("budget needs maxCostPerHour or targetTokensPerSecond (or both)")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ placement
+
+
+class SpotUse(StrEnum):
+    forbidden = "forbidden"
+    allowed = "allowed"
+    preferred = "preferred"
+
+
+class SpotPolicy(_Model):
+    rollout: SpotUse = Field(SpotUse.allowed, description="May rollout replicas run on spot capacity?")
+    trainer: SpotUse = Field(SpotUse.forbidden, description="May the trainer run on spot capacity?")
+    on_demand_rollout_floor: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="Fraction of planned rollout throughput kept on on-demand capacity (progress in spot droughts).",
+    )
+
+
+class PlacementSpec(_Model):
+    gpu_types: list[str] | None = Field(None, description="Allow-list of GPU catalog names (unset = any).")
+    pools: list[str] | None = Field(None, description="Allow-list of node pool names (unset = any).")
+    spot: SpotPolicy = Field(default_factory=SpotPolicy)
+    node_selector: dict[str, str] | None = Field(None, description="Extra node labels every pod requires.")
+
+
+# --------------------------------------------------------------------------------- images and services
+
+
+class PullPolicy(StrEnum):
+    always = "Always"
+    if_not_present = "IfNotPresent"
+    never = "Never"
+
+
+DEFAULT_IMAGE = "ghcr.io/hexrl/hexrl-workers:0.1.0"
+
+
+class ImagesSpec(_Model):
+    rollout: str = Field(DEFAULT_IMAGE, min_length=1, description="Image of the rollout workers.")
+    trainer: str = Field(DEFAULT_IMAGE, min_length=1, description="Image of the trainer ranks.")
+    coordinator: str = Field(DEFAULT_IMAGE, min_length=1, description="Image of the coordinator.")
+    pull_policy: PullPolicy = Field(PullPolicy.if_not_present, description="imagePullPolicy for all pods.")
+
+
+class WeightSyncMode(StrEnum):
+    pull = "pull"
+    broadcast = "broadcast"
+
+
+class WeightSyncSpec(_Model):
+    mode: WeightSyncMode = Field(WeightSyncMode.pull, description="pull: workers fetch versions themselves.")
+    chunk_mb: int = Field(64, ge=1, le=4096, description="Chunk size of the weight service, MiB.")
+    relay: bool = Field(True, description="Workers serve versions they hold to peers.")
+    parallel_chunks: int = Field(4, ge=1, le=64, description="Concurrent chunk downloads per worker.")
+
+
+class CheckpointSpec(_Model):
+    pvc: str | None = Field(None, min_length=1, description="PVC for checkpoints (unset = emptyDir, lost on restart).")
+    path: str = Field("/checkpoints", description="Directory inside the volume.")
+    every_steps: int = Field(50, ge=1, description="Checkpoint after every N trainer steps.")
+    keep: int = Field(3, ge=1, le=1000, description="Complete checkpoints kept.")
+
+
+class RewardSpec(_Model):
+    function: str = Field(
+        "math-answer",
+        min_length=1,
+        description="math-answer | exact-match | a Python callable `module:function`.",
+    )
+
+
+class DatasetSpec(_Model):
+    name: str = Field("arith-digits", min_length=1, description="Built-in task name or a dataset identifier.")
+    path: str | None = Field(None, description="JSONL file of {prompt, answer} records (overrides name).")
+
+
+# ------------------------------------------------------------------------------------------------ spec
+
+
+class RLJobSpec(_Model):
+    model: ModelSpec
+    algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
+    generation: GenerationSpec
+    staleness: StalenessSpec = Field(default_factory=StalenessSpec)
+    budget: BudgetSpec
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+    images: ImagesSpec = Field(default_factory=ImagesSpec)
+    weight_sync: WeightSyncSpec = Field(default_factory=WeightSyncSpec)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    reward: RewardSpec = Field(default_factory=RewardSpec)
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    suspend: bool = Field(False, description="Scale the job to zero pods, keeping its checkpoints.")
+
+
+# ---------------------------------------------------------------------------------------------- status
+
+
+class Phase(StrEnum):
+    pending = "Pending"
+    planning = "Planning"
+    running = "Running"
+    degraded = "Degraded"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+class ConditionStatus(StrEnum):
+    true = "True"
+    false = "False"
+    unknown = "Unknown"
+
+
+class Condition(_Model):
+    """metav1.Condition."""
+
+    type: str
+    status: ConditionStatus
+    reason: Annotated[str, Field(min_length=1)]
+    message: str = ""
+    observed_generation: int | None = None
+    last_transition_time: str
+
+
+class TrainerPlacement(_Model):
+    gpu: str
+    pool: str
+    gpus: int = Field(..., ge=0)
+    data_parallel: int = 1
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    fsdp: bool = False
+    nodes: list[str] = Field(default_factory=list)
+    tokens_per_second: float = 0.0
+
+
+class RolloutGroup(_Model):
+    gpu: str
+    pool: str
+    replicas: int = Field(..., ge=0)
+    gpus_per_replica: int = Field(..., ge=1)
+    spot: bool = False
+    nodes: list[str] = Field(default_factory=list)
+    tokens_per_second: float = 0.0
+
+
+class PlanSummary(_Model):
+    trainer: TrainerPlacement | None = None
+    rollout: list[RolloutGroup] = Field(default_factory=list)
+    gpus: int = 0
+    predicted_tokens_per_second: float = 0.0
+    cost_per_hour: float = 0.0
+    solve_seconds: float = 0.0
+    bottleneck: str = ""
+    staleness_predicted: float = 0.0
+
+
+class Progress(_Model):
+    policy_version: int = 0
+    trained_steps: int = 0
+    observed_staleness: float = 0.0
+    tokens_per_second: float = 0.0
+    buffer_depth: int = 0
+    trainer_idle_fraction: float = 0.0
+
+
+class RLJobStatus(_Model):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", use_enum_values=True)
+
+    phase: Phase = Phase.pending
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    plan: PlanSummary | None = None
+    progress: Progress | None = None
+    gpus: int | None = Field(None, description="GPUs in the current plan (printer column).")
+    tokens_per_second: float | None = Field(None, description="Observed (or planned) tokens/s (printer column).")
+    cost_per_hour: float | None = Field(None, description="$/h of the current plan (printer column).")
+    staleness: float | None = Field(None, description="Observed policy lag (printer column).")
+    message: str | None = None
+
+
+class ObjectMeta(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    name: str | None = None
+    namespace: str | None = None
+
+
+class RLJob(_Model):
+    api_version: str = Field(API_VERSION, alias="apiVersion")
+    kind: str = KIND
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    spec: RLJobSpec
+    status: RLJobStatus | None = None

@@ -1,0 +1,37 @@
+"""Machine-readable reasons for conditions and Events (metav1.Condition.reason, CamelCase constants).
+
+Every reason a user can see is declared here once, so dashboards, alerts, tests and docs agree on the
+spelling. Add a constant before using a new reason anywhere.
+"""
+
+from __future__ import annotations
+
+# Condition types
+PLANNED = "Planned"
+READY = "Ready"
+DEGRADED = "Degraded"
+STALENESS_WITHIN_BOUND = "StalenessWithinBound"
+
+# Planned=True
+PLAN_FOUND = "PlanFound"
+REPLANNED = "Replanned"
+# Planned=False (planner infeasibility; the user can act on these)
+MODEL_DOES_NOT_FIT = "ModelDoesNotFit"
+BUDGET_TOO_SMALL = "BudgetTooSmall"
+NO_ELIGIBLE_GPUS = "NoEligibleGPUs"
+TARGET_UNREACHABLE = "TargetUnreachable"
+UNKNOWN_GPU_TYPE = "UnknownGPUType"
+INVALID_SPEC = "InvalidSpec"
+# Ready / Degraded
+CHILDREN_READY = "ChildrenReady"
+CHILDREN_PENDING = "ChildrenPending"
+TRAINER_LOST = "TrainerLost"
+ROLLOUT_PREEMPTED = "RolloutPreempted"
+# Staleness
+WITHIN_BOUND = "WithinBound"
+NEAR_BOUND = "NearBound"
+EXCEEDED_BOUND = "ExceededBound"
+NO_PROGRESS_YET = "NoProgressYet"
+# Events
+SCALED_ROLLOUT = "ScaledRollout"
+REJECTED = "Rejected"

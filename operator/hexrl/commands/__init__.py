@@ -1,0 +1,1 @@
+"""CLI verbs of `hexrl`, one module per verb; registered by `hexrl.cli`."""

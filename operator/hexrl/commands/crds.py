@@ -1,0 +1,7 @@
+"""hexrl crds (being built; see its issue)."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(help=__doc__, no_args_is_help=True)
