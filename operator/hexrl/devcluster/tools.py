@@ -1,0 +1,246 @@
+"""Pinned developer tools built from the Go module proxy: `helm` and `ct` (chart-testing).
+
+The chart checks (`tests/chart/`) and `make chart` need Helm and chart-testing. Like the Kubernetes
+binaries of the local control plane, they are not downloaded as release archives (our machines reach
+package registries only) but compiled from their Go modules at a pinned version with `go install`,
+once, into `~/.cache/hexrl/bin/<tool>-<version>/<tool>`. Later runs find them there in milliseconds.
+
+Resolution order for a tool (first hit wins):
+
+1. the environment variable named in `GoTool.env` (e.g. `HEXRL_HELM=/opt/helm/bin/helm`): a file used as is;
+2. the cache folder `<cache>/<tool>-<version>/<tool>`;
+3. a binary of that name on `PATH` whose `version` output contains the pinned version;
+4. a build with `go install <package>@<version>` into a temporary folder that is renamed into the cache
+   when the build succeeded (so an interrupted build never leaves a half-written binary behind).
+
+Every failure a user can fix (no Go toolchain, the proxy refuses a module, the build fails) raises
+`ToolError` whose message says what happened and what to do.
+
+Run as a script to build everything up front: `python -m hexrl.devcluster.tools [helm] [ct]`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class ToolError(RuntimeError):
+    """A tool could not be found or built; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class GoTool:
+    """A command-line tool compiled from one Go module at one pinned version."""
+
+    name: str
+    """Binary name, e.g. `helm`."""
+    module: str
+    """Go module path, e.g. `helm.sh/helm/v3`."""
+    package: str
+    """Import path of the `main` package inside the module."""
+    version: str
+    """Pinned module version (a tag such as `v3.22.0`); bump it deliberately, never float."""
+    env: str
+    """Environment variable that points at a pre-built binary to use instead."""
+    version_args: tuple[str, ...] = ("version",)
+    """Arguments that make the binary print its version (used to accept a binary found on PATH)."""
+    ldflags: tuple[str, ...] = ()
+    """Extra `-X` linker flags (e.g. the version string the tool reports)."""
+    minutes: int = 3
+    """Typical cold build time on 2 cores, shown in the progress line so nobody thinks it hangs."""
+
+
+HELM = GoTool(
+    name="helm",
+    module="helm.sh/helm/v3",
+    package="helm.sh/helm/v3/cmd/helm",
+    version="v3.22.0",
+    env="HEXRL_HELM",
+    version_args=("version", "--short"),
+    # Helm reports "v3.x.y" only when told at link time; without it `helm version` says v3.*-dev and
+    # chart `kubeVersion`/`helm lint` checks behave as for a development build.
+    ldflags=(
+        "-X helm.sh/helm/v3/internal/version.version=v3.22.0",
+        "-X helm.sh/helm/v3/internal/version.gitTreeState=clean",
+    ),
+    minutes=4,
+)
+
+CT = GoTool(
+    name="ct",
+    module="github.com/helm/chart-testing/v3",
+    package="github.com/helm/chart-testing/v3/ct",
+    version="v3.14.0",
+    env="HEXRL_CT",
+    ldflags=("-X github.com/helm/chart-testing/v3/ct/cmd.Version=v3.14.0",),
+    minutes=3,
+)
+
+TOOLS: dict[str, GoTool] = {t.name: t for t in (HELM, CT)}
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """Where tools are cached and how they are built."""
+
+    cache_dir: Path = field(
+        default_factory=lambda: Path(
+            os.environ.get("HEXRL_CACHE_DIR")
+            or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hexrl"
+        )
+        / "bin"
+    )
+    """Root of the binary cache (default `~/.cache/hexrl/bin`, or `$HEXRL_CACHE_DIR/bin`); outside the
+    repo so a fresh clone or `git clean` never throws away minutes of compilation."""
+    go: str = field(default_factory=lambda: os.environ.get("GO", "go"))
+    """The Go toolchain command (default `go` on PATH, or `$GO`)."""
+    build_timeout_s: float = 1800.0
+    """Upper bound for one cold build, seconds (default 30 min: 2 shared cores can be very slow)."""
+    progress_every_s: float = 30.0
+    """Seconds between "still building" lines, so a long build never looks like a hang."""
+
+
+def cached_path(tool: GoTool, settings: ToolSettings | None = None) -> Path:
+    """Where the pinned build of `tool` lives in the cache."""
+    settings = settings or ToolSettings()
+    return settings.cache_dir / f"{tool.name}-{tool.version}" / tool.name
+
+
+def _usable(path: Path) -> bool:
+    return path.is_file() and os.access(path, os.X_OK)
+
+
+def _on_path_with_version(tool: GoTool) -> Path | None:
+    """A binary on PATH that reports the pinned version, or None."""
+    found = shutil.which(tool.name)
+    if not found:
+        return None
+    try:
+        out = subprocess.run(
+            [found, *tool.version_args], capture_output=True, text=True, timeout=20, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return Path(found) if tool.version in (out.stdout + out.stderr) else None
+
+
+def find_tool(tool: GoTool, settings: ToolSettings | None = None) -> Path | None:
+    """The binary to use for `tool` without building anything, or None."""
+    override = os.environ.get(tool.env)
+    if override:
+        if not _usable(Path(override)):
+            raise ToolError(f"{tool.env}={override} is not an executable file; unset it or point it at {tool.name}")
+        return Path(override)
+    cached = cached_path(tool, settings)
+    if _usable(cached):
+        return cached
+    return _on_path_with_version(tool)
+
+
+def _check_go(settings: ToolSettings) -> str:
+    go = shutil.which(settings.go)
+    if not go:
+        raise ToolError(
+            f"building {', '.join(TOOLS)} needs a Go toolchain (1.24 or newer) and none was found as "
+            f"'{settings.go}'. Install Go (e.g. `apt-get install golang` or the official tarball), put it on "
+            "PATH or set GO=/path/to/go, or point HEXRL_HELM / HEXRL_CT at pre-built binaries."
+        )
+    try:
+        subprocess.run([go, "version"], capture_output=True, text=True, timeout=60, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise ToolError(f"'{go} version' failed ({exc}); repair the Go installation or set GO=/path/to/go") from exc
+    return go
+
+
+def _ticker(label: str, every_s: float, stop: threading.Event, emit: Callable[[str], None]) -> None:
+    start = time.monotonic()
+    while not stop.wait(every_s):
+        emit(f"  … still building {label} ({time.monotonic() - start:.0f} s)")
+
+
+def build_tool(
+    tool: GoTool, settings: ToolSettings | None = None, emit: Callable[[str], None] | None = None
+) -> Path:
+    """Compile `tool` at its pinned version into the cache and return the binary's path."""
+    settings = settings or ToolSettings()
+    emit = emit or (lambda line: print(line, file=sys.stderr, flush=True))
+    go = _check_go(settings)
+    target = cached_path(tool, settings)
+    target.parent.parent.mkdir(parents=True, exist_ok=True)
+    label = f"{tool.name} {tool.version}"
+    emit(
+        f"building {label} from the Go module proxy into {target.parent} "
+        f"(first time only; about {tool.minutes} min on 2 cores)"
+    )
+    staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=target.parent.parent))
+    env = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
+    ldflags = " ".join(("-s", "-w", *tool.ldflags))
+    cmd = [go, "install", "-trimpath", f"-ldflags={ldflags}", f"{tool.package}@{tool.version}"]
+    stop = threading.Event()
+    ticker = threading.Thread(target=_ticker, args=(label, settings.progress_every_s, stop, emit), daemon=True)
+    ticker.start()
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=settings.build_timeout_s, check=False)
+    except subprocess.TimeoutExpired as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ToolError(
+            f"building {label} took longer than {settings.build_timeout_s:.0f} s; the machine may be busy — "
+            "run `make chart-tools` again (the Go build cache keeps finished packages)"
+        ) from exc
+    finally:
+        stop.set()
+    if proc.returncode != 0:
+        shutil.rmtree(staging, ignore_errors=True)
+        tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-15:])
+        hint = (
+            "the module proxy refused the module; check GOPROXY and that the version exists"
+            if "403" in tail or "404" in tail or "not available" in tail
+            else "see the compiler output above"
+        )
+        raise ToolError(f"`{' '.join(cmd)}` failed ({hint}):\n{tail}")
+    built = staging / tool.name
+    if not _usable(built):
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ToolError(f"go install finished but produced no {built}; is {tool.package} a main package?")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(built, target)
+    shutil.rmtree(staging, ignore_errors=True)
+    emit(f"built {label} in {time.monotonic() - started:.0f} s -> {target}")
+    return target
+
+
+def ensure_tool(
+    tool: GoTool | str, settings: ToolSettings | None = None, emit: Callable[[str], None] | None = None
+) -> Path:
+    """The binary for `tool`, building it first when neither an override, the cache nor PATH has it."""
+    if isinstance(tool, str):
+        if tool not in TOOLS:
+            raise ToolError(f"unknown tool '{tool}'; known: {', '.join(TOOLS)}")
+        tool = TOOLS[tool]
+    return find_tool(tool, settings) or build_tool(tool, settings, emit)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build (or find) the named tools and print one `name path` line each."""
+    names = (argv if argv is not None else sys.argv[1:]) or list(TOOLS)
+    try:
+        for name in names:
+            print(f"{name} {ensure_tool(name)}", flush=True)
+    except ToolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
