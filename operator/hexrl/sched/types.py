@@ -9,6 +9,10 @@ hashed and diffed. Names may be added; existing names are not renamed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hexrl.sched.catalog import GPUSpec
 
 # ------------------------------------------------------------------------------------------ cluster
 
@@ -69,6 +73,16 @@ class Cluster:
     nodes: tuple[NodeInfo, ...]
     inter_pool_gbps: float = 1.5
     """Default GB/s between nodes of different pools."""
+    gpu_overrides: tuple[GPUSpec, ...] = ()
+    """GPU specs that replace or extend the shipped catalog for this cluster (an inventory's `catalog:`)."""
+
+    def pool(self, name: str) -> PoolInfo | None:
+        """The pool called `name`, or None."""
+        return next((p for p in self.pools if p.name == name), None)
+
+    def nodes_of(self, pool: str) -> tuple[NodeInfo, ...]:
+        """The nodes of one pool, in snapshot order."""
+        return tuple(n for n in self.nodes if n.pool == pool)
 
 
 # ---------------------------------------------------------------------------------------------- plan
