@@ -29,7 +29,7 @@ from pydantic.alias_generators import to_camel
 from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, CatalogError
 from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
 
-__all__ = ["InventoryError", "PoolSpec", "ClusterInventory", "parse_inventory", "cluster_to_inventory"]
+__all__ = ["ClusterInventory", "InventoryError", "PoolSpec", "cluster_to_inventory", "parse_inventory"]
 
 API_VERSION = "hexrl.dev/v1alpha1"
 KIND = "ClusterInventory"

@@ -83,7 +83,7 @@ def test_overrides_return_a_new_catalog_and_leave_the_default_alone():
 def test_a_new_type_must_be_complete():
     from hexrl.sched import CatalogError
 
-    with pytest.raises(CatalogError, match="B200.*needs"):
+    with pytest.raises(CatalogError, match=r"B200.*needs"):
         DEFAULT_CATALOG.with_overrides({"B200": {"tflopsBf16": 2250}})
 
 
