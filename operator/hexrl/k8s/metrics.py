@@ -1,0 +1,103 @@
+"""Every Prometheus metric the operator exports, defined once, each with its help string.
+
+This module is the single source of truth for the operator's metric names (a docs generator and the
+dashboard checks import it); nothing else in `hexrl.k8s` creates metrics. Names carry the `hexrl_`
+prefix and base units (`_seconds`, `_total`); per-job gauges are labelled `namespace`, `job`.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+RECONCILES = Counter(
+    "hexrl_operator_reconciles_total",
+    "Reconcile passes over RLJobs, by result (ok, infeasible, invalid, error).",
+    ["result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "hexrl_operator_reconcile_duration_seconds",
+    "Wall time of one reconcile pass of one RLJob (snapshot, plan, apply, status).",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+PLAN_SOLVE_SECONDS = Histogram(
+    "hexrl_plan_solve_seconds",
+    "Planner time per plan() or replan() call, as measured by the operator.",
+    ["kind"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+PLANNED_TOKENS = Gauge(
+    "hexrl_job_planned_tokens_per_second",
+    "Predicted end-to-end training-consumed tokens/s of the job's current plan.",
+    ["namespace", "job"],
+)
+PLANNED_COST = Gauge(
+    "hexrl_job_planned_cost_dollars_per_hour",
+    "Dollars per hour of all GPUs in the job's current plan.",
+    ["namespace", "job"],
+)
+PLANNED_GPUS = Gauge(
+    "hexrl_job_planned_gpus",
+    "GPUs in the job's current plan (trainer + rollout).",
+    ["namespace", "job"],
+)
+OBSERVED_STALENESS = Gauge(
+    "hexrl_job_observed_staleness",
+    "Policy lag reported by the job's coordinator (trainer version minus behaviour version).",
+    ["namespace", "job"],
+)
+EXTRA_ROLLOUT = Gauge(
+    "hexrl_job_extra_rollout_replicas",
+    "Rollout replicas added beyond the plan by live scaling (trainer starving).",
+    ["namespace", "job"],
+)
+PREEMPTIONS = Counter(
+    "hexrl_preemptions_handled_total",
+    "Pods of RLJobs replaced because their node went away or they carried DisruptionTarget, by role.",
+    ["role"],
+)
+CHILDREN_CREATED = Counter(
+    "hexrl_children_created_total",
+    "Child objects created or changed by server-side apply, by kind.",
+    ["kind"],
+)
+CHILDREN_DELETED = Counter(
+    "hexrl_children_deleted_total",
+    "Child objects deleted by the operator, by kind.",
+    ["kind"],
+)
+ERRORS = Counter(
+    "hexrl_operator_errors_total",
+    "Errors while reconciling, by reason (ApiError reason, planner reason or exception class).",
+    ["reason"],
+)
+REPLANS = Counter(
+    "hexrl_replans_total",
+    "Calls to the planner, by trigger (spec, cluster, first).",
+    ["trigger"],
+)
+SCALING = Counter(
+    "hexrl_rollout_scaling_total",
+    "Live rollout scaling decisions, by direction (grow, shrink).",
+    ["direction"],
+)
+JOBS = Gauge(
+    "hexrl_jobs",
+    "RLJobs known to this operator, by phase.",
+    ["phase"],
+)
+API_REQUESTS = Counter(
+    "hexrl_operator_api_requests_total",
+    "Requests the reconciler sent to the Kubernetes API server (kopf's own watches excluded).",
+)
+EVENTS_DEBOUNCED = Counter(
+    "hexrl_operator_node_events_total",
+    "Node events seen, by whether they changed what the planner sees (relevant, ignored).",
+    ["kind"],
+)
+
+ALL = (
+    RECONCILES, RECONCILE_SECONDS, PLAN_SOLVE_SECONDS, PLANNED_TOKENS, PLANNED_COST, PLANNED_GPUS,
+    OBSERVED_STALENESS, EXTRA_ROLLOUT, PREEMPTIONS, CHILDREN_CREATED, CHILDREN_DELETED, ERRORS, REPLANS,
+    SCALING, JOBS, API_REQUESTS, EVENTS_DEBOUNCED,
+)
+"""Every metric above, for the docs generator and dashboard checks."""

@@ -1,0 +1,174 @@
+"""Operator settings: one grouped dataclass read from flags and `HEXRL_OPERATOR_*` environment variables.
+
+Every knob the operator has lives here with its unit, default and reason, so the Helm chart, the CLI and
+the tests set the same names. `OperatorSettings.from_env()` reads the environment; the CLI overrides
+individual fields from its flags.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+DEFAULT_POOL_LABEL_KEYS: tuple[str, ...] = (
+    "karpenter.sh/nodepool",
+    "cloud.google.com/gke-nodepool",
+    "eks.amazonaws.com/nodegroup",
+    "kubernetes.azure.com/agentpool",
+    "hexrl.dev/pool",
+)
+"""Node labels naming the node pool, first present wins (DESIGN.md §4)."""
+
+DEFAULT_SPOT_LABELS: tuple[tuple[str, str], ...] = (
+    ("karpenter.sh/capacity-type", "spot"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("cloud.google.com/gke-preemptible", "true"),
+    ("eks.amazonaws.com/capacityType", "SPOT"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+    ("hexrl.dev/spot", "true"),
+)
+"""(label, value) pairs that mark a node as spot/preemptible capacity."""
+
+DEFAULT_GOING_AWAY_TAINTS: tuple[str, ...] = (
+    "node.kubernetes.io/unschedulable",
+    "node.kubernetes.io/not-ready",
+    "node.kubernetes.io/unreachable",
+    "ToBeDeletedByClusterAutoscaler",
+    "karpenter.sh/disrupted",
+    "karpenter.sh/disruption",
+    "cloud.google.com/impending-node-termination",
+    "aws-node-termination-handler/spot-itn",
+    "aws-node-termination-handler/scheduled-maintenance",
+    "kubernetes.azure.com/scalesetpriority-evict",
+    "hexrl.dev/reclaim",
+)
+"""Taint keys (NoSchedule/NoExecute) that mean the node is being reclaimed or terminated."""
+
+SPOT_TOLERATION_KEYS: tuple[tuple[str, str], ...] = (
+    ("karpenter.sh/capacity-type", "spot"),
+    ("cloud.google.com/gke-spot", "true"),
+    ("kubernetes.azure.com/scalesetpriority", "spot"),
+    ("hexrl.dev/spot", "true"),
+)
+"""Taints (key=value:NoSchedule) that providers put on spot pools; rollout pods on spot tolerate them."""
+
+
+@dataclass
+class ScalingSettings:
+    """Live rollout scaling from the coordinator's progress (grow onto spot, shrink near η)."""
+
+    enabled: bool = True
+    """Act on progress reports at all (default on). Off = rollout stays exactly as planned."""
+    poll_seconds: float = 15.0
+    """s between progress polls per job (default 15): slow enough to be cheap, fast enough for minutes-long steps."""
+    starve_idle_fraction: float = 0.3
+    """Trainer idle fraction above which the trainer counts as starved (default 0.3)."""
+    grow_after_polls: int = 2
+    """Consecutive starved polls before adding a replica (default 2; hysteresis against one slow step)."""
+    shrink_staleness_fraction: float = 0.85
+    """Observed staleness ≥ this × η counts as near the bound (default 0.85)."""
+    shrink_after_polls: int = 2
+    """Consecutive near-bound polls before removing an extra replica (default 2)."""
+    max_extra_replicas: int = 16
+    """Upper bound on replicas added beyond the plan (default 16), whatever the budget allows."""
+    cooldown_seconds: float = 60.0
+    """s after a scaling step during which no opposite step is taken (default 60)."""
+
+
+@dataclass
+class OperatorSettings:
+    """Everything `hexrl operator` can be told. Env: HEXRL_OPERATOR_<FIELD_NAME_UPPER>."""
+
+    namespace: str | None = None
+    """Watch only this namespace (None = all namespaces; needs the ClusterRole)."""
+    pool_label_keys: tuple[str, ...] = DEFAULT_POOL_LABEL_KEYS
+    """Node labels naming a pool, first present wins (env: comma-separated)."""
+    spot_labels: tuple[tuple[str, str], ...] = DEFAULT_SPOT_LABELS
+    """(label, value) pairs meaning spot capacity."""
+    going_away_taints: tuple[str, ...] = DEFAULT_GOING_AWAY_TAINTS
+    """Taint keys meaning reclaim/termination; tainted nodes get no new work and lose the job's pods."""
+    price_overrides: dict[str, float] = field(default_factory=dict)
+    """$/GPU-hour per pool name or GPU type (pool wins); from the chart's values (env: JSON object)."""
+    inter_pool_gbps: float = 1.5
+    """GB/s between nodes of different pools (default 1.5, as in inventories)."""
+    debounce_seconds: float = 1.0
+    """s of quiet after a node event before re-planning (default 1): a storm of events → one re-plan."""
+    debounce_max_seconds: float = 3.0
+    """s after the first pending event at which we re-plan even if events keep coming (default 3)."""
+    pod_debounce_seconds: float = 0.2
+    """s of quiet after a failed/disrupted pod of a job before replacing it (default 0.2)."""
+    worker_limit: int = 8
+    """Threads reconciling jobs concurrently (default 8; each holds one job's lock)."""
+    field_manager: str = "hexrl-operator"
+    """Server-side-apply field manager name."""
+    progress_url_template: str = "http://{name}-coordinator.{namespace}.svc:{port}/v1/progress"
+    """Coordinator progress URL; {name}, {namespace}, {port} substituted. Tests point it at 127.0.0.1."""
+    metrics_port: int = 8080
+    """Prometheus /metrics port (0 = off)."""
+    health_port: int = 8081
+    """Liveness/readiness port: /healthz and /readyz (0 = off)."""
+    health_host: str = "0.0.0.0"
+    """Address the metrics and health servers bind."""
+    peering: str | None = None
+    """kopf peering object name (leader election); None with standalone=False = kopf's default peering."""
+    standalone: bool = False
+    """Run without peering (single replica, tests)."""
+    priority: int = 0
+    """kopf peering priority; 0 = random per process, so two replicas never tie (a tie pauses both)."""
+    log_level: str = "INFO"
+    """Python log level name."""
+    priority_class_prefix: str = "hexrl"
+    """PriorityClasses `<prefix>-trainer`, `<prefix>-rollout`, `<prefix>-rollout-spot`."""
+    create_priority_classes: bool = True
+    """Create the PriorityClasses at start-up (needs create on priorityclasses; the chart may ship them)."""
+    scaling: ScalingSettings = field(default_factory=ScalingSettings)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
+        """Read `HEXRL_OPERATOR_*` variables; unknown or malformed values raise ValueError naming the variable."""
+        env = dict(os.environ if env is None else env)
+        out = cls()
+        updates: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "scaling":
+                continue
+            key = f"HEXRL_OPERATOR_{f.name.upper()}"
+            if key in env:
+                updates[f.name] = _parse(key, env[key], getattr(out, f.name), f.name)
+        scaling_updates: dict[str, Any] = {}
+        for f in fields(ScalingSettings):
+            key = f"HEXRL_OPERATOR_SCALING_{f.name.upper()}"
+            if key in env:
+                scaling_updates[f.name] = _parse(key, env[key], getattr(out.scaling, f.name), f.name)
+        return replace(out, **updates, scaling=replace(out.scaling, **scaling_updates))
+
+
+def _parse(key: str, raw: str, default: Any, name: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, dict):
+            value = json.loads(raw)
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return {str(k): float(v) for k, v in value.items()}
+        if name == "spot_labels":
+            pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
+            if any(len(p) != 2 for p in pairs):
+                raise ValueError("expected label=value pairs separated by commas")
+            return tuple((k.strip(), v.strip()) for k, v in pairs)
+        if isinstance(default, tuple):
+            return tuple(p.strip() for p in raw.split(",") if p.strip())
+        return raw or None if default is None else raw
+    except (ValueError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{key}={raw!r} is not valid: {exc}") from exc

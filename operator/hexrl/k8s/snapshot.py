@@ -1,0 +1,296 @@
+"""Snapshot: Node and Pod objects (raw JSON dicts, as kopf and the API server give them) → `sched.Cluster`.
+
+Pure conversion functions, no I/O. The operator keeps compact *views* of Nodes and Pods in kopf indexes
+(`node_view`, `pod_view`), and `build_cluster` turns those views into the planner's cluster model for one
+job (DESIGN.md §4):
+
+- GPU type from `nvidia.com/gpu.product` (GPU feature discovery; mapped to a catalog name through the
+  catalog's aliases), count from `status.allocatable["nvidia.com/gpu"]` (or `amd.com/gpu`), memory from
+  `nvidia.com/gpu.memory` (MiB);
+- pool from the first present of the configured pool label keys; spot from the capacity-type labels;
+  zone from `topology.kubernetes.io/zone`; NVLink clique from `nvidia.com/gpu.clique`; price, bandwidth
+  and preemption-rate overrides from `hexrl.dev/*` labels and the settings;
+- GPUs allocated by pods that are not this job's (`gpus_used_by_others`), so two jobs never plan the
+  same GPUs;
+- going away: deletion, reclaim/termination taints, `spec.unschedulable`, `Ready != True`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from hexrl.k8s.settings import OperatorSettings
+from hexrl.sched.catalog import canonical_gpu_name
+from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
+
+log = logging.getLogger(__name__)
+
+GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
+LABEL_PRODUCT = "nvidia.com/gpu.product"
+LABEL_AMD_PRODUCT = "amd.com/gpu.product"
+LABEL_MEMORY = "nvidia.com/gpu.memory"
+LABEL_CLIQUE = "nvidia.com/gpu.clique"
+LABEL_ZONE = "topology.kubernetes.io/zone"
+LABEL_PRICE = "hexrl.dev/price-per-gpu-hour"
+LABEL_INTER_NODE = "hexrl.dev/inter-node-gbps"
+LABEL_PREEMPTIONS = "hexrl.dev/preemptions-per-node-hour"
+LABEL_JOB = "hexrl.dev/job"
+LABEL_ROLE = "hexrl.dev/role"
+LABEL_SLOT = "hexrl.dev/slot"
+LABEL_POOL = "hexrl.dev/pool"
+
+
+# ----------------------------------------------------------------------------------------- catalog
+
+
+def catalog_name(product: str) -> str | None:
+    """The GPU catalog name for a product label value ("NVIDIA-H100-80GB-HBM3" → "H100"), or None."""
+    return canonical_gpu_name(product) if product else None
+
+
+# ------------------------------------------------------------------------------------------- views
+
+
+def _quantity(value: Any) -> int:
+    """Integer count from a Kubernetes quantity string (GPU counts are plain integers)."""
+    if value is None:
+        return 0
+    try:
+        return int(float(str(value)))
+    except ValueError:
+        return 0
+
+
+def node_gpus(node: Mapping[str, Any]) -> int:
+    alloc = (node.get("status") or {}).get("allocatable") or {}
+    return max((_quantity(alloc.get(r)) for r in GPU_RESOURCES), default=0)
+
+
+def node_ready(node: Mapping[str, Any]) -> bool:
+    for cond in (node.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def node_going_away(node: Mapping[str, Any], settings: OperatorSettings) -> str:
+    """Why the node is going away ("" when it is not): deletion, taint, cordon or NotReady."""
+    meta = node.get("metadata") or {}
+    spec = node.get("spec") or {}
+    if meta.get("deletionTimestamp"):
+        return "deleting"
+    for taint in spec.get("taints") or []:
+        if taint.get("key") in settings.going_away_taints and taint.get("effect") in ("NoSchedule", "NoExecute"):
+            return f"taint {taint.get('key')}"
+    if spec.get("unschedulable"):
+        return "cordoned"
+    if not node_ready(node):
+        return "not ready"
+    return ""
+
+
+def node_view(node: Mapping[str, Any], settings: OperatorSettings) -> dict[str, Any]:
+    """The compact, planning-relevant part of a Node (what the index stores and what events compare)."""
+    meta = node.get("metadata") or {}
+    return {
+        "name": meta.get("name", ""),
+        "labels": dict(meta.get("labels") or {}),
+        "gpus": node_gpus(node),
+        "goingAway": node_going_away(node, settings),
+    }
+
+
+def pod_gpus(pod: Mapping[str, Any]) -> int:
+    """GPUs a pod holds: max(sum over containers, any init container) of requests (or limits)."""
+    spec = pod.get("spec") or {}
+
+    def one(c: Mapping[str, Any]) -> int:
+        res = c.get("resources") or {}
+        req = res.get("requests") or {}
+        lim = res.get("limits") or {}
+        return sum(_quantity(req.get(r, lim.get(r))) for r in GPU_RESOURCES)
+
+    main = sum(one(c) for c in spec.get("containers") or [])
+    init = max((one(c) for c in spec.get("initContainers") or []), default=0)
+    return max(main, init)
+
+
+def pod_terminal(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def pod_disrupted(pod: Mapping[str, Any]) -> bool:
+    """The pod carries DisruptionTarget=True (eviction, preemption, node shutdown)."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "DisruptionTarget" and cond.get("status") == "True":
+            return True
+    return False
+
+
+def pod_ready(pod: Mapping[str, Any]) -> bool:
+    if (pod.get("status") or {}).get("phase") != "Running":
+        return False
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Ready":
+            return cond.get("status") == "True"
+    return False
+
+
+def pod_view(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The compact part of a Pod the operator needs: where it is, what it holds, whose it is, its health."""
+    meta = pod.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    return {
+        "namespace": meta.get("namespace", ""),
+        "name": meta.get("name", ""),
+        "uid": meta.get("uid", ""),
+        "node": (pod.get("spec") or {}).get("nodeName") or "",
+        "gpus": pod_gpus(pod),
+        "job": labels.get(LABEL_JOB, ""),
+        "role": labels.get(LABEL_ROLE, ""),
+        "slot": labels.get(LABEL_SLOT, ""),
+        "phase": (pod.get("status") or {}).get("phase", ""),
+        "terminal": pod_terminal(pod),
+        "disrupted": pod_disrupted(pod),
+        "deleting": bool(meta.get("deletionTimestamp")),
+        "ready": pod_ready(pod),
+    }
+
+
+# ---------------------------------------------------------------------------------------- snapshot
+
+
+@dataclass
+class Snapshot:
+    """A `Cluster` plus what rendering needs to pin pods to pools, and warnings for Events."""
+
+    cluster: Cluster
+    pool_selectors: dict[str, tuple[str, str]] = field(default_factory=dict)
+    """pool name → (node label key, value) that selects exactly the pool's nodes."""
+    going_away: dict[str, str] = field(default_factory=dict)
+    """node name → why it is going away."""
+    warnings: list[str] = field(default_factory=list)
+
+
+def pool_of(labels: Mapping[str, str], settings: OperatorSettings) -> tuple[str, str] | None:
+    """(label key, pool name) from the first present pool label key."""
+    for key in settings.pool_label_keys:
+        if labels.get(key):
+            return key, labels[key]
+    return None
+
+
+def is_spot(labels: Mapping[str, str], settings: OperatorSettings) -> bool:
+    return any(labels.get(k, "").lower() == v.lower() for k, v in settings.spot_labels)
+
+
+def _float_label(labels: Mapping[str, str], key: str) -> float | None:
+    raw = labels.get(key)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if value >= 0 else None
+
+
+def _product(labels: Mapping[str, str]) -> str:
+    return labels.get(LABEL_PRODUCT) or labels.get(LABEL_AMD_PRODUCT) or ""
+
+
+def used_by_others(pods: Iterable[Mapping[str, Any]], job: tuple[str, str] | None) -> dict[str, int]:
+    """GPUs held per node by live pods that do not belong to `job` = (namespace, name)."""
+    used: dict[str, int] = {}
+    for p in pods:
+        if not p.get("node") or p.get("terminal") or not p.get("gpus"):
+            continue
+        if job is not None and (p.get("namespace"), p.get("job")) == job:
+            continue
+        used[p["node"]] = used.get(p["node"], 0) + int(p["gpus"])
+    return used
+
+
+def build_cluster(
+    nodes: Iterable[Mapping[str, Any]],
+    pods: Iterable[Mapping[str, Any]],
+    job: tuple[str, str] | None,
+    settings: OperatorSettings,
+) -> Snapshot:
+    """Node views + pod views → the planner's `Cluster` as seen by `job` (its own pods' GPUs count as free)."""
+    used = used_by_others(pods, job)
+    warnings: list[str] = []
+    selectors: dict[str, tuple[str, str]] = {}
+    going: dict[str, str] = {}
+    infos: list[NodeInfo] = []
+    pool_nodes: dict[str, list[dict[str, Any]]] = {}
+    unknown: dict[str, list[str]] = {}
+    for view in sorted(nodes, key=lambda v: v["name"]):
+        if view["gpus"] <= 0:
+            continue
+        labels = view["labels"]
+        product = _product(labels)
+        gpu = catalog_name(product) if product else None
+        if gpu is None:
+            unknown.setdefault(product or "<no product label>", []).append(view["name"])
+            continue
+        found = pool_of(labels, settings)
+        if found is None:
+            key, pool = "kubernetes.io/hostname", f"node-{view['name']}"
+        else:
+            key, pool = found
+        first = pool_nodes.get(pool)
+        if first and first[0]["gpu"] != gpu:
+            pool = f"{pool}-{gpu.lower()}"  # a pool must be homogeneous; split mixed ones by GPU type
+        selectors.setdefault(pool, (key, labels.get(key, view["name"])))
+        if view["goingAway"]:
+            going[view["name"]] = view["goingAway"]
+        info = NodeInfo(
+            name=view["name"],
+            pool=pool,
+            gpu=gpu,
+            gpus=int(view["gpus"]),
+            spot=is_spot(labels, settings),
+            zone=labels.get(LABEL_ZONE, ""),
+            clique=labels.get(LABEL_CLIQUE, ""),
+            gpus_used_by_others=min(int(view["gpus"]), used.get(view["name"], 0)),
+            going_away=bool(view["goingAway"]),
+        )
+        infos.append(info)
+        pool_nodes.setdefault(pool, []).append({"gpu": gpu, "labels": labels, "info": info})
+    for product, names in sorted(unknown.items()):
+        warnings.append(
+            f"skipped {len(names)} node(s) with unknown GPU product {product!r} (e.g. {names[0]}); "
+            "add it to the GPU catalog or label the nodes with a catalog name"
+        )
+    pools = tuple(_pool_info(name, members, settings) for name, members in sorted(pool_nodes.items()))
+    cluster = Cluster(pools=pools, nodes=tuple(infos), inter_pool_gbps=settings.inter_pool_gbps)
+    return Snapshot(cluster=cluster, pool_selectors=selectors, going_away=going, warnings=warnings)
+
+
+def _pool_info(name: str, members: list[dict[str, Any]], settings: OperatorSettings) -> PoolInfo:
+    infos: list[NodeInfo] = [m["info"] for m in members]
+    labels: list[Mapping[str, str]] = [m["labels"] for m in members]
+    gpu = infos[0].gpu
+    zones = {i.zone for i in infos}
+    price = settings.price_overrides.get(name, settings.price_overrides.get(gpu))
+    if price is None:
+        price = next((p for p in (_float_label(lb, LABEL_PRICE) for lb in labels) if p is not None), None)
+    inter = next((v for v in (_float_label(lb, LABEL_INTER_NODE) for lb in labels) if v is not None), None)
+    preempt = next((v for v in (_float_label(lb, LABEL_PREEMPTIONS) for lb in labels) if v is not None), 0.0)
+    mem_mib = next((v for v in (_float_label(lb, LABEL_MEMORY) for lb in labels) if v), None)
+    spot = any(i.spot for i in infos)
+    return PoolInfo(
+        name=name,
+        gpu=gpu,
+        gpus_per_node=max(i.gpus for i in infos),
+        spot=spot,
+        zone=zones.pop() if len(zones) == 1 else "",
+        price_per_gpu_hour=price,
+        inter_node_gbps=inter,
+        preemptions_per_node_hour=preempt if spot else 0.0,
+        gpu_memory_gb=round(mem_mib * 1.048576 / 1000, 1) if mem_mib else None,
+    )
