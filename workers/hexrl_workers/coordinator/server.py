@@ -1,0 +1,361 @@
+"""The coordinator's HTTP service (aiohttp) around `CoordinatorCore`.
+
+Endpoints (JSON bodies of `hexrl_workers.protocol`; all under `/v1/` need the job's bearer token):
+
+    POST /v1/work           WorkRequest → WorkResponse      rollout workers pull prompts (long-poll)
+    POST /v1/trajectories   TrajectoryBatchIn → IngestResult finished trajectories and partials
+    POST /v1/batch          BatchRequest → Batch | 204      the trainer pulls a batch (long-poll)
+    POST /v1/version        VersionUpdate                   the trainer announces a new policy version
+    GET  /v1/version                                        {"version", "epoch", "done"}
+    GET  /v1/progress       Progress                        for the operator and `hexrl run`
+    GET|PUT /v1/staleness   {"maxPolicyLag": n}             read or change η at run time
+    GET  /v1/state, POST /v1/restore                        checkpoint snapshot / restore
+    GET  /metrics, /healthz                                 Prometheus exposition; liveness
+
+η is also watched in the mounted config file (`maxPolicyLag`, see `hexrl.api.workerconfig`): the
+operator rewrites the ConfigMap and the coordinator applies it within `config_poll_seconds`.
+All handlers run on one event loop and the core is synchronous, so no locks are needed; waiters are
+woken through one `asyncio.Condition` whenever the state changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from hexrl.api.workerconfig import (
+    HEALTH_PATH,
+    METRICS_PATH,
+    PROGRESS_PATH,
+    STALENESS_PATH,
+    parse_worker_config,
+)
+from hexrl_workers.coordinator.core import CoordinatorCore, RejectedError
+from hexrl_workers.httpcommon import HTTPProblem, auth_middleware, error_middleware, json_response, parse
+from hexrl_workers.metrics import Metrics
+from hexrl_workers.protocol import (
+    BatchRequest,
+    IngestResult,
+    Progress,
+    StalenessUpdate,
+    TrajectoryBatchIn,
+    VersionUpdate,
+    WorkRequest,
+    WorkResponse,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServerSettings:
+    """Runtime knobs of the coordinator service."""
+
+    token: str | None = None
+    """Per-job bearer token (None disables auth: local development only)."""
+    config_path: str | None = None
+    """Mounted worker config to watch for a changed `maxPolicyLag` (None = no watching)."""
+    config_poll_seconds: float = 1.0
+    """How often the config file is re-read, seconds. kubelet itself propagates ConfigMap changes
+    within about a minute, so polling faster than 1 s buys nothing."""
+    rate_window_seconds: float = 30.0
+    """Window of the tokens/s figures in /v1/progress, seconds."""
+
+
+class CoordinatorServer:
+    def __init__(self, core: CoordinatorCore, settings: ServerSettings | None = None) -> None:
+        self.core = core
+        self.settings = settings or ServerSettings()
+        self.metrics = Metrics("coordinator")
+        self.started = time.monotonic()
+        self.trainer_idle_seconds = 0.0
+        self._changed: asyncio.Condition | None = None
+        self._trained_window: deque[tuple[float, int]] = deque()
+        self._generated_window: deque[tuple[float, int]] = deque()
+        self._config_mtime: float | None = None
+        self._config_text: str | None = None
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # --------------------------------------------------------------------------------------- wiring
+
+    def app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[
+                error_middleware(lambda r: self.metrics["hexrl_rejected_requests"].labels(r).inc()),
+                auth_middleware(self.settings.token),
+            ],
+            client_max_size=1 << 30,
+        )
+        app.router.add_post("/v1/work", self.work)
+        app.router.add_post("/v1/trajectories", self.trajectories)
+        app.router.add_post("/v1/batch", self.batch)
+        app.router.add_post("/v1/version", self.post_version)
+        app.router.add_get("/v1/version", self.get_version)
+        app.router.add_get(PROGRESS_PATH, self.progress)
+        app.router.add_get(STALENESS_PATH, self.get_staleness)
+        app.router.add_put(STALENESS_PATH, self.put_staleness)
+        app.router.add_get("/v1/state", self.get_state)
+        app.router.add_post("/v1/restore", self.restore)
+        app.router.add_get(METRICS_PATH, self.metrics_handler)
+        app.router.add_get(HEALTH_PATH, self.health)
+        app.on_startup.append(self._on_startup)
+        return app
+
+    async def _on_startup(self, app: web.Application) -> None:
+        self._changed = asyncio.Condition()
+        if self.settings.config_path:
+            app["watcher"] = asyncio.create_task(self._watch_config())
+        self._update_gauges()
+
+    async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
+        """Serve on the running loop; returns the bound port."""
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self.port
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    async def _notify(self) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            self._changed.notify_all()
+        self._update_gauges()
+
+    async def _wait_change(self, timeout: float) -> None:
+        assert self._changed is not None
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    # ------------------------------------------------------------------------------------- handlers
+
+    async def work(self, request: web.Request) -> web.Response:
+        req = await parse(WorkRequest, request)
+        deadline = time.monotonic() + req.wait_seconds
+        while True:
+            items, reason = self.core.dispatch(req.worker_id, req.max_items, time.time())
+            if items or time.monotonic() >= deadline:
+                break
+            if reason == "staleness-gate":
+                self.metrics["hexrl_gate_blocked"].inc()
+            await self._wait_change(max(0.0, deadline - time.monotonic()))
+        if items:
+            migrated = sum(1 for it in items for s in it.samples if s.prefix_tokens)
+            fresh = sum(1 for it in items if len(it.samples) == it.group_size)
+            self.metrics["hexrl_prompts_dispatched"].inc(fresh)
+            self.metrics["hexrl_partials_migrated"].inc(migrated)
+            await self._notify()
+        return json_response(WorkResponse(items=items, policy_version=self.core.version, reason=reason))
+
+    async def trajectories(self, request: web.Request) -> web.Response:
+        body = await parse(TrajectoryBatchIn, request)
+        accepted = dropped = 0
+        gen_tokens = 0
+        for traj in body.trajectories:
+            try:
+                self.core.ingest(traj)
+                accepted += 1
+                gen_tokens += len(traj.tokens)
+            except RejectedError as exc:
+                dropped += 1
+                log.info("dropped trajectory from %s: %s", body.worker_id or traj.worker_id, exc)
+        partials = 0
+        for part in body.partials:
+            try:
+                self.core.ingest_partial(part)
+                partials += 1
+            except RejectedError as exc:
+                dropped += 1
+                log.info("dropped partial from %s: %s", body.worker_id or part.worker_id, exc)
+        for item_id in body.released_item_ids:
+            self.core.release(item_id)
+        self.metrics["hexrl_trajectories"].inc(accepted)
+        self.metrics["hexrl_generated_tokens"].inc(gen_tokens)
+        self.metrics["hexrl_partials_received"].inc(partials)
+        self._generated_window.append((time.monotonic(), gen_tokens))
+        await self._notify()
+        return json_response(IngestResult(accepted=accepted, dropped=dropped, partials=partials))
+
+    async def batch(self, request: web.Request) -> web.Response:
+        req = await parse(BatchRequest, request)
+        t0 = time.monotonic()
+        deadline = t0 + req.wait_seconds
+        dropped_before = self.core.dropped_stale
+        try:
+            while True:
+                batch = self.core.take_batch(req.trainer_version)
+                if batch is not None or time.monotonic() >= deadline:
+                    break
+                await self._wait_change(max(0.0, deadline - time.monotonic()))
+        except RejectedError as exc:
+            raise HTTPProblem(409, str(exc), "trainerVersion") from exc
+        finally:
+            waited = time.monotonic() - t0
+            self.trainer_idle_seconds += waited
+            self.metrics["hexrl_trainer_idle_seconds"].inc(waited)
+            self.metrics["hexrl_dropped_stale"].inc(self.core.dropped_stale - dropped_before)
+        if batch is None:
+            return web.Response(status=204)
+        for lag in self.core.last_batch_lags:
+            self.metrics["hexrl_observed_staleness"].observe(lag)
+        self.metrics["hexrl_trained_trajectories"].inc(len(batch.trajectories))
+        self.metrics["hexrl_trained_tokens"].inc(self.core.last_batch_tokens)
+        self._trained_window.append((time.monotonic(), self.core.last_batch_tokens))
+        await self._notify()
+        return json_response(batch)
+
+    async def post_version(self, request: web.Request) -> web.Response:
+        upd = await parse(VersionUpdate, request)
+        try:
+            self.core.acknowledge(upd.version, upd.batch_id)
+        except RejectedError as exc:
+            raise HTTPProblem(409, str(exc), "version") from exc
+        self.metrics["hexrl_trained_steps"].inc()
+        await self._notify()
+        return json_response({"version": self.core.version})
+
+    async def get_version(self, request: web.Request) -> web.Response:
+        c = self.core
+        return json_response({"version": c.version, "epoch": c.epoch, "done": c.done})
+
+    def _rate(self, window: deque[tuple[float, int]]) -> float:
+        now = time.monotonic()
+        horizon = now - self.settings.rate_window_seconds
+        while window and window[0][0] < horizon:
+            window.popleft()
+        span = min(self.settings.rate_window_seconds, now - self.started)
+        return sum(n for _, n in window) / span if span > 0 else 0.0
+
+    def progress_model(self) -> Progress:
+        c = self.core
+        wall = max(1e-9, time.monotonic() - self.started)
+        lags = c.last_batch_lags
+        return Progress(
+            policy_version=c.version,
+            trained_steps=c.trained_steps,
+            trained_samples=c.trained_samples,
+            buffer_depth=c.buffer_depth,
+            observed_staleness=(sum(lags) / len(lags)) if lags else 0.0,
+            max_observed_staleness=c.max_observed_staleness,
+            max_policy_lag=c.s.max_policy_lag,
+            trainer_idle_fraction=min(1.0, self.trainer_idle_seconds / wall),
+            tokens_per_second=self._rate(self._trained_window),
+            generated_tokens_per_second=self._rate(self._generated_window),
+            reward_mean=c.last_reward,
+            initial_reward=c.initial_reward,
+            dropped_stale=c.dropped_stale,
+            partials_migrated=c.partials_migrated,
+            done=c.done,
+        )
+
+    async def progress(self, request: web.Request) -> web.Response:
+        return json_response(self.progress_model())
+
+    async def get_staleness(self, request: web.Request) -> web.Response:
+        return json_response({"maxPolicyLag": self.core.s.max_policy_lag})
+
+    async def put_staleness(self, request: web.Request) -> web.Response:
+        upd = await parse(StalenessUpdate, request)
+        await self.set_max_policy_lag(upd.max_policy_lag)
+        return json_response({"maxPolicyLag": self.core.s.max_policy_lag})
+
+    async def set_max_policy_lag(self, eta: int) -> None:
+        if eta != self.core.s.max_policy_lag:
+            log.info("max policy lag η: %d -> %d", self.core.s.max_policy_lag, eta)
+        self.core.s.max_policy_lag = eta
+        await self._notify()
+
+    async def get_state(self, request: web.Request) -> web.Response:
+        return json_response(self.core.snapshot())
+
+    async def restore(self, request: web.Request) -> web.Response:
+        try:
+            snap = await request.json()
+            self.core.restore(snap)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise HTTPProblem(422, f"not a coordinator snapshot: {exc}", "body") from exc
+        await self._notify()
+        return json_response({"version": self.core.version, "epoch": self.core.epoch})
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        self._update_gauges()
+        body, ctype = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "version": self.core.version})
+
+    def _update_gauges(self) -> None:
+        c, m = self.core, self.metrics
+        m["hexrl_policy_version"].set(c.version)
+        m["hexrl_max_policy_lag"].set(c.s.max_policy_lag)
+        m["hexrl_buffer_depth"].set(c.buffer_depth)
+        m["hexrl_buffer_ready_groups"].set(len(c.ready))
+        m["hexrl_inflight_trajectories"].set(c.inflight)
+        if c.last_reward is not None:
+            m["hexrl_reward_mean"].set(c.last_reward)
+
+    # ----------------------------------------------------------------------------------- config watch
+
+    async def _watch_config(self) -> None:
+        path = Path(self.settings.config_path or "")
+        while True:
+            try:
+                text = path.read_text()
+                if text != self._config_text:
+                    self._config_text = text
+                    cfg = parse_worker_config(text, source=str(path))
+                    await self.set_max_policy_lag(cfg.effective_max_policy_lag())
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # a bad edit must not stop the job: keep the last good η
+                log.warning("ignoring unreadable config %s: %s", path, exc)
+            await asyncio.sleep(self.settings.config_poll_seconds)
+
+
+class ThreadedCoordinator:
+    """A coordinator serving from a background thread (local runner, tests, benchmarks)."""
+
+    def __init__(self, server: CoordinatorServer, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(host, port), daemon=True, name="coordinator")
+        self.port = 0
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("coordinator did not start within 30 s")
+
+    def _run(self, host: str, port: int) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.port = self.loop.run_until_complete(self.server.start(host, port))
+        self._ready.set()
+        self.loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def call(self, coro, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+        """Run a coroutine on the server's loop (e.g. `set_max_policy_lag`)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
