@@ -8,19 +8,23 @@ once, into `~/.cache/hexrl/bin/<tool>-<version>/<tool>`. Later runs find them th
 Resolution order for a tool (first hit wins):
 
 1. the environment variable named in `GoTool.env` (e.g. `HEXRL_HELM=/opt/helm/bin/helm`): a file used as is;
-2. the cache folder `<cache>/<tool>-<version>/<tool>`;
-3. a binary of that name on `PATH` whose `version` output contains the pinned version;
-4. a build with `go install <package>@<version>` into a temporary folder that is renamed into the cache
+2. `$HEXRL_BIN_DIR/<tool>` (the folder of pre-built binaries the control plane also honours);
+3. the cache folder `<cache>/<tool>-<version>/<tool>` (cache root `$HEXRL_CACHE_DIR`, default `~/.cache/hexrl`);
+4. a binary of that name on `PATH` whose `version` output contains the pinned version;
+5. a build with `go install <package>@<version>` into a temporary folder that is renamed into the cache
    when the build succeeded (so an interrupted build never leaves a half-written binary behind).
 
 Every failure a user can fix (no Go toolchain, the proxy refuses a module, the build fails) raises
-`ToolError` whose message says what happened and what to do.
+`ToolError` whose message says what happened and what to do. Builds hold a file lock, so two test
+processes never compile the same tool twice.
 
 Run as a script to build everything up front: `python -m hexrl.devcluster.tools [helm] [ct]`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -28,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,16 +97,16 @@ class ToolSettings:
     """Where tools are cached and how they are built."""
 
     cache_dir: Path = field(
-        default_factory=lambda: Path(
-            os.environ.get("HEXRL_CACHE_DIR")
-            or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hexrl"
-        )
-        / "bin"
+        default_factory=lambda: Path(os.environ.get("HEXRL_CACHE_DIR") or Path.home() / ".cache" / "hexrl") / "bin"
     )
-    """Root of the binary cache (default `~/.cache/hexrl/bin`, or `$HEXRL_CACHE_DIR/bin`); outside the
-    repo so a fresh clone or `git clean` never throws away minutes of compilation."""
-    go: str = field(default_factory=lambda: os.environ.get("GO", "go"))
-    """The Go toolchain command (default `go` on PATH, or `$GO`)."""
+    """Root of the binary cache (default `~/.cache/hexrl/bin`, or `$HEXRL_CACHE_DIR/bin`, as for the control
+    plane); outside the repo so a fresh clone or `git clean` never throws away minutes of compilation."""
+    bin_dir: Path | None = field(
+        default_factory=lambda: Path(os.environ["HEXRL_BIN_DIR"]) if os.environ.get("HEXRL_BIN_DIR") else None
+    )
+    """A folder of pre-built binaries (env `HEXRL_BIN_DIR`) searched before the cache; default none."""
+    go: str = field(default_factory=lambda: os.environ.get("HEXRL_GO", "go"))
+    """The Go toolchain command (default `go` on PATH, or `$HEXRL_GO`)."""
     build_timeout_s: float = 1800.0
     """Upper bound for one cold build, seconds (default 30 min: 2 shared cores can be very slow)."""
     progress_every_s: float = 30.0
@@ -140,6 +144,9 @@ def find_tool(tool: GoTool, settings: ToolSettings | None = None) -> Path | None
         if not _usable(Path(override)):
             raise ToolError(f"{tool.env}={override} is not an executable file; unset it or point it at {tool.name}")
         return Path(override)
+    settings = settings or ToolSettings()
+    if settings.bin_dir and _usable(settings.bin_dir / tool.name):
+        return settings.bin_dir / tool.name
     cached = cached_path(tool, settings)
     if _usable(cached):
         return cached
@@ -152,12 +159,12 @@ def _check_go(settings: ToolSettings) -> str:
         raise ToolError(
             f"building {', '.join(TOOLS)} needs a Go toolchain (1.24 or newer) and none was found as "
             f"'{settings.go}'. Install Go (e.g. `apt-get install golang` or the official tarball), put it on "
-            "PATH or set GO=/path/to/go, or point HEXRL_HELM / HEXRL_CT at pre-built binaries."
+            "PATH or set HEXRL_GO=/path/to/go, or point HEXRL_HELM / HEXRL_CT at pre-built binaries."
         )
     try:
         subprocess.run([go, "version"], capture_output=True, text=True, timeout=60, check=True)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ToolError(f"'{go} version' failed ({exc}); repair the Go installation or set GO=/path/to/go") from exc
+        raise ToolError(f"'{go} version' failed ({exc}); repair the Go installation or set HEXRL_GO=/path/to/go") from exc
     return go
 
 
@@ -219,6 +226,18 @@ def build_tool(
     return target
 
 
+@contextlib.contextmanager
+def _build_lock(settings: ToolSettings, tool: GoTool) -> Iterator[None]:
+    """An exclusive file lock per tool, so concurrent test sessions build it once."""
+    settings.cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(settings.cache_dir / f".{tool.name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_tool(
     tool: GoTool | str, settings: ToolSettings | None = None, emit: Callable[[str], None] | None = None
 ) -> Path:
@@ -227,7 +246,13 @@ def ensure_tool(
         if tool not in TOOLS:
             raise ToolError(f"unknown tool '{tool}'; known: {', '.join(TOOLS)}")
         tool = TOOLS[tool]
-    return find_tool(tool, settings) or build_tool(tool, settings, emit)
+    settings = settings or ToolSettings()
+    found = find_tool(tool, settings)
+    if found:
+        return found
+    with _build_lock(settings, tool):
+        # Another process may have finished the build while we waited for the lock.
+        return find_tool(tool, settings) or build_tool(tool, settings, emit)
 
 
 def main(argv: list[str] | None = None) -> int:
