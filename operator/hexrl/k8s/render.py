@@ -37,12 +37,20 @@ from typing import Any
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
 from hexrl.k8s.settings import SPOT_TOLERATION_KEYS, OperatorSettings
-from hexrl.k8s.snapshot import LABEL_JOB, LABEL_POOL, LABEL_ROLE, LABEL_SLOT, Snapshot
+from hexrl.k8s.snapshot import (
+    ANNOTATION_HASH,
+    LABEL_EPOCH,
+    LABEL_JOB,
+    LABEL_POOL,
+    LABEL_ROLE,
+    LABEL_SLOT,
+    Snapshot,
+)
 from hexrl.sched.types import Plan, RolloutReplica
 
-HASH_ANNOTATION = "hexrl.dev/spec-hash"
+HASH_ANNOTATION = ANNOTATION_HASH
 RANK_LABEL = "hexrl.dev/rank"
-EPOCH_LABEL = "hexrl.dev/trainer-epoch"
+EPOCH_LABEL = LABEL_EPOCH
 RENDEZVOUS_PORT = 29500
 PLAN_KEY = "plan.json"
 STATE_KEY = "state.json"

@@ -41,6 +41,8 @@ LABEL_JOB = "hexrl.dev/job"
 LABEL_ROLE = "hexrl.dev/role"
 LABEL_SLOT = "hexrl.dev/slot"
 LABEL_POOL = "hexrl.dev/pool"
+LABEL_EPOCH = "hexrl.dev/trainer-epoch"
+ANNOTATION_HASH = "hexrl.dev/spec-hash"
 
 
 # ----------------------------------------------------------------------------------------- catalog
@@ -152,6 +154,8 @@ def pod_view(pod: Mapping[str, Any]) -> dict[str, Any]:
         "job": labels.get(LABEL_JOB, ""),
         "role": labels.get(LABEL_ROLE, ""),
         "slot": labels.get(LABEL_SLOT, ""),
+        "epoch": labels.get(LABEL_EPOCH, ""),
+        "hash": (meta.get("annotations") or {}).get(ANNOTATION_HASH, ""),
         "phase": (pod.get("status") or {}).get("phase", ""),
         "terminal": pod_terminal(pod),
         "disrupted": pod_disrupted(pod),

@@ -133,3 +133,28 @@ def status_equal(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     """Compare only the fields this operator owns (kopf keeps its own keys in status too)."""
     old = old or {}
     return all(old.get(k) == v for k, v in new.items())
+
+
+def summarize(plan: Any) -> dict[str, Any]:
+    """`status.plan` from a `sched.Plan` (wire form of `hexrl.api.models.PlanSummary`)."""
+    from hexrl.api.models import PlanSummary, RolloutGroup, TrainerPlacement
+
+    t = plan.trainer
+    return PlanSummary(
+        trainer=TrainerPlacement(
+            gpu=t.gpu, pool=t.pool, gpus=t.gpus, data_parallel=t.data_parallel, tensor_parallel=t.tensor_parallel,
+            pipeline_parallel=t.pipeline_parallel, fsdp=t.fsdp, nodes=list(t.nodes),
+            tokens_per_second=round(t.tokens_per_second, 1),
+        ),
+        rollout=[
+            RolloutGroup(gpu=g.gpu, pool=g.pool, replicas=g.replicas, gpus_per_replica=g.gpus_per_replica,
+                         spot=g.spot, nodes=list(g.nodes), tokens_per_second=round(g.tokens_per_second, 1))
+            for g in plan.rollout_groups()
+        ],
+        gpus=plan.gpus,
+        predicted_tokens_per_second=round(plan.tokens_per_second, 1),
+        cost_per_hour=round(plan.cost_per_hour, 2),
+        solve_seconds=round(plan.solve_seconds, 4),
+        bottleneck=plan.bottleneck,
+        staleness_predicted=round(plan.staleness_predicted, 3),
+    ).wire()
