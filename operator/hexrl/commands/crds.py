@@ -1,7 +1,49 @@
-"""hexrl crds (being built; see its issue)."""
+"""Generate the RLJob CRD from the API models, or check that the committed one is current."""
 
 from __future__ import annotations
+
+import difflib
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(help=__doc__, no_args_is_help=True)
+
+
+@app.command("generate")
+def generate(
+    out: Path = typer.Option(Path("crds"), "--out", help="Folder to write rljobs.hexrl.dev.yaml into."),
+    check: bool = typer.Option(
+        False, "--check", help="Write nothing; exit 1 with a diff when the file differs from the models."
+    ),
+) -> None:
+    """Write crds/rljobs.hexrl.dev.yaml (or, with --check, fail on drift)."""
+    from hexrl.api.crd import FILENAME, crd_yaml
+
+    target = out / FILENAME
+    text = crd_yaml()
+    if check:
+        current = target.read_text() if target.exists() else ""
+        if current == text:
+            typer.echo(f"{target} is up to date")
+            return
+        diff = difflib.unified_diff(
+            current.splitlines(keepends=True), text.splitlines(keepends=True), str(target), "generated"
+        )
+        typer.echo("".join(diff), err=True)
+        typer.echo(f"{target} is out of date with hexrl.api.models: run `make crds` and commit it", err=True)
+        raise typer.Exit(1)
+    if out.exists() and not out.is_dir():
+        typer.echo(f"--out {out} is not a folder; pass the folder the CRD file goes into", err=True)
+        raise typer.Exit(1)
+    out.mkdir(parents=True, exist_ok=True)
+    target.write_text(text)
+    typer.echo(f"wrote {target}")
+
+
+@app.command("print")
+def print_crd() -> None:
+    """Print the generated CRD YAML to stdout (e.g. `hexrl crds print | kubectl apply -f -`)."""
+    from hexrl.api.crd import crd_yaml
+
+    typer.echo(crd_yaml(), nl=False)
