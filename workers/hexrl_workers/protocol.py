@@ -240,6 +240,9 @@ class WeightManifest(Msg):
     tensors: list[TensorInfo]
     peers: list[str] = Field(default_factory=list, description="Base URLs of relays holding this version.")
     source: str | None = Field(None, description="Where this client should download from (None = here).")
+    retry_after_seconds: float | None = Field(
+        None, description="Set when the client should wait and ask again (origin busy, no relay yet)."
+    )
 
     @model_validator(mode="after")
     def _chunks_cover_blob(self) -> WeightManifest:

@@ -1,1 +1,1 @@
-"""(placeholder docstring: replaced by the module owner)."""
+"""Pull-based, versioned, verified, relay-capable weight distribution (see `server` and `client`)."""

@@ -1,0 +1,119 @@
+"""Generation with a `transformers` causal LM in PyTorch (CPU or GPU), with a KV cache.
+
+Batched incremental decoding: the contexts (prompt + migrated prefix) are left-padded and prefilled
+once; then each step feeds one token per sequence with the cache. Per step, for sequence b:
+
+    z = logits_b / T,   logp = log_softmax(z),   p = exp(logp)
+    top-p: keep the smallest set S of tokens, by decreasing p, with Σ_S p >= topP; sample x ~ p|S
+    reported log-prob = logp[x]            (tempered, untruncated; see `rollout.engine`)
+
+Finished sequences (EOS) keep being fed a pad token with attention mask 0 until the batch ends, which
+keeps the cache rectangular without affecting the others. The stop event is checked between tokens,
+so an interruption loses at most one token step of work.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from hexrl_workers.rollout.engine import GenRequest, GenResult, SamplingParams
+
+
+class TorchEngine:
+    def __init__(self, model: Any, params: SamplingParams, seed: int = 0, device: str = "cpu") -> None:
+        self.model = model.to(device).eval()
+        self.params = params
+        self.device = device
+        self.version = 0
+        self.gen = torch.Generator(device=device)
+        self.gen.manual_seed(seed)
+
+    def load_weights(self, tensors: dict[str, Any], version: int) -> None:
+        missing, unexpected = self.model.load_state_dict(tensors, strict=False)
+        if unexpected or [m for m in missing if not m.endswith("rotary_emb.inv_freq")]:
+            raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        self.version = version
+
+    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.params.temperature
+        if t <= 0:
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            tok = logp.argmax(dim=-1)
+            return tok, logp.gather(-1, tok[:, None])[:, 0]
+        logp = torch.log_softmax(logits.float() / t, dim=-1)
+        probs = logp.exp()
+        if self.params.top_p < 1.0:
+            sp, idx = probs.sort(dim=-1, descending=True)
+            # keep a token when the mass strictly before it is below top_p (the first is always kept)
+            keep = (sp.cumsum(-1) - sp) < self.params.top_p
+            sp = sp * keep
+            choice = torch.multinomial(sp / sp.sum(-1, keepdim=True), 1, generator=self.gen)
+            tok = idx.gather(-1, choice)[:, 0]
+        else:
+            tok = torch.multinomial(probs, 1, generator=self.gen)[:, 0]
+        return tok, logp.gather(-1, tok[:, None])[:, 0]
+
+    @torch.inference_mode()
+    def generate(self, requests: list[GenRequest], stop: threading.Event | None = None) -> list[GenResult]:
+        if not requests:
+            return []
+        eos, pad = self.params.eos_id, self.params.pad_id
+        out = [
+            GenResult(list(r.prefix_tokens), list(r.prefix_logprobs), list(r.prefix_versions), False)
+            for r in requests
+        ]
+        active = []
+        for i, r in enumerate(requests):
+            if (r.prefix_tokens and r.prefix_tokens[-1] == eos) or len(r.prefix_tokens) >= r.max_new_tokens:
+                out[i].finished = bool(r.prefix_tokens) and r.prefix_tokens[-1] == eos
+            else:
+                active.append(i)
+        if not active:
+            return out
+        ctx = [requests[i].prompt_tokens + requests[i].prefix_tokens for i in active]
+        width = max(len(c) for c in ctx)
+        ids = torch.full((len(ctx), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(ctx), width), dtype=torch.long)
+        for row, c in enumerate(ctx):
+            ids[row, width - len(c):] = torch.tensor(c)
+            mask[row, width - len(c):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        past, logits = res.past_key_values, res.logits[:, -1, :]
+        alive = torch.ones(len(ctx), dtype=torch.bool)
+        next_pos = pos[:, -1] + 1
+        budget = max(requests[i].max_new_tokens - len(requests[i].prefix_tokens) for i in active)
+        for _ in range(budget):
+            if stop is not None and stop.is_set():
+                for i in active:
+                    if not out[i].finished:
+                        out[i].interrupted = True
+                return out
+            tok, lp = self._sample(logits)
+            for row, i in enumerate(active):
+                if not alive[row]:
+                    continue
+                t = int(tok[row])
+                out[i].tokens.append(t)
+                out[i].logprobs.append(float(lp[row]))
+                out[i].versions.append(self.version)
+                if t == eos:
+                    out[i].finished = True
+                    alive[row] = False
+                elif len(out[i].tokens) >= requests[i].max_new_tokens:
+                    alive[row] = False
+            if not bool(alive.any()):
+                break
+            feed = torch.where(alive.to(self.device), tok, torch.full_like(tok, pad))
+            mask = torch.cat([mask, alive.to(self.device, torch.long)[:, None]], dim=1)
+            res = self.model(
+                input_ids=feed[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                past_key_values=past, use_cache=True,
+            )
+            past, logits = res.past_key_values, res.logits[:, -1, :]
+            next_pos = next_pos + 1
+        return out

@@ -1,0 +1,225 @@
+"""The pull-based weight service: origin (trainer rank 0) and relays (rollout workers), one class.
+
+    GET  /v1/weights/latest[?client=URL&exclude=URL,...]   manifest of the newest version
+    GET  /v1/weights/{v}/manifest[?client=…]               manifest of version v
+    GET  /v1/weights/{v}/blob   (Range: bytes=a-b)          the bytes (206 for a range)
+    POST /v1/weights/{v}/holders  HolderAnnouncement        (origin) a relay holds / released v
+
+Every /v1/ path needs the job's bearer token (401 otherwise).
+
+Relay policy (origin only). The trainer's egress must not grow with the number of workers, so the
+origin tells each client where to download from (`WeightManifest.source`):
+1. a relay that announced the complete version (least-assigned first, never the client itself, never
+   one the client reports as failed in `exclude`);
+2. otherwise the origin itself, if fewer than `origin_slots` clients are downloading it from the origin
+   (a slot is held until the client announces completion or `slot_seconds` pass);
+3. otherwise `retryAfterSeconds` — the client waits briefly for the first copies to appear.
+With one origin slot the origin sends each version about once, however many workers pull it: egress
+≈ 1× the weight size; relays then serve the rest (a tree that widens as holders announce).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from hexrl.api.workerconfig import HEALTH_PATH, METRICS_PATH
+from hexrl_workers.httpcommon import HTTPProblem, auth_middleware, error_middleware, json_response, parse
+from hexrl_workers.metrics import Metrics
+from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
+
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
+
+
+@dataclass
+class WeightServerSettings:
+    """Knobs of one weight server."""
+
+    token: str | None = None
+    """Per-job bearer token (None: no auth, local development only)."""
+    origin: bool = True
+    """True on trainer rank 0 (keeps the relay registry and assigns sources); False on relays."""
+    relay: bool = True
+    """Hand out relays as sources (spec.weightSync.relay). False: every client pulls from the origin."""
+    origin_slots: int = 1
+    """Concurrent downloads of one version from the origin while no relay has it (egress ≈ slots × size)."""
+    slot_seconds: float = 60.0
+    """An origin slot not released by an announcement within this time is reclaimed, seconds."""
+    keep_versions: int = 2
+    """Versions kept in memory (the newest, plus the previous so late readers can finish)."""
+    retry_after_seconds: float = 0.05
+    """What a client is told to wait when every origin slot is busy and no relay has the version yet."""
+
+
+class WeightServer:
+    def __init__(self, settings: WeightServerSettings, role: str = "trainer") -> None:
+        self.s = settings
+        self.metrics = Metrics(role)
+        self.versions: dict[int, tuple[WeightManifest, bytearray]] = {}
+        self.holders: dict[int, dict[str, int]] = {}  # version -> relay url -> assignments
+        self.slots: dict[int, dict[str, float]] = {}  # version -> client -> slot deadline
+        self.served_bytes = 0
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ----------------------------------------------------------------------------------- publishing
+
+    def publish(self, manifest: WeightManifest, blob: bytearray) -> None:
+        """Make a version available (call on the server's loop, or before it starts)."""
+        self.versions[manifest.version] = (manifest, blob)
+        for old in sorted(self.versions)[: -self.s.keep_versions]:
+            del self.versions[old]
+            self.holders.pop(old, None)
+            self.slots.pop(old, None)
+
+    @property
+    def latest(self) -> int | None:
+        return max(self.versions) if self.versions else None
+
+    # ------------------------------------------------------------------------------------- handlers
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[error_middleware(), auth_middleware(self.s.token)])
+        app.router.add_get("/v1/weights/latest", self.get_latest)
+        app.router.add_get("/v1/weights/{v}/manifest", self.get_manifest)
+        app.router.add_get("/v1/weights/{v}/blob", self.get_blob)
+        app.router.add_post("/v1/weights/{v}/holders", self.post_holder)
+        app.router.add_get(METRICS_PATH, self.metrics_handler)
+        app.router.add_get(HEALTH_PATH, self.health)
+        return app
+
+    def _version(self, request: web.Request) -> int:
+        try:
+            v = int(request.match_info["v"])
+        except ValueError as exc:
+            raise HTTPProblem(400, "version must be an integer", "version") from exc
+        if v not in self.versions:
+            have = sorted(self.versions)
+            raise HTTPProblem(404, f"version {v} is not held here (held: {have})", "version")
+        return v
+
+    def _assign(self, v: int, request: web.Request) -> WeightManifest:
+        manifest = self.versions[v][0]
+        client = request.query.get("client", "")
+        exclude = {x for x in request.query.get("exclude", "").split(",") if x}
+        if not self.s.origin:
+            return manifest
+        holders = {u: n for u, n in self.holders.get(v, {}).items() if u != client and u not in exclude}
+        peers = sorted(holders, key=lambda u: holders[u])
+        if self.s.relay and peers:
+            self.holders[v][peers[0]] += 1
+            return manifest.model_copy(update={"peers": peers, "source": peers[0]})
+        now = time.monotonic()
+        slots = {c: d for c, d in self.slots.get(v, {}).items() if d > now}
+        self.slots[v] = slots
+        if not self.s.relay or client in slots or len(slots) < self.s.origin_slots or not client or exclude:
+            if client:
+                slots[client] = now + self.s.slot_seconds
+            return manifest.model_copy(update={"peers": peers, "source": None})
+        return manifest.model_copy(update={"peers": peers, "source": None, "retry_after_seconds": self.s.retry_after_seconds})
+
+    async def get_latest(self, request: web.Request) -> web.Response:
+        if self.latest is None:
+            raise HTTPProblem(404, "no weight version published yet", "version")
+        return json_response(self._assign(self.latest, request))
+
+    async def get_manifest(self, request: web.Request) -> web.Response:
+        return json_response(self._assign(self._version(request), request))
+
+    async def get_blob(self, request: web.Request) -> web.StreamResponse:
+        v = self._version(request)
+        blob = self.versions[v][1]
+        total = len(blob)
+        rng = request.headers.get("Range")
+        start, end = 0, total
+        if rng:
+            m = _RANGE.match(rng.strip())
+            if not m:
+                raise HTTPProblem(416, f"unsupported Range {rng!r}; use bytes=a-b", "Range")
+            start = int(m.group(1))
+            end = int(m.group(2)) + 1 if m.group(2) else total
+            if start >= total or end > total or start >= end:
+                raise HTTPProblem(416, f"range {start}-{end - 1} outside 0-{total - 1}", "Range")
+        size = end - start
+        self.served_bytes += size
+        self.metrics["hexrl_weight_served_bytes"].inc(size)
+        headers = {"Content-Type": "application/octet-stream", "X-Hexrl-Version": str(v)}
+        if rng:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
+        return web.Response(body=memoryview(blob)[start:end], status=206 if rng else 200, headers=headers)
+
+    async def post_holder(self, request: web.Request) -> web.Response:
+        ann = await parse(HolderAnnouncement, request)
+        v = ann.version
+        if ann.state == "complete":
+            self.holders.setdefault(v, {}).setdefault(ann.url, 0)
+        else:
+            self.holders.get(v, {}).pop(ann.url, None)
+        self.slots.get(v, {}).pop(ann.url, None)
+        return web.json_response({"holders": len(self.holders.get(v, {}))})
+
+    async def metrics_handler(self, request: web.Request) -> web.Response:
+        body, ctype = self.metrics.render()
+        return web.Response(body=body, headers={"Content-Type": ctype})
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "latest": self.latest})
+
+    async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
+        self.runner = web.AppRunner(self.app(), access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self.port
+
+
+class ThreadedWeightServer:
+    """A weight server on its own thread and loop (trainer rank 0, rollout relays, tests)."""
+
+    def __init__(self, server: WeightServer, host: str = "127.0.0.1", port: int = 0,
+                 advertise_host: str = "127.0.0.1") -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self.port = 0
+        self.advertise_host = advertise_host
+        self._thread = threading.Thread(target=self._run, args=(host, port), daemon=True, name="weights")
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("weight server did not start within 30 s")
+
+    def _run(self, host: str, port: int) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.port = self.loop.run_until_complete(self.server.start(host, port))
+        self._ready.set()
+        self.loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.advertise_host}:{self.port}"
+
+    def publish(self, manifest: WeightManifest, blob: bytearray) -> None:
+        done = threading.Event()
+
+        def _do() -> None:
+            self.server.publish(manifest, blob)
+            done.set()
+
+        self.loop.call_soon_threadsafe(_do)
+        done.wait(30)
+
+    def close(self) -> None:
+        async def _stop() -> None:
+            if self.server.runner is not None:
+                await self.server.runner.cleanup()
+
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
