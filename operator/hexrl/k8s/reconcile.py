@@ -26,7 +26,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import ValidationError
@@ -62,6 +62,7 @@ class JobMemory:
     deleted: dict[str, float] = field(default_factory=dict)
     events_sent: set[str] = field(default_factory=set)
     progress: dict[str, Any] | None = None
+    scale: scaling.ScaleState | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -290,8 +291,10 @@ class Reconciler:
                 return current, None, "", lost
             return None, result, trigger, lost
         mem.state.pop("rejected", None)
-        if current is not None and trigger == "spec":
-            mem.state["scale"] = scaling.ScaleState().wire()  # the new plan re-sizes rollout from scratch
+        if current is not None:
+            # the new plan re-sizes rollout from scratch; live scaling starts again from it
+            mem.state["scale"] = scaling.ScaleState().wire()
+            mem.scale = None
         return result, None, trigger, lost
 
     def _summary(self, plan: Plan) -> dict[str, Any]:
@@ -623,15 +626,16 @@ class Reconciler:
                 return False
             spec = RLJobSpec.model_validate(job["spec"])
             snap = build_cluster(self.store.nodes(), self.store.gpu_pods(), (namespace, name), self.settings)
-            old = scaling.ScaleState.from_wire(mem.state.get("scale"))
             new_plan: Plan | None = None
             if direction == "grow":
                 new_plan = scaling.grow(mem.plan, snap.cluster, spec.budget.max_cost_per_hour,
                                         spec.placement.spot.rollout != "forbidden")
-                state = type(state)(**{**state.__dict__, "extra": old.extra + 1}) if new_plan else state
-            elif direction == "shrink" and old.extra > 0:
+                if new_plan is not None:
+                    state = replace(state, extra=state.extra + 1)
+            elif direction == "shrink" and state.extra > 0:
                 new_plan = scaling.shrink(mem.plan, snap.cluster)
-                state = type(state)(**{**state.__dict__, "extra": old.extra - 1})
+                state = replace(state, extra=state.extra - 1)
+            mem.scale = state
             mem.state["scale"] = state.wire()
             if new_plan is None:
                 return False

@@ -37,14 +37,14 @@ class ScaleState:
     last_direction: str = ""
 
     def wire(self) -> dict[str, Any]:
-        return {"starvedPolls": self.starved_polls, "nearPolls": self.near_polls, "extra": self.extra,
-                "lastChange": self.last_change, "lastDirection": self.last_direction}
+        """What survives a restart (the poll counters deliberately do not: they restart from zero)."""
+        return {"extra": self.extra, "lastChange": self.last_change, "lastDirection": self.last_direction}
 
     @classmethod
     def from_wire(cls, d: dict[str, Any] | None) -> ScaleState:
         d = d or {}
-        return cls(int(d.get("starvedPolls", 0)), int(d.get("nearPolls", 0)), int(d.get("extra", 0)),
-                   float(d.get("lastChange", 0.0)), str(d.get("lastDirection", "")))
+        return cls(extra=int(d.get("extra", 0)), last_change=float(d.get("lastChange", 0.0)),
+                   last_direction=str(d.get("lastDirection", "")))
 
 
 def observe(progress: dict[str, Any], eta: int, state: ScaleState, s: ScalingSettings, now: float) -> tuple[str, ScaleState]:

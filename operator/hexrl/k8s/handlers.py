@@ -1,0 +1,246 @@
+"""kopf wiring: indexes over Nodes and Pods, RLJob handlers, node/pod event triggers, the progress timer.
+
+All handlers are registered on a private `kopf.OperatorRegistry` built by `build_registry(op)`, so the
+operator can be constructed several times in one process (tests) and nothing registers at import time.
+
+What each trigger does (every one only *requests* a reconcile pass; `runtime.WorkQueue` debounces):
+
+| trigger                                          | affected jobs                           | delay          |
+|--------------------------------------------------|-----------------------------------------|----------------|
+| RLJob created / resumed / spec changed           | that job                                | 0              |
+| Node added, or its GPUs/labels/going-away changed | jobs whose plan or pods use the node;   | debounce (1 s, |
+|                                                  | all jobs when capacity appeared         | cap 3 s)       |
+| Node deleted                                     | jobs whose plan or pods use the node    | debounce       |
+| A job's pod changed phase/readiness/disruption   | that job                                | 0.2 s          |
+| Progress timer (coordinator /v1/progress)        | that job, when scaling or status changes| 0              |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import kopf
+
+from hexrl.api import workerconfig as wc
+from hexrl.api.models import GROUP, PLURAL, VERSION, RLJobSpec
+from hexrl.k8s import metrics, render, scaling
+from hexrl.k8s.kubeapi import KubeApi
+from hexrl.k8s.reconcile import Reconciler
+from hexrl.k8s.runtime import JobKey, WorkQueue
+from hexrl.k8s.settings import OperatorSettings
+from hexrl.k8s.snapshot import node_view, pod_view
+from hexrl.k8s.store import Store
+
+log = logging.getLogger(__name__)
+
+_POD_FIELDS = ("node", "phase", "ready", "disrupted", "deleting", "terminal")
+
+
+@dataclass
+class Operator:
+    """Everything one operator process holds."""
+
+    settings: OperatorSettings
+    api: KubeApi
+    store: Store = field(default_factory=Store)
+    reconciler: Reconciler | None = None
+    queue: WorkQueue | None = None
+    jobs: dict[JobKey, str] = field(default_factory=dict)
+    """(namespace, name) → uid of every RLJob seen."""
+    phases: dict[JobKey, str] = field(default_factory=dict)
+    ready: bool = False
+
+    def __post_init__(self) -> None:
+        if self.reconciler is None:
+            self.reconciler = Reconciler(self.api, self.store, self.settings)
+        if self.queue is None:
+            self.queue = WorkQueue(self._work, workers=self.settings.worker_limit)
+
+    def _work(self, key: JobKey) -> None:
+        assert self.reconciler is not None
+        self.reconciler.reconcile(*key)
+
+    def request(self, key: JobKey, delay: float = 0.0, cap: float | None = None) -> None:
+        assert self.queue is not None
+        self.queue.request(key, delay, cap)
+
+    def request_node(self, node: str, gained: bool) -> None:
+        """A node changed: re-plan the jobs that use it (and every job when capacity appeared)."""
+        assert self.reconciler is not None
+        affected = set(self.store.jobs_on_node(node))
+        for key, nodes in self.reconciler.plan_nodes_of_jobs().items():
+            if node in nodes:
+                affected.add(key)
+        if gained:
+            affected |= set(self.jobs)
+        for key in affected:
+            if key in self.jobs:
+                self.request(key, self.settings.debounce_seconds, self.settings.debounce_max_seconds)
+
+
+def build_registry(op: Operator) -> kopf.OperatorRegistry:
+    """Register every handler of the operator on a fresh registry."""
+    registry = kopf.OperatorRegistry()
+    s = op.settings
+    rljobs = (GROUP, VERSION, PLURAL)
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="hexrl.dev")
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="hexrl.dev", key="last-handled-configuration"
+        )
+        settings.persistence.finalizer = "hexrl.dev/operator"
+        settings.posting.level = logging.WARNING
+        settings.watching.server_timeout = 300
+        settings.watching.client_timeout = 330
+        settings.networking.request_timeout = 30
+        settings.execution.max_workers = max(4, s.worker_limit)
+        if s.create_priority_classes:
+            await asyncio.get_running_loop().run_in_executor(None, _ensure_priority_classes, op)
+        assert op.queue is not None
+        op.queue.start()
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        assert op.queue is not None
+        await op.queue.stop()
+
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> Any:
+        return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
+
+    # ---------------------------------------------------------------------------------- indexes
+
+    @kopf.index("", "v1", "nodes", registry=registry)
+    async def node_index(body: kopf.Body, name: str, **_: Any) -> None:
+        view = node_view(body, s)
+        old = op.store.put_node(view)
+        if old == view:
+            metrics.EVENTS_DEBOUNCED.labels("ignored").inc()
+            return None
+        metrics.EVENTS_DEBOUNCED.labels("relevant").inc()
+        if op.ready:
+            gained = old is None or (not view["goingAway"] and (bool(old["goingAway"]) or view["gpus"] > old["gpus"]))
+            op.request_node(name, gained or (old is not None and old["labels"] != view["labels"]))
+        return None
+
+    @kopf.index("", "v1", "pods", registry=registry)
+    async def pod_index(body: kopf.Body, **_: Any) -> None:
+        view = pod_view(body)
+        if not view["gpus"] and not view["job"]:
+            return None
+        old = op.store.put_pod(view)
+        if view["job"] and op.ready and (old is None or any(old.get(k) != view[k] for k in _POD_FIELDS)):
+            key = (view["namespace"], view["job"])
+            if key in op.jobs:
+                op.request(key, s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
+        return None
+
+    @kopf.on.event("", "v1", "nodes", registry=registry, when=lambda type, **_: type == "DELETED")
+    async def node_deleted(name: str, **_: Any) -> None:
+        if op.store.drop_node(name) is not None:
+            metrics.EVENTS_DEBOUNCED.labels("relevant").inc()
+            op.request_node(name, gained=False)
+
+    @kopf.on.event("", "v1", "pods", registry=registry, when=lambda type, **_: type == "DELETED")
+    async def pod_deleted(body: kopf.Body, **_: Any) -> None:
+        view = pod_view(body)
+        old = op.store.drop_pod(view["uid"])
+        if old is not None and old["job"] and (old["namespace"], old["job"]) in op.jobs:
+            op.request((old["namespace"], old["job"]), s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
+
+    # ---------------------------------------------------------------------------------- RLJobs
+
+    @kopf.on.resume(*rljobs, registry=registry)
+    @kopf.on.create(*rljobs, registry=registry)
+    @kopf.on.update(*rljobs, field="spec", registry=registry)
+    async def job_changed(namespace: str, name: str, uid: str, **_: Any) -> None:
+        op.ready = True
+        op.jobs[(namespace, name)] = uid
+        op.request((namespace, name), 0.0)
+
+    @kopf.on.event(*rljobs, registry=registry)
+    async def job_event(type: str, namespace: str, name: str, uid: str, body: kopf.Body, **_: Any) -> None:
+        op.ready = True
+        key = (namespace, name)
+        if type == "DELETED":
+            op.jobs.pop(key, None)
+            op.phases.pop(key, None)
+            assert op.reconciler is not None
+            op.reconciler.forget(uid)
+            for g in (metrics.PLANNED_TOKENS, metrics.PLANNED_COST, metrics.PLANNED_GPUS,
+                      metrics.OBSERVED_STALENESS, metrics.EXTRA_ROLLOUT):
+                with contextlib.suppress(KeyError):
+                    g.remove(namespace, name)
+        else:
+            op.jobs[key] = uid
+            op.phases[key] = (body.get("status") or {}).get("phase", "Pending")
+        counts: dict[str, int] = {}
+        for phase in op.phases.values():
+            counts[phase] = counts.get(phase, 0) + 1
+        for phase in ("Pending", "Planning", "Running", "Degraded", "Succeeded", "Failed"):
+            metrics.JOBS.labels(phase).set(counts.get(phase, 0))
+
+    @kopf.timer(*rljobs, interval=s.scaling.poll_seconds, initial_delay=s.scaling.poll_seconds,
+                registry=registry)
+    async def poll_progress(namespace: str, name: str, uid: str, spec: kopf.Spec, **_: Any) -> None:
+        await _poll(op, namespace, name, uid, dict(spec))
+
+    return registry
+
+
+async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dict[str, Any]) -> None:
+    """Read the coordinator's progress; fold it into the job's status and the live rollout scaling."""
+    assert op.reconciler is not None
+    s = op.settings
+    mem = op.reconciler.memory(uid)
+    if mem.plan is None or not mem.token:
+        return
+    url = s.progress_url_template.format(name=name, namespace=namespace, port=wc.COORDINATOR_PORT)
+    try:
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
+            url, headers={"Authorization": f"Bearer {mem.token}"}
+        ) as resp:
+            if resp.status != 200:
+                log.info("job %s/%s: progress endpoint answered %s", namespace, name, resp.status)
+                return
+            progress = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.debug("job %s/%s: no progress yet (%s)", namespace, name, exc)
+        return
+    if not isinstance(progress, dict):
+        return
+    changed = progress != mem.progress
+    op.reconciler.set_progress(uid, progress)
+    if s.scaling.enabled:
+        try:
+            eta = RLJobSpec.model_validate(spec_raw).staleness.max_policy_lag
+        except ValueError:
+            return
+        state = mem.scale or scaling.ScaleState.from_wire(mem.state.get("scale"))
+        direction, state = scaling.observe(progress, eta, state, s.scaling, time.time())
+        mem.scale = state
+        if direction:
+            loop = asyncio.get_running_loop()
+            if await loop.run_in_executor(None, op.reconciler.scale, namespace, name, direction, state):
+                changed = True
+    if changed:
+        op.request((namespace, name), 0.0)
+
+
+def _ensure_priority_classes(op: Operator) -> None:
+    for pc in render.render_priority_classes(op.settings):
+        have = op.api.get("scheduling.k8s.io/v1", "PriorityClass", pc["metadata"]["name"])
+        if have is None:
+            op.api.apply(pc)
+        elif have.get("value") != pc["value"]:
+            log.warning("PriorityClass %s exists with value %s (want %s); leaving it", pc["metadata"]["name"],
+                        have.get("value"), pc["value"])

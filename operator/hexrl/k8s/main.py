@@ -1,0 +1,122 @@
+"""Process start-up of `hexrl operator`: check the cluster, start metrics and health servers, run kopf."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from hexrl.api.models import GROUP, VERSION
+from hexrl.k8s.handlers import Operator, build_registry
+from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.settings import OperatorSettings
+
+log = logging.getLogger("hexrl.operator")
+
+
+class OperatorStartError(RuntimeError):
+    """The operator cannot start; the message says what to fix."""
+
+
+def connect(settings: OperatorSettings, kubeconfig: str | None) -> KubeApi:
+    """A client for the cluster, after checking that it answers and that the RLJob CRD is installed."""
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads the same file
+    try:
+        api = KubeApi.from_kubeconfig(kubeconfig, settings.field_manager)
+    except Exception as exc:
+        raise OperatorStartError(
+            f"cannot load Kubernetes credentials ({exc}); pass --kubeconfig FILE or run inside a pod"
+        ) from None
+    host = api.api_client.configuration.host
+    try:
+        api._call("GET", f"/apis/{GROUP}/{VERSION}")
+    except ApiError as exc:
+        if exc.status == 404:
+            raise OperatorStartError(
+                f"the RLJob CRD ({GROUP}/{VERSION}) is not installed on {host}; "
+                "apply crds/rljobs.hexrl.dev.yaml (or install the Helm chart) first"
+            ) from None
+        if exc.status in (401, 403):
+            raise OperatorStartError(f"the API server at {host} refused our credentials: {exc.message}") from None
+        raise OperatorStartError(f"the API server at {host} answered {exc}") from None
+    except Exception as exc:
+        raise OperatorStartError(f"cannot reach the API server at {host}: {exc}") from None
+    return api
+
+
+class _Health(BaseHTTPRequestHandler):
+    op: Operator
+    ready_flag: threading.Event
+    started: float
+
+    def do_GET(self) -> None:
+        queue = self.op.queue
+        if self.path.startswith("/healthz"):
+            ok = (queue is not None and queue.alive) or time.monotonic() - self.started < 120
+        elif self.path.startswith("/readyz"):
+            ok = self.ready_flag.is_set() and queue is not None and queue.alive
+        else:
+            self.send_error(404)
+            return
+        body = b"ok\n" if ok else b"not ready\n"
+        self.send_response(200 if ok else 503)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # probes every few seconds: not worth a log line
+        pass
+
+
+def start_health(op: Operator, ready_flag: threading.Event, host: str, port: int) -> ThreadingHTTPServer:
+    handler = type("Health", (_Health,), {"op": op, "ready_flag": ready_flag, "started": time.monotonic()})
+    try:
+        server = ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise OperatorStartError(f"cannot serve health checks on {host}:{port} ({exc}); pick another --health-port") from None
+    threading.Thread(target=server.serve_forever, name="hexrl-health", daemon=True).start()
+    return server
+
+
+def run(settings: OperatorSettings, kubeconfig: str | None = None, stop_flag: threading.Event | None = None) -> None:
+    """Run until SIGTERM/SIGINT (or `stop_flag`)."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    api = connect(settings, kubeconfig)
+    op = Operator(settings, api)
+    registry = build_registry(op)
+    ready = threading.Event()
+    if settings.metrics_port:
+        try:
+            start_http_server(settings.metrics_port, addr=settings.health_host)
+        except OSError as exc:
+            raise OperatorStartError(
+                f"cannot serve metrics on {settings.health_host}:{settings.metrics_port} ({exc}); "
+                "pick another --metrics-port"
+            ) from None
+    if settings.health_port:
+        start_health(op, ready, settings.health_host, settings.health_port)
+    priority = settings.priority or random.randint(1, 2**30)
+    scope = f"namespace {settings.namespace}" if settings.namespace else "all namespaces"
+    log.info("hexrl operator starting: %s, API %s, peering %s", scope, api.api_client.configuration.host,
+             "off" if settings.standalone else f"{settings.peering or 'default'} (priority {priority})")
+    kopf.run(
+        registry=registry,
+        standalone=settings.standalone,
+        priority=priority,
+        peering_name=None if settings.standalone else settings.peering,
+        clusterwide=settings.namespace is None,
+        namespaces=[settings.namespace] if settings.namespace else (),
+        ready_flag=ready,
+        stop_flag=stop_flag,
+    )
