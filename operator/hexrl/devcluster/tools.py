@@ -11,8 +11,11 @@ Resolution order for a tool (first hit wins):
 2. `$HEXRL_BIN_DIR/<tool>` (the folder of pre-built binaries the control plane also honours);
 3. the cache folder `<cache>/<tool>-<version>/<tool>` (cache root `$HEXRL_CACHE_DIR`, default `~/.cache/hexrl`);
 4. a binary of that name on `PATH` whose `version` output contains the pinned version;
-5. a build with `go install <package>@<version>` into a temporary folder that is renamed into the cache
-   when the build succeeded (so an interrupted build never leaves a half-written binary behind).
+5. a build: a generated main module in `<cache>/build/<tool>-<version>/` requires the tool's module at the
+   pinned version and `go build -mod=mod` compiles its main package into a temporary file that is
+   renamed into the cache when the build succeeded (an interrupted build never leaves a half-written
+   binary behind). We do not use `go install pkg@version`: it asks the proxy for the module's version
+   list to check deprecations, and proxies that serve pinned versions only refuse that request.
 
 Every failure a user can fix (no Go toolchain, the proxy refuses a module, the build fails) raises
 `ToolError` whose message says what happened and what to do. Builds hold a file lock, so two test
@@ -188,16 +191,23 @@ def build_tool(
         f"building {label} from the Go module proxy into {target.parent} "
         f"(first time only; about {tool.minutes} min on 2 cores)"
     )
+    workdir = settings.cache_dir.parent / "build" / f"{tool.name}-{tool.version}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "go.mod").write_text(
+        f"module hexrl.local/tools/{tool.name}\n\ngo 1.24\n\nrequire {tool.module} {tool.version}\n"
+    )
     staging = Path(tempfile.mkdtemp(prefix=f".{tool.name}-", dir=target.parent.parent))
-    env = {**os.environ, "GOBIN": str(staging), "CGO_ENABLED": "0", "GOFLAGS": "-buildvcs=false"}
+    env = {**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod -buildvcs=false"}
     ldflags = " ".join(("-s", "-w", *tool.ldflags))
-    cmd = [go, "install", "-trimpath", f"-ldflags={ldflags}", f"{tool.package}@{tool.version}"]
+    cmd = [go, "build", "-trimpath", f"-ldflags={ldflags}", "-o", str(staging / tool.name), tool.package]
     stop = threading.Event()
     ticker = threading.Thread(target=_ticker, args=(label, settings.progress_every_s, stop, emit), daemon=True)
     ticker.start()
     started = time.monotonic()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=settings.build_timeout_s, check=False)
+        proc = subprocess.run(
+            cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=settings.build_timeout_s, check=False
+        )
     except subprocess.TimeoutExpired as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise ToolError(
@@ -218,7 +228,7 @@ def build_tool(
     built = staging / tool.name
     if not _usable(built):
         shutil.rmtree(staging, ignore_errors=True)
-        raise ToolError(f"go install finished but produced no {built}; is {tool.package} a main package?")
+        raise ToolError(f"go build finished but produced no {built}; is {tool.package} a main package?")
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(built, target)
     shutil.rmtree(staging, ignore_errors=True)
