@@ -41,16 +41,6 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
-SPEC_CEL_RULES: list[dict[str, str]] = [
-    {
-        "rule": "!has(self.algorithm) || !has(self.algorithm.totalSteps) || !has(self.checkpoint) "
-        "|| self.checkpoint.everySteps <= self.algorithm.totalSteps",
-        "message": "checkpoint.everySteps must not exceed algorithm.totalSteps (no checkpoint would ever be written)",
-        "fieldPath": ".checkpoint.everySteps",
-    }
-]
-"""Rules spanning several sections of the spec (attached to `spec` itself)."""
-
 _KEEP = {
     "type", "description", "properties", "required", "items", "enum", "default", "minimum", "maximum",
     "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength", "pattern", "minItems", "maxItems",
@@ -134,7 +124,6 @@ def spec_schema() -> dict[str, Any]:
     schema = m.RLJobSpec.model_json_schema(by_alias=True, mode="validation")
     out = _Converter(schema, m.RLJobSpec).convert(schema, "RLJobSpec")
     out["description"] = "What to train, with which budget and placement policy; the operator plans the rest."
-    out["x-kubernetes-validations"] = [*out.get("x-kubernetes-validations", []), *SPEC_CEL_RULES]
     return out
 
 

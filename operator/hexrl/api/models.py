@@ -131,6 +131,22 @@ class AlgorithmSpec(_Model):
     micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward micro-batch.")
     seed: int = Field(0, ge=0, description="Random seed for data order, sampling and init.")
 
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": "!has(self.name) || self.name == 'ppo' || !has(self.groupSize) || self.groupSize >= 2",
+            "message": "algorithm.groupSize must be at least 2 for grpo and rloo (advantages are relative to the group)",
+            "fieldPath": ".groupSize",
+        }
+    ]
+
+    @model_validator(mode="after")
+    def _group_for_relative_advantages(self) -> AlgorithmSpec:
+        if self.name != AlgorithmName.ppo and self.group_size < 2:
+            raise ValueError(
+                "algorithm.groupSize must be at least 2 for grpo and rloo (advantages are relative to the group)"
+            )
+        return self
+
 
 # ----------------------------------------------------------------------------------------- generation
 
@@ -218,8 +234,8 @@ class SpotPolicy(_Model):
 
 
 class PlacementSpec(_Model):
-    gpu_types: list[str] | None = Field(None, description="Allow-list of GPU catalog names (unset = any).")
-    pools: list[str] | None = Field(None, description="Allow-list of node pool names (unset = any).")
+    gpu_types: list[str] | None = Field(None, min_length=1, description="Allow-list of GPU catalog names (unset = any).")
+    pools: list[str] | None = Field(None, min_length=1, description="Allow-list of node pool names (unset = any).")
     spot: SpotPolicy = Field(default_factory=SpotPolicy)
     node_selector: dict[str, str] | None = Field(None, description="Extra node labels every pod requires.")
 

@@ -1,0 +1,64 @@
+"""The RLJob models accept the example job and reject every invalid example, naming the field."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from builders import rljob
+from hexrl.api.models import RLJob
+
+ROOT = Path(__file__).resolve().parents[2]
+INVALID = sorted((ROOT / "manifests" / "examples" / "invalid").glob("*.yaml"))
+
+
+def expected_field(path: Path) -> str:
+    m = re.search(r"^# expect: (\S+)$", path.read_text(), re.MULTILINE)
+    assert m, f"{path.name} needs an '# expect: <field path>' comment"
+    return m[1]
+
+
+def test_enough_invalid_examples() -> None:
+    assert len(INVALID) >= 12
+
+
+def test_example_job_is_valid() -> None:
+    job = RLJob.model_validate(yaml.safe_load((ROOT / "manifests" / "examples" / "rljob.yaml").read_text()))
+    assert job.spec.staleness.max_policy_lag == 4
+    assert job.spec.budget.max_cost_per_hour == 180
+
+
+def test_builder_job_is_valid_and_overrides_apply() -> None:
+    job = RLJob.model_validate(rljob(staleness__maxPolicyLag=2, budget={"targetTokensPerSecond": 5000}))
+    assert job.spec.staleness.max_policy_lag == 2
+    assert job.spec.budget.target_tokens_per_second == 5000 and job.spec.budget.max_cost_per_hour is None
+
+
+@pytest.mark.parametrize("path", INVALID, ids=lambda p: p.stem)
+def test_invalid_example_rejected_naming_the_field(path: Path) -> None:
+    """The same files the API server must reject (tests/e2e/test_api_crd.py) fail pydantic validation too."""
+    want = expected_field(path)
+    with pytest.raises(ValidationError) as info:
+        RLJob.model_validate(yaml.safe_load(path.read_text()))
+    locs = [".".join(str(p) for p in e["loc"]) for e in info.value.errors()]
+    # A field error points at the field; a cross-field rule at the object that holds the fields.
+    assert any(loc == want or (want.startswith(loc + ".") and loc != "spec") or loc.startswith(want) for loc in locs), (
+        f"{path.name}: expected an error at {want}, got {locs}"
+    )
+
+
+def test_wire_round_trip_uses_camel_case() -> None:
+    job = RLJob.model_validate(rljob())
+    wire = job.wire()
+    assert wire["spec"]["staleness"] == {"maxPolicyLag": 4}
+    assert RLJob.model_validate(wire) == job
+
+
+def test_grpo_needs_a_group_but_ppo_does_not() -> None:
+    with pytest.raises(ValidationError, match="groupSize must be at least 2"):
+        RLJob.model_validate(rljob(algorithm__groupSize=1))
+    RLJob.model_validate(rljob(algorithm__name="ppo", algorithm__groupSize=1))
