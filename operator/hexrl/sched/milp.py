@@ -1,0 +1,400 @@
+"""The planner's mixed-integer program: replica counts and the training strategy, chosen jointly.
+
+The planner (planner.py) reduces a job and a cluster to a `Problem` over abstract options; this module
+solves it exactly with PuLP (HiGHS in-process via highspy by default, CBC as the fallback) and evaluates
+any candidate solution with the same arithmetic (`evaluate`), which the brute-force tests also use.
+
+Sets and data
+    c ∈ C   rollout options (pool, TP×PP config): rate r_c (tokens/s, spot-discounted), slots s_c
+            (concurrent sequences), price π_c ($/h per replica), GPUs g_c, item size z_c (the GPUs that
+            must sit in one node: TP; a PP replica is p items of a whole node), upper bound Ū_c.
+    s ∈ S   training strategies (pool, DP×TP×PP, FSDP): rate t_s, price π_s, GPUs g_s, item size z_s = TP.
+    q ∈ Q   pools; for each size σ in the pool's chain (powers of two dividing GPUs per node, and the
+            node size), K_{q,σ} = Σ_nodes σ·⌊free_n/σ⌋ GPUs usable by items of size ≥ σ.
+    W_{a,b} weight-sync-limited rate when the trainer is in pool a and rollout uses pool b (tokens/s).
+    Λ = (η + 1)·B_step   the staleness gate's bound on sequences in flight (AReaL: floor((N_r−1)/B) ≤ i+η).
+
+Variables  y_c ∈ ℤ≥0 replicas; u_c ∈ [0, y_c] replicas kept busy by the gate; x_s ∈ {0,1};
+           v_q ∈ {0,1} "rollout uses pool q"; T ≥ 0 end-to-end tokens/s.
+
+Maximise   T − δ·cost                      (δ tiny: among plans of equal throughput, the cheapest)
+subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with continuous work shares the
+                                           makespan of a batch is B·len/Σ y·h, so maximise Σ y·h)
+           Σ_c s_c·u_c ≤ Λ,  u_c ≤ y_c     Little's law under the staleness gate
+           T ≤ Σ_s t_s·x_s,  Σ_s x_s = 1   training
+           T ≤ W_{a,b} + M(2 − X_a − v_b)  weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < M;  y_c ≤ Ū_c·v_{q(c)}
+           Σ_s π_s x_s + Σ_c π_c y_c ≤ budget
+           Σ_{s∈q} κ_s(σ) x_s + Σ_{c∈q, z_c≥σ} g_c y_c ≤ K_{q,σ}     (exact bin packing: sizes divide)
+           where κ_s(σ) = g_s if z_s ≥ σ else σ·⌈g_s/σ⌉ (the trainer packed compactly; see train_usage)
+           Σ_{c on-demand} r_c·y_c ≥ φ·T   on-demand rollout floor φ (capacity that survives a spot drought)
+           Σ_c r_c·y_c ≤ (1 + ρη)·T + max_c r_c   never buy rollout the trainer cannot absorb within η
+           (replan) − μ·Σ_c g_c·|y_c − y⁰_c| in the objective, |·| linearised with two variables.
+Min-cost mode: minimise Σ π x + Σ π y subject to T ≥ target (and the budget when given).
+
+Packing: items whose sizes form a divisibility chain fit in bins iff, for every size σ, the items of
+size ≥ σ fit in the σ-aligned capacity of the bins (largest-first greedy is optimal for divisible sizes),
+so the counts above are exact without per-node variables: the MILP works on pools, not nodes.
+
+Training choice at scale: when there are many strategies, the planner does not put them all in one MILP.
+For a throughput level θ, in each pool the cheapest strategy (fewest GPUs) with t_s ≥ θ dominates every
+other strategy of that pool that reaches θ (same price per GPU, fewer GPUs). So with Θ the sorted
+distinct strategy rates, feasible(θ) = "the MILP restricted to those ≤|Q| strategies reaches T ≥ θ" is
+monotone, and bisection over Θ finds the largest feasible θ_k; the optimum is the better of the MILPs at
+θ_k and θ_{k+1} (see `solve`). Each MILP has at most |Q| binaries for training.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import pulp
+
+__all__ = ["Evaluation", "PoolCapacity", "Problem", "RolloutOption", "Solution", "TrainOption", "evaluate", "solve"]
+
+_EPS = 1e-9
+
+
+@dataclass(frozen=True)
+class RolloutOption:
+    pool: str
+    gpus: int
+    item_size: int
+    rate: float
+    """Spot-discounted tokens/s of one replica."""
+    slots: int
+    price: float
+    """$/h of one replica."""
+    spot: bool
+    max_count: int
+
+
+@dataclass(frozen=True)
+class TrainOption:
+    pool: str
+    gpus: int
+    item_size: int
+    rate: float
+    price: float
+
+
+@dataclass(frozen=True)
+class PoolCapacity:
+    name: str
+    capacity: tuple[tuple[int, int], ...]
+    """(size σ, K_σ) for the pool's chain of item sizes, ascending."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    rollout: tuple[RolloutOption, ...]
+    train: tuple[TrainOption, ...]
+    pools: tuple[PoolCapacity, ...]
+    inflight_cap: float
+    budget: float | None = None
+    target: float | None = None
+    ws_rate: tuple[tuple[str, str, float], ...] = ()
+    """(trainer pool, rollout pool, tokens/s cap)."""
+    floor: float = 0.0
+    surplus_factor: float = 1.0
+    current_counts: tuple[int, ...] | None = None
+    migration_weight: float = 0.0
+    """Objective penalty per GPU moved, in tokens/s."""
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    throughput: float
+    rollout_capacity: float
+    rollout_useful: float
+    training: float
+    weight_sync_cap: float
+    cost: float
+    feasible: bool
+    violations: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Solution:
+    train: int
+    counts: tuple[int, ...]
+    evaluation: Evaluation
+    status: str
+    solver: str
+    seconds: float
+    solves: int = 1
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def train_usage(s: TrainOption, size: int) -> int:
+    """GPUs of σ-aligned capacity the trainer takes: its G GPUs packed compactly (whole nodes plus one
+    partial node) leave σ·⌈G/σ⌉ unusable to items of size σ > TP; items of size ≤ TP see exactly G."""
+    return s.gpus if s.item_size >= size else size * -(-s.gpus // size)
+
+
+def _ws_lookup(p: Problem) -> dict[tuple[str, str], float]:
+    return {(a, b): w for a, b, w in p.ws_rate}
+
+
+def useful_rollout(p: Problem, counts: Sequence[int]) -> float:
+    """max Σ r_c u_c s.t. Σ s_c u_c ≤ Λ, 0 ≤ u ≤ y: a fractional knapsack, greedy by rate per slot."""
+    order = sorted((i for i, y in enumerate(counts) if y > 0), key=lambda i: -p.rollout[i].rate / p.rollout[i].slots)
+    left, total = p.inflight_cap, 0.0
+    for i in order:
+        o = p.rollout[i]
+        take = min(float(counts[i]), left / o.slots)
+        total += take * o.rate
+        left -= take * o.slots
+        if left <= _EPS:
+            break
+    return total
+
+
+def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
+    """Throughput and constraint check of one candidate (the arithmetic the MILP encodes)."""
+    s = p.train[train]
+    ws = _ws_lookup(p)
+    used_pools = {p.rollout[i].pool for i, y in enumerate(counts) if y > 0}
+    ws_cap = min((ws.get((s.pool, q), float("inf")) for q in used_pools), default=float("inf"))
+    capacity = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True))
+    useful = useful_rollout(p, counts)
+    t = min(s.rate, useful, ws_cap)
+    cost = s.price + sum(o.price * y for o, y in zip(p.rollout, counts, strict=True))
+    bad: list[str] = []
+    tol = 1e-6
+    if p.budget is not None and cost > p.budget * (1 + tol) + tol:
+        bad.append("budget")
+    if p.target is not None and t < p.target * (1 - tol):
+        bad.append("target")
+    for pc in p.pools:
+        for size, cap in pc.capacity:
+            used = (train_usage(s, size) if s.pool == pc.name else 0) + sum(
+                o.gpus * y for o, y in zip(p.rollout, counts, strict=True) if o.pool == pc.name and o.item_size >= size
+            )
+            if used > cap:
+                bad.append(f"capacity:{pc.name}:{size}")
+    od = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True) if not o.spot)
+    if od < p.floor * t * (1 - tol) - tol:
+        bad.append("floor")
+    h_max = max((o.rate for o in p.rollout), default=0.0)
+    if capacity > p.surplus_factor * t + h_max + tol * max(1.0, capacity):
+        bad.append("surplus")
+    if any(y > o.max_count for o, y in zip(p.rollout, counts, strict=True)):
+        bad.append("max_count")
+    return Evaluation(
+        throughput=t,
+        rollout_capacity=capacity,
+        rollout_useful=useful,
+        training=s.rate,
+        weight_sync_cap=ws_cap,
+        cost=cost,
+        feasible=not bad and t > 0,
+        violations=tuple(bad),
+    )
+
+
+# -------------------------------------------------------------------------------------------- MILP
+
+
+def _solver(name: str, time_limit: float, gap: float) -> pulp.LpSolver:
+    if name == "cbc":
+        return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap)
+    return pulp.HiGHS(msg=False, timeLimit=time_limit, gapRel=gap)
+
+
+@dataclass(frozen=True)
+class _Result:
+    train: int
+    counts: tuple[int, ...]
+    status: str
+    optimal: bool
+
+
+def _solve_once(p: Problem, train_ids: Sequence[int], solver: str, time_limit: float, gap: float) -> _Result | None:
+    """One MILP over the given training strategies; None when the solver proves infeasibility."""
+    maximise = p.target is None
+    prob = pulp.LpProblem("hexrl", pulp.LpMaximize if maximise else pulp.LpMinimize)
+    y = [pulp.LpVariable(f"y{i}", 0, o.max_count, cat="Integer") for i, o in enumerate(p.rollout)]
+    u = [pulp.LpVariable(f"u{i}", 0, o.max_count) for i, o in enumerate(p.rollout)]
+    x = {j: pulp.LpVariable(f"x{j}", cat="Binary") for j in train_ids}
+    t_var = pulp.LpVariable("T", 0)
+    cost = pulp.lpSum(p.train[j].price * x[j] for j in train_ids) + pulp.lpSum(
+        o.price * yi for o, yi in zip(p.rollout, y, strict=True)
+    )
+    t_ub = max((p.train[j].rate for j in train_ids), default=0.0)
+    c_ub = max(p.budget or 0.0, max((p.train[j].price for j in train_ids), default=0.0)) + sum(
+        o.price * o.max_count for o in p.rollout
+    )
+    big_m = t_ub * 2 + 1.0
+    migration = 0
+    if p.current_counts is not None and p.migration_weight > 0:
+        dev = [pulp.LpVariable(f"d{i}", 0) for i in range(len(p.rollout))]
+        for i, (yi, y0) in enumerate(zip(y, p.current_counts, strict=True)):
+            prob += dev[i] >= yi - y0
+            prob += dev[i] >= y0 - yi
+        migration = pulp.lpSum(p.migration_weight * o.gpus * d for o, d in zip(p.rollout, dev, strict=True))
+    if maximise:
+        delta = 1e-6 * t_ub / max(c_ub, 1e-9)
+        prob += t_var - delta * cost - migration
+    else:
+        prob += cost + migration * (c_ub / max(t_ub, 1e-9)) * 1e-3
+        prob += t_var >= p.target
+    prob += t_var <= pulp.lpSum(o.rate * ui for o, ui in zip(p.rollout, u, strict=True))
+    prob += pulp.lpSum(o.slots * ui for o, ui in zip(p.rollout, u, strict=True)) <= p.inflight_cap
+    for ui, yi in zip(u, y, strict=True):
+        prob += ui <= yi
+    prob += t_var <= pulp.lpSum(p.train[j].rate * x[j] for j in train_ids)
+    prob += pulp.lpSum(x.values()) == 1
+    if p.budget is not None:
+        prob += cost <= p.budget
+    pools = [pc.name for pc in p.pools]
+    ws = _ws_lookup(p)
+    binding = {(a, b): w for (a, b), w in ws.items() if w < t_ub}
+    if binding:
+        v = {q: pulp.LpVariable(f"v_{k}", cat="Binary") for k, q in enumerate(pools)}
+        for o, yi in zip(p.rollout, y, strict=True):
+            prob += yi <= o.max_count * v[o.pool]
+        for (a, b), w in binding.items():
+            xa = pulp.lpSum(x[j] for j in train_ids if p.train[j].pool == a)
+            prob += t_var <= w + big_m * (2 - xa - v[b])
+    for pc in p.pools:
+        for size, cap in pc.capacity:
+            prob += (
+                pulp.lpSum(train_usage(p.train[j], size) * x[j] for j in train_ids if p.train[j].pool == pc.name)
+                + pulp.lpSum(o.gpus * yi for o, yi in zip(p.rollout, y, strict=True) if o.pool == pc.name and o.item_size >= size)
+                <= cap
+            )
+    if p.floor > 0:
+        prob += pulp.lpSum(o.rate * yi for o, yi in zip(p.rollout, y, strict=True) if not o.spot) >= p.floor * t_var
+    h_max = max((o.rate for o in p.rollout), default=0.0)
+    prob += pulp.lpSum(o.rate * yi for o, yi in zip(p.rollout, y, strict=True)) <= p.surplus_factor * t_var + h_max
+    prob.solve(_solver(solver, time_limit, gap))
+    status = pulp.LpStatus[prob.status]
+    has_solution = prob.sol_status in (pulp.LpSolutionOptimal, pulp.LpSolutionIntegerFeasible)
+    if not has_solution:
+        return None
+    chosen = max(train_ids, key=lambda j: x[j].value() or 0.0)
+    counts = tuple(round(yi.value() or 0.0) for yi in y)
+    optimal = prob.sol_status == pulp.LpSolutionOptimal
+    return _Result(chosen, counts, status if optimal else f"{status} (stopped by the time limit; not proven optimal)", optimal)
+
+
+def _better(p: Problem, a: tuple[_Result, Evaluation] | None, b: tuple[_Result, Evaluation] | None):
+    if a is None:
+        return b
+    if b is None:
+        return a
+    ea, eb = a[1], b[1]
+    if not ea.feasible:
+        return b if eb.feasible else a
+    if not eb.feasible:
+        return a
+    if p.target is None:
+        if abs(ea.throughput - eb.throughput) > 1e-6 * max(ea.throughput, 1.0):
+            return a if ea.throughput > eb.throughput else b
+        return a if ea.cost <= eb.cost else b
+    return a if ea.cost <= eb.cost else b
+
+
+def _per_pool_min(p: Problem, frontier: dict[str, list[int]], theta: float) -> list[int]:
+    """In each pool, the strategy with the fewest GPUs whose rate reaches θ."""
+    out = []
+    for ids in frontier.values():
+        rates = [p.train[j].rate for j in ids]
+        k = bisect.bisect_left(rates, theta * (1 - 1e-12))
+        if k < len(ids):
+            out.append(ids[k])
+    return out
+
+
+def _frontier(p: Problem) -> dict[str, list[int]]:
+    """Per pool, strategies sorted by GPUs with strictly increasing rate (the dominance frontier)."""
+    by_pool: dict[str, list[int]] = {}
+    for j, s in enumerate(p.train):
+        by_pool.setdefault(s.pool, []).append(j)
+    out: dict[str, list[int]] = {}
+    for pool, ids in by_pool.items():
+        ids.sort(key=lambda j: (p.train[j].gpus, p.train[j].item_size, -p.train[j].rate))
+        keep: list[int] = []
+        for j in ids:
+            if not keep or p.train[j].rate > p.train[keep[-1]].rate * (1 + 1e-12):
+                keep.append(j)
+        out[pool] = keep
+    return out
+
+
+def solve(
+    p: Problem,
+    solver: str = "highs",
+    time_limit: float = 10.0,
+    gap: float = 1e-4,
+    direct_limit: int = 160,
+) -> Solution | None:
+    """The best solution of `p`, or None when none exists. See the module docstring for the method."""
+    start = time.perf_counter()
+    if not p.train:
+        return None
+    name = "CBC" if solver == "cbc" else "HiGHS"
+    frontier = _frontier(p)
+    n_front = sum(len(v) for v in frontier.values())
+    solves = 0
+    all_optimal = True
+    statuses: list[str] = []
+
+    def run(ids: Sequence[int]) -> tuple[_Result, Evaluation] | None:
+        nonlocal solves, all_optimal
+        solves += 1
+        r = _solve_once(p, ids, solver, time_limit, gap)
+        if r is None:
+            return None
+        all_optimal &= r.optimal
+        statuses.append(r.status)
+        return r, evaluate(p, r.train, r.counts)
+
+    best: tuple[_Result, Evaluation] | None
+    if p.target is not None:
+        # Min-cost: the cheapest strategy per pool that reaches the target dominates the others.
+        ids = _per_pool_min(p, frontier, p.target)
+        best = run(ids) if ids else None
+    elif n_front <= direct_limit:
+        best = run([j for ids in frontier.values() for j in ids])
+    else:
+        thetas = sorted({p.train[j].rate for ids in frontier.values() for j in ids})
+        cache: dict[int, tuple[_Result, Evaluation] | None] = {}
+
+        def at(k: int) -> tuple[_Result, Evaluation] | None:
+            if k not in cache:
+                cache[k] = run(_per_pool_min(p, frontier, thetas[k]))
+            return cache[k]
+
+        def feasible(k: int) -> bool:
+            r = at(k)
+            return r is not None and r[1].feasible and r[1].throughput >= thetas[k] * (1 - 1e-9)
+
+        lo, hi = 0, len(thetas) - 1
+        if not feasible(lo):
+            best = at(lo)
+        else:
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                if feasible(mid):
+                    lo = mid
+                else:
+                    hi = mid - 1
+            best = at(lo)
+            if lo + 1 < len(thetas):
+                best = _better(p, best, at(lo + 1))
+    if best is None or not best[1].feasible:
+        return None
+    r, ev = best
+    return Solution(
+        train=r.train,
+        counts=r.counts,
+        evaluation=ev,
+        status="Optimal" if all_optimal else next(s for s in statuses if "time limit" in s),
+        solver=name,
+        seconds=time.perf_counter() - start,
+        solves=solves,
+    )

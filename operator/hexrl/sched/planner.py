@@ -1,0 +1,637 @@
+"""plan() and replan(): from an RLJob spec and a cluster snapshot to a placed, explained Plan.
+
+Steps (each a small function below):
+1. eligible pools: the job's GPU-type and pool allow-lists, known GPU types, nodes not going away;
+2. candidates (cost model): per pool, rollout configurations (TP from the pool's chain of sizes —
+   powers of two dividing GPUs per node — and PP across whole nodes only when one node cannot hold the
+   model), undominated ones kept; training strategies DP×TP×PP with and without FSDP on pools the
+   trainer may use, DP growing only until the trainer outruns every possible rollout;
+3. the MILP (milp.py) picks counts and the strategy; 4. placement (placement.py) picks nodes;
+5. the plan is explained: per-stage rates, bottleneck, cost, staleness, buffer depth, homogeneous
+   baselines on the same budget.
+Infeasibility is returned as `Infeasible` with a reason from `hexrl.api.reasons` and a sentence saying
+what to change. Nothing here mutates its inputs or does I/O.
+
+Predicted staleness (AReaL's gate lets at most Λ = (η+1)·B_step trajectories be requested ahead):
+when the trainer is the bottleneck the gate fills and trained samples lag η versions; when rollout is,
+a sample waits its generation time L̄ (rate-weighted wave time), so the lag is L̄/Δ with Δ the step time
+B_step·(P + R̄)/T, at most η. The buffer depth is lag × B_step (Little's law).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from hexrl.api import reasons
+from hexrl.api.models import RLJobSpec
+from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, GPUSpec
+from hexrl.sched.costmodel import (
+    CostModelSettings,
+    DecodeEstimate,
+    PlannerSettings,
+    TrainEstimate,
+    Workload,
+    decode_tokens_per_second,
+    spot_availability,
+    training_tokens_per_second,
+    weight_sync_seconds,
+)
+from hexrl.sched.milp import (
+    PoolCapacity,
+    Problem,
+    RolloutOption,
+    Solution,
+    TrainOption,
+    solve,
+    useful_rollout,
+)
+from hexrl.sched.placement import PlacementError, ReplicaRequest, place_rollout, place_trainer
+from hexrl.sched.types import (
+    Baseline,
+    Change,
+    Cluster,
+    Infeasible,
+    NodeInfo,
+    Plan,
+    PlanResult,
+    PoolInfo,
+    TrainerAssignment,
+)
+
+__all__ = ["PlannerSettings", "plan", "replan"]
+
+
+# ------------------------------------------------------------------------------------ pools
+
+
+@dataclass(frozen=True)
+class _Pool:
+    info: PoolInfo
+    spec: GPUSpec
+    nodes: tuple[NodeInfo, ...]
+    price: float
+    inter_gbps: float
+    memory_gb: float
+    chain: tuple[int, ...]
+
+    @property
+    def free(self) -> int:
+        return sum(n.gpus_free for n in self.nodes)
+
+    def capacity(self) -> tuple[tuple[int, int], ...]:
+        return tuple((s, sum(s * (n.gpus_free // s) for n in self.nodes)) for s in self.chain)
+
+
+def _chain(gpus_per_node: int) -> tuple[int, ...]:
+    sizes = [1 << k for k in range(0, 8) if gpus_per_node % (1 << k) == 0 and (1 << k) <= gpus_per_node]
+    if gpus_per_node not in sizes:
+        sizes.append(gpus_per_node)
+    return tuple(sizes)
+
+
+def _catalog(cluster: Cluster) -> Catalog:
+    return DEFAULT_CATALOG.with_specs(cluster.gpu_overrides)
+
+
+def _eligible(job: RLJobSpec, cluster: Cluster, catalog: Catalog) -> list[_Pool] | Infeasible:
+    allow_types: set[str] | None = None
+    if job.placement.gpu_types:
+        allow_types = set()
+        for name in job.placement.gpu_types:
+            c = catalog.canonical(name)
+            if c is None:
+                return Infeasible(
+                    reasons.UNKNOWN_GPU_TYPE,
+                    f"placement.gpuTypes names {name!r}, which is not in the GPU catalog; known types: "
+                    f"{', '.join(catalog.names)}",
+                )
+            allow_types.add(c)
+    allow_pools = set(job.placement.pools) if job.placement.pools else None
+    out: list[_Pool] = []
+    for p in cluster.pools:
+        spec = catalog.lookup(p.gpu)
+        if spec is None:
+            continue
+        if allow_types is not None and spec.name not in allow_types:
+            continue
+        if allow_pools is not None and p.name not in allow_pools:
+            continue
+        nodes = tuple(n for n in cluster.nodes_of(p.name) if n.gpus_free > 0)
+        if not nodes:
+            continue
+        out.append(
+            _Pool(
+                info=p,
+                spec=spec,
+                nodes=nodes,
+                price=p.price_per_gpu_hour if p.price_per_gpu_hour is not None else spec.price(p.spot),
+                inter_gbps=p.inter_node_gbps or spec.inter_node_gbps,
+                memory_gb=p.gpu_memory_gb or spec.hbm_gb,
+                chain=_chain(p.gpus_per_node),
+            )
+        )
+    if not out:
+        what = "the cluster has no GPU nodes with free GPUs"
+        if cluster.pools and (allow_types or allow_pools):
+            what = "no pool with free GPUs matches placement.gpuTypes/placement.pools"
+        return Infeasible(reasons.NO_ELIGIBLE_GPUS, f"{what}; add GPU nodes or widen the job's placement")
+    return out
+
+
+# ------------------------------------------------------------------------------- candidates
+
+
+@dataclass(frozen=True)
+class _RolloutMeta:
+    pool: _Pool
+    tp: int
+    pp: int
+    estimate: DecodeEstimate
+    availability: float
+
+
+@dataclass(frozen=True)
+class _TrainMeta:
+    pool: _Pool
+    dp: int
+    tp: int
+    pp: int
+    fsdp: bool
+    estimate: TrainEstimate
+
+
+def _rollout_candidates(
+    pools: Sequence[_Pool], w: Workload, job: RLJobSpec, s: CostModelSettings, max_pp: int
+) -> list[_RolloutMeta]:
+    out: list[_RolloutMeta] = []
+    for pool in pools:
+        if pool.info.spot and job.placement.spot.rollout == "forbidden":
+            continue
+        gpn = pool.info.gpus_per_node
+        found: list[_RolloutMeta] = []
+        for tp in pool.chain:
+            e = decode_tokens_per_second(pool.spec, w, tp, 1, s, pool.inter_gbps, pool.memory_gb)
+            if e is not None:
+                a = spot_availability(pool.info.preemptions_per_node_hour, 1, s) if pool.info.spot else 1.0
+                found.append(_RolloutMeta(pool, tp, 1, e, a))
+        if not found:
+            whole = sum(1 for n in pool.nodes if n.gpus_free >= gpn)
+            for pp in range(2, min(max_pp, whole) + 1):
+                e = decode_tokens_per_second(pool.spec, w, gpn, pp, s, pool.inter_gbps, pool.memory_gb)
+                if e is not None:
+                    a = spot_availability(pool.info.preemptions_per_node_hour, pp, s) if pool.info.spot else 1.0
+                    found.append(_RolloutMeta(pool, gpn, pp, e, a))
+                    break
+        out.extend(_undominated_rollout(found))
+    return out
+
+
+def _undominated_rollout(found: list[_RolloutMeta]) -> list[_RolloutMeta]:
+    """Drop c when k = g_c/g_c' copies of a smaller c' give at least its rate with no lower rate per slot."""
+    keep = []
+    for c in found:
+        g = c.tp * c.pp
+        dominated = False
+        for d in found:
+            gd = d.tp * d.pp
+            if d is c or gd >= g or g % gd:
+                continue
+            k = g // gd
+            if k * d.estimate.tokens_per_second >= c.estimate.tokens_per_second and (
+                d.estimate.tokens_per_second / d.estimate.batch >= c.estimate.tokens_per_second / c.estimate.batch
+            ):
+                dominated = True
+                break
+        if not dominated:
+            keep.append(c)
+    return keep
+
+
+def _train_candidates(
+    pools: Sequence[_Pool],
+    w: Workload,
+    job: RLJobSpec,
+    s: CostModelSettings,
+    max_pp: int,
+    rate_cap: float,
+    budget: float | None,
+) -> list[_TrainMeta]:
+    out: list[_TrainMeta] = []
+    for pool in pools:
+        if pool.info.spot and job.placement.spot.trainer == "forbidden":
+            continue
+        gpn = pool.info.gpus_per_node
+        layouts = [(tp, 1) for tp in pool.chain]
+        fits_one_node = any(
+            training_tokens_per_second(pool.spec, w, d, tp, 1, f, s, gpn, pool.inter_gbps, pool.memory_gb)
+            for tp in pool.chain
+            for f in (False, True)
+            for d in {1, max(1, gpn // tp)}
+        )
+        if not fits_one_node:
+            layouts += [(gpn, pp) for pp in range(2, max_pp + 1)]
+        for tp, pp in layouts:
+            size = tp * pp
+            max_dp = min(w.samples_per_step, pool.free // size)
+            if budget is not None:
+                max_dp = min(max_dp, int(budget // (pool.price * size)))
+            for fsdp in (False, True):
+                for dp in range(1, max_dp + 1):
+                    if fsdp and dp == 1:
+                        continue
+                    e = training_tokens_per_second(pool.spec, w, dp, tp, pp, fsdp, s, gpn, pool.inter_gbps, pool.memory_gb)
+                    if e is None:
+                        if not fsdp:
+                            break  # replicated states: more DP never fits better
+                        continue
+                    out.append(_TrainMeta(pool, dp, tp, pp, fsdp, e))
+                    if e.tokens_per_second >= rate_cap:
+                        break  # more DP only outruns every possible rollout
+            if pp > 1 and any(m.pool is pool and m.pp == pp for m in out):
+                break  # the smallest PP that fits is enough
+    return out
+
+
+# ------------------------------------------------------------------------------------ problem
+
+
+@dataclass(frozen=True)
+class _Built:
+    problem: Problem
+    rollout: tuple[_RolloutMeta, ...]
+    train: tuple[_TrainMeta, ...]
+    pools: tuple[_Pool, ...]
+    workload: Workload
+    ws_seconds: dict[tuple[str, str], float]
+
+
+def _build(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) -> _Built | Infeasible:
+    catalog = _catalog(cluster)
+    pools = _eligible(job, cluster, catalog)
+    if isinstance(pools, Infeasible):
+        return pools
+    w = Workload.from_spec(job)
+    cs = settings.cost
+    budget = job.budget.max_cost_per_hour
+    rollout = _rollout_candidates(pools, w, job, cs, settings.max_pipeline_parallel)
+    inflight = (w.max_policy_lag + 1) * w.samples_per_step
+    # Upper bound on any useful rollout rate: the gate's slots at the best rate per slot, and the GPUs.
+    by_slot = max((m.estimate.tokens_per_second * m.availability / m.estimate.batch for m in rollout), default=0.0)
+    by_gpu = sum(
+        p.free * max((m.estimate.tokens_per_second * m.availability / (m.tp * m.pp) for m in rollout if m.pool is p), default=0.0)
+        for p in pools
+    )
+    rate_cap = min(by_slot * inflight, by_gpu)
+    if job.budget.target_tokens_per_second is not None:
+        rate_cap = max(rate_cap, job.budget.target_tokens_per_second)
+    train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget)
+    ropts = tuple(
+        RolloutOption(
+            pool=m.pool.info.name,
+            gpus=m.tp * m.pp,
+            item_size=m.tp,
+            rate=m.estimate.tokens_per_second * m.availability,
+            slots=m.estimate.batch,
+            price=m.pool.price * m.tp * m.pp,
+            spot=m.pool.info.spot,
+            max_count=_max_count(m, budget),
+        )
+        for m in rollout
+    )
+    topts = tuple(
+        TrainOption(
+            pool=m.pool.info.name,
+            gpus=m.dp * m.tp * m.pp,
+            item_size=m.tp,
+            rate=m.estimate.tokens_per_second,
+            price=m.pool.price * m.dp * m.tp * m.pp,
+        )
+        for m in train
+    )
+    ws_seconds: dict[tuple[str, str], float] = {}
+    ws_rate = []
+    trainer_pools = {m.pool.info.name for m in train}
+    for a in pools:
+        if a.info.name not in trainer_pools:
+            continue
+        for b in pools:
+            link = a.inter_gbps if a.info.name == b.info.name else cluster.inter_pool_gbps
+            sec = weight_sync_seconds(w, link, b.inter_gbps, cs)
+            ws_seconds[(a.info.name, b.info.name)] = sec
+            ws_rate.append((a.info.name, b.info.name, w.tokens_per_step / sec))
+    any_spot = any(o.spot for o in ropts)
+    problem = Problem(
+        rollout=ropts,
+        train=topts,
+        pools=tuple(PoolCapacity(p.info.name, p.capacity()) for p in pools),
+        inflight_cap=float(inflight),
+        budget=budget,
+        target=job.budget.target_tokens_per_second,
+        ws_rate=tuple(ws_rate),
+        floor=job.placement.spot.on_demand_rollout_floor if any_spot else 0.0,
+        surplus_factor=1.0 + cs.surplus_per_policy_lag * w.max_policy_lag,
+    )
+    return _Built(problem, tuple(rollout), tuple(train), tuple(pools), w, ws_seconds)
+
+
+def _max_count(m: _RolloutMeta, budget: float | None) -> int:
+    g = m.tp * m.pp
+    if m.pp > 1:
+        n = sum(1 for node in m.pool.nodes if node.gpus_free >= m.tp) // m.pp
+    else:
+        n = sum(node.gpus_free // m.tp for node in m.pool.nodes)
+    if budget is not None:
+        n = min(n, int(budget // (m.pool.price * g)))
+    return max(0, n)
+
+
+# -------------------------------------------------------------------------------- infeasible
+
+
+def _fmt_gpus(n: int, gpu: str) -> str:
+    return f"{n} {gpu}" + ("" if n == 1 else "s" if not gpu[-1].isdigit() else "")
+
+
+def _model_size(w: Workload) -> str:
+    b = w.parameters / 1e9
+    return f"{b:.3g}B" if b >= 1 else f"{w.parameters / 1e6:.3g}M"
+
+
+def _diagnose(b: _Built, job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) -> Infeasible:
+    w, p = b.workload, b.problem
+    size = _model_size(w)
+    if not b.rollout or not b.train:
+        stage = "a rollout replica" if not b.rollout else "the trainer"
+        tried = sorted({pl.spec.name for pl in b.pools})
+        hint = "allow spot for the trainer, " if not b.train and job.placement.spot.trainer == "forbidden" and any(
+            pl.info.spot for pl in b.pools
+        ) else ""
+        return Infeasible(
+            reasons.MODEL_DOES_NOT_FIT,
+            f"the {size} model does not fit {stage} on any eligible GPU ({', '.join(tried)}) with the "
+            f"prompt + response length {w.max_sequence_tokens} tokens; {hint}add GPUs with more memory, "
+            "larger nodes, or shorten generation.maxNewTokens",
+        )
+    cheapest_train = min(p.train, key=lambda t: t.price)
+    cheapest_roll = min(p.rollout, key=lambda r: r.price)
+    if p.budget is not None and cheapest_train.price + cheapest_roll.price > p.budget:
+        r = min(b.rollout, key=lambda m: m.pool.price * m.tp * m.pp)
+        t = min(b.train, key=lambda m: m.pool.price * m.dp * m.tp * m.pp)
+        need = cheapest_train.price + cheapest_roll.price
+        affords = int(p.budget // r.pool.price)
+        return Infeasible(
+            reasons.BUDGET_TOO_SMALL,
+            f"{size} needs {_fmt_gpus(r.tp * r.pp, r.pool.spec.name)} per rollout replica and "
+            f"{_fmt_gpus(t.dp * t.tp * t.pp, t.pool.spec.name)} for the trainer (${need:.2f}/h); the budget of "
+            f"${p.budget:.2f}/h affords {_fmt_gpus(affords, r.pool.spec.name)}. Raise budget.maxCostPerHour "
+            f"to at least {math.ceil(need * 100) / 100:.2f}",
+        )
+    if p.target is not None:
+        budget = job.budget.model_copy(
+            update={"target_tokens_per_second": None, "max_cost_per_hour": job.budget.max_cost_per_hour or 1e12}
+        )
+        relaxed = job.model_copy(update={"budget": budget})
+        best = _plan_core(relaxed, cluster, settings, baselines=False)
+        reach = f"; the best this cluster reaches is {best.tokens_per_second:,.0f} tokens/s" if isinstance(best, Plan) else ""
+        return Infeasible(
+            reasons.TARGET_UNREACHABLE,
+            f"budget.targetTokensPerSecond {p.target:,.0f} cannot be reached{reach}; lower the target, raise "
+            "budget.maxCostPerHour or add GPUs",
+        )
+    need = min(t.gpus for t in p.train) + min(r.gpus for r in p.rollout)
+    return Infeasible(
+        reasons.NO_ELIGIBLE_GPUS,
+        f"{size} needs at least {need} free GPUs (trainer + one rollout replica) in pools the job may use "
+        "under its spot policy and on-demand rollout floor; add nodes or relax placement.spot",
+    )
+
+
+# -------------------------------------------------------------------------------------- plan
+
+
+def _assemble(
+    b: _Built,
+    sol: Solution,
+    cluster: Cluster,
+    settings: PlannerSettings,
+    start: float,
+    previous: Plan | None = None,
+) -> Plan | Infeasible:
+    p, w = b.problem, b.workload
+    tm = b.train[sol.train]
+    ev = sol.evaluation
+    bw = {pl.info.name: pl.inter_gbps for pl in b.pools}
+    keep = previous.trainer.nodes if previous is not None and previous.trainer.pool == tm.pool.info.name else ()
+    try:
+        t_nodes, t_gpus = place_trainer(cluster, tm.pool.info.name, tm.dp * tm.pp, tm.tp, bw, keep)
+        taken = dict(zip(t_nodes, t_gpus, strict=True))
+        requests = [
+            ReplicaRequest(
+                pool=m.pool.info.name,
+                gpu=m.pool.spec.name,
+                tensor_parallel=m.tp,
+                pipeline_parallel=m.pp,
+                spot=m.pool.info.spot,
+                count=y,
+                tokens_per_second=m.estimate.tokens_per_second,
+            )
+            for m, y in zip(b.rollout, sol.counts, strict=True)
+            if y > 0
+        ]
+        replicas = place_rollout(cluster, requests, taken, previous.replicas if previous is not None else ())
+    except PlacementError as exc:
+        return Infeasible(reasons.NO_ELIGIBLE_GPUS, f"placement failed: {exc}")
+    trainer = TrainerAssignment(
+        gpu=tm.pool.spec.name,
+        pool=tm.pool.info.name,
+        data_parallel=tm.dp,
+        tensor_parallel=tm.tp,
+        pipeline_parallel=tm.pp,
+        fsdp=tm.fsdp,
+        nodes=t_nodes,
+        gpus_per_node=t_gpus,
+        tokens_per_second=tm.estimate.tokens_per_second,
+    )
+    used_pools = {m.pool.info.name for m, y in zip(b.rollout, sol.counts, strict=True) if y > 0}
+    ws = max((b.ws_seconds.get((tm.pool.info.name, q), 0.0) for q in used_pools), default=0.0)
+    t = ev.throughput
+    rates = {"training": ev.training, "rollout": ev.rollout_useful, "weight-sync": ev.weight_sync_cap}
+    bottleneck = min(rates, key=lambda k: rates[k])
+    step = w.tokens_per_step / t if t > 0 else float("inf")
+    eta = w.max_policy_lag
+    if bottleneck == "rollout":
+        weight = sum(m.estimate.tokens_per_second * y for m, y in zip(b.rollout, sol.counts, strict=True)) or 1.0
+        wave = sum(m.estimate.wave_seconds * m.estimate.tokens_per_second * y for m, y in zip(b.rollout, sol.counts, strict=True)) / weight
+        staleness = min(float(eta), (wave + ws) / step)
+    else:
+        staleness = float(eta)
+    notes = []
+    if p.budget is not None and ev.cost < 0.999 * p.budget and bottleneck != "rollout":
+        notes.append(f"{p.budget - ev.cost:.2f} $/h of the budget is unused: more GPUs would not raise throughput")
+    if useful_rollout(p, sol.counts) < ev.rollout_capacity * 0.999:
+        notes.append("the staleness gate ((η+1)·batch in flight) keeps part of the rollout capacity idle; a larger η or batch would use it")
+    return Plan(
+        trainer=trainer,
+        replicas=replicas,
+        tokens_per_second=t,
+        samples_per_second=t / w.tokens_per_sample,
+        cost_per_hour=ev.cost,
+        rollout_tokens_per_second=ev.rollout_useful,
+        training_tokens_per_second=ev.training,
+        bottleneck=bottleneck,
+        staleness_predicted=round(staleness, 3),
+        buffer_depth=round(staleness * w.samples_per_step),
+        weight_sync_seconds=ws,
+        solve_seconds=time.perf_counter() - start,
+        solver=sol.solver,
+        solver_status=sol.status,
+        notes=tuple(notes),
+    )
+
+
+def _plan_core(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, baselines: bool) -> PlanResult:
+    start = time.perf_counter()
+    built = _build(job, cluster, settings)
+    if isinstance(built, Infeasible):
+        return replace(built, solve_seconds=time.perf_counter() - start)
+    sol = _solve(built.problem, settings)
+    if sol is None:
+        result: PlanResult = _diagnose(built, job, cluster, settings)
+    else:
+        result = _assemble(built, sol, cluster, settings, start)
+    base: tuple[Baseline, ...] = ()
+    if baselines:
+        base = _baselines(job, cluster, settings, built)
+    if isinstance(result, Infeasible):
+        return replace(result, solve_seconds=time.perf_counter() - start, baselines=base)
+    return replace(result, baselines=base, solve_seconds=time.perf_counter() - start)
+
+
+def _solve(problem: Problem, settings: PlannerSettings) -> Solution | None:
+    args = (settings.time_limit_seconds, settings.mip_rel_gap, settings.direct_strategy_limit)
+    try:
+        return solve(problem, settings.solver, *args)
+    except Exception as exc:  # the solver library failed (not infeasibility): fall back to CBC
+        if settings.solver == "cbc":
+            raise
+        sol = solve(problem, "cbc", *args)
+        if sol is not None:
+            sol = replace(sol, notes=(*sol.notes, f"HiGHS failed ({exc}); solved with CBC"))
+        return sol
+
+
+def _baselines(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, built: _Built) -> tuple[Baseline, ...]:
+    types = sorted({pl.spec.name for pl in built.pools})
+    if len(types) < 2:
+        return ()
+    out = []
+    for gpu in types:
+        pools = {pl.info.name for pl in built.pools if pl.spec.name == gpu}
+        sub = Cluster(
+            pools=tuple(p for p in cluster.pools if p.name in pools),
+            nodes=tuple(n for n in cluster.nodes if n.pool in pools),
+            inter_pool_gbps=cluster.inter_pool_gbps,
+            gpu_overrides=cluster.gpu_overrides,
+        )
+        r = _plan_core(job, sub, settings, baselines=False)
+        if isinstance(r, Plan):
+            out.append(Baseline(gpu=gpu, tokens_per_second=r.tokens_per_second, cost_per_hour=r.cost_per_hour, feasible=True))
+        else:
+            out.append(Baseline(gpu=gpu, tokens_per_second=0.0, cost_per_hour=0.0, feasible=False, reason=r.message))
+    return tuple(out)
+
+
+def plan(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | None = None) -> PlanResult:
+    """The best plan for `job` on `cluster` (max throughput within budget, or min cost for a target)."""
+    settings = settings or PlannerSettings()
+    return _plan_core(job, cluster, settings, baselines=settings.compute_baselines)
+
+
+# ------------------------------------------------------------------------------------ replan
+
+
+def _config_key(pool: str, tp: int, pp: int) -> tuple[str, int, int]:
+    return (pool, tp, pp)
+
+
+def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSettings | None = None) -> PlanResult:
+    """Re-plan after the cluster changed, preferring the plan that changes least.
+
+    The trainer stays where it is (same pool, strategy and nodes) unless that is now impossible; rollout
+    counts pay a migration cost μ·(GPUs moved) with μ = migration_cost_per_gpu × the current plan's
+    throughput, so the solver moves replicas only when that buys more than it costs; replicas are kept on
+    their nodes when those remain. `Plan.changes` lists what moved and why.
+    """
+    settings = settings or PlannerSettings()
+    start = time.perf_counter()
+    built = _build(job, cluster, settings)
+    if isinstance(built, Infeasible):
+        return replace(built, solve_seconds=time.perf_counter() - start)
+    key_of = [_config_key(m.pool.info.name, m.tp, m.pp) for m in built.rollout]
+    have = Counter(_config_key(r.pool, r.tensor_parallel, r.pipeline_parallel) for r in current.replicas)
+    current_counts = tuple(have.get(k, 0) for k in key_of)
+    weight = settings.cost.migration_cost_per_gpu * current.tokens_per_second
+    problem = replace(built.problem, current_counts=current_counts, migration_weight=weight)
+    ct = current.trainer
+    same = [
+        j
+        for j, m in enumerate(built.train)
+        if (m.pool.info.name, m.dp, m.tp, m.pp, m.fsdp) == (ct.pool, ct.data_parallel, ct.tensor_parallel, ct.pipeline_parallel, ct.fsdp)
+    ]
+    free = {n.name: n.gpus_free for n in cluster.nodes}
+    trainer_intact = bool(same) and all(free.get(n, 0) >= g for n, g in zip(ct.nodes, ct.gpus_per_node, strict=True))
+    sol = None
+    kept_trainer = False
+    if trainer_intact:
+        fixed = replace(problem, train=(problem.train[same[0]],))
+        sol = _solve(fixed, settings)
+        if sol is not None:
+            sol = replace(sol, train=same[0])
+            kept_trainer = True
+    if sol is None:
+        sol = _solve(problem, settings)
+    if sol is None:
+        return replace(_diagnose(built, job, cluster, settings), solve_seconds=time.perf_counter() - start)
+    result = _assemble(built, sol, cluster, settings, start, previous=current)
+    if isinstance(result, Infeasible):
+        return result
+    changes = _changes(current, result, kept_trainer, cluster)
+    return replace(result, changes=changes, solve_seconds=time.perf_counter() - start)
+
+
+def _changes(old: Plan, new: Plan, kept_trainer: bool, cluster: Cluster) -> tuple[Change, ...]:
+    gone = {n.name for n in cluster.nodes if n.going_away} | (
+        {n for r in old.replicas for n in r.nodes} - {n.name for n in cluster.nodes}
+    )
+    out: list[Change] = []
+    ot, nt = old.trainer, new.trainer
+    if kept_trainer and ot.nodes == nt.nodes:
+        out.append(Change("kept", "trainer", f"{nt.gpus} {nt.gpu} on {', '.join(nt.nodes)}"))
+    else:
+        lost = [n for n in ot.nodes if n in gone]
+        why = f"its nodes {', '.join(lost)} are gone or going away" if lost else "the old layout no longer fits or pays"
+        out.append(
+            Change(
+                "moved",
+                "trainer",
+                f"{ot.gpus} {ot.gpu} ({ot.pool}) → {nt.gpus} {nt.gpu} ({nt.pool}, DP{nt.data_parallel}×TP{nt.tensor_parallel}"
+                f"×PP{nt.pipeline_parallel}) because {why}",
+            )
+        )
+    old_set = Counter((r.pool, r.gpus, r.nodes) for r in old.replicas)
+    new_set = Counter((r.pool, r.gpus, r.nodes) for r in new.replicas)
+    kept = sum((old_set & new_set).values())
+    removed = old_set - new_set
+    added = new_set - old_set
+    if kept:
+        out.append(Change("kept", "rollout", f"{kept} replicas stay on their nodes"))
+    for (pool, g, nodes), k in sorted(removed.items()):
+        why = "node gone or going away" if any(n in gone for n in nodes) else "rebalanced"
+        out.append(Change("removed", "rollout", f"{k}× {g}-GPU replica on {', '.join(nodes)} ({pool}): {why}"))
+    for (pool, g, nodes), k in sorted(added.items()):
+        out.append(Change("added", "rollout", f"{k}× {g}-GPU replica on {', '.join(nodes)} ({pool})"))
+    return tuple(out)
