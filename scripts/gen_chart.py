@@ -5,7 +5,7 @@ Derived file                                   source of truth
 `charts/hexrl/README.md` (values table)        `# --` comments in `charts/hexrl/values.yaml`
 `charts/hexrl/files/rbac-rules.yaml`           `manifests/operator/rbac.yaml` (the operator's documented RBAC)
 `charts/hexrl/crds/*.yaml`                     `crds/rljobs.hexrl.dev.yaml` and the kopf peering CRDs in
-                                               `manifests/operator/`
+                                               `manifests/operator/peering.yaml` (CRD documents only)
 `docs/metrics.md`                              `hexrl.k8s.metrics` and `hexrl_workers.metrics`
 `charts/hexrl/dashboards/*.json`               `scripts/dashboards.py` (dashboards as code)
 
@@ -204,28 +204,40 @@ def rbac_rules(source_text: str, source: str = "manifests/operator/rbac.yaml") -
 # -------------------------------------------------------------------------------------------- CRDs
 
 
-def peering_crd_sources() -> list[Path]:
-    """The kopf peering CRDs the operator ships (any manifests/operator/*.yaml holding a kopf.dev CRD)."""
-    out = []
-    for path in sorted((ROOT / "manifests" / "operator").glob("*.yaml")):
-        for doc in yaml.safe_load_all(path.read_text()):
-            if (
-                isinstance(doc, dict)
-                and doc.get("kind") == "CustomResourceDefinition"
-                and doc.get("spec", {}).get("group") == "kopf.dev"
-            ):
-                out.append(path)
-                break
-    return out
+def _crd_documents(text: str) -> list[str]:
+    """The CustomResourceDefinition documents of a multi-document YAML text, verbatim."""
+    docs = re.split(r"^---[ \t]*$", text, flags=re.MULTILINE)
+    keep = []
+    for doc in docs:
+        parsed = yaml.safe_load(doc)
+        if isinstance(parsed, dict) and parsed.get("kind") == "CustomResourceDefinition":
+            keep.append(doc.strip("\n"))
+    return keep
 
 
 def chart_crds() -> dict[Path, str]:
-    """Chart CRD file -> content (verbatim copies of the generated and the peering CRDs)."""
+    """Chart CRD file -> content: verbatim copies of the generated RLJob CRD and of the kopf peering CRDs.
+
+    Helm installs everything under `crds/` before the templates and never upgrades or deletes it, so only
+    CRD documents go there: the peering *objects* in `manifests/operator/peering.yaml` are left out (the
+    chart creates its own peering object from `templates/peering.yaml`).
+    """
     out: dict[Path, str] = {}
-    for src in (*CRD_SOURCES, *peering_crd_sources()):
+    for src in CRD_SOURCES:
         if not src.exists():
             raise GenError(f"{src.relative_to(ROOT)} is missing; run `make crds` first")
         out[CHART_CRDS / src.name] = src.read_text()
+    peering: list[str] = []
+    for path in sorted((ROOT / "manifests" / "operator").glob("*.yaml")):
+        for doc in _crd_documents(path.read_text()):
+            if yaml.safe_load(doc).get("spec", {}).get("group") == "kopf.dev":
+                peering.append(doc)
+    if peering:
+        header = (
+            "# kopf peering CRDs (leader election between operator replicas), copied from manifests/operator/ by\n"
+            "# scripts/gen_chart.py — do not edit; run `make chart`.\n"
+        )
+        out[CHART_CRDS / "peering.kopf.dev.yaml"] = header + "\n---\n".join(peering) + "\n"
     return out
 
 

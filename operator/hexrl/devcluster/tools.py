@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 import subprocess
@@ -64,6 +65,8 @@ class GoTool:
     """Extra `-X` linker flags (e.g. the version string the tool reports)."""
     minutes: int = 3
     """Typical cold build time on 2 cores, shown in the progress line so nobody thinks it hangs."""
+    support_files: tuple[str, ...] = ()
+    """Files of the module (paths inside it) copied next to the binary, e.g. ct's default lint configs."""
 
 
 HELM = GoTool(
@@ -90,6 +93,9 @@ CT = GoTool(
     env="HEXRL_CT",
     ldflags=("-X github.com/helm/chart-testing/v3/ct/cmd.Version=v3.14.0",),
     minutes=3,
+    # `ct lint` validates Chart.yaml with this yamale schema and runs yamllint with this config; release
+    # archives ship them in etc/, a module build must fetch them from the module itself.
+    support_files=("etc/chart_schema.yaml", "etc/lintconf.yaml"),
 )
 
 TOOLS: dict[str, GoTool] = {t.name: t for t in (HELM, CT)}
@@ -151,7 +157,7 @@ def find_tool(tool: GoTool, settings: ToolSettings | None = None) -> Path | None
     if settings.bin_dir and _usable(settings.bin_dir / tool.name):
         return settings.bin_dir / tool.name
     cached = cached_path(tool, settings)
-    if _usable(cached):
+    if _usable(cached) and all((cached.parent / rel).is_file() for rel in tool.support_files):
         return cached
     return _on_path_with_version(tool)
 
@@ -230,10 +236,35 @@ def build_tool(
         shutil.rmtree(staging, ignore_errors=True)
         raise ToolError(f"go build finished but produced no {built}; is {tool.package} a main package?")
     target.parent.mkdir(parents=True, exist_ok=True)
+    _copy_support_files(tool, go, workdir, env, target.parent)
     os.replace(built, target)
     shutil.rmtree(staging, ignore_errors=True)
     emit(f"built {label} in {time.monotonic() - started:.0f} s -> {target}")
     return target
+
+
+def _copy_support_files(tool: GoTool, go: str, workdir: Path, env: dict[str, str], dest: Path) -> None:
+    """Copy `tool.support_files` from the downloaded module into `dest` (keeping their relative paths)."""
+    if not tool.support_files:
+        return
+    proc = subprocess.run(
+        [go, "mod", "download", "-json", f"{tool.module}@{tool.version}"],
+        cwd=workdir, capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    try:
+        module_dir = Path(json.loads(proc.stdout)["Dir"])
+    except (ValueError, KeyError) as exc:
+        raise ToolError(f"could not locate the downloaded module {tool.module}@{tool.version}: {proc.stderr}") from exc
+    for rel in tool.support_files:
+        out = dest / rel
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(module_dir / rel, out)
+
+
+def support_file(binary: Path, rel: str) -> Path | None:
+    """A support file installed next to `binary` (e.g. `etc/lintconf.yaml` for ct), or None."""
+    path = binary.parent / rel
+    return path if path.is_file() else None
 
 
 @contextlib.contextmanager
