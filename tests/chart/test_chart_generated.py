@@ -14,8 +14,8 @@ import yaml
 from chartlib import CHART, ROOT, by_kind
 
 sys.path.insert(0, str(ROOT / "scripts"))
-import dashboards  # noqa: E402
-import gen_chart  # noqa: E402
+import dashboards
+import gen_chart
 
 METRIC = re.compile(r"\b(hexrl_[a-z0-9_]+)\b")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
