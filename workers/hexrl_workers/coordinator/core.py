@@ -86,6 +86,15 @@ class _Lease:
     deadline: float
 
 
+def empty_snapshot() -> dict[str, Any]:
+    """The snapshot of a coordinator that has done nothing (used to restart a job from scratch)."""
+    return {
+        "version": 0, "cursor": 0, "nRequested": 0, "epoch": 0, "nextGroup": 0, "trainedSteps": 0,
+        "trainedSamples": 0, "trainedPromptIds": [], "initialReward": None, "requeued": [],
+        "continuations": [], "groups": [], "ready": [],
+    }
+
+
 class RejectedError(ValueError):
     """A request the coordinator refuses (HTTP 409): the message says why."""
 

@@ -230,7 +230,9 @@ class CoordinatorServer:
 
     async def get_version(self, request: web.Request) -> web.Response:
         c = self.core
-        return json_response({"version": c.version, "epoch": c.epoch, "done": c.done})
+        return json_response(
+            {"version": c.version, "epoch": c.epoch, "done": c.done, "pendingBatches": len(c.pending_batches)}
+        )
 
     def _rate(self, window: deque[tuple[float, int]]) -> float:
         now = time.monotonic()

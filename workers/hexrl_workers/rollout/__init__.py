@@ -1,1 +1,1 @@
-"""(placeholder docstring: replaced by the module owner)."""
+"""Rollout workers: pull prompts, generate groups with an engine, score, push; migrate on SIGTERM."""

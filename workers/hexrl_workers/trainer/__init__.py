@@ -1,1 +1,1 @@
-"""(placeholder docstring: replaced by the module owner)."""
+"""The trainer: GRPO/decoupled-PPO updates, weight publishing, atomic checkpoints (see `loop`)."""

@@ -1,0 +1,136 @@
+"""Pod entry points: `python -m hexrl_workers coordinator|rollout|trainer`.
+
+Configuration comes from the environment and the mounted worker config (`hexrl.api.workerconfig`):
+HEXRL_JOB, HEXRL_ROLE, HEXRL_CONFIG, HEXRL_TOKEN, HEXRL_COORDINATOR_URL, HEXRL_WEIGHTS_URL,
+HEXRL_POD_IP, and for trainer ranks RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT. A configuration error is
+printed as one sentence and exits with status 2 (Kubernetes shows it in the pod's last state).
+SIGTERM stops each role gracefully: the coordinator closes its server, a rollout worker hands in its
+partial responses, the trainer stops between steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from pathlib import Path
+
+from hexrl.api.workerconfig import (
+    COORDINATOR_PORT,
+    DEFAULT_CONFIG_PATH,
+    ENV_CONFIG,
+    ENV_COORDINATOR_URL,
+    ENV_JOB,
+    ENV_POD_IP,
+    ENV_RANK,
+    ENV_ROLE,
+    ENV_TOKEN,
+    ENV_WEIGHTS_URL,
+    ENV_WORLD_SIZE,
+    RELAY_PORT,
+    WEIGHTS_PORT,
+    Role,
+    WorkerConfig,
+    WorkerConfigError,
+    parse_worker_config,
+)
+
+log = logging.getLogger("hexrl_workers")
+
+
+def load_config() -> WorkerConfig:
+    path = os.environ.get(ENV_CONFIG, DEFAULT_CONFIG_PATH)
+    p = Path(path)
+    if not p.is_file():
+        raise WorkerConfigError(f"worker config {path} not found; mount the job's ConfigMap there or set {ENV_CONFIG}")
+    return parse_worker_config(p.read_text(), source=path)
+
+
+def _coordinator(cfg: WorkerConfig, token: str | None) -> int:
+    from hexrl_workers.runtime import build_coordinator
+
+    server = build_coordinator(cfg.spec, token, cfg.effective_max_policy_lag(),
+                               config_path=os.environ.get(ENV_CONFIG, DEFAULT_CONFIG_PATH))
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        port = int(os.environ.get("HEXRL_PORT", COORDINATOR_PORT))
+        await server.start("0.0.0.0", port)
+        log.info("coordinator of %s serving on :%d", cfg.job, port)
+        await stop.wait()
+        await server.stop()
+
+    asyncio.run(main())
+    return 0
+
+
+def _rollout(cfg: WorkerConfig, token: str | None) -> int:
+    from hexrl_workers.runtime import build_rollout_worker
+
+    host = os.environ.get(ENV_POD_IP) or socket.gethostbyname(socket.gethostname())
+    worker, relay = build_rollout_worker(
+        cfg.spec, os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url),
+        os.environ.get(ENV_WEIGHTS_URL, cfg.weights_url), token,
+        os.environ.get("HOSTNAME", f"rollout-{os.getpid()}"),
+        relay_host="0.0.0.0", relay_port=int(os.environ.get("HEXRL_RELAY_PORT", RELAY_PORT)), advertise_host=host,
+    )
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: worker.stop())
+    try:
+        worker.run()
+    finally:
+        if relay is not None:
+            relay.close()
+    return 0
+
+
+def _trainer(cfg: WorkerConfig, token: str | None) -> int:
+    from hexrl_workers.trainer.loop import Trainer, TrainerSettings
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    trainer = Trainer(cfg.spec, TrainerSettings(
+        coordinator_url=os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url), token=token,
+        checkpoint_dir=cfg.effective_checkpoint_dir(),
+        weights_port=int(os.environ.get("HEXRL_WEIGHTS_PORT", WEIGHTS_PORT)),
+        rank=int(os.environ.get(ENV_RANK, "0")), world_size=int(os.environ.get(ENV_WORLD_SIZE, "1")),
+    ))
+    try:
+        trainer.run(stop)
+    finally:
+        trainer.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    logging.basicConfig(level=os.environ.get("HEXRL_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    role = argv[0] if argv else os.environ.get(ENV_ROLE, "")
+    roles = [r.value for r in Role]
+    if role not in roles:
+        print(f"usage: python -m hexrl_workers {{{'|'.join(roles)}}} (or set {ENV_ROLE}); got {role!r}",
+              file=sys.stderr)
+        return 2
+    try:
+        cfg = load_config()
+        token = os.environ.get(ENV_TOKEN) or None
+        if os.environ.get(ENV_JOB) and os.environ[ENV_JOB] != cfg.job:
+            raise WorkerConfigError(f"{ENV_JOB}={os.environ[ENV_JOB]} but the config is for job {cfg.job}")
+        handler = {"coordinator": _coordinator, "rollout": _rollout, "trainer": _trainer}[role]
+        return handler(cfg, token)
+    except (WorkerConfigError, ValueError, FileNotFoundError) as exc:
+        print(f"hexrl_workers {role}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

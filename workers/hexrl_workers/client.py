@@ -1,0 +1,103 @@
+"""A small synchronous client for the coordinator (used by the rollout worker and the trainer).
+
+Connection failures and 5xx answers are retried with capped exponential backoff (the coordinator may be
+restarting); a 4xx is the caller's mistake and raises `CoordinatorError` with the service's reason.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import requests
+
+from hexrl_workers.httpcommon import bearer
+from hexrl_workers.protocol import (
+    Batch,
+    BatchRequest,
+    IngestResult,
+    Progress,
+    TrajectoryBatchIn,
+    VersionUpdate,
+    WorkRequest,
+    WorkResponse,
+)
+
+
+class CoordinatorError(RuntimeError):
+    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+        super().__init__(f"coordinator answered {status}: {error}" + (f" (field {field})" if field else ""))
+        self.status, self.error, self.field = status, error, field
+
+
+class CoordinatorUnavailable(RuntimeError):
+    pass
+
+
+class CoordinatorClient:
+    def __init__(self, url: str, token: str | None = None, retry_seconds: float = 60.0) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.session.headers.update(bearer(token))
+        self.retry_seconds = retry_seconds
+        """Give up on an unreachable coordinator after this long, seconds."""
+
+    def _call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> requests.Response:
+        deadline = time.monotonic() + self.retry_seconds
+        delay = 0.05
+        while True:
+            try:
+                data = body.model_dump_json(by_alias=True) if hasattr(body, "model_dump_json") else None
+                kwargs: dict[str, Any] = {"timeout": timeout}
+                if data is not None:
+                    kwargs["data"] = data
+                    kwargs["headers"] = {"Content-Type": "application/json"}
+                elif body is not None:
+                    kwargs["json"] = body
+                resp = self.session.request(method, self.url + path, **kwargs)
+                if resp.status_code < 500:
+                    break
+                problem = f"HTTP {resp.status_code}: {resp.text[:200]}"
+            except requests.RequestException as exc:
+                problem = str(exc)
+            if time.monotonic() + delay > deadline:
+                raise CoordinatorUnavailable(f"coordinator {self.url} unavailable: {problem}")
+            time.sleep(delay)
+            delay = min(2.0, delay * 2)
+        if resp.status_code >= 400:
+            try:
+                err = resp.json()
+            except ValueError:
+                err = {"error": resp.text}
+            raise CoordinatorError(resp.status_code, str(err.get("error")), err.get("field"))
+        return resp
+
+    def work(self, worker_id: str, max_items: int = 1, wait_seconds: float = 1.0) -> WorkResponse:
+        req = WorkRequest(worker_id=worker_id, max_items=max_items, wait_seconds=wait_seconds)
+        return WorkResponse.model_validate_json(self._call("POST", "/v1/work", req, timeout=wait_seconds + 30).content)
+
+    def push(self, body: TrajectoryBatchIn) -> IngestResult:
+        return IngestResult.model_validate_json(self._call("POST", "/v1/trajectories", body).content)
+
+    def batch(self, trainer_version: int, wait_seconds: float = 5.0) -> Batch | None:
+        req = BatchRequest(trainer_version=trainer_version, wait_seconds=wait_seconds)
+        resp = self._call("POST", "/v1/batch", req, timeout=wait_seconds + 60)
+        return None if resp.status_code == 204 else Batch.model_validate_json(resp.content)
+
+    def new_version(self, version: int, batch_id: int | None, loss: float | None = None) -> None:
+        self._call("POST", "/v1/version", VersionUpdate(version=version, batch_id=batch_id, loss=loss))
+
+    def version(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/version").json())
+
+    def progress(self) -> Progress:
+        return Progress.model_validate_json(self._call("GET", "/v1/progress").content)
+
+    def state(self) -> dict[str, Any]:
+        return dict(self._call("GET", "/v1/state").json())
+
+    def restore(self, snapshot: dict[str, Any]) -> dict[str, Any]:
+        return dict(self._call("POST", "/v1/restore", snapshot).json())
+
+    def set_staleness(self, eta: int) -> None:
+        self._call("PUT", "/v1/staleness", {"maxPolicyLag": eta})

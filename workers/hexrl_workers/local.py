@@ -1,0 +1,220 @@
+"""Run a whole RLJob on one machine (or an existing Ray cluster): `hexrl run [--local] JOB.yaml`.
+
+Layout: the coordinator serves from a thread of this (driver) process; the trainer and N rollout
+workers are Ray actors that talk to it — and to the trainer's weight service — over the same HTTP
+protocol as in the pods, so the local run exercises the real data path. Ray is local by default
+(`ray.init(num_cpus=2, include_dashboard=False)`); `ray_address` joins an existing cluster, in which case
+the services bind every interface and advertise this node's IP.
+
+The driver shows a live line (step, reward, tokens/s, staleness, buffer), stops everything cleanly on
+Ctrl-C (actors finish their current token and hand partials in; the trainer stops between steps), and
+returns the summary: `steps`, `trainedSamples`, `initialReward` (mean reward of the first trained batch),
+`finalReward` (mean over the last max(1, steps/10) batches), `tokensPerSecond` (prompt+response tokens
+trained per wall second), `maxObservedStaleness`, `wallSeconds`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from hexrl.api.models import RLJob, RLJobSpec
+from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
+from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
+from hexrl_workers.modeling import check_model_source
+from hexrl_workers.tasks import make_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalOptions:
+    """What `hexrl run` passes in."""
+
+    steps: int | None = None
+    """Trainer steps (None: spec.algorithm.totalSteps, else 100)."""
+    sync: bool = False
+    """η = 0: fully synchronous-equivalent training, for comparisons."""
+    workers: int = 2
+    """Rollout actors."""
+    ray_address: str | None = None
+    """Existing Ray cluster (None: start Ray locally with 2 CPUs)."""
+    checkpoint_dir: str | None = None
+    """Override spec.checkpoint.path (None: a fresh temporary directory, so runs do not resume each other)."""
+    show_progress: bool = True
+    """Live progress line on the terminal."""
+    max_items: int = 2
+    """Groups per rollout engine batch."""
+
+
+def _trainer_actor_cls():  # type: ignore[no-untyped-def]
+    import ray
+
+    @ray.remote(num_cpus=0, max_concurrency=2)
+    class TrainerActor:
+        def __init__(self, spec_json: str, settings: dict[str, Any]) -> None:
+            logging.basicConfig(level=logging.WARNING)
+            from hexrl_workers.trainer.loop import Trainer, TrainerSettings
+
+            self.stop_event = threading.Event()
+            self.trainer = Trainer(RLJobSpec.model_validate_json(spec_json), TrainerSettings(**settings))
+
+        def weights_url(self) -> str:
+            return self.trainer.weights_url
+
+        def run(self) -> list[dict[str, float]]:
+            try:
+                return self.trainer.run(self.stop_event)
+            finally:
+                self.trainer.close()
+
+        def stop(self) -> None:
+            self.stop_event.set()
+
+    return TrainerActor
+
+
+def _rollout_actor_cls():  # type: ignore[no-untyped-def]
+    import ray
+
+    @ray.remote(num_cpus=0, max_concurrency=2)
+    class RolloutActor:
+        def __init__(self, spec_json: str, coordinator_url: str, weights_url: str, token: str, worker_id: str,
+                     host: str, max_items: int) -> None:
+            logging.basicConfig(level=logging.WARNING)
+            from hexrl_workers.runtime import build_rollout_worker
+
+            self.worker, self.relay = build_rollout_worker(
+                RLJobSpec.model_validate_json(spec_json), coordinator_url, weights_url, token, worker_id,
+                relay_host=host, relay_port=0, torch_threads=1, max_items=max_items,
+            )
+
+        def run(self) -> int:
+            try:
+                return self.worker.run()
+            finally:
+                if self.relay is not None:
+                    self.relay.close()
+
+        def stop(self) -> None:
+            self.worker.stop()
+
+    return RolloutActor
+
+
+def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, trained_tokens: int) -> dict[str, Any]:
+    rewards = [s["reward"] for s in stats]
+    tail = max(1, len(rewards) // 10)
+    return {
+        "steps": len(stats),
+        "trainedSamples": core.trained_samples,
+        "initialReward": round(rewards[0], 4) if rewards else None,
+        "finalReward": round(sum(rewards[-tail:]) / tail, 4) if rewards else None,
+        "tokensPerSecond": round(trained_tokens / wall, 2) if wall > 0 else 0.0,
+        "maxObservedStaleness": core.max_observed_staleness,
+        "wallSeconds": round(wall, 2),
+    }
+
+
+def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
+    """Run the job to completion (or Ctrl-C) and return the summary dict."""
+    import ray
+
+    spec = job.spec.model_copy(deep=True)
+    check_model_source(spec)
+    steps = opts.steps or spec.algorithm.total_steps or 100
+    spec.algorithm.total_steps = steps
+    if opts.sync:
+        spec.staleness.max_policy_lag = 0
+    make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)  # fail early on a bad dataset
+    token = secrets.token_hex(16)
+    host = "127.0.0.1"
+    if opts.ray_address:
+        ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False)
+        host = ray.util.get_node_ip_address()
+    else:
+        os.environ.setdefault("RAY_ACCEPT_CLUSTER_ENV_VAR", "0")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    bind = "0.0.0.0" if opts.ray_address else "127.0.0.1"
+    core = CoordinatorCore(
+        CoordinatorSettings(
+            prompts_per_step=spec.algorithm.prompts_per_step, group_size=spec.algorithm.group_size,
+            max_policy_lag=spec.staleness.max_policy_lag, total_steps=steps,
+        ),
+        make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+    )
+    server = CoordinatorServer(core, ServerSettings(token=token))
+    coord = ThreadedCoordinator(server, host=bind)
+    coordinator_url = f"http://{host}:{coord.port}"
+    ckdir = opts.checkpoint_dir or tempfile.mkdtemp(prefix=f"hexrl-{job.metadata.name or 'job'}-")
+    spec_json = spec.model_dump_json(by_alias=True)
+    actors: list[Any] = []
+    t_start = time.monotonic()
+    stats: list[dict[str, float]] = []
+    interrupted = False
+    try:
+        trainer = _trainer_actor_cls().remote(spec_json, {
+            "coordinator_url": coordinator_url, "token": token, "checkpoint_dir": ckdir, "total_steps": steps,
+            "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
+        })
+        actors.append(trainer)
+        weights_url = ray.get(trainer.weights_url.remote())
+        rollout_cls = _rollout_actor_cls()
+        workers = [
+            rollout_cls.remote(spec_json, coordinator_url, weights_url, token, f"local-rollout-{k}", host, opts.max_items)
+            for k in range(opts.workers)
+        ]
+        actors.extend(workers)
+        t_start = time.monotonic()
+        run_ref = trainer.run.remote()
+        worker_refs = [w.run.remote() for w in workers]
+        try:
+            _watch(run_ref, server, steps, opts.show_progress)
+        except KeyboardInterrupt:
+            interrupted = True
+            log.warning("interrupted: stopping the workers and the trainer")
+        for w in workers:
+            w.stop.remote()
+        trainer.stop.remote()
+        stats = ray.get(run_ref, timeout=120)
+        ray.get(worker_refs, timeout=120)
+    finally:
+        wall = time.monotonic() - t_start
+        trained_tokens = int(server.metrics["hexrl_trained_tokens"]._value.get())
+        coord.close()
+        for a in actors:
+            ray.kill(a)
+        ray.shutdown()
+    out = _summary(core, stats, wall, trained_tokens)
+    if interrupted:
+        out["interrupted"] = True
+    return out
+
+
+def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> None:
+    import ray
+
+    if not show:
+        while not ray.wait([run_ref], timeout=0.5)[0]:
+            pass
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cols = [TextColumn("[bold]step {task.completed}/{task.total}"), BarColumn(), TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}")]
+    with Progress(*cols, transient=False) as bar:
+        task = bar.add_task("train", total=steps, info="")
+        while not ray.wait([run_ref], timeout=0.5)[0]:
+            p = server.progress_model()
+            reward = f"{p.reward_mean:.3f}" if p.reward_mean is not None else "-"
+            info = (f"reward {reward}  tok/s {p.tokens_per_second:,.0f}  staleness {p.observed_staleness:.2f}"
+                    f" (max {p.max_observed_staleness}, η={p.max_policy_lag})  buffer {p.buffer_depth}")
+            bar.update(task, completed=p.trained_steps, info=info)
+        p = server.progress_model()
+        bar.update(task, completed=p.trained_steps)

@@ -1,0 +1,168 @@
+"""The rollout worker loop: pull work, keep weights current, generate, score, push; stop gracefully.
+
+Loop (until stopped or the job is done):
+1. if the coordinator's policy version (returned with every work response) is newer than the engine's,
+   pull that version from the weight service (or a relay) and load it in place — between requests, so a
+   response's tokens change version only across a migration;
+2. ask for up to `max_items` work items (long-poll); generate all their samples in one engine batch;
+3. score finished responses with the job's reward function and push them as trajectories.
+
+Stopping (SIGTERM = preemption, or `stop()`): the stop flag is checked between tokens, so generation
+returns at once with the tokens so far; finished responses are pushed as trajectories, unfinished ones
+as `PartialResponse`s (tokens, log-probs, per-token versions) and items not started are released. The
+coordinator re-dispatches each partial to another worker, which continues from its last token. All of
+this is one HTTP call, well inside Kubernetes' default 30 s grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from hexrl_workers.client import CoordinatorClient, CoordinatorError
+from hexrl_workers.metrics import Metrics
+from hexrl_workers.protocol import PartialResponse, Trajectory, TrajectoryBatchIn, WorkItem
+from hexrl_workers.reward import RewardFn
+from hexrl_workers.rollout.engine import Engine, GenRequest, GenResult
+from hexrl_workers.tasks import Tokenizer
+from hexrl_workers.weights.client import WeightClient, WeightPullError
+from hexrl_workers.weights.store import unpack
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RolloutSettings:
+    """Knobs of one rollout worker."""
+
+    worker_id: str
+    """Unique name (pod name in Kubernetes)."""
+    max_items: int = 4
+    """Work items (groups) generated together in one engine batch: larger batches use the hardware
+    better, smaller ones pick up new weights sooner."""
+    max_new_tokens: int = 256
+    """Response length cap (spec.generation.maxNewTokens)."""
+    wait_seconds: float = 1.0
+    """Long-poll per work request, seconds."""
+    idle_exit_seconds: float | None = None
+    """Exit after this long without work once the coordinator reports the job done (None: on done)."""
+
+
+class RolloutWorker:
+    def __init__(
+        self, settings: RolloutSettings, engine: Engine, tokenizer: Tokenizer, reward: RewardFn,
+        coordinator: CoordinatorClient, weights: WeightClient | None, metrics: Metrics | None = None,
+    ) -> None:
+        self.s = settings
+        self.engine = engine
+        self.tok = tokenizer
+        self.reward = reward
+        self.coord = coordinator
+        self.weights = weights
+        self.metrics = metrics or Metrics("rollout")
+        self.stop_event = threading.Event()
+        self.on_weights = None  # callback(manifest, blob): e.g. publish to this worker's relay server
+        self.items_done = 0
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    # ------------------------------------------------------------------------------------- weights
+
+    def maybe_update_weights(self, coordinator_version: int) -> None:
+        if self.weights is None or coordinator_version <= self.engine.version:
+            return
+        try:
+            manifest, blob = self.weights.pull()
+        except WeightPullError as exc:
+            log.warning("weight pull failed (%s); generating with version %d", exc, self.engine.version)
+            return
+        if manifest.version <= self.engine.version:
+            return
+        self.engine.load_weights(unpack(manifest, blob), manifest.version)
+        self.metrics["hexrl_rollout_weight_updates"].inc()
+        self.metrics["hexrl_policy_version"].set(manifest.version)
+        if self.on_weights is not None:
+            self.on_weights(manifest, blob)
+
+    # ---------------------------------------------------------------------------------- generation
+
+    def _requests(self, items: list[WorkItem]) -> tuple[list[GenRequest], list[tuple[WorkItem, int]]]:
+        reqs, where = [], []
+        for item in items:
+            ptoks = self.tok.encode(item.prompt.text)
+            for spec in item.samples:
+                reqs.append(GenRequest(ptoks, self.s.max_new_tokens, spec.prefix_tokens, spec.prefix_logprobs,
+                                       spec.prefix_versions))
+                where.append((item, spec.sample_index))
+        return reqs, where
+
+    def _score(self, item: WorkItem, idx: int, ptoks: list[int], res: GenResult) -> Trajectory:
+        text = self.tok.decode([t for t in res.tokens if t != self.engine_eos])
+        return Trajectory(
+            item_id=item.item_id, epoch=item.epoch, group_id=item.group_id, group_size=item.group_size,
+            sample_index=idx, prompt_id=item.prompt.prompt_id, prompt_tokens=ptoks, tokens=res.tokens,
+            logprobs=res.logprobs, versions=res.versions,
+            reward=float(self.reward(text, item.prompt.answer, item.prompt.text)),
+            worker_id=self.s.worker_id, finished=res.finished,
+        )
+
+    @property
+    def engine_eos(self) -> int:
+        return self.tok.eos_id
+
+    def process(self, items: list[WorkItem]) -> TrajectoryBatchIn:
+        """Generate every sample of `items`; the result holds trajectories and, if stopped, partials."""
+        reqs, where = self._requests(items)
+        t0 = time.monotonic()
+        results = self.engine.generate(reqs, self.stop_event)
+        self.metrics["hexrl_rollout_generate_seconds"].observe(time.monotonic() - t0)
+        out = TrajectoryBatchIn(worker_id=self.s.worker_id)
+        for req, (item, idx), res in zip(reqs, where, results, strict=True):
+            new = len(res.tokens) - len(req.prefix_tokens)
+            self.metrics["hexrl_rollout_generated_tokens"].inc(max(0, new))
+            if res.interrupted:
+                out.partials.append(PartialResponse(
+                    item_id=item.item_id, epoch=item.epoch, group_id=item.group_id, sample_index=idx,
+                    prompt_id=item.prompt.prompt_id, tokens=res.tokens, logprobs=res.logprobs,
+                    versions=res.versions, worker_id=self.s.worker_id,
+                ))
+            else:
+                out.trajectories.append(self._score(item, idx, req.prompt_tokens, res))
+        return out
+
+    # ---------------------------------------------------------------------------------------- loop
+
+    def run(self) -> int:
+        """Work until stopped or the job is done; returns the number of items processed."""
+        while not self.stop_event.is_set():
+            try:
+                resp = self.coord.work(self.s.worker_id, self.s.max_items, self.s.wait_seconds)
+            except CoordinatorError as exc:
+                log.error("coordinator refused work request: %s", exc)
+                time.sleep(1.0)
+                continue
+            if self.stop_event.is_set():
+                if resp.items:
+                    self.coord.push(TrajectoryBatchIn(worker_id=self.s.worker_id,
+                                                      released_item_ids=[i.item_id for i in resp.items]))
+                break
+            self.maybe_update_weights(resp.policy_version)
+            if not resp.items:
+                if self._job_done():
+                    break
+                continue
+            out = self.process(resp.items)
+            self.coord.push(out)
+            self.items_done += len(resp.items)
+            if out.partials:
+                log.info("stopping: handed %d partial responses to the coordinator", len(out.partials))
+        return self.items_done
+
+    def _job_done(self) -> bool:
+        try:
+            return bool(self.coord.version().get("done"))
+        except CoordinatorError:
+            return False

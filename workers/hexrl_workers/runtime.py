@@ -1,0 +1,100 @@
+"""Assembling the services of a job from its spec (shared by the pod entry points and `local.py`)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from hexrl.api.models import RLJobSpec
+from hexrl_workers.client import CoordinatorClient
+from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
+from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings
+from hexrl_workers.metrics import Metrics
+from hexrl_workers.modeling import build_model, build_tokenizer, model_dir
+from hexrl_workers.reward import load_reward
+from hexrl_workers.rollout.engine import SamplingParams
+from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
+from hexrl_workers.tasks import make_dataset
+from hexrl_workers.weights.client import WeightClient, WeightClientSettings
+from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
+
+ENV_ENGINE = "HEXRL_ENGINE"
+"""torch | vllm (default: vllm when CUDA and vllm are available, else torch)."""
+
+
+def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None,
+                      config_path: str | None = None) -> CoordinatorServer:
+    core = CoordinatorCore(
+        CoordinatorSettings(
+            prompts_per_step=spec.algorithm.prompts_per_step,
+            group_size=spec.algorithm.group_size,
+            max_policy_lag=spec.staleness.max_policy_lag if eta is None else eta,
+            total_steps=spec.algorithm.total_steps,
+        ),
+        make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+    )
+    return CoordinatorServer(core, ServerSettings(token=token, config_path=config_path))
+
+
+def _engine(spec: RLJobSpec, seed: int) -> Any:
+    tok = build_tokenizer(spec)
+    params = SamplingParams(
+        temperature=spec.generation.temperature, top_p=spec.generation.top_p, eos_id=tok.eos_id, pad_id=tok.pad_id
+    )
+    choice = os.environ.get(ENV_ENGINE, "")
+    if choice == "vllm" or (not choice and _cuda_and_vllm()):
+        from hexrl_workers.rollout.vllm_engine import VLLMEngine
+
+        path = model_dir(spec)
+        if path is None:
+            raise ValueError("the vLLM engine needs a model directory (model.source.pvc or localPath)")
+        return VLLMEngine(path, params, seed=seed), tok
+    import torch
+
+    from hexrl_workers.rollout.torch_engine import TorchEngine
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return TorchEngine(build_model(spec), params, seed=seed, device=device), tok
+
+
+def _cuda_and_vllm() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def build_rollout_worker(
+    spec: RLJobSpec, coordinator_url: str, weights_url: str, token: str | None, worker_id: str, *,
+    relay_host: str = "0.0.0.0", relay_port: int = 0, advertise_host: str | None = None,
+    torch_threads: int | None = None, max_items: int = 4, cache_dir: str | None = None,
+) -> tuple[RolloutWorker, ThreadedWeightServer | None]:
+    """A ready-to-run worker and (when relaying) its relay server."""
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+    seed = spec.algorithm.seed * 7919 + (abs(hash(worker_id)) % 100_000)
+    engine, tok = _engine(spec, seed)
+    metrics = Metrics("rollout")
+    relay = None
+    my_url = None
+    if spec.weight_sync.relay:
+        relay = ThreadedWeightServer(
+            WeightServer(WeightServerSettings(token=token, origin=False), role="rollout"),
+            host=relay_host, port=relay_port, advertise_host=advertise_host or "127.0.0.1",
+        )
+        my_url = relay.url
+    weights = WeightClient(
+        WeightClientSettings(origin_url=weights_url, token=token, parallel=spec.weight_sync.parallel_chunks,
+                             my_url=my_url, cache_dir=cache_dir),
+        metrics=metrics,
+    )
+    worker = RolloutWorker(
+        RolloutSettings(worker_id=worker_id, max_items=max_items, max_new_tokens=spec.generation.max_new_tokens),
+        engine, tok, load_reward(spec.reward.function), CoordinatorClient(coordinator_url, token), weights, metrics,
+    )
+    if relay is not None:
+        worker.on_weights = relay.publish
+    return worker, relay
