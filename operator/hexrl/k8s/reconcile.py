@@ -221,8 +221,8 @@ class Reconciler:
             metrics.PREEMPTIONS.labels("trainer").inc()
 
         eta = spec.staleness.max_policy_lag
-        state = {k: v for k, v in mem.state.items() if not k.startswith("_")}
-        state["specKey"] = _spec_key(spec)
+        mem.state["specKey"] = _spec_key(spec)
+        state = {k: v for k, v in mem.state.items() if not k.startswith("_") and k != "rejected"}
         summary = self._summary(plan)
         static = render.render_static(ref, spec, plan, summary, eta, state, mem.token, self.settings)
         out.created += self._apply_all(static, mem)
@@ -291,7 +291,7 @@ class Reconciler:
                 return current, None, "", lost
             return None, result, trigger, lost
         mem.state.pop("rejected", None)
-        if current is not None:
+        if current is not None and result != current and mem.state.get("scale", {}).get("extra"):
             # the new plan re-sizes rollout from scratch; live scaling starts again from it
             mem.state["scale"] = scaling.ScaleState().wire()
             mem.scale = None

@@ -277,7 +277,7 @@ def _container(
     return {
         "name": role,
         "image": image,
-        "imagePullPolicy": spec.images.pull_policy,
+        "imagePullPolicy": str(getattr(spec.images.pull_policy, "value", spec.images.pull_policy)),
         "command": ["python", "-m", "hexrl_workers", role],
         "env": _env(job, role, settings) + env_extra,
         "ports": [{"containerPort": p, "name": f"p{p}"} for p in ports],

@@ -1,0 +1,157 @@
+"""Render: (job, plan, snapshot) → child manifests, checked against YAML fixtures and structural rules.
+
+Regenerate the fixtures after an intended change with HEXRL_REGEN_FIXTURES=1 and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import yaml
+from k8s_helpers import FIXTURES, hetero_nodes, make_plan, rljob
+
+from hexrl.api import workerconfig as wc
+from hexrl.api.models import RLJobSpec
+from hexrl.k8s import render
+from hexrl.k8s.settings import OperatorSettings
+from hexrl.k8s.snapshot import build_cluster, node_view
+
+pytestmark = pytest.mark.unit
+S = OperatorSettings()
+JOB = render.JobRef("math", "research", "0000-uid", 3)
+
+
+def snapshot():
+    return build_cluster([node_view(n, S) for n in hetero_nodes()], [], None, S)
+
+
+def spec(**kw):
+    return RLJobSpec.model_validate(rljob(**kw)["spec"])
+
+
+def all_children(plan=None, sp=None):
+    plan = plan or make_plan()
+    sp = sp or spec()
+    snap = snapshot()
+    static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, "s3cr3t", S)
+    trainer = render.render_trainer_pods(JOB, sp, plan, snap, 0, S)
+    rollout = [render.render_rollout_pod(JOB, sp, s, 0, snap, S) for s in render.rollout_slots(plan)]
+    return static + trainer + rollout
+
+
+def _check_fixture(name, docs):
+    path = FIXTURES / name
+    text = yaml.safe_dump_all(docs, sort_keys=True)
+    if os.environ.get("HEXRL_REGEN_FIXTURES") or not path.exists():
+        path.write_text(text)
+    assert yaml.safe_load_all(path.read_text()) is not None
+    assert list(yaml.safe_load_all(path.read_text())) == docs, f"rendering differs from {path}"
+
+
+def test_children_match_fixture():
+    _check_fixture("children-hetero.yaml", all_children())
+
+
+def test_priority_classes_match_fixture():
+    _check_fixture("priorityclasses.yaml", render.render_priority_classes(S))
+
+
+def test_every_child_is_owned_and_labelled():
+    for obj in all_children():
+        meta = obj["metadata"]
+        assert meta["ownerReferences"] == [render.owner_ref(JOB)], obj["kind"]
+        for key in ("name", "instance", "component", "part-of", "managed-by"):
+            assert f"app.kubernetes.io/{key}" in meta["labels"]
+        assert meta["labels"]["hexrl.dev/job"] == "math"
+        assert meta["labels"]["hexrl.dev/role"] in ("coordinator", "trainer", "rollout")
+        assert meta["namespace"] == "research"
+        assert len(meta["name"]) <= 253
+
+
+def test_rollout_pods_follow_the_plan_pool_gpus_spot_and_priority():
+    plan = make_plan(rollout=(("h20-spot", "H20", "h20-spot-1", 2, True), ("l40s-ondemand", "L40S", "l40s-ondemand-0", 1, False)))
+    snap = snapshot()
+    pods = [render.render_rollout_pod(JOB, spec(), s, 0, snap, S) for s in render.rollout_slots(plan)]
+    spot, ondemand = pods
+    c = spot["spec"]["containers"][0]
+    assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    terms = spot["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert terms["nodeSelectorTerms"][0]["matchExpressions"][0] == {"key": "hexrl.dev/pool", "operator": "In", "values": ["h20-spot"]}
+    pref = spot["spec"]["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert pref[0]["preference"]["matchExpressions"][0]["values"] == ["h20-spot-1"]
+    assert spot["spec"]["priorityClassName"] == "hexrl-rollout-spot"
+    assert {"key": "karpenter.sh/capacity-type", "operator": "Equal", "value": "spot", "effect": "NoSchedule"} in spot["spec"]["tolerations"]
+    assert ondemand["spec"]["priorityClassName"] == "hexrl-rollout"
+    assert "tolerations" not in ondemand["spec"]
+    assert spot["metadata"]["labels"]["hexrl.dev/pool"] == "h20-spot"
+    env = {e["name"]: e for e in c["env"]}
+    assert env[wc.ENV_TOKEN]["valueFrom"]["secretKeyRef"] == {"name": "math-token", "key": wc.SECRET_TOKEN_KEY}
+    assert env[wc.ENV_CONFIG]["value"] == wc.DEFAULT_CONFIG_PATH
+    assert env[wc.ENV_POD_IP]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+
+
+def test_priority_order_makes_spot_rollout_yield_first():
+    values = {pc["metadata"]["name"]: pc["value"] for pc in render.render_priority_classes(S)}
+    assert values["hexrl-rollout-spot"] < values["hexrl-rollout"] < values["hexrl-trainer"]
+
+
+def test_trainer_gang_ranks_rendezvous_and_pdb():
+    plan = make_plan(trainer_nodes=("h800-ondemand-0", "h800-ondemand-1"))
+    pods = render.render_trainer_pods(JOB, spec(), plan, snapshot(), 0, S)
+    assert len(pods) == 2
+    for rank, pod in enumerate(pods):
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert (env["RANK"], env["WORLD_SIZE"]) == (str(rank), "2")
+        assert env["MASTER_ADDR"] == "trainer-0.math-trainer.research.svc"
+        assert pod["spec"]["hostname"] == f"trainer-{rank}" and pod["spec"]["subdomain"] == "math-trainer"
+        expr = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]
+        assert expr["values"] == [plan.trainer.nodes[rank]]
+        assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
+    pdb = render.render_trainer_pdb(JOB, plan)
+    assert pdb["spec"]["minAvailable"] == 2
+    headless, weights = render.render_trainer_services(JOB)
+    assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
+    assert weights["spec"]["selector"]["hexrl.dev/rank"] == "0"
+    # a new epoch (gang restart) gives new names: the old pods may still be terminating
+    again = render.render_trainer_pods(JOB, spec(), plan, snapshot(), 1, S)
+    assert {p["metadata"]["name"] for p in again}.isdisjoint({p["metadata"]["name"] for p in pods})
+
+
+def test_configmap_carries_worker_config_live_eta_and_plan():
+    plan = make_plan()
+    cm = render.render_configmap(JOB, spec(), plan, {"gpus": plan.gpus}, 2, {"trainerEpoch": 1})
+    cfg = wc.parse_worker_config(cm["data"][wc.CONFIG_FILE_KEY])
+    assert cfg.effective_max_policy_lag() == 2
+    assert cfg.coordinator_url == "http://math-coordinator.research.svc:8000"
+    assert cfg.weights_url == "http://math-weights.research.svc:8001"
+    from hexrl.k8s import plancodec
+
+    assert plancodec.loads(cm["data"][render.PLAN_KEY]) == plan
+
+
+def test_hash_is_stable_and_changes_with_content():
+    a, b = all_children(), all_children()
+    assert [o["metadata"]["annotations"][render.HASH_ANNOTATION] for o in a] == [
+        o["metadata"]["annotations"][render.HASH_ANNOTATION] for o in b]
+    other = all_children(sp=spec(images={"rollout": "example/rollout:2"}))
+    changed = {o["metadata"]["name"] for o, p in zip(a, other, strict=True)
+               if o["metadata"]["annotations"] != p["metadata"]["annotations"]}
+    assert changed and all("rollout" in n or n.endswith("-config") for n in changed)
+
+
+def test_pipeline_parallel_replica_gets_one_pod_per_stage():
+    from dataclasses import replace
+
+    plan = make_plan()
+    r = replace(plan.replicas[0], pipeline_parallel=2, tensor_parallel=4, nodes=("h20-spot-0", "h20-spot-1"))
+    slots = render.rollout_slots(replace(plan, replicas=(r,)))
+    assert [(s.slot, s.node, s.gpus, s.stage) for s in slots] == [
+        ("h20-spot-0-s0", "h20-spot-0", 4, 0), ("h20-spot-0-s1", "h20-spot-1", 4, 1)]
+
+
+def test_suspend_scales_coordinator_to_zero_and_model_pvc_is_mounted():
+    dep = render.render_coordinator(JOB, spec(suspend=True), S)[0]
+    assert dep["spec"]["replicas"] == 0
+    vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert vols["model"]["persistentVolumeClaim"]["claimName"] == "models"
