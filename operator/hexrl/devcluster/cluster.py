@@ -110,9 +110,13 @@ class DevCluster:
 
     def up(self, inventory: str | Path | dict[str, Any] | None = None) -> DevCluster:
         """Start the cluster (building binaries first if needed); idempotent when it already runs."""
+        if inventory is not None:
+            inv.parse(inventory)  # a bad file fails before anything starts
         if self.is_running():
             self.progress(f"cluster {self.name!r} is already running ({self.kubeconfig})")
         else:
+            if self.settings.apiserver_port:
+                procs.require_free(self.settings.apiserver_port, "kube-apiserver")
             if self._state_file.exists():
                 self.down(quiet=True)  # leftovers of a crashed run
             started = time.monotonic()
@@ -146,7 +150,8 @@ class DevCluster:
                     f"ports {busy} of cluster {self.name!r} are still open after stopping its processes",
                     "see `ss -ltnp` for who holds them",
                 )
-        if keep_logs:
+        logs = self.workdir / "logs"
+        if keep_logs and logs.is_dir() and any(logs.iterdir()):
             # Keep logs for the error message that follows; drop the rest (etcd data, keys).
             for p in self.workdir.iterdir():
                 if p.name != "logs":
