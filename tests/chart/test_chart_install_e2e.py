@@ -1,0 +1,342 @@
+"""The chart on a real control plane, watched by a real Prometheus.
+
+One scenario, in order (each step depends on the previous one):
+
+1. `helm install` into the local control plane (kube-apiserver with RBAC, kwok GPU nodes): the CRDs,
+   the ServiceAccount, the least-privilege ClusterRole, the peering object, PriorityClasses, dashboards.
+2. The operator runs as a process with the chart's ServiceAccount token (`kubectl create token`) and the
+   settings the chart's Deployment carries (its HEXRL_OPERATOR_* env), and reconciles an RLJob to Running;
+   an RLJob too big for any GPU becomes Planned=False. The chart's probe paths answer on the health port.
+3. The job's real worker processes (coordinator, trainer, rollout; `python -m hexrl_workers ROLE`, with
+   the worker config the operator rendered into the job's ConfigMap) train on 127.0.0.1.
+4. A real Prometheus scrapes the operator and the three workers and evaluates the chart's rules; a spot
+   node is deleted so the operator handles a preemption. Every PromQL expression of every dashboard panel
+   and every recording rule must return data through the HTTP API, every alert expression must be
+   valid, and every metric a dashboard uses must appear in the scraped metadata.
+5. The RLJobs are deleted, `helm uninstall` runs, and nothing is left that was not there before —
+   except the CRDs, which Helm never deletes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from chartlib import CHART, ROOT, Prometheus, free_port, run, tool_env
+
+from hexrl.devcluster import DevCluster, DevClusterError
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+sys.path.insert(0, str(ROOT / "scripts"))
+import dashboards  # noqa: E402
+
+RELEASE = "hx"
+CHART_NS = "hexrl-system"
+JOB_NS = "research"
+JOB = "chart-smoke"
+BIG_JOB = "chart-too-big"
+SA = f"{RELEASE}-hexrl"
+INVENTORY = ROOT / "manifests" / "clusters" / "small.yaml"
+HEXRL = Path(sys.executable).parent / "hexrl"
+# Objects that come and go on their own (not left behind by the chart).
+VOLATILE = ("events", "events.events.k8s.io", "leases.coordination.k8s.io", "endpoints", "endpointslices.discovery.k8s.io")
+
+
+def job_manifest(name: str, *, parameters: float = 1.0e5, budget: float = 20.0) -> dict[str, Any]:
+    """The tiny local job of the workers, sized for the small inventory (a few $/h of H100 and L4)."""
+    job = yaml.safe_load((ROOT / "manifests" / "examples" / "rljob-tiny.yaml").read_text())
+    job["metadata"] = {"name": name, "namespace": JOB_NS}
+    job["spec"]["budget"] = {"maxCostPerHour": budget}
+    job["spec"]["model"]["shape"]["parameters"] = parameters
+    job["spec"]["checkpoint"]["everySteps"] = 2
+    job["spec"]["algorithm"]["totalSteps"] = 100_000
+    return job
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[DevCluster]:
+    c = DevCluster(name="hexrl-chart")
+    try:
+        c.up(inventory=INVENTORY)
+    except DevClusterError as exc:
+        c.down(quiet=True)
+        pytest.fail(f"the local control plane did not start: {exc}", pytrace=False)
+    try:
+        yield c
+    finally:
+        c.down(quiet=True)
+
+
+def all_objects(cluster: DevCluster) -> set[str]:
+    """`kind/namespace/name` of every listable object, volatile kinds left out."""
+    kinds = cluster.kubectl("api-resources", "--verbs=list", "-o", "name").stdout.split()
+    kinds = [k for k in kinds if k not in VOLATILE]
+    out = cluster.kubectl("get", ",".join(kinds), "-A", "-o",
+                          "jsonpath={range .items[*]}{.kind}/{.metadata.namespace}/{.metadata.name}{\"\\n\"}{end}",
+                          timeout=120).stdout
+    return {line for line in out.splitlines() if line}
+
+
+def sa_kubeconfig(cluster: DevCluster, token: str, path: Path) -> Path:
+    admin = yaml.safe_load(cluster.kubeconfig.read_text())
+    server = admin["clusters"][0]["cluster"]
+    path.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "dev", "cluster": server}],
+        "users": [{"name": SA, "user": {"token": token}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "dev", "user": SA}}],
+        "current-context": "sa",
+    }))
+    return path
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float = 120.0, every: float = 1.0) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(every)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+def get_json(cluster: DevCluster, *args: str) -> dict[str, Any]:
+    proc = cluster.kubectl("get", *args, "-o", "json", check=False)
+    return json.loads(proc.stdout) if proc.returncode == 0 else {}
+
+
+def http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status)
+    except OSError:
+        return 0
+
+
+class Procs:
+    """Processes this test started, stopped at the end whatever happens."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+        log = (self.folder / f"{name}.log").open("wb")
+        p = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=self.folder)
+        self.procs[name] = p
+        return p
+
+    def log(self, name: str, lines: int = 40) -> str:
+        path = self.folder / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def alive(self, name: str) -> bool:
+        return name in self.procs and self.procs[name].poll() is None
+
+    def stop(self, name: str) -> None:
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        p.terminate()
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name)
+
+
+@pytest.fixture
+def procs(tmp_path: Path) -> Iterator[Procs]:
+    p = Procs(tmp_path)
+    try:
+        yield p
+    finally:
+        p.stop_all()
+
+
+def concrete(expr: str) -> str:
+    """A dashboard expression with Grafana's variables replaced as Grafana would for "All"."""
+    return (expr.replace("$__rate_interval", "20s").replace('"$namespace"', '".*"').replace('"$job"', '".*"'))
+
+
+def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_home: dict[str, str], procs: Procs,
+                                          start_prometheus: Callable[..., Prometheus], render: Any,
+                                          tmp_path: Path) -> None:
+    helm_env = {**tool_env(helm), **helm_home, "KUBECONFIG": str(cluster.kubeconfig)}
+    for ns in (CHART_NS, JOB_NS):
+        cluster.kubectl("create", "namespace", ns)
+    before = all_objects(cluster)
+
+    # 1. helm install ------------------------------------------------------------------------------------
+    run([helm, "install", RELEASE, CHART, "--namespace", CHART_NS, "--wait", "--timeout", "180s"], env=helm_env,
+        timeout=240)
+    deployment = get_json(cluster, "deployment", "-n", CHART_NS, SA)
+    assert deployment["status"].get("availableReplicas") == 1, deployment["status"]
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    chart_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert get_json(cluster, "clusterkopfpeering", "hexrl"), "the chart's peering object is missing"
+
+    # 2. the operator with the chart's ServiceAccount -------------------------------------------------------
+    token = cluster.kubectl("create", "token", SA, "-n", CHART_NS, "--duration=2h").stdout.strip()
+    kubeconfig = sa_kubeconfig(cluster, token, tmp_path / "sa.kubeconfig")
+    can_i = [cluster.kubectl("--kubeconfig", str(kubeconfig), "auth", "can-i", *q, check=False).stdout.strip()
+             for q in (["create", "pods", "-n", JOB_NS], ["delete", "nodes"], ["list", "secrets", "-A"],
+                       ["create", "clusterrolebindings"])]
+    assert can_i == ["yes", "no", "no", "no"], f"chart RBAC is not least privilege: {can_i}"
+    metrics_port, health_port, coord_port = free_port(), free_port(), free_port()
+    operator_env = {
+        **os.environ, **chart_env,
+        # Pods on kwok nodes do not run; the operator polls the coordinator this test runs on loopback.
+        "HEXRL_OPERATOR_PROGRESS_URL_TEMPLATE": f"http://127.0.0.1:{coord_port}/v1/progress",
+        "HEXRL_OPERATOR_SCALING_POLL_SECONDS": "3",
+    }
+    procs.start("operator", [str(HEXRL), "operator", "--kubeconfig", str(kubeconfig), "--all-namespaces",
+                             f"--metrics-port={metrics_port}", f"--health-port={health_port}"], operator_env)
+    probe = container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]
+    wait("the operator's liveness and readiness endpoints (the chart's probe paths)",
+         lambda: all(http_status(f"http://127.0.0.1:{health_port}{p}") == 200 for p in probe) or (
+             not procs.alive("operator") and pytest.fail(f"operator exited:\n{procs.log('operator')}")),
+         timeout=120)
+    cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([job_manifest(JOB), job_manifest(BIG_JOB, parameters=1e13)]))
+
+    def phase(name: str) -> str:
+        return (get_json(cluster, "rlj", "-n", JOB_NS, name).get("status") or {}).get("phase", "")
+
+    wait(f"RLJob {JOB} Running", lambda: phase(JOB) == "Running" or (
+        not procs.alive("operator") and pytest.fail(f"operator exited:\n{procs.log('operator')}")), timeout=180)
+    big = get_json(cluster, "rlj", "-n", JOB_NS, BIG_JOB)
+    planned = {c["type"]: c for c in (big.get("status") or {}).get("conditions", [])}.get("Planned", {})
+    wait(f"RLJob {BIG_JOB} Planned=False", lambda: {c["type"]: c["status"] for c in (
+        get_json(cluster, "rlj", "-n", JOB_NS, BIG_JOB).get("status") or {}).get("conditions", [])}.get("Planned") == "False",
+        timeout=60)
+    del planned
+
+    # 3. the job's real workers on loopback ------------------------------------------------------------------
+    config = yaml.safe_load(get_json(cluster, "configmap", "-n", JOB_NS, f"{JOB}-config")["data"]["config.yaml"])
+    config["checkpointDir"] = str(tmp_path / "checkpoints")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    secret = get_json(cluster, "secret", "-n", JOB_NS, f"{JOB}-token")
+    job_token = base64.b64decode(secret["data"]["token"]).decode()
+    weights_port, relay_port = free_port(), free_port()
+    worker_env = {
+        **os.environ, "HEXRL_JOB": JOB, "HEXRL_CONFIG": str(tmp_path / "config.yaml"), "HEXRL_TOKEN": job_token,
+        "HEXRL_COORDINATOR_URL": f"http://127.0.0.1:{coord_port}", "HEXRL_WEIGHTS_URL": f"http://127.0.0.1:{weights_port}",
+        "HEXRL_PORT": str(coord_port), "HEXRL_WEIGHTS_PORT": str(weights_port), "HEXRL_RELAY_PORT": str(relay_port),
+        "HEXRL_POD_IP": "127.0.0.1", "OMP_NUM_THREADS": "1",
+    }
+    for role in ("coordinator", "trainer", "rollout"):
+        procs.start(role, [sys.executable, "-m", "hexrl_workers", role], {**worker_env, "HEXRL_ROLE": role})
+        if role == "coordinator":
+            wait("the coordinator's /healthz", lambda: http_status(f"http://127.0.0.1:{coord_port}/healthz") == 200 or (
+                not procs.alive("coordinator") and pytest.fail(procs.log("coordinator"))), timeout=120)
+
+    # 4. Prometheus ------------------------------------------------------------------------------------------
+    rules = tmp_path / "rules.yaml"
+    (rule_obj,) = [o for o in render({"prometheusRule": {"enabled": True}}, extra=["--kube-version", "1.34.4"])
+                   if o["kind"] == "PrometheusRule"]
+    rules.write_text(yaml.safe_dump(rule_obj["spec"]))
+    spot_nodes = {n["metadata"]["name"] for n in get_json(cluster, "nodes", "-l", "hexrl.dev/spot=true")["items"]}
+    rollout_pods = get_json(cluster, "pods", "-n", JOB_NS, "-l", f"hexrl.dev/job={JOB},hexrl.dev/role=rollout")["items"]
+    on_spot = [p for p in rollout_pods if p["spec"].get("nodeName") in spot_nodes]
+    assert on_spot, f"the plan put no rollout replica on spot nodes {sorted(spot_nodes)}"
+    rollout_node = on_spot[0]["spec"]["nodeName"]
+    rollout_pool = on_spot[0]["metadata"]["labels"].get("hexrl.dev/pool", "")
+
+    def static(port: int, role: str, pool: str = "") -> dict[str, Any]:
+        labels = {"namespace": JOB_NS, "role": role, "pod": f"{JOB}-{role}-0", **({"pool": pool} if pool else {})}
+        return {"targets": [f"127.0.0.1:{port}"], "labels": labels}
+
+    prom = start_prometheus([
+        # The operator exports `namespace` and `job` (the RLJob) itself: keep them, as the ServiceMonitor does.
+        {"job_name": "hexrl-operator", "honor_labels": True, "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]},
+        # Workers: `job` = the RLJob's name, as the PodMonitor's jobLabel sets it; role/pool/pod as its relabelings.
+        {"job_name": JOB, "static_configs": [static(coord_port, "coordinator"), static(weights_port, "trainer"),
+                                             static(relay_port, "rollout", rollout_pool)]},
+    ], rule_files=[rules])
+
+    # A spot reclaim: the node that holds a rollout replica disappears; the operator replaces the pod.
+    prom.wait_for("hexrl_jobs", timeout=60)
+    cluster.kubectl("delete", "node", rollout_node, "--wait=false")
+
+    exprs: list[tuple[str, str]] = []
+    for uid, model in dashboards.all_dashboards().items():
+        exprs += [(f"{uid} / {title}", concrete(e)) for title, e in dashboards.expressions(model)]
+        for var in model["templating"]["list"]:
+            if var["type"] == "query":
+                metric = re.search(r"label_values\((.+), (\w+)\)", var["definition"])
+                assert metric, var
+                exprs.append((f"{uid} / variable {var['name']}", concrete(metric.group(1))))
+    records = [(f"record {r['record']}", r["expr"]) for g in rule_obj["spec"]["groups"] for r in g["rules"] if "record" in r]
+    missing: dict[str, str] = {}
+    deadline = time.monotonic() + 300
+    pending = exprs + records
+    while pending and time.monotonic() < deadline:
+        still = []
+        for where, expr in pending:
+            answer = prom.query(expr)
+            assert answer.get("status") == "success", f"{where}: `{expr}` is not valid PromQL: {answer}"
+            if not answer["data"]["result"]:
+                still.append((where, expr))
+                missing[where] = expr
+        pending = still
+        for name in ("operator", "coordinator", "trainer", "rollout"):
+            assert procs.alive(name), f"{name} exited:\n{procs.log(name)}"
+        if pending:
+            time.sleep(3)
+    assert not pending, "no data for:\n" + "\n".join(f"  {w}: {e}" for w, e in pending) + (
+        f"\ntargets: {json.dumps(prom.api('targets')['data']['activeTargets'], indent=1)[:3000]}")
+    for g in rule_obj["spec"]["groups"]:
+        for r in g["rules"]:
+            if "alert" in r:
+                assert prom.query(r["expr"])["status"] == "success", r["alert"]
+    assert prom.api("rules")["status"] == "success"
+    health = {r["name"]: r["health"] for g in prom.api("rules")["data"]["groups"] for r in g["rules"]}
+    assert set(health.values()) == {"ok"}, health
+
+    scraped = set(prom.api("label/__name__/values")["data"])
+    metadata = prom.api("metadata")["data"]
+    for uid, model in dashboards.all_dashboards().items():
+        for title, expr in dashboards.expressions(model):
+            for name in re.findall(r"\bhexrl_[a-z0-9_]+\b", expr):
+                family = re.sub(r"_(bucket|sum|count|total)$", "", name)
+                assert name in scraped or family in metadata, f"{uid} / {title}: {name} is not exported by any scraped process"
+
+    # 5. clean up and uninstall -------------------------------------------------------------------------------
+    for name in ("rollout", "trainer", "coordinator"):
+        procs.stop(name)
+    cluster.kubectl("delete", "rlj", "--all", "-n", JOB_NS, "--timeout=120s", timeout=150)
+    wait("the jobs' children to be garbage-collected",
+         lambda: not cluster.kubectl("get", "pods,services,configmaps,secrets,deployments,poddisruptionbudgets",
+                                     "-n", JOB_NS, "-l", "app.kubernetes.io/part-of=hexrl", "-o", "name").stdout.strip(),
+         timeout=120)
+    procs.stop("operator")
+    run([helm, "uninstall", RELEASE, "--namespace", CHART_NS, "--wait", "--timeout", "120s"], env=helm_env, timeout=180)
+    # Pods of the deleted Deployment and the deleted node's leftovers disappear asynchronously.
+    left: set[str] = set()
+
+    def leftovers() -> bool:
+        nonlocal left
+        after = all_objects(cluster)
+        left = {o for o in after - before if not o.startswith("Node/")}
+        return left <= {"CustomResourceDefinition//rljobs.hexrl.dev", "CustomResourceDefinition//clusterkopfpeerings.kopf.dev",
+                        "CustomResourceDefinition//kopfpeerings.kopf.dev"}
+
+    wait("helm uninstall to leave only the CRDs", leftovers, timeout=120, every=2)
+    assert "CustomResourceDefinition//rljobs.hexrl.dev" in left, "Helm keeps CRDs; the RLJob CRD should still be there"
