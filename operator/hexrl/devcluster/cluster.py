@@ -293,7 +293,10 @@ class DevCluster:
         self._write_kubeconfigs(ports["kube-apiserver"])
         for component in ORDER:
             cmd = [binaries[component], *self._args(component, ports, stages)]
-            proc = procs.start(cmd, self.workdir / "logs" / f"{component}.log", cwd=self.workdir)
+            # kwok also loads ~/.kwok/kwok.yaml when it exists; a private HOME keeps a user's kwokctl
+            # configuration out of our cluster.
+            env = {"HOME": str(self.workdir)} if component == "kwok" else None
+            proc = procs.start(cmd, self.workdir / "logs" / f"{component}.log", cwd=self.workdir, env=env)
             state.pids[component] = proc.pid
             self._write_state(state)
             if component == "etcd":

@@ -50,14 +50,14 @@ def port_open(port: int) -> bool:
         return s.connect_ex((HOST, port)) == 0
 
 
-def start(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Start `cmd` detached (own session), stdout+stderr to `log`."""
+def start(cmd: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start `cmd` detached (own session), stdout+stderr to `log`; `env` is added to our environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as fh:
         try:
             return subprocess.Popen(
                 cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd,
-                start_new_session=True, close_fds=True,
+                start_new_session=True, close_fds=True, env={**os.environ, **(env or {})},
             )  # fmt: skip
         except OSError as e:
             raise DevClusterError(f"cannot start {cmd[0]}: {e}", "run `hexrl cluster build` to rebuild the binaries") from None
