@@ -6,7 +6,11 @@
 #   make run       the demo: a local control plane with simulated GPU pools and an RLJob
 #   make test      install + binaries + ruff + import contracts + every pytest marker
 #   make lint      ruff + import contracts + mypy
-#   make crds      regenerate crds/ from hexrl.api.models (a unit test fails when they drift)
+#   make crds      regenerate crds/ from hexrl.api.models (a unit test fails when they drift), and the
+#                  chart's copy in charts/hexrl/crds/ with the other generated chart files
+#   make chart     build helm + ct (pinned, cached), regenerate the chart's derived files, helm lint
+#   make train-local  the real asynchronous RL job on this machine (tiny model, CPU)
+#   make kind-up   a kind cluster with GPU-labelled nodes and the chart installed (needs Docker; not run in CI)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 PY ?= python3
@@ -16,7 +20,7 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 EXTRAS ?= workers,sim,dev
 PYTEST_ARGS ?=
 
-.PHONY: install binaries run test test-unit test-e2e lint crds crds-check bench clean
+.PHONY: install binaries run test test-unit test-e2e lint crds crds-check chart chart-tools train-local kind-up bench clean
 
 install: $(STAMP)
 
@@ -37,12 +41,22 @@ lint: install
 
 crds: install
 	$(BIN)/hexrl crds generate --out crds/
+	$(BIN)/python scripts/gen_chart.py
 
 crds-check: install
 	$(BIN)/hexrl crds generate --out crds/ --check
+	$(BIN)/python scripts/gen_chart.py --check
+
+# helm and chart-testing built from the Go module proxy at pinned versions (cached in ~/.cache/hexrl/bin).
+chart-tools: install
+	$(BIN)/python -m hexrl.devcluster.tools helm ct
+
+chart: chart-tools
+	$(BIN)/python scripts/gen_chart.py
+	$$($(BIN)/python -m hexrl.devcluster.tools helm | cut -d' ' -f2) lint --strict charts/hexrl --kube-version 1.34.4
 
 # pytest's own exit code is kept: 5 (no tests collected) fails the target like any other failure.
-test: install binaries
+test: install binaries chart-tools
 	$(BIN)/ruff check operator workers tests bench
 	$(BIN)/lint-imports
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -53,8 +67,15 @@ test-unit: install
 test-e2e: install binaries
 	$(BIN)/pytest -m e2e $(PYTEST_ARGS)
 
+# RUN_ARGS=--keep leaves the cluster and the operator up and prints how to reach them.
 run: install binaries
-	$(BIN)/hexrl cluster demo --inventory manifests/clusters/hetero-3pool.yaml --job manifests/examples/rljob.yaml
+	$(BIN)/hexrl demo --inventory manifests/clusters/hetero-3pool.yaml --job manifests/examples/rljob.yaml $(RUN_ARGS)
+
+train-local: install
+	$(BIN)/hexrl run manifests/examples/rljob-tiny.yaml
+
+kind-up: chart-tools
+	HELM=$$($(BIN)/python -m hexrl.devcluster.tools helm | cut -d' ' -f2) deploy/kind/kind-up.sh
 
 bench: install
 	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
