@@ -88,7 +88,7 @@ def test_dashboard_metrics_are_exported(uid: str) -> None:
         assert not unknown, f"{uid} / {title}: {sorted(unknown)} not exported by the operator or the workers"
 
 
-def test_dashboards_cover_the_issue(render: object) -> None:
+def test_dashboards_cover_the_issue() -> None:
     """The four dashboards exist with the panels issue 6 asks for."""
     titles = {uid: {p["title"] for p in m["panels"]} for uid, m in dashboards.all_dashboards().items()}
     assert {"Reconciles by result", "Errors by reason", "Plan solve time"} <= titles["hexrl-operator"]

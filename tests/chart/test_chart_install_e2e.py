@@ -173,7 +173,7 @@ def procs(tmp_path: Path) -> Iterator[Procs]:
 
 def concrete(expr: str) -> str:
     """A dashboard expression with Grafana's variables replaced as Grafana would for "All"."""
-    return (expr.replace("$__rate_interval", "20s").replace('"$namespace"', '".*"').replace('"$job"', '".*"'))
+    return (expr.replace("$__rate_interval", "1m").replace('"$namespace"', '".*"').replace('"$job"', '".*"'))
 
 
 def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_home: dict[str, str], procs: Procs,
