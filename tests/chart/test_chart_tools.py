@@ -34,7 +34,7 @@ def test_override_variable_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 
 def test_bad_override_says_what_to_do(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HEXRL_HELM", str(tmp_path / "nope"))
-    with pytest.raises(tools.ToolError, match="HEXRL_HELM=.*is not an executable file; unset it"):
+    with pytest.raises(tools.ToolError, match=r"HEXRL_HELM=.*is not an executable file; unset it"):
         tools.find_tool(tools.HELM, settings(tmp_path))
 
 
@@ -70,7 +70,7 @@ def test_ct_in_cache_needs_its_lint_configs(tmp_path: Path, monkeypatch: pytest.
 def test_missing_go_is_a_sentence_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HEXRL_HELM", raising=False)
     monkeypatch.setenv("PATH", "/nonexistent")
-    with pytest.raises(tools.ToolError, match="needs a Go toolchain .* HEXRL_GO"):
+    with pytest.raises(tools.ToolError, match=r"needs a Go toolchain .* HEXRL_GO"):
         tools.ensure_tool("helm", settings(tmp_path, go="no-such-go"), emit=lambda _: None)
 
 
