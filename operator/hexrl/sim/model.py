@@ -1,0 +1,86 @@
+"""What the engine simulates: a planned job reduced to rates, capacities and latencies.
+
+`hexrl.sim.scenario` builds a `SimSetup` from a `Plan` (placement from `hexrl.sched.plan`) and the cost
+model (`hexrl.sched.costmodel`); the engine (`hexrl.sim.engine`) only sees these numbers. Keeping this
+boundary means the engine never computes a hardware speed itself: every rate below comes from the
+planner's cost model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hexrl.sim.workload import LengthModel
+
+
+@dataclass(frozen=True)
+class RolloutNode:
+    """The job's rollout replicas on one node, aggregated (they share the node's fate)."""
+
+    name: str
+    pool: str
+    gpu: str
+    spot: bool
+    gpus: int
+    """GPUs of this node that serve rollout."""
+    replicas: int
+    tokens_per_second: float
+    """Σ over the node's replicas of the cost model's rollout rate at full batch (prompt + response
+    tokens per second, the unit in which training consumes them)."""
+    slots: int
+    """Σ over the replicas of concurrent sequences (continuous-batching batch size, KV-cache bound)."""
+    price_per_gpu_hour: float
+    weight_pull_seconds: float
+    """Seconds to download one policy version from the trainer's pool to this node (cost model)."""
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """The training group."""
+
+    tokens_per_second: float
+    """Cost-model training throughput of the planned strategy (prompt + response tokens/s)."""
+    gpus: int
+    nodes: tuple[str, ...]
+    pool: str
+    spot: bool
+    price_per_hour: float
+    """$/h of all trainer GPUs."""
+    publish_seconds: float
+    """Seconds the trainer is blocked publishing a version to the weight service after each step."""
+
+
+@dataclass(frozen=True)
+class SimSetup:
+    """One policy's job on one cluster, as numbers."""
+
+    policy: str
+    rollout: tuple[RolloutNode, ...]
+    trainer: TrainerSpec
+    eta: int
+    """Staleness bound η (0 = synchronous RL)."""
+    migrate: bool
+    """Token-level migration of partial responses on preemption (else they are lost)."""
+    batch_samples: int
+    """B: trajectories per training step (promptsPerStep × groupSize)."""
+    prompt_tokens: int
+    lengths: LengthModel
+    token_seconds: float
+    """τ: seconds per generated token of one sequence inside a full continuous batch (cost model):
+    the longest response of a batch needs max L × τ however many replicas there are."""
+    prefill_seconds: float
+    """Seconds to prefill one prompt on a replica (cost model)."""
+    reprefill_work_per_token: float
+    """Decode-equivalent work (tokens of rollout capacity) to re-prefill one token of a migrated
+    partial response on a survivor: prefill is compute-bound and batched, so ≪ 1 (cost model's
+    decode/prefill speed ratio)."""
+    reward_seconds_per_sample: float
+    weight_gb: float
+    """Bytes of one policy version, GB (load pause on every replica per applied version)."""
+    predicted_tokens_per_second: float
+    """The planner's prediction for this placement (for validation and the table)."""
+    planned_cost_per_hour: float
+    spare_nodes: tuple[tuple[str, str, bool], ...] = ()
+    """(node, pool, spot) of nodes the plan left unused: the operator's re-plan moves replicas of a
+    reclaimed node onto a spare node of the same pool."""
+    notes: tuple[str, ...] = field(default_factory=tuple)
