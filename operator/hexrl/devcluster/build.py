@@ -228,7 +228,7 @@ class Builder:
         for sub in KWOK_STAGE_DIRS:
             for f in sorted((module_dir / sub).glob("*.yaml")):
                 if f.name != "kustomization.yaml":
-                    shutil.copyfile(f, tmp / f"{Path(sub).parent.name}-{f.name}")
+                    shutil.copyfile(f, tmp / f.name)
         shutil.rmtree(stages, ignore_errors=True)
         tmp.rename(stages)
         return stages
