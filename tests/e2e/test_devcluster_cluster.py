@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pytest
+
 from builders import gpu_pod, inventory, pool
 from hexrl.devcluster import DevCluster
 
@@ -96,3 +98,19 @@ def test_status_reports_components_nodes_and_gpus(devcluster: DevCluster) -> Non
     assert status["running"] is True
     assert set(status["components"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
     assert status["nodes"] >= 3 and status["gpus"] >= 4
+
+
+def test_kubeconfig_works_with_the_python_client_and_kopf_login(
+    devcluster: DevCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kopf
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=str(devcluster.kubeconfig)))
+    names = {n.metadata.name for n in api.list_node().items}
+    assert "h100-ondemand-0" in names
+
+    monkeypatch.setenv("KUBECONFIG", str(devcluster.kubeconfig))
+    info = kopf.login_with_kubeconfig(settings=kopf.OperatorSettings())
+    assert info is not None and info.server == devcluster.server
+    assert info.certificate_data and info.private_key_data and info.ca_data
