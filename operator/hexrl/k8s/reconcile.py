@@ -291,6 +291,8 @@ class Reconciler:
                 return current, None, "", lost
             return None, result, trigger, lost
         mem.state.pop("rejected", None)
+        if current is not None and _placement(result) == _placement(current):
+            return current, None, "", lost  # same placement: keep the deployed plan (no churn, no event)
         if current is not None and result != current and mem.state.get("scale", {}).get("extra"):
             # the new plan re-sizes rollout from scratch; live scaling starts again from it
             mem.state["scale"] = scaling.ScaleState().wire()
@@ -648,6 +650,11 @@ class Reconciler:
                    if r else f"removed an extra rollout replica: observed staleness near η={spec.staleness.max_policy_lag}")
             self._event(job, "Normal", reasons.SCALED_ROLLOUT, msg)
             return True
+
+
+def _placement(plan: Plan) -> tuple[Any, ...]:
+    """What the deployed children depend on (not the solver's timing or explanation)."""
+    return (plan.trainer, plan.replicas)
 
 
 def _owned_by(obj: dict[str, Any], uid: str) -> bool:

@@ -494,11 +494,6 @@ def render_rollout_pod(
             "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": terms}]}
         }
     }
-    if slot.node:
-        affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = [
-            {"weight": 100, "preference": {"matchExpressions": [
-                {"key": HOSTNAME_LABEL, "operator": "In", "values": [slot.node]}]}}
-        ]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "OnFailure",
         "containers": [container],
@@ -519,7 +514,15 @@ def render_rollout_pod(
         ),
         "spec": pod_spec,
     }
-    return with_hash(pod)
+    # The preferred node is a placement hint for the scheduler, not part of the replica's identity: it
+    # stays out of the hash, so a re-plan that only renumbers replicas does not replace running pods.
+    with_hash(pod)
+    if slot.node:
+        affinity["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            {"weight": 100, "preference": {"matchExpressions": [
+                {"key": HOSTNAME_LABEL, "operator": "In", "values": [slot.node]}]}}
+        ]
+    return pod
 
 
 # ------------------------------------------------------------------------------------------ all static
