@@ -55,9 +55,22 @@ def test_bin_dir_wins_over_cache(tmp_path: Path, empty_path: Path) -> None:
     b = Builder(BuildSettings(cache_dir=tmp_path / "cache", bin_dir=pre), progress=lambda _: None)
     cached = b.cache_dir_of(BY_NAME["kube-scheduler"]) / "kube-scheduler"
     cached.parent.mkdir(parents=True)
-    _script(cached, "echo cached")
+    _script(cached, "echo Kubernetes v1.34.4")
     assert b.find("kube-scheduler") == pre / "kube-scheduler"
     assert _builder(tmp_path).find("kube-scheduler") == cached
+
+
+def test_cached_binary_needs_our_stamp_or_the_pinned_version(tmp_path: Path, empty_path: Path) -> None:
+    b = _builder(tmp_path)
+    cached = b.cache_dir_of(BY_NAME["kube-apiserver"]) / "kube-apiserver"
+    cached.parent.mkdir(parents=True)
+    _script(cached, 'echo "Kubernetes v0.0.0-master+$Format:%H$"')  # built without version stamping
+    assert b.find("kube-apiserver") is None
+    _script(cached, 'echo "Kubernetes v1.34.4"')  # copied in by hand, right version
+    assert b.find("kube-apiserver") == cached
+    assert (cached.parent / ".kube-apiserver.version").read_text() == "v1.34.4"
+    _script(cached, "exit 1")  # the stamp written above is enough from now on (no process per lookup)
+    assert b.find("kube-apiserver") == cached
 
 
 def test_path_binary_used_only_when_its_version_matches(tmp_path: Path, empty_path: Path) -> None:

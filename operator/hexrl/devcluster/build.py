@@ -102,12 +102,26 @@ class Builder:
             if _is_executable(candidate):
                 return candidate
         cached = self.cache_dir_of(binary) / name
-        if _is_executable(cached):
+        if self._cached_ok(binary, cached):
             return cached
         on_path = shutil.which(name)
         if on_path and (self.settings.use_path_binaries or _reports_version(Path(on_path), self.version_of(binary))):
             return Path(on_path)
         return None
+
+    def _cached_ok(self, binary: Binary, cached: Path) -> bool:
+        """A cached binary counts when our build stamped it, or when it reports the pinned version (a
+        binary copied in by hand); an unversioned or wrong-version binary is rebuilt."""
+        if not _is_executable(cached):
+            return False
+        version = self.version_of(binary)
+        stamp = cached.with_name(f".{binary.name}.version")
+        if stamp.exists() and stamp.read_text().strip() == version:
+            return True
+        if _reports_version(cached, version):
+            stamp.write_text(version)
+            return True
+        return False
 
     def path(self, name: str) -> Path:
         """The binary, building it first if needed."""
@@ -134,7 +148,7 @@ class Builder:
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / binary.name
         with _locked(out_dir / f".{binary.name}.lock"):
-            if _is_executable(target):  # another process built it while we waited for the lock
+            if self._cached_ok(binary, target):  # another process built it while we waited for the lock
                 return target
             go = self._check_go()
             self.progress(
@@ -152,6 +166,7 @@ class Builder:
             self._run_go(cmd, workdir, what=f"building {binary.name} {version}")
             tmp.chmod(0o755)
             tmp.replace(target)
+            target.with_name(f".{binary.name}.version").write_text(version)
             self.progress(f"built {binary.name} {version} in {time.monotonic() - started:.0f}s → {target}")
             return target
 
@@ -256,7 +271,6 @@ class Builder:
         env = dict(os.environ)
         flags = [f for f in env.get("GOFLAGS", "").split() if not f.startswith("-mod=")]
         env["GOFLAGS"] = " ".join(["-mod=mod", *flags])
-        env.setdefault("CGO_ENABLED", "0")  # static binaries, no C compiler needed
         return env
 
     def _go_json(self, cmd: list[str], what: str) -> dict:
