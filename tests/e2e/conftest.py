@@ -2,8 +2,9 @@
 
 `devcluster` starts etcd, kube-apiserver (RBAC on), kube-controller-manager, kube-scheduler and kwok once
 (name `hexrl-test`), installs the generated RLJob CRD and creates the nodes of
-manifests/clusters/small.yaml; it is torn down at the end of the session. A cluster that cannot start
-fails the tests that need it (with the reason) — it is never skipped.
+manifests/clusters/small.yaml; it is torn down at the end of the session. When another live test
+session already owns `hexrl-test`, this one uses `hexrl-test-<pid>` (env HEXRL_TEST_CLUSTER renames it).
+A cluster that cannot start fails the tests that need it (with the reason) — it is never skipped.
 """
 
 from __future__ import annotations
@@ -25,7 +26,12 @@ SMALL_INVENTORY = ROOT / "manifests" / "clusters" / "small.yaml"
 @pytest.fixture(scope="session")
 def devcluster() -> Iterator[DevCluster]:
     """A running cluster with the RLJob CRD and the small inventory's nodes (session-scoped)."""
-    cluster = DevCluster(name=TEST_CLUSTER)
+    name = os.environ.get("HEXRL_TEST_CLUSTER", TEST_CLUSTER)
+    owner = DevCluster(name=name).owner_pid()
+    if owner is not None and owner != os.getpid():
+        # Another test session (e.g. a second terminal) owns that cluster: never share or stop it.
+        name = f"{name}-{os.getpid()}"
+    cluster = DevCluster(name=name)
     try:
         cluster.up(inventory=SMALL_INVENTORY)
         cluster.kubectl("apply", "-f", "-", input=crd_yaml())

@@ -68,6 +68,8 @@ class State:
     pids: dict[str, int] = field(default_factory=dict)
     binaries: dict[str, str] = field(default_factory=dict)
     started_at: float = 0.0
+    owner_pid: int = 0
+    """The process that ran `up` (tests use it to avoid sharing a cluster with a concurrent session)."""
 
 
 class DevCluster:
@@ -101,6 +103,13 @@ class DevCluster:
     @property
     def server(self) -> str:
         return f"https://{procs.HOST}:{self._load_state().ports['kube-apiserver']}"
+
+    def owner_pid(self) -> int | None:
+        """PID of the live process that started this cluster, or None."""
+        state = self._read_state()
+        if state is None or not state.owner_pid:
+            return None
+        return state.owner_pid if procs.alive(state.owner_pid) else None
 
     def is_running(self) -> bool:
         state = self._read_state()
@@ -287,7 +296,7 @@ class DevCluster:
     def _start(self, binaries: dict[str, str], stages: Path) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = self._pick_ports()
-        state = State(name=self.name, ports=ports, binaries=binaries, started_at=time.time())
+        state = State(name=self.name, ports=ports, binaries=binaries, started_at=time.time(), owner_pid=os.getpid())
         self._write_state(state)
         self._pki()
         self._write_kubeconfigs(ports["kube-apiserver"])
