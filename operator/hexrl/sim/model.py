@@ -25,10 +25,13 @@ class RolloutNode:
     """GPUs of this node that serve rollout."""
     replicas: int
     tokens_per_second: float
-    """Σ over the node's replicas of the cost model's rollout rate at full batch (prompt + response
-    tokens per second, the unit in which training consumes them)."""
+    """Σ over the node's replicas of the planner's predicted rollout rate (prompt + response tokens/s
+    consumed by training); reported, and the node's share of the fleet."""
     slots: int
     """Σ over the replicas of concurrent sequences (continuous-batching batch size, KV-cache bound)."""
+    slot_steps_per_second: float
+    """Σ over the replicas of batch / decode-step seconds (cost model): sequence-tokens decoded per
+    second when every slot is busy."""
     price_per_gpu_hour: float
     weight_pull_seconds: float
     """Seconds to download one policy version from the trainer's pool to this node (cost model)."""
@@ -61,20 +64,21 @@ class SimSetup:
     """Staleness bound η (0 = synchronous RL)."""
     migrate: bool
     """Token-level migration of partial responses on preemption (else they are lost)."""
-    batch_samples: int
-    """B: trajectories per training step (promptsPerStep × groupSize)."""
+    groups_per_step: int
+    """Prompts per training step (promptsPerStep); B = groups_per_step × group_size trajectories."""
+    group_size: int
+    """Responses per prompt (GRPO group): a group is scored and trained only when all are done, and
+    holds its slots until its longest response ends (the cost model's wave)."""
     prompt_tokens: int
     lengths: LengthModel
-    token_seconds: float
-    """τ: seconds per generated token of one sequence inside a full continuous batch (cost model):
-    the longest response of a batch needs max L × τ however many replicas there are."""
-    prefill_seconds: float
-    """Seconds to prefill one prompt on a replica (cost model)."""
-    reprefill_work_per_token: float
-    """Decode-equivalent work (tokens of rollout capacity) to re-prefill one token of a migrated
-    partial response on a survivor: prefill is compute-bound and batched, so ≪ 1 (cost model's
-    decode/prefill speed ratio)."""
+    group_overhead_steps: float
+    """Per group, the wave's prefill and reward time in decode steps (cost model: wave − longest·step)."""
+    reprefill_steps_per_token: float
+    """Decode steps a survivor spends re-prefilling one token of a migrated partial response (prefill
+    is compute-bound and batched: prefill seconds per token / decode step seconds, ≪ 1)."""
     reward_seconds_per_sample: float
+    """Extra scoring latency per trajectory beyond what the cost model's wave already includes (0 by
+    default: the scenario folds the reward into `group_overhead_steps`)."""
     weight_gb: float
     """Bytes of one policy version, GB (load pause on every replica per applied version)."""
     predicted_tokens_per_second: float
