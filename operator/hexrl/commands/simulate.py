@@ -1,10 +1,169 @@
-"""hexrl simulate (being built; see its issue)."""
+"""Simulate an RLJob on a cluster inventory under several placement policies and compare them.
+
+Runs a discrete-event simulation (hexrl.sim) of the job on the cluster over --hours, for each policy:
+sync (η = 0), homogeneous (best single GPU type), hexrl (heterogeneous plan), hexrl-spot (spot offload
+with token-level migration), hexrl-spot-nomigrate, fixed-split (75/25). Spot preemptions come from a
+Poisson process per pool (preemptionsPerNodeHour) or from --trace (CSV/YAML: time,pool,node,event).
+Prints a comparison table (or JSON) and, with --out, writes CSV files and PNG plots.
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Any, NoReturn
+
 import typer
 
+FORMATS = ("table", "json")
 
-def simulate_command() -> None:
-    typer.echo("hexrl simulate: not available yet in this build", err=True)
+
+def _fail(msg: str) -> NoReturn:
+    typer.echo(f"hexrl simulate: {msg}", err=True)
     raise typer.Exit(1)
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        _fail(f"cannot read the {what} file {str(path)!r}: {exc.strerror or exc}")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        _fail(f"the {what} file {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}")
+
+
+def _load_job(path: Path) -> Any:
+    from pydantic import ValidationError
+
+    from hexrl.api.models import RLJob
+
+    data = _read_yaml(path, "job")
+    if not isinstance(data, dict):
+        _fail(f"{path}: the job file must be an RLJob YAML mapping (apiVersion, kind: RLJob, spec)")
+    if data.get("kind", "RLJob") != "RLJob":
+        _fail(f"{path}: kind is {data.get('kind')!r}; expected RLJob")
+    try:
+        return RLJob.model_validate(data).spec
+    except ValidationError as exc:
+        parts = []
+        for e in exc.errors()[:6]:
+            loc = ".".join(str(p) for p in e["loc"])
+            parts.append(f"{loc}: {str(e['msg']).removeprefix('Value error, ')}")
+        _fail(f"{path}: invalid RLJob: " + "; ".join(parts))
+
+
+def _policies(given: list[str]) -> list[str]:
+    from hexrl.sim.scenario import POLICIES
+
+    names: list[str] = []
+    for item in given:
+        for name in (x.strip() for x in item.split(",")):
+            if not name:
+                continue
+            if name == "all":
+                names.extend(POLICIES)
+            elif name in POLICIES:
+                names.append(name)
+            else:
+                _fail(f"unknown policy {name!r}; choose from {', '.join(POLICIES)} or all")
+    return list(dict.fromkeys(names)) or list(POLICIES)
+
+
+def _print_table(rows: list[dict[str, Any]], hours: float, seed: int, trace: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"hexrl simulate: {hours:g} h, seed {seed}, preemptions from {trace}")
+    for col, just in (
+        ("policy", "left"), ("tokens/s", "right"), ("planner tok/s", "right"), ("samples/s", "right"),
+        ("$/h", "right"), ("$/1M tok", "right"), ("trainer idle", "right"), ("GPU-h lost", "right"),
+        ("lag p50/max", "right"), ("GPUs", "right"), ("preempt.", "right"),
+    ):
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in rows:
+        if not r["feasible"]:
+            table.add_row(r["policy"], f"[red]cannot run: {r['reason']}[/]", *[""] * 9)
+            continue
+        table.add_row(
+            r["policy"],
+            f"{r['tokensPerSecond']:,.0f}",
+            f"{r['predictedTokensPerSecond']:,.0f}",
+            f"{r['samplesPerSecond']:,.2f}",
+            f"{r['costPerHour']:,.2f}",
+            f"{r['dollarsPerMillionTokens']:,.3f}" if r["dollarsPerMillionTokens"] is not None else "–",
+            f"{r['trainerIdleFraction']:.1%}",
+            f"{r['gpuHoursLostToPreemption']:,.2f}",
+            f"{r['stalenessP50']}/{r['stalenessMax']}",
+            str(r["gpus"]),
+            str(r["preemptions"]),
+        )
+    con = Console()
+    if not con.is_terminal:
+        con = Console(width=150)  # piped output: do not squeeze the columns to 80
+    con.print(table)
+
+
+def simulate_command(
+    inventory: Path = typer.Option(..., "--inventory", "-i", help="ClusterInventory YAML (see manifests/clusters/)."),
+    job: Path = typer.Option(..., "--job", "-j", help="RLJob YAML (see manifests/examples/)."),
+    policy: list[str] = typer.Option(
+        ["all"], "--policy", "-p",
+        help="Policy to simulate (repeat or comma-separate): sync, homogeneous, hexrl, hexrl-spot, "
+        "hexrl-spot-nomigrate, fixed-split, or all.",
+    ),
+    hours: float = typer.Option(24.0, "--hours", help="Simulated hours (> 0, at most 720)."),
+    trace: Path | None = typer.Option(
+        None, "--trace", help="Preemption trace (CSV or YAML: time,pool,node,event); default Poisson per pool."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed (response lengths, Poisson trace); same seed, same run."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Directory for CSV files and PNG plots."),
+) -> None:
+    if fmt not in FORMATS:
+        _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not 0 < hours <= 720:
+        _fail(f"--hours must be more than 0 and at most 720 (30 days), got {hours:g}")
+    if seed < 0:
+        _fail(f"--seed must be a non-negative integer, got {seed}")
+    names = _policies(policy)
+
+    from hexrl.sched import InventoryError, parse_inventory
+    from hexrl.sim.report import compare, row, write_csv, write_plots
+    from hexrl.sim.trace import TraceError, load_trace
+
+    data = _read_yaml(inventory, "inventory")
+    try:
+        cluster = parse_inventory(data)
+    except InventoryError as exc:
+        _fail(f"{inventory}: {exc}")
+    spec = _load_job(job)
+    events = None
+    if trace is not None:
+        try:
+            events = load_trace(trace, cluster)
+        except TraceError as exc:
+            _fail(f"{trace}: {exc}")
+    outcomes = compare(spec, cluster, names, hours, seed, events)
+    rows = [row(o) for o in outcomes]
+    if fmt == "json":
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        _print_table(rows, hours, seed, str(trace) if trace else "a Poisson process per spot pool")
+        for r in rows:
+            if r["feasible"] and r.get("droppedStaleSamples"):
+                typer.echo(f"{r['policy']}: {r['droppedStaleSamples']} stale samples dropped")
+    if out is not None:
+        try:
+            files = write_csv(outcomes, out) + write_plots(outcomes, out)
+        except OSError as exc:
+            _fail(f"cannot write to {str(out)!r}: {exc.strerror or exc}")
+        if fmt == "table":
+            typer.echo("wrote " + ", ".join(str(f) for f in files))
+    if not any(o.result is not None for o in outcomes):
+        _fail("no policy could run on this cluster: " + "; ".join(f"{o.policy}: {o.reason}" for o in outcomes))
