@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -83,3 +84,15 @@ def test_bad_inventory_is_a_clear_error(tmp_path: Path) -> None:
         assert "pools[0].gpusPerNode" in proc.stderr and "Traceback" not in proc.stderr
     finally:
         hexrl("cluster", "down", "--name", "hexrl-e2e-badinv")
+
+
+def test_demo_shows_pools_and_job_then_cleans_up() -> None:
+    """`make run` (for now): hetero-3pool nodes, the CRD, the example RLJob — then everything is gone."""
+    name = "hexrl-e2e-demo"
+    proc = hexrl("cluster", "demo", "--name", name)
+    assert proc.returncode == 0, proc.stderr
+    for product in ("H800", "H20", "L40S"):
+        assert product in proc.stdout
+    assert "rljob.hexrl.dev/qwen-math-grpo created" in proc.stdout
+    assert re.search(r"NAME\s+PHASE\s+GPUS\s+TOKENS/S\s+\$/H\s+STALENESS\s+AGE", proc.stdout), proc.stdout
+    assert not (Path(os.environ.get("HEXRL_CACHE_DIR", Path.home() / ".cache/hexrl")) / "clusters" / name).exists()
