@@ -15,7 +15,7 @@ prefill + reward time per wave in steps), so it takes `M · step` seconds on the
 
     start = max(admission, earliest free slot),     finish = start + M · step_set
 
-(a heap of slots). At saturation a set delivers `K / (E[M]·step)` groups/s — the planner's
+(earliest-free slot first). At saturation a set delivers `K / (E[M]·step)` groups/s — the planner's
 `batch / (E[max_G L]·step + prefill + reward)` per replica; below saturation groups start at once and a
 batch waits for its slowest group: the tail that synchronous RL pays on every step.
 
@@ -194,9 +194,11 @@ class Simulation:
         """Seconds per decode step of one group on each replica set (slower when a set has < G slots)."""
         self.kslots = [max(1, n.slots // self.gsize) for n in setup.rollout]
         """Groups each replica set decodes at once (its engines' batch / G)."""
-        self.epoch = [0] * len(setup.rollout)
-        self.slot_heap: list[tuple[float, int, int]] = []
-        """(free time, set index, epoch) of every group slot; stale epochs are skipped."""
+        # One entry per group slot, in blocks per set; a slot of a set that is not serving is +inf.
+        self.slot_set = np.repeat(np.arange(len(self.kslots), dtype=np.int64), self.kslots)
+        self.slot_step = np.asarray(self.step_s, dtype=np.float64)[self.slot_set]
+        self.slot_free = np.full(self.slot_set.size, math.inf)
+        self.block = np.concatenate(([0], np.cumsum(self.kslots))).astype(np.int64)
         self.g_finish = _EMPTY
         self.g_start = _EMPTY
         self.g_steps = _EMPTY
@@ -282,45 +284,64 @@ class Simulation:
         self._rate_cache = self._cost_rate()
 
     # ------------------------------------------------------------------------------------ rollout
-    def _assign(self, steps: float, at: float) -> tuple[float, float, int] | None:
-        """List scheduling: the group takes the slot that frees first; (start, finish, set) or None."""
-        heap = self.slot_heap
-        while heap:
-            free, i, ep = heap[0]
-            if ep != self.epoch[i]:
-                heapq.heappop(heap)
-                continue
-            start = max(free, at)
-            finish = start + steps * self.step_s[i] * self.pause_factor
-            heapq.heapreplace(heap, (finish, i, ep))
-            return start, finish, i
-        return None
-
     def _launch(self, steps: np.ndarray, tokens: np.ndarray, versions: np.ndarray, at: float) -> None:
-        """Assign groups (in order) to slots and add them to the groups in flight."""
+        """List scheduling: each group (in order) takes the slot that frees first, from `at` on.
+
+        Fast path (vectorised): the n groups take the n earliest-free slots in order; that is exactly
+        what the sequential rule does whenever no group of the burst finishes before the last of those
+        slots frees (no slot is used twice). Otherwise the burst is placed one by one with a heap.
+        Groups that find no serving slot wait for capacity.
+        """
         n = steps.size
         if n == 0:
             return
-        start = np.empty(n)
-        finish = np.empty(n)
-        where = np.empty(n, dtype=np.int64)
-        placed = np.ones(n, dtype=bool)
-        for j in range(n):
-            got = self._assign(float(steps[j]), at)
-            if got is None:
-                placed[j:] = False
-                self.unassigned.extend(
-                    (float(steps[q]), float(tokens[q]), int(versions[q])) for q in range(j, n)
-                )
-                break
-            start[j], finish[j], where[j] = got
-        self.g_finish = np.concatenate((self.g_finish, finish[placed]))
-        self.g_start = np.concatenate((self.g_start, start[placed]))
-        self.g_steps = np.concatenate((self.g_steps, steps[placed]))
-        self.g_tok = np.concatenate((self.g_tok, tokens[placed]))
-        self.g_v = np.concatenate((self.g_v, versions[placed]))
-        self.g_set = np.concatenate((self.g_set, where[placed]))
+        free = self.slot_free
+        open_slots = int(np.isfinite(free).sum())
+        m = min(n, open_slots)
+        idx = np.empty(0, dtype=np.int64)
+        start = finish = _EMPTY
+        if m:
+            idx = np.argpartition(free, m - 1)[:m] if m < free.size else np.arange(free.size)
+            idx = idx[np.argsort(free[idx], kind="stable")]
+            start = np.maximum(free[idx], at)
+            finish = start + steps[:m] * self.slot_step[idx] * self.pause_factor
+            if m < n or (m > 1 and finish.min() < free[idx[-1]]):
+                idx, start, finish, m = self._launch_sequential(steps, at)
+            else:
+                free[idx] = finish
+        if m < n:
+            self.unassigned.extend(
+                zip(steps[m:].tolist(), tokens[m:].tolist(), versions[m:].tolist(), strict=True)
+            )
+        if m:
+            self.g_finish = np.concatenate((self.g_finish, finish))
+            self.g_start = np.concatenate((self.g_start, start))
+            self.g_steps = np.concatenate((self.g_steps, steps[:m]))
+            self.g_tok = np.concatenate((self.g_tok, tokens[:m]))
+            self.g_v = np.concatenate((self.g_v, versions[:m]))
+            self.g_set = np.concatenate((self.g_set, self.slot_set[idx]))
         self._schedule_check()
+
+    def _launch_sequential(self, steps: np.ndarray, at: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """The exact one-by-one rule with a heap over the serving slots (slots may be reused)."""
+        free = self.slot_free
+        open_idx = np.flatnonzero(np.isfinite(free))
+        heap = list(zip(free[open_idx].tolist(), open_idx.tolist(), strict=True))
+        heapq.heapify(heap)
+        slot_step, stretch = self.slot_step, self.pause_factor
+        idx, starts, finishes = [], [], []
+        for need in steps.tolist():
+            f, j = heap[0]
+            st = f if f > at else at
+            fin = st + need * slot_step[j] * stretch
+            heapq.heapreplace(heap, (fin, j))
+            idx.append(j)
+            starts.append(st)
+            finishes.append(fin)
+        for f, j in heap:
+            free[j] = f
+        n = len(idx)
+        return np.asarray(idx, dtype=np.int64), np.asarray(starts), np.asarray(finishes), n
 
     def _keep(self, mask: np.ndarray) -> None:
         self.g_finish, self.g_start, self.g_steps = self.g_finish[mask], self.g_start[mask], self.g_steps[mask]
@@ -341,9 +362,7 @@ class Simulation:
 
     def _serve(self, i: int) -> None:
         """Replica set i starts serving: its group slots join the pool, waiting groups start."""
-        self.epoch[i] += 1
-        for _ in range(self.kslots[i]):
-            heapq.heappush(self.slot_heap, (self.t, i, self.epoch[i]))
+        self.slot_free[self.block[i] : self.block[i + 1]] = self.t
         if self.unassigned:
             waiting, self.unassigned = self.unassigned, []
             arr = np.array(waiting)
@@ -502,7 +521,7 @@ class Simulation:
 
     def _lose_partials(self, i: int) -> None:
         """Groups on a reclaimed replica set: migrated to survivors, or lost and restarted."""
-        self.epoch[i] += 1  # its slots leave the pool
+        self.slot_free[self.block[i] : self.block[i + 1]] = math.inf  # its slots leave the pool
         mine = (self.g_set == i) & (self.g_finish > self.t)
         if not mine.any():
             return
