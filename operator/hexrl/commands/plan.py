@@ -126,7 +126,7 @@ def plan_command(
         _fail(f"--format must be table, json or yaml, not {fmt!r}")
     cluster = _load_inventory(inventory)
     spec = _load_job(job)
-    from hexrl.sched import Plan, plan, plan_to_json, replan
+    from hexrl.sched import Plan, plan, replan
 
     result = plan(spec, cluster)
     if replan_after is not None:

@@ -160,7 +160,9 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     ws_cap = min((ws.get((s.pool, q), float("inf")) for q in used_pools), default=float("inf"))
     capacity = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True))
     useful = useful_rollout(p, counts)
-    t = min(s.rate, useful, ws_cap)
+    od = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True) if not o.spot)
+    # The floor caps the throughput the plan may count on: T ≤ on-demand capacity / φ.
+    t = min(s.rate, useful, ws_cap, od / p.floor if p.floor > 0 else float("inf"))
     cost = s.price + sum(o.price * y for o, y in zip(p.rollout, counts, strict=True))
     bad: list[str] = []
     tol = 1e-6
@@ -175,7 +177,6 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
             )
             if used > cap:
                 bad.append(f"capacity:{pc.name}:{size}")
-    od = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True) if not o.spot)
     if od < p.floor * t * (1 - tol) - tol:
         bad.append("floor")
     h_max = max((o.rate for o in p.rollout), default=0.0)

@@ -238,7 +238,8 @@ def _train_candidates(
             size = tp * pp
             max_dp = min(w.samples_per_step, pool.free // size)
             if budget is not None:
-                max_dp = min(max_dp, int(budget // (pool.price * size)))
+                # keep DP=1 even when unaffordable, so an infeasible budget is diagnosed as such
+                max_dp = min(max_dp, max(1, int(budget // (pool.price * size))))
             for fsdp in (False, True):
                 for dp in range(1, max_dp + 1):
                     if fsdp and dp == 1:
@@ -461,6 +462,9 @@ def _assemble(
     t = ev.throughput
     rates = {"training": ev.training, "rollout": ev.rollout_useful, "weight-sync": ev.weight_sync_cap}
     bottleneck = min(rates, key=lambda k: rates[k])
+    floor_bound = t < min(rates.values()) * (1 - 1e-9)
+    if floor_bound:
+        bottleneck = "rollout"  # on-demand rollout floor: spot capacity beyond it is not counted on
     step = w.tokens_per_step / t if t > 0 else float("inf")
     eta = w.max_policy_lag
     if bottleneck == "rollout":
@@ -470,6 +474,8 @@ def _assemble(
     else:
         staleness = float(eta)
     notes = []
+    if floor_bound:
+        notes.append("throughput is capped by the on-demand rollout floor (placement.spot.onDemandRolloutFloor)")
     if p.budget is not None and ev.cost < 0.999 * p.budget and bottleneck != "rollout":
         notes.append(f"{p.budget - ev.cost:.2f} $/h of the budget is unused: more GPUs would not raise throughput")
     if useful_rollout(p, sol.counts) < ev.rollout_capacity * 0.999:
