@@ -26,10 +26,10 @@ so the gate is applied with `v` in place of `i` (`k ≤ v + η`): until a new ve
 rollout, the batch it unlocks waits (for η = 0: every batch waits for the last step's weights). The trainer takes the finished
 groups oldest version first (completion order among equals). A group's version is that of its first
 token (conservative: with interruptible generation later tokens are newer). The gate bounds lags at
-admission as AReaL does; a straggler (e.g. a group on a replica with a slower decode step) can still
-be trained one or two versions beyond η, and the run reports the lag distribution. With
-`SimSettings.drop_stale` such groups are dropped and regenerated instead (every trained lag ≤ η; the
-waste is reported).
+admission, as AReaL's does; a straggler (a group on a replica with a slower decode step, or restarted
+after a preemption) can still finish more than η versions late. Such a group is dropped and its prompt
+regenerated (`SimSettings.drop_stale`, default on: every trained lag is ≤ η, and the waste is
+reported); with it off stragglers are trained and the run reports the measured lags.
 
 **Trainer.** Step i takes `Σ_j (P + L_j) / T + publish` seconds (`T` the cost model's training tokens/s).
 
@@ -44,7 +44,8 @@ bottleneck emerges from the model rather than being assumed.
 pool. Groups queued on them are re-dispatched unchanged. Groups running there: without migration
 their progress is lost (GPU time counted) and they restart from scratch on the current version after
 the re-plan latency; with token-level migration survivors continue them from the last token after
-`migration_handoff_seconds`, paying a re-prefill of the tokens so far. After `replan_seconds` the
+`migration_handoff_seconds`, paying a re-prefill of the tokens so far (a partial that could no longer be
+trained within η is restarted instead). After `replan_seconds` the
 operator moves the node's replicas to a spare up node of the same pool, or waits for the pool's
 capacity to return; the new pods serve after `pod_start_seconds` plus one weight pull. GPU-hours lost
 to preemption = GPU time of discarded partial responses + of re-prefill + of billed pods starting
@@ -539,16 +540,30 @@ class Simulation:
             self.s.migrate
             and self.cfg.preemption_notice_seconds >= self.cfg.migration_handoff_seconds
         )
-        if migrate:
+        # A partial response that can no longer be trained within η is not worth migrating: restart it.
+        salvage = np.full(steps.size, migrate)
+        if migrate and self.cfg.drop_stale and self.version > 0:
+            # Predicted trainer version when the continued response ends (recent mean step interval).
+            interval = self.t / self.version
+            queued = np.sort(self.slot_free[np.isfinite(self.slot_free)])
+            first_free = float(queued[0]) if queued.size else math.inf
+            done_at = max(self.cfg.migration_handoff_seconds, first_free - self.t) + (steps - progress) * step_s
+            salvage &= self.version + done_at / interval - ver < self.s.eta
+        if salvage.any():
             # Survivors continue from the last token after the hand-off, re-prefilling the tokens so far.
-            reprefill = progress * self.s.reprefill_steps_per_token
-            self.gpu_hours_lost += float((held * reprefill / np.maximum(progress, 1e-9)).sum()) / 3600.0
-            self._launch(steps - progress + reprefill, tok, ver, self.t + self.cfg.migration_handoff_seconds)
-        else:
+            p, h = progress[salvage], held[salvage]
+            reprefill = p * self.s.reprefill_steps_per_token
+            self.gpu_hours_lost += float((h * reprefill / np.maximum(p, 1e-9)).sum()) / 3600.0
+            self._launch(
+                steps[salvage] - p + reprefill, tok[salvage], ver[salvage],
+                self.t + self.cfg.migration_handoff_seconds,
+            )
+        lost = ~salvage
+        if lost.any():
             # Lost: the coordinator re-dispatches the prompts, generated again by the current version.
-            self.gpu_hours_lost += float(held.sum()) / 3600.0
-            versions = np.where(running, self.rollout_version, ver)
-            self._launch(steps, tok, versions, self.t + self.cfg.replan_seconds)
+            self.gpu_hours_lost += float(held[lost].sum()) / 3600.0
+            versions = np.where(running[lost], self.rollout_version, ver[lost])
+            self._launch(steps[lost], tok[lost], versions, self.t + self.cfg.replan_seconds)
 
     def _serving_gpus(self, exclude: str = "") -> int:
         return sum(self.nodes[s].gpus for s in self.serving if s != exclude)

@@ -49,10 +49,10 @@ class SimSettings:
     """Number of points of the recorded time series over the whole run (the sampling interval is
     hours / this). Default 240: one point every 6 minutes of a 24-hour run."""
 
-    drop_stale: bool = False
-    """Drop (and regenerate) finished groups whose lag already exceeds η instead of training on them.
-    Default off: the gate bounds lag at admission (AReaL's rule) and the run reports the measured lag;
-    on, every trained lag is ≤ η at the price of regenerated work."""
+    drop_stale: bool = True
+    """Drop (and regenerate) finished groups whose lag already exceeds η instead of training on them:
+    the rule of DESIGN.md §1 (train on version v only while i − v ≤ η), so every trained lag is ≤ η and
+    the regenerated work is reported. Off: train on stragglers anyway and report the measured lags."""
 
     warmup_fraction: float = 0.1
     """Leading fraction of the run left out of the steady-state throughput (pipeline fill). 0.1."""

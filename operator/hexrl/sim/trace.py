@@ -7,8 +7,8 @@ Two sources:
   between up periods `~ Exp(λ)` and outages `~ Exp(1 / mean_outage)`; independent nodes, one numpy
   Generator seeded by the run's seed, so a seed fixes the trace.
 - **A file** (CSV or YAML) a user recorded or wrote by hand. CSV has a header with the columns
-  `time,pool,node,event`; YAML is a list of mappings with the same keys (or a mapping with an `events:`
-  list). `time` is seconds from the start, or a number with a unit: `90s`, `15m`, `2.5h`. `node` may be
+  `time,pool,node,event` (lines starting with `#` are comments); YAML is a list of mappings with the same keys (or a mapping with an `events:`
+  list). `time` is seconds from the start, or a duration: `90s`, `15m`, `2.5h`, `1h20m`. `node` may be
   empty: a `preempt` then takes the pool's first node that is up, a `return` brings back the pool's
   first node that is down (resolved by the engine, deterministically).
 
@@ -83,17 +83,24 @@ def poisson_trace(cluster: Cluster, hours: float, seed: int, mean_outage_hours: 
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 
 
+_PART = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(h|min|m|s)?")
+
+
 def parse_time(value: Any, where: str) -> float:
-    """Seconds from a number or a string like `90s`, `15m`, `2.5h`."""
-    if isinstance(value, bool):
-        raise TraceError(f"{where}: time must be seconds or a number with a unit (s, m, h), got {value!r}")
+    """Seconds from a number or a string like `90`, `90s`, `15m`, `2.5h`, `1h20m`, `2h30m15s`."""
+    bad = f"{where}: time must be seconds or a duration like 90s, 15m, 2.5h or 1h20m, got {value!r}"
+    if isinstance(value, bool) or value is None:
+        raise TraceError(bad)
     if isinstance(value, int | float):
         seconds = float(value)
     else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(s|m|min|h)?\s*", str(value))
-        if m is None:
-            raise TraceError(f"{where}: time must be seconds or a number with a unit (s, m, h), got {value!r}")
-        seconds = float(m.group(1)) * _UNITS[m.group(2) or ""]
+        text = str(value).replace(" ", "")
+        parts = list(_PART.finditer(text))
+        if not text or "".join(p.group(0) for p in parts) != text:
+            raise TraceError(bad)
+        if len(parts) > 1 and any(p.group(2) is None for p in parts):
+            raise TraceError(bad)
+        seconds = sum(float(p.group(1)) * _UNITS[p.group(2) or ""] for p in parts)
     if not math.isfinite(seconds) or seconds < 0:
         raise TraceError(f"{where}: time must be a non-negative number of seconds, got {value!r}")
     return seconds
@@ -110,7 +117,9 @@ def _rows_from_text(text: str, suffix: str) -> list[Mapping[str, Any]]:
         if not isinstance(doc, list):
             raise TraceError("a YAML trace must be a list of {time, pool, node, event} (or have an `events:` list)")
         return doc
-    reader = csv.DictReader(io.StringIO(text))
+    # Lines starting with '#' are comments (a header note on where the trace came from).
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    reader = csv.DictReader(io.StringIO(body))
     header = [h.strip() for h in (reader.fieldnames or [])]
     missing = [c for c in ("time", "pool", "event") if c not in header]
     if missing:

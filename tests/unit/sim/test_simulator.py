@@ -134,10 +134,18 @@ def test_more_spot_churn_never_raises_throughput() -> None:
 def test_migration_never_loses_to_dropping_partial_work() -> None:
     cluster = _inventory(*SPOT)
     setup = _setup("hexrl-spot", cluster, _job(eta=4))
+    lenient = SimSettings(drop_stale=False)
     for trace in _nested_traces(cluster, 6)[1:]:
+        # Strict bound (default): a migrated partial keeps its old version, so the coordinator restarts
+        # the ones that could not finish within η; throughput is then equal within sampling noise.
         mig = simulate(setup, trace, hours=6, seed=5)
         drop = simulate(replace(setup, migrate=False), trace, hours=6, seed=5)
-        assert mig.tokens_per_second >= drop.tokens_per_second * 0.995
+        assert mig.tokens_per_second >= drop.tokens_per_second * 0.99
+        assert mig.gpu_hours_lost_to_preemption < drop.gpu_hours_lost_to_preemption
+        # Stragglers trained anyway: migration keeps strictly more work.
+        mig = simulate(setup, trace, hours=6, seed=5, settings=lenient)
+        drop = simulate(replace(setup, migrate=False), trace, hours=6, seed=5, settings=lenient)
+        assert mig.tokens_per_second >= drop.tokens_per_second * 0.999
         assert mig.gpu_hours_lost_to_preemption < drop.gpu_hours_lost_to_preemption
 
 
