@@ -1,0 +1,124 @@
+"""Planner benchmark: plan()/replan() wall times, same-budget heterogeneous vs homogeneous, HiGHS vs CBC.
+
+Prints numbers measured side by side in one run; never asserts (timings do not gate CI).
+Run: .venv/bin/python bench/bench_planner.py
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import yaml
+
+from hexrl.api.models import RLJob
+from hexrl.sched import Cluster, NodeInfo, Plan, PoolInfo, plan, replan
+from hexrl.sched.costmodel import PlannerSettings
+from hexrl.sched.milp import solve
+from hexrl.sched.planner import _build
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cluster(pools: list[tuple[str, str, int, bool]], gpn: int = 8) -> Cluster:
+    infos, nodes = [], []
+    for name, gpu, n, spot in pools:
+        infos.append(PoolInfo(name=name, gpu=gpu, gpus_per_node=gpn, spot=spot, zone=f"zone-{len(infos) % 3}",
+                              preemptions_per_node_hour=0.05 if spot else 0.0))
+        nodes += [NodeInfo(f"{name}-{i}", name, gpu, gpn, spot, f"zone-{len(infos) % 3}") for i in range(n)]
+    return Cluster(tuple(infos), tuple(nodes))
+
+
+def job(path: str, budget: float | None = None, gpu_types: list[str] | None = None):
+    spec = RLJob.model_validate(yaml.safe_load((ROOT / path).read_text())).spec
+    upd: dict = {}
+    if budget is not None:
+        upd["budget"] = spec.budget.model_copy(update={"max_cost_per_hour": budget})
+    upd["placement"] = spec.placement.model_copy(update={"gpu_types": gpu_types})
+    return spec.model_copy(update=upd)
+
+
+def job_1_5b(**kw):
+    j = job("manifests/examples/rljob-7b.yaml", **kw)
+    shape = j.model.shape.model_copy(update={"parameters": 1.5e9, "layers": 28, "hidden_size": 1536, "kv_heads": 2})
+    return j.model_copy(update={"model": j.model.model_copy(update={"shape": shape, "name": "1.5B"})})
+
+
+def median_time(fn, n=5):
+    times, out = [], None
+    for _ in range(n):
+        t = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), out
+
+
+def main() -> None:
+    j7 = job("manifests/examples/rljob-7b.yaml")
+    print("== plan() wall time, median of 5 (with homogeneous baselines)")
+    sizes = {
+        "56 GPUs / 2 types": cluster([("h800", "H800", 3, False), ("h20", "H20", 4, True)]),
+        "1,024 GPUs / 6 types": cluster([(f"p{i}", g, 128 // 6 + (1 if i < 128 % 6 else 0), i % 2 == 1)
+                                         for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200"])]),
+        "10,240 GPUs / 8 types": cluster([(f"p{i}", g, 160, i % 2 == 1)
+                                          for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200", "MI300X", "A100-40G"])]),
+    }
+    budgets = {"56 GPUs / 2 types": 180, "1,024 GPUs / 6 types": 2500, "10,240 GPUs / 8 types": 25000}
+    plans = {}
+    for name, cl in sizes.items():
+        jb = j7.model_copy(update={"budget": j7.budget.model_copy(update={"max_cost_per_hour": budgets[name]}),
+                                   "placement": j7.placement.model_copy(update={"gpu_types": None})})
+        t, p = median_time(lambda cl=cl, jb=jb: plan(jb, cl))
+        t0, _ = median_time(lambda cl=cl, jb=jb: plan(jb, cl, PlannerSettings(compute_baselines=False)))
+        plans[name] = (jb, cl, p)
+        gpus = sum(n.gpus for n in cl.nodes)
+        desc = f"{p.tokens_per_second:,.0f} tok/s, ${p.cost_per_hour:,.0f}/h, {p.gpus} GPUs used, {p.solver_status}" if isinstance(p, Plan) else p.message
+        print(f"  {name:24} ({gpus} GPUs): {t * 1e3:8.1f} ms  (without baselines {t0 * 1e3:7.1f} ms)  {desc}")
+
+    print("== replan() after one spot node disappears, 1,024 GPUs, median of 5")
+    jb, cl, p = plans["1,024 GPUs / 6 types"]
+    if isinstance(p, Plan):
+        victim = next((r.nodes[0] for r in p.replicas if r.spot), p.replicas[0].nodes[0])
+        after = replace(cl, nodes=tuple(n for n in cl.nodes if n.name != victim))
+        fast = PlannerSettings(compute_baselines=False)
+        t, q = median_time(lambda: replan(p, after, jb, fast))
+        tf, full = median_time(lambda: plan(jb, after, fast))
+        if isinstance(q, Plan) and isinstance(full, Plan):
+            moved = sum(1 for c in q.changes if c.kind in ("added", "removed", "moved"))
+            print(f"  replan {t * 1e3:.1f} ms vs full plan {tf * 1e3:.1f} ms (ratio {tf / t:.1f}x); "
+                  f"throughput {q.tokens_per_second:,.0f} vs {full.tokens_per_second:,.0f} tok/s "
+                  f"({q.tokens_per_second / full.tokens_per_second:.4f}); {moved} change lines; trainer "
+                  f"{'kept' if q.trainer.nodes == p.trainer.nodes else 'moved'}")
+
+    print("== same budget: 24 H800 + 24 H20 vs 32 H800 vs 88 H20 (catalog on-demand prices)")
+    hetero = cluster([("h800", "H800", 3, False), ("h20", "H20", 3, False)])
+    h800 = cluster([("h800", "H800", 4, False)])
+    h20 = cluster([("h20", "H20", 11, False)])
+    budget = 24 * 5.28 + 24 * 1.85
+    for label, mk in (("1.5B", job_1_5b), ("7B", lambda **k: job("manifests/examples/rljob-7b.yaml", **k)),
+                      ("14B", lambda **k: job("manifests/examples/rljob-14b.yaml", **k))):
+        jb = mk(budget=budget)
+        fast = PlannerSettings(compute_baselines=False)
+        res = {n: plan(jb, c, fast) for n, c in (("hetero", hetero), ("32xH800", h800), ("88xH20", h20))}
+        tps = {n: (r.tokens_per_second if isinstance(r, Plan) else 0.0) for n, r in res.items()}
+        parts = []
+        for n in ("32xH800", "88xH20"):
+            parts.append(f"vs {n} {tps[n]:,.0f} ({tps['hetero'] / tps[n]:.2f}x)" if tps[n] else f"vs {n} infeasible")
+        print(f"  {label:5} budget ${budget:.2f}/h: hetero {tps['hetero']:,.0f} tok/s  " + "  ".join(parts))
+
+    print("== HiGHS vs CBC on the same MILPs (solve only, median of 5)")
+    for label, (jb, cl, _) in plans.items():
+        built = _build(jb, cl, PlannerSettings())
+        row = []
+        for solver in ("highs", "cbc"):
+            t, s = median_time(lambda solver=solver, built=built: solve(built.problem, solver))
+            row.append((solver, t, s.evaluation.throughput if s else 0.0, s.solves if s else 0))
+        (_, th, oh, nh), (_, tc, oc, nc) = row
+        print(f"  {label:24} HiGHS {th * 1e3:8.1f} ms ({nh} MILPs) obj {oh:,.0f}  |  CBC {tc * 1e3:8.1f} ms ({nc} MILPs) "
+              f"obj {oc:,.0f}  |  CBC/HiGHS time {tc / th:.1f}x, objective ratio {oc / oh if oh else 0:.4f}")
+
+
+if __name__ == "__main__":
+    main()
