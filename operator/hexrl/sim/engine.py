@@ -427,8 +427,9 @@ class Simulation:
         self.buf_t, self.buf_tok, self.buf_v = self.buf_t[keep], self.buf_tok[keep], self.buf_v[keep]
         tokens = float(tok.sum())
         lags = self.version - v
-        for lag, count in zip(*np.unique(lags, return_counts=True), strict=True):
-            self.staleness[int(lag)] = self.staleness.get(int(lag), 0) + int(count) * self.gsize
+        for lag, count in enumerate(np.bincount(lags).tolist()):
+            if count:
+                self.staleness[lag] = self.staleness.get(lag, 0) + count * self.gsize
         self._interval["lag"] += float(lags.sum())
         self._interval["lagn"] += b
         self.trainer_busy = True

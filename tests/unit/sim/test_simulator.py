@@ -187,6 +187,9 @@ def test_poisson_trace_rate_and_determinism() -> None:
 def test_trace_parsing_units_and_errors() -> None:
     cluster = _inventory(*SPOT)
     assert parse_time("90s", "t") == 90 and parse_time("15m", "t") == 900 and parse_time("2.5h", "t") == 9000
+    assert parse_time("1h20m", "t") == 4800 and parse_time(12, "t") == 12
+    with pytest.raises(TraceError):
+        parse_time("1h20", "t")
     rows = [{"time": "1h", "pool": "h20-spot", "node": "h20-spot-1", "event": "preempt"},
             {"time": 30, "pool": "h20-spot", "event": "Return"}]
     events = parse_trace(rows, cluster)
