@@ -67,7 +67,7 @@ def fmt(r: SimResult | str) -> str:
     return (
         f"{r.tokens_per_second:>11,.0f} tok/s  {r.cost_per_hour:>8,.2f} $/h  {r.dollars_per_million_tokens:>6.3f} $/Mtok"
         f"  idle {r.trainer_idle_fraction:>5.1%}  lag p50/max {r.staleness_quantile(0.5)}/{r.staleness_max}"
-        f"  GPUs {r.gpus}"
+        f"  GPUs {r.gpus}  (planner {r.predicted_tokens_per_second:,.0f})"
     )
 
 

@@ -1,10 +1,13 @@
 """Simulate an RLJob on a cluster inventory under several placement policies and compare them.
 
-Runs a discrete-event simulation (hexrl.sim) of the job on the cluster over --hours, for each policy:
-sync (η = 0), homogeneous (best single GPU type), hexrl (heterogeneous plan), hexrl-spot (spot offload
-with token-level migration), hexrl-spot-nomigrate, fixed-split (75/25). Spot preemptions come from a
-Poisson process per pool (preemptionsPerNodeHour) or from --trace (CSV/YAML: time,pool,node,event).
-Prints a comparison table (or JSON) and, with --out, writes CSV files and PNG plots.
+A discrete-event simulation (hexrl.sim) of the job over --hours, driven by the planner's cost model.
+
+Policies: sync (η = 0), homogeneous (best single GPU type), hexrl (heterogeneous plan),
+hexrl-spot (spot offload, token-level migration), hexrl-spot-nomigrate, fixed-split (75/25).
+
+Spot reclaims: a Poisson process per pool (preemptionsPerNodeHour), or --trace (CSV or YAML).
+
+Prints a comparison table (or JSON); --out also writes CSV files and PNG plots.
 """
 
 from __future__ import annotations

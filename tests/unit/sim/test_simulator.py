@@ -23,7 +23,7 @@ from hexrl.sched import Cluster, parse_inventory
 from hexrl.sim.engine import simulate
 from hexrl.sim.model import SimSetup
 from hexrl.sim.report import compare, row
-from hexrl.sim.scenario import build_policy
+from hexrl.sim.scenario import POLICIES, build_policy
 from hexrl.sim.settings import SimSettings
 from hexrl.sim.trace import PREEMPT, RETURN, NodeEvent, TraceError, parse_time, parse_trace, poisson_trace
 
@@ -158,6 +158,23 @@ def test_preemptions_cost_gpu_hours_and_spot_is_billed_only_while_up() -> None:
     assert stormy.gpu_hours_lost_to_preemption > 0
     assert stormy.preemptions == 24 and stormy.returns == 24
     assert stormy.cost_per_hour < calm.cost_per_hour
+
+
+def test_every_policy_places_and_runs_on_the_example_cluster() -> None:
+    cluster = parse_inventory(yaml.safe_load((ROOT / "manifests/clusters/hetero-3pool.yaml").read_text()))
+    spec = RLJob.model_validate(yaml.safe_load(JOB_FILE.read_text())).spec
+    outcomes = {o.policy: o.result for o in compare(spec, cluster, list(POLICIES), hours=1, seed=0)}
+    assert set(outcomes) == set(POLICIES)
+    for name, r in outcomes.items():
+        assert r is not None and r.trained_steps > 0, name
+        assert r.cost_per_hour <= spec.budget.max_cost_per_hour * 1.001, name
+    homog = build_policy("homogeneous", spec, cluster).setup
+    assert homog is not None and len({n.gpu for n in homog.rollout}) == 1
+    split = build_policy("fixed-split", spec, cluster).setup
+    assert split is not None
+    total = split.trainer.gpus + sum(n.gpus for n in split.rollout)
+    assert abs(split.trainer.gpus / total - 0.25) < 0.1
+    assert not any(n.spot for n in build_policy("hexrl", spec, cluster).setup.rollout)  # type: ignore[union-attr]
 
 
 # ----------------------------------------------------------------------------- determinism
