@@ -126,3 +126,14 @@ def test_kubernetes_gomod_replaces_every_staging_module(tmp_path: Path) -> None:
     assert "\tk8s.io/client-go => k8s.io/client-go v0.34.4" in gomod
     assert "./staging" not in gomod
     assert gomod.count(" => ") >= 25
+
+
+def test_kwok_stages_from_bin_dir_or_a_clear_error(tmp_path: Path, empty_path: Path) -> None:
+    pre = tmp_path / "prebuilt"
+    (pre / "kwok-stages").mkdir(parents=True)
+    b = Builder(BuildSettings(cache_dir=tmp_path / "cache", bin_dir=pre), progress=lambda _: None)
+    with pytest.raises(DevClusterError) as info:
+        b.kwok_stages()  # empty folder, no cache, no Go
+    assert "kwok-stages" in info.value.hint
+    (pre / "kwok-stages" / "node.yaml").write_text("kind: Stage\n")
+    assert b.kwok_stages() == pre / "kwok-stages"

@@ -230,12 +230,24 @@ class Builder:
         return "\n".join(lines) + "\n"
 
     def kwok_stages(self) -> Path:
-        """Folder of kwok Stage YAML for the pinned kwok version (copied from the module once)."""
+        """Folder of kwok Stage YAML for the pinned kwok version (copied from the module once), or
+        `$HEXRL_BIN_DIR/kwok-stages/` when that holds them."""
+        if self.settings.bin_dir is not None:
+            given = self.settings.bin_dir / "kwok-stages"
+            if given.is_dir() and any(given.glob("*.yaml")):
+                return given
         v = self.settings.versions.kwok
         stages = self.settings.bin_root / f"kwok-{v}" / "stages"
         if stages.is_dir() and any(stages.glob("*.yaml")):
             return stages
-        go = self._check_go()
+        try:
+            go = self._check_go()
+        except DevClusterError as e:
+            raise DevClusterError(
+                f"kwok's Stage files are not cached and cannot be fetched: {e.problem}",
+                "install Go (the stages come from the sigs.k8s.io/kwok module), or put the Stage YAML files "
+                "in $HEXRL_BIN_DIR/kwok-stages/",
+            ) from None
         info = self._go_json([go, "mod", "download", "-json", f"sigs.k8s.io/kwok@{v}"], "sigs.k8s.io/kwok")
         module_dir = Path(info["Dir"])
         tmp = stages.with_name("stages.tmp")
