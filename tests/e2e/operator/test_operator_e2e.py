@@ -1,0 +1,226 @@
+"""The operator on a real control plane (kube-apiserver with RBAC, scheduler, controller-manager, kwok GPU
+nodes), running as `hexrl operator` with the ServiceAccount token of manifests/operator/rbac.yaml."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from op_harness import SA, Kube, OperatorProcess, small_job, wait_for
+
+from hexrl.api import reasons
+
+pytestmark = pytest.mark.e2e
+
+CHILD_KINDS = "pods,services,configmaps,secrets,deployments,poddisruptionbudgets"
+
+
+def running(kube: Kube, name: str, timeout: float = 90) -> dict:
+    """Wait until the job is Running with every planned pod Ready; returns its status."""
+    return wait_for(
+        lambda: (s := kube.status(name)).get("phase") == "Running"
+        and kube.condition(name, reasons.READY).get("status") == "True" and s,
+        timeout, what=f"job {name} Running/Ready",
+    )
+
+
+def planned_rollout(status: dict) -> int:
+    return sum(g["replicas"] for g in status["plan"]["rollout"])
+
+
+def rv_map(kube: Kube, job: str) -> dict[str, str]:
+    items = kube.json(CHILD_KINDS, "-l", f"hexrl.dev/job={job}")["items"]
+    return {f"{o['kind']}/{o['metadata']['name']}": o["metadata"]["resourceVersion"] for o in items}
+
+
+def test_children_land_on_the_planned_pools_and_status_fills_the_columns(kube: Kube):
+    kube.apply(small_job())
+    st = running(kube, "math")
+    pools = kube.node_pool()
+    plan = st["plan"]
+    rollout = kube.pods("math", "rollout")
+    assert len(rollout) == planned_rollout(st) > 0
+    by_pool: dict[str, int] = {}
+    for p in rollout:
+        node = p["spec"]["nodeName"]
+        assert pools[node] == p["metadata"]["labels"]["hexrl.dev/pool"], f"{p['metadata']['name']} on {node}"
+        by_pool[pools[node]] = by_pool.get(pools[node], 0) + 1
+        owner = p["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"], owner["controller"]) == ("RLJob", "math", True)
+    assert by_pool == {g["pool"]: g["replicas"] for g in plan["rollout"]}
+    trainer = kube.pods("math", "trainer")
+    assert sorted(p["spec"]["nodeName"] for p in trainer) == sorted(plan["trainer"]["nodes"])
+    assert all(pools[p["spec"]["nodeName"]] == plan["trainer"]["pool"] for p in trainer)
+    assert len(kube.pods("math", "coordinator")) == 1
+    for kind in ("service/math-coordinator", "service/math-trainer", "service/math-weights", "configmap/math-config",
+                 "secret/math-token", "poddisruptionbudget/math-trainer"):
+        kube("get", kind)
+    assert st["gpus"] == plan["gpus"] > 0 and st["costPerHour"] > 0 and st["tokensPerSecond"] > 0
+    assert st["observedGeneration"] == 1
+    assert kube.condition("math", reasons.PLANNED)["status"] == "True"
+    # the printer columns of `kubectl get rlj`
+    header, row = kube("get", "rlj", "math").strip().splitlines()
+    cols = dict(zip(header.split(), row.split(), strict=False))
+    assert cols["PHASE"] == "Running" and int(cols["GPUS"]) == st["gpus"]
+    assert float(cols["TOKENS/S"]) > 0 and float(cols["$/H"]) == pytest.approx(st["costPerHour"], rel=1e-3)
+    assert len(kube.events("math", reasons.PLANNED)) == 1
+
+
+def test_spot_nodes_deleted_or_tainted_lose_only_their_rollout_pods(kube: Kube, operator: OperatorProcess):
+    kube.apply(small_job())
+    st0 = running(kube, "math")
+    trainer_uids = sorted(p["metadata"]["uid"] for p in kube.pods("math", "trainer"))
+    spot_nodes = sorted({p["spec"]["nodeName"] for p in kube.pods("math", "rollout")
+                         if p["spec"]["nodeName"].startswith("h20-spot")})
+    assert len(spot_nodes) >= 2, f"the plan should spread rollout over spot nodes: {st0['plan']}"
+    deleted, tainted = spot_nodes[0], spot_nodes[1]
+    before = operator.metrics().get('hexrl_preemptions_handled_total{role="rollout"}', 0.0)
+    kube.cluster.kubectl("delete", "node", deleted)
+    kube.cluster.kubectl("taint", "node", tainted, "karpenter.sh/disrupted=:NoSchedule")
+
+    def replaced():
+        st = kube.status("math")
+        pods = kube.pods("math", "rollout")
+        on_lost = [p for p in pods if p["spec"].get("nodeName") in (deleted, tainted)]
+        ok = (not on_lost and len(pods) == planned_rollout(st) > 0
+              and all(p["status"].get("phase") == "Running" for p in pods) and st.get("phase") == "Running")
+        return ok and st
+
+    st1 = wait_for(replaced, 60, what="rollout pods replaced on surviving capacity")
+    assert st1["plan"] != st0["plan"]
+    assert deleted not in str(st1["plan"]) and tainted not in str(st1["plan"]["rollout"])
+    assert sorted(p["metadata"]["uid"] for p in kube.pods("math", "trainer")) == trainer_uids
+    ev = wait_for(lambda: kube.events("math", reasons.REPLANNED), 20, what="a Replanned event")
+    assert any("losing" in e["message"] for e in ev), [e["message"] for e in ev]
+    assert operator.metrics()['hexrl_preemptions_handled_total{role="rollout"}'] > before
+
+
+def test_a_node_added_to_a_pool_grows_rollout(kube: Kube):
+    # start with one spot node: rollout is capacity-bound on H20
+    for n in ("h20-spot-1", "h20-spot-2"):
+        kube.cluster.kubectl("delete", "node", n)
+    kube.apply(small_job(budget__maxCostPerHour=80))
+    st0 = running(kube, "math")
+    n0 = len(kube.pods("math", "rollout"))
+    from op_harness import restore_inventory
+
+    restore_inventory(kube.cluster)
+    st1 = wait_for(lambda: (s := kube.status("math")) and planned_rollout(s) > planned_rollout(st0) and s,
+                   60, what="a bigger plan after nodes were added")
+    wait_for(lambda: len([p for p in kube.pods("math", "rollout") if p["status"].get("phase") == "Running"])
+             == planned_rollout(st1) > n0, 60, what="the extra rollout pods running")
+    used = {p["spec"]["nodeName"] for p in kube.pods("math", "rollout")}
+    assert used & {"h20-spot-1", "h20-spot-2"}
+
+
+def test_spec_update_replans_and_a_noop_update_touches_nothing(kube: Kube, operator: OperatorProcess):
+    job = small_job()
+    kube.apply(job)
+    running(kube, "math")
+    time.sleep(2)  # let the pods' status settle
+    before = rv_map(kube, "math")
+    job_rv = kube.job("math")["metadata"]["resourceVersion"]
+    kube.apply(job)  # the same spec again
+    time.sleep(4)
+    assert rv_map(kube, "math") == before
+    assert kube.job("math")["metadata"]["resourceVersion"] == job_rv
+
+    # η changes: the ConfigMap carries the live bound; pods are not restarted
+    kube.apply(small_job(staleness__maxPolicyLag=2))
+    wait_for(lambda: "maxPolicyLag: 2\n" in kube.json("configmap", "math-config")["data"]["config.yaml"], 30,
+             what="live η in the ConfigMap")
+    wait_for(lambda: kube.status("math").get("observedGeneration") == 2, 30, what="observedGeneration 2")
+    pods_after = {k: v for k, v in rv_map(kube, "math").items() if k.startswith("Pod/")}
+    pods_before = {k: v for k, v in before.items() if k.startswith("Pod/")}
+    assert pods_after.keys() == pods_before.keys()
+
+    # budget changes: re-plan to a cheaper plan
+    gpus0 = kube.status("math")["gpus"]
+    kube.apply(small_job(staleness__maxPolicyLag=2, budget__maxCostPerHour=16))
+    st = wait_for(lambda: (s := kube.status("math")).get("observedGeneration") == 3 and s, 30, what="re-plan")
+    if kube.condition("math", reasons.PLANNED)["status"] == "True":
+        assert st["costPerHour"] <= 16 + 1e-6 and st["gpus"] < gpus0
+        wait_for(lambda: len(kube.pods("math", "rollout")) == planned_rollout(kube.status("math")), 30,
+                 what="rollout resized to the new plan")
+    else:  # the planner could not fit the smaller budget: the job keeps its last plan and says so
+        assert st["gpus"] == gpus0
+        assert kube.events("math", reasons.REJECTED)
+
+
+def test_operator_killed_mid_reconcile_converges_without_duplicates(kube: Kube, operator: OperatorProcess):
+    kube.apply(small_job())
+    wait_for(lambda: kube.pods("math"), 30, what="the first pods")
+    operator.kill(signal.SIGKILL)  # mid-reconcile: some children exist, the status may not be written
+    operator.start()
+    st = running(kube, "math")
+    pods = kube.pods("math")
+    slots = [p["metadata"]["labels"].get("hexrl.dev/slot") for p in pods if p["metadata"]["labels"]["hexrl.dev/role"] == "rollout"]
+    assert len(slots) == len(set(slots)) == planned_rollout(st)
+    assert len(kube.pods("math", "trainer")) == len(st["plan"]["trainer"]["nodes"])
+    for o in kube.json(CHILD_KINDS, "-l", "hexrl.dev/job=math")["items"]:
+        if o["kind"] == "Pod" and o["metadata"]["labels"].get("hexrl.dev/role") == "coordinator":
+            continue  # owned by the coordinator's ReplicaSet
+        assert o["metadata"]["ownerReferences"][0]["uid"] == kube.job("math")["metadata"]["uid"]
+    assert len(kube.json("deployments")["items"]) == 1
+
+
+def test_deleting_the_job_removes_every_child_and_nothing_else(kube: Kube):
+    kube("create", "configmap", "bystander", "--from-literal=a=b")
+    kube.apply(small_job())
+    running(kube, "math")
+    kube("delete", "rljob", "math", "--wait=false")
+    wait_for(lambda: not kube.json(CHILD_KINDS, "-l", "hexrl.dev/job=math")["items"], 90,
+             what="garbage collection of the job's children")
+    kube("get", "configmap", "bystander")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expect"),
+    [
+        ({"model__shape__parameters": 1.0e12, "model__shape__layers": 200}, reasons.MODEL_DOES_NOT_FIT),
+        ({"budget__maxCostPerHour": 0.5}, None),
+    ],
+    ids=["model-too-big", "budget-too-small"],
+)
+def test_infeasible_jobs_are_rejected_without_children_or_crash_loop(kube: Kube, operator: OperatorProcess, overrides, expect):
+    kube.apply(small_job("huge", **overrides))
+    cond = wait_for(lambda: (c := kube.condition("huge", reasons.PLANNED)) and c.get("status") == "False" and c,
+                    30, what="Planned=False")
+    planner_reasons = {reasons.MODEL_DOES_NOT_FIT, reasons.BUDGET_TOO_SMALL, reasons.NO_ELIGIBLE_GPUS,
+                       reasons.TARGET_UNREACHABLE, reasons.UNKNOWN_GPU_TYPE}
+    assert cond["reason"] in planner_reasons and len(cond["message"]) > 20
+    if expect:
+        assert cond["reason"] == expect
+    assert kube.status("huge")["phase"] == "Pending"
+    wait_for(lambda: kube.events("huge", reasons.REJECTED), 20, what="a Rejected event")
+    assert not kube.json(CHILD_KINDS, "-l", "hexrl.dev/job=huge")["items"]
+    # no crash loop: nothing changes, so nothing is retried
+    m0 = operator.metrics().get('hexrl_operator_reconciles_total{result="infeasible"}', 0.0)
+    time.sleep(5)
+    assert operator.metrics().get('hexrl_operator_reconciles_total{result="infeasible"}', 0.0) == m0
+    assert len(kube.events("huge", reasons.REJECTED)) == 1
+
+
+def test_rbac_is_least_privilege_and_suffices(kube: Kube, operator: OperatorProcess):
+    import yaml
+    from op_harness import RBAC
+
+    docs = list(yaml.safe_load_all(RBAC.read_text()))
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule.get("apiGroups", [])
+
+    def can(verb: str, resource: str) -> bool:
+        out = kube.cluster.kubectl("auth", "can-i", verb, resource, "--as", SA, "-A", check=False).stdout.strip()
+        return out == "yes"
+
+    assert can("create", "pods") and can("watch", "nodes") and can("patch", "rljobs.hexrl.dev/status")
+    for verb, resource in [("delete", "nodes"), ("update", "nodes"), ("create", "clusterrolebindings"),
+                           ("delete", "secrets"), ("list", "secrets"), ("delete", "rljobs.hexrl.dev"),
+                           ("create", "rljobs.hexrl.dev"), ("delete", "namespaces")]:
+        assert not can(verb, resource), f"the operator should not be able to {verb} {resource}"
+    # and it suffices: this whole suite's operator runs with exactly that token, and its log has no 403
+    kube.apply(small_job())
+    running(kube, "math")
+    assert "Forbidden" not in operator.logs() and " 403" not in operator.logs()
