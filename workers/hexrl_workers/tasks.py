@@ -91,15 +91,18 @@ class Dataset(Protocol):
 
 
 class ArithDigits:
-    """"a+b=" with single digits a, b and a + b <= 9: 55 distinct problems, one-digit answers.
+    """"a+b=" with a, b in 0..3: 16 distinct problems, answers 0..6 (one digit).
 
-    Small enough that a 2-layer model with a 24-token vocabulary learns it from random init by RL alone
-    within a few hundred steps on CPU, yet not trivial: the answer depends on both operands.
+    Sized so that a 2-layer, 64-wide model with a 24-token vocabulary learns it from random init by RL
+    alone in about 150 steps on 2 CPU cores (initial reward ≈ 0.05: a random model rarely emits the right
+    digit followed by a non-digit), yet not trivial: the answer depends on both operands. With all
+    single digits (55 or 100 problems) GRPO from random init stalls around 0.8 for thousands of steps
+    because a few prompts collapse onto a wrong answer and their groups stop carrying any signal.
     """
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
-        self.problems = [(a, b) for a in range(10) for b in range(10) if a + b <= 9]
+        self.problems = [(a, b) for a in range(4) for b in range(4)]
 
     def get(self, prompt_id: int) -> Example:
         rng = random.Random(self.seed * 1_000_003 + prompt_id)

@@ -117,6 +117,11 @@ class AlgorithmName(StrEnum):
     rloo = "rloo"
 
 
+class LRSchedule(StrEnum):
+    constant = "constant"
+    cosine = "cosine"
+
+
 class AlgorithmSpec(_Model):
     """The RL algorithm; all variants train with the decoupled PPO objective (AReaL)."""
 
@@ -124,6 +129,10 @@ class AlgorithmSpec(_Model):
     group_size: int = Field(16, ge=1, le=1024, description="Responses sampled per prompt (GRPO group).")
     prompts_per_step: int = Field(64, ge=1, le=65536, description="Prompts per training step (B = this × groupSize).")
     learning_rate: float = Field(1.0e-6, gt=0, le=1.0, description="Optimizer learning rate.")
+    lr_schedule: LRSchedule = Field(
+        LRSchedule.constant,
+        description="constant, or cosine decay from learningRate to 0 over totalSteps (constant when unset).",
+    )
     clip_epsilon: float = Field(0.2, gt=0, le=1.0, description="PPO clip range against the proximal policy.")
     kl_coef: float = Field(0.0, ge=0, description="Weight of the KL penalty to the reference policy (0 = none).")
     decoupled: bool = Field(True, description="Decoupled PPO objective (behaviour vs proximal policy).")

@@ -86,6 +86,7 @@ class RolloutWorker:
         self.metrics["hexrl_policy_version"].set(manifest.version)
         if self.on_weights is not None:
             self.on_weights(manifest, blob)
+            self.weights.announce(manifest.version)
 
     # ---------------------------------------------------------------------------------- generation
 

@@ -30,6 +30,7 @@ so the pair is consistent again and no buffered trajectory is lost or trained tw
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
@@ -267,6 +268,8 @@ class Trainer:
             lo, hi = part * per_part, min(n_local, (part + 1) * per_part)
             part_tokens = global_tokens / parts
             self.optim.zero_grad(set_to_none=True)
+            for group in self.optim.param_groups:
+                group["lr"] = self.learning_rate(self.version)
             for a in range(lo, hi, mb):
                 sub = mine.rows(slice(a, min(hi, a + mb)))
                 logp = self._logp(sub)
@@ -281,7 +284,7 @@ class Trainer:
                     sub.response_mask.to(logp.device), self.loss_settings, ref, normaliser=part_tokens,
                 )
                 (loss * scale).backward()
-                loss_total += float(loss)
+                loss_total += float(loss.detach())
                 clip += st["clip_fraction"] * float(sub.response_mask.sum()) / global_tokens
             if n_local == 0 and self.distributed:
                 # a rank without rows still joins FSDP's collectives with a zero-loss pass
@@ -305,6 +308,15 @@ class Trainer:
             "seconds": time.monotonic() - t0,
         }
         return stats
+
+    def learning_rate(self, step: int) -> float:
+        """lr at optimizer step `step`: constant, or lr·½(1 + cos(π·step/T)) with T = total steps.
+
+        A function of the step alone (not scheduler state), so a resumed trainer continues exactly."""
+        lr = self.alg.learning_rate
+        if str(self.alg.lr_schedule) != "cosine" or not self.total_steps:
+            return lr
+        return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
 
     def _logp(self, sub: PackedBatch) -> torch.Tensor:
         return token_logprobs(self.model, sub.input_ids.to(self.s.device), sub.attention_mask.to(self.s.device),

@@ -197,19 +197,28 @@ class WeightClient:
             if paths:
                 for p in paths:
                     p.unlink(missing_ok=True)
-            if self.s.my_url:
-                ann = HolderAnnouncement(url=self.s.my_url, version=man.version)
-                try:
-                    async with sess.post(f"{self.s.origin_url}/v1/weights/{man.version}/holders", json=ann.wire()):
-                        pass
-                except aiohttp.ClientError as exc:  # relaying is an optimisation; the pull succeeded
-                    log.warning("could not announce version %d: %s", man.version, exc)
         stats.version = man.version
         stats.seconds = time.monotonic() - t0
         self.last = stats
         if self.metrics:
             self.metrics["hexrl_weight_pull_seconds"].observe(stats.seconds)
         return man.model_copy(update={"source": None, "peers": [], "retry_after_seconds": None}), blob
+
+    async def announce_async(self, version: int) -> None:
+        """Tell the origin this worker's relay now serves `version` (call after the relay has it)."""
+        if not self.s.my_url:
+            return
+        ann = HolderAnnouncement(url=self.s.my_url, version=version)
+        try:
+            async with aiohttp.ClientSession(headers=bearer(self.s.token)) as sess, sess.post(
+                f"{self.s.origin_url}/v1/weights/{version}/holders", json=ann.wire()
+            ):
+                pass
+        except aiohttp.ClientError as exc:  # relaying is an optimisation; the pull itself succeeded
+            log.warning("could not announce version %d: %s", version, exc)
+
+    def announce(self, version: int) -> None:
+        asyncio.run(self.announce_async(version))
 
     def pull(self, version: int | None = None) -> tuple[WeightManifest, bytearray]:
         """Blocking pull (for the synchronous worker loop)."""
