@@ -61,8 +61,8 @@ class PoolSpec(_Model):
 class ClusterInventory(_Model):
     """The whole inventory document."""
 
-    api_version: Literal["hexrl.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
-    kind: Literal["ClusterInventory"] = KIND
+    api_version: Literal["hexrl.dev/v1alpha1"] = Field("hexrl.dev/v1alpha1", alias="apiVersion")
+    kind: Literal["ClusterInventory"] = "ClusterInventory"
     metadata: dict[str, Any] | None = None
     inter_pool_gbps: float = Field(1.5, alias="interPoolGBps", gt=0)
     catalog: dict[str, dict[str, Any]] | None = None

@@ -22,7 +22,8 @@ subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with cont
                                            makespan of a batch is B·len/Σ y·h, so maximise Σ y·h)
            Σ_c s_c·u_c ≤ Λ,  u_c ≤ y_c     Little's law under the staleness gate
            T ≤ Σ_s t_s·x_s,  Σ_s x_s = 1   training
-           T ≤ W_{a,b} + M(2 − X_a − v_b)  weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < M;  y_c ≤ Ū_c·v_{q(c)}
+           T ≤ W_{a,b} + (t̄ − W_{a,b})(2 − X_a − v_b)   weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < t̄ (the
+                                           largest strategy rate; the tightest big-M);  y_c ≤ Ū_c·v_{q(c)}
            Σ_s π_s x_s + Σ_c π_c y_c ≤ budget
            Σ_{s∈q} κ_s(σ) x_s + Σ_{c∈q, z_c≥σ} g_c y_c ≤ K_{q,σ}     (exact bin packing: sizes divide)
            where κ_s(σ) = g_s if z_s ≥ σ else σ·⌈g_s/σ⌉ (the trainer packed compactly; see train_usage)
@@ -39,8 +40,11 @@ Training choice at scale: when there are many strategies, the planner does not p
 For a throughput level θ, in each pool the cheapest strategy (fewest GPUs) with t_s ≥ θ dominates every
 other strategy of that pool that reaches θ (same price per GPU, fewer GPUs). So with Θ the sorted
 distinct strategy rates, feasible(θ) = "the MILP restricted to those ≤|Q| strategies reaches T ≥ θ" is
-monotone, and bisection over Θ finds the largest feasible θ_k; the optimum is the better of the MILPs at
-θ_k and θ_{k+1} (see `solve`). Each MILP has at most |Q| binaries for training.
+monotone, and bisection over Θ finds the largest feasible θ_k. Θ also holds every weight-sync cap W, so
+the feasibility MILPs (T ≥ θ) need no pool-use binaries: a pool whose cap is below θ is just closed to
+the trainer's pool. The optimum lies in [θ_k, θ_{k+1}): one last MILP over the union of the strategies
+picked at θ_k and θ_{k+1} with T ≥ θ_k finds it (a stronger trainer may be rollout-limited between the
+two levels). Each MILP has at most 2|Q| binaries for training.
 """
 
 from __future__ import annotations
@@ -213,8 +217,21 @@ class _Result:
     optimal: bool
 
 
-def _solve_once(p: Problem, train_ids: Sequence[int], solver: str, time_limit: float, gap: float) -> _Result | None:
-    """One MILP over the given training strategies; None when the solver proves infeasibility."""
+def _solve_once(
+    p: Problem,
+    train_ids: Sequence[int],
+    solver: str,
+    time_limit: float,
+    gap: float,
+    theta: float | None = None,
+    theta_next: float | None = None,
+) -> _Result | None:
+    """One MILP over the given training strategies; None when the solver proves infeasibility.
+
+    With `theta`, the MILP also requires T ≥ θ: a rollout pool b whose weight-sync cap W_{a,b} < θ is then
+    simply closed to a trainer in pool a (y_c ≤ Ū_c·(1 − X_a)), caps in [θ, θ_next) keep the big-M rows,
+    and caps ≥ θ_next cannot bind (the caller knows T < θ_next) and are dropped.
+    """
     maximise = p.target is None
     prob = pulp.LpProblem("hexrl", pulp.LpMaximize if maximise else pulp.LpMinimize)
     y = [pulp.LpVariable(f"y{i}", 0, o.max_count, cat="Integer") for i, o in enumerate(p.rollout)]
@@ -228,7 +245,6 @@ def _solve_once(p: Problem, train_ids: Sequence[int], solver: str, time_limit: f
     c_ub = max(p.budget or 0.0, max((p.train[j].price for j in train_ids), default=0.0)) + sum(
         o.price * o.max_count for o in p.rollout
     )
-    big_m = t_ub * 2 + 1.0
     migration = 0
     if p.current_counts is not None and p.migration_weight > 0:
         dev = [pulp.LpVariable(f"d{i}", 0) for i in range(len(p.rollout))]
@@ -252,14 +268,25 @@ def _solve_once(p: Problem, train_ids: Sequence[int], solver: str, time_limit: f
         prob += cost <= p.budget
     pools = [pc.name for pc in p.pools]
     ws = _ws_lookup(p)
-    binding = {(a, b): w for (a, b), w in ws.items() if w < t_ub}
+    lo = theta if theta is not None else -1.0
+    hi = min(theta_next if theta_next is not None else t_ub, t_ub)
+    if theta is not None:
+        prob += t_var >= theta
+        for (a, b), w in ws.items():
+            if w < theta:
+                xa = pulp.lpSum(x[j] for j in train_ids if p.train[j].pool == a)
+                for o, yi in zip(p.rollout, y, strict=True):
+                    if o.pool == b:
+                        prob += yi <= o.max_count * (1 - xa)
+    binding = {(a, b): w for (a, b), w in ws.items() if lo <= w < hi}
     if binding:
         v = {q: pulp.LpVariable(f"v_{k}", cat="Binary") for k, q in enumerate(pools)}
         for o, yi in zip(p.rollout, y, strict=True):
             prob += yi <= o.max_count * v[o.pool]
         for (a, b), w in binding.items():
             xa = pulp.lpSum(x[j] for j in train_ids if p.train[j].pool == a)
-            prob += t_var <= w + big_m * (2 - xa - v[b])
+            # the tightest valid big-M: relaxed, the row reads T ≤ t_ub, which always holds
+            prob += t_var <= w + (t_ub - w) * (2 - xa - v[b])
     for pc in p.pools:
         for size, cap in pc.capacity:
             prob += (
@@ -280,23 +307,6 @@ def _solve_once(p: Problem, train_ids: Sequence[int], solver: str, time_limit: f
     counts = tuple(round(yi.value() or 0.0) for yi in y)
     optimal = prob.sol_status == pulp.LpSolutionOptimal
     return _Result(chosen, counts, status if optimal else f"{status} (stopped by the time limit; not proven optimal)", optimal)
-
-
-def _better(p: Problem, a: tuple[_Result, Evaluation] | None, b: tuple[_Result, Evaluation] | None):
-    if a is None:
-        return b
-    if b is None:
-        return a
-    ea, eb = a[1], b[1]
-    if not ea.feasible:
-        return b if eb.feasible else a
-    if not eb.feasible:
-        return a
-    if p.target is None:
-        if abs(ea.throughput - eb.throughput) > 1e-6 * max(ea.throughput, 1.0):
-            return a if ea.throughput > eb.throughput else b
-        return a if ea.cost <= eb.cost else b
-    return a if ea.cost <= eb.cost else b
 
 
 def _per_pool_min(p: Problem, frontier: dict[str, list[int]], theta: float) -> list[int]:
@@ -344,10 +354,12 @@ def solve(
     all_optimal = True
     statuses: list[str] = []
 
-    def run(ids: Sequence[int]) -> tuple[_Result, Evaluation] | None:
+    def run(
+        ids: Sequence[int], theta: float | None = None, theta_next: float | None = None
+    ) -> tuple[_Result, Evaluation] | None:
         nonlocal solves, all_optimal
         solves += 1
-        r = _solve_once(p, ids, solver, time_limit, gap)
+        r = _solve_once(p, ids, solver, time_limit, gap, theta, theta_next)
         if r is None:
             return None
         all_optimal &= r.optimal
@@ -362,21 +374,19 @@ def solve(
     elif n_front <= direct_limit:
         best = run([j for ids in frontier.values() for j in ids])
     else:
-        thetas = sorted({p.train[j].rate for ids in frontier.values() for j in ids})
-        cache: dict[int, tuple[_Result, Evaluation] | None] = {}
-
-        def at(k: int) -> tuple[_Result, Evaluation] | None:
-            if k not in cache:
-                cache[k] = run(_per_pool_min(p, frontier, thetas[k]))
-            return cache[k]
+        # The grid holds every strategy rate and every weight-sync cap, so no cap lies strictly inside
+        # the final interval [θ_k, θ_{k+1}).
+        thetas = sorted({p.train[j].rate for ids in frontier.values() for j in ids} | {w for _, _, w in p.ws_rate})
+        thetas = [t for t in thetas if t <= max(p.train[j].rate for ids in frontier.values() for j in ids)]
+        ids_at = [_per_pool_min(p, frontier, t) for t in thetas]
 
         def feasible(k: int) -> bool:
-            r = at(k)
+            r = run(ids_at[k], thetas[k], thetas[k])
             return r is not None and r[1].feasible and r[1].throughput >= thetas[k] * (1 - 1e-9)
 
         lo, hi = 0, len(thetas) - 1
-        if not feasible(lo):
-            best = at(lo)
+        if not ids_at[0] or not feasible(0):
+            best = run(ids_at[0]) if ids_at[0] else None
         else:
             while lo < hi:
                 mid = (lo + hi + 1) // 2
@@ -384,9 +394,9 @@ def solve(
                     lo = mid
                 else:
                     hi = mid - 1
-            best = at(lo)
-            if lo + 1 < len(thetas):
-                best = _better(p, best, at(lo + 1))
+            union = sorted(set(ids_at[lo]) | (set(ids_at[lo + 1]) if lo + 1 < len(thetas) else set()))
+            nxt = thetas[lo + 1] if lo + 1 < len(thetas) else None
+            best = run(union, thetas[lo], nxt)
     if best is None or not best[1].feasible:
         return None
     r, ev = best

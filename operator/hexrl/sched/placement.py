@@ -111,9 +111,10 @@ def place_trainer(
             if not frontier:
                 used = None
                 break
+            # max() keeps the first of equals, so sorting makes ties go to the lowest node name
             nxt = max(
-                frontier,
-                key=lambda n: (min(g.edges[n, c]["gbps"] for c in chosen), g.nodes[n]["free"], n),
+                sorted(frontier),
+                key=lambda n: (min(g.edges[n, c]["gbps"] for c in chosen), g.nodes[n]["free"]),
             )
             chosen.append(nxt)
         if used is None:

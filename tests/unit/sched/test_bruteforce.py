@@ -15,7 +15,7 @@ from hexrl.sched.costmodel import PlannerSettings
 pytestmark = pytest.mark.unit
 
 GPUS = ["H800", "H20", "A100-80G", "A100-40G", "L40S", "L4", "RTX4090", "H100"]
-STATS = {"n": 0, "feasible": 0, "worst": 1.0, "seconds": 0.0}
+STATS = {"n": 0, "feasible": 0, "worst": 1.0, "worst_bisect": 1.0, "seconds": 0.0}
 
 
 @st.composite
@@ -64,10 +64,16 @@ def test_planner_matches_brute_force(case):
         return
     assert isinstance(result, Plan), f"planner says infeasible ({result.message}) but brute force found {best}"
     STATS["feasible"] += 1
+    # The bisection search used at scale must agree too: force it on the same instance.
+    bisect_ = plan(job, cluster, PlannerSettings(compute_baselines=False, direct_strategy_limit=0))
+    assert isinstance(bisect_, Plan), bisect_
     if job.budget.target_tokens_per_second is None:
         ratio = result.tokens_per_second / best[0]
+        ratio_b = bisect_.tokens_per_second / best[0]
         STATS["worst"] = min(STATS["worst"], ratio)
+        STATS["worst_bisect"] = min(STATS["worst_bisect"], ratio_b)
         assert ratio >= 0.99, f"planner {result.tokens_per_second:.1f} < 99% of optimum {best[0]:.1f}"
+        assert ratio_b >= 0.99, f"bisection {bisect_.tokens_per_second:.1f} < 99% of optimum {best[0]:.1f}"
     else:
         assert result.tokens_per_second >= job.budget.target_tokens_per_second * (1 - 1e-6)
         assert result.cost_per_hour <= best[1] * 1.01 + 1e-6, f"planner ${result.cost_per_hour} vs optimum ${best[1]}"
@@ -78,6 +84,6 @@ def test_zz_report_agreement():
     if STATS["n"]:
         print(
             f"\nbrute force: {STATS['n']} instances, {STATS['feasible']} feasible, worst throughput ratio "
-            f"{STATS['worst']:.4f}, planner mean {STATS['seconds'] / STATS['n'] * 1e3:.1f} ms"
+            f"{STATS['worst']:.4f} (bisection search {STATS['worst_bisect']:.4f}), planner mean {STATS['seconds'] / STATS['n'] * 1e3:.1f} ms"
         )
         assert STATS["n"] >= 200
