@@ -1,14 +1,27 @@
-"""Shared pytest set-up: markers by folder, the repository root, and the test-data builders on sys.path.
+"""Shared pytest set-up: markers by folder, the repository root, and the session's local control plane.
 
 Tests under tests/unit, tests/e2e, tests/workers and tests/chart get the matching marker automatically
-(`pytest -m unit` runs the fast ones); a test may still add `slow` itself.
+(`pytest -m unit` runs the fast ones); a test may still add `slow` itself. The test-data builders live in
+tests/builders.py (`from builders import rljob, node, inventory`).
+
+`devcluster` is the real local control plane for any test that asks for it, started once per session
+(name `hexrl-test`): etcd, kube-apiserver (RBAC on), kube-controller-manager, kube-scheduler and kwok, with
+the generated RLJob CRD installed and the nodes of manifests/clusters/small.yaml. It is torn down at the
+end of the session (unless HEXRL_KEEP_TEST_CLUSTER=1). When another live test session already owns
+`hexrl-test`, this one uses `hexrl-test-<pid>` (env HEXRL_TEST_CLUSTER renames it). A cluster that cannot
+start fails the tests that need it, with the reason — it is never skipped.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from hexrl.api.crd import CRD_NAME, crd_yaml
+from hexrl.devcluster import DevCluster, DevClusterError
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER_MARKERS = {"unit": "unit", "e2e": "e2e", "workers": "workers", "chart": "chart"}
@@ -30,3 +43,36 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def repo_root() -> Path:
     """The repository root (manifests/, crds/, … are relative to it)."""
     return ROOT
+
+
+TEST_CLUSTER = "hexrl-test"
+SMALL_INVENTORY = ROOT / "manifests" / "clusters" / "small.yaml"
+
+
+@pytest.fixture(scope="session")
+def devcluster() -> Iterator[DevCluster]:
+    """A running cluster with the RLJob CRD and the small inventory's nodes (session-scoped)."""
+    name = os.environ.get("HEXRL_TEST_CLUSTER", TEST_CLUSTER)
+    owner = DevCluster(name=name).owner_pid()
+    if owner is not None and owner != os.getpid():
+        # Another test session (e.g. a second terminal) owns that cluster: never share or stop it.
+        name = f"{name}-{os.getpid()}"
+    cluster = DevCluster(name=name)
+    try:
+        cluster.up(inventory=SMALL_INVENTORY)
+        cluster.kubectl("apply", "-f", "-", input=crd_yaml())
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    except DevClusterError as e:
+        cluster.down(quiet=True)
+        pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        if os.environ.get("HEXRL_KEEP_TEST_CLUSTER") != "1":
+            cluster.down(quiet=True)
+
+
+@pytest.fixture(scope="session")
+def kubeconfig(devcluster: DevCluster) -> Path:
+    """Admin kubeconfig of the session cluster (for the kubernetes client, kopf, kubectl)."""
+    return devcluster.kubeconfig
