@@ -109,6 +109,8 @@ class OperatorProcess:
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
         self.health_port = free_port()
+        self.progress_port = free_port()
+        """Every job's coordinator progress is read from 127.0.0.1:<progress_port> (kwok pods do not run)."""
         self.starts = 0
 
     @property
@@ -123,6 +125,7 @@ class OperatorProcess:
             "HEXRL_OPERATOR_DEBOUNCE_MAX_SECONDS": "2",
             "HEXRL_OPERATOR_SCALING_POLL_SECONDS": "2",
             "HEXRL_OPERATOR_SCALING_COOLDOWN_SECONDS": "0",
+            "HEXRL_OPERATOR_PROGRESS_URL_TEMPLATE": f"http://127.0.0.1:{self.progress_port}/v1/progress",
             **self.env,
         }
         self.log = self.log_path.open("wb")

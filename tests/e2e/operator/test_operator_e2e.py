@@ -224,3 +224,88 @@ def test_rbac_is_least_privilege_and_suffices(kube: Kube, operator: OperatorProc
     kube.apply(small_job())
     running(kube, "math")
     assert "Forbidden" not in operator.logs() and " 403" not in operator.logs()
+
+
+def test_a_storm_of_node_events_causes_a_handful_of_replans(kube: Kube, operator: OperatorProcess):
+    kube.apply(small_job())
+    running(kube, "math")
+    time.sleep(1)
+
+    def passes() -> float:
+        return sum(v for k, v in operator.metrics().items() if k.startswith("hexrl_operator_reconciles_total"))
+
+    p0 = passes()
+    for i in range(100):  # 100 relevant node changes (a label the snapshot reads) within about a second
+        kube.cluster.api("PATCH", "/api/v1/nodes/l40s-ondemand-1",
+                         {"metadata": {"labels": {"hexrl.dev/price-per-gpu-hour": f"{2 + i / 1000:.3f}"}}})
+    time.sleep(5)
+    extra = passes() - p0
+    assert 1 <= extra <= 10, f"{extra} reconcile passes for 100 node events"
+
+
+def test_progress_from_a_real_coordinator_fills_status_and_staleness(kube: Kube, operator: OperatorProcess, tmp_path):
+    import base64
+    import os
+    import subprocess
+    import sys
+
+    kube.apply(small_job())
+    running(kube, "math")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(kube.json("configmap", "math-config")["data"]["config.yaml"])
+    token = base64.b64decode(kube.json("secret", "math-token")["data"]["token"]).decode()
+    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN": token, "HEXRL_JOB": "math",
+           "HEXRL_PORT": str(operator.progress_port)}
+    log = (tmp_path / "coordinator.log").open("wb")
+    coord = subprocess.Popen([sys.executable, "-m", "hexrl_workers", "coordinator"], env=env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        cond = wait_for(lambda: (c := kube.condition("math", reasons.STALENESS_WITHIN_BOUND)).get("reason")
+                        == reasons.WITHIN_BOUND and c, 60, what="StalenessWithinBound from the coordinator")
+        assert cond["status"] == "True"
+        st = kube.status("math")
+        assert st["progress"]["policyVersion"] == 0 and st["staleness"] == 0
+    finally:
+        coord.terminate()
+        coord.wait(timeout=20)
+
+
+def test_rollout_grows_onto_spot_when_the_trainer_starves_and_shrinks_near_eta(kube: Kube, operator: OperatorProcess):
+    """The coordinator is replaced by a stub that reports a starving trainer, then staleness near η."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    report = {"policyVersion": 3, "trainedSteps": 3, "observedStaleness": 0.1, "trainerIdleFraction": 0.9,
+              "tokensPerSecond": 1000.0, "bufferDepth": 0}
+
+    class Stub(BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps(report).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", operator.progress_port), Stub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        kube.apply(small_job(budget__maxCostPerHour=40))
+        st0 = running(kube, "math")
+        n0 = planned_rollout(st0)
+        pods = wait_for(lambda: len(p := kube.pods("math", "rollout")) > n0 and p, 60, what="an extra rollout pod")
+        ev = kube.events("math", reasons.SCALED_ROLLOUT)
+        assert ev and "added" in ev[0]["message"]
+        newest = max(pods, key=lambda p: p["metadata"]["creationTimestamp"])
+        assert newest["metadata"]["labels"]["hexrl.dev/spot"] == "true"
+        assert kube.status("math")["costPerHour"] <= 40 + 1e-6
+        report.update(trainerIdleFraction=0.0, observedStaleness=3.9)
+        wait_for(lambda: len(kube.pods("math", "rollout")) < len(pods), 60, what="the extra replica removed")
+        assert kube.condition("math", reasons.STALENESS_WITHIN_BOUND)["reason"] == reasons.NEAR_BOUND
+    finally:
+        server.shutdown()
+        server.server_close()
