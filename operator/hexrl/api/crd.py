@@ -156,7 +156,7 @@ def crd() -> dict[str, Any]:
     """The CustomResourceDefinition object."""
     schema = {
         "type": "object",
-        "description": "An asynchronous RL post-training job planned onto heterogeneous, preemptible GPU pools.",
+        "description": m.RLJob.__doc__,
         "properties": {
             "apiVersion": {"type": "string"},
             "kind": {"type": "string"},
@@ -165,6 +165,7 @@ def crd() -> dict[str, Any]:
             "status": status_schema(),
         },
         "required": ["spec"],
+        "x-kubernetes-validations": [dict(r) for r in m.RLJob.cel_rules],
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

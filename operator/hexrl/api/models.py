@@ -25,6 +25,8 @@ PLURAL = "rljobs"
 SINGULAR = "rljob"
 SHORT_NAMES = ["rlj"]
 API_VERSION = f"{GROUP}/{VERSION}"
+MAX_NAME_LENGTH = 40
+"""Longest RLJob name: children are named `<job>-coordinator`, `<job>-trainer-…` (DNS labels, ≤ 63)."""
 
 
 class _Model(BaseModel):
@@ -103,6 +105,8 @@ class ModelShape(_Model):
 
 
 class ModelSpec(_Model):
+    """The policy model: a name, where its weights come from, and its shape (for the cost model)."""
+
     name: str = Field(..., min_length=1, description="Informational name, e.g. Qwen/Qwen2.5-1.5B-Instruct.")
     source: ModelSource
     shape: ModelShape
@@ -167,6 +171,8 @@ class LengthDistribution(StrEnum):
 
 
 class GenerationSpec(_Model):
+    """Rollout lengths and sampling; the planner sizes decoding from the length distribution."""
+
     prompt_tokens: int = Field(..., ge=1, le=1_048_576, description="Mean prompt length in tokens.")
     max_new_tokens: int = Field(..., ge=1, le=1_048_576, description="Maximum generated tokens per response.")
     mean_new_tokens: int = Field(..., ge=1, le=1_048_576, description="Mean generated tokens per response.")
@@ -195,6 +201,8 @@ class GenerationSpec(_Model):
 
 
 class StalenessSpec(_Model):
+    """The staleness bound η of fully asynchronous RL (AReaL)."""
+
     max_policy_lag: int = Field(
         4, ge=0, le=64, description="η: a trajectory of policy version v is trained only while i - v <= η."
     )
@@ -232,6 +240,8 @@ class SpotUse(StrEnum):
 
 
 class SpotPolicy(_Model):
+    """Which stages may run on preemptible (spot) capacity."""
+
     rollout: SpotUse = Field(SpotUse.allowed, description="May rollout replicas run on spot capacity?")
     trainer: SpotUse = Field(SpotUse.forbidden, description="May the trainer run on spot capacity?")
     on_demand_rollout_floor: float = Field(
@@ -243,6 +253,8 @@ class SpotPolicy(_Model):
 
 
 class PlacementSpec(_Model):
+    """Where the job may run: GPU types, node pools, spot policy, extra node labels."""
+
     gpu_types: list[str] | None = Field(None, min_length=1, description="Allow-list of GPU catalog names (unset = any).")
     pools: list[str] | None = Field(None, min_length=1, description="Allow-list of node pool names (unset = any).")
     spot: SpotPolicy = Field(default_factory=SpotPolicy)
@@ -262,6 +274,8 @@ DEFAULT_IMAGE = "ghcr.io/hexrl/hexrl-workers:0.1.0"
 
 
 class ImagesSpec(_Model):
+    """Container images of the job's pods."""
+
     rollout: str = Field(DEFAULT_IMAGE, min_length=1, description="Image of the rollout workers.")
     trainer: str = Field(DEFAULT_IMAGE, min_length=1, description="Image of the trainer ranks.")
     coordinator: str = Field(DEFAULT_IMAGE, min_length=1, description="Image of the coordinator.")
@@ -274,6 +288,8 @@ class WeightSyncMode(StrEnum):
 
 
 class WeightSyncSpec(_Model):
+    """How rollout workers get new policy versions from the trainer."""
+
     mode: WeightSyncMode = Field(WeightSyncMode.pull, description="pull: workers fetch versions themselves.")
     chunk_mb: int = Field(64, ge=1, le=4096, description="Chunk size of the weight service, MiB.")
     relay: bool = Field(True, description="Workers serve versions they hold to peers.")
@@ -281,6 +297,8 @@ class WeightSyncSpec(_Model):
 
 
 class CheckpointSpec(_Model):
+    """Where and how often the trainer checkpoints (atomically; resumed from the last complete one)."""
+
     pvc: str | None = Field(None, min_length=1, description="PVC for checkpoints (unset = emptyDir, lost on restart).")
     path: str = Field("/checkpoints", description="Directory inside the volume.")
     every_steps: int = Field(50, ge=1, description="Checkpoint after every N trainer steps.")
@@ -288,6 +306,8 @@ class CheckpointSpec(_Model):
 
 
 class RewardSpec(_Model):
+    """The verifiable reward function."""
+
     function: str = Field(
         "math-answer",
         min_length=1,
@@ -296,6 +316,8 @@ class RewardSpec(_Model):
 
 
 class DatasetSpec(_Model):
+    """The prompts (with reference answers) to train on."""
+
     name: str = Field("arith-digits", min_length=1, description="Built-in task name or a dataset identifier.")
     path: str | None = Field(None, description="JSONL file of {prompt, answer} records (overrides name).")
 
@@ -304,6 +326,8 @@ class DatasetSpec(_Model):
 
 
 class RLJobSpec(_Model):
+    """What to train, with which budget and placement policy; the operator plans the rest."""
+
     model: ModelSpec
     algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec)
     generation: GenerationSpec
@@ -348,6 +372,8 @@ class Condition(_Model):
 
 
 class TrainerPlacement(_Model):
+    """Where and how the trainer runs in the current plan."""
+
     gpu: str
     pool: str
     gpus: int = Field(..., ge=0)
@@ -360,6 +386,8 @@ class TrainerPlacement(_Model):
 
 
 class RolloutGroup(_Model):
+    """Rollout replicas of one configuration on one pool in the current plan."""
+
     gpu: str
     pool: str
     replicas: int = Field(..., ge=0)
@@ -370,6 +398,8 @@ class RolloutGroup(_Model):
 
 
 class PlanSummary(_Model):
+    """The current plan and its predictions."""
+
     trainer: TrainerPlacement | None = None
     rollout: list[RolloutGroup] = Field(default_factory=list)
     gpus: int = 0
@@ -381,6 +411,8 @@ class PlanSummary(_Model):
 
 
 class Progress(_Model):
+    """Training progress reported by the job's coordinator."""
+
     policy_version: int = 0
     trained_steps: int = 0
     observed_staleness: float = 0.0
@@ -390,6 +422,8 @@ class Progress(_Model):
 
 
 class RLJobStatus(_Model):
+    """Observed state written by the operator: phase, conditions, the current plan, progress."""
+
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow", use_enum_values=True)
 
     phase: Phase = Phase.pending
@@ -411,8 +445,27 @@ class ObjectMeta(BaseModel):
 
 
 class RLJob(_Model):
+    """An asynchronous RL post-training job planned onto heterogeneous, preemptible GPU pools."""
+
     api_version: str = Field(API_VERSION, alias="apiVersion")
     kind: str = KIND
     metadata: ObjectMeta = Field(default_factory=ObjectMeta)
     spec: RLJobSpec
     status: RLJobStatus | None = None
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {
+            "rule": f"self.metadata.name.size() <= {MAX_NAME_LENGTH}",
+            "message": f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
+            "(the job's pods and Services are named after it; Service names stop at 63)",
+        }
+    ]
+
+    @model_validator(mode="after")
+    def _name_fits_children(self) -> RLJob:
+        if self.metadata.name is not None and len(self.metadata.name) > MAX_NAME_LENGTH:
+            raise ValueError(
+                f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
+                "(the job's pods and Services are named after it; Service names stop at 63)"
+            )
+        return self
