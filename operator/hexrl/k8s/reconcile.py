@@ -63,6 +63,10 @@ class JobMemory:
     events_sent: set[str] = field(default_factory=set)
     progress: dict[str, Any] | None = None
     scale: scaling.ScaleState | None = None
+    trainer_recovering: bool = False
+    """A trainer gang was restarted and is not all ready yet (Degraded stays True until it is)."""
+    rollout_recovering: int = 0
+    """Rollout pods replaced and not all ready yet."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -499,15 +503,22 @@ class Reconciler:
         trainer = [p for p in pods if p["role"] == "trainer" and (p.get("epoch") or _epoch_of(p["name"], ref)) == tag]
         wanted = {s.slot for s in render.rollout_slots(plan)}
         rollout = [p for p in pods if p["role"] == "rollout" and p["slot"] in wanted]
+        trainer_ready = sum(1 for p in trainer if p["ready"])
+        trainer_desired = 0 if spec.suspend else len(plan.trainer.nodes)
+        rollout_ready = sum(1 for p in rollout if p["ready"])
+        rollout_desired = 0 if spec.suspend else len(wanted)
+        # Degraded holds from the loss until the replacements are ready, not just for the pass that saw it
+        mem.trainer_recovering = (trainer_lost or mem.trainer_recovering) and trainer_ready < trainer_desired
+        mem.rollout_recovering = (mem.rollout_recovering + replaced) if rollout_ready < rollout_desired else 0
         return st.Health(
             planned=True,
-            trainer_ready=sum(1 for p in trainer if p["ready"]),
-            trainer_desired=0 if spec.suspend else len(plan.trainer.nodes),
-            rollout_ready=sum(1 for p in rollout if p["ready"]),
-            rollout_desired=0 if spec.suspend else len(wanted),
+            trainer_ready=trainer_ready,
+            trainer_desired=trainer_desired,
+            rollout_ready=rollout_ready,
+            rollout_desired=rollout_desired,
             coordinator_ready=spec.suspend or any(p["ready"] for p in coordinator),
-            trainer_lost=trainer_lost,
-            rollout_replaced=replaced,
+            trainer_lost=mem.trainer_recovering,
+            rollout_replaced=mem.rollout_recovering,
             suspended=spec.suspend,
         )
 
