@@ -154,9 +154,9 @@ def dashboard(uid: str, title: str, description: str, rows: list[tuple[str, list
     }
 
 
-def _q(quantile: float, metric: str, by: str, sel: str = "") -> str:
+def _q(quantile: float, metric: str, by: str, sel: str = "", window: str = RI) -> str:
     inner = f"{{{sel}}}" if sel else ""
-    return f"histogram_quantile({quantile}, sum by ({by}) (rate({metric}_bucket{inner}[{RI}])))"
+    return f"histogram_quantile({quantile}, sum by ({by}) (rate({metric}_bucket{inner}[{window}])))"
 
 
 # ------------------------------------------------------------------------------------- dashboards
@@ -187,9 +187,10 @@ def operator_health() -> dict:
             "Planner",
             [
                 Panel("Plan solve time", [
-                    Target(_q(0.5, "hexrl_plan_solve_seconds", "le, kind"), "p50 {{kind}}"),
-                    Target(_q(0.99, "hexrl_plan_solve_seconds", "le, kind"), "p99 {{kind}}"),
-                ], "Planner time per plan() / replan() call; the planner must answer well under a second.", "s"),
+                    Target(_q(0.5, "hexrl_plan_solve_seconds", "le, kind", window="15m"), "p50 {{kind}}"),
+                    Target(_q(0.99, "hexrl_plan_solve_seconds", "le, kind", window="15m"), "p99 {{kind}}"),
+                ], "Planner time per plan() / replan() call over the last 15 minutes (plans are rare events, so a "
+                   "rate window would mostly be empty); the planner must answer well under a second.", "s"),
                 Panel("Re-plans by trigger", [Target(f"sum by (trigger) (rate(hexrl_replans_total[{RI}]))", "{{trigger}}")],
                       "Planner calls per second: first plan, spec change, or cluster change (nodes added, lost, tainted).", "ops"),
             ],
@@ -229,8 +230,11 @@ def job_overview() -> dict:
                     "Cost of the plan divided by the observed training throughput, per million tokens.", "currencyUSD", width=6),
                 Panel("GPUs planned", [Target(f"hexrl_job_planned_gpus{{{SEL}}}", "{{job}}")],
                       "GPUs in the job's current plan (trainer + rollout).", "short", kind="stat", width=6, height=5),
-                Panel("Extra rollout replicas", [Target(f"hexrl_job_extra_rollout_replicas{{{SEL}}}", "{{job}}")],
-                      "Replicas added beyond the plan by live scaling because the trainer starved.", "short", kind="stat", width=6, height=5),
+                Panel("Extra rollout replicas", [Target(
+                    f"hexrl_job_extra_rollout_replicas{{{SEL}}} or on (namespace, job) (0 * hexrl_job_planned_gpus{{{SEL}}})",
+                    "{{job}}")],
+                    "Replicas added beyond the plan by live scaling because the trainer starved (0 until the first scaling step).",
+                    "short", kind="stat", width=6, height=5),
                 Panel("Policy version", [Target(f"max by (namespace, job) (hexrl_policy_version{{{SEL}, role=\"coordinator\"}})", "{{job}}")],
                       "Current policy version (trainer optimizer steps) as the coordinator tracks it.", "short", kind="stat", width=6, height=5),
                 Panel("Trained steps/min", [Target(f"60 * sum by (namespace, job) (rate(hexrl_trained_steps_total{{{SEL}}}[{RI}]))", "{{job}}")],
