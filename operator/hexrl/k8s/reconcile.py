@@ -63,6 +63,8 @@ class JobMemory:
     events_sent: set[str] = field(default_factory=set)
     progress: dict[str, Any] | None = None
     scale: scaling.ScaleState | None = None
+    rejection: tuple[tuple[str, str], Infeasible] | None = None
+    """((spec key, cluster key), the planner's answer) of the last infeasible plan, to not ask again."""
     trainer_recovering: bool = False
     """A trainer gang was restarted and is not all ready yet (Degraded stays True until it is)."""
     rollout_recovering: int = 0
@@ -116,6 +118,7 @@ class Reconciler:
         self._replanner = replanner
         self._mem: dict[str, JobMemory] = {}
         self._mem_lock = threading.Lock()
+        self._plan_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------ memory
 
@@ -142,6 +145,16 @@ class Reconciler:
 
     def set_progress(self, uid: str, progress: dict[str, Any] | None) -> None:
         self.memory(uid).progress = progress
+
+    def _snapshot(self, namespace: str, name: str, mem: JobMemory) -> Snapshot:
+        """The cluster as this job sees it: other jobs' pods and plans hold their GPUs."""
+        reserved: dict[str, int] = {}
+        with self._mem_lock:
+            others = [m.plan for m in self._mem.values() if m is not mem and m.plan is not None]
+        for plan in others:
+            for node, gpus in _plan_usage(plan).items():
+                reserved[node] = reserved.get(node, 0) + gpus
+        return build_cluster(self.store.nodes(), self.store.gpu_pods(), (namespace, name), self.settings, reserved)
 
     # ------------------------------------------------------------------------------------ planner
 
@@ -205,11 +218,15 @@ class Reconciler:
             return out
         if not mem.loaded:
             self._load(ref, mem)
-        snap = build_cluster(self.store.nodes(), self.store.gpu_pods(), (ref.namespace, ref.name), self.settings)
+        # One job plans at a time: each plan sees the GPUs the plans before it reserved (see _snapshot).
+        with self._plan_lock:
+            snap = self._snapshot(ref.namespace, ref.name, mem)
+            plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
+            previous = mem.plan
+            if plan is not None:
+                mem.plan = plan
         for w in snap.warnings:
             self._event_once(job, mem, "Warning", "UnknownGPU", w)
-
-        plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
         if plan is None:
             assert infeasible is not None
             self._write_rejection(job, mem, infeasible.reason, infeasible.message)
@@ -248,7 +265,7 @@ class Reconciler:
         # --- events for decisions
         if trigger == "first":
             self._event(job, "Normal", reasons.PLANNED, self._plan_sentence(plan, "planned"))
-        elif trigger in ("spec", "cluster") and mem.plan is not None and plan != mem.plan:
+        elif trigger in ("spec", "cluster") and previous is not None and plan != previous:
             why = f"after losing {lost} node(s)" if lost else ("after a spec change" if trigger == "spec" else
                                                              "after a cluster change")
             self._event(job, "Normal", reasons.REPLANNED, self._plan_sentence(plan, f"re-planned {why}"))
@@ -269,15 +286,17 @@ class Reconciler:
         self, spec: RLJobSpec, snap: Snapshot, mem: JobMemory
     ) -> tuple[Plan | None, Infeasible | None, str, int]:
         """(plan to deploy, infeasibility to report, trigger of a planner call or "", nodes lost)."""
-        cluster_key = _key(snap.cluster)
-        spec_key = _spec_key(spec)
         current = mem.plan
+        cluster_key = _relevance_key(snap.cluster, current)
+        spec_key = _spec_key(spec)
         lost = 0
         if current is not None:
             present = {n.name for n in snap.cluster.nodes if not n.going_away}
             lost = len(_plan_nodes(current) - present)
         if current is not None and mem.state.get("specKey") == spec_key and mem.cluster_key == cluster_key:
             return current, None, "", 0
+        if current is None and mem.rejection is not None and mem.rejection[0] == (spec_key, cluster_key):
+            return None, mem.rejection[1], "", 0  # nothing changed since the planner said no
         if current is None:
             trigger = "first"
             result = self._plan(spec, snap.cluster)
@@ -286,15 +305,17 @@ class Reconciler:
             result = self._replan(current, spec, snap.cluster)
             if isinstance(result, Infeasible):
                 result = self._plan(spec, snap.cluster)
-        mem.cluster_key = cluster_key
+        mem.cluster_key = _relevance_key(snap.cluster, result if isinstance(result, Plan) else current)
         if isinstance(result, Infeasible):
             metrics.ERRORS.labels(result.reason).inc()
+            mem.rejection = ((spec_key, cluster_key), result)
             if current is not None:
                 # keep running the last feasible plan (a rejected change must not kill a running job)
                 mem.state["rejected"] = {"reason": result.reason, "message": result.message}
                 return current, None, "", lost
             return None, result, trigger, lost
         mem.state.pop("rejected", None)
+        mem.rejection = None
         if current is not None and _placement(result) == _placement(current):
             return current, None, "", lost  # same placement: keep the deployed plan (no churn, no event)
         if current is not None and result != current and mem.state.get("scale", {}).get("extra"):
@@ -638,7 +659,7 @@ class Reconciler:
             if mem.plan is None:
                 return False
             spec = RLJobSpec.model_validate(job["spec"])
-            snap = build_cluster(self.store.nodes(), self.store.gpu_pods(), (namespace, name), self.settings)
+            snap = self._snapshot(namespace, name, mem)
             new_plan: Plan | None = None
             if direction == "grow":
                 new_plan = scaling.grow(mem.plan, snap.cluster, spec.budget.max_cost_per_hour,
@@ -661,6 +682,30 @@ class Reconciler:
                    if r else f"removed an extra rollout replica: observed staleness near η={spec.staleness.max_policy_lag}")
             self._event(job, "Normal", reasons.SCALED_ROLLOUT, msg)
             return True
+
+
+def _plan_usage(plan: Plan) -> dict[str, int]:
+    """GPUs a plan uses per node."""
+    used: dict[str, int] = {}
+    for node, g in zip(plan.trainer.nodes, plan.trainer.gpus_per_node, strict=False):
+        used[node] = used.get(node, 0) + g
+    for r in plan.replicas:
+        per = r.gpus // max(1, len(r.nodes))
+        for n in r.nodes:
+            used[n] = used.get(n, 0) + per
+    return used
+
+
+def _relevance_key(cluster: Cluster, plan: Plan | None) -> str:
+    """What must change before re-planning is worth it: any node's existence, size, pool or going-away
+    state, and how busy the nodes this job's plan uses are. Other jobs' pods coming and going on nodes
+    this job does not use do not count — otherwise every job would re-plan whenever any job's pod starts."""
+    mine = _plan_nodes(plan) if plan is not None else set()
+    items = [
+        (n.name, n.pool, n.gpus, n.going_away, n.gpus_used_by_others if n.name in mine else -1)
+        for n in cluster.nodes
+    ]
+    return _key((items, cluster.pools))
 
 
 def _placement(plan: Plan) -> tuple[Any, ...]:

@@ -206,16 +206,30 @@ def _product(labels: Mapping[str, str]) -> str:
     return labels.get(LABEL_PRODUCT) or labels.get(LABEL_AMD_PRODUCT) or ""
 
 
-def used_by_others(pods: Iterable[Mapping[str, Any]], job: tuple[str, str] | None) -> dict[str, int]:
-    """GPUs held per node by live pods that do not belong to `job` = (namespace, name)."""
-    used: dict[str, int] = {}
+def used_by_others(
+    pods: Iterable[Mapping[str, Any]],
+    job: tuple[str, str] | None,
+    reserved: Mapping[str, int] | None = None,
+) -> dict[str, int]:
+    """GPUs unavailable to `job` = (namespace, name) per node.
+
+    `used[n] = other[n] + max(observed_rljobs[n], reserved[n])`: GPUs of live pods that belong to no RLJob,
+    plus, for other RLJobs, the larger of what their pods hold and what their current plans reserve on
+    the node (`reserved`). Counting plans too means two jobs planned a moment apart never promise each
+    other the same GPUs before the first one's pods exist.
+    """
+    other: dict[str, int] = {}
+    rljobs: dict[str, int] = {}
     for p in pods:
         if not p.get("node") or p.get("terminal") or not p.get("gpus"):
             continue
         if job is not None and (p.get("namespace"), p.get("job")) == job:
             continue
-        used[p["node"]] = used.get(p["node"], 0) + int(p["gpus"])
-    return used
+        bucket = rljobs if p.get("job") else other
+        bucket[p["node"]] = bucket.get(p["node"], 0) + int(p["gpus"])
+    reserved = reserved or {}
+    nodes = set(other) | set(rljobs) | set(reserved)
+    return {n: other.get(n, 0) + max(rljobs.get(n, 0), reserved.get(n, 0)) for n in nodes}
 
 
 def build_cluster(
@@ -223,9 +237,11 @@ def build_cluster(
     pods: Iterable[Mapping[str, Any]],
     job: tuple[str, str] | None,
     settings: OperatorSettings,
+    reserved: Mapping[str, int] | None = None,
 ) -> Snapshot:
-    """Node views + pod views → the planner's `Cluster` as seen by `job` (its own pods' GPUs count as free)."""
-    used = used_by_others(pods, job)
+    """Node views + pod views → the planner's `Cluster` as seen by `job` (its own pods' GPUs count as free;
+    `reserved` = GPUs per node that other jobs' current plans hold, see `used_by_others`)."""
+    used = used_by_others(pods, job, reserved)
     warnings: list[str] = []
     selectors: dict[str, tuple[str, str]] = {}
     going: dict[str, str] = {}

@@ -157,3 +157,13 @@ def test_mixed_gpu_pool_is_split_by_type():
     ]
     snap = build_cluster(views(nodes), [], None, S)
     assert {(p.name, p.gpu) for p in snap.cluster.pools} == {("mixed", "H100"), ("mixed-l4", "L4")}
+
+
+def test_other_jobs_plans_reserve_gpus_before_their_pods_exist():
+    nodes = views([ready_node("h20-spot-0", gpu="H20", pool_name="h20-spot", spot=True)])
+    pods = [_pod("a-pod", "h20-spot-0", 2, job="a"), _pod("plain", "h20-spot-0", 1)]
+    # job a's plan reserves 5 GPUs on the node, its pods hold 2 so far: the larger counts, plus the plain pod
+    n = build_cluster(nodes, pods, ("default", "b"), S, reserved={"h20-spot-0": 5}).cluster.nodes[0]
+    assert n.gpus_used_by_others == 6
+    n = build_cluster(nodes, pods, ("default", "b"), S, reserved={"h20-spot-0": 1}).cluster.nodes[0]
+    assert n.gpus_used_by_others == 3
