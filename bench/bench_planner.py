@@ -22,13 +22,13 @@ from hexrl.sched.planner import _build
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cluster(pools: list[tuple[str, str, int, bool]], gpn: int = 8) -> Cluster:
+def cluster(pools: list[tuple[str, str, int, bool]], gpn: int = 8, inter_pool_gbps: float = 1.5) -> Cluster:
     infos, nodes = [], []
     for name, gpu, n, spot in pools:
         infos.append(PoolInfo(name=name, gpu=gpu, gpus_per_node=gpn, spot=spot, zone=f"zone-{len(infos) % 3}",
                               preemptions_per_node_hour=0.05 if spot else 0.0))
         nodes += [NodeInfo(f"{name}-{i}", name, gpu, gpn, spot, f"zone-{len(infos) % 3}") for i in range(n)]
-    return Cluster(tuple(infos), tuple(nodes))
+    return Cluster(tuple(infos), tuple(nodes), inter_pool_gbps=inter_pool_gbps)
 
 
 def job(path: str, budget: float | None = None, gpu_types: list[str] | None = None):
@@ -57,25 +57,28 @@ def median_time(fn, n=5):
 
 def main() -> None:
     j7 = job("manifests/examples/rljob-7b.yaml")
-    print("== plan() wall time, median of 5 (with homogeneous baselines)")
+    print("== plan() wall time, median of 5 (with homogeneous baselines); 7B job; large clusters: 25 GB/s between pools")
     sizes = {
         "56 GPUs / 2 types": cluster([("h800", "H800", 3, False), ("h20", "H20", 4, True)]),
         "1,024 GPUs / 6 types": cluster([(f"p{i}", g, 128 // 6 + (1 if i < 128 % 6 else 0), i % 2 == 1)
-                                         for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200"])]),
+                                         for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200"])], inter_pool_gbps=25),
         "10,240 GPUs / 8 types": cluster([(f"p{i}", g, 160, i % 2 == 1)
-                                          for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200", "MI300X", "A100-40G"])]),
+                                          for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200", "MI300X", "A100-40G"])], inter_pool_gbps=25),
     }
     budgets = {"56 GPUs / 2 types": 180, "1,024 GPUs / 6 types": 2500, "10,240 GPUs / 8 types": 25000}
+    # A bigger cluster runs a bigger batch: the staleness gate admits (η+1)·batch trajectories in flight.
+    prompts = {"56 GPUs / 2 types": 64, "1,024 GPUs / 6 types": 512, "10,240 GPUs / 8 types": 4096}
     plans = {}
     for name, cl in sizes.items():
         jb = j7.model_copy(update={"budget": j7.budget.model_copy(update={"max_cost_per_hour": budgets[name]}),
-                                   "placement": j7.placement.model_copy(update={"gpu_types": None})})
+                                   "placement": j7.placement.model_copy(update={"gpu_types": None}),
+                                   "algorithm": j7.algorithm.model_copy(update={"prompts_per_step": prompts[name]})})
         t, p = median_time(lambda cl=cl, jb=jb: plan(jb, cl))
         t0, _ = median_time(lambda cl=cl, jb=jb: plan(jb, cl, PlannerSettings(compute_baselines=False)))
         plans[name] = (jb, cl, p)
         gpus = sum(n.gpus for n in cl.nodes)
         desc = f"{p.tokens_per_second:,.0f} tok/s, ${p.cost_per_hour:,.0f}/h, {p.gpus} GPUs used, {p.solver_status}" if isinstance(p, Plan) else p.message
-        print(f"  {name:24} ({gpus} GPUs): {t * 1e3:8.1f} ms  (without baselines {t0 * 1e3:7.1f} ms)  {desc}")
+        print(f"  {name:24} ({gpus} GPUs, {prompts[name]} prompts/step): {t * 1e3:8.1f} ms  (without baselines {t0 * 1e3:7.1f} ms)  {desc}")
 
     print("== replan() after one spot node disappears, 1,024 GPUs, median of 5")
     jb, cl, p = plans["1,024 GPUs / 6 types"]

@@ -309,12 +309,11 @@ def _solve_once(
     return _Result(chosen, counts, status if optimal else f"{status} (stopped by the time limit; not proven optimal)", optimal)
 
 
-def _per_pool_min(p: Problem, frontier: dict[str, list[int]], theta: float) -> list[int]:
-    """In each pool, the strategy with the fewest GPUs whose rate reaches θ."""
+def _per_pool_min(frontier: dict[str, list[int]], rates: dict[str, list[float]], theta: float) -> list[int]:
+    """In each pool, the strategy with the fewest GPUs whose rate reaches θ (rates ascend on the frontier)."""
     out = []
-    for ids in frontier.values():
-        rates = [p.train[j].rate for j in ids]
-        k = bisect.bisect_left(rates, theta * (1 - 1e-12))
+    for q, ids in frontier.items():
+        k = bisect.bisect_left(rates[q], theta * (1 - 1e-12))
         if k < len(ids):
             out.append(ids[k])
     return out
@@ -369,24 +368,31 @@ def solve(
     best: tuple[_Result, Evaluation] | None
     if p.target is not None:
         # Min-cost: the cheapest strategy per pool that reaches the target dominates the others.
-        ids = _per_pool_min(p, frontier, p.target)
+        ids = _per_pool_min(frontier, {q: [p.train[j].rate for j in v] for q, v in frontier.items()}, p.target)
         best = run(ids) if ids else None
     elif n_front <= direct_limit:
         best = run([j for ids in frontier.values() for j in ids])
     else:
         # The grid holds every strategy rate and every weight-sync cap, so no cap lies strictly inside
         # the final interval [θ_k, θ_{k+1}).
+        top = max(p.train[j].rate for ids in frontier.values() for j in ids)
         thetas = sorted({p.train[j].rate for ids in frontier.values() for j in ids} | {w for _, _, w in p.ws_rate})
-        thetas = [t for t in thetas if t <= max(p.train[j].rate for ids in frontier.values() for j in ids)]
-        ids_at = [_per_pool_min(p, frontier, t) for t in thetas]
+        thetas = [t for t in thetas if t <= top]
+        rates = {q: [p.train[j].rate for j in ids] for q, ids in frontier.items()}
+        memo: dict[int, list[int]] = {}
+
+        def ids_at_k(k: int) -> list[int]:
+            if k not in memo:
+                memo[k] = _per_pool_min(frontier, rates, thetas[k])
+            return memo[k]
 
         def feasible(k: int) -> bool:
-            r = run(ids_at[k], thetas[k], thetas[k])
+            r = run(ids_at_k(k), thetas[k], thetas[k])
             return r is not None and r[1].feasible and r[1].throughput >= thetas[k] * (1 - 1e-9)
 
         lo, hi = 0, len(thetas) - 1
-        if not ids_at[0] or not feasible(0):
-            best = run(ids_at[0]) if ids_at[0] else None
+        if not ids_at_k(0) or not feasible(0):
+            best = run(ids_at_k(0)) if ids_at_k(0) else None
         else:
             while lo < hi:
                 mid = (lo + hi + 1) // 2
@@ -394,7 +400,7 @@ def solve(
                     lo = mid
                 else:
                     hi = mid - 1
-            union = sorted(set(ids_at[lo]) | (set(ids_at[lo + 1]) if lo + 1 < len(thetas) else set()))
+            union = sorted(set(ids_at_k(lo)) | (set(ids_at_k(lo + 1)) if lo + 1 < len(thetas) else set()))
             nxt = thetas[lo + 1] if lo + 1 < len(thetas) else None
             best = run(union, thetas[lo], nxt)
     if best is None or not best[1].feasible:

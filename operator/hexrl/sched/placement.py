@@ -83,6 +83,10 @@ def _fit(items: list[int], free: dict[str, int], order: Sequence[str]) -> dict[s
     return dict(used)
 
 
+def _aligned(free: int, size: int) -> int:
+    return size * (free // size)
+
+
 def place_trainer(
     cluster: Cluster,
     pool: str,
@@ -91,43 +95,65 @@ def place_trainer(
     pool_bandwidth: dict[str, float],
     keep: Sequence[str] = (),
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """Nodes and GPUs per node for `items` groups of `item_size` GPUs in `pool` (see the module docstring)."""
+    """Nodes and GPUs per node for `items` groups of `item_size` GPUs in `pool` (see the module docstring).
+
+    Nodes of one zone and NVLink clique are equally well connected, so inside such a domain the fewest
+    nodes are the ones with the most free GPUs; the domain needing the fewest nodes wins. Only when no
+    single domain can hold the trainer does the networkx growth over bandwidth edges run.
+    """
     need = [item_size] * items
-    free = {n.name: n.gpus_free for n in _usable(cluster, {pool})}
+    total = items * item_size
+    usable = _usable(cluster, {pool})
+    free = {n.name: n.gpus_free for n in usable}
     if keep and all(k in free for k in keep):
         used = _fit(need, free, list(keep))
         if used is not None:
             return tuple(n for n in keep if n in used), tuple(used[n] for n in keep if n in used)
-    g = node_graph(cluster, pool_bandwidth, {pool})
-    best: tuple[int, float, list[str], dict[str, int]] | None = None
-    seeds = sorted(g.nodes, key=lambda n: (-g.nodes[n]["free"], n))
-    for seed in seeds[: max(1, min(len(seeds), 8))]:
-        chosen = [seed]
-        while True:
-            used = _fit(need, {n: free[n] for n in chosen}, chosen)
-            if used is not None:
+    domains: dict[tuple[str, str], list[str]] = defaultdict(list)
+    for n in usable:
+        domains[(n.zone, n.clique)].append(n.name)
+    best: list[str] | None = None
+    for members in domains.values():
+        order = sorted(members, key=lambda n: (-_aligned(free[n], item_size), n))
+        acc, chosen = 0, []
+        for n in order:
+            if acc >= total:
                 break
-            frontier = [n for n in g.nodes if n not in chosen]
-            if not frontier:
-                used = None
-                break
-            # max() keeps the first of equals, so sorting makes ties go to the lowest node name
-            nxt = max(
-                sorted(frontier),
-                key=lambda n: (min(g.edges[n, c]["gbps"] for c in chosen), g.nodes[n]["free"]),
-            )
-            chosen.append(nxt)
-        if used is None:
-            continue
-        members = [n for n in chosen if n in used]
-        min_bw = min((g.edges[a, b]["gbps"] for a in members for b in members if a < b), default=float("inf"))
-        key = (len(members), -min_bw)
-        if best is None or key < (best[0], -best[1]):
-            best = (len(members), min_bw, members, used)
+            if _aligned(free[n], item_size):
+                chosen.append(n)
+                acc += _aligned(free[n], item_size)
+        if acc >= total and (best is None or len(chosen) < len(best)):
+            best = chosen
     if best is None:
+        best = _grow(cluster, pool, free, item_size, total, pool_bandwidth)
+    used = _fit(need, {n: free[n] for n in best}, best)
+    if used is None:
         raise PlacementError(f"the trainer's {items}×{item_size} GPUs do not fit pool {pool}")
-    members, used = best[2], best[3]
+    members = [n for n in best if n in used]
     return tuple(members), tuple(used[n] for n in members)
+
+
+def _grow(
+    cluster: Cluster, pool: str, free: dict[str, int], size: int, total: int, pool_bandwidth: dict[str, float]
+) -> list[str]:
+    """Across domains: grow from the roomiest node, adding the node with the best bandwidth into the set."""
+    g = node_graph(cluster, pool_bandwidth, {pool})
+    if not g.nodes:
+        raise PlacementError(f"pool {pool} has no free GPUs for the trainer")
+    seed = min(g.nodes, key=lambda n: (-_aligned(free[n], size), n))
+    chosen, acc = [seed], _aligned(free[seed], size)
+    worst_link = {n: g.edges[n, seed]["gbps"] for n in g.nodes if n != seed}
+    while acc < total and worst_link:
+        # max() keeps the first of equals, so sorting makes ties go to the lowest node name
+        nxt = max(sorted(worst_link), key=lambda n: (worst_link[n], _aligned(free[n], size)))
+        del worst_link[nxt]
+        chosen.append(nxt)
+        acc += _aligned(free[nxt], size)
+        for n in worst_link:
+            worst_link[n] = min(worst_link[n], g.edges[n, nxt]["gbps"])
+    if acc < total:
+        raise PlacementError(f"the trainer's {total} GPUs do not fit pool {pool}")
+    return chosen
 
 
 def place_rollout(

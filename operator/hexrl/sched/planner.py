@@ -543,11 +543,15 @@ def _baselines(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, buil
             inter_pool_gbps=cluster.inter_pool_gbps,
             gpu_overrides=cluster.gpu_overrides,
         )
-        r = _plan_core(job, sub, settings, baselines=False)
-        if isinstance(r, Plan):
-            out.append(Baseline(gpu=gpu, tokens_per_second=r.tokens_per_second, cost_per_hour=r.cost_per_hour, feasible=True))
+        # Counts and rates are all a baseline needs: solve without placing on nodes.
+        b = _build(job, sub, settings)
+        sol = None if isinstance(b, Infeasible) else _solve(b.problem, settings)
+        if sol is not None:
+            ev = sol.evaluation
+            out.append(Baseline(gpu=gpu, tokens_per_second=ev.throughput, cost_per_hour=ev.cost, feasible=True))
         else:
-            out.append(Baseline(gpu=gpu, tokens_per_second=0.0, cost_per_hour=0.0, feasible=False, reason=r.message))
+            why = b if isinstance(b, Infeasible) else _diagnose(b, job, sub, settings)
+            out.append(Baseline(gpu=gpu, tokens_per_second=0.0, cost_per_hour=0.0, feasible=False, reason=why.message))
     return tuple(out)
 
 
