@@ -186,7 +186,13 @@ class WeightClient:
                 raise WeightPullError(f"chunk {idx} of version {man.version} failed {self.s.chunk_attempts} times")
 
             try:
-                await asyncio.gather(*(fetch(i) for i in range(len(ranges)) if i not in done))
+                # let every chunk finish or fail before judging, so all verified chunks are kept
+                results = await asyncio.gather(
+                    *(fetch(i) for i in range(len(ranges)) if i not in done), return_exceptions=True
+                )
+                errors = [r for r in results if isinstance(r, BaseException)]
+                if errors:
+                    raise errors[0]
             except BaseException:
                 # keep what was verified: the next attempt fetches only the missing chunks
                 self._verified[man.version] = {i: bytes(blob[ranges[i][0] : ranges[i][1]]) for i in done}

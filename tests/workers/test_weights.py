@@ -1,0 +1,151 @@
+"""The weight service over real HTTP on 127.0.0.1: verification, auth, relay, resume."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import torch
+from aiohttp import web
+
+from hexrl_workers.weights.client import WeightClient, WeightClientSettings, WeightPullError
+from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
+from hexrl_workers.weights.store import pack, unpack
+
+pytestmark = pytest.mark.workers
+TOKEN = "job-token"
+CHUNK = 64 * 1024
+
+
+def _state(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return {"w": torch.randn(300, 200, generator=g), "b": torch.randn(77, generator=g).to(torch.bfloat16),
+            "i": torch.arange(10, dtype=torch.int64)}
+
+
+@pytest.fixture
+def origin():
+    srv = ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, origin=True)))
+    manifest, blob = pack(_state(), 3, CHUNK)
+    srv.publish(manifest, blob)
+    yield srv
+    srv.close()
+
+
+def _relay(**kw) -> ThreadedWeightServer:
+    return ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, origin=False, **kw), role="rollout"))
+
+
+def _assert_same(manifest, blob) -> None:
+    got = unpack(manifest, blob)
+    for name, t in _state().items():
+        assert torch.equal(got[name], t), name
+
+
+def test_pull_verifies_and_reassembles(origin):
+    client = WeightClient(WeightClientSettings(origin.url, TOKEN, parallel=3))
+    manifest, blob = client.pull()
+    assert manifest.version == 3 and len(manifest.chunk_sha256) > 3
+    _assert_same(manifest, blob)
+
+
+def test_wrong_token_gets_401(origin):
+    r = requests.get(f"{origin.url}/v1/weights/latest", headers={"Authorization": "Bearer nope"}, timeout=5)
+    assert r.status_code == 401 and "token" in r.json()["error"]
+    r = requests.get(f"{origin.url}/v1/weights/3/blob", timeout=5)
+    assert r.status_code == 401
+    with pytest.raises(WeightPullError, match="401"):
+        WeightClient(WeightClientSettings(origin.url, "nope")).pull()
+    assert requests.get(f"{origin.url}/healthz", timeout=5).status_code == 200  # still serving
+
+
+def test_corrupted_chunk_from_a_peer_is_rejected_and_refetched(origin):
+    manifest, blob = pack(_state(), 3, CHUNK)
+    bad = bytearray(blob)
+    bad[CHUNK * 2 + 5] ^= 0xFF  # flip one byte in chunk 2
+    relay = _relay()
+    relay.publish(manifest, bad)
+    try:
+        requests.post(f"{origin.url}/v1/weights/3/holders", json={"url": relay.url, "version": 3},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).raise_for_status()
+        client = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url="http://late-joiner"))
+        got_manifest, got_blob = client.pull()
+        assert client.last.rejected_chunks == 1
+        assert client.last.bytes_by_source["origin"] == CHUNK  # only the bad chunk came from the origin
+        _assert_same(got_manifest, got_blob)
+    finally:
+        relay.close()
+
+
+def test_late_joiner_gets_the_version_from_a_peer(origin):
+    relay_a = _relay()
+    try:
+        a = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url=relay_a.url))
+        manifest, blob = a.pull()
+        relay_a.publish(manifest, blob)
+        a.announce(manifest.version)
+        assert origin.server.served_bytes == manifest.total_bytes
+        late = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url="http://late-joiner"))
+        m2, b2 = late.pull()
+        _assert_same(m2, b2)
+        assert late.last.bytes_by_source == {"peer": manifest.total_bytes}
+        assert origin.server.served_bytes == manifest.total_bytes  # the origin sent nothing more
+        assert relay_a.server.served_bytes == manifest.total_bytes
+    finally:
+        relay_a.close()
+
+
+class _FlakyServer(WeightServer):
+    """Fails the first request for one chunk with a 500 (a dropped connection, say)."""
+
+    def __init__(self, *a, bad_start: int, **kw):
+        super().__init__(*a, **kw)
+        self.bad_start = bad_start
+        self.failed = False
+
+    async def get_blob(self, request: web.Request):
+        if not self.failed and request.headers.get("Range", "").startswith(f"bytes={self.bad_start}-"):
+            self.failed = True
+            raise web.HTTPInternalServerError()
+        return await super().get_blob(request)
+
+
+def test_interrupted_pull_resumes_with_only_the_missing_chunks(tmp_path):
+    srv = ThreadedWeightServer(_FlakyServer(WeightServerSettings(token=TOKEN), bad_start=CHUNK * 2))
+    try:
+        manifest, blob = pack(_state(), 1, CHUNK)
+        srv.publish(manifest, blob)
+        client = WeightClient(WeightClientSettings(srv.url, TOKEN, chunk_attempts=1, cache_dir=str(tmp_path)))
+        with pytest.raises(WeightPullError):
+            client.pull()
+        sent_before = srv.server.served_bytes
+        # a new client (a restarted process) resumes from the verified chunks on disk
+        again = WeightClient(WeightClientSettings(srv.url, TOKEN, cache_dir=str(tmp_path)))
+        m2, b2 = again.pull()
+        _assert_same(m2, b2)
+        assert srv.server.served_bytes - sent_before == CHUNK
+    finally:
+        srv.close()
+
+
+def test_eight_workers_with_relay_keep_origin_egress_bounded(origin):
+    relays = [_relay() for _ in range(8)]
+    try:
+        import threading
+
+        def worker(r: ThreadedWeightServer) -> None:
+            c = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url=r.url))
+            m, b = c.pull()
+            r.publish(m, b)
+            c.announce(m.version)
+
+        threads = [threading.Thread(target=worker, args=(r,)) for r in relays]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        size = origin.server.versions[3][0].total_bytes
+        assert origin.server.served_bytes <= 2 * size
+        assert all(r.server.versions.get(3) for r in relays)
+    finally:
+        for r in relays:
+            r.close()
