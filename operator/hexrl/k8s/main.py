@@ -106,7 +106,7 @@ def run(settings: OperatorSettings, kubeconfig: str | None = None, stop_flag: th
             ) from None
     if settings.health_port:
         start_health(op, ready, settings.health_host, settings.health_port)
-    priority = settings.priority or random.randint(1, 2**30)
+    priority = settings.priority or random.randint(2, 2**30)
     scope = f"namespace {settings.namespace}" if settings.namespace else "all namespaces"
     log.info("hexrl operator starting: %s, API %s, peering %s", scope, api.api_client.configuration.host,
              "off" if settings.standalone else f"{settings.peering or 'default'} (priority {priority})")

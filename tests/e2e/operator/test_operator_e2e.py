@@ -309,3 +309,17 @@ def test_rollout_grows_onto_spot_when_the_trainer_starves_and_shrinks_near_eta(k
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_second_replica_with_lower_priority_pauses(kube: Kube, operator: OperatorProcess, tmp_path):
+    """kopf peering: two replicas never both act; the lower-priority one pauses while the other lives."""
+    second = OperatorProcess(operator.kubeconfig, tmp_path)
+    second.env = {"HEXRL_OPERATOR_PRIORITY": "1"}  # the session operator's priority is random in [2, 2^30]
+    second.start(wait=False)
+    try:
+        wait_for(lambda: "Pausing operations in favour of" in second.logs(), 60, what="the second replica to pause")
+        kube.apply(small_job())
+        running(kube, "math")
+        assert "job_changed" not in second.logs()  # it handled nothing
+    finally:
+        second.kill(signal.SIGTERM)
