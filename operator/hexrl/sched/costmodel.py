@@ -136,6 +136,9 @@ class CostModelSettings:
     migration_cost_per_gpu: float = 0.002
     """replan(): throughput-equivalent cost of moving one GPU's worth of work, as a fraction of the
     current plan's throughput (a restart loses a few minutes of that GPU's output)."""
+    trainer_move_threshold: float = 0.10
+    """replan(): a running trainer moves (a restart from its last checkpoint) only when it no longer fits
+    or the best plan with it moved is more than this fraction faster than the best plan keeping it."""
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ two nodes weighted by the bandwidth between them: the pool's node-to-node bandwi
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import networkx as nx
@@ -110,12 +110,12 @@ def place_trainer(
         if used is not None:
             return tuple(n for n in keep if n in used), tuple(used[n] for n in keep if n in used)
     domains: dict[tuple[str, str], list[str]] = defaultdict(list)
-    for n in usable:
-        domains[(n.zone, n.clique)].append(n.name)
+    for node in usable:
+        domains[(node.zone, node.clique)].append(node.name)
     best: list[str] | None = None
     for members in domains.values():
         order = sorted(members, key=lambda n: (-_aligned(free[n], item_size), n))
-        acc, chosen = 0, []
+        acc, chosen = 0, list[str]()
         for n in order:
             if acc >= total:
                 break
@@ -156,6 +156,41 @@ def _grow(
     return chosen
 
 
+def _place_new(
+    req: ReplicaRequest,
+    cluster: Cluster,
+    free: dict[str, int],
+    info: dict[str, NodeInfo],
+    per_node: Counter[str],
+    remaining: dict[ReplicaRequest, int],
+    emit: Callable[[ReplicaRequest, tuple[str, ...]], None],
+) -> None:
+    """Place the still-missing replicas of one request (see the module docstring for the policy)."""
+    pool_nodes = [n.name for n in cluster.nodes if n.pool == req.pool and n.name in free]
+    while remaining[req] > 0:
+        if req.pipeline_parallel > 1:
+            whole = [n for n in pool_nodes if free[n] >= req.tensor_parallel]
+            if len(whole) < req.pipeline_parallel:
+                raise PlacementError(f"no {req.pipeline_parallel} free nodes in pool {req.pool}")
+            nodes = tuple(sorted(whole, key=lambda n: (per_node[n], n))[: req.pipeline_parallel])
+            for n in nodes:
+                free[n] -= req.tensor_parallel
+            emit(req, nodes)
+            continue
+        fits = [n for n in pool_nodes if free[n] >= req.tensor_parallel]
+        if not fits:
+            raise PlacementError(f"no node of pool {req.pool} has {req.tensor_parallel} free GPUs")
+        if req.spot:
+            zone_load: Counter[str] = Counter()
+            for n, k in per_node.items():
+                zone_load[info[n].zone] += k
+            node = min(fits, key=lambda n: (zone_load[info[n].zone], per_node[n], -free[n], n))
+        else:
+            node = min(fits, key=lambda n: (free[n], n))  # fill nodes: fewest touched
+        free[node] -= req.tensor_parallel
+        emit(req, (node,))
+
+
 def place_rollout(
     cluster: Cluster,
     requests: Sequence[ReplicaRequest],
@@ -185,50 +220,23 @@ def place_rollout(
         for n in nodes:
             per_node[n] += 1
 
-    # 1. keep what still fits where it was
-    for old in previous:
-        req = next(
-            (
-                r
-                for r in requests
-                if remaining[r] > 0
-                and (r.pool, r.tensor_parallel, r.pipeline_parallel) == (old.pool, old.tensor_parallel, old.pipeline_parallel)
-            ),
-            None,
-        )
-        if req is None:
-            continue
-        need = req.tensor_parallel if req.pipeline_parallel == 1 else None
-        if need is not None and len(old.nodes) == 1 and free.get(old.nodes[0], 0) >= need:
-            free[old.nodes[0]] -= need
-            emit(req, old.nodes)
-        elif need is None and all(free.get(n, 0) >= req.tensor_parallel for n in old.nodes):
-            for n in old.nodes:
-                free[n] -= req.tensor_parallel
-            emit(req, old.nodes)
-    # 2. place the rest, largest first
-    for req in sorted(requests, key=lambda r: -(r.tensor_parallel * r.pipeline_parallel)):
-        pool_nodes = [n.name for n in cluster.nodes if n.pool == req.pool and n.name in free]
-        while remaining[req] > 0:
-            if req.pipeline_parallel > 1:
-                whole = [n for n in pool_nodes if free[n] >= req.tensor_parallel]
-                if len(whole) < req.pipeline_parallel:
-                    raise PlacementError(f"no {req.pipeline_parallel} free nodes in pool {req.pool}")
-                nodes = tuple(sorted(whole, key=lambda n: (per_node[n], n))[: req.pipeline_parallel])
-                for n in nodes:
-                    free[n] -= req.tensor_parallel
-                emit(req, nodes)
+    # Largest items first (PP replicas, then by TP): with sizes that divide each other this never
+    # fails when the MILP's per-size capacities hold. Within one size, replicas that still fit where
+    # they ran before stay there; the rest are placed anew.
+    sizes = sorted({(r.pipeline_parallel > 1, r.tensor_parallel) for r in requests}, reverse=True)
+    for multi, size in sizes:
+        group = [r for r in requests if (r.pipeline_parallel > 1, r.tensor_parallel) == (multi, size)]
+        for old in previous:
+            if (old.pipeline_parallel > 1, old.tensor_parallel) != (multi, size):
                 continue
-            fits = [n for n in pool_nodes if free[n] >= req.tensor_parallel]
-            if not fits:
-                raise PlacementError(f"no node of pool {req.pool} has {req.tensor_parallel} free GPUs")
-            if req.spot:
-                zone_load: Counter[str] = Counter()
-                for n, k in per_node.items():
-                    zone_load[info[n].zone] += k
-                node = min(fits, key=lambda n: (zone_load[info[n].zone], per_node[n], -free[n], n))
-            else:
-                node = min(fits, key=lambda n: (free[n], n))  # fill nodes: fewest touched
-            free[node] -= req.tensor_parallel
-            emit(req, (node,))
+            req = next(
+                (r for r in group if remaining[r] > 0 and (r.pool, r.pipeline_parallel) == (old.pool, old.pipeline_parallel)),
+                None,
+            )
+            if req is not None and all(free.get(n, 0) >= size for n in old.nodes):
+                for n in old.nodes:
+                    free[n] -= size
+                emit(req, old.nodes)
+        for req in group:
+            _place_new(req, cluster, free, info, per_node, remaining, emit)
     return tuple(out)

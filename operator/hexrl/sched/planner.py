@@ -571,7 +571,8 @@ def _config_key(pool: str, tp: int, pp: int) -> tuple[str, int, int]:
 def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSettings | None = None) -> PlanResult:
     """Re-plan after the cluster changed, preferring the plan that changes least.
 
-    The trainer stays where it is (same pool, strategy and nodes) unless that is now impossible; rollout
+    The trainer stays where it is (same pool, strategy and nodes) unless that is now impossible or a plan
+    that moves it is more than `trainer_move_threshold` faster (a trainer move is a restart); rollout
     counts pay a migration cost μ·(GPUs moved) with μ = migration_cost_per_gpu × the current plan's
     throughput, so the solver moves replicas only when that buys more than it costs; replicas are kept on
     their nodes when those remain. `Plan.changes` lists what moved and why.
@@ -602,8 +603,12 @@ def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSet
         if sol is not None:
             sol = replace(sol, train=same[0])
             kept_trainer = True
-    if sol is None:
-        sol = _solve(problem, settings)
+    free_sol = _solve(problem, settings)
+    if free_sol is not None and (
+        sol is None
+        or free_sol.evaluation.throughput > sol.evaluation.throughput * (1 + settings.cost.trainer_move_threshold)
+    ):
+        sol, kept_trainer = free_sol, free_sol.train in same and trainer_intact
     if sol is None:
         return replace(_diagnose(built, job, cluster, settings), solve_seconds=time.perf_counter() - start)
     result = _assemble(built, sol, cluster, settings, start, previous=current)

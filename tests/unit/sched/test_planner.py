@@ -299,3 +299,31 @@ def test_cli_bad_input_exit_1_without_traceback(tmp_path, inv, job, needle):
 def test_cli_missing_file(tmp_path):
     r = CliRunner().invoke(app, ["plan", "-i", str(tmp_path / "nope.yaml"), "-j", str(tmp_path / "nope.yaml")])
     assert r.exit_code == 1 and "cannot read the inventory file" in r.output
+
+
+def test_replan_after_losing_any_node_places_cleanly():
+    """Re-planning keeps old replicas in place only where largest-first packing still works."""
+    cl = make_cluster(
+        [("a", "H800", 8, 3, False), ("b", "H20", 8, 4, True), ("c", "L40S", 4, 3, True), ("d", "A100-80G", 8, 2, False)],
+        inter_pool_gbps=25,
+    )
+    job = make_job(size="7B", budget=300, prompts=128)
+    p = plan(job, cl, FAST)
+    assert isinstance(p, Plan)
+    check_invariants(p, job, cl)
+    for victim in [n.name for n in cl.nodes]:
+        after = _without(cl, victim)
+        q = replan(p, after, job, FAST)
+        assert isinstance(q, Plan), f"{victim}: {q}"
+        check_invariants(q, job, after)
+        assert all(victim not in r.nodes for r in q.replicas) and victim not in q.trainer.nodes
+        full = plan(job, after, FAST)
+        assert q.tokens_per_second >= 0.9 * full.tokens_per_second
+
+
+def test_trainer_takes_fewest_whole_nodes_in_one_zone():
+    from hexrl.sched.placement import place_trainer
+
+    cl = make_cluster([("a", "H800", 8, 4, False)])
+    nodes, per_node = place_trainer(cl, "a", 12, 1, {"a": 400.0})
+    assert len(nodes) == 2 and sorted(per_node) == [4, 8]
