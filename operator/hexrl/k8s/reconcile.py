@@ -63,6 +63,8 @@ class JobMemory:
     events_sent: set[str] = field(default_factory=set)
     progress: dict[str, Any] | None = None
     scale: scaling.ScaleState | None = None
+    fresh: bool = False
+    """The job had no ConfigMap when first seen by this process: its children are all new."""
     rejection: tuple[tuple[str, str], Infeasible] | None = None
     """((spec key, cluster key), the planner's answer) of the last infeasible plan, to not ask again."""
     trainer_recovering: bool = False
@@ -348,6 +350,7 @@ class Reconciler:
         """First pass after a (re)start: read back the stored plan, state and token."""
         names = render.names(ref)
         cm = self.api.get("v1", "ConfigMap", names["config"], ref.namespace)
+        mem.fresh = cm is None  # a new job: none of its children exist, so there is nothing to read back
         if cm and _owned_by(cm, ref.uid):
             data = cm.get("data") or {}
             try:
@@ -376,7 +379,7 @@ class Reconciler:
             want = obj["metadata"]["annotations"][render.HASH_ANNOTATION]
             if mem.child_hashes.get(key) == want:
                 continue
-            if key not in mem.child_hashes:
+            if key not in mem.child_hashes and not mem.fresh:
                 existing = self.api.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"],
                                         obj["metadata"].get("namespace"))
                 have = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(render.HASH_ANNOTATION)
