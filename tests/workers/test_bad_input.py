@@ -1,0 +1,116 @@
+"""Malformed requests, unknown wire versions, wrong tokens, missing model paths: clear 4xx / messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+import requests
+
+from hexrl_workers.coordinator.server import ThreadedCoordinator
+from hexrl_workers.modeling import ModelSourceError, build_model
+from hexrl_workers.runtime import build_coordinator
+from workers_builders import PYTHON, REPO, subprocess_env, tiny_spec, write_config
+
+pytestmark = pytest.mark.workers
+TOKEN = "tok"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def coord():
+    c = ThreadedCoordinator(build_coordinator(tiny_spec(), TOKEN))
+    yield c
+    c.close()
+
+
+def _post(c, path, body, headers=AUTH, raw=False):
+    data = body if raw else json.dumps(body)
+    return requests.post(c.url + path, data=data, headers={**headers, "Content-Type": "application/json"}, timeout=10)
+
+
+def test_malformed_and_unknown_version_requests_get_4xx_and_service_keeps_serving(coord):
+    r = _post(coord, "/v1/work", b"{not json", raw=True)
+    assert r.status_code == 400 and "JSON" in r.json()["error"]
+    r = _post(coord, "/v1/work", {"wireVersion": 99, "workerId": "w"})
+    assert r.status_code == 400 and r.json()["field"] == "wireVersion" and "99" in r.json()["error"]
+    r = _post(coord, "/v1/work", {"maxItems": 1})
+    assert r.status_code == 422 and r.json()["field"] == "workerId"
+    r = _post(coord, "/v1/trajectories", {"trajectories": [{"itemId": 0, "groupId": 0, "groupSize": 2,
+                                                             "sampleIndex": 0, "promptId": 0, "promptTokens": [1],
+                                                             "tokens": [3, 4], "logprobs": [-1.0],
+                                                             "versions": [0, 0], "reward": 1}]})
+    assert r.status_code == 422 and "same length" in r.json()["error"]
+    r = _post(coord, "/v1/work", {"workerId": "w"}, headers={"Authorization": "Bearer wrong"})
+    assert r.status_code == 401 and r.json()["field"] == "Authorization"
+    r = requests.put(coord.url + "/v1/staleness", json={"maxPolicyLag": -1}, headers=AUTH, timeout=10)
+    assert r.status_code == 422
+    r = _post(coord, "/v1/version", {"version": 5, "batchId": 0})
+    assert r.status_code == 409 and "does not follow" in r.json()["error"]
+    r = _post(coord, "/v1/restore", {"nonsense": True})
+    assert r.status_code == 422
+    # after all that, real work is still served
+    r = _post(coord, "/v1/work", {"workerId": "w", "maxItems": 1})
+    assert r.status_code == 200 and len(r.json()["items"]) == 1
+    metrics = requests.get(coord.url + "/metrics", timeout=10).text
+    assert 'hexrl_rejected_requests_total{reason="wireVersion"} 1.0' in metrics
+
+
+def test_eta_can_be_changed_at_run_time_by_endpoint_and_by_config_file(tmp_path):
+    spec = tiny_spec()
+    cfg = write_config(tmp_path, spec, "http://x", "http://y", max_policy_lag=4)
+    server = build_coordinator(spec, TOKEN, 4, config_path=str(cfg))
+    server.settings.config_poll_seconds = 0.05
+    c = ThreadedCoordinator(server)
+    try:
+        r = requests.put(c.url + "/v1/staleness", json={"maxPolicyLag": 1}, headers=AUTH, timeout=10)
+        assert r.json() == {"maxPolicyLag": 1} and server.core.s.max_policy_lag == 1
+        write_config(tmp_path, spec, "http://x", "http://y", max_policy_lag=7)  # the operator's edit
+        import time
+
+        deadline = time.monotonic() + 10
+        while server.core.s.max_policy_lag != 7 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.core.s.max_policy_lag == 7
+        assert requests.get(c.url + "/v1/progress", headers=AUTH, timeout=10).json()["maxPolicyLag"] == 7
+    finally:
+        c.close()
+
+
+def test_missing_model_path_is_a_clear_error(tmp_path):
+    spec = tiny_spec(**{"model.source": {"localPath": str(tmp_path / "nope")}})
+    with pytest.raises(ModelSourceError, match="does not exist; set model.source.localPath"):
+        build_model(spec)
+    job = tmp_path / "job.yaml"
+    text = (REPO / "manifests/examples/rljob-tiny.yaml").read_text().replace(
+        "source: {builtin: tiny-random}", f"source: {{localPath: {tmp_path / 'nope'}}}")
+    job.write_text(text)
+    out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(job), "--quiet"], capture_output=True, text=True,
+                         timeout=120, cwd=REPO)
+    assert out.returncode == 2
+    assert "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_hexrl_run_rejects_a_bad_job_file_without_traceback(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: RLJob\nspec: {model: 3}\n")
+    out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(bad)], capture_output=True, text=True, timeout=120,
+                         cwd=REPO)
+    assert out.returncode == 2 and "spec.model" in out.stderr and "Traceback" not in out.stderr
+    out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(tmp_path / "missing.yaml")], capture_output=True,
+                         text=True, timeout=120, cwd=REPO)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_pod_entry_point_reports_config_problems(tmp_path):
+    env = subprocess_env(tmp_path / "absent.yaml", TOKEN)
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "rollout"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr
+    (tmp_path / "c.yaml").write_text("job: t\nspec: {}\n")
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "trainer"], env=subprocess_env(tmp_path / "c.yaml", TOKEN),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "coordinatorUrl" in out.stderr
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "dance"], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "usage" in out.stderr
