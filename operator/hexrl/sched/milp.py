@@ -203,6 +203,13 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
 # -------------------------------------------------------------------------------------------- MILP
 
 
+def _var(prob: pulp.LpProblem, name: str, low: float | None = None, up: float | None = None, cat: str = "Continuous"):
+    """A variable attached to `prob` (PuLP ≥ 3.3 prefers prob.add_variable; older versions lack it)."""
+    if hasattr(prob, "add_variable"):
+        return prob.add_variable(name, low, up, cat=cat)
+    return pulp.LpVariable(name, low, up, cat=cat)
+
+
 def _solver(name: str, time_limit: float, gap: float) -> pulp.LpSolver:
     if name == "cbc":
         return pulp.PULP_CBC_CMD(msg=False, timeLimit=time_limit, gapRel=gap)
@@ -234,10 +241,10 @@ def _solve_once(
     """
     maximise = p.target is None
     prob = pulp.LpProblem("hexrl", pulp.LpMaximize if maximise else pulp.LpMinimize)
-    y = [pulp.LpVariable(f"y{i}", 0, o.max_count, cat="Integer") for i, o in enumerate(p.rollout)]
-    u = [pulp.LpVariable(f"u{i}", 0, o.max_count) for i, o in enumerate(p.rollout)]
-    x = {j: pulp.LpVariable(f"x{j}", cat="Binary") for j in train_ids}
-    t_var = pulp.LpVariable("T", 0)
+    y = [_var(prob, f"y{i}", 0, o.max_count, "Integer") for i, o in enumerate(p.rollout)]
+    u = [_var(prob, f"u{i}", 0, o.max_count) for i, o in enumerate(p.rollout)]
+    x = {j: _var(prob, f"x{j}", 0, 1, "Integer") for j in train_ids}
+    t_var = _var(prob, "T", 0)
     cost = pulp.lpSum(p.train[j].price * x[j] for j in train_ids) + pulp.lpSum(
         o.price * yi for o, yi in zip(p.rollout, y, strict=True)
     )
@@ -247,7 +254,7 @@ def _solve_once(
     )
     migration = 0
     if p.current_counts is not None and p.migration_weight > 0:
-        dev = [pulp.LpVariable(f"d{i}", 0) for i in range(len(p.rollout))]
+        dev = [_var(prob, f"d{i}", 0) for i in range(len(p.rollout))]
         for i, (yi, y0) in enumerate(zip(y, p.current_counts, strict=True)):
             prob += dev[i] >= yi - y0
             prob += dev[i] >= y0 - yi
@@ -280,7 +287,7 @@ def _solve_once(
                         prob += yi <= o.max_count * (1 - xa)
     binding = {(a, b): w for (a, b), w in ws.items() if lo <= w < hi}
     if binding:
-        v = {q: pulp.LpVariable(f"v_{k}", cat="Binary") for k, q in enumerate(pools)}
+        v = {q: _var(prob, f"v_{k}", 0, 1, "Integer") for k, q in enumerate(pools)}
         for o, yi in zip(p.rollout, y, strict=True):
             prob += yi <= o.max_count * v[o.pool]
         for (a, b), w in binding.items():
