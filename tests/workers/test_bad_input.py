@@ -7,11 +7,11 @@ import subprocess
 
 import pytest
 import requests
+from workers_builders import PYTHON, REPO, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.coordinator.server import ThreadedCoordinator
 from hexrl_workers.modeling import ModelSourceError, build_model
 from hexrl_workers.runtime import build_coordinator
-from workers_builders import PYTHON, REPO, subprocess_env, tiny_spec, write_config
 
 pytestmark = pytest.mark.workers
 TOKEN = "tok"

@@ -7,11 +7,11 @@ import subprocess
 import time
 
 import pytest
+from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.server import ThreadedCoordinator
 from hexrl_workers.runtime import build_coordinator
-from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]
 TOKEN = "migrate"

@@ -72,14 +72,18 @@ class RolloutWorker:
     # ------------------------------------------------------------------------------------- weights
 
     def maybe_update_weights(self, coordinator_version: int) -> None:
-        if self.weights is None or coordinator_version <= self.engine.version:
+        """Load exactly the coordinator's version when the engine differs from it.
+
+        Exactly, not "the latest": the trainer publishes version v+1 just before announcing it, and a
+        trajectory claiming a version the coordinator has not seen would be refused. A *lower* version
+        is loaded too: after the trainer resumes from a checkpoint the job rolls back."""
+        if self.weights is None or coordinator_version == self.engine.version:
             return
         try:
-            manifest, blob = self.weights.pull()
+            manifest, blob = self.weights.pull(coordinator_version)
         except WeightPullError as exc:
-            log.warning("weight pull failed (%s); generating with version %d", exc, self.engine.version)
-            return
-        if manifest.version <= self.engine.version:
+            log.warning("weight pull of version %d failed (%s); still at version %d",
+                        coordinator_version, exc, self.engine.version)
             return
         self.engine.load_weights(unpack(manifest, blob), manifest.version)
         self.metrics["hexrl_rollout_weight_updates"].inc()

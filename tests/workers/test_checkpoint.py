@@ -1,0 +1,137 @@
+"""Atomic checkpoints: kill the trainer during a checkpoint write and between steps; resume."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+import torch
+from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
+
+from hexrl_workers.coordinator.server import ThreadedCoordinator
+from hexrl_workers.runtime import build_coordinator, build_rollout_worker
+from hexrl_workers.trainer import checkpoint
+
+pytestmark = [pytest.mark.workers, pytest.mark.slow]
+TOKEN = "ckpt"
+
+CRASHING_TRAINER = """
+import os, signal, sys
+from hexrl_workers.trainer import checkpoint
+real_commit = checkpoint._commit
+def commit(tmp, final):
+    if final.name == "step-00000004":
+        os.kill(os.getpid(), signal.SIGKILL)  # dies with the files written but not yet renamed
+    real_commit(tmp, final)
+checkpoint._commit = commit
+from hexrl_workers.__main__ import main
+sys.exit(main(["trainer"]))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_checkpoint_write_is_atomic_and_unit_roundtrip(tmp_path):
+    state = {"w": torch.randn(3, 3)}
+    checkpoint.save(tmp_path, 2, state, {"s": 1}, {"policyVersion": 2, "coordinator": {}})
+    (tmp_path / ".tmp-step-00000004-123").mkdir()  # a write that never completed
+    (tmp_path / ".tmp-step-00000004-123" / "model.pt").write_bytes(b"half")
+    assert checkpoint.latest(tmp_path).name == "step-00000002"
+    m, o, meta = checkpoint.load(checkpoint.latest(tmp_path))
+    assert torch.equal(m["w"], state["w"]) and o == {"s": 1} and meta["policyVersion"] == 2
+    checkpoint.save(tmp_path, 4, state, {}, {"policyVersion": 4, "coordinator": {}}, keep=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-00000004"]  # pruned and cleaned
+
+
+def test_kill_during_write_and_between_steps_then_resume(tmp_path):
+    spec = tiny_spec(**{"algorithm.totalSteps": 8, "checkpoint.everySteps": 2, "algorithm.promptsPerStep": 4,
+                        "weightSync.relay": False})
+    server = build_coordinator(spec, TOKEN)
+    core = server.core
+    restores: list[dict] = []
+    real_restore = core.restore
+
+    def recording_restore(snap):
+        real_restore(snap)
+        restores.append({
+            "version": core.version,
+            "groups_match": set(core.groups) == {g["groupId"] for g in snap["groups"]},
+            "buffered": core.buffer_depth,
+            "snapshot_buffered": sum(len(g["done"]) for g in snap["groups"]),
+        })
+
+    core.restore = recording_restore
+    coord = ThreadedCoordinator(server)
+    port = _free_port()
+    weights_url = f"http://127.0.0.1:{port}"
+    ckdir = tmp_path / "ck"
+    config = write_config(tmp_path, spec, coord.url, weights_url, checkpoint_dir=str(ckdir))
+    env = subprocess_env(config, TOKEN, HEXRL_WEIGHTS_PORT=str(port))
+    worker, _ = build_rollout_worker(spec, coord.url, weights_url, TOKEN, "w0", relay_host="127.0.0.1",
+                                     torch_threads=1)
+    wt = threading.Thread(target=worker.run, daemon=True)
+    wt.start()
+    procs: list[subprocess.Popen] = []
+    try:
+        # phase 1: the trainer dies inside the write of the step-4 checkpoint
+        script = tmp_path / "crashing_trainer.py"
+        script.write_text(CRASHING_TRAINER)
+        p1 = subprocess.Popen([PYTHON, str(script)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(p1)
+        assert p1.wait(180) == -signal.SIGKILL
+        names = sorted(p.name for p in ckdir.iterdir())
+        assert "step-00000002" in names and "step-00000004" not in names
+        assert any(n.startswith(".tmp-step-00000004") for n in names)
+        assert core.version == 4  # the coordinator saw step 4 trained; the checkpoint of it is incomplete
+
+        # phase 2: resume from step 2; the coordinator is rolled back to the checkpoint's state
+        p2 = subprocess.Popen([PYTHON, "-m", "hexrl_workers", "trainer"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        procs.append(p2)
+        _wait(lambda: len(restores) == 1, 120, "the resumed trainer to restore the coordinator")
+        assert restores[0]["version"] == 2
+        assert restores[0]["groups_match"] and restores[0]["buffered"] == restores[0]["snapshot_buffered"]
+        # kill it between steps, once the step-4 checkpoint exists and training went beyond it
+        _wait(lambda: (ckdir / "step-00000004").is_dir() and core.version >= 5, 120, "training past step 4")
+        p2.send_signal(signal.SIGKILL)
+        p2.wait(30)
+        assert checkpoint.latest(ckdir).name in ("step-00000004", "step-00000006")
+        expected = int(checkpoint.latest(ckdir).name.split("-")[1])
+        snap = json.loads((checkpoint.latest(ckdir) / "meta.json").read_text())["coordinator"]
+        assert snap["version"] == expected
+
+        # phase 3: resume from the last complete checkpoint and finish the job
+        p3 = subprocess.Popen([PYTHON, "-m", "hexrl_workers", "trainer"], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+        procs.append(p3)
+        assert p3.wait(240) == 0, p3.stderr.read().decode()[-2000:] if p3.stderr else ""
+        if core.version != expected or len(restores) > 1:
+            assert restores[1]["version"] == expected and restores[1]["groups_match"]
+        assert core.version == 8 and core.trained_steps == 8
+        assert len(core.trained_prompt_ids) == len(set(core.trained_prompt_ids)) == 8 * 4
+        assert checkpoint.latest(ckdir).name == "step-00000008"
+    finally:
+        worker.stop()
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+        wt.join(30)
+        coord.close()
