@@ -80,7 +80,7 @@ def test_eta_can_be_changed_at_run_time_by_endpoint_and_by_config_file(tmp_path)
 
 def test_missing_model_path_is_a_clear_error(tmp_path):
     spec = tiny_spec(**{"model.source": {"localPath": str(tmp_path / "nope")}})
-    with pytest.raises(ModelSourceError, match="does not exist; set model.source.localPath"):
+    with pytest.raises(ModelSourceError, match=r"does not exist; set model\.source\.localPath"):
         build_model(spec)
     job = tmp_path / "job.yaml"
     text = (REPO / "manifests/examples/rljob-tiny.yaml").read_text().replace(

@@ -57,7 +57,7 @@ def test_no_trained_sample_violates_the_bound(eta, prompts_per_step, group_size,
             core.s.max_policy_lag = [0, 1, 4][r % 3]
         if kind == "dispatch":
             before = core.n_requested
-            items, reason = core.dispatch(f"w{r % 3}", 1 + r % 2, now=0.0)
+            items, _reason = core.dispatch(f"w{r % 3}", 1 + r % 2, now=0.0)
             if core.n_requested > before:
                 # AReaL's gate held for the last (hence every) trajectory admitted: floor((N_r-1)/B) <= i + η
                 assert (core.n_requested - 1) // core.s.batch_trajectories <= core.version + core.s.max_policy_lag
@@ -72,8 +72,8 @@ def test_no_trained_sample_violates_the_bound(eta, prompts_per_step, group_size,
             it, spec, wv = inflight.pop(r % len(inflight))
             core.ingest_partial(PartialResponse(
                 item_id=it.item_id, epoch=it.epoch, group_id=it.group_id, sample_index=spec.sample_index,
-                prompt_id=it.prompt.prompt_id, tokens=spec.prefix_tokens + [7], logprobs=spec.prefix_logprobs + [-2.0],
-                versions=spec.prefix_versions + [wv],
+                prompt_id=it.prompt.prompt_id, tokens=[*spec.prefix_tokens, 7], logprobs=[*spec.prefix_logprobs, -2.0],
+                versions=[*spec.prefix_versions, wv],
             ))
         elif kind == "release" and inflight:
             it, _, _ = inflight[r % len(inflight)]
