@@ -22,7 +22,7 @@ _BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 def extract_final_answer(text: str) -> str | None:
     """The final answer of a worked solution, or None when there is none."""
     if "####" in text:
-        tail = text.rsplit("####", 1)[1]
+        tail = text.rsplit("####", 1)[1].replace(",", "")
         nums = _NUMBER.findall(tail)
         return nums[0] if nums else (tail.strip() or None)
     boxed = _BOXED.findall(text)
