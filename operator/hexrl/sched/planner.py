@@ -603,12 +603,17 @@ def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSet
         if sol is not None:
             sol = replace(sol, train=same[0])
             kept_trainer = True
-    free_sol = _solve(problem, settings)
-    if free_sol is not None and (
-        sol is None
-        or free_sol.evaluation.throughput > sol.evaluation.throughput * (1 + settings.cost.trainer_move_threshold)
-    ):
-        sol, kept_trainer = free_sol, free_sol.train in same and trainer_intact
+    threshold = 1 + settings.cost.trainer_move_threshold
+    # The plan that moves the trainer can beat the kept one by more than the threshold only if the kept
+    # one fell that far below the current plan (after capacity losses the optimum cannot exceed it), so
+    # the full search runs only then.
+    if sol is None or sol.evaluation.throughput * threshold < current.tokens_per_second:
+        free_sol = _solve(built.problem, settings)
+        if free_sol is not None and (sol is None or free_sol.evaluation.throughput > sol.evaluation.throughput * threshold):
+            # least change for the rollout around the new trainer
+            pinned = _solve(replace(problem, train=(problem.train[free_sol.train],)), settings)
+            sol = replace(pinned, train=free_sol.train) if pinned is not None else free_sol
+            kept_trainer = free_sol.train in same and trainer_intact
     if sol is None:
         return replace(_diagnose(built, job, cluster, settings), solve_seconds=time.perf_counter() - start)
     result = _assemble(built, sol, cluster, settings, start, previous=current)
@@ -620,12 +625,22 @@ def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSet
 
 def _changes(old: Plan, new: Plan, kept_trainer: bool, cluster: Cluster) -> tuple[Change, ...]:
     gone = {n.name for n in cluster.nodes if n.going_away} | (
-        {n for r in old.replicas for n in r.nodes} - {n.name for n in cluster.nodes}
+        ({n for r in old.replicas for n in r.nodes} | set(old.trainer.nodes)) - {n.name for n in cluster.nodes}
     )
     out: list[Change] = []
     ot, nt = old.trainer, new.trainer
     if kept_trainer and ot.nodes == nt.nodes:
         out.append(Change("kept", "trainer", f"{nt.gpus} {nt.gpu} on {', '.join(nt.nodes)}"))
+    elif ot.pool == nt.pool and set(nt.nodes) <= set(ot.nodes) and not any(n in gone for n in ot.nodes):
+        out.append(
+            Change(
+                "resized",
+                "trainer",
+                f"DP{ot.data_parallel}×TP{ot.tensor_parallel}×PP{ot.pipeline_parallel} → DP{nt.data_parallel}×"
+                f"TP{nt.tensor_parallel}×PP{nt.pipeline_parallel} on {', '.join(nt.nodes)}: more than "
+                "the trainer-move threshold faster on the changed cluster (restart from the last checkpoint)",
+            )
+        )
     else:
         lost = [n for n in ot.nodes if n in gone]
         why = f"its nodes {', '.join(lost)} are gone or going away" if lost else "the old layout no longer fits or pays"

@@ -158,7 +158,7 @@ class Change:
     """What `replan` moved and why."""
 
     kind: str
-    """added | removed | moved | kept"""
+    """added | removed | moved | resized | kept"""
     role: str
     """trainer | rollout"""
     detail: str
