@@ -257,6 +257,22 @@ def _train_candidates(
     return out
 
 
+def _one_strategy(
+    pools: Sequence[_Pool], w: Workload, job: RLJobSpec, s: CostModelSettings, t: TrainerAssignment
+) -> list[_TrainMeta]:
+    """The current trainer's strategy, if its pool is still eligible and it still fits."""
+    for pool in pools:
+        if pool.info.name != t.pool or (pool.info.spot and job.placement.spot.trainer == "forbidden"):
+            continue
+        e = training_tokens_per_second(
+            pool.spec, w, t.data_parallel, t.tensor_parallel, t.pipeline_parallel, t.fsdp, s,
+            pool.info.gpus_per_node, pool.inter_gbps, pool.memory_gb,
+        )
+        if e is not None:
+            return [_TrainMeta(pool, t.data_parallel, t.tensor_parallel, t.pipeline_parallel, t.fsdp, e)]
+    return []
+
+
 # ------------------------------------------------------------------------------------ problem
 
 
@@ -270,7 +286,10 @@ class _Built:
     ws_seconds: dict[tuple[str, str], float]
 
 
-def _build(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) -> _Built | Infeasible:
+def _build(
+    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, only: TrainerAssignment | None = None
+) -> _Built | Infeasible:
+    """The MILP's data for `job` on `cluster`; with `only`, the one training strategy of that assignment."""
     catalog = _catalog(cluster)
     pools = _eligible(job, cluster, catalog)
     if isinstance(pools, Infeasible):
@@ -289,7 +308,10 @@ def _build(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) -> _Buil
     rate_cap = min(by_slot * inflight, by_gpu)
     if job.budget.target_tokens_per_second is not None:
         rate_cap = max(rate_cap, job.budget.target_tokens_per_second)
-    train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget)
+    if only is None:
+        train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget)
+    else:
+        train = _one_strategy(pools, w, job, cs, only)
     ropts = tuple(
         RolloutOption(
             pool=m.pool.info.name,
@@ -579,44 +601,48 @@ def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSet
     """
     settings = settings or PlannerSettings()
     start = time.perf_counter()
-    built = _build(job, cluster, settings)
-    if isinstance(built, Infeasible):
-        return replace(built, solve_seconds=time.perf_counter() - start)
-    key_of = [_config_key(m.pool.info.name, m.tp, m.pp) for m in built.rollout]
-    have = Counter(_config_key(r.pool, r.tensor_parallel, r.pipeline_parallel) for r in current.replicas)
-    current_counts = tuple(have.get(k, 0) for k in key_of)
     weight = settings.cost.migration_cost_per_gpu * current.tokens_per_second
-    problem = replace(built.problem, current_counts=current_counts, migration_weight=weight)
+    have = Counter(_config_key(r.pool, r.tensor_parallel, r.pipeline_parallel) for r in current.replicas)
+
+    def least_change(b: _Built, train: int | None = None) -> Problem:
+        counts = tuple(have.get(_config_key(m.pool.info.name, m.tp, m.pp), 0) for m in b.rollout)
+        p = replace(b.problem, current_counts=counts, migration_weight=weight)
+        return p if train is None else replace(p, train=(p.train[train],))
+
     ct = current.trainer
-    same = [
-        j
-        for j, m in enumerate(built.train)
-        if (m.pool.info.name, m.dp, m.tp, m.pp, m.fsdp) == (ct.pool, ct.data_parallel, ct.tensor_parallel, ct.pipeline_parallel, ct.fsdp)
-    ]
     free = {n.name: n.gpus_free for n in cluster.nodes}
-    trainer_intact = bool(same) and all(free.get(n, 0) >= g for n, g in zip(ct.nodes, ct.gpus_per_node, strict=True))
-    sol = None
+    intact = all(free.get(n, 0) >= g for n, g in zip(ct.nodes, ct.gpus_per_node, strict=True))
+    sol: Solution | None = None
+    used: _Built | None = None
     kept_trainer = False
-    if trainer_intact:
-        fixed = replace(problem, train=(problem.train[same[0]],))
-        sol = _solve(fixed, settings)
-        if sol is not None:
-            sol = replace(sol, train=same[0])
-            kept_trainer = True
+    if intact:
+        # Fast path: only the current strategy, no enumeration of the others.
+        fixed = _build(job, cluster, settings, only=ct)
+        if isinstance(fixed, _Built) and fixed.train:
+            sol = _solve(least_change(fixed), settings)
+            if sol is not None:
+                used, kept_trainer = fixed, True
     threshold = 1 + settings.cost.trainer_move_threshold
-    # The plan that moves the trainer can beat the kept one by more than the threshold only if the kept
+    # A plan that moves the trainer can beat the kept one by more than the threshold only if the kept
     # one fell that far below the current plan (after capacity losses the optimum cannot exceed it), so
     # the full search runs only then.
     if sol is None or sol.evaluation.throughput * threshold < current.tokens_per_second:
+        built = _build(job, cluster, settings)
+        if isinstance(built, Infeasible):
+            return replace(built, solve_seconds=time.perf_counter() - start)
         free_sol = _solve(built.problem, settings)
         if free_sol is not None and (sol is None or free_sol.evaluation.throughput > sol.evaluation.throughput * threshold):
-            # least change for the rollout around the new trainer
-            pinned = _solve(replace(problem, train=(problem.train[free_sol.train],)), settings)
+            pinned = _solve(least_change(built, free_sol.train), settings)  # least change around the new trainer
             sol = replace(pinned, train=free_sol.train) if pinned is not None else free_sol
-            kept_trainer = free_sol.train in same and trainer_intact
-    if sol is None:
-        return replace(_diagnose(built, job, cluster, settings), solve_seconds=time.perf_counter() - start)
-    result = _assemble(built, sol, cluster, settings, start, previous=current)
+            m = built.train[free_sol.train]
+            kept_trainer = intact and (m.pool.info.name, m.dp, m.tp, m.pp, m.fsdp) == (
+                ct.pool, ct.data_parallel, ct.tensor_parallel, ct.pipeline_parallel, ct.fsdp
+            )
+            used = built
+        if sol is None:
+            return replace(_diagnose(built, job, cluster, settings), solve_seconds=time.perf_counter() - start)
+    assert used is not None
+    result = _assemble(used, sol, cluster, settings, start, previous=current)
     if isinstance(result, Infeasible):
         return result
     changes = _changes(current, result, kept_trainer, cluster)
