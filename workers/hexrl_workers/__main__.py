@@ -51,7 +51,7 @@ def load_config() -> WorkerConfig:
 
 
 def _coordinator(cfg: WorkerConfig, token: str | None) -> int:
-    from hexrl_workers.runtime import build_coordinator
+    from hexrl_workers.coordinator.server import build_coordinator
 
     server = build_coordinator(cfg.spec, token, cfg.effective_max_policy_lag(),
                                config_path=os.environ.get(ENV_CONFIG, DEFAULT_CONFIG_PATH))

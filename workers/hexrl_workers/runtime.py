@@ -7,33 +7,19 @@ from typing import Any
 
 from hexrl.api.models import RLJobSpec
 from hexrl_workers.client import CoordinatorClient
-from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
-from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings
+from hexrl_workers.coordinator.server import build_coordinator
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer, model_dir
 from hexrl_workers.reward import load_reward
 from hexrl_workers.rollout.engine import SamplingParams
 from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
-from hexrl_workers.tasks import make_dataset
 from hexrl_workers.weights.client import WeightClient, WeightClientSettings
 from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
 
+__all__ = ["build_coordinator", "build_rollout_worker"]
+
 ENV_ENGINE = "HEXRL_ENGINE"
 """torch | vllm (default: vllm when CUDA and vllm are available, else torch)."""
-
-
-def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None,
-                      config_path: str | None = None) -> CoordinatorServer:
-    core = CoordinatorCore(
-        CoordinatorSettings(
-            prompts_per_step=spec.algorithm.prompts_per_step,
-            group_size=spec.algorithm.group_size,
-            max_policy_lag=spec.staleness.max_policy_lag if eta is None else eta,
-            total_steps=spec.algorithm.total_steps,
-        ),
-        make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
-    )
-    return CoordinatorServer(core, ServerSettings(token=token, config_path=config_path))
 
 
 def _engine(spec: RLJobSpec, seed: int) -> Any:

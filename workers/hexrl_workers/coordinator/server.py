@@ -31,6 +31,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from hexrl.api.models import RLJobSpec
 from hexrl.api.workerconfig import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -38,7 +39,7 @@ from hexrl.api.workerconfig import (
     STALENESS_PATH,
     parse_worker_config,
 )
-from hexrl_workers.coordinator.core import CoordinatorCore, RejectedError
+from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings, RejectedError
 from hexrl_workers.httpcommon import HTTPProblem, auth_middleware, error_middleware, json_response, parse
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import (
@@ -51,6 +52,7 @@ from hexrl_workers.protocol import (
     WorkRequest,
     WorkResponse,
 )
+from hexrl_workers.tasks import make_dataset
 
 log = logging.getLogger(__name__)
 
@@ -327,6 +329,21 @@ class CoordinatorServer:
             except Exception as exc:  # a bad edit must not stop the job: keep the last good η
                 log.warning("ignoring unreadable config %s: %s", path, exc)
             await asyncio.sleep(self.settings.config_poll_seconds)
+
+
+def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None,
+                      config_path: str | None = None) -> CoordinatorServer:
+    """A coordinator for `spec` (η = the live override `eta`, else the spec's); imports no torch."""
+    core = CoordinatorCore(
+        CoordinatorSettings(
+            prompts_per_step=spec.algorithm.prompts_per_step,
+            group_size=spec.algorithm.group_size,
+            max_policy_lag=spec.staleness.max_policy_lag if eta is None else eta,
+            total_steps=spec.algorithm.total_steps,
+        ),
+        make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+    )
+    return CoordinatorServer(core, ServerSettings(token=token, config_path=config_path))
 
 
 class ThreadedCoordinator:

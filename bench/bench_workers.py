@@ -1,0 +1,253 @@
+"""Benchmarks of the worker runtime (printed, never asserted; see DESIGN.md §7).
+
+1. async (η = 4) vs synchronous (η = 0): wall time of the tiny job to the same number of trained samples,
+   through the real local runner (Ray, HTTP coordinator, rollout actors, trainer);
+2. a 1 GiB weight pull through the weight service (parallel range requests, sha256 per chunk) vs raw
+   loopback TCP measured in the same run, both from a separate server process;
+3. 8 workers pulling one version with relay: trainer (origin) egress / weight size;
+4. coordinator ingest: small trajectories per second into `python -m hexrl_workers coordinator`.
+
+Run: `.venv/bin/python bench/bench_workers.py [--quick]` (quick: smaller sizes, fewer steps).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+TOKEN = "bench-token"
+
+
+# ------------------------------------------------------------------------------------ 1. async vs sync
+
+
+def bench_async_vs_sync(steps: int) -> None:
+    from hexrl.api.models import RLJob
+    from hexrl_workers.local import LocalOptions, run_local
+
+    job = RLJob.model_validate(yaml.safe_load((REPO / "manifests/examples/rljob-tiny.yaml").read_text()))
+    res = {}
+    for name, sync in (("async η=4", False), ("sync η=0", True)):
+        res[name] = run_local(job, LocalOptions(steps=steps, sync=sync, workers=2, show_progress=False))
+        r = res[name]
+        print(f"  {name:10s} steps={r['steps']} samples={r['trainedSamples']} wall={r['wallSeconds']:.1f}s "
+              f"reward {r['initialReward']}→{r['finalReward']} maxStaleness={r['maxObservedStaleness']}")
+    a, s = res["async η=4"]["wallSeconds"], res["sync η=0"]["wallSeconds"]
+    print(f"  => sync/async wall-time ratio to {res['sync η=0']['trainedSamples']} trained samples: {s / a:.2f}x")
+
+
+# ----------------------------------------------------------------------------------- 2. 1 GiB pull
+
+RAW_SERVER = """
+import socket, sys
+n = int(sys.argv[1]); buf = bytes(64 << 20)
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1", 0)); s.listen(1)
+print(s.getsockname()[1], flush=True)
+c, _ = s.accept(); sent = 0
+while sent < n:
+    k = min(len(buf), n - sent); c.sendall(memoryview(buf)[:k]); sent += k
+c.close()
+"""
+
+WEIGHT_SERVER = """
+import sys, time, torch, asyncio
+from hexrl_workers.weights.server import WeightServer, WeightServerSettings
+from hexrl_workers.weights.store import pack
+n, chunk, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+state = {f"layer{i}.weight": torch.randn(n // 4 // 16 // 1024, 1024) for i in range(16)}
+manifest, blob = pack(state, 1, chunk)
+srv = WeightServer(WeightServerSettings(token=token))
+srv.publish(manifest, blob)
+async def main():
+    port = await srv.start("127.0.0.1", 0)
+    print(port, manifest.total_bytes, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+
+def _raw_tcp(nbytes: int) -> float:
+    p = subprocess.Popen([PY, "-c", RAW_SERVER, str(nbytes)], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(p.stdout.readline())  # type: ignore[union-attr]
+        buf = bytearray(nbytes)
+        view = memoryview(buf)
+        t0 = time.perf_counter()
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            got = 0
+            while got < nbytes:
+                k = s.recv_into(view[got:], min(16 << 20, nbytes - got))
+                if k == 0:
+                    break
+                got += k
+        return got / (time.perf_counter() - t0)
+    finally:
+        p.wait(30)
+
+
+def bench_weight_pull(nbytes: int) -> None:
+    from hexrl_workers.weights.client import WeightClient, WeightClientSettings
+
+    raw = _raw_tcp(nbytes)
+    chunk = 64 << 20
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    p = subprocess.Popen([PY, "-c", WEIGHT_SERVER, str(nbytes), str(chunk), TOKEN], stdout=subprocess.PIPE, text=True,
+                         env=env)
+    try:
+        port, total = (int(x) for x in p.stdout.readline().split())  # type: ignore[union-attr]
+        rates = []
+        for parallel in (1, 4):
+            client = WeightClient(WeightClientSettings(f"http://127.0.0.1:{port}", TOKEN, parallel=parallel))
+            t0 = time.perf_counter()
+            _, blob = client.pull()
+            dt = time.perf_counter() - t0
+            assert len(blob) == total
+            rates.append((parallel, total / dt))
+            del blob
+        print(f"  raw loopback TCP (1 stream, no checks): {raw / 1e9:.2f} GB/s for {nbytes / 2**30:.2f} GiB")
+        for parallel, rate in rates:
+            print(f"  weight pull, {parallel} parallel chunk(s), sha256-verified: {rate / 1e9:.2f} GB/s "
+                  f"=> {rate / raw:.0%} of raw TCP")
+    finally:
+        p.kill()
+        p.wait(10)
+
+
+# ---------------------------------------------------------------------------------------- 3. relay
+
+
+def bench_relay(nbytes: int, workers: int = 8) -> None:
+    import torch
+
+    from hexrl_workers.weights.client import WeightClient, WeightClientSettings
+    from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
+    from hexrl_workers.weights.store import pack
+
+    state = {"w": torch.randn(nbytes // 4)}
+    for relay in (True, False):
+        origin = ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, relay=relay)))
+        manifest, blob = pack(state, 1, 8 << 20)
+        origin.publish(manifest, blob)
+        relays = [ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, origin=False), role="rollout"))
+                  for _ in range(workers)]
+
+        def pull(r: ThreadedWeightServer, origin: ThreadedWeightServer = origin, relay: bool = relay) -> None:
+            c = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url=r.url if relay else None))
+            m, b = c.pull()
+            r.publish(m, b)
+            c.announce(m.version)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=pull, args=(r,)) for r in relays]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        dt = time.perf_counter() - t0
+        print(f"  {workers} workers, relay={'on ' if relay else 'off'}: trainer egress / weight size = "
+              f"{origin.server.served_bytes / manifest.total_bytes:.2f} ({manifest.total_bytes / 2**20:.0f} MiB, "
+              f"all pulled in {dt:.2f}s)")
+        for r in relays:
+            r.close()
+        origin.close()
+
+
+# ------------------------------------------------------------------------------------------ 4. ingest
+
+
+def bench_ingest(n: int, per_request: int = 500) -> None:
+    import requests
+
+    from hexrl.api.models import RLJob
+    from hexrl.api.workerconfig import WorkerConfig, render_worker_config
+    from hexrl_workers.protocol import Trajectory, TrajectoryBatchIn, WorkResponse
+
+    job = RLJob.model_validate(yaml.safe_load((REPO / "manifests/examples/rljob-tiny.yaml").read_text()))
+    spec = job.spec
+    spec.algorithm.group_size = 2
+    spec.algorithm.prompts_per_step = 2048
+    spec.algorithm.total_steps = None
+    spec.staleness.max_policy_lag = 64
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tmp = Path(tempfile.mkdtemp())
+    cfg = tmp / "config.yaml"
+    cfg.write_text(render_worker_config(WorkerConfig(job="bench", spec=spec, coordinator_url="x", weights_url="y")))
+    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN": TOKEN, "HEXRL_PORT": str(port),
+           "HEXRL_LOG_LEVEL": "WARNING"}
+    p = subprocess.Popen([PY, "-m", "hexrl_workers", "coordinator"], env=env)
+    sess = requests.Session()
+    sess.headers["Authorization"] = f"Bearer {TOKEN}"
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                sess.get(url + "/healthz", timeout=1)
+                break
+            except requests.RequestException:
+                time.sleep(0.1)
+        items = []
+        t0 = time.perf_counter()
+        while 2 * len(items) < n:
+            r = sess.post(url + "/v1/work", json={"workerId": "bench", "maxItems": 1024}, timeout=60)
+            got = WorkResponse.model_validate_json(r.content).items
+            if not got:
+                break
+            items.extend(got)
+        t_dispatch = time.perf_counter() - t0
+        bodies = []
+        samples = [(it, k) for it in items for k in range(2)]
+        for k in range(0, len(samples), per_request):
+            trajs = [Trajectory(item_id=it.item_id, epoch=it.epoch, group_id=it.group_id, group_size=2, sample_index=j,
+                                prompt_id=it.prompt.prompt_id, prompt_tokens=[1, 5, 6, 7], tokens=[8, 2],
+                                logprobs=[-0.5, -0.1], versions=[0, 0], reward=1.0)
+                     for it, j in samples[k:k + per_request]]
+            bodies.append(TrajectoryBatchIn(trajectories=trajs).model_dump_json(by_alias=True))
+        t0 = time.perf_counter()
+        accepted = 0
+        for body in bodies:
+            r = sess.post(url + "/v1/trajectories", data=body, headers={"Content-Type": "application/json"}, timeout=60)
+            accepted += r.json()["accepted"]
+        dt = time.perf_counter() - t0
+        print(f"  dispatch: {len(items)} work items (groups of 2) in {t_dispatch:.2f}s = {len(items) / t_dispatch:,.0f} items/s")
+        print(f"  ingest: {accepted} trajectories ({per_request}/request) in {dt:.2f}s = {accepted / dt:,.0f} "
+              "trajectories/s")
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller sizes and fewer steps")
+    ap.add_argument("--only", choices=["async", "pull", "relay", "ingest"], default=None)
+    args = ap.parse_args()
+    q = args.quick
+    if args.only in (None, "ingest"):
+        print("== coordinator ingest")
+        bench_ingest(20_000 if q else 60_000)
+    if args.only in (None, "relay"):
+        print("== relay")
+        bench_relay((32 if q else 256) << 20)
+    if args.only in (None, "pull"):
+        print("== weight pull vs raw loopback TCP")
+        bench_weight_pull((256 if q else 1024) << 20)
+    if args.only in (None, "async"):
+        print("== async vs sync (tiny job, local Ray runner)")
+        bench_async_vs_sync(40 if q else 100)
+
+
+if __name__ == "__main__":
+    main()
