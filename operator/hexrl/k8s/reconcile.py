@@ -26,6 +26,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -121,6 +122,7 @@ class Reconciler:
         self._mem: dict[str, JobMemory] = {}
         self._mem_lock = threading.Lock()
         self._plan_lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hexrl-api")
 
     # ------------------------------------------------------------------------------------ memory
 
@@ -254,10 +256,8 @@ class Reconciler:
         if spec.suspend:
             trainer_delete += [p for p in self.store.job_pods(ref.namespace, ref.name) if p["role"] == "trainer"]
             trainer_create = []
-        for p in trainer_delete:
-            out.deleted += self._delete_pod(ref, mem, p, snap)
-        for pod in trainer_create:
-            out.created += self._create_pod(mem, pod)
+        out.deleted += sum(self._fan_out(lambda p: self._delete_pod(ref, mem, p, snap), trainer_delete))
+        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer_create))
         created, deleted, replaced = self._rollout(ref, spec, plan, snap, mem)
         out.created += created
         out.deleted += deleted
@@ -487,7 +487,9 @@ class Reconciler:
         by_slot: dict[str, list[dict[str, Any]]] = {}
         for p in pods:
             by_slot.setdefault(p["slot"], []).append(p)
-        created = deleted = replaced = 0
+        replaced = 0
+        to_delete: list[dict[str, Any]] = []
+        to_create: list[dict[str, Any]] = []
         slots = [] if spec.suspend else render.rollout_slots(plan)
         wanted = {s.slot for s in slots}
         for slot in slots:
@@ -503,18 +505,25 @@ class Reconciler:
                     if why and why not in ("completed",):
                         replaced += 1
                         log.info("job %s/%s: replacing rollout pod %s: %s", ref.namespace, ref.name, p["name"], why)
-                    deleted += self._delete_pod(ref, mem, p, snap)
+                    to_delete.append(p)
                 else:
                     keep = p
             if keep is None:
                 inc = max((_incarnation(p["name"]) for p in have), default=-1) + 1
-                pod = render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)
-                created += self._create_pod(mem, pod)
+                to_create.append(render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings))
         for s, ps in by_slot.items():
             if s not in wanted:
-                for p in ps:
-                    deleted += self._delete_pod(ref, mem, p, snap)
+                to_delete.extend(ps)
+        # deletions first: they free the GPUs the new pods may need
+        deleted = sum(self._fan_out(lambda p: self._delete_pod(ref, mem, p, snap), to_delete))
+        created = sum(self._fan_out(lambda pod: self._create_pod(mem, pod), to_create))
         return created, deleted, replaced
+
+    def _fan_out(self, fn: Callable[[Any], int], items: list[Any]) -> list[int]:
+        """Run independent API calls of one pass concurrently (pods of a big plan are created in parallel)."""
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+        return list(self._pool.map(fn, items))
 
     # ------------------------------------------------------------------------------------ status
 

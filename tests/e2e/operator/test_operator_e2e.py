@@ -317,9 +317,18 @@ def test_a_second_replica_with_lower_priority_pauses(kube: Kube, operator: Opera
     second.env = {"HEXRL_OPERATOR_PRIORITY": "1"}  # the session operator's priority is random in [2, 2^30]
     second.start(wait=False)
     try:
-        wait_for(lambda: "Pausing operations in favour of" in second.logs(), 60, what="the second replica to pause")
+        import json
+
+        def peers():
+            raw = kube.cluster.kubectl("get", "clusterkopfpeering", "hexrl", "-o", "json").stdout
+            return {v.get("priority") for v in (json.loads(raw).get("status") or {}).values()}
+
+        # both replicas announce themselves; kopf starts every replica paused and only resumes the top one
+        wait_for(lambda: 1 in peers() and len(peers()) >= 2, 60, what="both replicas in the peering object")
+        time.sleep(3)
         kube.apply(small_job())
         running(kube, "math")
+        assert "Resuming operations" not in second.logs()
         assert "job_changed" not in second.logs()  # it handled nothing
     finally:
         second.kill(signal.SIGTERM)
