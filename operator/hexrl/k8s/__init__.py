@@ -1,1 +1,8 @@
-"""(placeholder docstring: replaced by the module owner)."""
+"""The operator: the only package that talks to Kubernetes (kopf, kubernetes).
+
+Data flows one way (DESIGN.md §2): Node/Pod indexes (`store`, fed by kopf in `handlers`) →
+`snapshot.build_cluster` → `hexrl.sched.plan`/`replan` → `render` (pure manifests) → apply through
+`kubeapi` → one status write (`status`), all inside one `reconcile` pass per job, scheduled by the
+debouncing `runtime.WorkQueue`. `scaling` adjusts rollout from the coordinator's progress, `metrics` holds
+every Prometheus metric, `settings` every knob, and `main` starts the process (`hexrl operator`).
+"""

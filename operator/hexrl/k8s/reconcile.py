@@ -101,6 +101,8 @@ class PassResult:
     replanned: bool = False
     status_written: bool = False
     requests: int = 0
+    outcome: str = ""
+    """ok | infeasible | invalid (the label of hexrl_operator_reconciles_total); empty = derive from planned."""
 
 
 class Reconciler:
@@ -197,7 +199,7 @@ class Reconciler:
         with mem.lock:
             try:
                 result = self._pass(job, mem)
-                metrics.RECONCILES.labels("ok" if result.planned else "infeasible").inc()
+                metrics.RECONCILES.labels(result.outcome or ("ok" if result.planned else "infeasible")).inc()
             except ApiError as exc:
                 metrics.RECONCILES.labels("error").inc()
                 metrics.ERRORS.labels(exc.reason or str(exc.status)).inc()
@@ -218,7 +220,7 @@ class Reconciler:
         except ValidationError as exc:
             msg = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
             self._write_rejection(job, mem, reasons.INVALID_SPEC, f"the spec is invalid: {msg}; fix it and re-apply")
-            metrics.RECONCILES.labels("invalid").inc()
+            out.outcome = "invalid"
             return out
         if not mem.loaded:
             self._load(ref, mem)
