@@ -464,7 +464,8 @@ class Reconciler:
         pods = [p for p in self._job_pods(ref, mem) if p["role"] == "trainer"]
         tag = render.trainer_epoch_tag(plan, epoch)
         current = [p for p in pods if (p.get("epoch") or _epoch_of(p["name"], ref)) == tag]
-        lost = any(self._pod_bad(p, snap) for p in current)
+        # any rank of any incarnation dying counts (a re-plan may already have moved the trainer off a lost node)
+        lost = any(self._pod_bad(p, snap) for p in pods)
         desired = render.render_trainer_pods(ref, spec, plan, snap, epoch, self.settings)
         if current and not lost:
             # a rank vanished after the gang was created (e.g. its node was deleted): the gang is broken

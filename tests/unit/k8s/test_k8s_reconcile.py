@@ -236,3 +236,21 @@ def test_scaling_grows_onto_spot_within_budget():
     assert w.rec.scale("default", "math", "shrink", replace(mem.scale))
     w.pass_()
     assert len(w.pods("rollout")) == 3
+
+
+def test_trainer_node_lost_moves_the_gang_and_reports_it():
+    w = World(make_plan(trainer_nodes=("h800-ondemand-0",)))
+    w.pass_()
+    w.sync()
+    w.pass_()
+    old = w.pods("trainer")
+    w.store.drop_node("h800-ondemand-0")
+    w.nodes = [n for n in w.nodes if n["metadata"]["name"] != "h800-ondemand-0"]
+    w.planner.result = make_plan(trainer_nodes=("h800-ondemand-1",))
+    w.pass_()
+    new = w.pods("trainer")
+    assert len(new) == 1 and new != old
+    assert w.api.objects[("Pod", "default", new[0])]["spec"]["affinity"]["nodeAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["h800-ondemand-1"]
+    assert w.cond(reasons.DEGRADED)["reason"] == reasons.TRAINER_LOST
+    assert w.events(reasons.TRAINER_LOST) and w.events(reasons.REPLANNED)
