@@ -87,3 +87,16 @@ def test_zz_report_agreement():
             f"{STATS['worst']:.4f} (bisection search {STATS['worst_bisect']:.4f}), planner mean {STATS['seconds'] / STATS['n'] * 1e3:.1f} ms"
         )
         assert STATS["n"] >= 200
+
+
+@pytest.mark.parametrize(("size", "budget", "second"), [("1.5B", 60.0, "H20"), ("7B", 90.0, "H20")])
+def test_planner_matches_brute_force_at_32_gpus(size, budget, second):
+    """Two pools of 2×8 GPUs: the largest instances the enumeration can afford in a unit test."""
+    cluster = make_cluster([("a", "H800", 8, 2, False), ("b", second, 8, 2, True)])
+    job = make_job(size=size, budget=budget, prompts=16, max_new=4096, mean_new=1024)
+    best = brute_force(full_problem(job, cluster))
+    assert best is not None
+    for limit in (160, 0):  # direct MILP and the bisection search
+        p = plan(job, cluster, PlannerSettings(compute_baselines=False, direct_strategy_limit=limit))
+        assert isinstance(p, Plan)
+        assert p.tokens_per_second >= 0.99 * best[0], (limit, p.tokens_per_second, best)
