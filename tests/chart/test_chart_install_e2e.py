@@ -347,8 +347,9 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
     run([helm, "uninstall", RELEASE, "--namespace", CHART_NS, "--wait", "--timeout", "120s"], env=helm_env, timeout=180)
     # Pods of the deleted Deployment and the deleted node's leftovers disappear asynchronously; a namespace's
     # `default` ServiceAccount and `kube-root-ca.crt` ConfigMap are made by controllers, not by the chart.
+    # The API server registers an APIService per CRD group version; it goes away with the CRDs.
     crds = {"CustomResourceDefinition//rljobs.hexrl.dev", "CustomResourceDefinition//clusterkopfpeerings.kopf.dev",
-            "CustomResourceDefinition//kopfpeerings.kopf.dev"}
+            "CustomResourceDefinition//kopfpeerings.kopf.dev", "APIService//v1alpha1.hexrl.dev", "APIService//v1.kopf.dev"}
     left: set[str] = set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
