@@ -150,10 +150,21 @@ class Trainer:
                 WeightServer(WeightServerSettings(token=self.s.token, origin=True, relay=ws.relay)),
                 host=self.s.weights_host, port=self.s.weights_port, advertise_host=self.s.advertise_host,
             )
-            self._sync_coordinator(meta)
+            need_first_checkpoint = self._sync_coordinator(meta)
+        else:
+            need_first_checkpoint = None
+        if self.distributed:
+            import torch.distributed as dist
+
+            box = [need_first_checkpoint]
+            dist.broadcast_object_list(box, src=0)  # checkpoints are collectives: every rank joins
+            need_first_checkpoint = box[0]
+        if need_first_checkpoint:
+            self._checkpoint()
         self._publish()
 
-    def _sync_coordinator(self, meta: dict[str, Any] | None) -> None:
+    def _sync_coordinator(self, meta: dict[str, Any] | None) -> bool:
+        """Make the coordinator consistent with the resumed state; True when a first checkpoint is due."""
         state = self.coord.version()
         if meta is None:
             if state["version"] != 0 or state.get("pendingBatches"):
@@ -162,12 +173,12 @@ class Trainer:
                     self.s.checkpoint_dir, state["version"],
                 )
                 self.coord.restore(empty_snapshot())
-            self._checkpoint()  # step 0: a resume point always exists
-            return
+            return True  # step 0: a resume point always exists
         if state["version"] != self.version or state.get("pendingBatches"):
             log.info("restoring the coordinator (version %d) to the checkpoint's (version %d)",
                      state["version"], self.version)
             self.coord.restore(meta["coordinator"])
+        return False
 
     @property
     def weights_url(self) -> str:
@@ -263,15 +274,23 @@ class Trainer:
         loss_total = 0.0
         clip = 0.0
         parts = max(1, self.s.ppo_minibatches)
-        per_part = -(-n_local // parts) if n_local else 0
+        # every rank runs the same number of forward/backward passes (FSDP's collectives must match):
+        # the count follows the largest share; a rank whose share is shorter runs zero-loss passes
+        per_rank = -(-len(batch.trajectories) // self.s.world_size)
+        per_part = -(-per_rank // parts)
         for part in range(parts):
-            lo, hi = part * per_part, min(n_local, (part + 1) * per_part)
+            lo, hi = part * per_part, (part + 1) * per_part
             part_tokens = global_tokens / parts
             self.optim.zero_grad(set_to_none=True)
             for group in self.optim.param_groups:
                 group["lr"] = self.learning_rate(self.version)
             for a in range(lo, hi, mb):
-                sub = mine.rows(slice(a, min(hi, a + mb)))
+                a_end = min(hi, a + mb, n_local)
+                if a >= a_end:
+                    dummy = packed.rows(slice(0, 1))
+                    (self._logp(dummy).sum() * 0.0).backward()
+                    continue
+                sub = mine.rows(slice(a, a_end))
                 logp = self._logp(sub)
                 prox = prox_all[a : a + sub.input_ids.shape[0]] if prox_all is not None else logp.detach()
                 ref = None
@@ -286,10 +305,6 @@ class Trainer:
                 (loss * scale).backward()
                 loss_total += float(loss.detach())
                 clip += st["clip_fraction"] * float(sub.response_mask.sum()) / global_tokens
-            if n_local == 0 and self.distributed:
-                # a rank without rows still joins FSDP's collectives with a zero-loss pass
-                dummy = packed.rows(slice(0, 1))
-                (self._logp(dummy).sum() * 0.0).backward()
             if self.distributed:
                 grad_norm = float(self.model.clip_grad_norm_(self.s.max_grad_norm))
             else:
