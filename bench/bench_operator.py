@@ -140,10 +140,11 @@ def main() -> None:
         mport = free_port()
         env = {**os.environ, "HEXRL_OPERATOR_DEBOUNCE_SECONDS": "0.5", "HEXRL_OPERATOR_DEBOUNCE_MAX_SECONDS": "2",
                "HEXRL_OPERATOR_SCALING_ENABLED": "false"}
-        log = open(cluster.workdir / "operator-bench.log", "wb")  # noqa: SIM115
+        log_path = Path(os.environ.get("TMPDIR", "/tmp")) / "hexrl-bench-operator.log"
+        log = open(log_path, "wb")  # noqa: SIM115
         op = subprocess.Popen(
             [str(Path(sys.executable).parent / "hexrl"), "operator", "--kubeconfig", str(cluster.kubeconfig),
-             "--standalone", "--metrics-port", str(mport), "--health-port", str(free_port()), "--log-level", "WARNING"],
+             "--standalone", "--metrics-port", str(mport), "--health-port", str(free_port()), "--log-level", "INFO"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         for _ in range(120):
@@ -258,6 +259,7 @@ def main() -> None:
         print(f"{len(touched)} node events the planner does not read (annotation heartbeats) → {idle_passes:.0f} passes")
         print(f"planner calls: {total(m2, 'hexrl_replans_total'):.0f}; plan solve p50 from the histogram is in "
               "hexrl_plan_solve_seconds")
+        print(f"operator log (one line per reconcile pass): {log_path}")
         print(json.dumps({"apply_p50": pct(apply_times, 50), "apply_p99": pct(apply_times, 99),
                           "replace_p50": pct(list(replaced.values()), 50), "rss_mb": rss2,
                           "requests_per_pass": reqs / max(passes, 1)}))

@@ -101,6 +101,7 @@ class PassResult:
     replanned: bool = False
     status_written: bool = False
     requests: int = 0
+    plan_seconds: float = 0.0
     outcome: str = ""
     """ok | infeasible | invalid (the label of hexrl_operator_reconciles_total); empty = derive from planned."""
 
@@ -208,6 +209,9 @@ class Reconciler:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
                 metrics.API_REQUESTS.inc(self.api.requests - req0)
         result.requests = self.api.requests - req0
+        log.info("pass %s/%s: %.2fs (planner %.2fs), %d requests, %d created, %d deleted%s", namespace, name,
+                 time.perf_counter() - t0, result.plan_seconds, result.requests, result.created, result.deleted,
+                 ", status written" if result.status_written else "")
         return result
 
     def _pass(self, job: dict[str, Any], mem: JobMemory) -> PassResult:
@@ -226,8 +230,10 @@ class Reconciler:
             self._load(ref, mem)
         # One job plans at a time: each plan sees the GPUs the plans before it reserved (see _snapshot).
         with self._plan_lock:
+            t_plan = time.perf_counter()
             snap = self._snapshot(ref.namespace, ref.name, mem)
             plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
+            out.plan_seconds = time.perf_counter() - t_plan
             previous = mem.plan
             if plan is not None:
                 mem.plan = plan
