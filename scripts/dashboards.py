@@ -187,10 +187,10 @@ def operator_health() -> dict:
             "Planner",
             [
                 Panel("Plan solve time", [
-                    Target(_q(0.5, "hexrl_plan_solve_seconds", "le, kind", window="15m"), "p50 {{kind}}"),
-                    Target(_q(0.99, "hexrl_plan_solve_seconds", "le, kind", window="15m"), "p99 {{kind}}"),
-                ], "Planner time per plan() / replan() call over the last 15 minutes (plans are rare events, so a "
-                   "rate window would mostly be empty); the planner must answer well under a second.", "s"),
+                    Target("histogram_quantile(0.5, sum by (le, kind) (hexrl_plan_solve_seconds_bucket))", "p50 {{kind}}"),
+                    Target("histogram_quantile(0.99, sum by (le, kind) (hexrl_plan_solve_seconds_bucket))", "p99 {{kind}}"),
+                ], "Planner time per plan() / replan() call since the operator started (plans are rare events: a rate "
+                   "window would mostly be empty); the planner must answer well under a second.", "s"),
                 Panel("Re-plans by trigger", [Target(f"sum by (trigger) (rate(hexrl_replans_total[{RI}]))", "{{trigger}}")],
                       "Planner calls per second: first plan, spec change, or cluster change (nodes added, lost, tainted).", "ops"),
             ],
