@@ -32,6 +32,12 @@ from hexrl_workers.weights.store import chunk_ranges
 log = logging.getLogger(__name__)
 
 
+READ_BUFSIZE = 8 << 20
+"""aiohttp's per-connection read buffer, bytes. The default (64 KiB) pauses and resumes the socket every
+128 KiB, which costs an event-loop round trip each time and caps a 64 MiB chunk download far below
+the link; 8 MiB keeps the socket streaming."""
+
+
 class WeightPullError(RuntimeError):
     """A version could not be pulled (bad token, origin unreachable, chunks keep failing)."""
 
@@ -94,14 +100,31 @@ class WeightClient:
                 return man
             await asyncio.sleep(man.retry_after_seconds)
 
-    async def _get_range(self, session: aiohttp.ClientSession, base: str, version: int, a: int, b: int) -> bytes:
+    async def _get_range(
+        self, session: aiohttp.ClientSession, base: str, version: int, a: int, b: int, into: memoryview
+    ) -> str:
+        """Stream bytes [a, b) into `into` (the blob's slice) and return their sha256 hex digest.
+
+        Hashing as the bytes arrive overlaps verification with the transfer; the caller marks the
+        chunk usable only when the digest matches the manifest."""
         headers = {"Range": f"bytes={a}-{b - 1}"}
+        h = hashlib.sha256()
+        pos = 0
         async with session.get(f"{base}/v1/weights/{version}/blob", headers=headers) as resp:
             if resp.status == 401:
                 raise WeightPullError(f"{base} refused the token (401)")
             if resp.status not in (200, 206):
                 raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status, message=await resp.text())
-            return await resp.read()
+            async for piece in resp.content.iter_chunked(READ_BUFSIZE):
+                n = len(piece)
+                if pos + n > b - a:
+                    raise aiohttp.ClientPayloadError(f"range {a}-{b - 1}: more bytes than requested")
+                into[pos : pos + n] = piece
+                h.update(piece)
+                pos += n
+        if pos != b - a:
+            raise aiohttp.ClientPayloadError(f"range {a}-{b - 1}: got {pos} of {b - a} bytes")
+        return h.hexdigest()
 
     # ------------------------------------------------------------------------------------ resuming
 
@@ -145,7 +168,9 @@ class WeightClient:
         stats = PullStats()
         timeout = aiohttp.ClientTimeout(total=None, sock_read=self.s.timeout_seconds, sock_connect=10)
         connector = aiohttp.TCPConnector(limit=max(4, 2 * self.s.parallel))
-        async with aiohttp.ClientSession(headers=bearer(self.s.token), timeout=timeout, connector=connector) as sess:
+        async with aiohttp.ClientSession(
+            headers=bearer(self.s.token), timeout=timeout, connector=connector, read_bufsize=READ_BUFSIZE
+        ) as sess:
             exclude: set[str] = set()
             man = await self._manifest(sess, version, exclude)
             blob = bytearray(man.total_bytes)
@@ -153,7 +178,7 @@ class WeightClient:
             ranges = chunk_ranges(man.total_bytes, man.chunk_bytes)
             source = man.source or self.s.origin_url
             sem = asyncio.Semaphore(self.s.parallel)
-            loop = asyncio.get_running_loop()
+            view = memoryview(blob)
 
             async def fetch(idx: int) -> None:
                 nonlocal source
@@ -162,21 +187,19 @@ class WeightClient:
                     base = source if attempt == 0 else self.s.origin_url
                     try:
                         async with sem:
-                            data = await self._get_range(sess, base, man.version, a, b)
+                            digest = await self._get_range(sess, base, man.version, a, b, view[a:b])
                     except (aiohttp.ClientError, TimeoutError) as exc:
                         if base != self.s.origin_url:
                             log.warning("relay %s failed (%s); falling back to the origin", base, exc)
                             exclude.add(base)
                             source = self.s.origin_url
                         continue
-                    digest = await loop.run_in_executor(None, lambda d=data: hashlib.sha256(d).hexdigest())
-                    if len(data) == b - a and digest == man.chunk_sha256[idx]:
-                        blob[a:b] = data
+                    if digest == man.chunk_sha256[idx]:
                         done.add(idx)
                         kind = "origin" if base == self.s.origin_url else "peer"
-                        stats.bytes_by_source[kind] = stats.bytes_by_source.get(kind, 0) + len(data)
+                        stats.bytes_by_source[kind] = stats.bytes_by_source.get(kind, 0) + (b - a)
                         if self.metrics:
-                            self.metrics["hexrl_weight_fetched_bytes"].labels(kind).inc(len(data))
+                            self.metrics["hexrl_weight_fetched_bytes"].labels(kind).inc(b - a)
                         return
                     stats.rejected_chunks += 1
                     if self.metrics:
@@ -228,7 +251,16 @@ class WeightClient:
 
     def pull(self, version: int | None = None) -> tuple[WeightManifest, bytearray]:
         """Blocking pull (for the synchronous worker loop)."""
+        box: list[tuple[WeightManifest, bytearray]] = []
+
+        async def run() -> None:
+            # The blob is handed out through `box`, not as the task's result: on the main thread
+            # asyncio.run (3.11) restores its SIGINT handler, whose repr includes the finished main
+            # task's repr — including repr() of a multi-GiB result, which takes seconds.
+            box.append(await self.pull_async(version))
+
         try:
-            return asyncio.run(self.pull_async(version))
+            asyncio.run(run())
+            return box[0]
         except aiohttp.ClientError as exc:
             raise WeightPullError(f"weight service {self.s.origin_url} unreachable: {exc}") from exc

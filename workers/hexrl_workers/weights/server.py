@@ -33,6 +33,8 @@ from hexrl_workers.httpcommon import HTTPProblem, auth_middleware, error_middlew
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
 
+WRITE_SLICE = 1 << 20
+"""Bytes per socket write when serving a range (see get_blob)."""
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
 
@@ -151,7 +153,16 @@ class WeightServer:
         headers = {"Content-Type": "application/octet-stream", "X-Hexrl-Version": str(v)}
         if rng:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{total}"
-        return web.Response(body=memoryview(blob)[start:end], status=206 if rng else 200, headers=headers)
+        headers["Content-Length"] = str(size)
+        resp = web.StreamResponse(status=206 if rng else 200, headers=headers)
+        await resp.prepare(request)
+        view = memoryview(blob)
+        # Write in slices: handing asyncio one 64 MiB buffer makes its transport memmove the unsent
+        # remainder after every partial send (quadratic on Python 3.11); slices keep each write small.
+        for pos in range(start, end, WRITE_SLICE):
+            await resp.write(view[pos : min(end, pos + WRITE_SLICE)])
+        await resp.write_eof()
+        return resp
 
     async def post_holder(self, request: web.Request) -> web.Response:
         ann = await parse(HolderAnnouncement, request)
