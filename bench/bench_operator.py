@@ -256,7 +256,8 @@ def main() -> None:
         print(f"API requests per reconcile pass: all passes {reqs / max(passes, 1):.1f} ({reqs:.0f}/{passes:.0f}); "
               f"first passes (create) {first_reqs / max(first_passes, 1):.1f}; "
               f"replacement passes {repl_reqs / max(repl_passes, 1):.1f} ({repl_reqs:.0f}/{repl_passes:.0f})")
-        print(f"{len(touched)} node events the planner does not read (annotation heartbeats) → {idle_passes:.0f} passes")
+        print(f"passes during {len(touched)} node events the planner does not read (annotation heartbeats; "
+              f"includes passes for pods still settling): {idle_passes:.0f}")
         print(f"planner calls: {total(m2, 'hexrl_replans_total'):.0f}; plan solve p50 from the histogram is in "
               "hexrl_plan_solve_seconds")
         print(f"operator log (one line per reconcile pass): {log_path}")
