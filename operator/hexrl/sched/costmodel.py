@@ -28,6 +28,11 @@ Rollout replica (TP t × PP p GPUs of one type, HBM bandwidth β, peak F)
         (prompts shared by a group are prefilled once: prefix caching), reward = B·r_s / reward_workers.
     Samples/s = B / T_wave; tokens/s consumed by training = samples/s · (P + R̄).
 
+Group latency
+    A group holds its G slots for one wave, so its expected latency is T_wave (above). At η = 0 the whole
+    batch is requested at once and the step waits for its slowest group, so the batch latency is the
+    expected longest of B_step responses instead: Q = E[max_B R]·t_step + prefill + reward.
+
 Training strategy (DP d × TP t × PP p GPUs of one type; FSDP shards states over d)
     FLOPs per token  f = (6 + 2·recompute)·N + 12·L·H·(P + R̄)·(1 + recompute/3)
     compute          C = tokens_step·f / (d·t·p·F·MFU_train), stretched by the 1F1B bubble (p − 1)/m with
@@ -72,6 +77,7 @@ __all__ = [
     "Workload",
     "decode_tokens_per_second",
     "expected_max_response",
+    "group_latency_seconds",
     "mean_resident_response",
     "spot_availability",
     "training_tokens_per_second",
@@ -315,6 +321,13 @@ def decode_tokens_per_second(
         generated_tokens_per_second=sps * w.mean_new_tokens,
         kv_cache_gb=kv_budget / 1e9,
     )
+
+
+def group_latency_seconds(e: DecodeEstimate, w: Workload, settings: CostModelSettings, responses: int) -> float:
+    """Expected seconds until the longest of `responses` responses, all started together on a replica with
+    estimate `e`, has finished (prefill and reward included): the wave with E[max_n R] for E[max_G R]."""
+    extra = expected_max_response(w, responses, settings) - expected_max_response(w, w.group_size, settings)
+    return e.wave_seconds + extra * e.step_seconds
 
 
 # ------------------------------------------------------------------------------------- training

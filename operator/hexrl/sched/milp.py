@@ -12,16 +12,38 @@ Sets and data
     q ∈ Q   pools; for each size σ in the pool's chain (powers of two dividing GPUs per node, and the
             node size), K_{q,σ} = Σ_nodes σ·⌊free_n/σ⌋ GPUs usable by items of size ≥ σ.
     W_{a,b} weight-sync-limited rate when the trainer is in pool a and rollout uses pool b (tokens/s).
-    Λ = (η + 1)·B_step   the staleness gate's bound on sequences in flight (AReaL: floor((N_r−1)/B) ≤ i+η).
+    B = B_step samples per step, τ = P + R̄ tokens per sample, η the staleness bound, ℓ_c the expected
+    latency of one group on option c (seconds; at η = 0 the batch latency, see costmodel.py).
+
+The staleness gate and Little's law (derivation).  AReaL's gate floor((N_r−1)/B) ≤ i + η lets the
+coordinator request up to (i + η + 1)·B samples after i trained steps, i.e. (η+1)·B beyond the trained
+ones. That allowance is not all generating: in steady state with step interval Δ = B·τ/T it also holds
+    the batch being trained          B for D_s = B·τ/t_s of every Δ:   time-average B·T/t_s,
+    the weight-sync gap              the gate advances only when the rollout has version i+1, ω_s
+                                     seconds (the slowest pull from the trainer's pool) after the step:
+                                     B for ω_s of every Δ:             time-average T·ω_s/τ,
+    finished groups in the buffer    they arrive at rate B/Δ and leave B at a time: on average B/2.
+So the samples generating are n = (η + ½)·B − T·k_s with k_s = B/t_s + ω_s/τ, and Little's law per
+option (r_c/s_c = τ/ℓ_c) gives T ≤ Σ_c r_c·u_c with Σ_c s_c·u_c ≤ n. With one option this is
+Δ = (ℓ + D_s + ω_s)/(η + ½): a step needs its batch generated, trained and its weights published, and η
+of them overlap. (η = 0 is serial: n = B, the bound below with the batch latency does the rest.)
+Stragglers. A group admitted with version v must be trained by step v + η; it is admitted ω_s after
+step v−1 ends and step v+η starts (η+1)·Δ − D_s after that, so a group on option c is on time only if
+ℓ_c + ω_s + D_s ≤ (η + 1)·Δ, i.e. T·ℓ_c/τ + T·k_s ≤ (η + 1)·B. Late groups are dropped (and their
+prompts regenerated), so an option whose expected latency breaks this row may not be used; at η = 0 the
+same row with the batch latency is the serial step Δ = Q + D_s + ω_s.
 
 Variables  y_c ∈ ℤ≥0 replicas; u_c ∈ [0, y_c] replicas kept busy by the gate; x_s ∈ {0,1};
+           T_s ∈ [0, t_s·x_s] the throughput carried by strategy s (T = Σ_s T_s, so T·k_s is linear);
+           z_c ∈ {0,1} "option c is used" (only where its latency row can bind);
            v_q ∈ {0,1} "rollout uses pool q"; T ≥ 0 end-to-end tokens/s.
 
 Maximise   T − δ·cost                      (δ tiny: among plans of equal throughput, the cheapest)
 subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with continuous work shares the
                                            makespan of a batch is B·len/Σ y·h, so maximise Σ y·h)
-           Σ_c s_c·u_c ≤ Λ,  u_c ≤ y_c     Little's law under the staleness gate
-           T ≤ Σ_s t_s·x_s,  Σ_s x_s = 1   training
+           Σ_c s_c·u_c + Σ_s k_s·T_s ≤ (η + ½)·B  (η ≥ 1; at η = 0: Σ_c s_c·u_c ≤ B),  u_c ≤ y_c
+           ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η + 1)·B + M_c·(1 − z_c),  y_c ≤ Ū_c·z_c     stragglers / serial step
+           T = Σ_s T_s,  T_s ≤ t_s·x_s,  Σ_s x_s = 1   training
            T ≤ W_{a,b} + (t̄ − W_{a,b})(2 − X_a − v_b)   weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < t̄ (the
                                            largest strategy rate; the tightest big-M);  y_c ≤ Ū_c·v_{q(c)}
            Σ_s π_s x_s + Σ_c π_c y_c ≤ budget
@@ -30,6 +52,7 @@ subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with cont
            Σ_{c on-demand} r_c·y_c ≥ φ·T   on-demand rollout floor φ (capacity that survives a spot drought)
            Σ_c r_c·y_c ≤ (1 + ρη)·T + max_c r_c   never buy rollout the trainer cannot absorb within η
            (replan) − μ·Σ_c g_c·|y_c − y⁰_c| in the objective, |·| linearised with two variables.
+A `Problem` with batch = 0 keeps the plain bound Σ_c s_c·u_c ≤ Λ = inflight_cap and no latency rows.
 Min-cost mode: minimise Σ π x + Σ π y subject to T ≥ target (and the budget when given).
 
 Packing: items whose sizes form a divisibility chain fit in bins iff, for every size σ, the items of
@@ -73,6 +96,8 @@ class RolloutOption:
     """$/h of one replica."""
     spot: bool
     max_count: int
+    latency: float = 0.0
+    """ℓ_c: expected seconds one group holds its slots (at η = 0: the batch latency); 0 = not modelled."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +131,42 @@ class Problem:
     current_counts: tuple[int, ...] | None = None
     migration_weight: float = 0.0
     """Objective penalty per GPU moved, in tokens/s."""
+    batch: float = 0.0
+    """B: samples per training step. 0 keeps the plain in-flight bound `inflight_cap` (no gate model)."""
+    tokens_per_sample: float = 1.0
+    """τ = P + R̄ tokens per sample."""
+    policy_lag: int = 0
+    """η, the staleness bound."""
+
+    @property
+    def gated(self) -> bool:
+        return self.batch > 0
+
+
+def ws_seconds(p: Problem, s: TrainOption) -> float:
+    """ω_s: seconds until the slowest pool has a new version, from the trainer's pool (max over pools)."""
+    step_tokens = p.batch * p.tokens_per_sample
+    caps = [w for a, _, w in p.ws_rate if a == s.pool and w > 0]
+    return max((step_tokens / w for w in caps), default=0.0)
+
+
+def gate_coefficient(p: Problem, s: TrainOption) -> float:
+    """k_s: gate samples held per token/s of throughput by the batch in training and the sync gap."""
+    return p.batch / s.rate + ws_seconds(p, s) / p.tokens_per_sample if s.rate > 0 else float("inf")
+
+
+def generating_cap(p: Problem) -> float:
+    """Samples the gate leaves generating before the trainer's share: (η + ½)·B, or B at η = 0."""
+    if not p.gated:
+        return p.inflight_cap
+    return p.batch if p.policy_lag == 0 else (p.policy_lag + 0.5) * p.batch
+
+
+def latency_cap(p: Problem, s: TrainOption, o: RolloutOption) -> float:
+    """Largest T at which option o's groups are trained within η: (η+1)·B / (ℓ_c/τ + k_s)."""
+    if not p.gated or o.latency <= 0:
+        return float("inf")
+    return (p.policy_lag + 1) * p.batch / (o.latency / p.tokens_per_sample + gate_coefficient(p, s))
 
 
 @dataclass(frozen=True)
@@ -142,10 +203,12 @@ def _ws_lookup(p: Problem) -> dict[tuple[str, str], float]:
     return {(a, b): w for a, b, w in p.ws_rate}
 
 
-def useful_rollout(p: Problem, counts: Sequence[int]) -> float:
-    """max Σ r_c u_c s.t. Σ s_c u_c ≤ Λ, 0 ≤ u ≤ y: a fractional knapsack, greedy by rate per slot."""
+def useful_rollout(p: Problem, counts: Sequence[int], cap: float | None = None) -> float:
+    """max Σ r_c u_c s.t. Σ s_c u_c ≤ cap (default Λ), 0 ≤ u ≤ y: a fractional knapsack, greedy by rate per slot."""
     order = sorted((i for i, y in enumerate(counts) if y > 0), key=lambda i: -p.rollout[i].rate / p.rollout[i].slots)
-    left, total = p.inflight_cap, 0.0
+    left, total = (p.inflight_cap if cap is None else cap), 0.0
+    if left <= 0:
+        return 0.0
     for i in order:
         o = p.rollout[i]
         take = min(float(counts[i]), left / o.slots)
@@ -156,6 +219,31 @@ def useful_rollout(p: Problem, counts: Sequence[int]) -> float:
     return total
 
 
+def gated_rollout(p: Problem, s: TrainOption, counts: Sequence[int]) -> float:
+    """The largest T with T ≤ useful(a − k_s·T), a = generating_cap: the fixed point of the gate rows.
+
+    useful(·) is the greedy knapsack's concave, piecewise-linear curve (slope ρ = rate per slot on each
+    segment), so on the segment starting at capacity c_0 with value U_0 the fixed point is
+    T = (U_0 + ρ·(a − c_0)) / (1 + ρ·k); the first segment whose solution lies in it is the answer.
+    """
+    a = generating_cap(p)
+    if not p.gated:
+        return useful_rollout(p, counts)
+    k = gate_coefficient(p, s) if p.policy_lag > 0 else 0.0
+    order = sorted((i for i, y in enumerate(counts) if y > 0), key=lambda i: -p.rollout[i].rate / p.rollout[i].slots)
+    c0 = u0 = 0.0
+    for i in order:
+        o = p.rollout[i]
+        rho = o.rate / o.slots
+        width = counts[i] * o.slots
+        t = (u0 + rho * (a - c0)) / (1 + rho * k)
+        if a - k * t <= c0 + width:
+            return max(0.0, t)
+        c0 += width
+        u0 += counts[i] * o.rate
+    return max(0.0, min(u0, a / k if k > 0 else u0))
+
+
 def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     """Throughput and constraint check of one candidate (the arithmetic the MILP encodes)."""
     s = p.train[train]
@@ -163,10 +251,11 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     used_pools = {p.rollout[i].pool for i, y in enumerate(counts) if y > 0}
     ws_cap = min((ws.get((s.pool, q), float("inf")) for q in used_pools), default=float("inf"))
     capacity = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True))
-    useful = useful_rollout(p, counts)
+    useful = gated_rollout(p, s, counts)
+    lat_cap = min((latency_cap(p, s, o) for o, y in zip(p.rollout, counts, strict=True) if y > 0), default=float("inf"))
     od = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True) if not o.spot)
     # The floor caps the throughput the plan may count on: T ≤ on-demand capacity / φ.
-    t = min(s.rate, useful, ws_cap, od / p.floor if p.floor > 0 else float("inf"))
+    t = min(s.rate, useful, ws_cap, lat_cap, od / p.floor if p.floor > 0 else float("inf"))
     cost = s.price + sum(o.price * y for o, y in zip(p.rollout, counts, strict=True))
     bad: list[str] = []
     tol = 1e-6
@@ -191,7 +280,7 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     return Evaluation(
         throughput=t,
         rollout_capacity=capacity,
-        rollout_useful=useful,
+        rollout_useful=min(useful, lat_cap),
         training=s.rate,
         weight_sync_cap=ws_cap,
         cost=cost,
@@ -208,6 +297,22 @@ def _var(prob: pulp.LpProblem, name: str, low: float | None = None, up: float | 
     if hasattr(prob, "add_variable"):
         return prob.add_variable(name, low, up, cat=cat)
     return pulp.LpVariable(name, low, up, cat=cat)
+
+
+def _latency_rows(p: Problem, prob: pulp.LpProblem, y, t_var, held, k: dict[int, float], train_ids, t_ub: float) -> None:
+    """ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η+1)·B whenever option c is used; rows that can never bind are left out."""
+    rhs = (p.policy_lag + 1) * p.batch
+    # Σ_s k_s·T_s ≤ max_s k_s·t_s (T_s ≤ t_s), and T ≤ t_ub.
+    held_ub = max((k[j] * p.train[j].rate for j in train_ids), default=0.0)
+    for i, (o, yi) in enumerate(zip(p.rollout, y, strict=True)):
+        if o.latency <= 0:
+            continue
+        worst = o.latency / p.tokens_per_sample * t_ub + held_ub
+        if worst <= rhs * (1 + 1e-9):
+            continue
+        z = _var(prob, f"z{i}", 0, 1, "Integer")
+        prob += yi <= o.max_count * z
+        prob += o.latency / p.tokens_per_sample * t_var + held <= rhs + (worst - rhs) * (1 - z)
 
 
 def _solver(name: str, time_limit: float, gap: float) -> pulp.LpSolver:
@@ -266,11 +371,22 @@ def _solve_once(
         prob += cost + migration * (c_ub / max(t_ub, 1e-9)) * 1e-3
         prob += t_var >= p.target
     prob += t_var <= pulp.lpSum(o.rate * ui for o, ui in zip(p.rollout, u, strict=True))
-    prob += pulp.lpSum(o.slots * ui for o, ui in zip(p.rollout, u, strict=True)) <= p.inflight_cap
     for ui, yi in zip(u, y, strict=True):
         prob += ui <= yi
-    prob += t_var <= pulp.lpSum(p.train[j].rate * x[j] for j in train_ids)
     prob += pulp.lpSum(x.values()) == 1
+    slots = pulp.lpSum(o.slots * ui for o, ui in zip(p.rollout, u, strict=True))
+    if p.gated:
+        ts = {j: _var(prob, f"t{j}", 0) for j in train_ids}
+        for j in train_ids:
+            prob += ts[j] <= p.train[j].rate * x[j]
+        prob += t_var == pulp.lpSum(ts.values())
+        k = {j: gate_coefficient(p, p.train[j]) for j in train_ids}
+        held = pulp.lpSum(k[j] * ts[j] for j in train_ids)
+        prob += slots + (held if p.policy_lag > 0 else 0) <= generating_cap(p)
+        _latency_rows(p, prob, y, t_var, held, k, train_ids, t_ub)
+    else:
+        prob += slots <= p.inflight_cap
+        prob += t_var <= pulp.lpSum(p.train[j].rate * x[j] for j in train_ids)
     if p.budget is not None:
         prob += cost <= p.budget
     pools = [pc.name for pc in p.pools]
@@ -316,14 +432,29 @@ def _solve_once(
     return _Result(chosen, counts, status if optimal else f"{status} (stopped by the time limit; not proven optimal)", optimal)
 
 
-def _per_pool_min(frontier: dict[str, list[int]], rates: dict[str, list[float]], theta: float) -> list[int]:
-    """In each pool, the strategy with the fewest GPUs whose rate reaches θ (rates ascend on the frontier)."""
-    out = []
+_FASTER = (1.25, 1.5, 2.0, 3.0, 5.0)
+"""With the gate model, also offer the strategies reaching these multiples of θ (and the fastest)."""
+
+
+def _per_pool_min(
+    frontier: dict[str, list[int]], rates: dict[str, list[float]], theta: float, faster: bool = False
+) -> list[int]:
+    """In each pool, the strategy with the fewest GPUs whose rate reaches θ (rates ascend on the frontier);
+    with `faster`, also those reaching a few multiples of θ and the fastest, since a faster trainer holds
+    the gate's batch for less time (k_s falls with t_s) and so can lift a gate-bound plan."""
+    out: set[int] = set()
     for q, ids in frontier.items():
         k = bisect.bisect_left(rates[q], theta * (1 - 1e-12))
-        if k < len(ids):
-            out.append(ids[k])
-    return out
+        if k >= len(ids):
+            continue
+        out.add(ids[k])
+        if faster:
+            out.add(ids[-1])
+            for m in _FASTER:
+                j = bisect.bisect_left(rates[q], theta * m * (1 - 1e-12))
+                if j < len(ids):
+                    out.add(ids[j])
+    return sorted(out)
 
 
 def _frontier(p: Problem) -> dict[str, list[int]]:
@@ -375,7 +506,7 @@ def solve(
     best: tuple[_Result, Evaluation] | None
     if p.target is not None:
         # Min-cost: the cheapest strategy per pool that reaches the target dominates the others.
-        ids = _per_pool_min(frontier, {q: [p.train[j].rate for j in v] for q, v in frontier.items()}, p.target)
+        ids = _per_pool_min(frontier, {q: [p.train[j].rate for j in v] for q, v in frontier.items()}, p.target, p.gated)
         best = run(ids) if ids else None
     elif n_front <= direct_limit:
         best = run([j for ids in frontier.values() for j in ids])
@@ -390,7 +521,7 @@ def solve(
 
         def ids_at_k(k: int) -> list[int]:
             if k not in memo:
-                memo[k] = _per_pool_min(frontier, rates, thetas[k])
+                memo[k] = _per_pool_min(frontier, rates, thetas[k], p.gated)
             return memo[k]
 
         def feasible(k: int) -> bool:

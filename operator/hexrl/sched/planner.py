@@ -36,6 +36,7 @@ from hexrl.sched.costmodel import (
     TrainEstimate,
     Workload,
     decode_tokens_per_second,
+    group_latency_seconds,
     spot_availability,
     training_tokens_per_second,
     weight_sync_seconds,
@@ -47,7 +48,6 @@ from hexrl.sched.milp import (
     Solution,
     TrainOption,
     solve,
-    useful_rollout,
 )
 from hexrl.sched.placement import PlacementError, ReplicaRequest, place_rollout, place_trainer
 from hexrl.sched.types import (
@@ -164,6 +164,10 @@ class _TrainMeta:
     estimate: TrainEstimate
 
 
+_STEP_NEGLIGIBLE = 0.005
+"""A trainer step shorter than this fraction of the fastest group latency no longer limits the gate."""
+
+
 def _rollout_candidates(
     pools: Sequence[_Pool], w: Workload, job: RLJobSpec, s: CostModelSettings, max_pp: int
 ) -> list[_RolloutMeta]:
@@ -219,6 +223,7 @@ def _train_candidates(
     max_pp: int,
     rate_cap: float,
     budget: float | None,
+    min_latency: float = 0.0,
 ) -> list[_TrainMeta]:
     out: list[_TrainMeta] = []
     for pool in pools:
@@ -250,8 +255,10 @@ def _train_candidates(
                             break  # replicated states: more DP never fits better
                         continue
                     out.append(_TrainMeta(pool, dp, tp, pp, fsdp, e))
-                    if e.tokens_per_second >= rate_cap:
-                        break  # more DP only outruns every possible rollout
+                    if e.tokens_per_second >= rate_cap and e.step_seconds <= _STEP_NEGLIGIBLE * min_latency:
+                        # More DP only outruns every possible rollout, and the step is too short to
+                        # matter in the gate (T ∝ 1/(ℓ + D + ω): at most this fraction left to gain).
+                        break
             if pp > 1 and any(m.pool is pool and m.pp == pp for m in out):
                 break  # the smallest PP that fits is enough
     return out
@@ -309,7 +316,8 @@ def _build(
     if job.budget.target_tokens_per_second is not None:
         rate_cap = max(rate_cap, job.budget.target_tokens_per_second)
     if only is None:
-        train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget)
+        min_latency = min((_latency(m, w, cs) for m in rollout), default=0.0)
+        train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget, min_latency)
     else:
         train = _one_strategy(pools, w, job, cs, only)
     ropts = tuple(
@@ -322,6 +330,7 @@ def _build(
             price=m.pool.price * m.tp * m.pp,
             spot=m.pool.info.spot,
             max_count=_max_count(m, budget),
+            latency=_latency(m, w, cs),
         )
         for m in rollout
     )
@@ -357,8 +366,17 @@ def _build(
         ws_rate=tuple(ws_rate),
         floor=job.placement.spot.on_demand_rollout_floor if any_spot else 0.0,
         surplus_factor=1.0 + cs.surplus_per_policy_lag * w.max_policy_lag,
+        batch=float(w.samples_per_step),
+        tokens_per_sample=w.tokens_per_sample,
+        policy_lag=w.max_policy_lag,
     )
     return _Built(problem, tuple(rollout), tuple(train), tuple(pools), w, ws_seconds)
+
+
+def _latency(m: _RolloutMeta, w: Workload, cs: CostModelSettings) -> float:
+    """ℓ_c: a group's wave, or at η = 0 the wave of the whole batch (its longest response)."""
+    n = w.samples_per_step if w.max_policy_lag == 0 else w.group_size
+    return group_latency_seconds(m.estimate, w, cs, n)
 
 
 def _max_count(m: _RolloutMeta, budget: float | None) -> int:
@@ -500,8 +518,13 @@ def _assemble(
         notes.append("throughput is capped by the on-demand rollout floor (placement.spot.onDemandRolloutFloor)")
     if p.budget is not None and ev.cost < 0.999 * p.budget and bottleneck != "rollout":
         notes.append(f"{p.budget - ev.cost:.2f} $/h of the budget is unused: more GPUs would not raise throughput")
-    if useful_rollout(p, sol.counts) < ev.rollout_capacity * 0.999:
-        notes.append("the staleness gate ((η+1)·batch in flight) keeps part of the rollout capacity idle; a larger η or batch would use it")
+    if ev.rollout_useful < ev.rollout_capacity * 0.999:
+        if eta == 0:
+            notes.append("η = 0 is synchronous: each step waits for the batch's longest response, then trains and "
+                         "syncs weights while rollout idles; η ≥ 1 overlaps them")
+        else:
+            notes.append("the staleness gate ((η+1)·batch requested ahead, shared by generation, the buffer and the "
+                         "batch in training) keeps part of the rollout capacity idle; a larger η or batch would use it")
     return Plan(
         trainer=trainer,
         replicas=replicas,

@@ -10,6 +10,7 @@ from hexrl.sched.costmodel import (
     PlannerSettings,
     Workload,
     decode_tokens_per_second,
+    group_latency_seconds,
     spot_availability,
     training_tokens_per_second,
     weight_sync_seconds,
@@ -94,8 +95,9 @@ def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | N
                     continue
                 fitted_tp |= pp == 1
                 a = spot_availability(p.preemptions_per_node_hour, pp, cs) if p.spot else 1.0
+                n = w.samples_per_step if w.max_policy_lag == 0 else w.group_size
                 ro.append(RolloutOption(p.name, t * pp, t, e.tokens_per_second * a, e.batch, price * t * pp, p.spot,
-                                        free // (t * pp)))
+                                        free // (t * pp), group_latency_seconds(e, w, cs, n)))
                 if pp > 1:
                     break
         if not (p.spot and job.placement.spot.trainer == "forbidden"):
@@ -118,6 +120,7 @@ def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | N
         budget=job.budget.max_cost_per_hour, target=job.budget.target_tokens_per_second, ws_rate=tuple(ws),
         floor=job.placement.spot.on_demand_rollout_floor if any_spot else 0.0,
         surplus_factor=1.0 + cs.surplus_per_policy_lag * w.max_policy_lag,
+        batch=float(w.samples_per_step), tokens_per_sample=w.tokens_per_sample, policy_lag=w.max_policy_lag,
     )
 
 
