@@ -2,7 +2,7 @@
 a subprocess (`hexrl operator`) with the ServiceAccount token of manifests/operator/rbac.yaml, and a
 fresh namespace per test.
 
-The cluster is this suite's own (`hexrl-op`, manifests/clusters/hetero-3pool.yaml: 3×8 H800 on-demand,
+The cluster is this suite's own (`hexrl-op-<pid>`, or `hexrl-op` kept with HEXRL_KEEP_TEST_CLUSTER=1; manifests/clusters/hetero-3pool.yaml: 3×8 H800 on-demand,
 3×8 H20 spot, 2×8 L40S) because the tests delete, taint and re-add nodes; it is started once per session
 and stopped at the end. Every test restores the inventory it changed.
 """
@@ -60,7 +60,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def opcluster() -> Iterator[DevCluster]:
-    cluster = DevCluster(name="hexrl-op")
+    # One cluster per pytest session (several sessions may run at once on a shared machine); a stable
+    # name when the cluster is kept for re-runs.
+    keep = os.environ.get("HEXRL_KEEP_TEST_CLUSTER") == "1"
+    cluster = DevCluster(name="hexrl-op" if keep else f"hexrl-op-{os.getpid()}")
     try:
         cluster.up(inventory=INVENTORY)
         cluster.kubectl("apply", "-f", "-", input=crd_yaml())
@@ -76,7 +79,7 @@ def opcluster() -> Iterator[DevCluster]:
     try:
         yield cluster
     finally:
-        if os.environ.get("HEXRL_KEEP_TEST_CLUSTER") != "1":
+        if not keep:
             cluster.down(quiet=True)
 
 
