@@ -74,7 +74,7 @@ from __future__ import annotations
 
 import bisect
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import pulp
@@ -437,24 +437,42 @@ _FASTER = (1.25, 1.5, 2.0, 3.0, 5.0)
 
 
 def _per_pool_min(
-    frontier: dict[str, list[int]], rates: dict[str, list[float]], theta: float, faster: bool = False
+    frontier: dict[str, list[int]],
+    rates: dict[str, list[float]],
+    theta: float,
+    faster: Callable[[int, float], bool] | None = None,
 ) -> list[int]:
-    """In each pool, the strategy with the fewest GPUs whose rate reaches θ (rates ascend on the frontier);
-    with `faster`, also those reaching a few multiples of θ and the fastest, since a faster trainer holds
-    the gate's batch for less time (k_s falls with t_s) and so can lift a gate-bound plan."""
+    """In each pool, the strategy with the fewest GPUs whose rate reaches θ (rates ascend on the frontier).
+
+    With the gate model a faster trainer holds the gate's batch for less time (k_s falls with t_s) and so
+    can lift a gate-bound plan: unless `faster(s, θ)` says the gate rows cannot bind for s at θ, also
+    offer the strategies reaching a few multiples of θ and the fastest one."""
     out: set[int] = set()
     for q, ids in frontier.items():
         k = bisect.bisect_left(rates[q], theta * (1 - 1e-12))
         if k >= len(ids):
             continue
         out.add(ids[k])
-        if faster:
+        if faster is not None and not faster(ids[k], theta):
             out.add(ids[-1])
             for m in _FASTER:
                 j = bisect.bisect_left(rates[q], theta * m * (1 - 1e-12))
                 if j < len(ids):
                     out.add(ids[j])
     return sorted(out)
+
+
+def _gate_slack(p: Problem, s: TrainOption, theta: float) -> bool:
+    """True when, with strategy s at T = θ, no gate row can bind whatever rollout is bought: the gate holds
+    θ/ρ_min + θ·k_s samples (every slot at the lowest rate per slot) and every option's latency cap ≥ θ.
+    Then a faster strategy cannot raise the plan at θ and the dominance argument holds as without gate."""
+    if not p.rollout:
+        return True
+    rho_min = min(o.rate / o.slots for o in p.rollout)
+    k = gate_coefficient(p, s) if p.policy_lag > 0 else 0.0
+    if rho_min <= 0 or theta * (1 / rho_min + k) > generating_cap(p):
+        return False
+    return all(latency_cap(p, s, o) >= theta for o in p.rollout)
 
 
 def _frontier(p: Problem) -> dict[str, list[int]]:
@@ -486,6 +504,7 @@ def solve(
         return None
     name = "CBC" if solver == "cbc" else "HiGHS"
     frontier = _frontier(p)
+    slack = (lambda j, theta: _gate_slack(p, p.train[j], theta)) if p.gated else None
     n_front = sum(len(v) for v in frontier.values())
     solves = 0
     all_optimal = True
@@ -506,7 +525,7 @@ def solve(
     best: tuple[_Result, Evaluation] | None
     if p.target is not None:
         # Min-cost: the cheapest strategy per pool that reaches the target dominates the others.
-        ids = _per_pool_min(frontier, {q: [p.train[j].rate for j in v] for q, v in frontier.items()}, p.target, p.gated)
+        ids = _per_pool_min(frontier, {q: [p.train[j].rate for j in v] for q, v in frontier.items()}, p.target, slack)
         best = run(ids) if ids else None
     elif n_front <= direct_limit:
         best = run([j for ids in frontier.values() for j in ids])
@@ -521,7 +540,7 @@ def solve(
 
         def ids_at_k(k: int) -> list[int]:
             if k not in memo:
-                memo[k] = _per_pool_min(frontier, rates, thetas[k], p.gated)
+                memo[k] = _per_pool_min(frontier, rates, thetas[k], slack)
             return memo[k]
 
         def feasible(k: int) -> bool:
