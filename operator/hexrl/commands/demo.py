@@ -189,6 +189,16 @@ def _pods_table(pods: list[dict[str, Any]], nodes: dict[str, dict[str, str]], ti
     return t
 
 
+def _explain_not_running(con: Any, pods: list[dict[str, Any]]) -> None:
+    """Say which pods are not Running and what the scheduler or kubelet said about them."""
+    stuck = [p for p in pods if p.get("status", {}).get("phase") != "Running"]
+    con.print(f"  [yellow]{len(stuck)} of {len(pods)} pods are not Running yet:")
+    for p in stuck[:8]:
+        conds = [c for c in p.get("status", {}).get("conditions", []) if c.get("status") != "True"]
+        why = "; ".join(f"{c.get('reason', c['type'])}: {c.get('message', '')}" for c in conds) or "no condition yet"
+        con.print(f"    {p['metadata']['name']} ({p.get('status', {}).get('phase', '?')}): {why}")
+
+
 def _node_labels(cluster: Any) -> dict[str, dict[str, str]]:
     return {n["metadata"]["name"]: n["metadata"].get("labels", {}) for n in _kjson(cluster, "nodes").get("items", [])}
 
@@ -334,11 +344,18 @@ def run_demo(settings: DemoSettings) -> Outcome:
             pods = _pods(cluster, job_name, ns)
             return pods if pods and all(p.get("status", {}).get("phase") == "Running" for p in pods) else []
 
-        pods = _wait(con, "the job's pods to be Running", pods_running, settings.wait_seconds, alive)
+        try:
+            pods = _wait(con, "the job's pods to be Running", pods_running, settings.wait_seconds, alive)
+        except DemoError:
+            pods = _pods(cluster, job_name, ns)
+            _explain_not_running(con, pods)
         nodes = _node_labels(cluster)
         con.print(_pods_table(pods, nodes, f"{len(pods)} pods of {job_name} (scheduled by kube-scheduler, run by kwok)"))
-        job = _wait(con, "phase Running", lambda: (lambda j: j if (j.get("status") or {}).get("phase") == "Running" else None)(
-            _kjson(cluster, "rlj", "-n", ns, job_name)), settings.wait_seconds, alive)
+        try:
+            job = _wait(con, "phase Running", lambda: (lambda j: j if (j.get("status") or {}).get("phase") == "Running"
+                                                        else None)(_kjson(cluster, "rlj", "-n", ns, job_name)), 30, alive)
+        except DemoError:
+            job = _kjson(cluster, "rlj", "-n", ns, job_name)
         _status_lines(con, job)
 
         _step(con, 5, "Spot reclaim")
@@ -404,7 +421,11 @@ def _reclaim(con: Any, cluster: Any, settings: DemoSettings, job: str, ns: str, 
         ok = pods and not gone and all(p.get("status", {}).get("phase") == "Running" for p in pods)
         return pods if ok else []
 
-    now = _wait(con, "replacement pods to be Running", replaced, settings.wait_seconds, alive)
+    try:
+        now = _wait(con, "replacement pods to be Running", replaced, settings.wait_seconds, alive)
+    except DemoError:
+        now = [p for p in _pods(cluster, job, ns) if p["spec"].get("nodeName") not in victims]
+        _explain_not_running(con, now)
     out.replaced_seconds = time.monotonic() - t0
     fresh = {p["metadata"]["name"] for p in now} - before
     out.pods_replaced = len(fresh)
