@@ -219,6 +219,31 @@ def useful_rollout(p: Problem, counts: Sequence[int], cap: float | None = None) 
     return total
 
 
+_SERIAL_TANGENTS = tuple(2.0 ** (j / 2) for j in range(-4, 5))
+"""Tangent points of the serial (η = 0) rate curve, in units of its half-saturation rate B/k_s."""
+
+
+def _serial_tangents(p: Problem, s: TrainOption) -> list[tuple[float, float]]:
+    """(slope, intercept) of the tangents of f(R) = R/(1 + k_s·R/B) at R_j = c_j·B/k_s (f(0) = 0, concave)."""
+    k = gate_coefficient(p, s)
+    if not p.gated or p.policy_lag > 0 or k <= 0:
+        return []
+    half = p.batch / k
+    out = []
+    for c in _SERIAL_TANGENTS:
+        r = c * half
+        slope = 1.0 / (1.0 + r / half) ** 2
+        out.append((slope, r / (1.0 + r / half) - slope * r))
+    return out
+
+
+def serial_rate(p: Problem, s: TrainOption, rollout: float) -> float:
+    """At η = 0 a step is generation + training + weight sync in series: 1/T = 1/R + k_s/B with R the
+    rollout rate (generation of B samples takes B·τ/R when the slots are the limit). The MILP uses the
+    tangents of this concave curve (within ~2 %), and so does this function, so both agree exactly."""
+    return min((a * rollout + b for a, b in _serial_tangents(p, s)), default=rollout)
+
+
 def gated_rollout(p: Problem, s: TrainOption, counts: Sequence[int]) -> float:
     """The largest T with T ≤ useful(a − k_s·T), a = generating_cap: the fixed point of the gate rows.
 
@@ -252,6 +277,7 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     ws_cap = min((ws.get((s.pool, q), float("inf")) for q in used_pools), default=float("inf"))
     capacity = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True))
     useful = gated_rollout(p, s, counts)
+    useful = min(useful, serial_rate(p, s, useful))
     lat_cap = min((latency_cap(p, s, o) for o, y in zip(p.rollout, counts, strict=True) if y > 0), default=float("inf"))
     od = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True) if not o.spot)
     # The floor caps the throughput the plan may count on: T ≤ on-demand capacity / φ.
@@ -383,6 +409,10 @@ def _solve_once(
         k = {j: gate_coefficient(p, p.train[j]) for j in train_ids}
         held = pulp.lpSum(k[j] * ts[j] for j in train_ids)
         prob += slots + (held if p.policy_lag > 0 else 0) <= generating_cap(p)
+        rate = pulp.lpSum(o.rate * ui for o, ui in zip(p.rollout, u, strict=True))
+        for j in train_ids:
+            for a, b in _serial_tangents(p, p.train[j]):
+                prob += ts[j] <= a * rate + b * x[j]
         _latency_rows(p, prob, y, t_var, held, k, train_ids, t_ub)
     else:
         prob += slots <= p.inflight_cap
