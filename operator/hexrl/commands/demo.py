@@ -280,6 +280,29 @@ class Outcome:
     pods_replaced: int = 0
 
 
+def _volumes(cluster: Any, settings: DemoSettings, ns: str, con: Any) -> None:
+    """Create the PersistentVolumeClaims the job names (model source, checkpoints), each bound to a hostPath
+    PersistentVolume, as a platform team would have provisioned them; without them no pod can schedule."""
+    import yaml
+
+    spec = (yaml.safe_load(settings.job.read_text()) or {}).get("spec") or {}
+    claims = [c for c in ((spec.get("model") or {}).get("source", {}).get("pvc"), (spec.get("checkpoint") or {}).get("pvc")) if c]
+    docs: list[dict[str, Any]] = []
+    for claim in dict.fromkeys(claims):
+        pv = f"{settings.cluster_name}-{ns}-{claim}"
+        docs.append({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+                     "spec": {"capacity": {"storage": "100Gi"}, "accessModes": ["ReadWriteMany"],
+                              "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
+                              "hostPath": {"path": f"/tmp/{pv}"},
+                              "claimRef": {"namespace": ns, "name": claim}}})
+        docs.append({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": ns},
+                     "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+                              "resources": {"requests": {"storage": "100Gi"}}}})
+    if docs:
+        cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
+        con.print(f"  created the volumes the job names: PVC {', '.join(dict.fromkeys(claims))} (bound to hostPath PVs)")
+
+
 def _check_inputs(settings: DemoSettings) -> tuple[str, str]:
     import yaml
 
@@ -327,6 +350,7 @@ def run_demo(settings: DemoSettings) -> Outcome:
         _step(con, 3, f"kubectl apply -f {settings.job}")
         if ns != "default":
             cluster.kubectl("create", "namespace", ns, check=False)
+        _volumes(cluster, settings, ns, con)
         cluster.kubectl("apply", "-f", str(settings.job))
 
         def planned() -> dict[str, Any]:
