@@ -31,7 +31,13 @@ Stragglers. A group admitted with version v must be trained by step v + η; it i
 step v−1 ends and step v+η starts (η+1)·Δ − D_s after that, so a group on option c is on time only if
 ℓ_c + ω_s + D_s ≤ (η + 1)·Δ, i.e. T·ℓ_c/τ + T·k_s ≤ (η + 1)·B. Late groups are dropped (and their
 prompts regenerated), so an option whose expected latency breaks this row may not be used; at η = 0 the
-same row with the batch latency is the serial step Δ = Q + D_s + ω_s.
+same row with the batch latency is the serial step Δ = Q + D_s + ω_s. When the plan has fewer slots
+S = Σ_c s_c·y_c than the gate leaves generating (n > S), the n − S extra groups queue for a slot first
+(wait (n − S)·τ/T), and the on-time row becomes T·ℓ_c/τ + n − S + T·k_s ≤ (η+1)·B, i.e.
+T·ℓ_c/τ − Σ_c s_c·u_c ≤ ½·B (the busy slots Σ s·u = min(S, n) at the optimum).
+Serial steps (η = 0). A step is generation, training and weight sync in turn: Δ = B·τ/R + D_s + ω_s when
+the slots are the limit (R the rollout rate), i.e. 1/T = 1/R + k_s/B, a concave curve T = f_s(R); the
+MILP bounds T_s by its tangents at R_j = c_j·B/k_s (c_j = 2^{j/2}, j = −4…4), so T ≤ f_s(R) within ~2 %.
 
 Variables  y_c ∈ ℤ≥0 replicas; u_c ∈ [0, y_c] replicas kept busy by the gate; x_s ∈ {0,1};
            T_s ∈ [0, t_s·x_s] the throughput carried by strategy s (T = Σ_s T_s, so T·k_s is linear);
@@ -43,6 +49,8 @@ subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with cont
                                            makespan of a batch is B·len/Σ y·h, so maximise Σ y·h)
            Σ_c s_c·u_c + Σ_s k_s·T_s ≤ (η + ½)·B  (η ≥ 1; at η = 0: Σ_c s_c·u_c ≤ B),  u_c ≤ y_c
            ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η + 1)·B + M_c·(1 − z_c),  y_c ≤ Ū_c·z_c     stragglers / serial step
+           ℓ_c·T/τ − Σ_c' s_c'·u_c' ≤ ½·B + M'_c·(1 − z_c)        (η ≥ 1) stragglers behind a queue
+           T_s ≤ f_s'(R_j)·Σ_c r_c·u_c + (f_s(R_j) − f_s'(R_j)·R_j)·x_s   (η = 0) serial step tangents
            T = Σ_s T_s,  T_s ≤ t_s·x_s,  Σ_s x_s = 1   training
            T ≤ W_{a,b} + (t̄ − W_{a,b})(2 − X_a − v_b)   weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < t̄ (the
                                            largest strategy rate; the tightest big-M);  y_c ≤ Ū_c·v_{q(c)}
@@ -162,11 +170,15 @@ def generating_cap(p: Problem) -> float:
     return p.batch if p.policy_lag == 0 else (p.policy_lag + 0.5) * p.batch
 
 
-def latency_cap(p: Problem, s: TrainOption, o: RolloutOption) -> float:
-    """Largest T at which option o's groups are trained within η: (η+1)·B / (ℓ_c/τ + k_s)."""
+def latency_cap(p: Problem, s: TrainOption, o: RolloutOption, slots: float = float("inf")) -> float:
+    """Largest T at which option o's groups are trained within η: (η+1)·B / (ℓ_c/τ + k_s), and, when the
+    plan's `slots` (Σ s_c·y_c) are fewer than the gate admits, (½·B + slots)·τ/ℓ_c (queueing; module doc)."""
     if not p.gated or o.latency <= 0:
         return float("inf")
-    return (p.policy_lag + 1) * p.batch / (o.latency / p.tokens_per_sample + gate_coefficient(p, s))
+    cap = (p.policy_lag + 1) * p.batch / (o.latency / p.tokens_per_sample + gate_coefficient(p, s))
+    if p.policy_lag > 0:
+        cap = min(cap, (0.5 * p.batch + slots) * p.tokens_per_sample / o.latency)
+    return cap
 
 
 @dataclass(frozen=True)
@@ -278,7 +290,10 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     capacity = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True))
     useful = gated_rollout(p, s, counts)
     useful = min(useful, serial_rate(p, s, useful))
-    lat_cap = min((latency_cap(p, s, o) for o, y in zip(p.rollout, counts, strict=True) if y > 0), default=float("inf"))
+    total_slots = float(sum(o.slots * y for o, y in zip(p.rollout, counts, strict=True)))
+    lat_cap = min(
+        (latency_cap(p, s, o, total_slots) for o, y in zip(p.rollout, counts, strict=True) if y > 0), default=float("inf")
+    )
     od = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True) if not o.spot)
     # The floor caps the throughput the plan may count on: T ≤ on-demand capacity / φ.
     t = min(s.rate, useful, ws_cap, lat_cap, od / p.floor if p.floor > 0 else float("inf"))
@@ -325,8 +340,11 @@ def _var(prob: pulp.LpProblem, name: str, low: float | None = None, up: float | 
     return pulp.LpVariable(name, low, up, cat=cat)
 
 
-def _latency_rows(p: Problem, prob: pulp.LpProblem, y, t_var, held, k: dict[int, float], train_ids, t_ub: float) -> None:
-    """ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η+1)·B whenever option c is used; rows that can never bind are left out."""
+def _latency_rows(
+    p: Problem, prob: pulp.LpProblem, y, t_var, held, slots, k: dict[int, float], train_ids, t_ub: float
+) -> None:
+    """ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η+1)·B whenever option c is used (and, η ≥ 1, ℓ_c·T/τ − Σ s·u ≤ ½·B: the
+    groups the gate admits beyond the busy slots queue first); rows that can never bind are left out."""
     rhs = (p.policy_lag + 1) * p.batch
     # Σ_s k_s·T_s ≤ max_s k_s·t_s (T_s ≤ t_s), and T ≤ t_ub.
     held_ub = max((k[j] * p.train[j].rate for j in train_ids), default=0.0)
@@ -334,11 +352,15 @@ def _latency_rows(p: Problem, prob: pulp.LpProblem, y, t_var, held, k: dict[int,
         if o.latency <= 0:
             continue
         worst = o.latency / p.tokens_per_sample * t_ub + held_ub
-        if worst <= rhs * (1 + 1e-9):
+        queue_worst = o.latency / p.tokens_per_sample * t_ub - 0.5 * p.batch if p.policy_lag > 0 else 0.0
+        if worst <= rhs * (1 + 1e-9) and queue_worst <= 0:
             continue
         z = _var(prob, f"z{i}", 0, 1, "Integer")
         prob += yi <= o.max_count * z
-        prob += o.latency / p.tokens_per_sample * t_var + held <= rhs + (worst - rhs) * (1 - z)
+        if worst > rhs * (1 + 1e-9):
+            prob += o.latency / p.tokens_per_sample * t_var + held <= rhs + (worst - rhs) * (1 - z)
+        if queue_worst > 0:
+            prob += o.latency / p.tokens_per_sample * t_var - slots <= 0.5 * p.batch + queue_worst * (1 - z)
 
 
 def _solver(name: str, time_limit: float, gap: float) -> pulp.LpSolver:
@@ -413,7 +435,7 @@ def _solve_once(
         for j in train_ids:
             for a, b in _serial_tangents(p, p.train[j]):
                 prob += ts[j] <= a * rate + b * x[j]
-        _latency_rows(p, prob, y, t_var, held, k, train_ids, t_ub)
+        _latency_rows(p, prob, y, t_var, held, slots, k, train_ids, t_ub)
     else:
         prob += slots <= p.inflight_cap
         prob += t_var <= pulp.lpSum(p.train[j].rate * x[j] for j in train_ids)
