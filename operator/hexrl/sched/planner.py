@@ -16,6 +16,13 @@ Predicted staleness (AReaL's gate lets at most Λ = (η+1)·B_step trajectories 
 when the trainer is the bottleneck the gate fills and trained samples lag η versions; when rollout is,
 a sample waits its generation time L̄ (rate-weighted wave time), so the lag is L̄/Δ with Δ the step time
 B_step·(P + R̄)/T, at most η. The buffer depth is lag × B_step (Little's law).
+
+Throughput where the gate binds (derived in milp.py): the (η+1)·B_step the gate admits also hold the
+batch in training, the weight-sync gap and the finished buffer, so only (η + ½)·B_step − T·k_s generate;
+rollout configurations whose group latency cannot be trained within η (stragglers) are not planned; at
+η = 0 a step is generation (the batch's longest response), training and weight sync in series. Because
+a faster trainer frees gate capacity, training strategies keep growing past the rollout rate until the
+step is negligible next to the fastest group latency (`_STEP_NEGLIGIBLE`).
 """
 
 from __future__ import annotations
