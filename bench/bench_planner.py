@@ -1,4 +1,5 @@
-"""Planner benchmark: plan()/replan() wall times, same-budget heterogeneous vs homogeneous, HiGHS vs CBC.
+"""Planner benchmark: plan()/replan() wall times, same-budget heterogeneous vs homogeneous, HiGHS vs CBC,
+and the planner's prediction against the simulator (hexrl.sim) where the staleness gate binds.
 
 Prints numbers measured side by side in one run; never asserts (timings do not gate CI).
 Run: .venv/bin/python bench/bench_planner.py
@@ -123,5 +124,53 @@ def main() -> None:
               f"obj {oc:,.0f}  |  CBC/HiGHS time {tc / th:.1f}x, objective ratio {oc / oh if oh else 0:.4f}")
 
 
+def gate_agreement() -> None:
+    """Planner-predicted vs simulated steady tokens/s (3 simulated hours, no preemption), side by side."""
+    from hexrl.sched import parse_inventory
+    from hexrl.sim.engine import simulate
+    from hexrl.sim.scenario import build_policy
+
+    def inv(pools):
+        return parse_inventory({"apiVersion": "hexrl.dev/v1alpha1", "kind": "ClusterInventory", "interPoolGBps": 1.5,
+                                "pools": pools})
+
+    def spec(path, budget, eta=None):
+        j = job(path, budget=budget)
+        if eta is not None:
+            j = j.model_copy(update={"staleness": j.staleness.model_copy(update={"max_policy_lag": eta})})
+        return j
+
+    h100 = inv([{"name": "h100", "gpu": "H100", "gpusPerNode": 8, "nodes": 4}])
+    het = {"24 H800 + 24 H20": inv([{"name": "h800", "gpu": "H800", "gpusPerNode": 8, "nodes": 3},
+                                    {"name": "h20", "gpu": "H20", "gpusPerNode": 8, "nodes": 3}]),
+           "32 H800": inv([{"name": "h800", "gpu": "H800", "gpusPerNode": 8, "nodes": 4}]),
+           "88 H20": inv([{"name": "h20", "gpu": "H20", "gpusPerNode": 8, "nodes": 11}])}
+    cases = []
+    for path, label in (("manifests/examples/rljob.yaml", "1.5B"), ("manifests/examples/rljob-7b.yaml", "7B")):
+        for eta in (0, 1, 4, 8):
+            cases.append((f"{label} 32 H100 η={eta}", "sync" if eta == 0 else "hexrl", spec(path, 1000, eta), h100))
+    budget = 24 * 5.28 + 24 * 1.85
+    for path, label in (("manifests/examples/rljob.yaml", "1.5B"), ("manifests/examples/rljob-7b.yaml", "7B"),
+                        ("manifests/examples/rljob-14b.yaml", "14B")):
+        for name, cl in het.items():
+            cases.append((f"{label} {name}", "hexrl", spec(path, budget), cl))
+    h3 = parse_inventory(yaml.safe_load((ROOT / "manifests/clusters/hetero-3pool.yaml").read_text()))
+    cases.append(("1.5B hetero-3pool (all pools)", "hexrl-spot", spec("manifests/examples/rljob.yaml", None), h3))
+    print("== planner vs simulator (steady tokens/s, 3 simulated hours, no preemption)")
+    worst = 0.0
+    for label, policy, jb, cl in cases:
+        ps = build_policy(policy, jb, cl)
+        if ps.setup is None:
+            print(f"  {label:32} infeasible: {ps.reason}")
+            continue
+        r = simulate(ps.setup, (), 3, 1)
+        pred, sim = ps.setup.predicted_tokens_per_second, r.steady_tokens_per_second
+        worst = max(worst, abs(pred / sim - 1))
+        print(f"  {label:32} planner {pred:>10,.0f}  sim {sim:>10,.0f}  planner/sim {pred / sim:.2f}  "
+              f"trainer idle {r.trainer_idle_fraction:.0%}  stale-dropped {r.dropped_stale_samples / max(1, r.trained_samples):.1%}")
+    print(f"  worst |planner/sim − 1| = {worst:.2f}")
+
+
 if __name__ == "__main__":
     main()
+    gate_agreement()
