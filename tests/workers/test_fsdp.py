@@ -29,7 +29,8 @@ def _free_port() -> int:
 def test_two_fsdp_ranks_train_publish_and_checkpoint(tmp_path):
     # 7 prompts × 2 = 14 rows, micro-batch 4: uneven shares across ranks exercise the padding passes
     spec = tiny_spec(**{"algorithm.totalSteps": 3, "algorithm.promptsPerStep": 7, "algorithm.groupSize": 2,
-                        "algorithm.microBatchSize": 4, "checkpoint.everySteps": 3, "weightSync.relay": False})
+                        "algorithm.microBatchSize": 4, "checkpoint.everySteps": 3, "weightSync.relay": False,
+                            "reward.function": "workers_builders:parity_reward"})
     server = build_coordinator(spec, TOKEN)
     coord = ThreadedCoordinator(server)
     wport, mport = _free_port(), _free_port()

@@ -46,3 +46,9 @@ def subprocess_env(config: Path, token: str, **extra: str) -> dict[str, str]:
 PYTHON = sys.executable
 
 
+
+
+def parity_reward(completion: str, answer: str, prompt: str = "") -> float:
+    """A reward that differs within most groups even for an untrained model (length parity), so GRPO
+    advantages are non-zero and a few steps must move the weights (an all-equal group trains nothing)."""
+    return float(len(completion) % 2)
