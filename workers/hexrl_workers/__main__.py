@@ -81,6 +81,11 @@ def _rollout(cfg: WorkerConfig, token: str | None) -> int:
         os.environ.get("HOSTNAME", f"rollout-{os.getpid()}"),
         relay_host="0.0.0.0", relay_port=int(os.environ.get("HEXRL_RELAY_PORT", RELAY_PORT)), advertise_host=host,
     )
+    if relay is None:
+        # Without a relay nothing else listens on the pod: serve /metrics on the relay port alone.
+        from prometheus_client import start_http_server
+
+        start_http_server(int(os.environ.get("HEXRL_RELAY_PORT", RELAY_PORT)), registry=worker.metrics.registry)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: worker.stop())
     try:

@@ -68,7 +68,7 @@ def build_rollout_worker(
     my_url = None
     if spec.weight_sync.relay:
         relay = ThreadedWeightServer(
-            WeightServer(WeightServerSettings(token=token, origin=False), role="rollout"),
+            WeightServer(WeightServerSettings(token=token, origin=False), role="rollout", metrics=metrics),
             host=relay_host, port=relay_port, advertise_host=advertise_host or "127.0.0.1",
         )
         my_url = relay.url

@@ -59,9 +59,11 @@ class WeightServerSettings:
 
 
 class WeightServer:
-    def __init__(self, settings: WeightServerSettings, role: str = "trainer") -> None:
+    def __init__(self, settings: WeightServerSettings, role: str = "trainer", metrics: Metrics | None = None) -> None:
         self.s = settings
-        self.metrics = Metrics(role)
+        # A relay on a rollout pod serves the worker's own registry: one /metrics per pod, with the
+        # worker's tokens, pulls and version, not an empty twin.
+        self.metrics = metrics or Metrics(role)
         self.versions: dict[int, tuple[WeightManifest, bytearray]] = {}
         self.holders: dict[int, dict[str, int]] = {}  # version -> relay url -> assignments
         self.slots: dict[int, dict[str, float]] = {}  # version -> client -> slot deadline
