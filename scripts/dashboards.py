@@ -292,8 +292,29 @@ def job_overview() -> dict:
                      rows, per_job=True)
 
 
+def _stacked(unit: str) -> dict[str, Any]:
+    """Panel `extra` for a stacked time series (areas add up to the total)."""
+    return {"fieldConfig": {"defaults": {"unit": unit, "custom": {"stacking": {"mode": "normal", "group": "A"},
+                                                                   "fillOpacity": 40, "lineWidth": 1}},
+                            "overrides": []}}
+
+
 def pools() -> dict:
     rows = [
+        (
+            "Cluster GPUs",
+            [
+                Panel("GPUs by type and capacity type", [Target(
+                    "sum by (gpu, capacity_type) (hexrl_cluster_gpus)", "{{gpu}} {{capacity_type}}")],
+                    "Allocatable GPUs in the operator's cluster snapshot (nodes with a known GPU type), stacked by "
+                    "GPU type and capacity type (spot, on-demand).", "short", width=12, extra=_stacked("short")),
+                Panel("GPUs going away", [Target(
+                    "sum by (gpu, capacity_type) (hexrl_cluster_gpus_going_away)", "{{gpu}} {{capacity_type}}")],
+                    "GPUs on nodes that are being deleted, cordoned, tainted for reclaim or NotReady: the planner "
+                    "gives them no new work and moves the jobs' pods off them.", "short", width=12,
+                    extra=_stacked("short")),
+            ],
+        ),
         (
             "Capacity",
             [
@@ -324,7 +345,8 @@ def pools() -> dict:
         ),
     ]
     return dashboard("hexrl-pools", "hexrl / Pools",
-                     "GPU pools: where rollout runs, how fast each pool generates, preemptions and re-plans.",
+                     "GPU pools: the cluster's GPUs by type and capacity type, where rollout runs, how fast each pool generates, "
+                     "preemptions and re-plans.",
                      rows, per_job=True)
 
 

@@ -34,7 +34,7 @@ from hexrl.k8s.kubeapi import KubeApi
 from hexrl.k8s.reconcile import Reconciler
 from hexrl.k8s.runtime import JobKey, WorkQueue
 from hexrl.k8s.settings import OperatorSettings
-from hexrl.k8s.snapshot import node_view, pod_view
+from hexrl.k8s.snapshot import build_cluster, node_view, pod_view
 from hexrl.k8s.store import Store
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ class Operator:
     """(namespace, name) → uid of every RLJob seen."""
     phases: dict[JobKey, str] = field(default_factory=dict)
     ready: bool = False
+    _cluster_metrics_due: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.reconciler is None:
@@ -82,6 +83,28 @@ class Operator:
         for key in affected:
             if key in self.jobs:
                 self.request(key, self.settings.debounce_seconds, self.settings.debounce_max_seconds)
+
+
+    def refresh_cluster_metrics(self) -> None:
+        """Export the cluster GPU gauges from the snapshot of every node (no job's view: pods do not matter)."""
+        self._cluster_metrics_due = False
+        snap = build_cluster(self.store.nodes(), (), None, self.settings)
+        metrics.export_cluster(snap.cluster)
+
+    def schedule_cluster_metrics(self) -> None:
+        """Refresh the cluster gauges once, shortly after a burst of node events.
+
+        At startup kopf indexes every Node one by one; rebuilding the snapshot per event would cost
+        O(nodes²), so events within `CLUSTER_METRICS_DELAY` share one rebuild.
+        """
+        if self._cluster_metrics_due:
+            return
+        self._cluster_metrics_due = True
+        asyncio.get_running_loop().call_later(CLUSTER_METRICS_DELAY, self.refresh_cluster_metrics)
+
+
+CLUSTER_METRICS_DELAY = 0.5
+"""Seconds node events are gathered before the cluster GPU gauges are recomputed."""
 
 
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
@@ -126,6 +149,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
             metrics.EVENTS_DEBOUNCED.labels("ignored").inc()
             return None
         metrics.EVENTS_DEBOUNCED.labels("relevant").inc()
+        op.schedule_cluster_metrics()
         if op.ready:
             gained = old is None or (not view["goingAway"] and (bool(old["goingAway"]) or view["gpus"] > old["gpus"]))
             op.request_node(name, gained or (old is not None and old["labels"] != view["labels"]))
@@ -147,6 +171,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     async def node_deleted(name: str, **_: Any) -> None:
         if op.store.drop_node(name) is not None:
             metrics.EVENTS_DEBOUNCED.labels("relevant").inc()
+            op.schedule_cluster_metrics()
             op.request_node(name, gained=False)
 
     @kopf.on.event("", "v1", "pods", registry=registry, when=lambda type, **_: type == "DELETED")

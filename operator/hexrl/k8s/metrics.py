@@ -7,7 +7,12 @@ prefix and base units (`_seconds`, `_total`); per-job gauges are labelled `names
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 from prometheus_client import Counter, Gauge, Histogram
+
+from hexrl.sched.types import Cluster
 
 RECONCILES = Counter(
     "hexrl_operator_reconciles_total",
@@ -94,10 +99,55 @@ EVENTS_DEBOUNCED = Counter(
     "Node events seen, by whether they changed what the planner sees (relevant, ignored).",
     ["kind"],
 )
+CLUSTER_GPUS = Gauge(
+    "hexrl_cluster_gpus",
+    "Allocatable GPUs the operator sees in its cluster snapshot, by GPU type, pool and capacity type "
+    "(spot, on-demand).",
+    ["gpu", "pool", "capacity_type"],
+)
+CLUSTER_GPUS_GOING_AWAY = Gauge(
+    "hexrl_cluster_gpus_going_away",
+    "Allocatable GPUs on nodes that are going away (deleting, cordoned, tainted for reclaim, NotReady), "
+    "by GPU type, pool and capacity type.",
+    ["gpu", "pool", "capacity_type"],
+)
 
 ALL = (
     RECONCILES, RECONCILE_SECONDS, PLAN_SOLVE_SECONDS, PLANNED_TOKENS, PLANNED_COST, PLANNED_GPUS,
     OBSERVED_STALENESS, EXTRA_ROLLOUT, PREEMPTIONS, CHILDREN_CREATED, CHILDREN_DELETED, ERRORS, REPLANS,
-    SCALING, JOBS, API_REQUESTS, EVENTS_DEBOUNCED,
+    SCALING, JOBS, API_REQUESTS, EVENTS_DEBOUNCED, CLUSTER_GPUS, CLUSTER_GPUS_GOING_AWAY,
 )
 """Every metric above, for the docs generator and dashboard checks."""
+
+_cluster_lock = threading.Lock()
+_cluster_labels: set[tuple[str, str, str]] = set()
+"""Label sets of the cluster gauges set by the last `export_cluster`, so vanished pools can be removed."""
+
+
+def capacity_type(spot: bool) -> str:
+    return "spot" if spot else "on-demand"
+
+
+def export_cluster(cluster: Cluster) -> None:
+    """Set the cluster GPU gauges from a snapshot's nodes; drop label sets whose pool or GPU type vanished.
+
+    `gpus[g, p, c] = Σ node.gpus` over the snapshot's nodes of GPU type g, pool p and capacity type c, and
+    `going_away[g, p, c]` the same sum over nodes with `going_away`. Every label set present gets both
+    series (going away is 0 when nothing leaves), so a dashboard sees a 0 rather than no data.
+    """
+    totals: dict[tuple[str, str, str], list[int]] = {}
+    for node in cluster.nodes:
+        acc = totals.setdefault((node.gpu, node.pool, capacity_type(node.spot)), [0, 0])
+        acc[0] += node.gpus
+        if node.going_away:
+            acc[1] += node.gpus
+    with _cluster_lock:
+        for labels in _cluster_labels - set(totals):
+            for gauge in (CLUSTER_GPUS, CLUSTER_GPUS_GOING_AWAY):
+                with contextlib.suppress(KeyError):  # already gone (e.g. a test cleared the gauge)
+                    gauge.remove(*labels)
+        for labels, (gpus, going) in totals.items():
+            CLUSTER_GPUS.labels(*labels).set(gpus)
+            CLUSTER_GPUS_GOING_AWAY.labels(*labels).set(going)
+        _cluster_labels.clear()
+        _cluster_labels.update(totals)
