@@ -35,9 +35,11 @@ same row with the batch latency is the serial step Δ = Q + D_s + ω_s. When the
 S = Σ_c s_c·y_c than the gate leaves generating (n > S), the n − S extra groups queue for a slot first
 (wait (n − S)·τ/T), and the on-time row becomes T·ℓ_c/τ + n − S + T·k_s ≤ (η+1)·B, i.e.
 T·ℓ_c/τ − Σ_c s_c·u_c ≤ ½·B (the busy slots Σ s·u = min(S, n) at the optimum).
-Serial steps (η = 0). A step is generation, training and weight sync in turn: Δ = B·τ/R + D_s + ω_s when
-the slots are the limit (R the rollout rate), i.e. 1/T = 1/R + k_s/B, a concave curve T = f_s(R); the
-MILP bounds T_s by its tangents at R_j = c_j·B/k_s (c_j = 2^{j/2}, j = −4…4), so T ≤ f_s(R) within ~2 %.
+Per-batch bound. The gate admits a whole batch at once, so when the slots are the limit a batch takes
+B·τ/R to generate (R = Σ r_c·u_c) before it can train (D_s) and publish (ω_s); η + ½ such cycles overlap
+(η = 0: one, in series): T·(B·τ/R + D_s + ω_s) ≤ c·B·τ, c = η + ½ (1 at η = 0), i.e. T ≤ g_s(R) =
+c·R/(1 + k_s·R/B), concave; the MILP bounds T_s by its tangents at R_j = c_j·max(1, η)·B/k_s
+(c_j = 2^{j/2}, j = −4…4), so T ≤ g_s(R) within ~2 %. At η = 0 this is the serial step.
 
 Variables  y_c ∈ ℤ≥0 replicas; u_c ∈ [0, y_c] replicas kept busy by the gate; x_s ∈ {0,1};
            T_s ∈ [0, t_s·x_s] the throughput carried by strategy s (T = Σ_s T_s, so T·k_s is linear);
@@ -50,7 +52,7 @@ subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with cont
            Σ_c s_c·u_c + Σ_s k_s·T_s ≤ (η + ½)·B  (η ≥ 1; at η = 0: Σ_c s_c·u_c ≤ B),  u_c ≤ y_c
            ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η + 1)·B + M_c·(1 − z_c),  y_c ≤ Ū_c·z_c     stragglers / serial step
            ℓ_c·T/τ − Σ_c' s_c'·u_c' ≤ ½·B + M'_c·(1 − z_c)        (η ≥ 1) stragglers behind a queue
-           T_s ≤ f_s'(R_j)·Σ_c r_c·u_c + (f_s(R_j) − f_s'(R_j)·R_j)·x_s   (η = 0) serial step tangents
+           T_s ≤ g_s'(R_j)·Σ_c r_c·u_c + (g_s(R_j) − g_s'(R_j)·R_j)·x_s   per-batch bound (tangents)
            T = Σ_s T_s,  T_s ≤ t_s·x_s,  Σ_s x_s = 1   training
            T ≤ W_{a,b} + (t̄ − W_{a,b})(2 − X_a − v_b)   weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < t̄ (the
                                            largest strategy rate; the tightest big-M);  y_c ≤ Ū_c·v_{q(c)}
@@ -236,23 +238,26 @@ _SERIAL_TANGENTS = tuple(2.0 ** (j / 2) for j in range(-4, 5))
 
 
 def _serial_tangents(p: Problem, s: TrainOption) -> list[tuple[float, float]]:
-    """(slope, intercept) of the tangents of f(R) = R/(1 + k_s·R/B) at R_j = c_j·B/k_s (f(0) = 0, concave)."""
+    """(slope, intercept) of the tangents of g(R) = c·R/(1 + k_s·R/B) at R_j = c_j·m·B/k_s (g(0) = 0,
+    concave), with c = 1 at η = 0 and η + ½ otherwise, m = max(1, η): the per-batch bound (module doc)."""
     k = gate_coefficient(p, s)
-    if not p.gated or p.policy_lag > 0 or k <= 0:
+    if not p.gated or k <= 0 or k == float("inf"):
         return []
+    c = 1.0 if p.policy_lag == 0 else p.policy_lag + 0.5
     half = p.batch / k
     out = []
-    for c in _SERIAL_TANGENTS:
-        r = c * half
-        slope = 1.0 / (1.0 + r / half) ** 2
-        out.append((slope, r / (1.0 + r / half) - slope * r))
+    for cj in _SERIAL_TANGENTS:
+        r = cj * max(1, p.policy_lag) * half
+        slope = c / (1.0 + r / half) ** 2
+        out.append((slope, c * r / (1.0 + r / half) - slope * r))
     return out
 
 
 def serial_rate(p: Problem, s: TrainOption, rollout: float) -> float:
-    """At η = 0 a step is generation + training + weight sync in series: 1/T = 1/R + k_s/B with R the
-    rollout rate (generation of B samples takes B·τ/R when the slots are the limit). The MILP uses the
-    tangents of this concave curve (within ~2 %), and so does this function, so both agree exactly."""
+    """The per-batch bound: a batch of B samples takes at least B·τ/R to generate (R the rollout rate),
+    then D_s to train and ω_s to sync; the gate overlaps η + ½ of these cycles (η = 0: one, in series):
+    T·(B·τ/R + D_s + ω_s) ≤ c·B·τ, i.e. T ≤ c·R/(1 + k_s·R/B). The MILP uses the tangents of this concave
+    curve (within ~2 %), and so does this function, so both agree exactly."""
     return min((a * rollout + b for a, b in _serial_tangents(p, s)), default=rollout)
 
 
@@ -281,6 +286,23 @@ def gated_rollout(p: Problem, s: TrainOption, counts: Sequence[int]) -> float:
     return max(0.0, min(u0, a / k if k > 0 else u0))
 
 
+def _batch_bounded(p: Problem, s: TrainOption, counts: Sequence[int], gated: float) -> float:
+    """The largest T ≤ `gated` with T ≤ serial_rate(useful(a − k_s·T)) (both sides fall with T: bisection)."""
+    if serial_rate(p, s, gated) >= gated:
+        return gated
+    if p.policy_lag == 0:
+        return serial_rate(p, s, gated)  # the usable rollout does not depend on T at η = 0
+    a, k = generating_cap(p), gate_coefficient(p, s)
+    lo, hi = 0.0, gated
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        if serial_rate(p, s, useful_rollout(p, counts, a - k * mid)) >= mid:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     """Throughput and constraint check of one candidate (the arithmetic the MILP encodes)."""
     s = p.train[train]
@@ -288,8 +310,7 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     used_pools = {p.rollout[i].pool for i, y in enumerate(counts) if y > 0}
     ws_cap = min((ws.get((s.pool, q), float("inf")) for q in used_pools), default=float("inf"))
     capacity = sum(o.rate * y for o, y in zip(p.rollout, counts, strict=True))
-    useful = gated_rollout(p, s, counts)
-    useful = min(useful, serial_rate(p, s, useful))
+    useful = _batch_bounded(p, s, counts, gated_rollout(p, s, counts))
     total_slots = float(sum(o.slots * y for o, y in zip(p.rollout, counts, strict=True)))
     lat_cap = min(
         (latency_cap(p, s, o, total_slots) for o, y in zip(p.rollout, counts, strict=True) if y > 0), default=float("inf")
