@@ -293,10 +293,25 @@ def _batch_bounded(p: Problem, s: TrainOption, counts: Sequence[int], gated: flo
     if p.policy_lag == 0:
         return serial_rate(p, s, gated)  # the usable rollout does not depend on T at η = 0
     a, k = generating_cap(p), gate_coefficient(p, s)
+    tangents = _serial_tangents(p, s)
+    order = sorted((i for i, y in enumerate(counts) if y > 0), key=lambda i: -p.rollout[i].rate / p.rollout[i].slots)
+    pieces = [(counts[i] * p.rollout[i].slots, p.rollout[i].rate / p.rollout[i].slots) for i in order]
+
+    def useful(cap: float) -> float:
+        total = 0.0
+        for width, rho in pieces:
+            if cap <= 0:
+                break
+            take = min(width, cap)
+            total += take * rho
+            cap -= take
+        return total
+
     lo, hi = 0.0, gated
-    for _ in range(60):
+    for _ in range(48):
         mid = (lo + hi) / 2
-        if serial_rate(p, s, useful_rollout(p, counts, a - k * mid)) >= mid:
+        r = useful(a - k * mid)
+        if min(sl * r + b for sl, b in tangents) >= mid:
             lo = mid
         else:
             hi = mid
