@@ -6,13 +6,16 @@
   `{"error": ..., "field": ...}`; an unexpected exception becomes a 500 with the same shape. The service
   keeps serving either way.
 - `parse(model, request)`: body → pydantic model, raising `BadRequest` that names the field.
+- `ThreadedService`: any of these services on its own thread and event loop (local runner, relays, tests).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
+import threading
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -115,3 +118,45 @@ def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> web.R
 
 def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+class ThreadedService:
+    """An aiohttp service (with `async start(host, port) -> port` and `async stop()`) on a background thread.
+
+    The service's handlers run on the thread's own event loop, so synchronous callers (the local runner,
+    a rollout worker's relay, tests and benchmarks) use it through `call` / `call_soon`.
+    """
+
+    thread_name = "service"
+
+    def __init__(self, server: Any, host: str = "127.0.0.1", port: int = 0,
+                 advertise_host: str = "127.0.0.1") -> None:
+        self.server = server
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        self.advertise_host = advertise_host
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(host, port), daemon=True, name=self.thread_name)
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError(f"{self.thread_name} did not start within 30 s")
+
+    def _run(self, host: str, port: int) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.port = self.loop.run_until_complete(self.server.start(host, port))
+        self._ready.set()
+        self.loop.run_forever()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.advertise_host}:{self.port}"
+
+    def call(self, coro, timeout: float = 30.0):  # type: ignore[no-untyped-def]
+        """Run a coroutine on the service's loop and return its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        if self.loop.is_running():
+            self.call(self.server.stop(), timeout=10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)

@@ -7,59 +7,30 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import typer
 
+from hexrl.commands._inputs import InputError, load_inventory, load_job
 
-def _fail(msg: str) -> None:
+
+def _fail(msg: str) -> NoReturn:
     typer.echo(f"hexrl plan: {msg}", err=True)
     raise typer.Exit(1)
 
 
-def _read_yaml(path: Path, what: str) -> Any:
-    import yaml
-
+def _load_inventory(path: Path) -> Any:
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        _fail(f"cannot read the {what} file {str(path)!r}: {exc.strerror or exc}")
+        return load_inventory(path)
+    except InputError as exc:
+        _fail(str(exc))
+
+
+def _load_job(path: Path) -> Any:
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        _fail(f"the {what} file {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}")
-
-
-def _load_inventory(path: Path):
-    from hexrl.sched import InventoryError, parse_inventory
-
-    try:
-        return parse_inventory(_read_yaml(path, "inventory"))
-    except InventoryError as exc:
-        _fail(f"{path}: {exc}")
-
-
-def _load_job(path: Path):
-    from pydantic import ValidationError
-
-    from hexrl.api.models import RLJob
-
-    data = _read_yaml(path, "job")
-    if not isinstance(data, dict):
-        _fail(f"{path}: the job file must be an RLJob YAML mapping (apiVersion, kind: RLJob, spec)")
-    if data.get("kind", "RLJob") != "RLJob":
-        _fail(f"{path}: kind is {data.get('kind')!r}; expected RLJob")
-    try:
-        return RLJob.model_validate(data).spec
-    except ValidationError as exc:
-        lines = []
-        for e in exc.errors()[:6]:
-            loc = ".".join(str(p) for p in e["loc"])
-            msg = str(e["msg"]).removeprefix("Value error, ")
-            lines.append(f"{loc}: {msg}")
-        _fail(f"{path}: invalid RLJob: " + "; ".join(lines))
+        return load_job(path).spec
+    except InputError as exc:
+        _fail(str(exc))
 
 
 def _table(result: Any) -> None:

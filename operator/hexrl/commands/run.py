@@ -12,28 +12,9 @@ from pathlib import Path
 
 import typer
 
+from hexrl.commands._inputs import InputError, load_job
+
 DEFAULT_JOB = "manifests/examples/rljob-tiny.yaml"
-
-
-def _load_job(path: Path):  # type: ignore[no-untyped-def]
-    import yaml
-    from pydantic import ValidationError
-
-    from hexrl.api.models import RLJob
-
-    if not path.is_file():
-        raise typer.BadParameter(f"{path} does not exist; pass an RLJob YAML file (e.g. {DEFAULT_JOB})")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise typer.BadParameter(f"{path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict) or raw.get("kind") not in (None, "RLJob"):
-        raise typer.BadParameter(f"{path} is not an RLJob (kind: {raw.get('kind') if isinstance(raw, dict) else '?'})")
-    try:
-        return RLJob.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise typer.BadParameter(f"{path}: {problems}") from exc
 
 
 def run_command(
@@ -51,8 +32,8 @@ def run_command(
         typer.echo("hexrl run: only --local is supported; submit the RLJob with kubectl for a cluster run", err=True)
         raise typer.Exit(2)
     try:
-        job = _load_job(job_file)
-    except typer.BadParameter as exc:
+        job = load_job(job_file)
+    except InputError as exc:
         typer.echo(f"hexrl run: {exc}", err=True)
         raise typer.Exit(2) from None
     from hexrl_workers.local import LocalOptions, run_local

@@ -18,6 +18,8 @@ from typing import Any, NoReturn
 
 import typer
 
+from hexrl.commands._inputs import InputError, load_inventory, load_job
+
 FORMATS = ("table", "json")
 
 
@@ -26,39 +28,11 @@ def _fail(msg: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _read_yaml(path: Path, what: str) -> Any:
-    import yaml
-
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        _fail(f"cannot read the {what} file {str(path)!r}: {exc.strerror or exc}")
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        _fail(f"the {what} file {str(path)!r} is not valid YAML{where}: {getattr(exc, 'problem', exc)}")
-
-
 def _load_job(path: Path) -> Any:
-    from pydantic import ValidationError
-
-    from hexrl.api.models import RLJob
-
-    data = _read_yaml(path, "job")
-    if not isinstance(data, dict):
-        _fail(f"{path}: the job file must be an RLJob YAML mapping (apiVersion, kind: RLJob, spec)")
-    if data.get("kind", "RLJob") != "RLJob":
-        _fail(f"{path}: kind is {data.get('kind')!r}; expected RLJob")
     try:
-        return RLJob.model_validate(data).spec
-    except ValidationError as exc:
-        parts = []
-        for e in exc.errors()[:6]:
-            loc = ".".join(str(p) for p in e["loc"])
-            parts.append(f"{loc}: {str(e['msg']).removeprefix('Value error, ')}")
-        _fail(f"{path}: invalid RLJob: " + "; ".join(parts))
+        return load_job(path).spec
+    except InputError as exc:
+        _fail(str(exc))
 
 
 def _policies(given: list[str]) -> list[str]:
@@ -136,15 +110,13 @@ def simulate_command(
         _fail(f"--seed must be a non-negative integer, got {seed}")
     names = _policies(policy)
 
-    from hexrl.sched import InventoryError, parse_inventory
     from hexrl.sim.report import compare, row, write_csv, write_plots
     from hexrl.sim.trace import TraceError, load_trace
 
-    data = _read_yaml(inventory, "inventory")
     try:
-        cluster = parse_inventory(data)
-    except InventoryError as exc:
-        _fail(f"{inventory}: {exc}")
+        cluster = load_inventory(inventory)
+    except InputError as exc:
+        _fail(str(exc))
     spec = _load_job(job)
     events = None
     if trace is not None:

@@ -159,7 +159,7 @@ class Reconciler:
         with self._mem_lock:
             others = [m.plan for m in self._mem.values() if m is not mem and m.plan is not None]
         for plan in others:
-            for node, gpus in _plan_usage(plan).items():
+            for node, gpus in plan.gpus_per_node().items():
                 reserved[node] = reserved.get(node, 0) + gpus
         return build_cluster(self.store.nodes(), self.store.gpu_pods(), (namespace, name), self.settings, reserved)
 
@@ -703,18 +703,6 @@ class Reconciler:
                    if r else f"removed an extra rollout replica: observed staleness near η={spec.staleness.max_policy_lag}")
             self._event(job, "Normal", reasons.SCALED_ROLLOUT, msg)
             return True
-
-
-def _plan_usage(plan: Plan) -> dict[str, int]:
-    """GPUs a plan uses per node."""
-    used: dict[str, int] = {}
-    for node, g in zip(plan.trainer.nodes, plan.trainer.gpus_per_node, strict=False):
-        used[node] = used.get(node, 0) + g
-    for r in plan.replicas:
-        per = r.gpus // max(1, len(r.nodes))
-        for n in r.nodes:
-            used[n] = used.get(n, 0) + per
-    return used
 
 
 def _relevance_key(cluster: Cluster, plan: Plan | None) -> str:

@@ -78,23 +78,12 @@ def _price(cluster: Cluster, pool: str, gpu: str, spot: bool) -> float:
     return spec.price(spot) if spec is not None else float("inf")
 
 
-def _used_per_node(plan: Plan) -> dict[str, int]:
-    used: dict[str, int] = {}
-    for node, g in zip(plan.trainer.nodes, plan.trainer.gpus_per_node, strict=False):
-        used[node] = used.get(node, 0) + g
-    for r in plan.replicas:
-        per = r.gpus // max(1, len(r.nodes))
-        for n in r.nodes:
-            used[n] = used.get(n, 0) + per
-    return used
-
-
 def grow(plan: Plan, cluster: Cluster, max_cost_per_hour: float | None, spot_allowed: bool) -> Plan | None:
     """`plan` plus one rollout replica like an existing single-node one, on spot first, within budget; None if none fits."""
     templates = [r for r in plan.replicas if len(r.nodes) == 1]
     if not templates:
         return None
-    used = _used_per_node(plan)
+    used = plan.gpus_per_node()
     pools = {p.name: p for p in cluster.pools}
     options = []
     for t in {(r.gpu, r.gpus): r for r in templates}.values():

@@ -200,6 +200,17 @@ class Plan:
     def dollars_per_million_tokens(self) -> float:
         return self.cost_per_hour / (self.tokens_per_second * 3600 / 1e6) if self.tokens_per_second > 0 else 0.0
 
+    def gpus_per_node(self) -> dict[str, int]:
+        """GPUs the plan uses on each node (trainer ranks plus rollout replicas; a PP replica spreads evenly)."""
+        used: dict[str, int] = {}
+        for node, g in zip(self.trainer.nodes, self.trainer.gpus_per_node, strict=False):
+            used[node] = used.get(node, 0) + g
+        for r in self.replicas:
+            per = r.gpus // max(1, len(r.nodes))
+            for n in r.nodes:
+                used[n] = used.get(n, 0) + per
+        return used
+
     def rollout_groups(self) -> tuple[RolloutGroup, ...]:
         """Replicas aggregated per (pool, configuration), in a stable order."""
         groups: dict[tuple[str, str, int, bool], list[RolloutReplica]] = {}

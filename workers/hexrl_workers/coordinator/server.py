@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -40,7 +39,14 @@ from hexrl.api.workerconfig import (
     parse_worker_config,
 )
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings, RejectedError
-from hexrl_workers.httpcommon import HTTPProblem, auth_middleware, error_middleware, json_response, parse
+from hexrl_workers.httpcommon import (
+    HTTPProblem,
+    ThreadedService,
+    auth_middleware,
+    error_middleware,
+    json_response,
+    parse,
+)
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import (
     BatchRequest,
@@ -346,35 +352,7 @@ def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None
     return CoordinatorServer(core, ServerSettings(token=token, config_path=config_path))
 
 
-class ThreadedCoordinator:
+class ThreadedCoordinator(ThreadedService):
     """A coordinator serving from a background thread (local runner, tests, benchmarks)."""
 
-    def __init__(self, server: CoordinatorServer, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = server
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(host, port), daemon=True, name="coordinator")
-        self.port = 0
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("coordinator did not start within 30 s")
-
-    def _run(self, host: str, port: int) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.port = self.loop.run_until_complete(self.server.start(host, port))
-        self._ready.set()
-        self.loop.run_forever()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def call(self, coro, timeout: float = 30.0):  # type: ignore[no-untyped-def]
-        """Run a coroutine on the server's loop (e.g. `set_max_policy_lag`)."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        if self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(10)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
+    thread_name = "coordinator"

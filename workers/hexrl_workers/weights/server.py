@@ -20,7 +20,6 @@ With one origin slot the origin sends each version about once, however many work
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -29,7 +28,14 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from hexrl.api.workerconfig import HEALTH_PATH, METRICS_PATH
-from hexrl_workers.httpcommon import HTTPProblem, auth_middleware, error_middleware, json_response, parse
+from hexrl_workers.httpcommon import (
+    HTTPProblem,
+    ThreadedService,
+    auth_middleware,
+    error_middleware,
+    json_response,
+    parse,
+)
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
 
@@ -191,31 +197,15 @@ class WeightServer:
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self.port
 
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
 
-class ThreadedWeightServer:
+
+class ThreadedWeightServer(ThreadedService):
     """A weight server on its own thread and loop (trainer rank 0, rollout relays, tests)."""
 
-    def __init__(self, server: WeightServer, host: str = "127.0.0.1", port: int = 0,
-                 advertise_host: str = "127.0.0.1") -> None:
-        self.server = server
-        self.loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self.port = 0
-        self.advertise_host = advertise_host
-        self._thread = threading.Thread(target=self._run, args=(host, port), daemon=True, name="weights")
-        self._thread.start()
-        if not self._ready.wait(30):
-            raise RuntimeError("weight server did not start within 30 s")
-
-    def _run(self, host: str, port: int) -> None:
-        asyncio.set_event_loop(self.loop)
-        self.port = self.loop.run_until_complete(self.server.start(host, port))
-        self._ready.set()
-        self.loop.run_forever()
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.advertise_host}:{self.port}"
+    thread_name = "weights"
 
     def publish(self, manifest: WeightManifest, blob: bytearray) -> None:
         done = threading.Event()
@@ -226,13 +216,3 @@ class ThreadedWeightServer:
 
         self.loop.call_soon_threadsafe(_do)
         done.wait(30)
-
-    def close(self) -> None:
-        async def _stop() -> None:
-            if self.server.runner is not None:
-                await self.server.runner.cleanup()
-
-        if self.loop.is_running():
-            asyncio.run_coroutine_threadsafe(_stop(), self.loop).result(10)
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(10)
