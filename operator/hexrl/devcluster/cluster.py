@@ -39,6 +39,8 @@ from hexrl.devcluster.pki import Pki
 
 ORDER = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 """Start order; `down` stops in reverse."""
+START_ATTEMPTS = 2
+"""Start-ups tried when a component loses its port to another program between our probe and its bind."""
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,18 @@ class DevCluster:
             started = time.monotonic()
             binaries = {c: str(self.builder.path(c)) for c in (*ORDER, "kubectl")}
             stages = self.builder.kwok_stages()
-            try:
-                self._start(binaries, stages)
-            except BaseException:
-                self.down(quiet=True, keep_logs=True)
-                raise
+            for attempt in range(1, START_ATTEMPTS + 1):
+                try:
+                    self._start(binaries, stages)
+                    break
+                except DevClusterError as exc:
+                    self.down(quiet=True, keep_logs=True)
+                    if not exc.port_conflict or attempt == START_ATTEMPTS:
+                        raise
+                    self.progress(f"{exc.problem.splitlines()[0]} (a port was taken); starting again on new ports")
+                except BaseException:
+                    self.down(quiet=True, keep_logs=True)
+                    raise
             self.progress(f"cluster {self.name!r} up in {time.monotonic() - started:.1f}s; kubeconfig: {self.kubeconfig}")
         if inventory is not None:
             self.apply_inventory(inventory)
@@ -300,27 +309,29 @@ class DevCluster:
         self._write_state(state)
         self._pki()
         self._write_kubeconfigs(ports["kube-apiserver"])
+        started: dict[str, subprocess.Popen[bytes]] = {}
         for component in ORDER:
             cmd = [binaries[component], *self._args(component, ports, stages)]
             # kwok also loads ~/.kwok/kwok.yaml when it exists; a private HOME keeps a user's kwokctl
             # configuration out of our cluster.
             env = {"HOME": str(self.workdir)} if component == "kwok" else None
             proc = procs.start(cmd, self.workdir / "logs" / f"{component}.log", cwd=self.workdir, env=env)
+            started[component] = proc
             state.pids[component] = proc.pid
             self._write_state(state)
             if component == "etcd":
-                self._wait(component, lambda: self._etcd_healthy(ports["etcd"]), proc.pid)
+                self._wait(component, lambda: self._etcd_healthy(ports["etcd"]), proc)
             elif component == "kube-apiserver":
-                self._wait(component, lambda: self._healthy("/readyz", state), proc.pid)
+                self._wait(component, lambda: self._healthy("/readyz", state), proc)
         for component in ("kube-controller-manager", "kube-scheduler"):
-            self._wait(component, lambda c=component: self._healthy("/healthz", state, c), state.pids[component])
-        self._wait("kwok", lambda: procs.port_open(ports["kwok"]), state.pids["kwok"])
+            self._wait(component, lambda c=component: self._healthy("/healthz", state, c), started[component])
+        self._wait("kwok", lambda: procs.port_open(ports["kwok"]), started["kwok"])
         # The controller manager is really working once it has created the default ServiceAccount
         # (pods cannot be admitted in a namespace before that).
         self._wait(
             "kube-controller-manager",
             lambda: self._request("GET", "/api/v1/namespaces/default/serviceaccounts/default", ok=(200, 404))[0] == 200,
-            state.pids["kube-controller-manager"],
+            started["kube-controller-manager"],
         )
 
     def _pick_ports(self) -> dict[str, int]:
@@ -445,16 +456,20 @@ class DevCluster:
         except (urllib.error.URLError, OSError, ValueError):
             return False
 
-    def _wait(self, component: str, ready: Any, pid: int) -> None:
+    def _wait(self, component: str, ready: Any, proc: subprocess.Popen[bytes]) -> None:
         log = self.workdir / "logs" / f"{component}.log"
         deadline = time.monotonic() + self.settings.start_timeout_seconds
         while time.monotonic() < deadline:
-            if not procs.alive(pid, component):
+            # Our own child: ask the kernel through waitpid, never /proc (which races with exec()).
+            if proc.poll() is not None:
                 text = log.read_text(errors="replace") if log.exists() else ""
                 hint = f"full log: {log}"
-                if "address already in use" in text:
+                conflict = "address already in use" in text
+                if conflict:
                     hint = "another program took one of the ports; run `hexrl cluster up` again. " + hint
-                raise DevClusterError(f"{component} exited during start-up:\n    {procs.tail(log)}", hint)
+                raise DevClusterError(
+                    f"{component} exited during start-up:\n    {procs.tail(log)}", hint, port_conflict=conflict
+                )
             if ready():
                 return
             time.sleep(0.25)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -22,8 +23,34 @@ from hexrl.devcluster.errors import DevClusterError
 HOST = "127.0.0.1"
 
 
+# Ports we hand to components come from below the kernel's ephemeral range: a port the kernel picked for
+# bind(0) is released when we close the probe socket and may be taken, before the component binds it, as
+# the local port of any outgoing connection on the machine (we saw etcd lose its port that way under load).
+_FALLBACK_EPHEMERAL_START = 32768
+_LOWEST_PORT = 20000
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _FALLBACK_EPHEMERAL_START
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now, outside the ephemeral range when it can.
+
+    Random probing in [20000, start of the ephemeral range); falls back to the kernel's choice when that
+    window is empty or full."""
+    low, high = _LOWEST_PORT, _ephemeral_start()
+    for _ in range(200 if high - low > 100 else 0):
+        port = random.randrange(low, high)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((HOST, port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind((HOST, 0))
         return int(s.getsockname()[1])
@@ -80,7 +107,10 @@ def alive(pid: int, marker: str = "") -> bool:
     state = stat.rsplit(")", 1)[1].split()[0]
     if state in ("Z", "X"):
         return False
-    return marker in _cmdline(pid)
+    cmdline = _cmdline(pid)
+    # An empty command line is a process inside exec(): the kernel has switched to the new image but not
+    # yet laid out its arguments. It is alive (reading it as dead made start-up fail under load).
+    return not cmdline or marker in cmdline
 
 
 def stop(pid: int, marker: str, grace_seconds: float = 10.0) -> None:
