@@ -128,7 +128,7 @@ def test_chart_settings_are_what_the_operator_reads(render: Any) -> None:
     parsed = OperatorSettings.from_env(env)
     defaults = OperatorSettings()
     for name in ("pool_label_keys", "spot_labels", "going_away_taints", "inter_pool_gbps", "price_overrides",
-                 "log_level", "priority_class_prefix", "standalone"):
+                 "gpu_catalog", "log_level", "priority_class_prefix", "standalone"):
         assert getattr(parsed, name) == getattr(defaults, name), name
     assert parsed.peering == "hexrl"
     assert parsed.create_priority_classes is False  # the chart ships them, so uninstall removes them
@@ -140,6 +140,12 @@ def test_non_default_values_reach_the_operator(render: Any) -> None:
     c = operator_container(objs)
     parsed = OperatorSettings.from_env(env_of(c))
     assert parsed.price_overrides == {"h20-spot": 0.92, "H800": 4.9}
+    # The catalog overrides arrive as the operator's catalog: a changed known type and a new type by its GFD product.
+    catalog = parsed.catalog()
+    assert catalog.get("H800").tflops_bf16 == 989
+    assert catalog.canonical("NVIDIA-B300-SXM6-288GB") == "B300"
+    assert catalog.get("B300").price_spot == pytest.approx(4.1)
+    assert sorted(s.name for s in parsed.gpu_overrides()) == ["B300", "H800"]
     assert parsed.log_level == "DEBUG"
     assert parsed.peering == "hexrl-research"
     assert parsed.priority_class_prefix == "hexrl-research"

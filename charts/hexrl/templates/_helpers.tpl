@@ -56,7 +56,8 @@ app.kubernetes.io/component: operator
 
 {{/*
 Operator settings as HEXRL_OPERATOR_* environment variables (hexrl.k8s.settings.OperatorSettings.from_env
-reads exactly these names). Prices: pool names and GPU types share one map, pool names win.
+reads exactly these names). Prices: pool names and GPU types share one map, pool names win. The GPU catalog
+overrides travel as one JSON object (validated by the operator at start-up).
 */}}
 {{- define "hexrl.operatorEnv" -}}
 - name: HEXRL_OPERATOR_LOG_LEVEL
@@ -71,6 +72,8 @@ reads exactly these names). Prices: pool names and GPU types share one map, pool
   value: {{ .Values.cluster.interPoolGBps | quote }}
 - name: HEXRL_OPERATOR_PRICE_OVERRIDES
   value: {{ include "hexrl.priceOverrides" . | quote }}
+- name: HEXRL_OPERATOR_GPU_CATALOG
+  value: {{ .Values.gpuCatalog | default dict | toJson | quote }}
 {{- if .Values.leaderElection.enabled }}
 - name: HEXRL_OPERATOR_PEERING
   value: {{ .Values.leaderElection.peeringName | quote }}

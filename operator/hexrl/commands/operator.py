@@ -17,6 +17,11 @@ def operator_command(
     standalone: bool = typer.Option(False, "--standalone", help="No peering (a single replica)."),
     priority: int | None = typer.Option(None, "--priority", help="Peering priority (default: random per process)."),
     log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)."),
+    gpu_catalog: Path | None = typer.Option(
+        None, "--gpu-catalog",
+        help="YAML/JSON file of GPU catalog overrides (GPU name → tflopsBf16, hbmGB, aliases, prices, …; "
+             "the shape of an inventory's `catalog:`). Replaces $HEXRL_OPERATOR_GPU_CATALOG.",
+    ),
 ) -> None:
     from dataclasses import replace
 
@@ -40,7 +45,13 @@ def operator_command(
             updates[key] = value
     if standalone:
         updates["standalone"] = True
-    settings = replace(settings, **updates)  # type: ignore[arg-type]
+    if gpu_catalog is not None:
+        updates["gpu_catalog"] = _read_gpu_catalog(gpu_catalog)
+    try:
+        settings = replace(settings, **updates)  # type: ignore[arg-type]
+    except ValueError as exc:  # a bad --gpu-catalog (CatalogError names the GPU and field)
+        typer.echo(f"error: {gpu_catalog}: {exc}", err=True)
+        raise typer.Exit(1) from None
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         typer.echo(f"error: --log-level {settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR", err=True)
         raise typer.Exit(1)
@@ -52,3 +63,24 @@ def operator_command(
     except OperatorStartError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def _read_gpu_catalog(path: Path) -> dict[str, object]:
+    """The override mapping in a `--gpu-catalog` file; a clear error (exit 1) when missing or not a mapping."""
+    import yaml
+
+    if not path.is_file():
+        typer.echo(f"error: --gpu-catalog {path} does not exist; pass a YAML file mapping GPU names to fields", err=True)
+        raise typer.Exit(1)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        typer.echo(f"error: --gpu-catalog {path} is not readable YAML/JSON: {exc}", err=True)
+        raise typer.Exit(1) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        typer.echo(f"error: --gpu-catalog {path} must be a mapping of GPU name → fields, e.g. "
+                   "`B200: {tflopsBf16: 2250, hbmGB: 192, ...}`", err=True)
+        raise typer.Exit(1)
+    return {str(k): v for k, v in data.items()}

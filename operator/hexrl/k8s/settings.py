@@ -7,10 +7,13 @@ individual fields from its flags.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
+
+from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, CatalogError, GPUSpec
 
 DEFAULT_POOL_LABEL_KEYS: tuple[str, ...] = (
     "karpenter.sh/nodepool",
@@ -91,6 +94,12 @@ class OperatorSettings:
     """Taint keys meaning reclaim/termination; tainted nodes get no new work and lose the job's pods."""
     price_overrides: dict[str, float] = field(default_factory=dict)
     """$/GPU-hour per pool name or GPU type (pool wins); from the chart's values (env: JSON object)."""
+    gpu_catalog: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """GPU catalog overrides (default {} = the shipped catalog), the shape of an inventory's `catalog:` section:
+    GPU name → camelCase fields (tflopsBf16, hbmGB, hbmTBps, intraNodeGBps, interNodeGBps, priceOnDemand,
+    priceSpot, vendor, aliases). A known name or alias gets those fields replaced; a new name adds a GPU type
+    (every numeric field required) whose aliases let GPU-feature-discovery product labels map to it, so its
+    nodes become pools. Validated on construction (CatalogError naming GPU and field). Env: JSON object."""
     inter_pool_gbps: float = 1.5
     """GB/s between nodes of different pools (default 1.5, as in inventories)."""
     debounce_seconds: float = 1.0
@@ -125,6 +134,18 @@ class OperatorSettings:
     """Create the PriorityClasses at start-up (needs create on priorityclasses; the chart may ship them)."""
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
 
+    def __post_init__(self) -> None:
+        # Fail at start-up (and in tests at construction), not at the first node event.
+        self.catalog()
+
+    def catalog(self) -> Catalog:
+        """The shipped GPU catalog with `gpu_catalog` applied (built once per distinct override set)."""
+        return _overridden_catalog(_catalog_key(self.gpu_catalog))
+
+    def gpu_overrides(self) -> tuple[GPUSpec, ...]:
+        """The specs `gpu_catalog` replaces or adds, for `Cluster.gpu_overrides` (the planner applies them)."""
+        return _override_specs(_catalog_key(self.gpu_catalog))
+
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> OperatorSettings:
         """Read `HEXRL_OPERATOR_*` variables; unknown or malformed values raise ValueError naming the variable."""
@@ -145,8 +166,36 @@ class OperatorSettings:
         return replace(out, **updates, scaling=replace(out.scaling, **scaling_updates))
 
 
+def _catalog_key(overrides: dict[str, dict[str, Any]]) -> str:
+    """A hashable, order-independent key for an override set (the cache key of the catalogs below)."""
+    return json.dumps(overrides, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=16)
+def _overridden_catalog(key: str) -> Catalog:
+    try:
+        return DEFAULT_CATALOG.with_overrides(json.loads(key), where="gpu_catalog")
+    except CatalogError as exc:
+        raise CatalogError(
+            f"invalid GPU catalog override (chart value gpuCatalog, env HEXRL_OPERATOR_GPU_CATALOG): {exc}"
+        ) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _override_specs(key: str) -> tuple[GPUSpec, ...]:
+    catalog = _overridden_catalog(key)
+    specs = (catalog.lookup(str(name)) for name in json.loads(key))
+    return tuple(s for s in specs if s is not None)
+
+
 def _parse(key: str, raw: str, default: Any, name: str) -> Any:
     try:
+        if name == "gpu_catalog":
+            value = json.loads(raw) if raw.strip() else {}
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object mapping GPU names to catalog fields")
+            _overridden_catalog(_catalog_key(value))  # validate here so the message names the variable
+            return value
         if isinstance(default, bool):
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True

@@ -5,7 +5,8 @@ Pure conversion functions, no I/O. The operator keeps compact *views* of Nodes a
 job (DESIGN.md §4):
 
 - GPU type from `nvidia.com/gpu.product` (GPU feature discovery; mapped to a catalog name through the
-  catalog's aliases), count from `status.allocatable["nvidia.com/gpu"]` (or `amd.com/gpu`), memory from
+  catalog's aliases — the shipped catalog with the settings' `gpu_catalog` overrides, so a GPU type added
+  there is recognised, and the `Cluster` carries the overridden specs for the planner), count from `status.allocatable["nvidia.com/gpu"]` (or `amd.com/gpu`), memory from
   `nvidia.com/gpu.memory` (MiB);
 - pool from the first present of the configured pool label keys; spot from the capacity-type labels;
   zone from `topology.kubernetes.io/zone`; NVLink clique from `nvidia.com/gpu.clique`; price, bandwidth
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hexrl.k8s.settings import OperatorSettings
-from hexrl.sched.catalog import canonical_gpu_name
+from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, canonical_gpu_name
 from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
 
 log = logging.getLogger(__name__)
@@ -48,9 +49,12 @@ ANNOTATION_HASH = "hexrl.dev/spec-hash"
 # ----------------------------------------------------------------------------------------- catalog
 
 
-def catalog_name(product: str) -> str | None:
-    """The GPU catalog name for a product label value ("NVIDIA-H100-80GB-HBM3" → "H100"), or None."""
-    return canonical_gpu_name(product) if product else None
+def catalog_name(product: str, catalog: Catalog | None = None) -> str | None:
+    """The GPU catalog name for a product label value ("NVIDIA-H100-80GB-HBM3" → "H100"), or None.
+
+    `catalog` defaults to the shipped one; the operator passes `settings.catalog()` (with its overrides).
+    """
+    return canonical_gpu_name(product, catalog) if product else None
 
 
 # ------------------------------------------------------------------------------------------- views
@@ -248,12 +252,13 @@ def build_cluster(
     infos: list[NodeInfo] = []
     pool_nodes: dict[str, list[dict[str, Any]]] = {}
     unknown: dict[str, list[str]] = {}
+    catalog = settings.catalog()
     for view in sorted(nodes, key=lambda v: v["name"]):
         if view["gpus"] <= 0:
             continue
         labels = view["labels"]
         product = _product(labels)
-        gpu = catalog_name(product) if product else None
+        gpu = catalog_name(product, catalog)
         if gpu is None:
             unknown.setdefault(product or "<no product label>", []).append(view["name"])
             continue
@@ -284,10 +289,16 @@ def build_cluster(
     for product, names in sorted(unknown.items()):
         warnings.append(
             f"skipped {len(names)} node(s) with unknown GPU product {product!r} (e.g. {names[0]}); "
-            "add it to the GPU catalog or label the nodes with a catalog name"
+            "add it to the GPU catalog (chart value gpuCatalog, with the product as an alias) "
+            "or label the nodes with a catalog name"
         )
     pools = tuple(_pool_info(name, members, settings) for name, members in sorted(pool_nodes.items()))
-    cluster = Cluster(pools=pools, nodes=tuple(infos), inter_pool_gbps=settings.inter_pool_gbps)
+    cluster = Cluster(
+        pools=pools,
+        nodes=tuple(infos),
+        inter_pool_gbps=settings.inter_pool_gbps,
+        gpu_overrides=settings.gpu_overrides(),
+    )
     return Snapshot(cluster=cluster, pool_selectors=selectors, going_away=going, warnings=warnings)
 
 
@@ -299,10 +310,12 @@ def _pool_info(name: str, members: list[dict[str, Any]], settings: OperatorSetti
     price = settings.price_overrides.get(name, settings.price_overrides.get(gpu))
     if price is None:
         price = next((p for p in (_float_label(lb, LABEL_PRICE) for lb in labels) if p is not None), None)
+    spot = any(i.spot for i in infos)
+    if price is None:
+        price = _override_price(gpu, spot, settings)
     inter = next((v for v in (_float_label(lb, LABEL_INTER_NODE) for lb in labels) if v is not None), None)
     preempt = next((v for v in (_float_label(lb, LABEL_PREEMPTIONS) for lb in labels) if v is not None), 0.0)
     mem_mib = next((v for v in (_float_label(lb, LABEL_MEMORY) for lb in labels) if v), None)
-    spot = any(i.spot for i in infos)
     return PoolInfo(
         name=name,
         gpu=gpu,
@@ -314,3 +327,16 @@ def _pool_info(name: str, members: list[dict[str, Any]], settings: OperatorSetti
         preemptions_per_node_hour=preempt if spot else 0.0,
         gpu_memory_gb=round(mem_mib * 1.048576 / 1000, 1) if mem_mib else None,
     )
+
+
+def _override_price(gpu: str, spot: bool, settings: OperatorSettings) -> float | None:
+    """The `gpu_catalog` price of `gpu` when it differs from the shipped catalog's, else None (= catalog default).
+
+    The planner resolves a None price through `Cluster.gpu_overrides` anyway; writing an overridden price
+    into the pool means code that prices pools from the shipped catalog alone agrees with the planner.
+    """
+    if gpu not in {s.name for s in settings.gpu_overrides()}:
+        return None
+    price = settings.catalog().get(gpu).price(spot)
+    shipped = DEFAULT_CATALOG.lookup(gpu)
+    return None if shipped is not None and shipped.price(spot) == price else price
