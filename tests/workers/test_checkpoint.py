@@ -14,8 +14,11 @@ import torch
 from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.coordinator.server import ThreadedCoordinator
+from hexrl_workers.protocol import WorkResponse
+from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
 from hexrl_workers.runtime import build_coordinator, build_rollout_worker
 from hexrl_workers.trainer import checkpoint
+from hexrl_workers.weights.client import WeightPullError
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]
 TOKEN = "ckpt"
@@ -135,3 +138,55 @@ def test_kill_during_write_and_between_steps_then_resume(tmp_path):
                 p.wait(10)
         wt.join(30)
         coord.close()
+
+
+class _AheadEngine:
+    """Holds version 5 while the job has rolled back to 4; records whether it was asked to generate."""
+
+    version = 5
+
+    def __init__(self) -> None:
+        self.generated = 0
+
+    def generate(self, reqs, stop):  # pragma: no cover - the test fails if this runs
+        self.generated += 1
+        return []
+
+
+class _Weights:
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    def pull(self, version):
+        self.asked.append(version)
+        raise WeightPullError(f"version {version} is not held here (held: [])")
+
+
+class _Coordinator:
+    def __init__(self, worker) -> None:
+        self.worker = worker
+        self.pushed: list = []
+        spec = tiny_spec()
+        core = build_coordinator(spec, TOKEN).core
+        core.version = 4
+        self.items, _ = core.dispatch("w", 1, now=0.0)
+
+    def work(self, worker_id, max_items, wait):
+        if len(self.pushed) >= 2:
+            self.worker.stop()
+        return WorkResponse(items=self.items, policy_version=4)
+
+    def push(self, batch):
+        self.pushed.append(batch)
+
+
+def test_worker_ahead_of_a_rolled_back_job_returns_its_work_instead_of_generating():
+    engine, weights = _AheadEngine(), _Weights()
+    worker = RolloutWorker(RolloutSettings(worker_id="w", rollback_retry_seconds=0.01), engine, None, None,
+                           None, weights)
+    worker.coord = coord = _Coordinator(worker)
+    worker.run()
+    assert engine.generated == 0
+    assert weights.asked and set(weights.asked) == {4}  # kept asking for the job's version
+    ids = [i.item_id for i in coord.items]
+    assert coord.pushed and all(b.released_item_ids == ids and not b.trajectories for b in coord.pushed)

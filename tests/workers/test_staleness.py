@@ -150,3 +150,18 @@ def test_stale_group_is_dropped_and_its_prompt_requeued():
     assert [p.prompt_id for p in core.requeued] == [old.prompt.prompt_id]
     (again,), _ = core.dispatch("fast", 1, now=0.0)
     assert again.prompt.prompt_id == old.prompt.prompt_id
+
+
+def test_sample_from_rolled_back_weights_is_requeued_at_once_not_held_until_its_lease_expires():
+    """After the trainer resumes from a checkpoint the job's version goes back; a worker still holding the
+    newer weights produces samples the coordinator must refuse — and hand straight to the next worker."""
+    core = CoordinatorCore(CoordinatorSettings(prompts_per_step=1, group_size=2, max_policy_lag=1), ArithDigits(0))
+    (item,), _ = core.dispatch("ahead", 1, now=0.0)
+    with pytest.raises(RejectedError, match="queued again"):
+        core.ingest(_traj(core, item, item.samples[0], worker_version=3))
+    assert core.inflight == 1  # only the other sample is still leased to the worker
+    (again,), _ = core.dispatch("other", 1, now=1.0)  # long before any lease expiry (600 s)
+    assert again.group_id == item.group_id and [s.sample_index for s in again.samples] == [0]
+    core.ingest(_traj(core, again, again.samples[0], 0))
+    core.ingest(_traj(core, item, item.samples[1], 0))
+    assert core.take_batch(0) is not None

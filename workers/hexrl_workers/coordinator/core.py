@@ -225,8 +225,14 @@ class CoordinatorCore:
         """Accept one finished trajectory (RejectedError when it is not expected)."""
         lease = self._check_result(traj.item_id, traj.epoch, traj.group_id, traj.sample_index)
         if traj.versions and max(traj.versions) > self.version:
+            # Generated with weights the job has rolled back from (the trainer resumed from a checkpoint).
+            # The sample goes straight back to the queue: waiting for its lease to expire would stall
+            # the job for lease_seconds.
+            self._release_sample(lease, traj.sample_index)
+            self.continuations.append((traj.group_id, SampleSpec(sample_index=traj.sample_index)))
             raise RejectedError(
-                f"trajectory claims policy version {max(traj.versions)} but the latest is {self.version}"
+                f"trajectory claims policy version {max(traj.versions)} but the latest is {self.version}; "
+                "its sample is queued again"
             )
         grp = self.groups[traj.group_id]
         if traj.prompt_id != grp.prompt.prompt_id:

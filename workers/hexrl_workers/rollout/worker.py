@@ -46,6 +46,8 @@ class RolloutSettings:
     """Response length cap (spec.generation.maxNewTokens)."""
     wait_seconds: float = 1.0
     """Long-poll per work request, seconds."""
+    rollback_retry_seconds: float = 0.5
+    """Pause before asking again while the job's (rolled-back) version is not yet published, seconds."""
     idle_exit_seconds: float | None = None
     """Exit after this long without work once the coordinator reports the job done (None: on done)."""
 
@@ -155,6 +157,9 @@ class RolloutWorker:
                                                       released_item_ids=[i.item_id for i in resp.items]))
                 break
             self.maybe_update_weights(resp.policy_version)
+            if resp.items and self._ahead_of(resp.policy_version):
+                self._give_back(resp.items)
+                continue
             if not resp.items:
                 if self._job_done():
                     break
@@ -165,6 +170,20 @@ class RolloutWorker:
             if out.partials:
                 log.info("stopping: handed %d partial responses to the coordinator", len(out.partials))
         return self.items_done
+
+    def _ahead_of(self, coordinator_version: int) -> bool:
+        """True when the engine holds weights newer than the job's version.
+
+        That happens after the trainer resumes from a checkpoint (the job rolls back) while the rolled-back
+        version is not yet published: anything generated now would claim a version the coordinator has not
+        reached and be refused, so the worker must not generate until it has loaded the job's version."""
+        return self.weights is not None and self.engine.version > coordinator_version
+
+    def _give_back(self, items: list[WorkItem]) -> None:
+        log.info("holding version %d, newer than the job's; returning %d item(s) until the job's version "
+                 "is published", self.engine.version, len(items))
+        self.coord.push(TrajectoryBatchIn(worker_id=self.s.worker_id, released_item_ids=[i.item_id for i in items]))
+        self.stop_event.wait(self.s.rollback_retry_seconds)
 
     def _job_done(self) -> bool:
         try:
