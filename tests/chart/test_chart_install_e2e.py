@@ -3,16 +3,20 @@
 One scenario, in order (each step depends on the previous one):
 
 1. `helm install` into the local control plane (kube-apiserver with RBAC, kwok GPU nodes): the CRDs,
-   the ServiceAccount, the least-privilege ClusterRole, the peering object, PriorityClasses, dashboards.
+   the ServiceAccount, the least-privilege ClusterRole, the peering object, PriorityClasses, dashboards;
+   the values add a GPU type (`gpuCatalog`) that the shipped catalog does not know.
 2. The operator runs as a process with the chart's ServiceAccount token (`kubectl create token`) and the
    settings the chart's Deployment carries (its HEXRL_OPERATOR_* env), and reconciles an RLJob to Running;
    an RLJob too big for any GPU becomes Planned=False. The chart's probe paths answer on the health port.
 3. The job's real worker processes (coordinator, trainer, rollout; `python -m hexrl_workers ROLE`, with
    the worker config the operator rendered into the job's ConfigMap) train on 127.0.0.1.
-4. A real Prometheus scrapes the operator and the three workers and evaluates the chart's rules; a spot
-   node is deleted so the operator handles a preemption. Every PromQL expression of every dashboard panel
-   and every recording rule must return data through the HTTP API, every alert expression must be
-   valid, and every metric a dashboard uses must appear in the scraped metadata.
+4. A node with that new GPU type joins (the operator recognises it from its GPU feature discovery product
+   label only through the chart's `gpuCatalog`) and is then tainted for reclaim, so the pools dashboard's
+   "GPUs going away" panel has non-zero data. A real Prometheus scrapes the operator and the three
+   workers and evaluates the chart's rules; a spot node is deleted so the operator handles a preemption.
+   Every PromQL expression of every dashboard panel and every recording rule must return data through
+   the HTTP API (the going-away panel: the tainted node's GPUs), every alert expression must be valid,
+   and every metric a dashboard uses must appear in the scraped metadata.
 5. The RLJobs are deleted, `helm uninstall` runs, and nothing is left that was not there before —
    except the CRDs, which Helm never deletes.
 """
@@ -36,6 +40,7 @@ import yaml
 from chartlib import CHART, ROOT, Prometheus, free_port, run, tool_env
 
 from hexrl.devcluster import DevCluster, DevClusterError
+from hexrl.devcluster.inventory import node_manifests, parse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -52,6 +57,55 @@ INVENTORY = ROOT / "manifests" / "clusters" / "small.yaml"
 HEXRL = Path(sys.executable).parent / "hexrl"
 # Objects that come and go on their own (not left behind by the chart).
 VOLATILE = ("events", "events.events.k8s.io", "leases.coordination.k8s.io", "endpoints", "endpointslices.discovery.k8s.io")
+
+B300_PRODUCT = "NVIDIA-B300-SXM6-288GB"
+"""The GPU feature discovery product label of a GPU type the shipped catalog does not know."""
+B300_GPUS = 4
+CHART_VALUES = {"gpuCatalog": {"B300": {
+    "tflopsBf16": 2250, "hbmGB": 288, "hbmTBps": 8, "intraNodeGBps": 900, "interNodeGBps": 50,
+    # Far above the test job's $20/h budget, so the new node never takes part in its plan.
+    "priceOnDemand": 200, "priceSpot": 90, "aliases": [B300_PRODUCT],
+}}}
+"""Chart values for the install: the new GPU type, named by its product string as an alias."""
+RECLAIM_TAINT = "hexrl.dev/reclaim=true:NoSchedule"
+
+
+def b300_node() -> dict[str, Any]:
+    """A kwok node with the new GPU type, labelled as GPU feature discovery would label it."""
+    inventory = {"apiVersion": "hexrl.dev/v1alpha1", "kind": "ClusterInventory", "catalog": CHART_VALUES["gpuCatalog"],
+                 "pools": [{"name": "b300-reclaim", "gpu": "B300", "gpusPerNode": B300_GPUS, "nodes": 1,
+                            "spot": False, "zone": "zone-a"}]}
+    (node,) = node_manifests(parse(inventory))
+    node["metadata"]["labels"]["nvidia.com/gpu.product"] = B300_PRODUCT
+    return node
+
+
+def operator_gauge(port: int, name: str, **labels: str) -> float | None:
+    """Sum of the operator's `name` samples with these labels, read from its /metrics (None: no sample)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return None
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    return sum(values) if values else None
+
+
+def panel_expr(dashboard_uid: str, title: str) -> str:
+    """The (single) PromQL expression of a dashboard panel, as shipped."""
+    (expr,) = [e for t, e in dashboards.expressions(dashboards.all_dashboards()[dashboard_uid]) if t == title]
+    return concrete(expr)
+
+
+def series_value(answer: dict[str, Any], **labels: str) -> float | None:
+    """The value of the instant-query series with these labels (None when there is none)."""
+    for r in answer.get("data", {}).get("result", []):
+        if all(r["metric"].get(k) == v for k, v in labels.items()):
+            return float(r["value"][1])
+    return None
 
 
 TINY_SPEC = """
@@ -201,8 +255,10 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
     before = all_objects(cluster)
 
     # 1. helm install ------------------------------------------------------------------------------------
-    run([helm, "install", RELEASE, CHART, "--namespace", CHART_NS, "--wait", "--timeout", "180s"], env=helm_env,
-        timeout=240)
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(CHART_VALUES))
+    run([helm, "install", RELEASE, CHART, "--namespace", CHART_NS, "--values", values, "--wait", "--timeout", "180s"],
+        env=helm_env, timeout=240)
     deployment = get_json(cluster, "deployment", "-n", CHART_NS, SA)
     assert deployment["status"].get("availableReplicas") == 1, deployment["status"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -275,6 +331,23 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
     rollout_node = on_spot[0]["spec"]["nodeName"]
     rollout_pool = on_spot[0]["metadata"]["labels"].get("hexrl.dev/pool", "")
 
+    # A node of the new GPU type joins: counted (the chart's gpuCatalog names its product), not going away ...
+    node = b300_node()
+    cluster.api("POST", "/api/v1/nodes", node)
+    # Allocatable GPUs are status: set them through the status subresource, as `hexrl cluster up` does.
+    cluster.api("PATCH", f"/api/v1/nodes/{node['metadata']['name']}/status", {"status": node["status"]})
+    cluster.wait_nodes_ready([node["metadata"]["name"]], timeout=60)
+
+    def b300(metric: str) -> float | None:
+        return operator_gauge(metrics_port, metric, gpu="B300")
+
+    wait("the operator to count the B300 node's GPUs (its type is known only from the chart's gpuCatalog)",
+         lambda: (b300("hexrl_cluster_gpus"), b300("hexrl_cluster_gpus_going_away")) == (B300_GPUS, 0), timeout=60)
+    # ... until it is tainted for reclaim, before Prometheus' first scrape.
+    cluster.kubectl("taint", "node", node["metadata"]["name"], RECLAIM_TAINT)
+    wait("the operator to count the tainted node's GPUs as going away",
+         lambda: b300("hexrl_cluster_gpus_going_away") == B300_GPUS, timeout=60)
+
     def static(port: int, role: str, pool: str = "") -> dict[str, Any]:
         labels = {"namespace": JOB_NS, "role": role, "pod": f"{JOB}-{role}-0", **({"pool": pool} if pool else {})}
         return {"targets": [f"127.0.0.1:{port}"], "labels": labels}
@@ -318,6 +391,12 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
             time.sleep(3)
     # Missing data is reported at the end, so the uninstall below is checked whatever happened here.
     problems = [f"no data for {w}: {e}" for w, e in pending]
+    # The pools dashboard on non-zero data: its panels' own PromQL shows the tainted node's GPUs.
+    for title, metric in (("GPUs going away", "hexrl_cluster_gpus_going_away"),
+                          ("GPUs by type and capacity type", "hexrl_cluster_gpus")):
+        got = series_value(prom.query(panel_expr("hexrl-pools", title)), gpu="B300", capacity_type="on-demand")
+        if got != B300_GPUS:
+            problems.append(f"hexrl-pools / {title}: B300 on-demand shows {got}, expected {B300_GPUS} ({metric})")
     for g in rule_obj["spec"]["groups"]:
         for r in g["rules"]:
             if "alert" in r:

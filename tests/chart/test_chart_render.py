@@ -85,6 +85,19 @@ def test_ct_lint_catches_a_broken_chart(ct: Path, helm: Path, helm_home: dict[st
 # --------------------------------------------------------------------------------------- template
 
 
+@pytest.mark.parametrize("version", ["1.29.0", "1.30.2-eks-1552ad0", KUBE_VERSION])
+def test_kube_version_constraint_admits_supported_clusters(render: Any, version: str) -> None:
+    assert by_kind(render(extra=["--kube-version", version]), "Deployment")
+
+
+@pytest.mark.parametrize("version", ["1.28.9", "1.27.3-gke.100"])
+def test_kube_version_constraint_refuses_old_clusters(render: Any, version: str) -> None:
+    """Clusters without the CEL validation the CRD relies on are refused by Helm, not half-installed."""
+    (result,) = render(extra=["--kube-version", version], check=False)
+    assert result["_returncode"] != 0
+    assert "kubeVersion" in result["_stderr"] and ">=1.29.0-0" in result["_stderr"]
+
+
 def test_default_render_is_hardened(render: Any) -> None:
     objs = render(extra=["--kube-version", KUBE_VERSION])
     kinds = {o["kind"] for o in objs}
