@@ -57,6 +57,7 @@ from hexrl.sched.milp import (
     solve,
 )
 from hexrl.sched.placement import PlacementError, ReplicaRequest, place_rollout, place_trainer
+from hexrl.sched.solvecache import SolutionCache
 from hexrl.sched.types import (
     Baseline,
     Change,
@@ -69,7 +70,7 @@ from hexrl.sched.types import (
     TrainerAssignment,
 )
 
-__all__ = ["PlannerSettings", "plan", "replan"]
+__all__ = ["PlannerSettings", "SolutionCache", "baselines", "plan", "replan"]
 
 
 # ------------------------------------------------------------------------------------ pools
@@ -551,25 +552,29 @@ def _assemble(
     )
 
 
-def _plan_core(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, baselines: bool) -> PlanResult:
+def _plan_core(
+    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, baselines: bool, cache: SolutionCache | None = None
+) -> PlanResult:
     start = time.perf_counter()
     built = _build(job, cluster, settings)
     if isinstance(built, Infeasible):
         return replace(built, solve_seconds=time.perf_counter() - start)
-    sol = _solve(built.problem, settings)
+    sol = _solve(built.problem, settings, cache)
     if sol is None:
         result: PlanResult = _diagnose(built, job, cluster, settings)
     else:
         result = _assemble(built, sol, cluster, settings, start)
     base: tuple[Baseline, ...] = ()
     if baselines:
-        base = _baselines(job, cluster, settings, built)
+        base = _baselines(job, cluster, settings, built, cache)
     if isinstance(result, Infeasible):
         return replace(result, solve_seconds=time.perf_counter() - start, baselines=base)
     return replace(result, baselines=base, solve_seconds=time.perf_counter() - start)
 
 
-def _solve(problem: Problem, settings: PlannerSettings) -> Solution | None:
+def _solve(problem: Problem, settings: PlannerSettings, cache: SolutionCache | None = None) -> Solution | None:
+    if cache is not None:
+        return cache.solve(problem, lambda p: _solve(p, settings))
     args = (settings.time_limit_seconds, settings.mip_rel_gap, settings.direct_strategy_limit)
     try:
         return solve(problem, settings.solver, *args)
@@ -582,7 +587,9 @@ def _solve(problem: Problem, settings: PlannerSettings) -> Solution | None:
         return sol
 
 
-def _baselines(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, built: _Built) -> tuple[Baseline, ...]:
+def _baselines(
+    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, built: _Built, cache: SolutionCache | None = None
+) -> tuple[Baseline, ...]:
     types = sorted({pl.spec.name for pl in built.pools})
     if len(types) < 2:
         return ()
@@ -597,7 +604,7 @@ def _baselines(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, buil
         )
         # Counts and rates are all a baseline needs: solve without placing on nodes.
         b = _build(job, sub, settings)
-        sol = None if isinstance(b, Infeasible) else _solve(b.problem, settings)
+        sol = None if isinstance(b, Infeasible) else _solve(b.problem, settings, cache)
         if sol is not None:
             ev = sol.evaluation
             out.append(Baseline(gpu=gpu, tokens_per_second=ev.throughput, cost_per_hour=ev.cost, feasible=True))
@@ -607,10 +614,29 @@ def _baselines(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, buil
     return tuple(out)
 
 
-def plan(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | None = None) -> PlanResult:
-    """The best plan for `job` on `cluster` (max throughput within budget, or min cost for a target)."""
+def plan(
+    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | None = None, cache: SolutionCache | None = None
+) -> PlanResult:
+    """The best plan for `job` on `cluster` (max throughput within budget, or min cost for a target).
+
+    `cache` (optional) answers MILPs that differ from an earlier one only by less free capacity without
+    a solver call, exactly (see solvecache.py); without it every call solves afresh."""
     settings = settings or PlannerSettings()
-    return _plan_core(job, cluster, settings, baselines=settings.compute_baselines)
+    return _plan_core(job, cluster, settings, baselines=settings.compute_baselines, cache=cache)
+
+
+def baselines(
+    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | None = None, cache: SolutionCache | None = None
+) -> tuple[Baseline, ...]:
+    """The best homogeneous plan per eligible GPU type on the same budget (the explanation `plan()` adds
+    when `compute_baselines` is set), on its own: a caller with a latency goal (the operator) places the
+    job first and computes this comparison afterwards. Empty when fewer than two GPU types are eligible
+    or the job is infeasible before any solve."""
+    settings = settings or PlannerSettings()
+    built = _build(job, cluster, settings)
+    if isinstance(built, Infeasible):
+        return ()
+    return _baselines(job, cluster, settings, built, cache)
 
 
 # ------------------------------------------------------------------------------------ replan
@@ -620,11 +646,23 @@ def _config_key(pool: str, tp: int, pp: int) -> tuple[str, int, int]:
     return (pool, tp, pp)
 
 
-def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSettings | None = None) -> PlanResult:
+def replan(
+    current: Plan,
+    cluster: Cluster,
+    job: RLJobSpec,
+    settings: PlannerSettings | None = None,
+    cache: SolutionCache | None = None,
+    *,
+    trainer_may_move: bool = True,
+) -> PlanResult:
     """Re-plan after the cluster changed, preferring the plan that changes least.
 
-    The trainer stays where it is (same pool, strategy and nodes) unless that is now impossible or a plan
-    that moves it is more than `trainer_move_threshold` faster (a trainer move is a restart); rollout
+    The trainer stays where it is (same pool, strategy and nodes) unless that is now impossible or — with
+    `trainer_may_move` (the default) — a plan that moves it is more than `trainer_move_threshold` faster
+    (a trainer move is a restart). With `trainer_may_move=False` (the operator after a node event: the
+    trainer is never restarted for a change it survived) an intact trainer is kept whatever the gain of
+    moving it, and only rollout is re-placed; the full search runs only when the trainer lost a node, no
+    longer fits, or no rollout can be bought around it. Rollout
     counts pay a migration cost μ·(GPUs moved) with μ = migration_cost_per_gpu × the current plan's
     throughput, so the solver moves replicas only when that buys more than it costs; replicas are kept on
     their nodes when those remain. `Plan.changes` lists what moved and why.
@@ -649,20 +687,21 @@ def replan(current: Plan, cluster: Cluster, job: RLJobSpec, settings: PlannerSet
         # Fast path: only the current strategy, no enumeration of the others.
         fixed = _build(job, cluster, settings, only=ct)
         if isinstance(fixed, _Built) and fixed.train:
-            sol = _solve(least_change(fixed), settings)
+            sol = _solve(least_change(fixed), settings, cache)
             if sol is not None:
                 used, kept_trainer = fixed, True
     threshold = 1 + settings.cost.trainer_move_threshold
     # A plan that moves the trainer can beat the kept one by more than the threshold only if the kept
     # one fell that far below the current plan (after capacity losses the optimum cannot exceed it), so
     # the full search runs only then.
-    if sol is None or sol.evaluation.throughput * threshold < current.tokens_per_second:
+    search = sol is None or (trainer_may_move and sol.evaluation.throughput * threshold < current.tokens_per_second)
+    if search:
         built = _build(job, cluster, settings)
         if isinstance(built, Infeasible):
             return replace(built, solve_seconds=time.perf_counter() - start)
-        free_sol = _solve(built.problem, settings)
+        free_sol = _solve(built.problem, settings, cache)
         if free_sol is not None and (sol is None or free_sol.evaluation.throughput > sol.evaluation.throughput * threshold):
-            pinned = _solve(least_change(built, free_sol.train), settings)  # least change around the new trainer
+            pinned = _solve(least_change(built, free_sol.train), settings, cache)  # least change around the new trainer
             sol = replace(pinned, train=free_sol.train) if pinned is not None else free_sol
             m = built.train[free_sol.train]
             kept_trainer = intact and (m.pool.info.name, m.dp, m.tp, m.pp, m.fsdp) == (
