@@ -1,8 +1,18 @@
 """Benchmark of the operator at scale on the local control plane (prints, never asserts).
 
 1,000 simulated GPU nodes (kwok) in 8 pools, 20 RLJobs applied at once, the operator running as
-`hexrl operator` (a subprocess, as in production). Measured in one run and printed side by side with the
-targets of issue 4 (ratio = measured / target; below 1 meets the bar):
+`hexrl operator` (a subprocess, as in production). Measured in one run for two planning modes on the
+same cluster, one after the other, and printed side by side with the targets of issue 4 (ratio =
+concurrent / target; below 1 meets the bar):
+
+- `serial` (HEXRL_OPERATOR_PLANNING=serial, session 1's path): one job plans at a time, every MILP solved
+  afresh, homogeneous baselines inline;
+- `concurrent` (the default): jobs plan at once against a reservation ledger with an optimistic
+  conflict check, MILPs that differ only by less free capacity reuse an earlier optimum, baselines are
+  computed after the children exist.
+
+Between the two phases the jobs are deleted (children garbage-collected) and the deleted nodes re-created.
+Per phase:
 
 - apply → all children created (every planned trainer/rollout pod exists), p50 and p99 over the jobs;
 - after 20 % of the spot nodes are deleted at once: time until every affected job again has all its
@@ -11,7 +21,8 @@ targets of issue 4 (ratio = measured / target; below 1 meets the bar):
 - API requests per reconcile pass (the reconciler's own requests; kopf's watches excluded), overall and
   for passes with nothing to change (the steady state), side by side.
 
-Run: `.venv/bin/python bench/bench_operator.py [--nodes 1000] [--jobs 20]`. Takes ~3-6 minutes on 2 cores.
+Run: `.venv/bin/python bench/bench_operator.py [--nodes 1000] [--jobs 20] [--modes serial,concurrent]`.
+Takes ~5-8 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from builders import rljob  # noqa: E402
 from hexrl.api.crd import CRD_NAME, crd_yaml  # noqa: E402
 from hexrl.devcluster import DevCluster  # noqa: E402
+from hexrl.devcluster.inventory import node_manifests, parse  # noqa: E402
 
 # name, GPU, share of nodes, spot
 POOLS = [
@@ -119,46 +131,50 @@ def expected_pods(job: dict) -> int | None:
     return len(plan["trainer"]["nodes"]) + sum(g["replicas"] for g in plan["rollout"])
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--nodes", type=int, default=1000)
-    ap.add_argument("--jobs", type=int, default=20)
-    ap.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
-    args = ap.parse_args()
-    random.seed(0)
-    cluster = DevCluster(name="hexrl-bench")
-    op: subprocess.Popen[bytes] | None = None
-    try:
-        t0 = time.monotonic()
-        cluster.up()
-        cluster.kubectl("apply", "-f", "-", input=crd_yaml())
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
-        inv = inventory(args.nodes)
-        names = cluster.apply_inventory(inv)
-        print(f"cluster: {len(names)} GPU nodes in {len(POOLS)} pools ready in {time.monotonic() - t0:.0f}s")
+class Phase:
+    """One planning mode on the running cluster: operator up, 20 jobs, noise, node loss, clean-up."""
 
-        mport = free_port()
+    def __init__(self, cluster: DevCluster, inv: dict[str, Any], mode: str, jobs: int) -> None:
+        self.cluster, self.inv, self.mode, self.jobs = cluster, inv, mode, jobs
+        self.op: subprocess.Popen[bytes] | None = None
+        self.mport = free_port()
+        self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"hexrl-bench-operator-{mode}.log"
+
+    def start(self) -> None:
         env = {**os.environ, "HEXRL_OPERATOR_DEBOUNCE_SECONDS": "0.5", "HEXRL_OPERATOR_DEBOUNCE_MAX_SECONDS": "2",
-               "HEXRL_OPERATOR_SCALING_ENABLED": "false"}
-        log_path = Path(os.environ.get("TMPDIR", "/tmp")) / "hexrl-bench-operator.log"
-        log = open(log_path, "wb")  # noqa: SIM115
-        op = subprocess.Popen(
-            [str(Path(sys.executable).parent / "hexrl"), "operator", "--kubeconfig", str(cluster.kubeconfig),
-             "--standalone", "--metrics-port", str(mport), "--health-port", str(free_port()), "--log-level", "INFO"],
+               "HEXRL_OPERATOR_SCALING_ENABLED": "false", "HEXRL_OPERATOR_PLANNING": self.mode,
+               "HEXRL_OPERATOR_KEY_NAMESPACE": "default"}
+        log = open(self.log_path, "wb")  # noqa: SIM115
+        self.op = subprocess.Popen(
+            [str(Path(sys.executable).parent / "hexrl"), "operator", "--kubeconfig", str(self.cluster.kubeconfig),
+             "--standalone", "--metrics-port", str(self.mport), "--health-port", str(free_port()),
+             "--log-level", "INFO"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )
         for _ in range(120):
             try:
-                metrics(mport)
+                metrics(self.mport)
                 break
             except OSError:
                 time.sleep(0.5)
         time.sleep(3)  # kopf lists 1,000 nodes into its index before handling jobs
-        obs = Observer(cluster)
 
-        # ---------------------------------------------------------------- apply 20 jobs at once
+    def stop(self) -> None:
+        if self.op is not None and self.op.poll() is None:
+            os.killpg(self.op.pid, signal.SIGTERM)
+            try:
+                self.op.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.op.pid, signal.SIGKILL)
+                self.op.wait(timeout=10)
+
+    def run(self) -> dict[str, Any]:
+        cluster, op = self.cluster, self.op
+        assert op is not None
+        obs = Observer(cluster)
+        random.seed(0)
         docs = []
-        for i in range(args.jobs):
+        for i in range(self.jobs):
             ns = f"bench-{i % 4}"
             cluster.kubectl("create", "namespace", ns, check=False)
             job = rljob(f"job-{i}", namespace=ns, model__source={"uri": "s3://models/qwen2.5-1.5b"},
@@ -176,7 +192,7 @@ def main() -> None:
             list(pool.map(create, docs))
         done: dict[str, float] = {}
         infeasible: set[str] = set()
-        while len(done) + len(infeasible) < len(docs) and time.monotonic() - start < 600:
+        while len(done) + len(infeasible) < len(docs) and time.monotonic() - start < 240:
             jobs, pods = obs.snapshot()
             now = time.monotonic()
             for key, job in jobs.items():
@@ -191,12 +207,12 @@ def main() -> None:
                     done[key] = now - applied[key]
             time.sleep(0.2)
         apply_times = list(done.values())
-        m1 = metrics(mport)
+        m1 = metrics(self.mport)
         rss1 = rss_mb(op.pid)
 
-        # ---------------------------------------------------------------- node events the planner does not see
+        # ------------------------------------------------------------ node events the planner does not see
         time.sleep(3)
-        m_idle0 = metrics(mport)
+        m_idle0 = metrics(self.mport)
         nodes_json = cluster.api("GET", "/api/v1/nodes")["items"]
         touched = [n["metadata"]["name"] for n in nodes_json[:200]]
         with ThreadPoolExecutor(8) as pool:  # kubelet-style heartbeat noise: an annotation, not a label
@@ -204,19 +220,21 @@ def main() -> None:
                                                 {"metadata": {"annotations": {"bench/heartbeat": str(time.time())}}}),
                           touched))
         time.sleep(4)
-        m_idle1 = metrics(mport)
+        m_idle1 = metrics(self.mport)
 
-        # ---------------------------------------------------------------- delete 20 % of the spot nodes at once
+        # ------------------------------------------------------------ delete 20 % of the spot nodes at once
         spot = [n["metadata"]["name"] for n in nodes_json if n["metadata"]["labels"].get("hexrl.dev/spot") == "true"]
         victims = set(random.sample(spot, len(spot) // 5))
         jobs, pods = obs.snapshot()
+        trainers_before = {k: sorted(p["metadata"]["uid"] for p in ps if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer")
+                           for k, ps in pods.items()}
         affected = {k for k, ps in pods.items() if any(p["spec"].get("nodeName") in victims for p in ps)}
         t_del = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda n: cluster.api("DELETE", f"/api/v1/nodes/{n}"), sorted(victims)))
         deleted_at = time.monotonic()
         replaced: dict[str, float] = {}
-        while len(replaced) < len(affected) and time.monotonic() - t_del < 300:
+        while len(replaced) < len(affected) and time.monotonic() - t_del < 120:
             jobs, pods = obs.snapshot()
             now = time.monotonic()
             for key in affected - set(replaced):
@@ -225,54 +243,128 @@ def main() -> None:
                 if want is not None and len(ps) >= want and not any(p["spec"].get("nodeName") in victims for p in ps):
                     replaced[key] = now - deleted_at
             time.sleep(0.2)
-        m2 = metrics(mport)
+        time.sleep(2)
+        jobs, pods = obs.snapshot()
+        trainers_after = {k: sorted(p["metadata"]["uid"] for p in ps if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer")
+                          for k, ps in pods.items()}
+        restarted = sum(1 for k in affected if trainers_after.get(k) != trainers_before.get(k))
+        m2 = metrics(self.mport)
         rss2 = rss_mb(op.pid)
 
         passes = total(m2, "hexrl_operator_reconciles_total")
         reqs = total(m2, "hexrl_operator_api_requests_total")
-        idle_passes = total(m_idle1, "hexrl_operator_reconciles_total") - total(m_idle0, "hexrl_operator_reconciles_total")
-        repl_passes = passes - total(m_idle1, "hexrl_operator_reconciles_total")
-        repl_reqs = reqs - total(m_idle1, "hexrl_operator_api_requests_total")
         first_passes = total(m1, "hexrl_operator_reconciles_total")
         first_reqs = total(m1, "hexrl_operator_api_requests_total")
+        repl_passes = passes - total(m_idle1, "hexrl_operator_reconciles_total")
+        repl_reqs = reqs - total(m_idle1, "hexrl_operator_api_requests_total")
+        idle_passes = total(m_idle1, "hexrl_operator_reconciles_total") - total(m_idle0, "hexrl_operator_reconciles_total")
+        self.cleanup(victims)
+        return {
+            "apply_p50": pct(apply_times, 50), "apply_p99": pct(apply_times, 99),
+            "replace_p50": pct(list(replaced.values()), 50), "replace_p99": pct(list(replaced.values()), 99),
+            "rss_apply": rss1, "rss_replace": rss2,
+            "planned": len(done), "infeasible": len(infeasible), "jobs": len(docs),
+            "affected": len(affected), "replaced": len(replaced), "victims": len(victims),
+            "trainers_restarted": restarted,
+            "req_per_pass": reqs / max(passes, 1), "req_first": first_reqs / max(first_passes, 1),
+            "req_replace": repl_reqs / max(repl_passes, 1), "passes": passes, "idle_passes": idle_passes,
+            "planner_calls": total(m2, "hexrl_replans_total"),
+            "conflicts": m2.get('hexrl_operator_errors_total{reason="PlanConflict"}', 0.0),
+        }
 
-        print()
-        print(f"{'measure':52s} {'measured':>10s} {'target':>8s} {'ratio':>7s}")
-        rows = [
-            ("apply → all children created, p50 (s)", pct(apply_times, 50), TARGETS["apply_p50"]),
-            ("apply → all children created, p99 (s)", pct(apply_times, 99), TARGETS["apply_p99"]),
-            (f"20% spot nodes deleted ({len(victims)}) → replaced, p50 (s)", pct(list(replaced.values()), 50),
-             TARGETS["replace_p50"]),
-            ("   … p99 (s)", pct(list(replaced.values()), 99), float("nan")),
-            ("operator RSS after apply (MB)", rss1, TARGETS["rss_mb"]),
-            ("operator RSS after replacement (MB)", rss2, TARGETS["rss_mb"]),
-        ]
-        for label, value, target in rows:
-            ratio = value / target if target == target else float("nan")
-            print(f"{label:52s} {value:10.2f} {target:8.2f} {ratio:7.2f}")
-        print()
-        print(f"jobs planned: {len(done)}/{len(docs)} (infeasible: {len(infeasible)}); "
-              f"jobs hit by the node deletion: {len(affected)}, replaced: {len(replaced)}")
-        print(f"API requests per reconcile pass: all passes {reqs / max(passes, 1):.1f} ({reqs:.0f}/{passes:.0f}); "
-              f"first passes (create) {first_reqs / max(first_passes, 1):.1f}; "
-              f"replacement passes {repl_reqs / max(repl_passes, 1):.1f} ({repl_reqs:.0f}/{repl_passes:.0f})")
-        print(f"passes during {len(touched)} node events the planner does not read (annotation heartbeats; "
-              f"includes passes for pods still settling): {idle_passes:.0f}")
-        print(f"planner calls: {total(m2, 'hexrl_replans_total'):.0f}; plan solve p50 from the histogram is in "
-              "hexrl_plan_solve_seconds")
-        print(f"operator log (one line per reconcile pass): {log_path}")
-        print(json.dumps({"apply_p50": pct(apply_times, 50), "apply_p99": pct(apply_times, 99),
-                          "replace_p50": pct(list(replaced.values()), 50), "rss_mb": rss2,
-                          "requests_per_pass": reqs / max(passes, 1)}))
-    finally:
-        if op is not None and op.poll() is None:
-            os.killpg(op.pid, signal.SIGTERM)
+    def cleanup(self, victims: set[str]) -> None:
+        """Delete the jobs (the operator removes its finalizers; GC removes the children), re-create the
+        deleted nodes, so the next phase starts from the same cluster."""
+        c = self.cluster
+        for i in range(4):
+            c.kubectl("delete", "rljobs", "--all", "-n", f"bench-{i}", "--wait=false", check=False)
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            jobs = c.api("GET", "/apis/hexrl.dev/v1alpha1/rljobs")["items"]
+            pods = c.api("GET", "/api/v1/pods?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dhexrl-operator")["items"]
+            if not jobs and not pods:
+                break
+            time.sleep(1)
+        manifests = {n["metadata"]["name"]: n for n in node_manifests(parse(self.inv))}
+
+        def recreate(name: str) -> None:
+            c.api("POST", "/api/v1/nodes", manifests[name])
+            c.api("PATCH", f"/api/v1/nodes/{name}/status", {"status": manifests[name]["status"]})
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(recreate, sorted(victims)))
+        c.wait_nodes_ready(sorted(victims))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nodes", type=int, default=1000)
+    ap.add_argument("--jobs", type=int, default=20)
+    ap.add_argument("--modes", default="serial,concurrent", help="planning modes to run, in order")
+    ap.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    args = ap.parse_args()
+    modes = [m for m in args.modes.split(",") if m]
+    cluster = DevCluster(name="hexrl-bench")
+    results: dict[str, dict[str, Any]] = {}
+    phase: Phase | None = None
+    try:
+        t0 = time.monotonic()
+        cluster.up()
+        cluster.kubectl("apply", "-f", "-", input=crd_yaml())
+        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+        inv = inventory(args.nodes)
+        names = cluster.apply_inventory(inv)
+        print(f"cluster: {len(names)} GPU nodes in {len(POOLS)} pools ready in {time.monotonic() - t0:.0f}s")
+        for mode in modes:
+            phase = Phase(cluster, inv, mode, args.jobs)
+            phase.start()
             try:
-                op.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(op.pid, signal.SIGKILL)
+                results[mode] = phase.run()
+            finally:
+                phase.stop()
+            print(f"{mode}: done ({json.dumps({k: round(v, 2) for k, v in results[mode].items()})})", flush=True)
+        report(results)
+    finally:
+        if phase is not None:
+            phase.stop()
         if not args.keep:
             cluster.down(quiet=True)
+
+
+def report(results: dict[str, dict[str, Any]]) -> None:
+    modes = list(results)
+    new = results[modes[-1]]
+    print()
+    print(f"{'measure':48s} " + " ".join(f"{m:>11s}" for m in modes) + f" {'target':>8s} {'ratio':>7s}")
+    rows = [
+        ("apply → all children created, p50 (s)", "apply_p50", TARGETS["apply_p50"]),
+        ("apply → all children created, p99 (s)", "apply_p99", TARGETS["apply_p99"]),
+        ("20% spot nodes deleted → replaced, p50 (s)", "replace_p50", TARGETS["replace_p50"]),
+        ("   … p99 (s)", "replace_p99", float("nan")),
+        ("operator RSS after apply (MB)", "rss_apply", TARGETS["rss_mb"]),
+        ("operator RSS after replacement (MB)", "rss_replace", TARGETS["rss_mb"]),
+        ("API requests per reconcile pass, all", "req_per_pass", float("nan")),
+        ("   … first passes (create)", "req_first", float("nan")),
+        ("   … replacement passes", "req_replace", float("nan")),
+        ("passes during 200 annotation-only node events", "idle_passes", float("nan")),
+        ("planner calls (plan + replan)", "planner_calls", float("nan")),
+        ("optimistic plans that lost a race", "conflicts", float("nan")),
+        ("trainer gangs restarted by the node deletion", "trainers_restarted", float("nan")),
+    ]
+    for label, key, target in rows:
+        ratio = new[key] / target if target == target else float("nan")
+        cells = " ".join(f"{results[m][key]:11.2f}" for m in modes)
+        print(f"{label:48s} {cells} {target:8.2f} {ratio:7.2f}")
+    if len(modes) > 1:
+        old = results[modes[0]]
+        print(f"\nspeed-up {modes[-1]} vs {modes[0]}: apply p50 ×{old['apply_p50'] / new['apply_p50']:.1f}, "
+              f"p99 ×{old['apply_p99'] / new['apply_p99']:.1f}, replacement p50 ×{old['replace_p50'] / new['replace_p50']:.1f}")
+    for m in modes:
+        r = results[m]
+        print(f"{m}: jobs planned {r['planned']}/{r['jobs']} (infeasible {r['infeasible']}); {r['victims']} spot nodes "
+              f"deleted hit {r['affected']} jobs, {r['replaced']} replaced; operator log "
+              f"{Path(os.environ.get('TMPDIR', '/tmp')) / f'hexrl-bench-operator-{m}.log'}")
+    print(json.dumps({m: {k: round(v, 3) for k, v in r.items()} for m, r in results.items()}))
 
 
 if __name__ == "__main__":

@@ -127,13 +127,18 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         settings.execution.max_workers = max(4, s.worker_limit)
         if s.create_priority_classes:
             await asyncio.get_running_loop().run_in_executor(None, _ensure_priority_classes, op)
-        assert op.queue is not None
+        assert op.queue is not None and op.reconciler is not None
+        loop = asyncio.get_running_loop()
+        # background work of the reconciler (baselines) asks for a pass from its own thread
+        op.reconciler.on_change = lambda ns, n: loop.call_soon_threadsafe(op.request, (ns, n), 0.0)
         op.queue.start()
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
-        assert op.queue is not None
+        assert op.queue is not None and op.reconciler is not None
+        op.reconciler.on_change = None
         await op.queue.stop()
+        op.reconciler.close()
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> Any:

@@ -87,6 +87,21 @@ def start_health(op: Operator, ready_flag: threading.Event, host: str, port: int
     return server
 
 
+def check_key(op: Operator) -> None:
+    """Read (or create) the operator key at start-up, so a missing permission is one clear message."""
+    assert op.reconciler is not None
+    s = op.settings
+    try:
+        op.reconciler.operator_key()
+    except ApiError as exc:
+        raise OperatorStartError(
+            f"cannot read or create the operator key Secret {s.operator_namespace()}/{s.key_secret} "
+            f"({exc.status} {exc.reason}: {exc.message}); apply manifests/operator/rbac.yaml (its Role grants get "
+            "on exactly that Secret), create the namespace, or set HEXRL_OPERATOR_KEY_NAMESPACE to the namespace "
+            "the operator runs in"
+        ) from None
+
+
 def run(settings: OperatorSettings, kubeconfig: str | None = None, stop_flag: threading.Event | None = None) -> None:
     """Run until SIGTERM/SIGINT (or `stop_flag`)."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -94,6 +109,7 @@ def run(settings: OperatorSettings, kubeconfig: str | None = None, stop_flag: th
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     api = connect(settings, kubeconfig)
     op = Operator(settings, api)
+    check_key(op)
     registry = build_registry(op)
     ready = threading.Event()
     if settings.metrics_port:

@@ -1,6 +1,20 @@
 """The reconcile pass of one RLJob: snapshot → plan/replan → render → apply → one status write.
 
 Runs in a worker thread (the kopf event loop stays free), one pass per job at a time (a lock per job).
+
+Jobs plan concurrently against a ledger (`OperatorSettings.planning = concurrent`, the default): every
+job's committed plan reserves its GPUs per node; a pass snapshots the cluster with the other jobs'
+reservations, plans without any global lock, and commits only if every GPU it chose is still free in a
+fresh snapshot (optimistic concurrency: the loser of an overlap re-plans, which the solution cache makes
+cheap — the same MILP with less capacity reuses the winner's optimum when it still fits). After
+`OPTIMISTIC_ATTEMPTS` conflicts a pass plans holding the ledger, so it always terminates. The
+homogeneous baselines of a new plan are computed on a background thread after its children exist; the
+result comes back through another pass (one status write each). `planning = serial` keeps session 1's
+path: one job plans at a time with baselines inline.
+
+After a node event (a cluster-triggered re-plan) the trainer is never moved while all its nodes survive:
+`replan(..., trainer_may_move=False)` re-places only rollout. Only a spec change (or a lost trainer node)
+re-plans the trainer.
 A pass is idempotent and level-triggered: it reads the job, the node/pod store and what it stored in the
 job's ConfigMap last time, decides the desired children, and changes only what differs. Killing the
 operator at any point and starting it again converges to the same children:
@@ -18,8 +32,10 @@ retried until something changes; API errors are raised to the caller, which retr
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import secrets
@@ -47,6 +63,9 @@ log = logging.getLogger(__name__)
 EXPECT_TTL = 60.0
 """s during which a pod we created counts as existing even though the watch has not shown it yet."""
 
+OPTIMISTIC_ATTEMPTS = 3
+"""Optimistic plans per pass before the pass plans holding the ledger (no other job can commit then)."""
+
 
 @dataclass
 class JobMemory:
@@ -68,6 +87,10 @@ class JobMemory:
     """The job had no ConfigMap when first seen by this process: its children are all new."""
     rejection: tuple[tuple[str, str], Infeasible] | None = None
     """((spec key, cluster key), the planner's answer) of the last infeasible plan, to not ask again."""
+    baselines: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
+    """(placement the baselines were computed for, the baselines), from the background thread."""
+    baselines_pending: tuple[Any, ...] | None = None
+    """Placement whose baselines are being computed (so a pass does not submit it twice)."""
     trainer_recovering: bool = False
     """A trainer gang was restarted and is not all ready yet (Degraded stays True until it is)."""
     rollout_recovering: int = 0
@@ -125,7 +148,81 @@ class Reconciler:
         self._mem: dict[str, JobMemory] = {}
         self._mem_lock = threading.Lock()
         self._plan_lock = threading.Lock()
+        self._ledger = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hexrl-api")
+        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hexrl-baselines")
+        self._planning = 0
+        self._solutions: Any = None
+        self.conflicts = 0
+        """Optimistic plans that lost a race and were re-planned (tests, bench)."""
+        self.on_change: Callable[[str, str], None] | None = None
+        """Called with (namespace, name) when background work (baselines) wants another pass."""
+        self._key: bytes | None = None
+        self._key_lock = threading.Lock()
+
+    # ------------------------------------------------------------------------------------ tokens
+
+    def operator_key(self) -> bytes:
+        """The operator's key (see `OperatorSettings.key_secret`), read once; created when missing.
+
+        Raises ApiError when the Secret can be neither read nor created (the caller says what to fix)."""
+        with self._key_lock:
+            if self._key is None:
+                self._key = self._read_or_create_key()
+            return self._key
+
+    def _read_or_create_key(self) -> bytes:
+        ns, name = self.settings.operator_namespace(), self.settings.key_secret
+        secret = self.api.get("v1", "Secret", name, ns)
+        if secret is None:
+            body = {
+                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                "metadata": {"name": name, "namespace": ns,
+                             "labels": {"app.kubernetes.io/name": "hexrl", "app.kubernetes.io/component": "operator",
+                                        "app.kubernetes.io/managed-by": "hexrl-operator"}},
+                "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
+            }
+            try:
+                self.api.create(body)
+                log.info("created the operator key Secret %s/%s", ns, name)
+            except ApiError as exc:
+                if exc.reason != "AlreadyExists":  # another replica won the race: read theirs
+                    raise
+            secret = self.api.get("v1", "Secret", name, ns)
+        raw = base64.b64decode(((secret or {}).get("data") or {}).get("key", ""))
+        if len(raw) < 16:
+            raise ApiError(422, "InvalidKey", f"Secret {ns}/{name} has no data.key of at least 16 bytes; delete it "
+                                              "and the operator creates a new one")
+        return raw
+
+    def job_token(self, uid: str) -> str:
+        """The bearer token of one job's services: HMAC-SHA256(operator key, job UID), URL-safe base64.
+        Deterministic, so a restarted operator (or another replica) derives it instead of reading it back."""
+        digest = hmac.new(self.operator_key(), uid.encode(), hashlib.sha256).digest()
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    @property
+    def concurrent(self) -> bool:
+        return self.settings.planning == "concurrent"
+
+    def solutions(self) -> Any:
+        """The operator's MILP solution cache (concurrent planning only), created on first use."""
+        if self._solutions is None and self.concurrent:
+            from hexrl.sched.solvecache import SolutionCache
+
+            self._solutions = SolutionCache()
+        return self._solutions
+
+    def _planner_settings(self) -> Any:
+        from hexrl.sched import PlannerSettings
+
+        # concurrent: baselines come later, from the background thread
+        return PlannerSettings(compute_baselines=self.settings.homogeneous_baselines and not self.concurrent)
+
+    def close(self) -> None:
+        """Stop the helper threads (tests construct many reconcilers in one process)."""
+        self._background.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     # ------------------------------------------------------------------------------------ memory
 
@@ -166,22 +263,25 @@ class Reconciler:
     # ------------------------------------------------------------------------------------ planner
 
     def _plan(self, spec: RLJobSpec, cluster: Cluster) -> Plan | Infeasible:
-        fn = self._planner
-        if fn is None:
-            from hexrl.sched import plan as fn  # type: ignore[attr-defined,no-redef]
         t0 = time.perf_counter()
         try:
-            return fn(spec, cluster)
+            if self._planner is not None:
+                return self._planner(spec, cluster)  # type: ignore[no-any-return]
+            from hexrl.sched import plan
+
+            return plan(spec, cluster, self._planner_settings(), self.solutions())
         finally:
             metrics.PLAN_SOLVE_SECONDS.labels("plan").observe(time.perf_counter() - t0)
 
-    def _replan(self, current: Plan, spec: RLJobSpec, cluster: Cluster) -> Plan | Infeasible:
-        fn = self._replanner
-        if fn is None:
-            from hexrl.sched import replan as fn  # type: ignore[attr-defined,no-redef]
+    def _replan(self, current: Plan, spec: RLJobSpec, cluster: Cluster, trainer_may_move: bool) -> Plan | Infeasible:
         t0 = time.perf_counter()
         try:
-            return fn(current, cluster, spec)
+            if self._replanner is not None:
+                return self._replanner(current, cluster, spec)  # type: ignore[no-any-return]
+            from hexrl.sched import replan
+
+            return replan(current, cluster, spec, self._planner_settings(), self.solutions(),
+                          trainer_may_move=trainer_may_move)
         finally:
             metrics.PLAN_SOLVE_SECONDS.labels("replan").observe(time.perf_counter() - t0)
 
@@ -190,7 +290,7 @@ class Reconciler:
     def reconcile(self, namespace: str, name: str) -> PassResult | None:
         """One pass; returns None when the job is gone or being deleted."""
         t0 = time.perf_counter()
-        req0 = self.api.requests
+        req0 = _thread_requests(self.api)
         job = self.api.get(API_VERSION, KIND, name, namespace)
         if job is None or job["metadata"].get("deletionTimestamp"):
             if job is not None:
@@ -207,8 +307,8 @@ class Reconciler:
                 raise
             finally:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
-                metrics.API_REQUESTS.inc(self.api.requests - req0)
-        result.requests = self.api.requests - req0
+                metrics.API_REQUESTS.inc(_thread_requests(self.api) - req0)
+        result.requests = _thread_requests(self.api) - req0
         log.info("pass %s/%s: %.2fs (planner %.2fs), %d requests, %d created, %d deleted%s", namespace, name,
                  time.perf_counter() - t0, result.plan_seconds, result.requests, result.created, result.deleted,
                  ", status written" if result.status_written else "")
@@ -228,21 +328,17 @@ class Reconciler:
             return out
         if not mem.loaded:
             self._load(ref, mem)
-        # One job plans at a time: each plan sees the GPUs the plans before it reserved (see _snapshot).
-        with self._plan_lock:
-            t_plan = time.perf_counter()
-            snap = self._snapshot(ref.namespace, ref.name, mem)
-            plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
-            out.plan_seconds = time.perf_counter() - t_plan
-            previous = mem.plan
-            if plan is not None:
-                mem.plan = plan
+        t_plan = time.perf_counter()
+        previous = mem.plan
+        snap, plan, infeasible, trigger, lost = self._plan_and_commit(ref, spec, mem)
+        out.plan_seconds = time.perf_counter() - t_plan
         for w in snap.warnings:
             self._event_once(job, mem, "Warning", "UnknownGPU", w)
         if plan is None:
             assert infeasible is not None
             self._write_rejection(job, mem, infeasible.reason, infeasible.message)
             return out
+        plan = self._with_baselines(ref, spec, plan, snap, mem)
         out.planned = True
         out.replanned = trigger in ("spec", "cluster")
 
@@ -290,6 +386,107 @@ class Reconciler:
         self._export(ref, plan, new_status)
         return out
 
+    # ------------------------------------------------------------------------------------ ledger
+
+    def _plan_and_commit(
+        self, ref: render.JobRef, spec: RLJobSpec, mem: JobMemory
+    ) -> tuple[Snapshot, Plan | None, Infeasible | None, str, int]:
+        """Decide this job's plan and commit it to the ledger (mem.plan) without overlapping another's.
+
+        Serial mode: the whole decision holds one lock. Concurrent mode: optimistic — plan against a
+        snapshot, then, holding the ledger briefly, check the plan's GPUs per node against a fresh
+        snapshot (other jobs may have committed meanwhile) and commit, or re-plan on a conflict."""
+        if not self.concurrent:
+            with self._plan_lock:
+                snap = self._snapshot(ref.namespace, ref.name, mem)
+                plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
+                if plan is not None:
+                    mem.plan = plan
+                return snap, plan, infeasible, trigger, lost
+        for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
+            last = attempt == OPTIMISTIC_ATTEMPTS
+            # the last attempt holds the ledger throughout: nobody can commit in between, so it fits
+            with self._ledger if last else contextlib.nullcontext():
+                with self._ledger:
+                    snap = self._snapshot(ref.namespace, ref.name, mem)
+                self._planning_delta(+1)
+                try:
+                    plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
+                finally:
+                    self._planning_delta(-1)
+                with self._ledger:
+                    if plan is None or plan is mem.plan or last or self._fits(ref, plan, mem):
+                        if plan is not None:
+                            mem.plan = plan
+                        return snap, plan, infeasible, trigger, lost
+            self.conflicts += 1
+            metrics.ERRORS.labels("PlanConflict").inc()
+            log.info("job %s/%s: GPUs of the new plan were taken by another job meanwhile; re-planning",
+                     ref.namespace, ref.name)
+            mem.cluster_key = ""  # the snapshot changed under us: decide again
+        raise AssertionError("unreachable: the last attempt always commits")
+
+    def _fits(self, ref: render.JobRef, plan: Plan, mem: JobMemory) -> bool:
+        """Every node of `plan` still exists, is not going away and has the GPUs it needs, given the
+        plans other jobs committed meanwhile (call holding the ledger)."""
+        fresh = self._snapshot(ref.namespace, ref.name, mem).cluster
+        free = {n.name: n.gpus_free for n in fresh.nodes}
+        return all(free.get(node, 0) >= gpus for node, gpus in plan.gpus_per_node().items())
+
+    def _planning_delta(self, d: int) -> None:
+        with self._mem_lock:
+            self._planning += d
+
+    # ------------------------------------------------------------------------------------ baselines
+
+    def _with_baselines(
+        self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
+    ) -> Plan:
+        """The plan with its homogeneous baselines once the background thread has them; meanwhile the
+        plan as is (children do not wait for an explanation), and the computation is submitted once."""
+        if (plan.baselines or not self.concurrent or not self.settings.homogeneous_baselines
+                or self._planner is not None):
+            return plan
+        placement = _placement(plan)
+        if mem.baselines is not None and mem.baselines[0] == placement:
+            plan = replace(plan, baselines=mem.baselines[1])  # type: ignore[arg-type]
+            with self._ledger:
+                if mem.plan is not None and _placement(mem.plan) == placement:
+                    mem.plan = plan
+            return plan
+        if mem.baselines_pending != placement:
+            mem.baselines_pending = placement
+            self._background.submit(self._compute_baselines, ref, spec, snap.cluster, mem, placement)
+        return plan
+
+    def _compute_baselines(
+        self, ref: render.JobRef, spec: RLJobSpec, cluster: Cluster, mem: JobMemory, placement: tuple[Any, ...]
+    ) -> None:
+        """Background: wait until no job is planning (placing jobs comes first), compute, ask for a pass."""
+        from hexrl.sched.planner import baselines
+
+        try:
+            for _ in range(600):  # bounded: at most ~60 s of deferral, then compute anyway
+                with self._mem_lock:
+                    busy = self._planning > 0
+                if not busy:
+                    break
+                time.sleep(0.1)
+            if mem.plan is None or _placement(mem.plan) != placement:
+                return  # re-planned meanwhile: the new plan gets its own computation
+            t0 = time.perf_counter()
+            found = baselines(spec, cluster, self._planner_settings(), self.solutions())
+            metrics.PLAN_SOLVE_SECONDS.labels("baselines").observe(time.perf_counter() - t0)
+            mem.baselines = (placement, found)
+        except Exception:  # an explanation must never take the operator down
+            log.exception("job %s/%s: computing the homogeneous baselines failed", ref.namespace, ref.name)
+            return
+        finally:
+            if mem.baselines_pending == placement:
+                mem.baselines_pending = None
+        if self.on_change is not None and found:
+            self.on_change(ref.namespace, ref.name)
+
     # ------------------------------------------------------------------------------------ decide
 
     def _decide(
@@ -312,7 +509,8 @@ class Reconciler:
             result = self._plan(spec, snap.cluster)
         else:
             trigger = "spec" if mem.state.get("specKey") != spec_key else "cluster"
-            result = self._replan(current, spec, snap.cluster)
+            # a node event never restarts a trainer that survived it (replan keeps it when intact)
+            result = self._replan(current, spec, snap.cluster, trainer_may_move=trigger == "spec")
             if isinstance(result, Infeasible):
                 result = self._plan(spec, snap.cluster)
         mem.cluster_key = _relevance_key(snap.cluster, result if isinstance(result, Plan) else current)
@@ -355,7 +553,7 @@ class Reconciler:
     # ------------------------------------------------------------------------------------ load
 
     def _load(self, ref: render.JobRef, mem: JobMemory) -> None:
-        """First pass after a (re)start: read back the stored plan, state and token."""
+        """First pass after a (re)start: read back the stored plan and state; derive the token."""
         names = render.names(ref)
         cm = self.api.get("v1", "ConfigMap", names["config"], ref.namespace)
         mem.fresh = cm is None  # a new job: none of its children exist, so there is nothing to read back
@@ -367,14 +565,7 @@ class Reconciler:
                 log.warning("job %s/%s: ignoring stored plan: %s", ref.namespace, ref.name, exc)
             with contextlib.suppress(ValueError):
                 mem.state.update(json.loads(data.get(render.STATE_KEY) or "{}"))
-        secret = self.api.get("v1", "Secret", names["secret"], ref.namespace)
-        if secret and _owned_by(secret, ref.uid):
-            import base64
-
-            raw = (secret.get("data") or {}).get("token", "")
-            mem.token = base64.b64decode(raw).decode() if raw else ""
-        if not mem.token:
-            mem.token = secrets.token_urlsafe(32)
+        mem.token = self.job_token(ref.uid)
         mem.loaded = True
 
     # ------------------------------------------------------------------------------------ apply
@@ -387,7 +578,8 @@ class Reconciler:
             want = obj["metadata"]["annotations"][render.HASH_ANNOTATION]
             if mem.child_hashes.get(key) == want:
                 continue
-            if key not in mem.child_hashes and not mem.fresh:
+            # A Secret is never read back (no RBAC for it): its apply is idempotent, and the token derived.
+            if key not in mem.child_hashes and not mem.fresh and obj["kind"] != "Secret":
                 existing = self.api.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"],
                                         obj["metadata"].get("namespace"))
                 have = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(render.HASH_ANNOTATION)
@@ -532,7 +724,16 @@ class Reconciler:
         """Run independent API calls of one pass concurrently (pods of a big plan are created in parallel)."""
         if len(items) <= 1:
             return [fn(i) for i in items]
-        return list(self._pool.map(fn, items))
+
+        def counted(item: Any) -> tuple[int, int]:
+            before = _thread_requests(self.api)
+            return fn(item), _thread_requests(self.api) - before
+
+        done = list(self._pool.map(counted, items))
+        credit = getattr(self.api, "credit", None)
+        if credit is not None:
+            credit(sum(n for _, n in done))  # the pass's requests, made on helper threads
+        return [r for r, _ in done]
 
     # ------------------------------------------------------------------------------------ status
 
@@ -680,21 +881,23 @@ class Reconciler:
             if mem.plan is None:
                 return False
             spec = RLJobSpec.model_validate(job["spec"])
-            snap = self._snapshot(namespace, name, mem)
             new_plan: Plan | None = None
-            if direction == "grow":
-                new_plan = scaling.grow(mem.plan, snap.cluster, spec.budget.max_cost_per_hour,
-                                        spec.placement.spot.rollout != "forbidden")
+            with self._ledger:  # a greedy step, no solver: commit it against the ledger directly
+                snap = self._snapshot(namespace, name, mem)
+                if direction == "grow":
+                    new_plan = scaling.grow(mem.plan, snap.cluster, spec.budget.max_cost_per_hour,
+                                            spec.placement.spot.rollout != "forbidden")
+                    if new_plan is not None:
+                        state = replace(state, extra=state.extra + 1)
+                elif direction == "shrink" and state.extra > 0:
+                    new_plan = scaling.shrink(mem.plan, snap.cluster)
+                    state = replace(state, extra=state.extra - 1)
                 if new_plan is not None:
-                    state = replace(state, extra=state.extra + 1)
-            elif direction == "shrink" and state.extra > 0:
-                new_plan = scaling.shrink(mem.plan, snap.cluster)
-                state = replace(state, extra=state.extra - 1)
+                    mem.plan = new_plan
             mem.scale = state
             mem.state["scale"] = state.wire()
             if new_plan is None:
                 return False
-            mem.plan = new_plan
             metrics.SCALING.labels(direction).inc()
             metrics.EXTRA_ROLLOUT.labels(namespace, name).set(state.extra)
             r = new_plan.replicas[-1] if direction == "grow" else None
@@ -703,6 +906,12 @@ class Reconciler:
                    if r else f"removed an extra rollout replica: observed staleness near η={spec.staleness.max_policy_lag}")
             self._event(job, "Normal", reasons.SCALED_ROLLOUT, msg)
             return True
+
+
+def _thread_requests(api: Any) -> int:
+    """Requests the calling thread made (a fake API without per-thread counts: the total)."""
+    fn = getattr(api, "thread_requests", None)
+    return int(fn()) if fn is not None else int(api.requests)
 
 
 def _relevance_key(cluster: Cluster, plan: Plan | None) -> str:

@@ -80,6 +80,10 @@ class ScalingSettings:
     """s after a scaling step during which no opposite step is taken (default 60)."""
 
 
+PLANNING_MODES = ("concurrent", "serial")
+"""Values of `OperatorSettings.planning`."""
+
+
 @dataclass
 class OperatorSettings:
     """Everything `hexrl operator` can be told. Env: HEXRL_OPERATOR_<FIELD_NAME_UPPER>."""
@@ -110,8 +114,25 @@ class OperatorSettings:
     """s of quiet after a failed/disrupted pod of a job before replacing it (default 0.2)."""
     worker_limit: int = 8
     """Threads reconciling jobs concurrently (default 8; each holds one job's lock)."""
+    planning: str = "concurrent"
+    """How passes of different jobs share the planner (default concurrent). `concurrent`: jobs plan at
+    the same time against a ledger of the GPUs other jobs' plans hold and commit only if nothing they
+    chose was taken meanwhile (else re-plan; after 3 conflicts, plan holding the ledger), MILPs that
+    differ only by less free capacity reuse an earlier optimum (exact, see sched/solvecache.py), and the
+    homogeneous baselines are computed after the children exist. `serial`: one job plans at a time,
+    every MILP solved afresh, baselines inline — session 1's path, kept for comparison (bench) and as a
+    fallback."""
+    homogeneous_baselines: bool = True
+    """Add the best homogeneous plan per GPU type to each plan's explanation (default true; CPU only,
+    computed in the background in `concurrent` planning, so it never delays children)."""
     field_manager: str = "hexrl-operator"
     """Server-side-apply field manager name."""
+    key_secret: str = "hexrl-operator-key"
+    """Secret (in `key_namespace`) holding the operator's key; each job's service token is
+    HMAC-SHA256(key, job UID), so the operator never reads a job's Secret back (RBAC: `get` on this one
+    Secret by name, in one namespace — no cluster-wide Secret read). Created with a random key if missing."""
+    key_namespace: str = ""
+    """Namespace of `key_secret` (default "": the pod's namespace from POD_NAMESPACE, else hexrl-system)."""
     progress_url_template: str = "http://{name}-coordinator.{namespace}.svc:{port}/v1/progress"
     """Coordinator progress URL; {name}, {namespace}, {port} substituted. Tests point it at 127.0.0.1."""
     metrics_port: int = 8080
@@ -137,6 +158,15 @@ class OperatorSettings:
     def __post_init__(self) -> None:
         # Fail at start-up (and in tests at construction), not at the first node event.
         self.catalog()
+        if self.planning not in PLANNING_MODES:
+            raise ValueError(
+                f"planning={self.planning!r} is not a planning mode; use one of {', '.join(PLANNING_MODES)} "
+                "(env HEXRL_OPERATOR_PLANNING)"
+            )
+
+    def operator_namespace(self) -> str:
+        """Where the operator's own objects (the key Secret) live."""
+        return self.key_namespace or os.environ.get("POD_NAMESPACE") or "hexrl-system"
 
     def catalog(self) -> Catalog:
         """The shipped GPU catalog with `gpu_catalog` applied (built once per distinct override set)."""

@@ -80,7 +80,7 @@ class World:
 def test_first_pass_creates_all_children_and_reports_the_plan():
     w = World()
     r = w.pass_()
-    kinds = sorted(k for k, _, _ in w.api.objects if k != "RLJob")
+    kinds = sorted(k for k, ns, _ in w.api.objects if k != "RLJob" and ns == "default")
     assert kinds == sorted(["Secret", "ConfigMap", "Deployment", "Service", "Service", "Service",
                             "PodDisruptionBudget", "Pod", "Pod", "Pod", "Pod"])
     assert r.planned and r.status_written
@@ -175,7 +175,7 @@ def test_infeasible_job_is_rejected_once_with_no_children():
     w = World(Infeasible(reasons.MODEL_DOES_NOT_FIT, "70B needs 2 H100 per replica; the largest node has 1"))
     w.pass_()
     w.pass_()
-    assert [k for k, _, _ in w.api.objects] == ["RLJob"]
+    assert [k for k, ns, _ in w.api.objects if ns == "default"] == ["RLJob"]
     c = w.cond(reasons.PLANNED)
     assert (c["status"], c["reason"]) == ("False", reasons.MODEL_DOES_NOT_FIT)
     assert "largest node" in c["message"]
@@ -254,3 +254,28 @@ def test_trainer_node_lost_moves_the_gang_and_reports_it():
         "requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]["values"] == ["h800-ondemand-1"]
     assert w.cond(reasons.DEGRADED)["reason"] == reasons.TRAINER_LOST
     assert w.events(reasons.TRAINER_LOST) and w.events(reasons.REPLANNED)
+
+
+def test_job_tokens_are_derived_from_the_operator_key_not_read_back():
+    """RBAC: the operator never reads a job's Secret; a restarted operator derives the same token."""
+    import base64
+
+    w = World()
+    w.pass_()
+    key = w.api.objects[("Secret", "hexrl-system", "hexrl-operator-key")]
+    assert len(base64.b64decode(key["data"]["key"])) == 32
+    token = base64.b64decode(w.api.objects[("Secret", "default", "math-token")]["data"]["token"]).decode()
+    uid = w.job["metadata"]["uid"]
+    assert token == w.rec.job_token(uid) and len(token) >= 40
+    assert w.rec.job_token("another-uid") != token
+    reads: list[tuple[str, str | None]] = []
+    get = w.api.get
+    w.api.get = lambda v, kind, name, ns=None: (reads.append((kind, ns)), get(v, kind, name, ns))[1]
+    w.rec = w.reconciler()  # a fresh process
+    w.pass_()
+    assert ("Secret", "default") not in reads  # only the key, in the operator's namespace
+    assert reads.count(("Secret", "hexrl-system")) == 1
+    assert w.rec.job_token(uid) == token
+    # a different key (another installation) gives different tokens
+    w.api.objects[("Secret", "hexrl-system", "hexrl-operator-key")]["data"]["key"] = base64.b64encode(b"k" * 32).decode()
+    assert w.reconciler().job_token(uid) != token
