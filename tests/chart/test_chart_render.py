@@ -104,7 +104,11 @@ def test_default_render_is_hardened(render: Any) -> None:
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
             "Service", "ConfigMap", "PriorityClass", "ClusterKopfPeering"} <= kinds
     # Optional parts are off by default (they need CRDs a plain cluster does not have).
-    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy", "Role"}
+    assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"}
+    # the only Role: `get` on the operator's key Secret, by name, in the release namespace
+    (key_role,) = by_kind(objs, "Role")
+    assert key_role["metadata"]["namespace"] == "hexrl-system"
+    assert all(r.get("resourceNames") == ["hexrl-operator-key"] for r in key_role["rules"] if "get" in r["verbs"])
     (deployment,) = by_kind(objs, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -207,20 +211,27 @@ def test_bad_values_fail_with_a_sentence(render: Any, values: dict[str, Any], me
 
 def test_rbac_equals_the_operators_manifest_cluster_wide(render: Any) -> None:
     manifest = [d for d in yaml.safe_load_all((ROOT / "manifests/operator/rbac.yaml").read_text()) if d]
-    expected = rule_triples([r for d in manifest if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]])
+    expected = rule_triples([r for d in manifest if d["kind"] == "ClusterRole" for r in d["rules"]])
     objs = render(extra=["--kube-version", KUBE_VERSION])
     (role,) = by_kind(objs, "ClusterRole")
     assert rule_triples(role["rules"]) == expected
     assert not any("*" in v for r in role["rules"] for v in r["verbs"] + r["resources"])
+    # the manifest's Role (the operator's key Secret) stays a Role, in the release namespace, verbatim
+    (key_role,) = by_kind(objs, "Role")
+    assert key_role["metadata"]["namespace"] == "hexrl-system"
+    assert key_role["rules"] == [r for d in manifest if d["kind"] == "Role" for r in d["rules"]]
+    assert ("", "secrets", "get") not in rule_triples(role["rules"])  # no Secret is readable cluster-wide
 
 
 def test_rbac_for_one_namespace_splits_without_losing_or_adding(render: Any) -> None:
     """Watching one namespace: namespaced rules move to a Role there; the union is still the manifest's."""
     manifest = [d for d in yaml.safe_load_all((ROOT / "manifests/operator/rbac.yaml").read_text()) if d]
-    expected = rule_triples([r for d in manifest if d["kind"] in ("ClusterRole", "Role") for r in d["rules"]])
+    expected = rule_triples([r for d in manifest if d["kind"] == "ClusterRole" for r in d["rules"]])
     objs = render({"operator": {"watchNamespaces": ["research"]}}, extra=["--kube-version", KUBE_VERSION])
     (cluster_role,) = by_kind(objs, "ClusterRole")
-    (role,) = by_kind(objs, "Role")
+    (role,) = [r for r in by_kind(objs, "Role") if r["metadata"]["namespace"] != "hexrl-system"]
+    (key_role,) = [r for r in by_kind(objs, "Role") if r["metadata"]["namespace"] == "hexrl-system"]
+    assert key_role["rules"] == [r for d in manifest if d["kind"] == "Role" for r in d["rules"]]
     assert role["metadata"]["namespace"] == "research"
     cluster, namespaced = rule_triples(cluster_role["rules"]), rule_triples(role["rules"])
     assert cluster | namespaced == expected
