@@ -56,7 +56,9 @@ from __future__ import annotations
 
 import heapq
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -171,8 +173,13 @@ class Simulation:
         self._heap: list[tuple[float, int, int, object]] = []
         self._seq = 0
         self.t = 0.0
+        self._init_nodes(setup)
+        self._init_rollout(setup)
+        self._init_coordinator(setup)
+        self._init_accounting()
 
-        # Nodes. A "replica set" is named by the node the plan put it on; it may move (re-plan).
+    def _init_nodes(self, setup: SimSetup) -> None:
+        """Nodes. A "replica set" is named by the node the plan put it on; it may move (re-plan)."""
         self.nodes: dict[str, RolloutNode] = {n.name: n for n in setup.rollout}
         self.node_of_set: dict[str, str] = {n.name: n.name for n in setup.rollout}
         self.set_on_node: dict[str, str] = {n.name: n.name for n in setup.rollout}
@@ -187,7 +194,8 @@ class Simulation:
         self.up: set[str] = set(self.node_pool)
         self.spares: list[str] = sorted(name for name, _, _ in setup.spare_nodes)
 
-        # Rollout: group slots of the serving replica sets (list scheduling), groups in flight.
+    def _init_rollout(self, setup: SimSetup) -> None:
+        """Rollout: group slots of the serving replica sets (list scheduling), groups in flight, the buffer."""
         self.gsize = setup.group_size
         self.set_names: list[str] = [n.name for n in setup.rollout]
         self.set_index = {name: i for i, name in enumerate(self.set_names)}
@@ -218,7 +226,8 @@ class Simulation:
         self.buf_tok = _EMPTY
         self.buf_v = np.empty(0, dtype=np.int64)
 
-        # Coordinator, trainer, weights.
+    def _init_coordinator(self, setup: SimSetup) -> None:
+        """Coordinator, trainer, weights."""
         self.requested = 0
         self.version = 0
         self.trainer_busy = False
@@ -237,7 +246,8 @@ class Simulation:
             1.0, setup.groups_per_step * setup.group_size / self.cfg.reward_parallelism
         )
 
-        # Accounting.
+    def _init_accounting(self) -> None:
+        """Tokens, samples, staleness, dollars and GPU-hours lost, and the sampled time series."""
         self.trained_tokens = 0.0
         self.trained_samples = 0
         self.steady_tokens = 0.0
@@ -670,7 +680,7 @@ class Simulation:
         for name in sorted(self.nodes):
             self._push(0.0, _NODE_READY, (name, name))
         self._push(0.0, _START, None)
-        handlers = {
+        handlers: dict[int, Callable[[Any], None]] = {
             _NODE: self._on_node_event,
             _NODE_READY: self._on_node_ready,
             _TRAINER_UP: lambda _p: self._on_trainer_up(),

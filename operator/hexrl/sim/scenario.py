@@ -29,6 +29,7 @@ from hexrl.sched.catalog import Catalog, GPUSpec
 from hexrl.sched.costmodel import (
     CostModelSettings,
     DecodeEstimate,
+    TrainEstimate,
     Workload,
     decode_tokens_per_second,
     expected_max_response,
@@ -277,14 +278,15 @@ def _homogeneous(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) ->
     return best
 
 
-def _fixed_split(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) -> PolicySetup:
-    """25 % of the affordable on-demand GPUs train, 75 % roll out, ignoring GPU types."""
-    w = Workload.from_spec(job)
-    cost = settings.cost
-    od = on_demand(cluster)
-    pools = _pools(od)
-    budget = job.budget.max_cost_per_hour
-    chosen: list[tuple[str, str, int, float]] = []  # node, pool, gpus, price per GPU
+_Share = tuple[str, str, int]
+"""(node, pool, GPUs) of a node's GPUs given to training or to rollout."""
+
+
+def _affordable_nodes(
+    od: Cluster, pools: dict[str, _PoolView], budget: float | None
+) -> tuple[list[tuple[str, str, int, float]], float]:
+    """On-demand nodes in inventory order while the budget lasts: [(node, pool, free GPUs, $/GPU-h)], $/h."""
+    chosen: list[tuple[str, str, int, float]] = []
     spent = 0.0
     for n in od.nodes:
         view = pools.get(n.pool)
@@ -294,13 +296,13 @@ def _fixed_split(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) ->
             continue
         chosen.append((n.name, n.pool, n.gpus_free, view.price))
         spent += n.gpus_free * view.price
-    total = sum(g for _, _, g, _ in chosen)
-    if total < 2:
-        return PolicySetup("fixed-split", None, "the budget buys fewer than 2 on-demand GPUs")
-    want = max(1, round(total * FIXED_SPLIT_TRAIN_FRACTION))
-    # Training takes the first nodes (whole nodes while they fit), rollout the rest.
-    t_nodes: list[tuple[str, str, int]] = []
-    r_nodes: list[tuple[str, str, int]] = []
+    return chosen, spent
+
+
+def _split_nodes(chosen: list[tuple[str, str, int, float]], want: int) -> tuple[list[_Share], list[_Share]]:
+    """Training takes `want` GPUs from the first nodes (one pool, whole nodes while they fit), rollout the rest."""
+    t_nodes: list[_Share] = []
+    r_nodes: list[_Share] = []
     left = want
     for name, pool, g, _ in chosen:
         if left > 0 and (not t_nodes or pool == t_nodes[0][1]):
@@ -311,23 +313,31 @@ def _fixed_split(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) ->
                 r_nodes.append((name, pool, g - take))
         else:
             r_nodes.append((name, pool, g))
-    tpool = pools[t_nodes[0][1]]
-    t_gpus = sum(g for _, _, g in t_nodes)
-    best = None
-    gpn = tpool.info.gpus_per_node
+    return t_nodes, r_nodes
+
+
+def _best_training(view: _PoolView, w: Workload, gpus: int, cost: CostModelSettings) -> TrainEstimate | None:
+    """The fastest TP×PP×DP (FSDP or not) strategy on `gpus` GPUs of the pool, by the cost model."""
+    best: TrainEstimate | None = None
+    gpn = view.info.gpus_per_node
     for tp in (1, 2, 4, 8):
-        if tp > gpn or t_gpus % tp:
+        if tp > gpn or gpus % tp:
             continue
         for pp in range(1, 9):
-            if (t_gpus // tp) % pp:
+            if (gpus // tp) % pp:
                 continue
-            dp = t_gpus // (tp * pp)
+            dp = gpus // (tp * pp)
             for fsdp in (False, True):
-                e = training_tokens_per_second(tpool.spec, w, dp, tp, pp, fsdp, cost, gpn, tpool.inter_gbps, tpool.memory_gb)
+                e = training_tokens_per_second(view.spec, w, dp, tp, pp, fsdp, cost, gpn, view.inter_gbps, view.memory_gb)
                 if e is not None and (best is None or e.tokens_per_second > best.tokens_per_second):
                     best = e
-    if best is None:
-        return PolicySetup("fixed-split", None, f"the model's training state does not fit {t_gpus} {tpool.spec.name} GPUs")
+    return best
+
+
+def _rollout_replicas(
+    r_nodes: list[_Share], pools: dict[str, _PoolView], w: Workload, cost: CostModelSettings
+) -> list[tuple[str, str, int, int]]:
+    """On each rollout node, as many replicas of the TP with the best tokens/s per GPU as fit: (node, pool, tp, pp)."""
     replicas: list[tuple[str, str, int, int]] = []
     for name, pool, g in r_nodes:
         view = pools[pool]
@@ -337,6 +347,26 @@ def _fixed_split(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) ->
             continue
         tp, _e = max(fits, key=lambda x: x[1].tokens_per_second / x[0])
         replicas.extend((name, pool, tp, 1) for _ in range(g // tp))
+    return replicas
+
+
+def _fixed_split(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings) -> PolicySetup:
+    """25 % of the affordable on-demand GPUs train, 75 % roll out, ignoring GPU types."""
+    w = Workload.from_spec(job)
+    cost = settings.cost
+    od = on_demand(cluster)
+    pools = _pools(od)
+    chosen, spent = _affordable_nodes(od, pools, job.budget.max_cost_per_hour)
+    total = sum(g for _, _, g, _ in chosen)
+    if total < 2:
+        return PolicySetup("fixed-split", None, "the budget buys fewer than 2 on-demand GPUs")
+    t_nodes, r_nodes = _split_nodes(chosen, max(1, round(total * FIXED_SPLIT_TRAIN_FRACTION)))
+    tpool = pools[t_nodes[0][1]]
+    t_gpus = sum(g for _, _, g in t_nodes)
+    best = _best_training(tpool, w, t_gpus, cost)
+    if best is None:
+        return PolicySetup("fixed-split", None, f"the model's training state does not fit {t_gpus} {tpool.spec.name} GPUs")
+    replicas = _rollout_replicas(r_nodes, pools, w, cost)
     if not replicas:
         return PolicySetup("fixed-split", None, "no rollout replica fits the 75 % share of the GPUs")
     trainer = TrainerSpec(
