@@ -129,25 +129,26 @@ def _pull_seconds(w: Workload, cluster: Cluster, trainer_pool: _PoolView, pool: 
     return weight_sync_seconds(w, link, pool.inter_gbps, cost)
 
 
-def _setup(
-    policy: str,
-    job: RLJobSpec,
-    cluster: Cluster,
-    trainer: TrainerSpec,
-    trainer_pool: str,
+@dataclass
+class _Aggregate:
+    """Replicas summed per node, and the per-group overheads weighted by slots across all of them."""
+
+    nodes: dict[str, _NodeAcc]
+    group_overhead_steps: float
+    """Prefill + reward per wave, in decode steps (slot-weighted mean over replicas)."""
+    reprefill_steps_per_token: float
+    """Decode steps lost per token re-prefilled after a migration (slot-weighted mean)."""
+
+
+def _aggregate(
     replicas: Sequence[tuple[str, str, int, int]],
-    eta: int,
-    migrate: bool,
-    settings: PlannerSettings,
-    predicted: float,
-    planned_cost: float,
-    notes: tuple[str, ...] = (),
-) -> SimSetup:
-    """Aggregate replicas `(node, pool, tp, pp)` per node with the cost model's numbers."""
-    w = Workload.from_spec(job)
-    cost = settings.cost
-    pools = _pools(cluster)
-    tp_view = pools[trainer_pool]
+    w: Workload,
+    cluster: Cluster,
+    pools: dict[str, _PoolView],
+    tp_view: _PoolView,
+    cost: CostModelSettings,
+) -> _Aggregate:
+    """Sum replicas `(node, pool, tp, pp)` per node with the cost model's numbers."""
     acc: dict[str, _NodeAcc] = {}
     longest = expected_max_response(w, w.group_size, cost)
     overhead_w = reprefill_w = weight = 0.0
@@ -169,28 +170,51 @@ def _setup(
         reprefill_w += est.batch * prefill_per_token * est.batch / est.step_seconds
         weight += est.batch
     weight = weight or 1.0
-    used = set(acc) | set(trainer.nodes)
+    return _Aggregate(acc, overhead_w / weight, reprefill_w / weight)
+
+
+def _rollout_node(name: str, a: _NodeAcc) -> RolloutNode:
+    return RolloutNode(
+        name=name,
+        pool=a.pool,
+        gpu=a.gpu,
+        spot=a.spot,
+        gpus=a.gpus,
+        replicas=a.replicas,
+        tokens_per_second=a.tokens,
+        slots=a.slots,
+        slot_steps_per_second=a.slot_steps,
+        price_per_gpu_hour=a.price,
+        weight_pull_seconds=a.pull,
+    )
+
+
+def _setup(
+    policy: str,
+    job: RLJobSpec,
+    cluster: Cluster,
+    trainer: TrainerSpec,
+    trainer_pool: str,
+    replicas: Sequence[tuple[str, str, int, int]],
+    eta: int,
+    migrate: bool,
+    settings: PlannerSettings,
+    predicted: float,
+    planned_cost: float,
+    notes: tuple[str, ...] = (),
+) -> SimSetup:
+    """The engine's setup: replicas `(node, pool, tp, pp)` aggregated per node, the rest of the cluster as spares."""
+    w = Workload.from_spec(job)
+    cost = settings.cost
+    pools = _pools(cluster)
+    agg = _aggregate(replicas, w, cluster, pools, pools[trainer_pool], cost)
+    used = set(agg.nodes) | set(trainer.nodes)
     spares = tuple(
         (n.name, n.pool, n.spot) for n in cluster.nodes if n.name not in used and n.pool in pools and n.gpus_free > 0
     )
     return SimSetup(
         policy=policy,
-        rollout=tuple(
-            RolloutNode(
-                name=name,
-                pool=a.pool,
-                gpu=a.gpu,
-                spot=a.spot,
-                gpus=a.gpus,
-                replicas=a.replicas,
-                tokens_per_second=a.tokens,
-                slots=a.slots,
-                slot_steps_per_second=a.slot_steps,
-                price_per_gpu_hour=a.price,
-                weight_pull_seconds=a.pull,
-            )
-            for name, a in sorted(acc.items())
-        ),
+        rollout=tuple(_rollout_node(name, a) for name, a in sorted(agg.nodes.items())),
         trainer=trainer,
         eta=eta,
         migrate=migrate,
@@ -198,8 +222,8 @@ def _setup(
         group_size=w.group_size,
         prompt_tokens=w.prompt_tokens,
         lengths=LengthModel.from_workload(w, cost),
-        group_overhead_steps=overhead_w / weight,
-        reprefill_steps_per_token=reprefill_w / weight,
+        group_overhead_steps=agg.group_overhead_steps,
+        reprefill_steps_per_token=agg.reprefill_steps_per_token,
         reward_seconds_per_sample=0.0,
         weight_gb=w.weight_bytes / 1e9,
         predicted_tokens_per_second=predicted,
