@@ -57,14 +57,15 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from hexrl.sim.model import RolloutNode, SimSetup
+from hexrl.sim.model import RolloutNode, SeriesPoint, SimResult, SimSetup
 from hexrl.sim.settings import SimSettings
 from hexrl.sim.trace import PREEMPT, NodeEvent
+
+__all__ = ["SeriesPoint", "SimResult", "Simulation", "simulate"]
 
 # Event kinds; the integer also orders events at equal times, which keeps runs deterministic.
 _NODE = 0
@@ -79,75 +80,6 @@ _START = 7
 _EMPTY = np.empty(0)
 _EPS_S = 1e-9
 """Relative time tolerance when matching a recomputed finish time to the event that expected it."""
-
-
-@dataclass
-class SeriesPoint:
-    """One point of the recorded time series (averages over the interval ending at `time_s`)."""
-
-    time_s: float
-    tokens_per_second: float
-    samples_per_second: float
-    rollout_gpus_serving: int
-    spot_gpus_serving: int
-    policy_version: int
-    buffer_samples: int
-    in_flight_samples: int
-    staleness_mean: float
-    trainer_busy_fraction: float
-    cost_per_hour: float
-
-
-@dataclass
-class SimResult:
-    """Everything one run measured."""
-
-    policy: str
-    hours: float
-    seed: int
-    trained_steps: int
-    trained_tokens: float
-    trained_samples: int
-    tokens_per_second: float
-    samples_per_second: float
-    steady_tokens_per_second: float
-    """Trained tokens/s after the warm-up fraction (pipeline fill) — compare with the planner."""
-    predicted_tokens_per_second: float
-    cost_dollars: float
-    cost_per_hour: float
-    dollars_per_million_tokens: float
-    trainer_idle_fraction: float
-    gpu_hours_lost_to_preemption: float
-    dropped_stale_samples: int
-    """Trajectories that finished more than η versions late and were regenerated (waste)."""
-    preemptions: int
-    returns: int
-    staleness_histogram: dict[int, int]
-    """Policy lag i − v → number of trained trajectories."""
-    gpus: int
-    series: list[SeriesPoint] = field(default_factory=list)
-    notes: tuple[str, ...] = ()
-
-    def staleness_quantile(self, q: float) -> int:
-        """The q-quantile of trained trajectories' policy lag (0 when nothing was trained)."""
-        total = sum(self.staleness_histogram.values())
-        if total == 0:
-            return 0
-        need, seen = q * total, 0
-        for lag in sorted(self.staleness_histogram):
-            seen += self.staleness_histogram[lag]
-            if seen >= need:
-                return lag
-        return max(self.staleness_histogram)
-
-    @property
-    def staleness_max(self) -> int:
-        return max(self.staleness_histogram, default=0)
-
-    @property
-    def staleness_mean(self) -> float:
-        total = sum(self.staleness_histogram.values())
-        return sum(k * v for k, v in self.staleness_histogram.items()) / total if total else 0.0
 
 
 class Simulation:

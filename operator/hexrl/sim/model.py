@@ -3,7 +3,7 @@
 `hexrl.sim.scenario` builds a `SimSetup` from a `Plan` (placement from `hexrl.sched.plan`) and the cost
 model (`hexrl.sched.costmodel`); the engine (`hexrl.sim.engine`) only sees these numbers. Keeping this
 boundary means the engine never computes a hardware speed itself: every rate below comes from the
-planner's cost model.
+planner's cost model. What a run measured comes back as a `SimResult` (with a `SeriesPoint` time series).
 """
 
 from __future__ import annotations
@@ -88,3 +88,72 @@ class SimSetup:
     """(node, pool, spot) of nodes the plan left unused: the operator's re-plan moves replicas of a
     reclaimed node onto a spare node of the same pool."""
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass
+class SeriesPoint:
+    """One point of the recorded time series (averages over the interval ending at `time_s`)."""
+
+    time_s: float
+    tokens_per_second: float
+    samples_per_second: float
+    rollout_gpus_serving: int
+    spot_gpus_serving: int
+    policy_version: int
+    buffer_samples: int
+    in_flight_samples: int
+    staleness_mean: float
+    trainer_busy_fraction: float
+    cost_per_hour: float
+
+
+@dataclass
+class SimResult:
+    """Everything one run measured."""
+
+    policy: str
+    hours: float
+    seed: int
+    trained_steps: int
+    trained_tokens: float
+    trained_samples: int
+    tokens_per_second: float
+    samples_per_second: float
+    steady_tokens_per_second: float
+    """Trained tokens/s after the warm-up fraction (pipeline fill) — compare with the planner."""
+    predicted_tokens_per_second: float
+    cost_dollars: float
+    cost_per_hour: float
+    dollars_per_million_tokens: float
+    trainer_idle_fraction: float
+    gpu_hours_lost_to_preemption: float
+    dropped_stale_samples: int
+    """Trajectories that finished more than η versions late and were regenerated (waste)."""
+    preemptions: int
+    returns: int
+    staleness_histogram: dict[int, int]
+    """Policy lag i − v → number of trained trajectories."""
+    gpus: int
+    series: list[SeriesPoint] = field(default_factory=list)
+    notes: tuple[str, ...] = ()
+
+    def staleness_quantile(self, q: float) -> int:
+        """The q-quantile of trained trajectories' policy lag (0 when nothing was trained)."""
+        total = sum(self.staleness_histogram.values())
+        if total == 0:
+            return 0
+        need, seen = q * total, 0
+        for lag in sorted(self.staleness_histogram):
+            seen += self.staleness_histogram[lag]
+            if seen >= need:
+                return lag
+        return max(self.staleness_histogram)
+
+    @property
+    def staleness_max(self) -> int:
+        return max(self.staleness_histogram, default=0)
+
+    @property
+    def staleness_mean(self) -> float:
+        total = sum(self.staleness_histogram.values())
+        return sum(k * v for k, v in self.staleness_histogram.items()) / total if total else 0.0
