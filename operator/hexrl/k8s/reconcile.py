@@ -2,15 +2,16 @@
 
 Runs in a worker thread (the kopf event loop stays free), one pass per job at a time (a lock per job).
 
-Jobs plan concurrently against a ledger (`OperatorSettings.planning = concurrent`, the default): every
-job's committed plan reserves its GPUs per node; a pass snapshots the cluster with the other jobs'
-reservations, plans without any global lock, and commits only if every GPU it chose is still free in a
-fresh snapshot (optimistic concurrency: the loser of an overlap re-plans, which the solution cache makes
-cheap — the same MILP with less capacity reuses the winner's optimum when it still fits). After
-`OPTIMISTIC_ATTEMPTS` conflicts a pass plans holding the ledger, so it always terminates. The
-homogeneous baselines of a new plan are computed on a background thread after its children exist; the
-result comes back through another pass (one status write each). `planning = serial` keeps session 1's
-path: one job plans at a time with baselines inline.
+Planning (`OperatorSettings.planning`). `serial` (default): one job plans at a time, each against the
+GPUs the plans before it reserved; MILPs that differ from an earlier one only by less free capacity
+reuse its optimum without a solver call (exact, sched/solvecache.py — a sweep of jobs from one template
+costs one solve per distinct spec), and the homogeneous baselines of a new plan are computed on a
+background thread after its children exist (the result comes back through another pass; one status
+write each). `concurrent`: the same, but jobs plan at once against a ledger of the GPUs every
+committed plan holds and commit only if every GPU they chose is still free in a fresh snapshot (the
+loser re-plans holding the ledger) — slower on 2 cores, where CPU-bound solves under the GIL only
+stretch each other. `legacy`: session 1's path (serial, fresh solves, baselines inline), kept for the
+benchmark's side-by-side comparison.
 
 After a node event (a cluster-triggered re-plan) the trainer is never moved while all its nodes survive:
 `replan(..., trainer_may_move=False)` re-places only rollout. Only a spec change (or a lost trainer node)
@@ -63,8 +64,10 @@ log = logging.getLogger(__name__)
 EXPECT_TTL = 60.0
 """s during which a pod we created counts as existing even though the watch has not shown it yet."""
 
-OPTIMISTIC_ATTEMPTS = 3
-"""Optimistic plans per pass before the pass plans holding the ledger (no other job can commit then)."""
+OPTIMISTIC_ATTEMPTS = 1
+"""Optimistic plans per pass before the pass re-plans holding the ledger (no other job can commit then).
+One: the re-plan after a lost race is nearly always a cache hit (the same MILP with less capacity), so
+holding the ledger for it is cheap, and a second optimistic round would race the same winners again."""
 
 
 @dataclass
@@ -203,21 +206,30 @@ class Reconciler:
 
     @property
     def concurrent(self) -> bool:
+        """Optimistic planning against the ledger (planning = concurrent)."""
         return self.settings.planning == "concurrent"
 
+    @property
+    def deferred(self) -> bool:
+        """Solution cache and baselines after the children (every mode but legacy)."""
+        return self.settings.planning != "legacy"
+
     def solutions(self) -> Any:
-        """The operator's MILP solution cache (concurrent planning only), created on first use."""
-        if self._solutions is None and self.concurrent:
+        """The operator's MILP solution cache (not in legacy planning), created once on first use (under
+        the lock: passes start together, and each must share the one cache)."""
+        if self._solutions is None and self.deferred:
             from hexrl.sched.solvecache import SolutionCache
 
-            self._solutions = SolutionCache()
+            with self._mem_lock:
+                if self._solutions is None:
+                    self._solutions = SolutionCache()
         return self._solutions
 
     def _planner_settings(self) -> Any:
         from hexrl.sched import PlannerSettings
 
-        # concurrent: baselines come later, from the background thread
-        return PlannerSettings(compute_baselines=self.settings.homogeneous_baselines and not self.concurrent)
+        # baselines come later, from the background thread (inline only in legacy planning)
+        return PlannerSettings(compute_baselines=self.settings.homogeneous_baselines and not self.deferred)
 
     def close(self) -> None:
         """Stop the helper threads (tests construct many reconcilers in one process)."""
@@ -309,9 +321,11 @@ class Reconciler:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
                 metrics.API_REQUESTS.inc(_thread_requests(self.api) - req0)
         result.requests = _thread_requests(self.api) - req0
-        log.info("pass %s/%s: %.2fs (planner %.2fs), %d requests, %d created, %d deleted%s", namespace, name,
-                 time.perf_counter() - t0, result.plan_seconds, result.requests, result.created, result.deleted,
-                 ", status written" if result.status_written else "")
+        cache = self._solutions.stats if self._solutions is not None else None
+        log.info("pass %s/%s: %.2fs (planner %.2fs%s), %d requests, %d created, %d deleted%s", namespace, name,
+                 time.perf_counter() - t0, result.plan_seconds,
+                 f"; MILP cache {cache.hits} hits, {cache.misses} misses so far" if cache else "",
+                 result.requests, result.created, result.deleted, ", status written" if result.status_written else "")
         return result
 
     def _pass(self, job: dict[str, Any], mem: JobMemory) -> PassResult:
@@ -393,7 +407,7 @@ class Reconciler:
     ) -> tuple[Snapshot, Plan | None, Infeasible | None, str, int]:
         """Decide this job's plan and commit it to the ledger (mem.plan) without overlapping another's.
 
-        Serial mode: the whole decision holds one lock. Concurrent mode: optimistic — plan against a
+        Serial and legacy modes: the whole decision holds one lock. Concurrent mode: optimistic — plan against a
         snapshot, then, holding the ledger briefly, check the plan's GPUs per node against a fresh
         snapshot (other jobs may have committed meanwhile) and commit, or re-plan on a conflict."""
         if not self.concurrent:
@@ -444,7 +458,7 @@ class Reconciler:
     ) -> Plan:
         """The plan with its homogeneous baselines once the background thread has them; meanwhile the
         plan as is (children do not wait for an explanation), and the computation is submitted once."""
-        if (plan.baselines or not self.concurrent or not self.settings.homogeneous_baselines
+        if (plan.baselines or not self.deferred or not self.settings.homogeneous_baselines
                 or self._planner is not None):
             return plan
         placement = _placement(plan)
@@ -571,13 +585,14 @@ class Reconciler:
     # ------------------------------------------------------------------------------------ apply
 
     def _apply_all(self, objs: list[dict[str, Any]], mem: JobMemory) -> int:
-        """Apply objects whose desired hash differs from what is there; returns how many were written."""
-        written = 0
-        for obj in objs:
+        """Apply objects whose desired hash differs from what is there, concurrently (they are independent;
+        all are written before any pod is created); returns how many were written."""
+
+        def one(obj: dict[str, Any]) -> int:
             key = (obj["kind"], obj["metadata"]["name"])
             want = obj["metadata"]["annotations"][render.HASH_ANNOTATION]
             if mem.child_hashes.get(key) == want:
-                continue
+                return 0
             # A Secret is never read back (no RBAC for it): its apply is idempotent, and the token derived.
             if key not in mem.child_hashes and not mem.fresh and obj["kind"] != "Secret":
                 existing = self.api.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"],
@@ -585,12 +600,13 @@ class Reconciler:
                 have = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(render.HASH_ANNOTATION)
                 if existing is not None and have == want:
                     mem.child_hashes[key] = want
-                    continue
+                    return 0
             self.api.apply(obj)
             mem.child_hashes[key] = want
             metrics.CHILDREN_CREATED.labels(obj["kind"]).inc()
-            written += 1
-        return written
+            return 1
+
+        return sum(self._fan_out(one, objs))
 
     def _create_pod(self, mem: JobMemory, pod: dict[str, Any]) -> int:
         name = pod["metadata"]["name"]

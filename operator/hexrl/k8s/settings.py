@@ -80,7 +80,7 @@ class ScalingSettings:
     """s after a scaling step during which no opposite step is taken (default 60)."""
 
 
-PLANNING_MODES = ("concurrent", "serial")
+PLANNING_MODES = ("serial", "concurrent", "legacy")
 """Values of `OperatorSettings.planning`."""
 
 
@@ -114,14 +114,15 @@ class OperatorSettings:
     """s of quiet after a failed/disrupted pod of a job before replacing it (default 0.2)."""
     worker_limit: int = 8
     """Threads reconciling jobs concurrently (default 8; each holds one job's lock)."""
-    planning: str = "concurrent"
-    """How passes of different jobs share the planner (default concurrent). `concurrent`: jobs plan at
-    the same time against a ledger of the GPUs other jobs' plans hold and commit only if nothing they
-    chose was taken meanwhile (else re-plan; after 3 conflicts, plan holding the ledger), MILPs that
-    differ only by less free capacity reuse an earlier optimum (exact, see sched/solvecache.py), and the
-    homogeneous baselines are computed after the children exist. `serial`: one job plans at a time,
-    every MILP solved afresh, baselines inline — session 1's path, kept for comparison (bench) and as a
-    fallback."""
+    planning: str = "serial"
+    """How passes of different jobs share the planner (default serial). `serial`: one job plans at a time
+    (each plan sees the GPUs the plans before it reserved), MILPs that differ from an earlier one only by
+    less free capacity reuse its optimum (exact, see sched/solvecache.py), and the homogeneous baselines
+    are computed after the children exist. `concurrent`: the same, but jobs plan at the same time against
+    a ledger of the GPUs other jobs' plans hold and commit only if nothing they chose was taken meanwhile
+    (else re-plan holding the ledger) — measured slower on 2 cores (bench/bench_operator.py: CPU-bound
+    solves under the GIL only stretch each other), kept for machines with more cores. `legacy`: session
+    1's path (serial, every MILP solved afresh, baselines inline), for comparison."""
     homogeneous_baselines: bool = True
     """Add the best homogeneous plan per GPU type to each plan's explanation (default true; CPU only,
     computed in the background in `concurrent` planning, so it never delays children)."""

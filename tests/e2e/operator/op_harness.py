@@ -109,6 +109,8 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
         self.env = env or {}
+        self.args: list[str] = ["--peering", "hexrl"]
+        """Flags after `--kubeconfig` (default: the suite's peering object; e.g. --namespace NS --standalone)."""
         self.proc: subprocess.Popen[bytes] | None = None
         self.metrics_port = free_port()
         self.health_port = free_port()
@@ -133,7 +135,7 @@ class OperatorProcess:
         }
         self.log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
-            [HEXRL, "operator", "--kubeconfig", str(self.kubeconfig), "--peering", "hexrl",
+            [HEXRL, "operator", "--kubeconfig", str(self.kubeconfig), *self.args,
              "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)],
             stdout=self.log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )

@@ -91,9 +91,42 @@ def test_spot_nodes_deleted_or_tainted_lose_only_their_rollout_pods(kube: Kube, 
     assert st1["plan"] != st0["plan"]
     assert deleted not in str(st1["plan"]) and tainted not in str(st1["plan"]["rollout"])
     assert sorted(p["metadata"]["uid"] for p in kube.pods("math", "trainer")) == trainer_uids
+    assert st1["plan"]["trainer"] == st0["plan"]["trainer"]
     ev = wait_for(lambda: kube.events("math", reasons.REPLANNED), 20, what="a Replanned event")
     assert any("losing" in e["message"] for e in ev), [e["message"] for e in ev]
     assert operator.metrics()['hexrl_preemptions_handled_total{role="rollout"}'] > before
+
+
+def test_losing_spot_nodes_never_restarts_a_trainer_the_free_search_would_shrink(kube: Kube):
+    """The demo's case (budget 180, H800/H20/L40S): after two of the three H20 spot nodes go, a free
+    re-plan would shrink the trainer 16 → 11 H800s (a restart from the last checkpoint); the issue says the
+    trainer is untouched — only rollout is re-placed."""
+    kube.apply(small_job(budget__maxCostPerHour=180, placement__gpuTypes=["H800", "H20", "L40S"]))
+    st0 = running(kube, "math")
+    trainer = kube.pods("math", "trainer")
+    uids = sorted(p["metadata"]["uid"] for p in trainer)
+    spot = sorted({p["spec"]["nodeName"] for p in kube.pods("math", "rollout") if p["spec"]["nodeName"].startswith("h20-spot")})
+    assert len(spot) >= 2, f"the plan should use at least two H20 spot nodes: {st0['plan']}"
+    lost = spot[:2]
+    for n in lost:
+        kube.cluster.kubectl("delete", "node", n, "--wait=false")
+
+    def replanned():
+        st = kube.status("math")
+        pods = kube.pods("math", "rollout")
+        ok = (st.get("plan") != st0["plan"] and not [p for p in pods if p["spec"].get("nodeName") in lost]
+              and len(pods) == planned_rollout(st) > 0 and st.get("phase") == "Running")
+        return ok and st
+
+    st1 = wait_for(replanned, 90, what="rollout re-placed after losing two spot nodes")
+    assert st1["plan"]["trainer"] == st0["plan"]["trainer"]
+    assert st1["plan"]["trainer"]["gpus"] == st0["plan"]["trainer"]["gpus"] == sum(
+        int(c["resources"]["requests"]["nvidia.com/gpu"]) for p in trainer for c in p["spec"]["containers"]
+        if "nvidia.com/gpu" in c["resources"].get("requests", {}))
+    time.sleep(2)  # a late trainer restart would show up as new pods
+    assert sorted(p["metadata"]["uid"] for p in kube.pods("math", "trainer")) == uids
+    assert not kube.events("math", reasons.TRAINER_LOST)
+    assert not any(n in str(st1["plan"]["rollout"]) for n in lost)
 
 
 def test_a_node_added_to_a_pool_grows_rollout(kube: Kube):
@@ -216,8 +249,14 @@ def test_rbac_is_least_privilege_and_suffices(kube: Kube, operator: OperatorProc
         return out == "yes"
 
     assert can("create", "pods") and can("watch", "nodes") and can("patch", "rljobs.hexrl.dev/status")
+    # Secrets: written, never read — except the operator's key, by name, in its own namespace
+    key = kube.cluster.kubectl("auth", "can-i", "get", "secret/hexrl-operator-key", "-n", "hexrl-system", "--as", SA,
+                               check=False).stdout.strip()
+    other = kube.cluster.kubectl("auth", "can-i", "get", "secret/math-token", "-n", kube.ns, "--as", SA,
+                                 check=False).stdout.strip()
+    assert (key, other) == ("yes", "no")
     for verb, resource in [("delete", "nodes"), ("update", "nodes"), ("create", "clusterrolebindings"),
-                           ("delete", "secrets"), ("list", "secrets"), ("delete", "rljobs.hexrl.dev"),
+                           ("get", "secrets"), ("delete", "secrets"), ("list", "secrets"), ("delete", "rljobs.hexrl.dev"),
                            ("create", "rljobs.hexrl.dev"), ("delete", "namespaces")]:
         assert not can(verb, resource), f"the operator should not be able to {verb} {resource}"
     # and it suffices: this whole suite's operator runs with exactly that token, and its log has no 403
@@ -332,3 +371,31 @@ def test_a_second_replica_with_lower_priority_pauses(kube: Kube, operator: Opera
         assert "job_changed" not in second.logs()  # it handled nothing
     finally:
         second.kill(signal.SIGTERM)
+
+
+def test_a_namespace_scoped_operator_ignores_jobs_in_other_namespaces(
+    kube: Kube, operator: OperatorProcess, sa_kubeconfig, tmp_path
+):
+    """`hexrl operator --namespace NS`: jobs in NS get children; a job in another namespace is untouched."""
+    other = f"{kube.ns}-other"[:63]
+    kube.cluster.kubectl("create", "namespace", other)
+    elsewhere = Kube(kube.cluster, other)
+    operator.kill(signal.SIGTERM)  # the suite's cluster-wide operator would handle both
+    scoped = OperatorProcess(sa_kubeconfig, tmp_path)
+    scoped.args = ["--namespace", kube.ns, "--standalone"]
+    try:
+        scoped.start()
+        kube.apply(small_job())
+        elsewhere.apply(small_job("ignored"))
+        running(kube, "math")
+        time.sleep(3)
+        assert elsewhere.status("ignored") == {}
+        assert not elsewhere.json(CHILD_KINDS, "-l", "hexrl.dev/job=ignored")["items"]
+        assert not elsewhere.job("ignored")["metadata"].get("finalizers")  # kopf never touched it
+        assert "ignored" not in scoped.logs()
+        assert kube.status("math")["observedGeneration"] == 1
+    finally:
+        scoped.kill(signal.SIGTERM)
+        elsewhere("delete", "rljobs", "--all", "--wait=false", check=False)
+        kube.cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
+        operator.start()  # the suite's operator again (it removes the finalizer of `math` at teardown)

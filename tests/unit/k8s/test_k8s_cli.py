@@ -32,6 +32,12 @@ def test_bad_environment_setting_is_named():
     assert r.exit_code == 1 and "HEXRL_OPERATOR_DEBOUNCE_SECONDS" in r.output
 
 
+def test_unknown_planning_mode_is_named():
+    r = run(env={"HEXRL_OPERATOR_PLANNING": "eventually"})
+    assert r.exit_code == 1 and "HEXRL_OPERATOR_PLANNING" in r.output and "serial, concurrent, legacy" in r.output
+    assert "Traceback" not in r.output
+
+
 def test_unreachable_api_server(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

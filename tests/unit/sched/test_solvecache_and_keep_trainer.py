@@ -141,3 +141,27 @@ def test_baselines_alone_match_the_inline_ones():
     assert baselines(job, BIG, FAST, cache) == alone
     # feasible baselines are answered from the cache the second time (infeasible ones are re-diagnosed)
     assert cache.stats.hits - hits == sum(1 for b in alone if b.feasible) >= 1
+
+
+def test_concurrent_misses_on_one_problem_solve_it_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = SolutionCache()
+    job = make_job(size="1.5B", budget=90)
+    seen = [BIG, _holding(BIG, {"h20-0": 8}), _holding(BIG, {"h20-0": 8, "h20-1": 8}), BIG]
+    with ThreadPoolExecutor(4) as pool:
+        plans = list(pool.map(lambda c: plan(job, c, FAST, cache), seen))
+    assert all(isinstance(p, Plan) for p in plans)
+    assert len({round(p.tokens_per_second, 3) for p in plans}) == 1
+    assert cache.stats.misses <= 2 and cache.stats.hits + cache.stats.misses == 4
+
+
+def test_a_miss_with_more_capacity_solves_the_relaxation_that_covers_both():
+    cache = SolutionCache()
+    job = make_job(size="1.5B", budget=90)
+    less = _holding(BIG, {"h20-0": 8, "h20-1": 8})
+    plan(job, less, FAST, cache)
+    plan(job, _holding(BIG, {"h20-2": 8}), FAST, cache)  # more free H20s somewhere: a miss, solved widest
+    assert cache.stats.misses == 2
+    plan(job, _holding(BIG, {"h20-3": 8}), FAST, cache)  # neither snapshot covers it alone; the join does
+    assert cache.stats.hits == 1 and cache.stats.misses == 2
