@@ -64,6 +64,9 @@ log = logging.getLogger(__name__)
 EXPECT_TTL = 60.0
 """s during which a pod we created counts as existing even though the watch has not shown it yet."""
 
+BASELINE_QUIET = 2.0
+"""s without any job planning before the background thread computes baselines (placing jobs first)."""
+
 OPTIMISTIC_ATTEMPTS = 1
 """Optimistic plans per pass before the pass re-plans holding the ledger (no other job can commit then).
 One: the re-plan after a lost race is nearly always a cache hit (the same MILP with less capacity), so
@@ -155,6 +158,7 @@ class Reconciler:
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hexrl-api")
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hexrl-baselines")
         self._planning = 0
+        self._last_planned = 0.0
         self._solutions: Any = None
         self.conflicts = 0
         """Optimistic plans that lost a race and were re-planned (tests, bench)."""
@@ -411,12 +415,16 @@ class Reconciler:
         snapshot, then, holding the ledger briefly, check the plan's GPUs per node against a fresh
         snapshot (other jobs may have committed meanwhile) and commit, or re-plan on a conflict."""
         if not self.concurrent:
-            with self._plan_lock:
-                snap = self._snapshot(ref.namespace, ref.name, mem)
-                plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
-                if plan is not None:
-                    mem.plan = plan
-                return snap, plan, infeasible, trigger, lost
+            self._planning_delta(+1)  # also while waiting for the lock: a job wants the planner
+            try:
+                with self._plan_lock:
+                    snap = self._snapshot(ref.namespace, ref.name, mem)
+                    plan, infeasible, trigger, lost = self._decide(spec, snap, mem)
+                    if plan is not None:
+                        mem.plan = plan
+                    return snap, plan, infeasible, trigger, lost
+            finally:
+                self._planning_delta(-1)
         for attempt in range(OPTIMISTIC_ATTEMPTS + 1):
             last = attempt == OPTIMISTIC_ATTEMPTS
             # the last attempt holds the ledger throughout: nobody can commit in between, so it fits
@@ -450,6 +458,12 @@ class Reconciler:
     def _planning_delta(self, d: int) -> None:
         with self._mem_lock:
             self._planning += d
+            self._last_planned = time.monotonic()
+
+    def _planner_idle(self) -> bool:
+        """No job is planning, and none did for `BASELINE_QUIET` s (passes of a burst come in waves)."""
+        with self._mem_lock:
+            return self._planning == 0 and time.monotonic() - self._last_planned >= BASELINE_QUIET
 
     # ------------------------------------------------------------------------------------ baselines
 
@@ -476,14 +490,13 @@ class Reconciler:
     def _compute_baselines(
         self, ref: render.JobRef, spec: RLJobSpec, cluster: Cluster, mem: JobMemory, placement: tuple[Any, ...]
     ) -> None:
-        """Background: wait until no job is planning (placing jobs comes first), compute, ask for a pass."""
+        """Background: wait until no job has planned for a moment (placing jobs comes first), compute, ask
+        for a pass."""
         from hexrl.sched.planner import baselines
 
         try:
             for _ in range(600):  # bounded: at most ~60 s of deferral, then compute anyway
-                with self._mem_lock:
-                    busy = self._planning > 0
-                if not busy:
+                if self._planner_idle():
                     break
                 time.sleep(0.1)
             if mem.plan is None or _placement(mem.plan) != placement:
