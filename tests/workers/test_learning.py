@@ -1,4 +1,13 @@
-"""The tiny default job really learns, through `hexrl run` (Ray local, coordinator, workers, trainer)."""
+"""The tiny default job really learns, through `hexrl run` (Ray local, coordinator, workers, trainer).
+
+The outcome must not depend on CPU scheduling: the step budget is counted in trained batches (not wall
+time), the staleness of every trained sample is bounded by the job's η whatever the interleaving, and
+the job's hyper-parameters (lr 1e-3, KL 0.01 to the reference) were chosen so that an offline replay
+of the same objective reaches ≥ 0.97 for several seeds with staleness drawn uniformly from 0..4 — the
+worst the gate admits — while the old ones (lr 2e-3, no KL) stalled at 0.75–0.87 on half of them
+(some of the 16 problems collapsed onto a wrong digit). The wall-time limit is generous (a loaded
+2-core CI machine runs this 3–5× slower than a quiet one) but finite, so a hang still fails.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +15,21 @@ import json
 import subprocess
 
 import pytest
-from workers_builders import PYTHON, REPO, TINY_JOB
+from workers_builders import PYTHON, REPO, TINY_JOB, tiny_spec
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]
 
+STEPS = 300
+WALL_LIMIT_SECONDS = 900
+
 
 def test_tiny_job_learns_to_above_0_9(tmp_path):
+    spec = tiny_spec()
     summary = tmp_path / "summary.json"
     out = subprocess.run(
-        [PYTHON, "-m", "hexrl.cli", "run", str(TINY_JOB), "--steps", "300", "--quiet", "--summary", str(summary),
-         "--checkpoint-dir", str(tmp_path / "ck")],
-        capture_output=True, text=True, timeout=600, cwd=REPO,
+        [PYTHON, "-m", "hexrl.cli", "run", str(TINY_JOB), "--steps", str(STEPS), "--quiet", "--summary",
+         str(summary), "--checkpoint-dir", str(tmp_path / "ck")],
+        capture_output=True, text=True, timeout=WALL_LIMIT_SECONDS, cwd=REPO,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(summary.read_text())
@@ -25,8 +38,9 @@ def test_tiny_job_learns_to_above_0_9(tmp_path):
     print("learning summary:", result)
     assert set(result) >= {"steps", "trainedSamples", "initialReward", "finalReward", "tokensPerSecond",
                            "maxObservedStaleness", "wallSeconds"}
-    assert result["steps"] == 300 and result["trainedSamples"] == 300 * 32 * 8
+    per_step = spec.algorithm.prompts_per_step * spec.algorithm.group_size
+    assert result["steps"] == STEPS and result["trainedSamples"] == STEPS * per_step
     assert result["initialReward"] < 0.3  # a random model rarely answers right
     assert result["finalReward"] >= 0.9
-    assert result["maxObservedStaleness"] <= 4  # the example job's η
+    assert result["maxObservedStaleness"] <= spec.staleness.max_policy_lag
     assert result["tokensPerSecond"] > 0

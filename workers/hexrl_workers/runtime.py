@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Any
 
 from hexrl.api.models import RLJobSpec
@@ -61,7 +62,8 @@ def build_rollout_worker(
         import torch
 
         torch.set_num_threads(torch_threads)
-    seed = spec.algorithm.seed * 7919 + (abs(hash(worker_id)) % 100_000)
+    # crc32, not hash(): str hashes are salted per process, which made every run's samples differ
+    seed = spec.algorithm.seed * 7919 + zlib.crc32(worker_id.encode()) % 100_000
     engine, tok = _engine(spec, seed)
     metrics = Metrics("rollout")
     relay = None
