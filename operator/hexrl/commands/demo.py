@@ -19,6 +19,7 @@ why no GPU is needed), and the plan is the one the operator writes into the RLJo
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -249,7 +250,9 @@ def _start_operator(cluster: Any, settings: DemoSettings) -> tuple[subprocess.Po
     if not Path(cmd[0]).exists():
         cmd[0:1] = [sys.executable, "-m", "hexrl.cli"]
     # Own session: a Ctrl-C of the demo is handled by the demo, which then stops the operator itself.
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    # The operator keeps its key Secret in its own namespace; the demo cluster has no hexrl-system.
+    env = {**os.environ, "HEXRL_OPERATOR_KEY_NAMESPACE": os.environ.get("HEXRL_OPERATOR_KEY_NAMESPACE", "default")}
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     (settings.workdir / "operator.pid").write_text(str(proc.pid))
     return proc, log
 
