@@ -74,6 +74,10 @@ overrides travel as one JSON object (validated by the operator at start-up).
   value: {{ include "hexrl.priceOverrides" . | quote }}
 - name: HEXRL_OPERATOR_GPU_CATALOG
   value: {{ .Values.gpuCatalog | default dict | toJson | quote }}
+{{- with .Values.workerImage }}
+- name: HEXRL_OPERATOR_WORKER_IMAGE
+  value: {{ . | quote }}
+{{- end }}
 {{- if .Values.leaderElection.enabled }}
 - name: HEXRL_OPERATOR_PEERING
   value: {{ .Values.leaderElection.peeringName | quote }}

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hexrl.api import workerconfig as wc
-from hexrl.api.models import API_VERSION, KIND, RLJobSpec
+from hexrl.api.models import API_VERSION, DEFAULT_IMAGE, KIND, RLJobSpec
 from hexrl.k8s.settings import SPOT_TOLERATION_KEYS, OperatorSettings
 from hexrl.k8s.snapshot import (
     ANNOTATION_HASH,
@@ -276,7 +276,7 @@ def _container(
         resources["limits"] = {"nvidia.com/gpu": str(gpus)}
     return {
         "name": role,
-        "image": image,
+        "image": settings.worker_image if settings.worker_image and image == DEFAULT_IMAGE else image,
         "imagePullPolicy": str(getattr(spec.images.pull_policy, "value", spec.images.pull_policy)),
         "command": ["python", "-m", "hexrl_workers", role],
         "env": _env(job, role, settings) + env_extra,

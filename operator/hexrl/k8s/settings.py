@@ -104,6 +104,10 @@ class OperatorSettings:
     priceSpot, vendor, aliases). A known name or alias gets those fields replaced; a new name adds a GPU type
     (every numeric field required) whose aliases let GPU-feature-discovery product labels map to it, so its
     nodes become pools. Validated on construction (CatalogError naming GPU and field). Env: JSON object."""
+    worker_image: str | None = None
+    """Image for job pods whose RLJob leaves an image at the built-in default (None = that default). Lets a
+    platform team point every job at its own registry or mirror once, at install time; an image set in the
+    RLJob itself always wins."""
     inter_pool_gbps: float = 1.5
     """GB/s between nodes of different pools (default 1.5, as in inventories)."""
     debounce_seconds: float = 1.0

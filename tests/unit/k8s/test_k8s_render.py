@@ -168,3 +168,26 @@ def test_suspend_scales_coordinator_to_zero_and_model_pvc_is_mounted():
     assert dep["spec"]["replicas"] == 0
     vols = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
     assert vols["model"]["persistentVolumeClaim"]["claimName"] == "models"
+
+
+def test_operator_worker_image_replaces_only_the_built_in_default():
+    mirror = OperatorSettings(worker_image="mirror.internal/hexrl/workers:0.1.0")
+    plan = make_plan()
+    snap = snapshot()
+    default_spec = spec()
+    own_spec = spec(images={"rollout": "team/rollout:dev"})
+
+    def images(sp, settings):
+        static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, "t", settings)
+        pods = render.render_trainer_pods(JOB, sp, plan, snap, 0, settings)
+        pods += [render.render_rollout_pod(JOB, sp, s, 0, snap, settings) for s in render.rollout_slots(plan)]
+        deployments = [d for d in static if d["kind"] == "Deployment"]
+        roles = [(p["metadata"]["labels"]["hexrl.dev/role"], p["spec"]["containers"][0]["image"]) for p in pods]
+        roles += [("coordinator", d["spec"]["template"]["spec"]["containers"][0]["image"]) for d in deployments]
+        return dict(roles)
+
+    assert set(images(default_spec, S).values()) == {default_spec.images.rollout}
+    assert set(images(default_spec, mirror).values()) == {"mirror.internal/hexrl/workers:0.1.0"}
+    own = images(own_spec, mirror)
+    assert own["rollout"] == "team/rollout:dev"  # set in the RLJob: the job wins
+    assert own["trainer"] == own["coordinator"] == "mirror.internal/hexrl/workers:0.1.0"
