@@ -20,10 +20,13 @@ With one origin slot the origin sends each version about once, however many work
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import threading
 import time
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from aiohttp import web
 
@@ -40,7 +43,7 @@ from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
 
 WRITE_SLICE = 1 << 20
-"""Bytes per socket write when serving a range (see get_blob)."""
+"""Bytes per socket write when serving a range without sendfile (see get_blob)."""
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 
 
@@ -71,6 +74,7 @@ class WeightServer:
         # worker's tokens, pulls and version, not an empty twin.
         self.metrics = metrics or Metrics(role)
         self.versions: dict[int, tuple[WeightManifest, bytearray]] = {}
+        self._files: dict[int, BinaryIO | None] = {}  # version -> in-memory file with the blob (for sendfile)
         self.holders: dict[int, dict[str, int]] = {}  # version -> relay url -> assignments
         self.slots: dict[int, dict[str, float]] = {}  # version -> client -> slot deadline
         self.served_bytes = 0
@@ -82,8 +86,12 @@ class WeightServer:
     def publish(self, manifest: WeightManifest, blob: bytearray) -> None:
         """Make a version available (call on the server's loop, or before it starts)."""
         self.versions[manifest.version] = (manifest, blob)
+        self._files[manifest.version] = _memfile(blob, manifest.version)
         for old in sorted(self.versions)[: -self.s.keep_versions]:
             del self.versions[old]
+            f = self._files.pop(old, None)
+            if f is not None:
+                f.close()  # transfers in flight read through their own duplicate descriptor
             self.holders.pop(old, None)
             self.slots.pop(old, None)
 
@@ -164,6 +172,15 @@ class WeightServer:
         headers["Content-Length"] = str(size)
         resp = web.StreamResponse(status=206 if rng else 200, headers=headers)
         await resp.prepare(request)
+        fobj = self._files.get(v)
+        if fobj is not None and request.transport is not None:
+            # Zero-copy: the kernel moves the bytes from the in-memory file to the socket, no Python
+            # buffer copies and no event-loop round trip per slice (the slice path below reaches ~10% of
+            # the link).
+            with os.fdopen(os.dup(fobj.fileno()), "rb", buffering=0) as mine:
+                await asyncio.get_running_loop().sendfile(request.transport, mine, start, size)
+            await resp.write_eof()
+            return resp
         view = memoryview(blob)
         # Write in slices: handing asyncio one 64 MiB buffer makes its transport memmove the unsent
         # remainder after every partial send (quadratic on Python 3.11); slices keep each write small.
@@ -200,6 +217,25 @@ class WeightServer:
     async def stop(self) -> None:
         if self.runner is not None:
             await self.runner.cleanup()
+        for f in self._files.values():
+            if f is not None:
+                f.close()
+        self._files.clear()
+
+
+def _memfile(blob: bytearray, version: int) -> BinaryIO | None:
+    """The blob in an anonymous in-memory file (Linux memfd) that `sendfile` can serve; None elsewhere.
+
+    One extra copy of the weights at publish time buys zero-copy serving to every puller."""
+    if not hasattr(os, "memfd_create"):
+        return None
+    fd = os.memfd_create(f"hexrl-weights-v{version}", os.MFD_CLOEXEC)
+    f = os.fdopen(fd, "w+b", buffering=0)
+    view = memoryview(blob)
+    pos = 0
+    while pos < len(view):
+        pos += f.write(view[pos : pos + (64 << 20)]) or 0
+    return f  # type: ignore[return-value]
 
 
 class ThreadedWeightServer(ThreadedService):
