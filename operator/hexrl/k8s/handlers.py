@@ -108,10 +108,18 @@ CLUSTER_METRICS_DELAY = 0.5
 
 
 def build_registry(op: Operator) -> kopf.OperatorRegistry:
-    """Register every handler of the operator on a fresh registry."""
+    """Register every handler of the operator on a fresh registry (one function per handler family)."""
     registry = kopf.OperatorRegistry()
+    _register_lifecycle(registry, op)
+    _register_indexes(registry, op)
+    _register_deletions(registry, op)
+    _register_jobs(registry, op)
+    return registry
+
+
+def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Start-up (kopf settings, PriorityClasses, the work queue), clean-up and login."""
     s = op.settings
-    rljobs = (GROUP, VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
@@ -144,7 +152,10 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
     def login(**kwargs: Any) -> Any:
         return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
 
-    # ---------------------------------------------------------------------------------- indexes
+
+def _register_indexes(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Node and Pod indexes: keep the store current and request passes for the jobs a change affects."""
+    s = op.settings
 
     @kopf.index("", "v1", "nodes", registry=registry)
     async def node_index(body: kopf.Body, name: str, **_: Any) -> None:
@@ -172,6 +183,11 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
                 op.request(key, s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
         return None
 
+
+def _register_deletions(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """Node and Pod deletions: drop them from the store and request passes for the affected jobs."""
+    s = op.settings
+
     @kopf.on.event("", "v1", "nodes", registry=registry, when=lambda type, **_: type == "DELETED")
     async def node_deleted(name: str, **_: Any) -> None:
         if op.store.drop_node(name) is not None:
@@ -186,7 +202,12 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         if old is not None and old["job"] and (old["namespace"], old["job"]) in op.jobs:
             op.request((old["namespace"], old["job"]), s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
 
-    # ---------------------------------------------------------------------------------- RLJobs
+
+def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
+    """RLJob handlers: spec changes request a pass, every event updates the phase gauges, a timer polls
+    progress."""
+    s = op.settings
+    rljobs = (GROUP, VERSION, PLURAL)
 
     @kopf.on.resume(*rljobs, registry=registry)
     @kopf.on.create(*rljobs, registry=registry)
@@ -201,29 +222,37 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
         op.ready = True
         key = (namespace, name)
         if type == "DELETED":
-            op.jobs.pop(key, None)
-            op.phases.pop(key, None)
-            assert op.reconciler is not None
-            op.reconciler.forget(uid)
-            for g in (metrics.PLANNED_TOKENS, metrics.PLANNED_COST, metrics.PLANNED_GPUS,
-                      metrics.OBSERVED_STALENESS, metrics.EXTRA_ROLLOUT):
-                with contextlib.suppress(KeyError):
-                    g.remove(namespace, name)
+            _job_deleted(op, key, uid)
         else:
             op.jobs[key] = uid
             op.phases[key] = (body.get("status") or {}).get("phase", "Pending")
-        counts: dict[str, int] = {}
-        for phase in op.phases.values():
-            counts[phase] = counts.get(phase, 0) + 1
-        for phase in ("Pending", "Planning", "Running", "Degraded", "Succeeded", "Failed"):
-            metrics.JOBS.labels(phase).set(counts.get(phase, 0))
+        _export_phase_counts(op)
 
     @kopf.timer(*rljobs, interval=s.scaling.poll_seconds, initial_delay=s.scaling.poll_seconds,
                 registry=registry)
     async def poll_progress(namespace: str, name: str, uid: str, spec: kopf.Spec, **_: Any) -> None:
         await _poll(op, namespace, name, uid, dict(spec))
 
-    return registry
+
+def _job_deleted(op: Operator, key: JobKey, uid: str) -> None:
+    """Forget a deleted job: its memory in the reconciler and its per-job gauges."""
+    op.jobs.pop(key, None)
+    op.phases.pop(key, None)
+    assert op.reconciler is not None
+    op.reconciler.forget(uid)
+    for g in (metrics.PLANNED_TOKENS, metrics.PLANNED_COST, metrics.PLANNED_GPUS,
+              metrics.OBSERVED_STALENESS, metrics.EXTRA_ROLLOUT):
+        with contextlib.suppress(KeyError):
+            g.remove(*key)
+
+
+def _export_phase_counts(op: Operator) -> None:
+    """hexrl_operator_jobs{phase}: how many known jobs are in each phase (zero for the absent ones)."""
+    counts: dict[str, int] = {}
+    for phase in op.phases.values():
+        counts[phase] = counts.get(phase, 0) + 1
+    for phase in ("Pending", "Planning", "Running", "Degraded", "Succeeded", "Failed"):
+        metrics.JOBS.labels(phase).set(counts.get(phase, 0))
 
 
 async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dict[str, Any]) -> None:

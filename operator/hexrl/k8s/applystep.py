@@ -1,0 +1,277 @@
+"""The apply step of a reconcile pass: rendered children → server-side apply, pod creates and deletes.
+
+`ApplyStep` is a mixin of `reconcile.Reconciler`; it holds no state of its own (the attributes listed on
+the class are the Reconciler's). In the order a pass runs it:
+
+1. decides the trainer gang (all ranks of one epoch or none: any rank lost restarts the whole gang under
+   a new epoch, from the last checkpoint) — before the ConfigMap, which stores the epoch, is written;
+2. applies the static children (Secret, ConfigMap with `plan.json`, coordinator, Services, PDB) whose
+   desired hash differs from what is there, all before any pod;
+3. deletes then creates trainer pods, then brings rollout to one healthy pod per planned slot.
+
+The job's pods are seen through the store plus what this process created or deleted and the watch has
+not shown yet (`EXPECT_TTL`), so a pass never creates a pod twice or counts a deleted one. Independent
+calls of one pass are fanned out on a thread pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from hexrl.api import reasons
+from hexrl.api.models import RLJobSpec
+from hexrl.k8s import metrics, render
+from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.passstate import (
+    EXPECT_TTL,
+    JobMemory,
+    PassResult,
+    Planned,
+    epoch_of,
+    incarnation,
+    spec_key,
+    thread_requests,
+)
+from hexrl.k8s.settings import OperatorSettings
+from hexrl.k8s.snapshot import Snapshot
+from hexrl.k8s.store import Store
+from hexrl.sched.types import Plan
+
+log = logging.getLogger(__name__)
+
+Pod = dict[str, Any]
+
+
+class ApplyStep:
+    """Static children, the trainer gang and rollout slots (mixin of `Reconciler`)."""
+
+    api: KubeApi
+    store: Store
+    settings: OperatorSettings
+    _pool: ThreadPoolExecutor
+    # from StatusStep
+    _event: Callable[..., None]
+    _summary: Callable[[Plan], dict[str, Any]]
+
+    def _apply_children(
+        self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, mem: JobMemory,
+        out: PassResult,
+    ) -> tuple[bool, int, dict[str, Any]]:
+        """Bring every child to the plan; returns (trainer gang lost, rollout pods replaced, plan summary)."""
+        # trainer gang: decide the epoch before the ConfigMap (which stores it) is written
+        trainer_lost, trainer_create, trainer_delete = self._trainer_decision(ref, spec, p.plan, p.snap, mem)
+        if trainer_lost:
+            self._event(job, "Warning", reasons.TRAINER_LOST,
+                        "a trainer rank was lost; restarting the trainer group from the last checkpoint")
+            metrics.PREEMPTIONS.labels("trainer").inc()
+        summary = self._apply_static(ref, spec, p.plan, mem, out)
+        if spec.suspend:
+            trainer_delete += [q for q in self.store.job_pods(ref.namespace, ref.name) if q["role"] == "trainer"]
+            trainer_create = []
+        out.deleted += sum(self._fan_out(lambda q: self._delete_pod(ref, mem, q, p.snap), trainer_delete))
+        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer_create))
+        created, deleted, replaced = self._rollout(ref, spec, p.plan, p.snap, mem)
+        out.created += created
+        out.deleted += deleted
+        if replaced:
+            metrics.PREEMPTIONS.labels("rollout").inc(replaced)
+        return trainer_lost, replaced, summary
+
+    def _apply_static(
+        self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, mem: JobMemory, out: PassResult
+    ) -> dict[str, Any]:
+        """Store the spec key and state with the plan, apply the non-pod children; returns the plan summary."""
+        eta = spec.staleness.max_policy_lag
+        mem.state["specKey"] = spec_key(spec)
+        state = {k: v for k, v in mem.state.items() if not k.startswith("_") and k != "rejected"}
+        summary = self._summary(plan)
+        static = render.render_static(ref, spec, plan, summary, eta, state, mem.token, self.settings)
+        out.created += self._apply_all(static, mem)
+        return summary
+
+    # ------------------------------------------------------------------------------------ objects
+
+    def _apply_all(self, objs: list[dict[str, Any]], mem: JobMemory) -> int:
+        """Apply objects whose desired hash differs from what is there, concurrently (they are independent;
+        all are written before any pod is created); returns how many were written."""
+
+        def one(obj: dict[str, Any]) -> int:
+            key = (obj["kind"], obj["metadata"]["name"])
+            want = obj["metadata"]["annotations"][render.HASH_ANNOTATION]
+            if mem.child_hashes.get(key) == want:
+                return 0
+            # A Secret is never read back (no RBAC for it): its apply is idempotent, and the token derived.
+            if key not in mem.child_hashes and not mem.fresh and obj["kind"] != "Secret":
+                existing = self.api.get(obj["apiVersion"], obj["kind"], obj["metadata"]["name"],
+                                        obj["metadata"].get("namespace"))
+                have = ((existing or {}).get("metadata", {}).get("annotations") or {}).get(render.HASH_ANNOTATION)
+                if existing is not None and have == want:
+                    mem.child_hashes[key] = want
+                    return 0
+            self.api.apply(obj)
+            mem.child_hashes[key] = want
+            metrics.CHILDREN_CREATED.labels(obj["kind"]).inc()
+            return 1
+
+        return sum(self._fan_out(one, objs))
+
+    def _create_pod(self, mem: JobMemory, pod: dict[str, Any]) -> int:
+        name = pod["metadata"]["name"]
+        try:
+            self.api.create(pod)
+        except ApiError as exc:
+            if exc.reason != "AlreadyExists":
+                raise
+            return 0
+        mem.expected[name] = (_expected_view(pod), time.monotonic())
+        metrics.CHILDREN_CREATED.labels("Pod").inc()
+        return 1
+
+    def _delete_pod(self, ref: render.JobRef, mem: JobMemory, p: Pod, snap: Snapshot) -> int:
+        if p.get("expected"):
+            mem.expected.pop(p["name"], None)
+        node_gone = bool(p.get("node")) and p["node"] not in self.store.node_names()
+        # a pod on a vanished node is never confirmed dead by a kubelet: remove it at once
+        grace = 0 if node_gone else None
+        ok = self.api.delete("v1", "Pod", p["name"], ref.namespace, grace_seconds=grace, uid=p.get("uid") or None)
+        mem.deleted[p["name"]] = time.monotonic()
+        if ok:
+            metrics.CHILDREN_DELETED.labels("Pod").inc()
+        return int(ok)
+
+    def _fan_out(self, fn: Callable[[Any], int], items: list[Any]) -> list[int]:
+        """Run independent API calls of one pass concurrently (pods of a big plan are created in parallel)."""
+        if len(items) <= 1:
+            return [fn(i) for i in items]
+
+        def counted(item: Any) -> tuple[int, int]:
+            before = thread_requests(self.api)
+            return fn(item), thread_requests(self.api) - before
+
+        done = list(self._pool.map(counted, items))
+        credit = getattr(self.api, "credit", None)
+        if credit is not None:
+            credit(sum(n for _, n in done))  # the pass's requests, made on helper threads
+        return [r for r, _ in done]
+
+    # ------------------------------------------------------------------------------------ pods
+
+    def _job_pods(self, ref: render.JobRef, mem: JobMemory) -> list[Pod]:
+        """Live view of the job's pods: the store, plus pods we created and have not seen yet, minus
+        pods we deleted (their deletion may not have reached the watch yet)."""
+        now = time.monotonic()
+        seen = self.store.job_pods(ref.namespace, ref.name)
+        names = {p["name"] for p in seen}
+        for n in [n for n, (_, t) in mem.expected.items() if n in names or now - t > EXPECT_TTL]:
+            mem.expected.pop(n, None)
+        for n in [n for n, t in mem.deleted.items() if n not in names or now - t > EXPECT_TTL]:
+            mem.deleted.pop(n, None)
+        pods = [p for p in seen if p["name"] not in mem.deleted and not p["deleting"]]
+        pods += [v for v, _ in mem.expected.values()]
+        return pods
+
+    def _pod_bad(self, p: Pod, snap: Snapshot) -> str:
+        """Why a pod must be replaced ("" = healthy or still starting)."""
+        if p["terminal"]:
+            return "failed" if p["phase"] == "Failed" else "completed"
+        if p["disrupted"]:
+            return "disrupted"
+        if p["node"]:
+            if p["node"] in snap.going_away:
+                return f"node {p['node']} {snap.going_away[p['node']]}"
+            if p["node"] not in self.store.node_names():
+                return f"node {p['node']} is gone"
+        return ""
+
+    def _trainer_decision(
+        self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
+    ) -> tuple[bool, list[Pod], list[Pod]]:
+        """(gang lost, pods to create, pods to delete). All ranks of an incarnation or none."""
+        epoch = int(mem.state.get("trainerEpoch", 0))
+        pods = [p for p in self._job_pods(ref, mem) if p["role"] == "trainer"]
+        tag = render.trainer_epoch_tag(plan, epoch)
+        current = [p for p in pods if (p.get("epoch") or epoch_of(p["name"], ref)) == tag]
+        # any rank of any incarnation dying counts (a re-plan may already have moved the trainer off a lost node)
+        lost = any(self._pod_bad(p, snap) for p in pods)
+        desired = render.render_trainer_pods(ref, spec, plan, snap, epoch, self.settings)
+        if current and not lost:
+            # a rank vanished after the gang was created (e.g. its node was deleted): the gang is broken
+            have = {p["name"] for p in current}
+            lost = any(d["metadata"]["name"] not in have for d in desired)
+        if lost:
+            epoch += 1
+            mem.state["trainerEpoch"] = epoch
+            desired = render.render_trainer_pods(ref, spec, plan, snap, epoch, self.settings)
+        keep = {d["metadata"]["name"] for d in desired}
+        delete = [p for p in pods if p["name"] not in keep]
+        have = {p["name"] for p in pods}
+        create = [d for d in desired if d["metadata"]["name"] not in have]
+        return lost, create, delete
+
+    def _rollout(
+        self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
+    ) -> tuple[int, int, int]:
+        """Bring rollout pods to one healthy pod per planned slot; returns (created, deleted, replaced)."""
+        pods = [p for p in self._job_pods(ref, mem) if p["role"] == "rollout"]
+        by_slot: dict[str, list[Pod]] = {}
+        for p in pods:
+            by_slot.setdefault(p["slot"], []).append(p)
+        replaced = 0
+        to_delete: list[Pod] = []
+        to_create: list[Pod] = []
+        slots = [] if spec.suspend else render.rollout_slots(plan)
+        wanted = {s.slot for s in slots}
+        for slot in slots:
+            create, delete, n = self._rollout_slot(ref, spec, slot, by_slot.get(slot.slot, []), snap)
+            to_create += create
+            to_delete += delete
+            replaced += n
+        for s, ps in by_slot.items():
+            if s not in wanted:
+                to_delete.extend(ps)
+        # deletions first: they free the GPUs the new pods may need
+        deleted = sum(self._fan_out(lambda p: self._delete_pod(ref, mem, p, snap), to_delete))
+        created = sum(self._fan_out(lambda pod: self._create_pod(mem, pod), to_create))
+        return created, deleted, replaced
+
+    def _rollout_slot(
+        self, ref: render.JobRef, spec: RLJobSpec, slot: render.RolloutSlot, pods: list[Pod], snap: Snapshot
+    ) -> tuple[list[Pod], list[Pod], int]:
+        """One slot: keep the oldest healthy pod whose manifest is current, delete the rest, create a next
+        incarnation when none is kept; returns (to create, to delete, replaced because unhealthy)."""
+        have = sorted(pods, key=lambda p: incarnation(p["name"]))
+        keep = None
+        replaced = 0
+        to_delete: list[Pod] = []
+        for p in have:
+            why = self._pod_bad(p, snap)
+            inc = incarnation(p["name"])
+            want_hash = render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)["metadata"][
+                "annotations"][render.HASH_ANNOTATION]
+            matches = (p.get("hash") or want_hash) == want_hash
+            if why or not matches or keep is not None:
+                if why and why not in ("completed",):
+                    replaced += 1
+                    log.info("job %s/%s: replacing rollout pod %s: %s", ref.namespace, ref.name, p["name"], why)
+                to_delete.append(p)
+            else:
+                keep = p
+        if keep is not None:
+            return [], to_delete, replaced
+        inc = max((incarnation(p["name"]) for p in have), default=-1) + 1
+        return [render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)], to_delete, replaced
+
+
+def _expected_view(pod: Pod) -> Pod:
+    """The store's view of a pod we just created (pending, not ready), until the watch shows the real one."""
+    labels = pod["metadata"]["labels"]
+    return {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"], "uid": "", "node": "",
+            "gpus": 0, "job": labels.get("hexrl.dev/job", ""), "role": labels.get("hexrl.dev/role", ""),
+            "slot": labels.get("hexrl.dev/slot", ""), "phase": "Pending", "terminal": False,
+            "disrupted": False, "deleting": False, "ready": False,
+            "epoch": labels.get(render.EPOCH_LABEL, ""),
+            "hash": pod["metadata"]["annotations"][render.HASH_ANNOTATION], "expected": True}

@@ -1,0 +1,130 @@
+"""What a reconcile pass carries and remembers: the per-job memory, the result of one pass, and the keys
+derived from a spec, a plan or a pod name that the plan, apply and status steps share.
+
+Pure: no API calls. `reconcile.Reconciler` owns one `JobMemory` per job; the steps (`planstep`,
+`applystep`, `statusstep`) read and update it under the job's lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from hexrl.api.models import RLJobSpec
+from hexrl.k8s import render, scaling
+from hexrl.k8s.snapshot import Snapshot
+from hexrl.sched.types import Infeasible, Plan
+
+EXPECT_TTL = 60.0
+"""s during which a pod we created counts as existing even though the watch has not shown it yet."""
+
+
+@dataclass
+class JobMemory:
+    """What the operator remembers about one job between passes (rebuilt from the ConfigMap on restart)."""
+
+    uid: str
+    loaded: bool = False
+    plan: Plan | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+    token: str = ""
+    cluster_key: str = ""
+    child_hashes: dict[tuple[str, str], str] = field(default_factory=dict)
+    expected: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
+    deleted: dict[str, float] = field(default_factory=dict)
+    events_sent: set[str] = field(default_factory=set)
+    progress: dict[str, Any] | None = None
+    scale: scaling.ScaleState | None = None
+    fresh: bool = False
+    """The job had no ConfigMap when first seen by this process: its children are all new."""
+    rejection: tuple[tuple[str, str], Infeasible] | None = None
+    """((spec key, cluster key), the planner's answer) of the last infeasible plan, to not ask again."""
+    baselines: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
+    """(placement the baselines were computed for, the baselines), from the background thread."""
+    baselines_pending: tuple[Any, ...] | None = None
+    """Placement whose baselines are being computed (so a pass does not submit it twice)."""
+    trainer_recovering: bool = False
+    """A trainer gang was restarted and is not all ready yet (Degraded stays True until it is)."""
+    rollout_recovering: int = 0
+    """Rollout pods replaced and not all ready yet."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class PassResult:
+    """What one pass did (for tests, metrics and the benchmark)."""
+
+    created: int = 0
+    deleted: int = 0
+    planned: bool = False
+    replanned: bool = False
+    status_written: bool = False
+    requests: int = 0
+    plan_seconds: float = 0.0
+    outcome: str = ""
+    """ok | infeasible | invalid (the label of hexrl_operator_reconciles_total); empty = derive from planned."""
+
+
+@dataclass(frozen=True)
+class Planned:
+    """The plan step's answer when the job has a plan to deploy (handed to the apply and status steps)."""
+
+    snap: Snapshot
+    """The cluster as this job saw it when planning (pods are judged against it)."""
+    plan: Plan
+    """The plan to deploy (possibly unchanged from the last pass)."""
+    previous: Plan | None
+    """The plan deployed before this pass (None on the first), to tell a re-plan from a repeat."""
+    trigger: str
+    """first | spec | cluster: why the planner was asked; "" when it was not."""
+    lost: int
+    """Nodes of the previous plan that are gone or going away."""
+
+
+def key_of(obj: Any) -> str:
+    """Short stable hash of a value's repr (dataclasses of the planner's types)."""
+    return hashlib.sha256(repr(obj).encode()).hexdigest()[:16]
+
+
+def spec_key(spec: RLJobSpec) -> str:
+    """Hash of what the planner reads from the spec (η and images change the ConfigMap/pods, not the plan)."""
+    wire = spec.wire()
+    for k in ("images", "suspend", "reward", "dataset", "checkpoint"):
+        wire.pop(k, None)
+    return hashlib.sha256(json.dumps(wire, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def plan_nodes(plan: Plan) -> set[str]:
+    """Every node a plan places trainer or rollout on."""
+    return set(plan.trainer.nodes) | {n for r in plan.replicas for n in r.nodes}
+
+
+def placement(plan: Plan) -> tuple[Any, ...]:
+    """What the deployed children depend on (not the solver's timing or explanation)."""
+    return (plan.trainer, plan.replicas)
+
+
+def thread_requests(api: Any) -> int:
+    """Requests the calling thread made (a fake API without per-thread counts: the total)."""
+    fn = getattr(api, "thread_requests", None)
+    return int(fn()) if fn is not None else int(api.requests)
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """The object has an owner reference to `uid`."""
+    return any(o.get("uid") == uid for o in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
+def incarnation(name: str) -> int:
+    """The trailing number of a rollout pod's name (`<job>-rollout-<slot>-<incarnation>`)."""
+    tail = name.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
+
+
+def epoch_of(pod_name: str, ref: render.JobRef) -> str:
+    """The epoch tag in a trainer pod's name (`<job>-trainer-<epoch tag>-<rank>`); "" for other pods."""
+    prefix = f"{ref.name}-trainer-"
+    return pod_name[len(prefix):].rsplit("-", 1)[0] if pod_name.startswith(prefix) else ""

@@ -1,0 +1,234 @@
+"""The status step of a reconcile pass: health of the children → conditions, Events, one status write.
+
+`StatusStep` is a mixin of `reconcile.Reconciler`; it holds no state of its own (the attributes listed on
+the class are the Reconciler's). It
+
+- counts ready trainer ranks and rollout replicas of the deployed plan (`_health`), keeping Degraded
+  True from a loss until the replacements are ready;
+- builds the new status (Planned, Ready, Degraded, StalenessWithinBound, plan summary, progress) and
+  writes it only when it differs from the stored one — one write per pass at most;
+- posts the Events a user wants to see (Planned, Replanned, Rejected...), each rejection once per
+  generation and message, and never fails a pass because an Event could not be posted;
+- exports the per-job gauges.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from hexrl.api import reasons
+from hexrl.api.models import API_VERSION, KIND, RLJobSpec
+from hexrl.k8s import metrics, render
+from hexrl.k8s import status as st
+from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.passstate import JobMemory, PassResult, Planned, epoch_of
+from hexrl.k8s.settings import OperatorSettings
+from hexrl.k8s.store import Store
+from hexrl.sched.types import Plan
+
+log = logging.getLogger(__name__)
+
+
+class StatusStep:
+    """Health, conditions, Events, the one status write and the per-job gauges (mixin of `Reconciler`)."""
+
+    api: KubeApi
+    store: Store
+    settings: OperatorSettings
+    # from ApplyStep
+    _job_pods: Callable[[render.JobRef, JobMemory], list[dict[str, Any]]]
+
+    def _report(
+        self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, summary: dict[str, Any],
+        mem: JobMemory, trainer_lost: bool, replaced: int, out: PassResult,
+    ) -> None:
+        """The pass's one status write (if anything changed) and the job's gauges."""
+        health = self._health(ref, spec, p.plan, mem, trainer_lost, replaced)
+        new_status = self._status(job, spec, p.plan, summary, health, p.lost, mem)
+        out.status_written = self._write_status(job, new_status)
+        self._export(ref, p.plan, new_status)
+
+    def _announce(self, job: dict[str, Any], p: Planned) -> None:
+        """A Planned or Replanned Event for a new plan, and the re-plan counter."""
+        if p.trigger == "first":
+            self._event(job, "Normal", reasons.PLANNED, self._plan_sentence(p.plan, "planned"))
+        elif p.trigger in ("spec", "cluster") and p.previous is not None and p.plan != p.previous:
+            why = f"after losing {p.lost} node(s)" if p.lost else ("after a spec change" if p.trigger == "spec" else
+                                                                   "after a cluster change")
+            self._event(job, "Normal", reasons.REPLANNED, self._plan_sentence(p.plan, f"re-planned {why}"))
+        if p.trigger:
+            metrics.REPLANS.labels(p.trigger).inc()
+
+    def _health(
+        self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, mem: JobMemory, trainer_lost: bool, replaced: int
+    ) -> st.Health:
+        pods = self._job_pods(ref, mem)
+        coordinator = [p for p in self.store.job_pods(ref.namespace, ref.name) if p["role"] == "coordinator"]
+        tag = render.trainer_epoch_tag(plan, int(mem.state.get("trainerEpoch", 0)))
+        trainer = [p for p in pods if p["role"] == "trainer" and (p.get("epoch") or epoch_of(p["name"], ref)) == tag]
+        wanted = {s.slot for s in render.rollout_slots(plan)}
+        rollout = [p for p in pods if p["role"] == "rollout" and p["slot"] in wanted]
+        trainer_ready = sum(1 for p in trainer if p["ready"])
+        trainer_desired = 0 if spec.suspend else len(plan.trainer.nodes)
+        rollout_ready = sum(1 for p in rollout if p["ready"])
+        rollout_desired = 0 if spec.suspend else len(wanted)
+        # Degraded holds from the loss until the replacements are ready, not just for the pass that saw it
+        mem.trainer_recovering = (trainer_lost or mem.trainer_recovering) and trainer_ready < trainer_desired
+        mem.rollout_recovering = (mem.rollout_recovering + replaced) if rollout_ready < rollout_desired else 0
+        return st.Health(
+            planned=True,
+            trainer_ready=trainer_ready,
+            trainer_desired=trainer_desired,
+            rollout_ready=rollout_ready,
+            rollout_desired=rollout_desired,
+            coordinator_ready=spec.suspend or any(p["ready"] for p in coordinator),
+            trainer_lost=mem.trainer_recovering,
+            rollout_replaced=mem.rollout_recovering,
+            suspended=spec.suspend,
+        )
+
+    def _status(
+        self, job: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        lost: int, mem: JobMemory,
+    ) -> dict[str, Any]:
+        gen = job["metadata"].get("generation")
+        conds = self._conditions(job, spec, plan, summary, h, lost, mem)
+        progress = mem.progress or {}
+        new = {
+            "phase": st.phase_for(h),
+            "observedGeneration": gen,
+            "conditions": conds,
+            "plan": summary,
+            "gpus": plan.gpus,
+            "tokensPerSecond": round(float(progress.get("tokensPerSecond") or plan.tokens_per_second), 1),
+            "costPerHour": round(plan.cost_per_hour, 2),
+            "staleness": round(float(progress.get("observedStaleness") or 0.0), 2) if progress else None,
+            "message": self._plan_sentence(plan, "running"),
+        }
+        if progress:
+            new["progress"] = {k: progress[k] for k in
+                               ("policyVersion", "trainedSteps", "observedStaleness", "tokensPerSecond",
+                                "bufferDepth", "trainerIdleFraction") if k in progress}
+        return new
+
+    def _conditions(
+        self, job: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        lost: int, mem: JobMemory,
+    ) -> list[dict[str, Any]]:
+        """Planned (or rejected while the previous plan runs), Ready, Degraded, StalenessWithinBound."""
+        old = job.get("status") or {}
+        gen = job["metadata"].get("generation")
+        now = st.now_iso()
+        conds = list(old.get("conditions") or [])
+        rejected = mem.state.get("rejected")
+        if rejected:
+            conds = st.set_condition(conds, reasons.PLANNED, "False", rejected["reason"],
+                                     rejected["message"] + " (still running the previous plan)", gen, now)
+            self._event_once(job, mem, "Warning", reasons.REJECTED, rejected["message"])
+        else:
+            conds = st.set_condition(
+                conds, reasons.PLANNED, "True",
+                reasons.REPLANNED if old.get("plan") and _plan_changed(old.get("plan"), summary) else
+                (_cond_reason(conds, reasons.PLANNED, reasons.PLAN_FOUND)),
+                self._plan_sentence(plan, "plan"), gen, now)
+        conds = st.set_condition(conds, reasons.READY, *st.ready_condition(h), gen, now)
+        conds = st.set_condition(conds, reasons.DEGRADED, *st.degraded_condition(h, lost), gen, now)
+        eta = spec.staleness.max_policy_lag
+        return st.set_condition(conds, reasons.STALENESS_WITHIN_BOUND, *st.staleness_condition(mem.progress, eta),
+                                gen, now)
+
+    def _write_status(self, job: dict[str, Any], new: dict[str, Any]) -> bool:
+        if st.status_equal(job.get("status"), new):
+            return False
+        m = job["metadata"]
+        self.api.patch_status(API_VERSION, KIND, m["name"], m["namespace"], new)
+        return True
+
+    def _write_rejection(self, job: dict[str, Any], mem: JobMemory, reason: str, message: str) -> None:
+        """Planned=False with the planner's reason, one Warning Event per distinct message, no children."""
+        old = job.get("status") or {}
+        gen = job["metadata"].get("generation")
+        now = st.now_iso()
+        conds = st.set_condition(list(old.get("conditions") or []), reasons.PLANNED, "False", reason, message, gen, now)
+        conds = st.set_condition(conds, reasons.READY, "False", reasons.CHILDREN_PENDING, "no plan", gen, now)
+        new = {"phase": "Pending", "observedGeneration": gen, "conditions": conds, "message": message,
+               "gpus": 0, "costPerHour": 0.0, "tokensPerSecond": 0.0}
+        self._write_status(job, new)
+        self._event_once(job, mem, "Warning", reasons.REJECTED, f"{reason}: {message}")
+        m = job["metadata"]
+        for g in (metrics.PLANNED_TOKENS, metrics.PLANNED_COST, metrics.PLANNED_GPUS):
+            g.labels(m["namespace"], m["name"]).set(0)
+
+    def _export(self, ref: render.JobRef, plan: Plan, status: dict[str, Any]) -> None:
+        metrics.PLANNED_TOKENS.labels(ref.namespace, ref.name).set(plan.tokens_per_second)
+        metrics.PLANNED_COST.labels(ref.namespace, ref.name).set(plan.cost_per_hour)
+        metrics.PLANNED_GPUS.labels(ref.namespace, ref.name).set(plan.gpus)
+        if status.get("staleness") is not None:
+            metrics.OBSERVED_STALENESS.labels(ref.namespace, ref.name).set(status["staleness"])
+
+    def _summary(self, plan: Plan) -> dict[str, Any]:
+        try:
+            from hexrl.sched import plan_summary  # type: ignore[attr-defined]
+
+            return plan_summary(plan).wire()
+        except ImportError:
+            return st.summarize(plan)
+
+    @staticmethod
+    def _plan_sentence(plan: Plan, verb: str) -> str:
+        groups = ", ".join(f"{g.replicas}×{g.gpus_per_replica} {g.gpu} on {g.pool}" for g in plan.rollout_groups())
+        t = plan.trainer
+        return (
+            f"{verb}: trainer {t.gpus}×{t.gpu} on {t.pool}; rollout {groups or 'none'}; "
+            f"{plan.tokens_per_second:.0f} tokens/s predicted at ${plan.cost_per_hour:.2f}/h "
+            f"(bottleneck: {plan.bottleneck})"
+        )
+
+    # ------------------------------------------------------------------------------------ events
+
+    def _event_once(self, job: dict[str, Any], mem: JobMemory, etype: str, reason: str, message: str) -> None:
+        key = f"{job['metadata'].get('generation')}|{reason}|{message}"
+        if key in mem.events_sent:
+            return
+        mem.events_sent.add(key)
+        self._event(job, etype, reason, message)
+
+    def _event(self, job: dict[str, Any], etype: str, reason: str, message: str) -> None:
+        m = job["metadata"]
+        now = st.now_iso()
+        ev = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{m['name']}.", "namespace": m["namespace"]},
+            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": m["name"],
+                               "namespace": m["namespace"], "uid": m["uid"]},
+            "reason": reason,
+            "message": message[:1000],
+            "type": etype,
+            "source": {"component": "hexrl-operator"},
+            "reportingComponent": "hexrl-operator",
+            "reportingInstance": self.settings.field_manager,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        try:
+            self.api.create(ev)
+        except ApiError as exc:  # an Event is informational: never fail a pass for it
+            log.warning("could not post event %s for %s/%s: %s", reason, m["namespace"], m["name"], exc)
+
+
+def _plan_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    if not old:
+        return False
+    keys = ("trainer", "rollout", "gpus")
+    return any(old.get(k) != new.get(k) for k in keys)
+
+
+def _cond_reason(conds: list[dict[str, Any]], ctype: str, default: str) -> str:
+    c = st.get_condition(conds, ctype)
+    if c and c.get("status") == "True":
+        return str(c.get("reason") or default)
+    return default
