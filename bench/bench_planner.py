@@ -2,7 +2,7 @@
 and the planner's prediction against the simulator (hexrl.sim) where the staleness gate binds.
 
 Prints numbers measured side by side in one run; never asserts (timings do not gate CI).
-Run: .venv/bin/python bench/bench_planner.py
+Run: .venv/bin/python bench/bench_planner.py   (--operator-jobs: only the operator bench's four jobs)
 """
 
 from __future__ import annotations
@@ -56,7 +56,41 @@ def median_time(fn, n=5):
     return statistics.median(times), out
 
 
+def operator_jobs() -> None:
+    """The operator bench's hot path: the four job shapes it applies (1.5B model, budgets 40/60/80/120 $/h)
+    planned without baselines on its 1,000-node, 8-pool cluster; bound-and-prune vs the one-MILP search,
+    side by side in this run, with the optimum each found."""
+    import sys
+
+    sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "tests")]
+    from bench_operator import inventory
+    from builders import rljob
+    from hexrl.sched import parse_inventory
+
+    cl = parse_inventory(inventory(1000))
+    print("== operator bench jobs: plan() without baselines, 1,000 nodes / 8 pools, 1.5B, median of 5 "
+          "(bound-and-prune vs one MILP)")
+    new, old = PlannerSettings(compute_baselines=False), PlannerSettings(compute_baselines=False, prune_strategies=False)
+    rows = []
+    for b in (40, 60, 80, 120):
+        spec = RLJob.model_validate(rljob(f"j{b}", model__source={"uri": "s3://m/qwen2.5-1.5b"},
+                                          budget__maxCostPerHour=b)).spec
+        tn, pn = median_time(lambda spec=spec: plan(spec, cl, new))
+        to, po = median_time(lambda spec=spec: plan(spec, cl, old))
+        rows.append((tn, to))
+        if isinstance(pn, Plan) and isinstance(po, Plan):
+            same = f"tok/s {pn.tokens_per_second:,.1f} vs {po.tokens_per_second:,.1f} (ratio {pn.tokens_per_second / po.tokens_per_second:.6f})"
+        else:
+            same = f"{type(pn).__name__} vs {type(po).__name__}"
+        print(f"  budget {b:3} $/h: prune {tn * 1e3:7.1f} ms | one MILP {to * 1e3:7.1f} ms | {to / tn:4.1f}x  {same}")
+    tn = statistics.median(r[0] for r in rows)
+    to = statistics.median(r[1] for r in rows)
+    print(f"  median over the four jobs: prune {tn * 1e3:.1f} ms vs one MILP {to * 1e3:.1f} ms ({to / tn:.1f}x); "
+          f"sum {sum(r[0] for r in rows) * 1e3:.0f} ms vs {sum(r[1] for r in rows) * 1e3:.0f} ms")
+
+
 def main() -> None:
+    operator_jobs()
     j7 = job("manifests/examples/rljob-7b.yaml")
     print("== plan() wall time, median of 5 (with homogeneous baselines); 7B job; large clusters: 25 GB/s between pools")
     sizes = {
@@ -172,5 +206,10 @@ def gate_agreement() -> None:
 
 
 if __name__ == "__main__":
-    main()
-    gate_agreement()
+    import sys
+
+    if sys.argv[1:] == ["--operator-jobs"]:  # only the operator bench's jobs (a few seconds)
+        operator_jobs()
+    else:
+        main()
+        gate_agreement()

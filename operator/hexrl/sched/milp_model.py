@@ -6,7 +6,7 @@ of milp.py lists them:
 
     variables      y_c, u_c, x_s, T (and d_c for a re-plan's migration penalty)
     objective      max T − δ·cost − μ·Σ g_c·|y_c − y⁰_c|, or min cost (+ a tiny migration term), T ≥ target
-    rollout rows   T ≤ Σ r_c·u_c, u_c ≤ y_c, Σ_s x_s = 1
+    rollout rows   R = Σ r_c·u_c, S = Σ s_c·u_c, T ≤ R, u_c ≤ y_c, Σ_s x_s = 1
     gate rows      T = Σ T_s, the generating cap, the per-batch tangents and the straggler rows (batch > 0),
                    else the plain in-flight cap and T ≤ Σ t_s·x_s
     weight sync    T ≥ θ with pools closed below θ, big-M rows for caps in [θ, θ_next)
@@ -14,6 +14,15 @@ of milp.py lists them:
 
 The order of variables and rows is part of the behaviour (HiGHS and CBC break ties and time limits by
 it), so it is kept exactly as the rows are listed above.
+
+Sparsity (why R, S and H are variables). The busy rollout rate R = Σ_c r_c·u_c, the busy slots
+S = Σ_c s_c·u_c and the gate's trainer share H = Σ_s k_s·T_s appear in many rows: R in every per-batch
+tangent (|S|·9 rows), H in every straggler row. Written out, each of those rows carries |C| or |S|
+coefficients (40,000 nonzeros for 117 strategies and 32 options); as variables defined by one equality
+each, every such row has three. The feasible set, projected on the original variables, is the same.
+Rows that can never bind are left out, which is exact too: a tangent of g_s whose whole active piece of
+the envelope lies at or above t_s (T_s ≤ t_s·x_s is tighter there), and a capacity row whose left side
+cannot exceed K even with every y_c at Ū_c and the pool's largest trainer.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ from hexrl.sched.milp_problem import (
     ws_lookup,
 )
 
-__all__ = ["ModelResult", "build_model", "solve_model", "solve_once"]
+__all__ = ["ModelResult", "binding_tangents", "build_model", "solve_model", "solve_once"]
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class Model:
     """The fastest strategy's rate: an upper bound on T and the big-M of the weight-sync rows."""
     c_ub: float
     """An upper bound on the cost (scales the objective's tie-break)."""
+    rate: Any = None
+    """R = Σ_c r_c·u_c: the busy rollout rate (a variable, see the module docstring's "Sparsity")."""
+    slots: Any = None
+    """S = Σ_c s_c·u_c: the busy slots (a variable)."""
 
     def rollout_rate(self, counts: Sequence[Any]) -> Any:
         """Σ_c r_c·counts_c."""
@@ -124,7 +137,11 @@ def _objective(m: Model) -> None:
 
 
 def _rollout_rows(m: Model) -> None:
-    m.prob += m.t <= m.rollout_rate(m.u)
+    m.rate = _var(m.prob, "R", 0)
+    m.slots = _var(m.prob, "S", 0)
+    m.prob += m.rate == m.rollout_rate(m.u)
+    m.prob += m.slots == pulp.lpSum(o.slots * ui for o, ui in zip(m.p.rollout, m.u, strict=True))
+    m.prob += m.t <= m.rate
     for ui, yi in zip(m.u, m.y, strict=True):
         m.prob += ui <= yi
     m.prob += pulp.lpSum(m.x.values()) == 1
@@ -139,13 +156,35 @@ def _gate_rows(m: Model, slots: Any) -> None:
         prob += ts[j] <= p.train[j].rate * m.x[j]
     prob += m.t == pulp.lpSum(ts.values())
     k = {j: gate_coefficient(p, p.train[j]) for j in m.train_ids}
-    held = pulp.lpSum(k[j] * ts[j] for j in m.train_ids)
+    held = _var(prob, "H", 0)
+    prob += held == pulp.lpSum(k[j] * ts[j] for j in m.train_ids)
     prob += slots + (held if p.policy_lag > 0 else 0) <= generating_cap(p)
-    rate = m.rollout_rate(m.u)
     for j in m.train_ids:
-        for a, b in serial_tangents(p, p.train[j]):
-            prob += ts[j] <= a * rate + b * m.x[j]
+        for a, b in binding_tangents(serial_tangents(p, p.train[j]), p.train[j].rate):
+            prob += ts[j] <= a * m.rate + b * m.x[j]
     _latency_rows(m, held, slots, k)
+
+
+def binding_tangents(tangents: Sequence[tuple[float, float]], cap: float) -> list[tuple[float, float]]:
+    """The tangents (slope, intercept) that can bind below `cap` (= t_s, since T_s ≤ t_s anyway).
+
+    Tangents of a concave curve come with falling slopes; the envelope min_j(a_j·R + b_j) follows tangent
+    j on [R_{j−1,j}, R_{j,j+1}] (the crossings with its neighbours), where it rises from its value at
+    R_{j−1,j}. So when that value is ≥ cap, tangent j never cuts below cap and its row is redundant.
+    The envelope is unchanged wherever it is below cap, so min(t_s, envelope) is unchanged everywhere."""
+    out = []
+    for i, (a, b) in enumerate(tangents):
+        if i == 0:
+            out.append((a, b))  # its piece starts at R = 0, where it may be below cap
+            continue
+        pa, pb = tangents[i - 1]
+        if pa - a <= 0:
+            out.append((a, b))
+            continue
+        r = (b - pb) / (pa - a)
+        if a * r + b < cap * (1 - 1e-9):
+            out.append((a, b))
+    return out
 
 
 def _latency_rows(m: Model, held: Any, slots: Any, k: dict[int, float]) -> None:
@@ -210,12 +249,13 @@ def _capacity_rows(m: Model) -> None:
     p = m.p
     for pc in p.pools:
         for size, cap in pc.capacity:
-            m.prob += (
-                pulp.lpSum(train_usage(p.train[j], size) * m.x[j] for j in m.train_ids if p.train[j].pool == pc.name)
-                + pulp.lpSum(o.gpus * yi for o, yi in zip(p.rollout, m.y, strict=True)
-                             if o.pool == pc.name and o.item_size >= size)
-                <= cap
-            )
+            train = [(train_usage(p.train[j], size), m.x[j]) for j in m.train_ids if p.train[j].pool == pc.name]
+            roll = [(o.gpus, o, yi) for o, yi in zip(p.rollout, m.y, strict=True)
+                    if o.pool == pc.name and o.item_size >= size]
+            most = max((g for g, _ in train), default=0) + sum(g * o.max_count for g, o, _ in roll)
+            if most <= cap:
+                continue  # cannot bind (Σ_s x_s = 1, y_c ≤ Ū_c)
+            m.prob += pulp.lpSum(g * x for g, x in train) + pulp.lpSum(g * yi for g, _, yi in roll) <= cap
 
 
 def _floor_and_surplus_rows(m: Model) -> None:
@@ -234,7 +274,7 @@ def build_model(
     m = _variables(p, train_ids)
     _objective(m)
     _rollout_rows(m)
-    slots = pulp.lpSum(o.slots * ui for o, ui in zip(p.rollout, m.u, strict=True))
+    slots = m.slots
     if p.gated:
         _gate_rows(m, slots)
     else:

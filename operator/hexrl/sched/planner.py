@@ -577,7 +577,7 @@ def _solve(problem: Problem, settings: PlannerSettings, cache: SolutionCache | N
         return cache.solve(problem, lambda p: _solve(p, settings))
     args = (settings.time_limit_seconds, settings.mip_rel_gap, settings.direct_strategy_limit)
     try:
-        return solve(problem, settings.solver, *args)
+        return solve(problem, settings.solver, *args, prune=settings.prune_strategies)
     except Exception as exc:  # the solver library failed (not infeasibility): fall back to CBC
         if settings.solver == "cbc":
             raise
@@ -710,7 +710,7 @@ def replan(
             used = built
         if sol is None:
             return replace(_diagnose(built, job, cluster, settings), solve_seconds=time.perf_counter() - start)
-    assert used is not None
+    assert used is not None and sol is not None
     result = _assemble(used, sol, cluster, settings, start, previous=current)
     if isinstance(result, Infeasible):
         return result
