@@ -1,0 +1,206 @@
+"""Shared parts of rendering: the job reference, names, labels, owner references, the content hash, and
+the pieces every pod is built from (worker env, volumes, container, probes, spot tolerations).
+
+Pure. `render_static` (non-pod children) and `render_pods` (trainer gang, rollout replicas) build on it;
+`render` re-exports the public names (the table of children is in its docstring).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from hexrl.api import workerconfig as wc
+from hexrl.api.models import API_VERSION, DEFAULT_IMAGE, KIND, RLJobSpec
+from hexrl.k8s.settings import SPOT_TOLERATION_KEYS, OperatorSettings
+from hexrl.k8s.snapshot import ANNOTATION_HASH, LABEL_EPOCH, LABEL_JOB, LABEL_POOL, LABEL_ROLE
+
+HASH_ANNOTATION = ANNOTATION_HASH
+RANK_LABEL = "hexrl.dev/rank"
+EPOCH_LABEL = LABEL_EPOCH
+RENDEZVOUS_PORT = 29500
+PLAN_KEY = "plan.json"
+STATE_KEY = "state.json"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
+
+PRIORITY_VALUES = {"trainer": 100_000, "rollout": 10_000, "rollout-spot": 1_000}
+"""PriorityClass values: under pressure the scheduler evicts spot rollout first, then on-demand rollout,
+and never a trainer rank for a rollout replica."""
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """What rendering needs from the RLJob object besides its spec."""
+
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+
+def spec_hash(obj: dict[str, Any]) -> str:
+    """sha256 of the manifest's canonical JSON (without the hash annotation itself), 16 hex digits."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
+
+
+def with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    digest = spec_hash(obj)
+    obj["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+    return obj
+
+
+def slug(text: str, limit: int = 30) -> str:
+    """A DNS-label-safe fragment of `text`."""
+    s = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
+    return (s[:limit].rstrip("-")) or "x"
+
+
+def labels(job: JobRef, role: str, pool: str | None = None) -> dict[str, str]:
+    out = {
+        "app.kubernetes.io/name": "hexrl",
+        "app.kubernetes.io/instance": job.name,
+        "app.kubernetes.io/component": role,
+        "app.kubernetes.io/part-of": "hexrl",
+        "app.kubernetes.io/managed-by": "hexrl-operator",
+        LABEL_JOB: job.name,
+        LABEL_ROLE: role,
+    }
+    if pool:
+        out[LABEL_POOL] = slug(pool, 63)
+    return out
+
+
+def selector(job: JobRef, role: str) -> dict[str, str]:
+    return {LABEL_JOB: job.name, LABEL_ROLE: role}
+
+
+def owner_ref(job: JobRef) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": job.name,
+        "uid": job.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def meta(job: JobRef, name: str, role: str, pool: str | None = None, extra: dict[str, str] | None = None) -> dict:
+    return {
+        "name": name,
+        "namespace": job.namespace,
+        "labels": {**labels(job, role, pool), **(extra or {})},
+        "ownerReferences": [owner_ref(job)],
+    }
+
+
+def names(job: JobRef) -> dict[str, str]:
+    n = job.name
+    return {
+        "secret": f"{n}-token",
+        "config": f"{n}-config",
+        "coordinator": f"{n}-coordinator",
+        "trainer": f"{n}-trainer",
+        "weights": f"{n}-weights",
+    }
+
+
+def coordinator_url(job: JobRef) -> str:
+    return f"http://{names(job)['coordinator']}.{job.namespace}.svc:{wc.COORDINATOR_PORT}"
+
+
+def weights_url(job: JobRef) -> str:
+    return f"http://{names(job)['weights']}.{job.namespace}.svc:{wc.WEIGHTS_PORT}"
+
+
+def master_addr(job: JobRef) -> str:
+    return f"trainer-0.{names(job)['trainer']}.{job.namespace}.svc"
+
+
+def priority_class_name(settings: OperatorSettings, kind: str) -> str:
+    return f"{settings.priority_class_prefix}-{kind}"
+
+
+# ----------------------------------------------------------------------------------------- pod parts
+
+
+def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """The environment every worker container gets: job, role, config path, token, service URLs."""
+    return [
+        {"name": wc.ENV_JOB, "value": job.name},
+        {"name": wc.ENV_ROLE, "value": role},
+        {"name": wc.ENV_CONFIG, "value": wc.DEFAULT_CONFIG_PATH},
+        {
+            "name": wc.ENV_TOKEN,
+            "valueFrom": {"secretKeyRef": {"name": names(job)["secret"], "key": wc.SECRET_TOKEN_KEY}},
+        },
+        {"name": wc.ENV_COORDINATOR_URL, "value": coordinator_url(job)},
+        {"name": wc.ENV_WEIGHTS_URL, "value": weights_url(job)},
+    ]
+
+
+def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
+    """(volumes, mounts): the worker config, the model PVC if any, and checkpoints for the trainer."""
+    vols: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names(job)["config"]}}]
+    mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": wc.CONFIG_MOUNT_DIR, "readOnly": True}]
+    src = spec.model.source
+    if src.pvc:
+        vols.append({"name": "model", "persistentVolumeClaim": {"claimName": src.pvc, "readOnly": True}})
+        mounts.append({"name": "model", "mountPath": "/models", "readOnly": True})
+    if role == "trainer":
+        ck = spec.checkpoint
+        vols.append(
+            {"name": "checkpoints", "persistentVolumeClaim": {"claimName": ck.pvc}}
+            if ck.pvc
+            else {"name": "checkpoints", "emptyDir": {}}
+        )
+        mounts.append({"name": "checkpoints", "mountPath": ck.path})
+    return vols, mounts
+
+
+def readiness_probe(port: int) -> dict[str, Any]:
+    """HTTP readiness on the worker's health path."""
+    return {"httpGet": {"path": wc.HEALTH_PATH, "port": port}, "periodSeconds": 10, "failureThreshold": 6}
+
+
+def container(
+    job: JobRef, spec: RLJobSpec, role: str, image: str, gpus: int, env_extra: list[dict], ports: list[int],
+    mounts: list[dict], settings: OperatorSettings,
+) -> dict[str, Any]:
+    """A worker container: image (the install-time worker image replaces the default), command, env,
+    ports, GPU requests/limits, mounts, readiness probe."""
+    resources: dict[str, Any] = {"requests": {"cpu": "1", "memory": "2Gi"}}
+    if gpus:
+        resources["requests"]["nvidia.com/gpu"] = str(gpus)
+        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+    return {
+        "name": role,
+        "image": settings.worker_image if settings.worker_image and image == DEFAULT_IMAGE else image,
+        "imagePullPolicy": str(getattr(spec.images.pull_policy, "value", spec.images.pull_policy)),
+        "command": ["python", "-m", "hexrl_workers", role],
+        "env": worker_env(job, role, settings) + env_extra,
+        "ports": [{"containerPort": p, "name": f"p{p}"} for p in ports],
+        "resources": resources,
+        "volumeMounts": mounts,
+        "readinessProbe": readiness_probe(ports[0]),
+    }
+
+
+def spot_tolerations() -> list[dict[str, Any]]:
+    """Tolerations of the taints spot node pools carry (settings.SPOT_TOLERATION_KEYS)."""
+    return [
+        {"key": k, "operator": "Equal", "value": v, "effect": "NoSchedule"} for k, v in SPOT_TOLERATION_KEYS
+    ]
+
+
+def extra_node_selector(spec: RLJobSpec) -> list[dict[str, Any]]:
+    """The spec's placement.nodeSelector as node-affinity match expressions."""
+    return [
+        {"key": k, "operator": "In", "values": [v]} for k, v in sorted((spec.placement.node_selector or {}).items())
+    ]

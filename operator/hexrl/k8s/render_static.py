@@ -1,0 +1,199 @@
+"""Render the children of an RLJob that are not pods — Secret, ConfigMap, coordinator Deployment and
+Service, trainer Services and PodDisruptionBudget — and the cluster-wide PriorityClasses. Pure.
+
+`render_static` returns every per-job one in the order the applier writes them (all before any pod).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from hexrl.api import workerconfig as wc
+from hexrl.api.models import RLJobSpec
+from hexrl.k8s.render_common import (
+    PLAN_KEY,
+    PRIORITY_VALUES,
+    RANK_LABEL,
+    RENDEZVOUS_PORT,
+    STATE_KEY,
+    JobRef,
+    container,
+    coordinator_url,
+    labels,
+    meta,
+    names,
+    pod_volumes,
+    priority_class_name,
+    selector,
+    weights_url,
+    with_hash,
+)
+from hexrl.k8s.settings import OperatorSettings
+from hexrl.sched.types import Plan
+
+# ------------------------------------------------------------------------------- cluster-scoped kinds
+
+
+def render_priority_classes(settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Cluster-wide PriorityClasses (no owner: shared by all jobs; created once at operator start)."""
+    out = []
+    for kind, value in PRIORITY_VALUES.items():
+        pc: dict[str, Any] = {
+            "apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass",
+            "metadata": {
+                "name": priority_class_name(settings, kind),
+                "labels": {"app.kubernetes.io/part-of": "hexrl", "app.kubernetes.io/managed-by": "hexrl-operator"},
+            },
+            "value": value,
+            "globalDefault": False,
+            "description": f"hexrl {kind} pods",
+        }
+        if kind == "rollout-spot":
+            pc["preemptionPolicy"] = "Never"  # opportunistic capacity never evicts anyone
+        out.append(with_hash(pc))
+    return out
+
+
+# ------------------------------------------------------------------------------- secret and config
+
+
+def render_secret(job: JobRef, token: str) -> dict[str, Any]:
+    return with_hash(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": meta(job, names(job)["secret"], "coordinator"),
+            "type": "Opaque",
+            "data": {wc.SECRET_TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+        }
+    )
+
+
+def render_configmap(
+    job: JobRef,
+    spec: RLJobSpec,
+    plan: Plan,
+    plan_summary: Any,
+    live_eta: int,
+    state: dict[str, Any],
+) -> dict[str, Any]:
+    """Worker config (with the live η) + the plan + the operator's per-job state (trainer epoch, scaling)."""
+    from hexrl.k8s import plancodec
+
+    config = wc.WorkerConfig(
+        job=job.name,
+        namespace=job.namespace,
+        spec=spec,
+        coordinator_url=coordinator_url(job),
+        weights_url=weights_url(job),
+        max_policy_lag=live_eta,
+        plan=plan_summary,
+        checkpoint_dir=spec.checkpoint.path,
+    )
+    data = {
+        **wc.configmap_data(config),
+        PLAN_KEY: plancodec.dumps(plan),
+        STATE_KEY: json.dumps(state, sort_keys=True),
+    }
+    return with_hash(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(job, names(job)["config"], "coordinator"), "data": data}
+    )
+
+
+# ---------------------------------------------------------------------------------------- coordinator
+
+
+def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+    """Deployment (1 replica, CPU only: it serves prompts and buffers trajectories) + its Service."""
+    n = names(job)["coordinator"]
+    vols, mounts = pod_volumes(job, spec, "coordinator")
+    main = container(
+        job, spec, "coordinator", spec.images.coordinator, 0, [], [wc.COORDINATOR_PORT], mounts, settings
+    )
+    pod_spec: dict[str, Any] = {
+        "containers": [main],
+        "volumes": vols,
+        "priorityClassName": priority_class_name(settings, "trainer"),
+        "terminationGracePeriodSeconds": 30,
+    }
+    dep = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(job, n, "coordinator"),
+        "spec": {
+            "replicas": 0 if spec.suspend else 1,
+            "strategy": {"type": "Recreate"},  # never two coordinators (two buffers) at once
+            "selector": {"matchLabels": selector(job, "coordinator")},
+            "template": {"metadata": {"labels": labels(job, "coordinator")}, "spec": pod_spec},
+        },
+    }
+    svc = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(job, n, "coordinator"),
+        "spec": {
+            "selector": selector(job, "coordinator"),
+            "ports": [{"name": "http", "port": wc.COORDINATOR_PORT, "targetPort": wc.COORDINATOR_PORT}],
+        },
+    }
+    return [with_hash(dep), with_hash(svc)]
+
+
+# -------------------------------------------------------------------------------------------- trainer
+
+
+def render_trainer_services(job: JobRef) -> list[dict[str, Any]]:
+    """Headless rendezvous Service (DNS name per rank) + the weight-sync Service on rank 0."""
+    nm = names(job)
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(job, nm["trainer"], "trainer"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,  # ranks must resolve each other before they are ready
+            "selector": selector(job, "trainer"),
+            "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
+        },
+    }
+    weights = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(job, nm["weights"], "trainer"),
+        "spec": {
+            "selector": {**selector(job, "trainer"), RANK_LABEL: "0"},
+            "ports": [{"name": "weights", "port": wc.WEIGHTS_PORT, "targetPort": wc.WEIGHTS_PORT}],
+        },
+    }
+    return [with_hash(headless), with_hash(weights)]
+
+
+def render_trainer_pdb(job: JobRef, plan: Plan) -> dict[str, Any]:
+    return with_hash(
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": meta(job, names(job)["trainer"], "trainer"),
+            "spec": {"minAvailable": len(plan.trainer.nodes), "selector": {"matchLabels": selector(job, "trainer")}},
+        }
+    )
+
+
+# ------------------------------------------------------------------------------------------ all static
+
+
+def render_static(
+    job: JobRef, spec: RLJobSpec, plan: Plan, plan_summary: Any, live_eta: int, state: dict[str, Any],
+    token: str, settings: OperatorSettings,
+) -> list[dict[str, Any]]:
+    """Children whose identity does not depend on which pods exist: applied as-is every pass."""
+    return [
+        render_secret(job, token),
+        render_configmap(job, spec, plan, plan_summary, live_eta, state),
+        *render_coordinator(job, spec, settings),
+        *render_trainer_services(job),
+        render_trainer_pdb(job, plan),
+    ]
