@@ -319,145 +319,214 @@ def _check_inputs(settings: DemoSettings) -> tuple[str, str]:
     return str(meta.get("name", "")), str(meta.get("namespace") or "default")
 
 
+@dataclass
+class DemoRun:
+    """What the stages of one demo run share: where to print, the cluster, the job, the operator process."""
+
+    con: Any
+    """The rich console every stage prints to."""
+    cluster: Any
+    """The running `DevCluster`."""
+    settings: DemoSettings
+    job: str
+    """The RLJob's name (from its manifest)."""
+    ns: str
+    """The RLJob's namespace (from its manifest; default when it names none)."""
+    out: Outcome = field(default_factory=Outcome)
+    operator: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+    """The operator's log file (its tail is shown when it exits early)."""
+
+    def alive(self) -> None:
+        """Raise DemoError with the end of its log if the operator has exited (checked while waiting)."""
+        if self.operator is not None and self.operator.poll() is not None:
+            assert self.log is not None
+            tail = "\n".join(self.log.read_text(errors="replace").splitlines()[-15:])
+            raise DemoError(f"the operator exited with status {self.operator.returncode}; its log {self.log} "
+                            f"ends with:\n{tail}")
+
+    def rljob(self) -> dict[str, Any]:
+        """The RLJob as the API server has it now."""
+        return _kjson(self.cluster, "rlj", "-n", self.ns, self.job)
+
+
 def run_demo(settings: DemoSettings) -> Outcome:
     """Run the six steps; raises DemoError with a sentence when something cannot go on."""
-    from hexrl.api.crd import crd_yaml
     from hexrl.devcluster import DevCluster
 
     con = _console()
     job_name, ns = _check_inputs(settings)
-    out = Outcome()
     con.print("[bold]hexrl demo[/] — an RL post-training job planned onto heterogeneous and spot GPU pools, on a real "
               "local Kubernetes control plane with simulated GPU nodes (no GPU, no Docker needed).")
 
     _step(con, 1, "Local control plane")
     cluster = DevCluster(name=settings.cluster_name, progress=lambda line: con.print(f"  [dim]{line}"))
     cluster.up(inventory=settings.inventory)
-    operator: subprocess.Popen[bytes] | None = None
+    run = DemoRun(con, cluster, settings, job_name, ns)
     try:
         con.print(_nodes_table(cluster))
-
         _step(con, 2, "RLJob CRD and the operator")
-        cluster.kubectl("apply", "-f", "-", input=crd_yaml())
-        cluster.kubectl("wait", "--for=condition=Established", "crd/rljobs.hexrl.dev", "--timeout=60s")
-        con.print("  CRD rljobs.hexrl.dev installed (kubectl get rlj works now)")
-        operator, log = _start_operator(cluster, settings)
-
-        def alive() -> None:
-            if operator is not None and operator.poll() is not None:
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                raise DemoError(f"the operator exited with status {operator.returncode}; its log {log} ends with:\n{tail}")
-
-        con.print(f"  hexrl operator running (pid {operator.pid}, log {log})")
-
+        _install_operator(run)
         _step(con, 3, f"kubectl apply -f {settings.job}")
-        if ns != "default":
-            cluster.kubectl("create", "namespace", ns, check=False)
-        _volumes(cluster, settings, ns, con)
-        cluster.kubectl("apply", "-f", str(settings.job))
-
-        def planned() -> dict[str, Any]:
-            status = _kjson(cluster, "rlj", "-n", ns, job_name).get("status") or {}
-            return status.get("plan") or {}
-
-        out.plan_before = _wait(con, "the operator's plan", planned, settings.wait_seconds, alive)
-        con.print(_plan_table(out.plan_before, f"Plan for {job_name} (from the RLJob's status)"))
-        con.print("  " + _plan_line(out.plan_before))
-        _baseline_lines(con, out.plan_before, _local_plan(settings))
-
+        _apply_job(run)
         _step(con, 4, "Pods on their pools, and the job's status")
-
-        def pods_running() -> list[dict[str, Any]]:
-            pods = _pods(cluster, job_name, ns)
-            return pods if pods and all(p.get("status", {}).get("phase") == "Running" for p in pods) else []
-
-        try:
-            pods = _wait(con, "the job's pods to be Running", pods_running, settings.wait_seconds, alive)
-        except DemoError:
-            pods = _pods(cluster, job_name, ns)
-            _explain_not_running(con, pods)
-        nodes = _node_labels(cluster)
-        con.print(_pods_table(pods, nodes, f"{len(pods)} pods of {job_name} (scheduled by kube-scheduler, run by kwok)"))
-        try:
-            job = _wait(con, "phase Running", lambda: (lambda j: j if (j.get("status") or {}).get("phase") == "Running"
-                                                        else None)(_kjson(cluster, "rlj", "-n", ns, job_name)), 30, alive)
-        except DemoError:
-            job = _kjson(cluster, "rlj", "-n", ns, job_name)
-        _status_lines(con, job)
-
+        pods, nodes = _show_running(run)
         _step(con, 5, "Spot reclaim")
-        _reclaim(con, cluster, settings, job_name, ns, nodes, pods, out, alive)
-
+        _reclaim(run, nodes, pods)
         _step(con, 6, "Summary")
-        _summary(con, out, settings)
+        _summary(con, run.out, settings)
     except BaseException:
-        if operator is not None:
-            _stop_operator(operator)
+        if run.operator is not None:
+            _stop_operator(run.operator)
         if not settings.keep:
             cluster.down(quiet=True)
         raise
-    if settings.keep:
-        _keep_hint(con, cluster, settings, job_name, ns, operator)
-    else:
-        if operator is not None:
-            _stop_operator(operator)
-        cluster.down(quiet=True)
-        con.print("\n  stopped the operator and the control plane; nothing is left running "
+    _finish(run)
+    return run.out
+
+
+def _install_operator(run: DemoRun) -> None:
+    """Step 2: install the CRD, wait until it is Established, start `hexrl operator`."""
+    from hexrl.api.crd import crd_yaml
+
+    run.cluster.kubectl("apply", "-f", "-", input=crd_yaml())
+    run.cluster.kubectl("wait", "--for=condition=Established", "crd/rljobs.hexrl.dev", "--timeout=60s")
+    run.con.print("  CRD rljobs.hexrl.dev installed (kubectl get rlj works now)")
+    run.operator, run.log = _start_operator(run.cluster, run.settings)
+    run.con.print(f"  hexrl operator running (pid {run.operator.pid}, log {run.log})")
+
+
+def _apply_job(run: DemoRun) -> None:
+    """Step 3: apply the RLJob (with its namespace and volumes), wait for the operator's plan, show it next to
+    the best homogeneous plan."""
+    if run.ns != "default":
+        run.cluster.kubectl("create", "namespace", run.ns, check=False)
+    _volumes(run.cluster, run.settings, run.ns, run.con)
+    run.cluster.kubectl("apply", "-f", str(run.settings.job))
+
+    def planned() -> dict[str, Any]:
+        status = run.rljob().get("status") or {}
+        return status.get("plan") or {}
+
+    out = run.out
+    out.plan_before = _wait(run.con, "the operator's plan", planned, run.settings.wait_seconds, run.alive)
+    run.con.print(_plan_table(out.plan_before, f"Plan for {run.job} (from the RLJob's status)"))
+    run.con.print("  " + _plan_line(out.plan_before))
+    _baseline_lines(run.con, out.plan_before, _local_plan(run.settings))
+
+
+def _show_running(run: DemoRun) -> tuple[list[dict[str, Any]], dict[str, dict[str, str]]]:
+    """Step 4: wait for the job's pods and phase Running (explaining what is not), show pods and status;
+    returns (the pods, node → labels)."""
+    con = run.con
+
+    def pods_running() -> list[dict[str, Any]]:
+        pods = _pods(run.cluster, run.job, run.ns)
+        return pods if pods and all(p.get("status", {}).get("phase") == "Running" for p in pods) else []
+
+    try:
+        pods = _wait(con, "the job's pods to be Running", pods_running, run.settings.wait_seconds, run.alive)
+    except DemoError:
+        pods = _pods(run.cluster, run.job, run.ns)
+        _explain_not_running(con, pods)
+    nodes = _node_labels(run.cluster)
+    con.print(_pods_table(pods, nodes, f"{len(pods)} pods of {run.job} (scheduled by kube-scheduler, run by kwok)"))
+
+    def job_running() -> dict[str, Any] | None:
+        j = run.rljob()
+        return j if (j.get("status") or {}).get("phase") == "Running" else None
+
+    try:
+        job = _wait(con, "phase Running", job_running, 30, run.alive)
+    except DemoError:
+        job = run.rljob()
+    _status_lines(con, job)
+    return pods, nodes
+
+
+def _finish(run: DemoRun) -> None:
+    """After a successful run: say how to reach what --keep left running, or stop everything."""
+    if run.settings.keep:
+        _keep_hint(run.con, run.cluster, run.settings, run.job, run.ns, run.operator)
+        return
+    if run.operator is not None:
+        _stop_operator(run.operator)
+    run.cluster.down(quiet=True)
+    run.con.print("\n  stopped the operator and the control plane; nothing is left running "
                   "(`hexrl demo --keep` leaves it up to explore).")
-    return out
 
 
-def _reclaim(con: Any, cluster: Any, settings: DemoSettings, job: str, ns: str, nodes: dict[str, dict[str, str]],
-             pods: list[dict[str, Any]], out: Outcome, alive: Callable[[], None]) -> None:
-    """Taint then delete spot nodes that hold rollout pods, as a cloud's reclaim would; show the operator react."""
-    used = {p["spec"].get("nodeName") for p in pods if p["metadata"].get("labels", {}).get("hexrl.dev/role") == "rollout"}
-    spot = sorted(n for n, labels in nodes.items() if labels.get("hexrl.dev/spot") == "true" and n in used)
-    if settings.reclaim == 0:
-        con.print("  skipped (--reclaim 0)")
+def _reclaim(run: DemoRun, nodes: dict[str, dict[str, str]], pods: list[dict[str, Any]]) -> None:
+    """Step 5: taint then delete spot nodes that hold rollout pods, as a cloud's reclaim would; show the
+    operator re-plan and the replacement pods."""
+    victims = _reclaim_victims(run, nodes, pods)
+    if not victims:
         return
-    if not spot:
-        con.print("  the plan put no rollout on spot nodes, so there is nothing to reclaim")
-        return
-    # Keep at least one spot node with rollout when there are several: a partial reclaim is the usual case.
-    victims = spot[: min(settings.reclaim, max(1, len(spot) - 1))]
-    before = {p["metadata"]["name"] for p in pods}
     lost = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") in victims]
-    con.print(f"  the provider reclaims {len(victims)} spot node(s): {', '.join(victims)} "
-              f"({len(lost)} of the job's pods run there)")
+    run.con.print(f"  the provider reclaims {len(victims)} spot node(s): {', '.join(victims)} "
+                  f"({len(lost)} of the job's pods run there)")
     t0 = time.monotonic()
     for node in victims:
-        cluster.kubectl("taint", "node", node, "hexrl.dev/reclaim=true:NoExecute", "--overwrite")
-        cluster.kubectl("delete", "node", node, "--wait=false")
-    out.reclaimed = victims
+        run.cluster.kubectl("taint", "node", node, "hexrl.dev/reclaim=true:NoExecute", "--overwrite")
+        run.cluster.kubectl("delete", "node", node, "--wait=false")
+    run.out.reclaimed = victims
+    _show_replan(run, victims, t0)
+    _show_replacements(run, victims, pods, t0)
+
+
+def _reclaim_victims(run: DemoRun, nodes: dict[str, dict[str, str]], pods: list[dict[str, Any]]) -> list[str]:
+    """The spot nodes to reclaim: those holding rollout pods, at most `--reclaim`, leaving one when there are
+    several (a partial reclaim is the usual case); [] after saying why there are none."""
+    used = {p["spec"].get("nodeName") for p in pods if p["metadata"].get("labels", {}).get("hexrl.dev/role") == "rollout"}
+    spot = sorted(n for n, labels in nodes.items() if labels.get("hexrl.dev/spot") == "true" and n in used)
+    if run.settings.reclaim == 0:
+        run.con.print("  skipped (--reclaim 0)")
+        return []
+    if not spot:
+        run.con.print("  the plan put no rollout on spot nodes, so there is nothing to reclaim")
+        return []
+    return spot[: min(run.settings.reclaim, max(1, len(spot) - 1))]
+
+
+def _show_replan(run: DemoRun, victims: list[str], t0: float) -> None:
+    """Wait for a plan without the reclaimed nodes; show it and the Events saying why."""
+    out = run.out
 
     def replanned() -> dict[str, Any]:
-        plan = (_kjson(cluster, "rlj", "-n", ns, job).get("status") or {}).get("plan") or {}
+        plan = (run.rljob().get("status") or {}).get("plan") or {}
         nodes_in_plan = {n for g in plan.get("rollout", []) for n in g.get("nodes", [])}
         return plan if plan and not nodes_in_plan & set(victims) else {}
 
-    out.plan_after = _wait(con, "the re-plan", replanned, settings.wait_seconds, alive)
+    out.plan_after = _wait(run.con, "the re-plan", replanned, run.settings.wait_seconds, run.alive)
     out.replan_seconds = time.monotonic() - t0
-    for e in _events(cluster, job, ns)[-4:]:
-        con.print(f"  event [bold]{e.get('reason')}[/]: {e.get('message')}")
-    con.print(_plan_table(out.plan_after, f"Re-plan after losing {len(victims)} node(s) ({out.replan_seconds:.1f} s)"))
-    con.print("  " + _plan_line(out.plan_after))
+    for e in _events(run.cluster, run.job, run.ns)[-4:]:
+        run.con.print(f"  event [bold]{e.get('reason')}[/]: {e.get('message')}")
+    run.con.print(_plan_table(out.plan_after, f"Re-plan after losing {len(victims)} node(s) ({out.replan_seconds:.1f} s)"))
+    run.con.print("  " + _plan_line(out.plan_after))
+
+
+def _show_replacements(run: DemoRun, victims: list[str], pods: list[dict[str, Any]], t0: float) -> None:
+    """Wait for every pod off the reclaimed nodes to be Running; show the new ones and whether the trainer
+    was left alone."""
+    out, con = run.out, run.con
+    before = {p["metadata"]["name"] for p in pods}
 
     def replaced() -> list[dict[str, Any]]:
-        pods = _pods(cluster, job, ns)
+        pods = _pods(run.cluster, run.job, run.ns)
         gone = any(p["spec"].get("nodeName") in victims for p in pods)
         ok = pods and not gone and all(p.get("status", {}).get("phase") == "Running" for p in pods)
         return pods if ok else []
 
     try:
-        now = _wait(con, "replacement pods to be Running", replaced, settings.wait_seconds, alive)
+        now = _wait(con, "replacement pods to be Running", replaced, run.settings.wait_seconds, run.alive)
     except DemoError:
-        now = [p for p in _pods(cluster, job, ns) if p["spec"].get("nodeName") not in victims]
+        now = [p for p in _pods(run.cluster, run.job, run.ns) if p["spec"].get("nodeName") not in victims]
         _explain_not_running(con, now)
     out.replaced_seconds = time.monotonic() - t0
     fresh = {p["metadata"]["name"] for p in now} - before
     out.pods_replaced = len(fresh)
-    con.print(_pods_table(now, _node_labels(cluster), f"Pods after the reclaim ({out.replaced_seconds:.1f} s; "
-                                                       f"{len(fresh)} new)", new=fresh))
+    con.print(_pods_table(now, _node_labels(run.cluster), f"Pods after the reclaim ({out.replaced_seconds:.1f} s; "
+                                                           f"{len(fresh)} new)", new=fresh))
     trainer_before = {p["metadata"]["name"] for p in pods if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer"}
     trainer_now = {p["metadata"]["name"] for p in now if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer"}
     con.print("  the trainer was " + ("[green]left untouched" if trainer_before == trainer_now else "[red]restarted"))
