@@ -151,30 +151,35 @@ def objective(m: Model, ev: Evaluation, counts: Sequence[int]) -> float:
 
 
 def _rounded(m: Model, j: int, y_lp: Sequence[float]) -> tuple[float, tuple[int, ...]] | None:
-    """A feasible integer plan near P_s's LP optimum: ⌊y⌋, then +1 replicas (largest fractional part
-    first) while that stays feasible and raises the objective. Only an incumbent for the cutoff: its
+    """A feasible integer plan near P_s's LP optimum: ⌊y⌋, then +1 replicas up to ⌈y⌉ (largest fractional
+    part first, in passes until none helps) while that stays feasible and raises the objective. Only an incumbent for the cutoff: its
     value comes from `evaluate`, the arithmetic the MILP encodes."""
     p = m.p
     counts = [min(o.max_count, math.floor(v + 1e-9)) for o, v in zip(p.rollout, y_lp, strict=True)]
     ev = evaluate(p, j, counts)
     best = objective(m, ev, counts) if ev.feasible else None
-    for i in sorted(range(len(counts)), key=lambda i: -(y_lp[i] - math.floor(y_lp[i] + 1e-9))):
-        if y_lp[i] - counts[i] <= 1e-9 or counts[i] >= p.rollout[i].max_count:
-            continue
-        counts[i] += 1
-        ev = evaluate(p, j, counts)
-        value = objective(m, ev, counts) if ev.feasible else None
-        if value is not None and (best is None or value > best):
-            best = value
-        else:
-            counts[i] -= 1
+    order = sorted(range(len(counts)), key=lambda i: -(y_lp[i] - math.floor(y_lp[i] + 1e-9)))
+    for _ in range(len(counts)):  # passes: one replica may pay off only after another (e.g. the floor)
+        improved = False
+        for i in order:
+            if y_lp[i] - counts[i] <= 1e-9 or counts[i] >= p.rollout[i].max_count:
+                continue
+            counts[i] += 1
+            ev = evaluate(p, j, counts)
+            value = objective(m, ev, counts) if ev.feasible else None
+            if value is not None and (best is None or value > best):
+                best, improved = value, True
+            else:
+                counts[i] -= 1
+        if not improved:
+            break
     return None if best is None else (best, tuple(counts))
 
 
 def _dive(m: Model, lp: _Highs, j: int, ycols: Sequence[int]) -> tuple[float, tuple[int, ...]] | None:
     """Round P_s's LP optimum; while the rounded plan is held down by an option's straggler cap (the LP
-    used it at a fractional z_c, which the big-M row barely charges), forbid that option and round the
-    re-solved LP again. The best rounded plan seen; the LP's bounds are restored afterwards."""
+    used it at a fractional z_c, which the big-M row barely charges), forbid that option and every option
+    whose cap is no higher, and round the re-solved LP again. The best rounded plan seen; the LP's bounds are restored afterwards."""
     import highspy
 
     p = m.p
@@ -198,14 +203,17 @@ def _dive(m: Model, lp: _Highs, j: int, ycols: Sequence[int]) -> tuple[float, tu
         cap, i = min(caps, default=(float("inf"), -1))
         if i < 0 or cap > ev.throughput * (1 + 1e-9):
             break  # not held down by a straggler cap
-        banned.append(i)
-        lp.h.changeColBounds(ycols[i], 0.0, 0.0)
+        # every option at least as straggler-bound would hold the plan at or below this cap too
+        worse = [c for c, o in enumerate(p.rollout) if c != i and c not in banned and latency_cap(p, s, o) <= cap * (1 + 1e-9)]
+        for c in (i, *worse):
+            banned.append(c)
+            lp.h.changeColBounds(ycols[c], 0.0, 0.0)
     for i in banned:
         lp.h.changeColBounds(ycols[i], 0.0, float(p.rollout[i].max_count))
     return best
 
 
-_DIVE_ROUNDS = 4
+_DIVE_ROUNDS = 6
 """LP re-solves per dive (each forbids one more straggler-capped option)."""
 _ROUNDED = 3
 """Strategies (best LP bounds first) whose LP optimum is rounded for a first incumbent."""
@@ -224,11 +232,13 @@ def solve_pruned(
     fixer = _Fixer(lp, m)
     n = len(fixer.ids)
     ycols = [lp.index[v.name] for v in m.y]
-    best = _seed(m, lp, fixer, ycols, stats)
+    best, dived = _seed(m, lp, fixer, ycols, stats)
     bounds = _bounds(m, lp, fixer, best, gap, stats)
     order = [k for k in sorted(range(n), key=lambda k: -bounds[k]) if bounds[k] > float("-inf")]
-    for k in order[:1]:
-        # the best bound's own rounding: often the optimum, and the cutoff for everything after
+    for k in order[:_ROUNDED]:
+        # the best bounds' own roundings: often the optimum, and the cutoff for everything after
+        if k in dived:
+            continue
         fixer.fix(k)
         r = _dive(m, lp, fixer.ids[k], ycols)
         stats.lps += 1
@@ -239,20 +249,22 @@ def solve_pruned(
 
 def _seed(
     m: Model, lp: _Highs, fixer: _Fixer, ycols: Sequence[int], stats: PruneStats
-) -> tuple[float, int, tuple[int, ...]] | None:
-    """A first incumbent: the strategies the one-MILP relaxation leans on (largest x_s), each dived."""
+) -> tuple[tuple[float, int, tuple[int, ...]] | None, set[int]]:
+    """A first incumbent: the strategies the one-MILP relaxation leans on (largest x_s), each dived
+    (and which strategies were)."""
     _lp_bound(lp)
     stats.lps += 1
     col = lp.h.getSolution().col_value
     xs = [col[c] for c in fixer.cols]
     best = None
-    for k in sorted((k for k in range(len(xs)) if xs[k] > 1e-6), key=lambda k: -xs[k])[:_ROUNDED]:
+    dived = sorted((k for k in range(len(xs)) if xs[k] > 1e-6), key=lambda k: -xs[k])[:_ROUNDED]
+    for k in dived:
         fixer.fix(k)
         r = _dive(m, lp, fixer.ids[k], ycols)
         stats.lps += 1
         if r is not None and (best is None or r[0] > best[0]):
             best = (r[0], k, r[1])
-    return best
+    return best, set(dived)
 
 
 def _bounds(
