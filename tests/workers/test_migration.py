@@ -46,7 +46,7 @@ def test_sigterm_hands_partials_to_another_worker_which_continues_from_the_last_
     try:
         a = _start(config, "worker-a")
         procs.append(a)
-        _wait(lambda: any(lease.worker_id == "worker-a" for lease in core.leases.values()), 90, "worker-a to take work")
+        _wait(lambda: any(lease.worker_id == "worker-a" for lease in core.leases.values()), 240, "worker-a to take work")
         time.sleep(0.3)
         a.send_signal(signal.SIGTERM)
         assert a.wait(30) == 0, a.stdout.read() if a.stdout else ""
@@ -58,7 +58,7 @@ def test_sigterm_hands_partials_to_another_worker_which_continues_from_the_last_
 
         b = _start(config, "worker-b")
         procs.append(b)
-        _wait(lambda: len(core.ready) == 4, 180, "worker-b to complete every group")
+        _wait(lambda: len(core.ready) == 4, 360, "worker-b to complete every group")
         for gid, s in partials:
             traj = core.groups[gid].done[s.sample_index]
             n = len(s.prefix_tokens)
@@ -75,7 +75,7 @@ def test_sigterm_hands_partials_to_another_worker_which_continues_from_the_last_
         assert batch is not None and len(batch.trajectories) == 8
         client.new_version(1, batch.batch_id)
         assert sorted(core.trained_prompt_ids) == list(range(core.cursor)) == [0, 1, 2, 3]
-        assert b.wait(60) == 0  # the job is done: worker-b exits by itself
+        assert b.wait(120) == 0  # the job is done: worker-b exits by itself
     finally:
         for p in procs:
             if p.poll() is None:

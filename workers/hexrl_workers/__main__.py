@@ -38,8 +38,11 @@ from hexrl.api.workerconfig import (
     WorkerConfigError,
     parse_worker_config,
 )
+from hexrl_workers.client import CoordinatorUnavailable
 
 log = logging.getLogger("hexrl_workers")
+_STOPPING = threading.Event()
+"""Set by the SIGTERM/SIGINT handlers of every role (tells an error on the way out from a failure)."""
 
 
 def load_config() -> WorkerConfig:
@@ -87,7 +90,7 @@ def _rollout(cfg: WorkerConfig, token: str | None) -> int:
 
         start_http_server(int(os.environ.get("HEXRL_RELAY_PORT", RELAY_PORT)), registry=worker.metrics.registry)
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: worker.stop())
+        signal.signal(sig, lambda *_: (_STOPPING.set(), worker.stop()))
     try:
         worker.run()
     finally:
@@ -101,8 +104,8 @@ def _trainer(cfg: WorkerConfig, token: str | None) -> int:
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    trainer = Trainer(cfg.spec, TrainerSettings(
+        signal.signal(sig, lambda *_: (_STOPPING.set(), stop.set()))
+    trainer = Trainer(cfg.spec, stop=stop, settings=TrainerSettings(
         coordinator_url=os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url), token=token,
         checkpoint_dir=cfg.effective_checkpoint_dir(),
         weights_port=int(os.environ.get("HEXRL_WEIGHTS_PORT", WEIGHTS_PORT)),
@@ -113,6 +116,12 @@ def _trainer(cfg: WorkerConfig, token: str | None) -> int:
     finally:
         trainer.close()
     return 0
+
+
+def _stopped_cleanly(role: str, exc: Exception, stopping: bool) -> int:
+    """One line instead of a traceback when the coordinator is unreachable; 0 if we were told to stop."""
+    print(f"hexrl_workers {role}: {exc}" + (" (stopping as asked)" if stopping else ""), file=sys.stderr)
+    return 0 if stopping else 1
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -132,6 +141,8 @@ def main(argv: list[str] | None = None) -> int:
             raise WorkerConfigError(f"{ENV_JOB}={os.environ[ENV_JOB]} but the config is for job {cfg.job}")
         handler = {"coordinator": _coordinator, "rollout": _rollout, "trainer": _trainer}[role]
         return handler(cfg, token)
+    except CoordinatorUnavailable as exc:
+        return _stopped_cleanly(role, exc, _STOPPING.is_set())
     except (WorkerConfigError, ValueError, FileNotFoundError) as exc:
         print(f"hexrl_workers {role}: {exc}", file=sys.stderr)
         return 2

@@ -2,10 +2,13 @@
 
 Connection failures and 5xx answers are retried with capped exponential backoff (the coordinator may be
 restarting); a 4xx is the caller's mistake and raises `CoordinatorError` with the service's reason.
+Once the owner's stop event (`abort`) is set, a failure is not retried: a worker told to stop (SIGTERM)
+must exit within its grace period even when the coordinator is already gone.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -35,12 +38,15 @@ class CoordinatorUnavailable(RuntimeError):
 
 
 class CoordinatorClient:
-    def __init__(self, url: str, token: str | None = None, retry_seconds: float = 60.0) -> None:
+    def __init__(self, url: str, token: str | None = None, retry_seconds: float = 60.0,
+                 abort: threading.Event | None = None) -> None:
         self.url = url.rstrip("/")
         self.session = requests.Session()
         self.session.headers.update(bearer(token))
         self.retry_seconds = retry_seconds
         """Give up on an unreachable coordinator after this long, seconds."""
+        self.abort = abort
+        """When set (the owner is stopping), a failed call raises at once instead of retrying."""
 
     def _call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> requests.Response:
         deadline = time.monotonic() + self.retry_seconds
@@ -60,9 +66,14 @@ class CoordinatorClient:
                 problem = f"HTTP {resp.status_code}: {resp.text[:200]}"
             except requests.RequestException as exc:
                 problem = str(exc)
+            if self.abort is not None and self.abort.is_set():
+                raise CoordinatorUnavailable(f"coordinator {self.url} unavailable while stopping: {problem}")
             if time.monotonic() + delay > deadline:
                 raise CoordinatorUnavailable(f"coordinator {self.url} unavailable: {problem}")
-            time.sleep(delay)
+            if self.abort is not None:
+                self.abort.wait(delay)
+            else:
+                time.sleep(delay)
             delay = min(2.0, delay * 2)
         if resp.status_code >= 400:
             try:

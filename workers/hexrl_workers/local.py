@@ -135,13 +135,27 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)  # fail early on a bad dataset
     token = secrets.token_hex(16)
     host = "127.0.0.1"
+    loopback = False
     if opts.ray_address:
-        ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False)
-        host = ray.util.get_node_ip_address()
+        loopback = _loopback(opts.ray_address)
+        if loopback:
+            # Ray rewrites a loopback bootstrap address to this machine's outward IP, where a head started
+            # with --node-ip-address=127.0.0.1 does not listen; its single-machine mode keeps 127.0.0.1.
+            import ray._private.ray_constants as ray_constants
+
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        try:
+            ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise ValueError(
+                f"cannot join the Ray cluster at {opts.ray_address!r} ({str(exc).splitlines()[0]}); check the "
+                "address printed by `ray start --head`, or drop --ray-address to run Ray locally"
+            ) from None
+        host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
     else:
         os.environ.setdefault("RAY_ACCEPT_CLUSTER_ENV_VAR", "0")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    bind = "0.0.0.0" if opts.ray_address else "127.0.0.1"
+    bind = "0.0.0.0" if opts.ray_address and not loopback else "127.0.0.1"
     core = CoordinatorCore(
         CoordinatorSettings(
             prompts_per_step=spec.algorithm.prompts_per_step, group_size=spec.algorithm.group_size,
@@ -195,6 +209,12 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     if interrupted:
         out["interrupted"] = True
     return out
+
+
+def _loopback(address: str) -> bool:
+    """True when a Ray address (host:port, optionally ray://) names this machine's loopback interface."""
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
 
 
 def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> None:

@@ -47,9 +47,14 @@ def run_command(
     except (ModelSourceError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"hexrl run: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C while starting up, before the run loop could catch it
+        typer.echo("hexrl run: interrupted while starting; nothing was trained", err=True)
+        raise typer.Exit(130) from None
     line = json.dumps(result, separators=(",", ":"))
     typer.echo(line)
     if summary is not None:
         summary.write_text(line + "\n")
     if result.get("interrupted"):
+        where = f"; summary written to {summary}" if summary is not None else ""
+        typer.echo(f"hexrl run: interrupted after {result['steps']} steps, everything stopped{where}", err=True)
         raise typer.Exit(130)

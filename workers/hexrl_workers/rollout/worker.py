@@ -21,7 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from hexrl_workers.client import CoordinatorClient, CoordinatorError
+from hexrl_workers.client import CoordinatorClient, CoordinatorError, CoordinatorUnavailable
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import PartialResponse, Trajectory, TrajectoryBatchIn, WorkItem
 from hexrl_workers.reward import RewardFn
@@ -65,6 +65,9 @@ class RolloutWorker:
         self.weights = weights
         self.metrics = metrics or Metrics("rollout")
         self.stop_event = threading.Event()
+        # stop (SIGTERM) turns coordinator retries off, so a worker whose coordinator is gone still exits
+        if isinstance(coordinator, CoordinatorClient):
+            coordinator.abort = self.stop_event
         self.on_weights = None  # callback(manifest, blob): e.g. publish to this worker's relay server
         self.items_done = 0
 
@@ -143,7 +146,19 @@ class RolloutWorker:
     # ---------------------------------------------------------------------------------------- loop
 
     def run(self) -> int:
-        """Work until stopped or the job is done; returns the number of items processed."""
+        """Work until stopped or the job is done; returns the number of items processed.
+
+        Stopped while the coordinator is unreachable, it exits without retrying (what it held is
+        re-dispatched by the coordinator's lease expiry, if the coordinator comes back)."""
+        try:
+            return self._run()
+        except CoordinatorUnavailable as exc:
+            if not self.stop_event.is_set():
+                raise
+            log.warning("stopping without handing work in: %s", exc)
+            return self.items_done
+
+    def _run(self) -> int:
         while not self.stop_event.is_set():
             try:
                 resp = self.coord.work(self.s.worker_id, self.s.max_items, self.s.wait_seconds)

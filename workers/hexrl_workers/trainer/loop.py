@@ -91,11 +91,15 @@ class TrainerSettings:
 
 
 class Trainer:
-    def __init__(self, spec: RLJobSpec, settings: TrainerSettings) -> None:
+    def __init__(self, spec: RLJobSpec, settings: TrainerSettings, stop: threading.Event | None = None) -> None:
+        """`stop`: set on SIGTERM; the trainer stops between steps, and coordinator calls stop retrying
+        (so it exits promptly even when the coordinator is already gone)."""
         self.spec = spec
         self.s = settings
         self.alg = spec.algorithm
-        self.coord = CoordinatorClient(settings.coordinator_url, settings.token, retry_seconds=120)
+        self.stop_event = stop or threading.Event()
+        self.coord = CoordinatorClient(settings.coordinator_url, settings.token, retry_seconds=120,
+                                       abort=self.stop_event)
         self.loss_settings = LossSettings(
             clip_epsilon=self.alg.clip_epsilon,
             decoupled=self.alg.decoupled,
@@ -343,7 +347,9 @@ class Trainer:
         return self.total_steps is not None and self.version >= self.total_steps
 
     def run(self, stop: threading.Event | None = None) -> list[dict[str, float]]:
-        stop = stop or threading.Event()
+        if stop is not None and stop is not self.stop_event:
+            self.stop_event = self.coord.abort = stop
+        stop = self.stop_event
         every = self.spec.checkpoint.every_steps
         while not self.done() and not stop.is_set():
             batch = self._get_batch(stop)
