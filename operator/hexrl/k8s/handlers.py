@@ -263,36 +263,55 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dic
     if mem.plan is None or not mem.token:
         return
     url = s.progress_url_template.format(name=name, namespace=namespace, port=wc.COORDINATOR_PORT)
-    try:
-        timeout = aiohttp.ClientTimeout(total=5)
-        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
-            url, headers={"Authorization": f"Bearer {mem.token}"}
-        ) as resp:
-            if resp.status != 200:
-                log.info("job %s/%s: progress endpoint answered %s", namespace, name, resp.status)
-                return
-            progress = await resp.json()
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-        log.debug("job %s/%s: no progress yet (%s)", namespace, name, exc)
-        return
-    if not isinstance(progress, dict):
+    progress = await _fetch_progress(url, mem.token, namespace, name)
+    if progress is None:
         return
     changed = progress != mem.progress
     op.reconciler.set_progress(uid, progress)
     if s.scaling.enabled:
-        try:
-            eta = RLJobSpec.model_validate(spec_raw).staleness.max_policy_lag
-        except ValueError:
+        scaled = await _scale_from_progress(op, namespace, name, uid, progress, spec_raw)
+        if scaled is None:
             return
-        state = mem.scale or scaling.ScaleState.from_wire(mem.state.get("scale"))
-        direction, state = scaling.observe(progress, eta, state, s.scaling, time.time())
-        mem.scale = state
-        if direction:
-            loop = asyncio.get_running_loop()
-            if await loop.run_in_executor(None, op.reconciler.scale, namespace, name, direction, state):
-                changed = True
+        changed = changed or scaled
     if changed:
         op.request((namespace, name), 0.0)
+
+
+async def _fetch_progress(url: str, token: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """GET the coordinator's /v1/progress with the job's token; None when it has no answer (yet)."""
+    try:
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as session, session.get(
+            url, headers={"Authorization": f"Bearer {token}"}
+        ) as resp:
+            if resp.status != 200:
+                log.info("job %s/%s: progress endpoint answered %s", namespace, name, resp.status)
+                return None
+            progress = await resp.json()
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        log.debug("job %s/%s: no progress yet (%s)", namespace, name, exc)
+        return None
+    return progress if isinstance(progress, dict) else None
+
+
+async def _scale_from_progress(
+    op: Operator, namespace: str, name: str, uid: str, progress: dict[str, Any], spec_raw: dict[str, Any]
+) -> bool | None:
+    """Feed the progress to the scaling rule and apply its decision: True if the plan changed, None when
+    the spec cannot be read (the status is then left alone too, as before)."""
+    assert op.reconciler is not None
+    mem = op.reconciler.memory(uid)
+    try:
+        eta = RLJobSpec.model_validate(spec_raw).staleness.max_policy_lag
+    except ValueError:
+        return None
+    state = mem.scale or scaling.ScaleState.from_wire(mem.state.get("scale"))
+    direction, state = scaling.observe(progress, eta, state, op.settings.scaling, time.time())
+    mem.scale = state
+    if not direction:
+        return False
+    loop = asyncio.get_running_loop()
+    return bool(await loop.run_in_executor(None, op.reconciler.scale, namespace, name, direction, state))
 
 
 def _ensure_priority_classes(op: Operator) -> None:

@@ -52,48 +52,63 @@ def render_trainer_pods(
     """One pod per trainer node (rank = node index), pinned to the planned node; the gang is all of them."""
     t = plan.trainer
     tag = trainer_epoch_tag(plan, epoch)
-    world = len(t.nodes)
-    out = []
-    for rank, (node, gpus) in enumerate(zip(t.nodes, t.gpus_per_node, strict=True)):
-        env = [
-            {"name": wc.ENV_RANK, "value": str(rank)},
-            {"name": wc.ENV_WORLD_SIZE, "value": str(world)},
-            {"name": wc.ENV_MASTER_ADDR, "value": master_addr(job)},
-            {"name": wc.ENV_MASTER_PORT, "value": str(RENDEZVOUS_PORT)},
-            {"name": "LOCAL_WORLD_SIZE", "value": str(gpus)},
-            {"name": "HEXRL_DATA_PARALLEL", "value": str(t.data_parallel)},
-            {"name": "HEXRL_TENSOR_PARALLEL", "value": str(t.tensor_parallel)},
-            {"name": "HEXRL_PIPELINE_PARALLEL", "value": str(t.pipeline_parallel)},
-            {"name": "HEXRL_FSDP", "value": "true" if t.fsdp else "false"},
-        ]
-        vols, mounts = pod_volumes(job, spec, "trainer")
-        ports = [wc.TRAINER_METRICS_PORT, RENDEZVOUS_PORT] + ([wc.WEIGHTS_PORT] if rank == 0 else [])
-        main = container(job, spec, "trainer", spec.images.trainer, gpus, env, ports, mounts, settings)
-        terms = [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}, *extra_node_selector(spec)]
-        pod_spec: dict[str, Any] = {
-            "hostname": f"trainer-{rank}",
-            "subdomain": names(job)["trainer"],
-            "restartPolicy": "Never",  # a dead rank restarts the whole gang from the checkpoint, not alone
-            "containers": [main],
-            "volumes": vols,
-            "priorityClassName": priority_class_name(settings, "trainer"),
-            "terminationGracePeriodSeconds": 60,
-            "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
-                "nodeSelectorTerms": [{"matchExpressions": terms}]}}},
-        }
-        if t.pool and _pool_is_spot(plan, snap, t.pool):
-            pod_spec["tolerations"] = spot_tolerations()
-        pod = {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": meta(
-                job, f"{job.name}-trainer-{tag}-{rank}", "trainer", t.pool,
-                {RANK_LABEL: str(rank), EPOCH_LABEL: tag},
-            ),
-            "spec": pod_spec,
-        }
-        out.append(with_hash(pod))
-    return out
+    spot = bool(t.pool) and _pool_is_spot(plan, snap, t.pool)
+    return [
+        _trainer_pod(job, spec, plan, tag, rank, node, gpus, spot, settings)
+        for rank, (node, gpus) in enumerate(zip(t.nodes, t.gpus_per_node, strict=True))
+    ]
+
+
+def _trainer_pod(
+    job: JobRef, spec: RLJobSpec, plan: Plan, tag: str, rank: int, node: str, gpus: int, spot: bool,
+    settings: OperatorSettings,
+) -> dict[str, Any]:
+    """Rank `rank` of the gang of epoch `tag`: required affinity to its node; rank 0 serves the weights."""
+    t = plan.trainer
+    vols, mounts = pod_volumes(job, spec, "trainer")
+    ports = [wc.TRAINER_METRICS_PORT, RENDEZVOUS_PORT] + ([wc.WEIGHTS_PORT] if rank == 0 else [])
+    env = _trainer_env(job, plan, rank, gpus)
+    main = container(job, spec, "trainer", spec.images.trainer, gpus, env, ports, mounts, settings)
+    terms = [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}, *extra_node_selector(spec)]
+    pod_spec: dict[str, Any] = {
+        "hostname": f"trainer-{rank}",
+        "subdomain": names(job)["trainer"],
+        "restartPolicy": "Never",  # a dead rank restarts the whole gang from the checkpoint, not alone
+        "containers": [main],
+        "volumes": vols,
+        "priorityClassName": priority_class_name(settings, "trainer"),
+        "terminationGracePeriodSeconds": 60,
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": terms}]}}},
+    }
+    if spot:
+        pod_spec["tolerations"] = spot_tolerations()
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": meta(
+            job, f"{job.name}-trainer-{tag}-{rank}", "trainer", t.pool,
+            {RANK_LABEL: str(rank), EPOCH_LABEL: tag},
+        ),
+        "spec": pod_spec,
+    }
+    return with_hash(pod)
+
+
+def _trainer_env(job: JobRef, plan: Plan, rank: int, gpus: int) -> list[dict[str, Any]]:
+    """torch.distributed rendezvous (rank, world, master) and the trainer's parallelism."""
+    t = plan.trainer
+    return [
+        {"name": wc.ENV_RANK, "value": str(rank)},
+        {"name": wc.ENV_WORLD_SIZE, "value": str(len(t.nodes))},
+        {"name": wc.ENV_MASTER_ADDR, "value": master_addr(job)},
+        {"name": wc.ENV_MASTER_PORT, "value": str(RENDEZVOUS_PORT)},
+        {"name": "LOCAL_WORLD_SIZE", "value": str(gpus)},
+        {"name": "HEXRL_DATA_PARALLEL", "value": str(t.data_parallel)},
+        {"name": "HEXRL_TENSOR_PARALLEL", "value": str(t.tensor_parallel)},
+        {"name": "HEXRL_PIPELINE_PARALLEL", "value": str(t.pipeline_parallel)},
+        {"name": "HEXRL_FSDP", "value": "true" if t.fsdp else "false"},
+    ]
 
 
 def _pool_is_spot(plan: Plan, snap: Snapshot, pool: str) -> bool:
@@ -139,21 +154,10 @@ def render_rollout_pod(
 ) -> dict[str, Any]:
     """A rollout replica: required affinity to its pool, preferred to its planned node, spot tolerations."""
     r = slot.replica
-    key, value = snap.pool_selectors.get(r.pool, (LABEL_POOL, r.pool))
-    terms = [{"key": key, "operator": "In", "values": [value]}, *extra_node_selector(spec)]
-    env = [
-        {"name": wc.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        {"name": "HEXRL_TENSOR_PARALLEL", "value": str(r.tensor_parallel)},
-        {"name": "HEXRL_PIPELINE_PARALLEL", "value": str(r.pipeline_parallel)},
-        {"name": "HEXRL_PIPELINE_STAGE", "value": str(slot.stage)},
-    ]
     vols, mounts = pod_volumes(job, spec, "rollout")
-    main = container(job, spec, "rollout", spec.images.rollout, slot.gpus, env, [wc.RELAY_PORT], mounts, settings)
-    affinity: dict[str, Any] = {
-        "nodeAffinity": {
-            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": terms}]}
-        }
-    }
+    main = container(job, spec, "rollout", spec.images.rollout, slot.gpus, _rollout_env(slot), [wc.RELAY_PORT],
+                     mounts, settings)
+    affinity = _pool_affinity(spec, snap, r.pool)
     pod_spec: dict[str, Any] = {
         "restartPolicy": "OnFailure",
         "containers": [main],
@@ -183,3 +187,25 @@ def render_rollout_pod(
                 {"key": HOSTNAME_LABEL, "operator": "In", "values": [slot.node]}]}}
         ]
     return pod
+
+
+def _rollout_env(slot: RolloutSlot) -> list[dict[str, Any]]:
+    """The replica's address (the coordinator dials it) and its parallelism and pipeline stage."""
+    r = slot.replica
+    return [
+        {"name": wc.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+        {"name": "HEXRL_TENSOR_PARALLEL", "value": str(r.tensor_parallel)},
+        {"name": "HEXRL_PIPELINE_PARALLEL", "value": str(r.pipeline_parallel)},
+        {"name": "HEXRL_PIPELINE_STAGE", "value": str(slot.stage)},
+    ]
+
+
+def _pool_affinity(spec: RLJobSpec, snap: Snapshot, pool: str) -> dict[str, Any]:
+    """Required node affinity to the pool (by the label the snapshot found for it) and the spec's selector."""
+    key, value = snap.pool_selectors.get(pool, (LABEL_POOL, pool))
+    terms = [{"key": key, "operator": "In", "values": [value]}, *extra_node_selector(spec)]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": terms}]}
+        }
+    }
