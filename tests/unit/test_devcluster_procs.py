@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 
 import pytest
 
@@ -37,8 +38,11 @@ def test_alive_follows_a_started_process_until_it_is_stopped(tmp_path):
     proc = procs.start([sys.executable, "-c", "import time; time.sleep(60)", "hexrl-marker"],
                        tmp_path / "log", cwd=tmp_path)
     try:
-        assert procs.alive(proc.pid, "hexrl-marker")
-        assert not procs.alive(proc.pid, "some-other-binary")
+        assert procs.alive(proc.pid, "hexrl-marker")  # also while still inside exec() (empty command line)
+        deadline = time.monotonic() + 30
+        while not procs._cmdline(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not procs.alive(proc.pid, "some-other-binary")  # once exec() is done the marker decides
     finally:
         procs.stop(proc.pid, "hexrl-marker", grace_seconds=5)
     assert not procs.alive(proc.pid, "hexrl-marker")
