@@ -42,7 +42,8 @@ def bench_async_vs_sync(steps: int) -> None:
         res[name] = run_local(job, LocalOptions(steps=steps, sync=sync, workers=2, show_progress=False))
         r = res[name]
         print(f"  {name:10s} steps={r['steps']} samples={r['trainedSamples']} wall={r['wallSeconds']:.1f}s "
-              f"reward {r['initialReward']}→{r['finalReward']} maxStaleness={r['maxObservedStaleness']}")
+              f"reward {r['initialReward']}→{r['finalReward']} maxStaleness={r['maxObservedStaleness']} "
+              f"trainer idle {r['trainerIdleFraction']:.0%} of the wall time")
     a, s = res["async η=4"]["wallSeconds"], res["sync η=0"]["wallSeconds"]
     print(f"  => sync/async wall-time ratio to {res['sync η=0']['trainedSamples']} trained samples: {s / a:.2f}x")
 

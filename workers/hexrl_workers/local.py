@@ -10,7 +10,8 @@ The driver shows a live line (step, reward, tokens/s, staleness, buffer), stops 
 Ctrl-C (actors finish their current token and hand partials in; the trainer stops between steps), and
 returns the summary: `steps`, `trainedSamples`, `initialReward` (mean reward of the first trained batch),
 `finalReward` (mean over the last max(1, steps/10) batches), `tokensPerSecond` (prompt+response tokens
-trained per wall second), `maxObservedStaleness`, `wallSeconds`.
+trained per wall second), `maxObservedStaleness`, `wallSeconds`, and `trainerIdleFraction` (the share of
+the wall time the trainer waited for a batch: how well generation overlaps training).
 """
 
 from __future__ import annotations
@@ -108,7 +109,8 @@ def _rollout_actor_cls():  # type: ignore[no-untyped-def]
     return RolloutActor
 
 
-def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, trained_tokens: int) -> dict[str, Any]:
+def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, trained_tokens: int,
+             trainer_idle: float = 0.0) -> dict[str, Any]:
     rewards = [s["reward"] for s in stats]
     tail = max(1, len(rewards) // 10)
     return {
@@ -119,6 +121,9 @@ def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, 
         "tokensPerSecond": round(trained_tokens / wall, 2) if wall > 0 else 0.0,
         "maxObservedStaleness": core.max_observed_staleness,
         "wallSeconds": round(wall, 2),
+        # share of the wall time the trainer waited for a batch: ~0 when generation overlaps training,
+        # the generation share of each step when it does not (η = 0)
+        "trainerIdleFraction": round(min(1.0, trainer_idle / wall), 3) if wall > 0 else 0.0,
     }
 
 
@@ -154,6 +159,10 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
         host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
     else:
         os.environ.setdefault("RAY_ACCEPT_CLUSTER_ENV_VAR", "0")
+        # Ray starts its workers at nice 15 (so they never starve a driver on a shared node). Here the
+        # actors *are* the job: at nice 15 any other busy process (a build, a test run) takes their CPU
+        # and a one-minute run stretches to six. Normal priority, like the driver's.
+        os.environ.setdefault("RAY_worker_niceness", "0")
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     bind = "0.0.0.0" if opts.ray_address and not loopback else "127.0.0.1"
     core = CoordinatorCore(
@@ -201,11 +210,12 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     finally:
         wall = time.monotonic() - t_start
         trained_tokens = int(server.metrics["hexrl_trained_tokens"]._value.get())
+        trainer_idle = server.trainer_idle_seconds
         coord.close()
         for a in actors:
             ray.kill(a)
         ray.shutdown()
-    out = _summary(core, stats, wall, trained_tokens)
+    out = _summary(core, stats, wall, trained_tokens, trainer_idle)
     if interrupted:
         out["interrupted"] = True
     return out

@@ -47,8 +47,8 @@ def run_command(
     except (ModelSourceError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"hexrl run: {exc}", err=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:  # Ctrl-C while starting up, before the run loop could catch it
-        typer.echo("hexrl run: interrupted while starting; nothing was trained", err=True)
+    except KeyboardInterrupt:  # Ctrl-C while starting up, or a second one while stopping
+        typer.echo("hexrl run: interrupted before the run could finish cleanly; no summary", err=True)
         raise typer.Exit(130) from None
     line = json.dumps(result, separators=(",", ":"))
     typer.echo(line)
