@@ -45,6 +45,11 @@ def bench_async_vs_sync(steps: int) -> None:
               f"reward {r['initialReward']}→{r['finalReward']} maxStaleness={r['maxObservedStaleness']} "
               f"trainer idle {r['trainerIdleFraction']:.0%} of the wall time")
     a, s = res["async η=4"]["wallSeconds"], res["sync η=0"]["wallSeconds"]
+    # On CPUs the async gain is the core that sync leaves idle while the single-threaded trainer runs:
+    # at best (g/2 + T) / ((g + T)/2) for generation g and training T CPU-seconds per step on 2 cores.
+    # Other busy processes take that idle core too, and the ratio falls towards 1: print the load.
+    print(f"  (load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; the ratio needs the cores to "
+          "itself: other busy processes use the core that sync leaves idle)")
     print(f"  => sync/async wall-time ratio to {res['sync η=0']['trainedSamples']} trained samples: {s / a:.2f}x")
 
 
