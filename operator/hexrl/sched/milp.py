@@ -79,7 +79,7 @@ the trainer's pool. The optimum lies in [θ_k, θ_{k+1}): one last MILP over the
 picked at θ_k and θ_{k+1} with T ≥ θ_k finds it (a stronger trainer may be rollout-limited between the
 two levels). Each MILP has at most 2|Q| binaries for training.
 
-Bound-and-prune (the default with HiGHS in max-throughput mode, up to `direct_limit` strategies): the
+Bound-and-prune (the default with HiGHS in max-throughput mode, up to `prune_limit` strategies): the
 one-MILP form's LP relaxation mixes strategies and is weak, while with the strategy fixed it is tight;
 so milp_highs.py bounds every strategy by its own LP relaxation and solves, best bound first, only the
 strategies whose bound beats the incumbent — exact (see its docstring), and 3–10× faster at scale.
@@ -110,6 +110,7 @@ from hexrl.sched.milp_problem import (
     generating_cap,
     latency_cap,
     serial_rate,
+    serial_tangents,
     train_usage,
     useful_rollout,
     ws_seconds,
@@ -174,6 +175,11 @@ def _gate_slack(p: Problem, s: TrainOption, theta: float) -> bool:
     Then a faster strategy cannot raise the plan at θ and the dominance argument holds as without gate."""
     if not p.rollout:
         return True
+    if serial_tangents(p, s):
+        # The per-batch bound T ≤ c·R/(1 + k_s·R/B) binds at every R (it is below R for k_s > 0), and a
+        # faster s' (smaller k_s) reaches θ with less rollout: never slack. (Missing before: bisection
+        # returned 63 % of the optimum on a one-node η = 1 job where DP4 beats the cheapest DP2.)
+        return False
     rho_min = min(o.rate / o.slots for o in p.rollout)
     k = gate_coefficient(p, s) if p.policy_lag > 0 else 0.0
     if rho_min <= 0 or theta * (1 / rho_min + k) > generating_cap(p):
@@ -242,10 +248,19 @@ def _pool_rates(p: Problem, frontier: dict[str, list[int]]) -> dict[str, list[fl
     return {q: [p.train[j].rate for j in ids] for q, ids in frontier.items()}
 
 
-def _min_cost(search: _Search, frontier: dict[str, list[int]], slack: Callable[[int, float], bool] | None) -> Candidate | None:
-    """Min-cost mode: the cheapest strategy per pool that reaches the target dominates the others."""
+def _min_cost(
+    search: _Search, frontier: dict[str, list[int]], slack: Callable[[int, float], bool] | None, limit: int
+) -> Candidate | None:
+    """Min-cost mode: without the gate, the cheapest strategy per pool that reaches the target dominates
+    the others. With it, a faster, dearer trainer can need enough less rollout to be cheaper overall
+    (any of them, not only the multiples `_per_pool_min` offers: one 2-node job needed the 5-GPU trainer
+    of a pool, between the 4 and 7 offered), so every frontier strategy reaching the target goes into
+    the MILP when there are at most `limit` of them (t_s < target cannot reach it: T ≤ t_s)."""
     p = search.p
     assert p.target is not None
+    reach = [j for ids in frontier.values() for j in ids if p.train[j].rate >= p.target * (1 - 1e-12)]
+    if slack is not None and len(reach) <= limit:
+        return search.run(sorted(reach)) if reach else None
     ids = _per_pool_min(frontier, _pool_rates(p, frontier), p.target, slack)
     return search.run(ids) if ids else None
 
@@ -294,11 +309,13 @@ def solve(
     gap: float = 1e-4,
     direct_limit: int = 160,
     prune: bool = True,
+    prune_limit: int = 1200,
 ) -> Solution | None:
     """The best solution of `p`, or None when none exists. See the module docstring for the method.
 
-    `prune` (HiGHS, max-throughput only) replaces the direct path's one MILP by bound-and-prune over the
-    strategies (milp_highs.py); False keeps the one-MILP path (the benchmark compares the two)."""
+    `prune` (HiGHS, max-throughput only): up to `prune_limit` frontier strategies are searched by
+    bound-and-prune (milp_highs.py) instead of one MILP (up to `direct_limit`) or the θ bisection;
+    False keeps those two (the benchmark compares them)."""
     start = time.perf_counter()
     if not p.train:
         return None
@@ -307,10 +324,11 @@ def solve(
     slack = (lambda j, theta: _gate_slack(p, p.train[j], theta)) if p.gated else None
     best: Candidate | None
     if p.target is not None:
-        best = _min_cost(search, frontier, slack)
+        best = _min_cost(search, frontier, slack, direct_limit)
+    elif prune and solver != "cbc" and sum(len(v) for v in frontier.values()) <= prune_limit:
+        best = search.run_pruned([j for ids in frontier.values() for j in ids])
     elif sum(len(v) for v in frontier.values()) <= direct_limit:
-        ids = [j for ids in frontier.values() for j in ids]
-        best = search.run_pruned(ids) if prune and solver != "cbc" else search.run(ids)
+        best = search.run([j for ids in frontier.values() for j in ids])
     else:
         best = _bisect_theta(search, frontier, slack)
     if best is None or not best[1].feasible:

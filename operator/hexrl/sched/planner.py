@@ -577,7 +577,8 @@ def _solve(problem: Problem, settings: PlannerSettings, cache: SolutionCache | N
         return cache.solve(problem, lambda p: _solve(p, settings))
     args = (settings.time_limit_seconds, settings.mip_rel_gap, settings.direct_strategy_limit)
     try:
-        return solve(problem, settings.solver, *args, prune=settings.prune_strategies)
+        return solve(problem, settings.solver, *args, prune=settings.prune_strategies,
+                     prune_limit=settings.prune_strategy_limit)
     except Exception as exc:  # the solver library failed (not infeasibility): fall back to CBC
         if settings.solver == "cbc":
             raise

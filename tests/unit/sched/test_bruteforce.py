@@ -65,7 +65,7 @@ def test_planner_matches_brute_force(case):
     assert isinstance(result, Plan), f"planner says infeasible ({result.message}) but brute force found {best}"
     STATS["feasible"] += 1
     # The bisection search used at scale must agree too: force it on the same instance.
-    bisect_ = plan(job, cluster, PlannerSettings(compute_baselines=False, direct_strategy_limit=0))
+    bisect_ = plan(job, cluster, PlannerSettings(compute_baselines=False, direct_strategy_limit=0, prune_strategy_limit=0))
     assert isinstance(bisect_, Plan), bisect_
     if job.budget.target_tokens_per_second is None:
         ratio = result.tokens_per_second / best[0]
@@ -96,7 +96,9 @@ def test_planner_matches_brute_force_at_32_gpus(size, budget, second):
     job = make_job(size=size, budget=budget, prompts=16, max_new=4096, mean_new=1024)
     best = brute_force(full_problem(job, cluster))
     assert best is not None
-    for limit in (160, 0):  # direct MILP and the bisection search
-        p = plan(job, cluster, PlannerSettings(compute_baselines=False, direct_strategy_limit=limit))
+    # bound-and-prune, the one direct MILP, and the bisection search
+    for prune, limit in ((True, 160), (False, 160), (False, 0)):
+        settings_ = PlannerSettings(compute_baselines=False, direct_strategy_limit=limit, prune_strategies=prune)
+        p = plan(job, cluster, settings_)
         assert isinstance(p, Plan)
-        assert p.tokens_per_second >= 0.99 * best[0], (limit, p.tokens_per_second, best)
+        assert p.tokens_per_second >= 0.99 * best[0], (prune, limit, p.tokens_per_second, best)
