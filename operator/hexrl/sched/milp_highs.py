@@ -7,14 +7,19 @@ bench's 1,000-node cluster, although the first incumbent is usually already the 
 strategy fixed the relaxation is tight. So, with P_s the MILP with x_s = 1 (all other x = 0) and
 obj(·) its objective (T − δ·cost − migration, maximised):
 
-    1. LP bounds: L_s = the optimum of P_s's LP relaxation ≥ obj(P_s). One model, warm-started dual
-       simplex, only column bounds of x change between strategies (≈ 1 ms each).
-    2. Order by L_s, descending. Incumbent z = −∞. For each s: if L_s ≤ z, stop (every later s has
-       L_s ≤ z too, so obj(P_s) ≤ L_s ≤ z: nothing left can beat z); else solve P_s with the cutoff
-       z (HiGHS objective_bound: only solutions better than z are sought) and, if it finds one, it is
-       the new incumbent.
-    3. The answer is the incumbent: max_s obj(P_s), each P_s solved to the same relative gap as the
-       single MILP, so the guarantee is the single MILP's: optimal within `gap`.
+    0. A first incumbent z (a feasible plan, scored by `evaluate`, the arithmetic the MILP encodes):
+       the strategies the one-MILP relaxation leans on, each "dived" — its LP optimum rounded, and while
+       the rounded plan is held down by a straggler cap, the capped options forbidden and the LP
+       re-solved. Only a cutoff: it never decides the answer unless no MILP beats it.
+    1. Bounds: obj(P_s) ≤ T ≤ t_s, so a strategy with t_s ≤ z needs nothing more; for the others
+       L_s = the optimum of P_s's LP relaxation ≥ obj(P_s). One model, warm-started dual simplex, only
+       column bounds of x change between strategies (≈ 1 ms each). The best three bounds are dived too.
+    2. Order by L_s, descending. For each s: if L_s ≤ z(1 + gap), stop (every later s has a bound that
+       low too, so obj(P_s) ≤ L_s: nothing left can beat z by more than the gap); else solve P_s with
+       the cutoff z(1 + gap) (HiGHS objective_bound; heuristics off, since the cutoff already is the
+       incumbent) and, if it finds a better solution, that is the new incumbent.
+    3. The answer is the incumbent: within the relative gap of max_s obj(P_s) — the guarantee of the
+       single MILP, which also stops at that gap.
 
 This is exact because max over the strategy binaries = max over s of P_s (Σ x_s = 1 picks one), the
 LP relaxation is a relaxation, and a cutoff only discards solutions no better than one already held.
