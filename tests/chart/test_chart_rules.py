@@ -75,6 +75,9 @@ def test_alerts_fire_when_they_should(render: Any, promtool: Path, tmp_path: Pat
     tests = {
         "rule_files": [str(rules)],
         "evaluation_interval": "1m",
+        # promtool evaluates groups in Go map order unless told: pinned, so the alerts always read this
+        # evaluation's recording rules (annotations carry their values) and the test is deterministic.
+        "group_eval_order": ["hexrl.signals", "hexrl.alerts"],
         "tests": [{
             "interval": "1m",
             "input_series": series,
@@ -152,6 +155,9 @@ def test_threshold_values_change_the_rules(render: Any, promtool: Path, tmp_path
     tests = {
         "rule_files": [str(rules)],
         "evaluation_interval": "1m",
+        # promtool evaluates groups in Go map order unless told: pinned, so the alerts always read this
+        # evaluation's recording rules (annotations carry their values) and the test is deterministic.
+        "group_eval_order": ["hexrl.signals", "hexrl.alerts"],
         "tests": [{
             "interval": "1m",
             "input_series": [*staleness_series("hot", 4, 60, 30),
