@@ -49,6 +49,7 @@ from hexrl.sched.costmodel import (
     weight_sync_seconds,
 )
 from hexrl.sched.milp import (
+    Evaluation,
     PoolCapacity,
     Problem,
     RolloutOption,
@@ -67,6 +68,7 @@ from hexrl.sched.types import (
     Plan,
     PlanResult,
     PoolInfo,
+    RolloutReplica,
     TrainerAssignment,
 )
 
@@ -462,17 +464,11 @@ def _diagnose(b: _Built, job: RLJobSpec, cluster: Cluster, settings: PlannerSett
 # -------------------------------------------------------------------------------------- plan
 
 
-def _assemble(
-    b: _Built,
-    sol: Solution,
-    cluster: Cluster,
-    settings: PlannerSettings,
-    start: float,
-    previous: Plan | None = None,
-) -> Plan | Infeasible:
-    p, w = b.problem, b.workload
+def _place(
+    b: _Built, sol: Solution, cluster: Cluster, previous: Plan | None
+) -> tuple[TrainerAssignment, tuple[RolloutReplica, ...]] | Infeasible:
+    """The solution's trainer and replica counts on concrete nodes (a kept trainer stays on its nodes)."""
     tm = b.train[sol.train]
-    ev = sol.evaluation
     bw = {pl.info.name: pl.inter_gbps for pl in b.pools}
     keep = previous.trainer.nodes if previous is not None and previous.trainer.pool == tm.pool.info.name else ()
     try:
@@ -505,34 +501,68 @@ def _assemble(
         gpus_per_node=t_gpus,
         tokens_per_second=tm.estimate.tokens_per_second,
     )
-    used_pools = {m.pool.info.name for m, y in zip(b.rollout, sol.counts, strict=True) if y > 0}
-    ws = max((b.ws_seconds.get((tm.pool.info.name, q), 0.0) for q in used_pools), default=0.0)
-    t = ev.throughput
+    return trainer, replicas
+
+
+def _bottleneck(ev: Evaluation) -> tuple[str, bool]:
+    """(the stage that limits throughput, whether the on-demand rollout floor caps it below every stage)."""
     rates = {"training": ev.training, "rollout": ev.rollout_useful, "weight-sync": ev.weight_sync_cap}
-    bottleneck = min(rates, key=lambda k: rates[k])
-    floor_bound = t < min(rates.values()) * (1 - 1e-9)
+    floor_bound = ev.throughput < min(rates.values()) * (1 - 1e-9)
     if floor_bound:
-        bottleneck = "rollout"  # on-demand rollout floor: spot capacity beyond it is not counted on
+        return "rollout", True  # on-demand rollout floor: spot capacity beyond it is not counted on
+    return min(rates, key=lambda k: rates[k]), False
+
+
+def _predicted_staleness(b: _Built, sol: Solution, bottleneck: str, ws: float) -> float:
+    """Policy lag the trainer sees: η when rollout runs ahead; when rollout is the bottleneck, the
+    throughput-weighted generation wave plus weight sync, in steps, capped at η."""
+    w, t = b.workload, sol.evaluation.throughput
+    eta = float(w.max_policy_lag)
+    if bottleneck != "rollout":
+        return eta
     step = w.tokens_per_step / t if t > 0 else float("inf")
-    eta = w.max_policy_lag
-    if bottleneck == "rollout":
-        weight = sum(m.estimate.tokens_per_second * y for m, y in zip(b.rollout, sol.counts, strict=True)) or 1.0
-        wave = sum(m.estimate.wave_seconds * m.estimate.tokens_per_second * y for m, y in zip(b.rollout, sol.counts, strict=True)) / weight
-        staleness = min(float(eta), (wave + ws) / step)
-    else:
-        staleness = float(eta)
+    used = [(m.estimate, y) for m, y in zip(b.rollout, sol.counts, strict=True)]
+    weight = sum(e.tokens_per_second * y for e, y in used) or 1.0
+    wave = sum(e.wave_seconds * e.tokens_per_second * y for e, y in used) / weight
+    return min(eta, (wave + ws) / step)
+
+
+def _notes(b: _Built, ev: Evaluation, bottleneck: str, floor_bound: bool) -> tuple[str, ...]:
+    """Plain sentences on what limits the plan and what would change it."""
     notes = []
+    budget = b.problem.budget
     if floor_bound:
         notes.append("throughput is capped by the on-demand rollout floor (placement.spot.onDemandRolloutFloor)")
-    if p.budget is not None and ev.cost < 0.999 * p.budget and bottleneck != "rollout":
-        notes.append(f"{p.budget - ev.cost:.2f} $/h of the budget is unused: more GPUs would not raise throughput")
+    if budget is not None and ev.cost < 0.999 * budget and bottleneck != "rollout":
+        notes.append(f"{budget - ev.cost:.2f} $/h of the budget is unused: more GPUs would not raise throughput")
     if ev.rollout_useful < ev.rollout_capacity * 0.999:
-        if eta == 0:
+        if b.workload.max_policy_lag == 0:
             notes.append("η = 0 is synchronous: each step waits for the batch's longest response, then trains and "
                          "syncs weights while rollout idles; η ≥ 1 overlaps them")
         else:
             notes.append("the staleness gate ((η+1)·batch requested ahead, shared by generation, the buffer and the "
                          "batch in training) keeps part of the rollout capacity idle; a larger η or batch would use it")
+    return tuple(notes)
+
+
+def _assemble(
+    b: _Built,
+    sol: Solution,
+    cluster: Cluster,
+    settings: PlannerSettings,
+    start: float,
+    previous: Plan | None = None,
+) -> Plan | Infeasible:
+    placed = _place(b, sol, cluster, previous)
+    if isinstance(placed, Infeasible):
+        return placed
+    trainer, replicas = placed
+    w, ev = b.workload, sol.evaluation
+    used_pools = {m.pool.info.name for m, y in zip(b.rollout, sol.counts, strict=True) if y > 0}
+    ws = max((b.ws_seconds.get((trainer.pool, q), 0.0) for q in used_pools), default=0.0)
+    bottleneck, floor_bound = _bottleneck(ev)
+    staleness = _predicted_staleness(b, sol, bottleneck, ws)
+    t = ev.throughput
     return Plan(
         trainer=trainer,
         replicas=replicas,
@@ -548,7 +578,7 @@ def _assemble(
         solve_seconds=time.perf_counter() - start,
         solver=sol.solver,
         solver_status=sol.status,
-        notes=tuple(notes),
+        notes=_notes(b, ev, bottleneck, floor_bound),
     )
 
 
