@@ -2,13 +2,15 @@
 
 The outcome must not depend on CPU scheduling: the step budget is counted in trained batches (not wall
 time), the staleness of every trained sample is bounded by the job's η whatever the interleaving, and
-the job's hyper-parameters (lr 1e-3, KL 0.01 to the reference) were chosen so that an offline replay
-of the same objective (same model, engine and loss; 300 steps) reaches 0.973–0.983 for seeds 1–4 with
-staleness drawn uniformly from 0..4 — the worst the gate admits — while the old ones (lr 2e-3, no KL)
-ended at 0.75–0.87 on 4 of 6 seeds even at staleness 0..2: some of the 16 problems collapsed onto a
-wrong digit, whose all-wrong groups carry no GRPO signal. Which seed a run effectively gets depends on
-the interleaving, so that variance, not the staleness, was what made the test flaky under load. The wall-time limit is generous (a loaded
-2-core CI machine runs this 3–5× slower than a quiet one) but finite, so a hang still fails.
+the job is built so that no interleaving strands a problem. Which seed a run effectively gets depends on
+the interleaving, so the job must learn on every seed, not on most: with problems drawn uniformly, "0+0"
+(the only problem whose answer is 0) collapsed onto a wrong digit on about one seed in five — the other
+problems' wrong samples push the shared model away from "0", and an all-wrong group carries no GRPO
+signal — and the run ended near 0.86-0.92 (a CI run: 0.8605). The dataset now draws answers uniformly;
+an offline replay of the job's objective (same model, engine and loss, 300 steps, staleness drawn from
+0..4) ends at 0.976-0.986 on all 11 seeds tried (0, 1, 5-13), and "0+0" is learned on each (it stayed at 0.00-0.16 on
+the failing seeds before). The wall-time limit is generous (a loaded 2-core CI machine runs this 3-5×
+slower than a quiet one) but finite, so a hang still fails.
 """
 
 from __future__ import annotations

@@ -60,6 +60,9 @@ from hexrl_workers.protocol import (
 )
 from hexrl_workers.tasks import make_dataset
 
+CONFIG_WATCHER: web.AppKey[asyncio.Task[None]] = web.AppKey("config_watcher", asyncio.Task)
+"""The task that re-reads the mounted worker config (η changes) while the app runs."""
+
 log = logging.getLogger(__name__)
 
 
@@ -121,7 +124,7 @@ class CoordinatorServer:
     async def _on_startup(self, app: web.Application) -> None:
         self._changed = asyncio.Condition()
         if self.settings.config_path:
-            app["watcher"] = asyncio.create_task(self._watch_config())
+            app[CONFIG_WATCHER] = asyncio.create_task(self._watch_config())
         self._update_gauges()
 
     async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
