@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,11 +28,14 @@ class JobMemory:
     """What the operator remembers about one job between passes (rebuilt from the ConfigMap on restart)."""
 
     uid: str
+    seen_at: float = field(default_factory=time.monotonic)
+    """When this process first saw the job: the priority of its API calls (earlier first)."""
     loaded: bool = False
     plan: Plan | None = None
     state: dict[str, Any] = field(default_factory=dict)
     token: str = ""
-    cluster_key: str = ""
+    basis: Any = None
+    """`planstep.PlanBasis` of the planner's last answer for this job (None: not asked by this process)."""
     child_hashes: dict[tuple[str, str], str] = field(default_factory=dict)
     expected: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
     deleted: dict[str, float] = field(default_factory=dict)
@@ -40,8 +44,9 @@ class JobMemory:
     scale: scaling.ScaleState | None = None
     fresh: bool = False
     """The job had no ConfigMap when first seen by this process: its children are all new."""
-    rejection: tuple[tuple[str, str], Infeasible] | None = None
-    """((spec key, cluster key), the planner's answer) of the last infeasible plan, to not ask again."""
+    rejection: tuple[str, Infeasible] | None = None
+    """(spec key, the planner's answer) of the last infeasible plan, to not ask again until the spec
+    changes or capacity appears (`planstep.replan_reason`)."""
     baselines: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
     """(placement the baselines were computed for, the baselines), from the background thread."""
     baselines_pending: tuple[Any, ...] | None = None

@@ -18,9 +18,9 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from hexrl.api.models import RLJobSpec
@@ -178,7 +178,7 @@ class PlanStep:
             metrics.ERRORS.labels("PlanConflict").inc()
             log.info("job %s/%s: GPUs of the new plan were taken by another job meanwhile; re-planning",
                      ref.namespace, ref.name)
-            mem.cluster_key = ""  # the snapshot changed under us: decide again
+            mem.basis = None  # the snapshot changed under us: decide again
         raise AssertionError("unreachable: the last attempt always commits")
 
     def _fits(self, ref: render.JobRef, plan: Plan, mem: JobMemory) -> bool:
@@ -252,20 +252,24 @@ class PlanStep:
     def _decide(self, spec: RLJobSpec, snap: Snapshot, mem: JobMemory) -> Decision:
         """(plan to deploy, infeasibility to report, trigger of a planner call or "", nodes lost)."""
         current = mem.plan
-        cluster_key = relevance_key(snap.cluster, current)
         skey = spec_key(spec)
         lost = 0
         if current is not None:
             present = {n.name for n in snap.cluster.nodes if not n.going_away}
             lost = len(plan_nodes(current) - present)
-        if current is not None and mem.state.get("specKey") == skey and mem.cluster_key == cluster_key:
+        spec_same = mem.state.get("specKey") == skey
+        why = replan_reason(mem.basis, snap.cluster, current)
+        if current is not None and spec_same and not why:
             return current, None, "", 0
-        if current is None and mem.rejection is not None and mem.rejection[0] == (skey, cluster_key):
-            return None, mem.rejection[1], "", 0  # nothing changed since the planner said no
-        result, trigger = self._ask_planner(spec, snap, current, mem.state.get("specKey") != skey)
-        mem.cluster_key = relevance_key(snap.cluster, result if isinstance(result, Plan) else current)
+        if current is None and mem.rejection is not None and mem.rejection[0] == skey and not why:
+            return None, mem.rejection[1], "", 0  # nothing that could help changed since the planner said no
+        if current is not None:
+            log.info("job %s: re-planning: %s", "/".join(mem.state.get("_job", ())),
+                     why if spec_same else "the spec changed")
+        result, trigger = self._ask_planner(spec, snap, current, not spec_same)
+        mem.basis = plan_basis(snap.cluster)
         if isinstance(result, Infeasible):
-            return self._infeasible(result, current, mem, (skey, cluster_key), trigger, lost)
+            return self._infeasible(result, current, mem, skey, trigger, lost)
         mem.state.pop("rejected", None)
         mem.rejection = None
         if current is not None and placement(result) == placement(current):
@@ -292,11 +296,11 @@ class PlanStep:
 
     @staticmethod
     def _infeasible(
-        result: Infeasible, current: Plan | None, mem: JobMemory, keys: tuple[str, str], trigger: str, lost: int
+        result: Infeasible, current: Plan | None, mem: JobMemory, skey: str, trigger: str, lost: int
     ) -> Decision:
         """Remember the planner's no; a running job keeps its last feasible plan (reported as rejected)."""
         metrics.ERRORS.labels(result.reason).inc()
-        mem.rejection = (keys, result)
+        mem.rejection = (skey, result)
         if current is not None:
             # keep running the last feasible plan (a rejected change must not kill a running job)
             mem.state["rejected"] = {"reason": result.reason, "message": result.message}
@@ -304,13 +308,47 @@ class PlanStep:
         return None, result, trigger, lost
 
 
-def relevance_key(cluster: Cluster, plan: Plan | None) -> str:
-    """What must change before re-planning is worth it: any node's existence, size, pool or going-away
-    state, and how busy the nodes this job's plan uses are. Other jobs' pods coming and going on nodes
-    this job does not use do not count — otherwise every job would re-plan whenever any job's pod starts."""
-    mine = plan_nodes(plan) if plan is not None else set()
-    items = [
-        (n.name, n.pool, n.gpus, n.going_away, n.gpus_used_by_others if n.name in mine else -1)
-        for n in cluster.nodes
-    ]
-    return key_of((items, cluster.pools))
+@dataclass(frozen=True)
+class PlanBasis:
+    """What the cluster offered a job when the planner last answered for it (see `replan_reason`)."""
+
+    nodes: Mapping[str, tuple[str, int]]
+    """node → (pool, GPUs free for this job; 0 while the node is going away)."""
+    pools: str
+    """Hash of the pools' descriptions (type, price, spot, links) and the cluster-wide settings."""
+
+
+def plan_basis(cluster: Cluster) -> PlanBasis:
+    nodes = {n.name: (n.pool, 0 if n.going_away else n.gpus_free) for n in cluster.nodes}
+    return PlanBasis(nodes, key_of((cluster.pools, cluster.inter_pool_gbps, cluster.gpu_overrides)))
+
+
+def replan_reason(basis: PlanBasis | None, cluster: Cluster, plan: Plan | None) -> str:
+    """Why a change of the cluster since `basis` is worth a planner call for a job holding `plan` (None: a
+    job without one) — "" when it is not.
+
+    It is when (1) nothing was recorded (a new job, a restarted operator), (2) the pools' descriptions
+    changed, (3) a node of the plan is gone, going away, or no longer has the GPUs the plan puts on it, or
+    (4) some node offers this job more free GPUs than at the last answer, or sits in another pool (capacity
+    appeared: a better plan may exist). Anything else cannot improve on the plan nor break it: capacity
+    lost on nodes the plan does not use, and other jobs filling the GPUs of a shared node that this job's
+    plan leaves free. (An exact key over every node's occupancy re-planned every job whose nodes another
+    job's pods joined, and each re-plan moved pods that made the next job re-plan: 20 jobs arriving together
+    made ~130 planner calls and deleted pods they had just created.)
+    """
+    if basis is None:
+        return "first pass of this process"
+    if key_of((cluster.pools, cluster.inter_pool_gbps, cluster.gpu_overrides)) != basis.pools:
+        return "the pools changed"
+    now = plan_basis(cluster).nodes
+    if plan is not None:
+        for node, gpus in sorted(plan.gpus_per_node().items()):
+            if node not in now:
+                return f"node {node} is gone"
+            if now[node][1] < gpus:
+                return f"node {node} is going away or no longer has {gpus} free GPUs"
+    gained = [n for n, (pool, free) in now.items()
+              if n not in basis.nodes or basis.nodes[n][0] != pool or free > basis.nodes[n][1]]
+    if gained:
+        return f"capacity appeared on {len(gained)} node(s) (e.g. {gained[0]})"
+    return ""
