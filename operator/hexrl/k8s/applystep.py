@@ -7,11 +7,12 @@ the class are the Reconciler's). In the order a pass runs it:
    a new epoch, from the last checkpoint) — before the ConfigMap, which stores the epoch, is written;
 2. applies the static children (Secret, ConfigMap with `plan.json`, coordinator, Services, PDB) whose
    desired hash differs from what is there, all before any pod;
-3. deletes then creates trainer pods, then brings rollout to one healthy pod per planned slot.
+3. decides the trainer gang's and rollout slots' pods, then deletes in one round and creates in one
+   round (trainer ranks first): each round is a round trip through the API fan-out.
 
 The job's pods are seen through the store plus what this process created or deleted and the watch has
 not shown yet (`EXPECT_TTL`), so a pass never creates a pod twice or counts a deleted one. Independent
-calls of one pass are fanned out on a thread pool.
+calls of one pass are fanned out on a pool that serves the jobs seen first first (`prioritypool`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from hexrl.api import reasons
@@ -36,6 +36,7 @@ from hexrl.k8s.passstate import (
     spec_key,
     thread_requests,
 )
+from hexrl.k8s.prioritypool import PriorityPool
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import Snapshot
 from hexrl.k8s.store import Store
@@ -52,7 +53,7 @@ class ApplyStep:
     api: KubeApi
     store: Store
     settings: OperatorSettings
-    _pool: ThreadPoolExecutor
+    _pool: PriorityPool
     # from StatusStep
     _event: Callable[..., None]
     _summary: Callable[[Plan], dict[str, Any]]
@@ -72,11 +73,12 @@ class ApplyStep:
         if spec.suspend:
             trainer_delete += [q for q in self.store.job_pods(ref.namespace, ref.name) if q["role"] == "trainer"]
             trainer_create = []
-        out.deleted += sum(self._fan_out(lambda q: self._delete_pod(ref, mem, q, p.snap), trainer_delete))
-        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer_create))
-        created, deleted, replaced = self._rollout(ref, spec, p.plan, p.snap, mem)
-        out.created += created
-        out.deleted += deleted
+        rollout_create, rollout_delete, replaced = self._rollout(ref, spec, p.plan, p.snap, mem)
+        # one round of deletions (they free the GPUs the new pods may need), then one of creations: trainer
+        # ranks first, then rollout — a round trip per round, which a loaded API server makes expensive
+        out.deleted += sum(self._fan_out(lambda q: self._delete_pod(ref, mem, q, p.snap),
+                                         trainer_delete + rollout_delete, mem))
+        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer_create + rollout_create, mem))
         if replaced:
             metrics.PREEMPTIONS.labels("rollout").inc(replaced)
         return trainer_lost, replaced, summary
@@ -117,7 +119,7 @@ class ApplyStep:
             metrics.CHILDREN_CREATED.labels(obj["kind"]).inc()
             return 1
 
-        return sum(self._fan_out(one, objs))
+        return sum(self._fan_out(one, objs, mem))
 
     def _create_pod(self, mem: JobMemory, pod: dict[str, Any]) -> int:
         name = pod["metadata"]["name"]
@@ -143,8 +145,9 @@ class ApplyStep:
             metrics.CHILDREN_DELETED.labels("Pod").inc()
         return int(ok)
 
-    def _fan_out(self, fn: Callable[[Any], int], items: list[Any]) -> list[int]:
-        """Run independent API calls of one pass concurrently (pods of a big plan are created in parallel)."""
+    def _fan_out(self, fn: Callable[[Any], int], items: list[Any], mem: JobMemory) -> list[int]:
+        """Run independent API calls of one pass concurrently (pods of a big plan are created in parallel),
+        queued behind the calls of jobs this process saw earlier (see `prioritypool`)."""
         if len(items) <= 1:
             return [fn(i) for i in items]
 
@@ -152,7 +155,7 @@ class ApplyStep:
             before = thread_requests(self.api)
             return fn(item), thread_requests(self.api) - before
 
-        done = list(self._pool.map(counted, items))
+        done = self._pool.map(counted, items, priority=mem.seen_at)
         credit = getattr(self.api, "credit", None)
         if credit is not None:
             credit(sum(n for _, n in done))  # the pass's requests, made on helper threads
@@ -214,8 +217,9 @@ class ApplyStep:
 
     def _rollout(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
-    ) -> tuple[int, int, int]:
-        """Bring rollout pods to one healthy pod per planned slot; returns (created, deleted, replaced)."""
+    ) -> tuple[list[Pod], list[Pod], int]:
+        """What brings rollout to one healthy pod per planned slot: (pods to create, pods to delete, pods
+        replaced because unhealthy)."""
         pods = [p for p in self._job_pods(ref, mem) if p["role"] == "rollout"]
         by_slot: dict[str, list[Pod]] = {}
         for p in pods:
@@ -233,10 +237,7 @@ class ApplyStep:
         for s, ps in by_slot.items():
             if s not in wanted:
                 to_delete.extend(ps)
-        # deletions first: they free the GPUs the new pods may need
-        deleted = sum(self._fan_out(lambda p: self._delete_pod(ref, mem, p, snap), to_delete))
-        created = sum(self._fan_out(lambda pod: self._create_pod(mem, pod), to_create))
-        return created, deleted, replaced
+        return to_create, to_delete, replaced
 
     def _rollout_slot(
         self, ref: render.JobRef, spec: RLJobSpec, slot: render.RolloutSlot, pods: list[Pod], snap: Snapshot

@@ -70,6 +70,7 @@ from hexrl.k8s.passstate import (
     thread_requests,
 )
 from hexrl.k8s.planstep import BASELINE_QUIET, OPTIMISTIC_ATTEMPTS, PlanStep
+from hexrl.k8s.prioritypool import PriorityPool
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.statusstep import StatusStep
 from hexrl.k8s.store import Store
@@ -100,7 +101,7 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
         self._mem_lock = threading.Lock()
         self._plan_lock = threading.Lock()
         self._ledger = threading.RLock()
-        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="hexrl-api")
+        self._pool = PriorityPool(16, name="hexrl-api")
         self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hexrl-baselines")
         self._planning = 0
         self._last_planned = 0.0
@@ -156,7 +157,7 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
     def close(self) -> None:
         """Stop the helper threads (tests construct many reconcilers in one process)."""
         self._background.shutdown(wait=False, cancel_futures=True)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
 
     # ------------------------------------------------------------------------------------ memory
 
