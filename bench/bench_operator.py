@@ -13,14 +13,25 @@ mode / target; below 1 meets the bar):
   a reservation ledger with an optimistic conflict check.
 
 Between the phases the jobs are deleted (children garbage-collected) and the deleted nodes re-created.
-Per phase:
+Each phase starts once the operator's indexes hold every node (its cluster GPU gauges count them all), as
+for an operator that has been running — kopf runs no job handler before that. Progress is observed
+through one WATCH of the RLJobs and one of the jobs' pods, timed at each event's arrival (polling LISTs of
+every pod five times a second loaded the API server the operator shares 2 cores with, and added up to a
+poll period plus a LIST's latency to every measurement). Per phase:
 
-- apply → all children created (every planned trainer/rollout pod exists), p50 and p99 over the jobs;
-- after 20 % of the spot nodes are deleted at once: time until every affected job again has all its
-  planned rollout pods and none on a deleted node, p50 and p99;
+- apply → all children created (every planned trainer/rollout pod exists), per job, p50 and p99, and the
+  CPU seconds each control-plane component, the operator and this bench used meanwhile;
+- after 20 % of the spot nodes are deleted at once (drawn stratified: 20 % of the spot nodes running the
+  jobs' pods and 20 % of the others): time until every affected job again has all its planned rollout
+  pods and none on a deleted node, p50 and p99;
 - operator resident memory (VmRSS) after both phases;
 - API requests per reconcile pass (the reconciler's own requests; kopf's watches excluded), overall and
   for passes with nothing to change (the steady state), side by side.
+
+Then the floor on this machine (`direct`, skip with `--no-baseline`): the children the last mode created,
+captured and POSTed again straight to the API server by a client with nothing to decide (16 requests in
+flight, job by job, static objects before pods), timed the same way; the scheduler, kwok and the
+controllers do the same work behind it. `mode / direct` says how much of the latency is the operator's.
 
 Run: `.venv/bin/python bench/bench_operator.py [--nodes 1000] [--jobs 20] [--modes legacy,serial]`.
 Takes ~5-8 minutes on 2 cores.
@@ -36,6 +47,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -99,6 +111,24 @@ def total(m: dict[str, float], prefix: str) -> float:
     return sum(v for k, v in m.items() if k.startswith(prefix) and not k.startswith(prefix + "_created"))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def component_cpu(cluster: DevCluster, operator_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each control-plane component, the operator and this benchmark."""
+    comps = cluster.status()["components"]
+    out = {name: cpu_seconds(c["pid"]) for name, c in comps.items() if c.get("pid")}
+    out["operator"] = cpu_seconds(operator_pid)
+    out["bench"] = cpu_seconds(os.getpid())
+    return out
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -106,15 +136,86 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+class _Watch(threading.Thread):
+    """One collection kept current by LIST then WATCH (re-listing when the watch expires); every applied
+    event stamps `Observer.changed_at` with its arrival time and wakes the waiter."""
+
+    def __init__(self, obs: Observer, path: str, store: dict[str, dict]) -> None:
+        super().__init__(daemon=True, name=f"watch {path}")
+        self.obs, self.path, self.store = obs, path, store
+
+    def _open(self, query: str, timeout: float) -> Any:
+        sep = "&" if "?" in self.path else "?"
+        url = f"https://127.0.0.1:{self.obs.port}{self.path}{sep}{query}"
+        return urllib.request.urlopen(url, context=self.obs.ssl, timeout=timeout)
+
+    def run(self) -> None:
+        while not self.obs.stopped.is_set():
+            try:
+                with self._open("", 60) as r:
+                    listing = json.loads(r.read())
+                with self.obs.changed:
+                    self.store.clear()
+                    self.store.update({o["metadata"]["uid"]: o for o in listing["items"]})
+                    self.obs.stamp()
+                rv = listing["metadata"]["resourceVersion"]
+                with self._open(f"watch=1&allowWatchBookmarks=false&resourceVersion={rv}&timeoutSeconds=290", 330) as r:
+                    for line in r:
+                        if self.obs.stopped.is_set():
+                            return
+                        ev = json.loads(line)
+                        if ev["type"] == "ERROR":
+                            break  # expired: list again
+                        obj = ev["object"]
+                        with self.obs.changed:
+                            if ev["type"] == "DELETED":
+                                self.store.pop(obj["metadata"]["uid"], None)
+                            else:
+                                self.store[obj["metadata"]["uid"]] = obj
+                            self.obs.stamp()
+            except Exception as exc:  # a broken stream (IncompleteRead, reset): list again
+                print(f"watch {self.path}: {type(exc).__name__}: {exc}; re-listing", file=sys.stderr, flush=True)
+                time.sleep(0.2)
+
+
 class Observer:
-    """Lists the operator's pods and the RLJobs (two requests per poll) and derives per-job progress."""
+    """Watches the operator's pods and the RLJobs (one stream each, so observing adds no polling load to
+    the API server the operator shares 2 cores with) and derives per-job progress at each event's arrival."""
 
     def __init__(self, cluster: DevCluster) -> None:
         self.c = cluster
+        self.port = cluster.status()["components"]["kube-apiserver"]["port"]
+        self.ssl = cluster._ssl()
+        self.changed = threading.Condition()
+        self.changed_at = time.monotonic()
+        self.stopped = threading.Event()
+        self._jobs: dict[str, dict] = {}
+        self._pods: dict[str, dict] = {}
+        self._threads = [
+            _Watch(self, "/apis/hexrl.dev/v1alpha1/rljobs", self._jobs),
+            _Watch(self, "/api/v1/pods?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dhexrl-operator", self._pods),
+        ]
+        for t in self._threads:
+            t.start()
+
+    def stamp(self) -> None:
+        """Record a change (call holding `changed`)."""
+        self.changed_at = time.monotonic()
+        self.changed.notify_all()
+
+    def close(self) -> None:
+        self.stopped.set()
+
+    def wait(self, timeout: float = 1.0) -> float:
+        """Block until something changed (or `timeout`); returns the arrival time of the latest change."""
+        with self.changed:
+            self.changed.wait(timeout)
+            return self.changed_at
 
     def snapshot(self) -> tuple[dict[str, dict], dict[str, list[dict]]]:
-        jobs = self.c.api("GET", "/apis/hexrl.dev/v1alpha1/rljobs")["items"]
-        pods = self.c.api("GET", "/api/v1/pods?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dhexrl-operator")["items"]
+        with self.changed:
+            jobs = list(self._jobs.values())
+            pods = list(self._pods.values())
         by_job: dict[str, list[dict]] = {}
         for p in pods:
             if p["metadata"].get("deletionTimestamp"):
@@ -132,14 +233,31 @@ def expected_pods(job: dict) -> int | None:
     return len(plan["trainer"]["nodes"]) + sum(g["replicas"] for g in plan["rollout"])
 
 
+def off_plan(pods: dict[str, list[dict]]) -> tuple[int, int]:
+    """(rollout pods the scheduler put on another node than the preferred one of their plan, scheduled ones)."""
+    off = placed = 0
+    for ps in pods.values():
+        for p in ps:
+            if p["metadata"]["labels"].get("hexrl.dev/role") != "rollout" or not p["spec"].get("nodeName"):
+                continue
+            placed += 1
+            prefs = (p["spec"].get("affinity") or {}).get("nodeAffinity", {}).get(
+                "preferredDuringSchedulingIgnoredDuringExecution") or []
+            wanted = {v for t in prefs for e in t["preference"]["matchExpressions"] for v in e.get("values", [])}
+            off += bool(wanted) and p["spec"]["nodeName"] not in wanted
+    return off, placed
+
+
 class Phase:
     """One planning mode on the running cluster: operator up, 20 jobs, noise, node loss, clean-up."""
 
     def __init__(self, cluster: DevCluster, inv: dict[str, Any], mode: str, jobs: int) -> None:
         self.cluster, self.inv, self.mode, self.jobs = cluster, inv, mode, jobs
+        self.inv_nodes = sum(p["nodes"] for p in inv["pools"])
         self.op: subprocess.Popen[bytes] | None = None
         self.mport = free_port()
         self.log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"hexrl-bench-operator-{mode}.log"
+        self.children: list[dict] = []
 
     def start(self) -> None:
         env = {**os.environ, "HEXRL_OPERATOR_DEBOUNCE_SECONDS": "0.5", "HEXRL_OPERATOR_DEBOUNCE_MAX_SECONDS": "2",
@@ -158,7 +276,17 @@ class Phase:
                 break
             except OSError:
                 time.sleep(0.5)
-        time.sleep(3)  # kopf lists 1,000 nodes into its index before handling jobs
+        # kopf runs no job handler before its indexes hold every Node and Pod: wait until the cluster GPU
+        # gauges (refreshed after the initial burst of node events) count every node, as a long-running
+        # operator would have, so start-up is not timed as job latency
+        want = 8 * self.inv_nodes
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            seen = sum(v for k, v in metrics(self.mport).items() if k.startswith("hexrl_cluster_gpus{"))
+            if seen >= want:
+                break
+            time.sleep(0.5)
+        time.sleep(1)
 
     def stop(self) -> None:
         if self.op is not None and self.op.poll() is None:
@@ -175,13 +303,15 @@ class Phase:
         obs = Observer(cluster)
         random.seed(0)
         docs = []
+        for ns in sorted({f"bench-{i % 4}" for i in range(self.jobs)}):
+            cluster.kubectl("create", "namespace", ns, check=False)
         for i in range(self.jobs):
             ns = f"bench-{i % 4}"
-            cluster.kubectl("create", "namespace", ns, check=False)
             job = rljob(f"job-{i}", namespace=ns, model__source={"uri": "s3://models/qwen2.5-1.5b"},
                         budget__maxCostPerHour=random.choice([40, 60, 80, 120]))
             docs.append(job)
         applied: dict[str, float] = {}
+        cpu0 = component_cpu(cluster, op.pid)
         start = time.monotonic()
 
         def create(job: dict) -> None:
@@ -189,13 +319,16 @@ class Phase:
             cluster.api("POST", f"/apis/hexrl.dev/v1alpha1/namespaces/{m['namespace']}/rljobs", job)
             applied[f"{m['namespace']}/{m['name']}"] = time.monotonic()
 
+        wall0 = time.time()
         with ThreadPoolExecutor(8) as pool:
             list(pool.map(create, docs))
+        print(f"{self.mode}: {len(docs)} RLJobs created between {time.strftime('%H:%M:%S', time.localtime(wall0))}"
+              f".{int(wall0 % 1 * 1000):03d} and +{time.time() - wall0:.2f} s (see the operator log)", flush=True)
         done: dict[str, float] = {}
         infeasible: set[str] = set()
         while len(done) + len(infeasible) < len(docs) and time.monotonic() - start < 240:
+            now = obs.wait()
             jobs, pods = obs.snapshot()
-            now = time.monotonic()
             for key, job in jobs.items():
                 if key in done or key in infeasible:
                     continue
@@ -206,10 +339,20 @@ class Phase:
                 want = expected_pods(job)
                 if want is not None and len(pods.get(key, [])) >= want:
                     done[key] = now - applied[key]
-            time.sleep(0.2)
         apply_times = list(done.values())
+        print(f"{self.mode}: apply → all children, per job (s): " + " ".join(f"{t:.1f}" for t in sorted(apply_times)),
+              flush=True)
+        self.children = capture_children(cluster)
+        wall = max(apply_times, default=0.0)
+        cpu1 = component_cpu(cluster, op.pid)
+        cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
+        print(f"{self.mode}: CPU seconds while the {len(docs)} jobs were created ({wall:.1f} s wall, 2 cores = "
+              f"{2 * wall:.1f} CPU-s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])),
+              flush=True)
         m1 = metrics(self.mport)
         rss1 = rss_mb(op.pid)
+        off, placed = off_plan(obs.snapshot()[1])
+        print(f"{self.mode}: {placed} rollout pods scheduled, {off} of them not on the node their plan named", flush=True)
 
         # ------------------------------------------------------------ node events the planner does not see
         time.sleep(3)
@@ -225,25 +368,32 @@ class Phase:
 
         # ------------------------------------------------------------ delete 20 % of the spot nodes at once
         spot = [n["metadata"]["name"] for n in nodes_json if n["metadata"]["labels"].get("hexrl.dev/spot") == "true"]
-        victims = set(random.sample(spot, len(spot) // 5))
         jobs, pods = obs.snapshot()
+        # 20 % of the spot nodes, drawn stratified: 20 % of those running the jobs' pods and 20 % of the
+        # others (as likely as a uniform draw, but a reclaim that misses every job would measure nothing)
+        busy = sorted({p["spec"].get("nodeName") for ps in pods.values() for p in ps} & set(spot))
+        rest = [n for n in spot if n not in set(busy)]
+        victims = set(random.sample(busy, max(1, round(len(busy) / 5)) if busy else 0))
+        victims |= set(random.sample(rest, max(0, len(spot) // 5 - len(victims))))
         trainers_before = {k: sorted(p["metadata"]["uid"] for p in ps if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer")
                            for k, ps in pods.items()}
         affected = {k for k, ps in pods.items() if any(p["spec"].get("nodeName") in victims for p in ps)}
+        on_victims = sum(p["spec"].get("nodeName") in victims for ps in pods.values() for p in ps)
+        print(f"{self.mode}: deleting {len(victims)} spot nodes; {on_victims} of {sum(map(len, pods.values()))} "
+              f"pods of {len(affected)} jobs run there", flush=True)
         t_del = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
             list(pool.map(lambda n: cluster.api("DELETE", f"/api/v1/nodes/{n}"), sorted(victims)))
         deleted_at = time.monotonic()
         replaced: dict[str, float] = {}
         while len(replaced) < len(affected) and time.monotonic() - t_del < 120:
+            now = obs.wait()
             jobs, pods = obs.snapshot()
-            now = time.monotonic()
             for key in affected - set(replaced):
                 want = expected_pods(jobs[key])
                 ps = pods.get(key, [])
                 if want is not None and len(ps) >= want and not any(p["spec"].get("nodeName") in victims for p in ps):
-                    replaced[key] = now - deleted_at
-            time.sleep(0.2)
+                    replaced[key] = max(0.0, now - deleted_at)
         time.sleep(2)
         jobs, pods = obs.snapshot()
         trainers_after = {k: sorted(p["metadata"]["uid"] for p in ps if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer")
@@ -259,6 +409,7 @@ class Phase:
         repl_passes = passes - total(m_idle1, "hexrl_operator_reconciles_total")
         repl_reqs = reqs - total(m_idle1, "hexrl_operator_api_requests_total")
         idle_passes = total(m_idle1, "hexrl_operator_reconciles_total") - total(m_idle0, "hexrl_operator_reconciles_total")
+        obs.close()
         self.cleanup(victims)
         return {
             "apply_p50": pct(apply_times, 50), "apply_p99": pct(apply_times, 99),
@@ -297,6 +448,105 @@ class Phase:
         c.wait_nodes_ready(sorted(victims))
 
 
+CHILD_KINDS = [("/api/v1", "secrets", "v1", "Secret"), ("/api/v1", "configmaps", "v1", "ConfigMap"),
+               ("/api/v1", "services", "v1", "Service"), ("/apis/apps/v1", "deployments", "apps/v1", "Deployment"),
+               ("/apis/policy/v1", "poddisruptionbudgets", "policy/v1", "PodDisruptionBudget"),
+               ("/api/v1", "pods", "v1", "Pod")]
+"""What the operator creates for a job, in the order it creates them (pods last)."""
+MANAGED = "labelSelector=app.kubernetes.io%2Fmanaged-by%3Dhexrl-operator"
+
+
+def capture_children(cluster: DevCluster) -> list[dict]:
+    """The operator's children as creatable manifests (server fields, owners and placement results removed;
+    the coordinator's pod is left to its Deployment)."""
+    out = []
+    for prefix, plural, api_version, kind in CHILD_KINDS:
+        for obj in cluster.api("GET", f"{prefix}/{plural}?{MANAGED}")["items"]:
+            m = obj["metadata"]
+            if not (m.get("labels") or {}).get("hexrl.dev/job"):
+                continue  # the operator's own key Secret
+            if plural == "pods" and m.get("ownerReferences", [{}])[0].get("kind") == "ReplicaSet":
+                continue
+            body = {"apiVersion": api_version, "kind": kind,
+                    "metadata": {k: m[k] for k in ("name", "namespace", "labels", "annotations") if k in m},
+                    "spec": dict(obj.get("spec") or {})}
+            if plural in ("secrets", "configmaps"):
+                body.pop("spec")
+                body.update({k: obj[k] for k in ("data", "type") if k in obj})
+            if plural == "services":
+                for k in ("clusterIPs", "ipFamilies", "ipFamilyPolicy", "internalTrafficPolicy", "sessionAffinity"):
+                    body["spec"].pop(k, None)
+                if body["spec"].get("clusterIP") != "None":
+                    body["spec"].pop("clusterIP", None)
+            if plural == "pods":
+                body["spec"].pop("nodeName", None)
+            out.append((prefix, plural, body))
+    return out  # type: ignore[return-value]
+
+
+class DirectPhase:
+    """The floor on this machine: the same children the operator made, POSTed straight to the API server
+    by a client with nothing to decide (16 parallel requests, job by job, static objects before pods), so
+    the scheduler, kwok and the controllers do the same work behind them; timed like the operator."""
+
+    def __init__(self, cluster: DevCluster, children: list) -> None:
+        self.cluster, self.children = cluster, children
+
+    def run(self) -> dict[str, Any]:
+        c = self.cluster
+        by_job: dict[str, list] = {}
+        for prefix, plural, body in self.children:
+            m = body["metadata"]
+            key = f"{m['namespace']}/{(m.get('labels') or {}).get('hexrl.dev/job', '?')}"
+            by_job.setdefault(key, []).append((prefix, plural, body))
+        want = {k: sum(1 for _, pl, b in objs if pl == "pods" and b["metadata"]["labels"].get("hexrl.dev/role")
+                       != "coordinator") for k, objs in by_job.items()}
+        ordered = [(k, o) for k in sorted(by_job, key=lambda k: int(k.rsplit("-", 1)[-1]) if k[-1].isdigit() else 0)
+                   for o in sorted(by_job[k], key=lambda o: o[1] == "pods")]
+        obs = Observer(c)
+        cpu0 = component_cpu(c, os.getpid())
+        start = time.monotonic()
+
+        def post(item: tuple[str, tuple[str, str, dict]]) -> None:
+            _, (prefix, plural, body) = item
+            c.api("POST", f"{prefix}/namespaces/{body['metadata']['namespace']}/{plural}", body)
+
+        with ThreadPoolExecutor(16) as pool:
+            pending = pool.map(post, ordered)
+            done: dict[str, float] = {}
+            while len(done) < len(want) and time.monotonic() - start < 240:
+                now = obs.wait()
+                _, pods = obs.snapshot()
+                for key, n in want.items():
+                    if key not in done and len(pods.get(key, [])) >= n:
+                        done[key] = now - start
+            list(pending)
+        cpu1 = component_cpu(c, os.getpid())
+        cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1 if k != "operator"}
+        times = sorted(done.values())
+        print(f"direct: {len(ordered)} objects of {len(want)} jobs; all pods of a job exist after (s): "
+              + " ".join(f"{t:.1f}" for t in times), flush=True)
+        print("direct: CPU seconds meanwhile: " + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                         sorted(cpu.items(), key=lambda kv: -kv[1])), flush=True)
+        obs.close()
+        self.cleanup()
+        return {"apply_p50": pct(times, 50), "apply_p99": pct(times, 99), "jobs": len(want), "planned": len(done)}
+
+    def cleanup(self) -> None:
+        c = self.cluster
+        for i in range(4):
+            for prefix, plural, _, _ in CHILD_KINDS:
+                base = f"{prefix}/namespaces/bench-{i}/{plural}"
+                try:
+                    c.api("DELETE", f"{base}?{MANAGED}&gracePeriodSeconds=0")
+                except Exception:  # no delete-collection for this kind: one by one
+                    for obj in c.api("GET", f"{base}?{MANAGED}")["items"]:
+                        c.api("DELETE", f"{base}/{obj['metadata']['name']}")
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and c.api("GET", f"/api/v1/pods?{MANAGED}")["items"]:
+            time.sleep(1)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=1000)
@@ -304,6 +554,8 @@ def main() -> None:
     ap.add_argument("--modes", default="legacy,serial", help="planning modes to run, in order (the last is "
                     "compared with the targets): legacy, serial, concurrent")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
+    ap.add_argument("--no-baseline", dest="baseline", action="store_false",
+                    help="skip the floor: the last mode's children POSTed directly, timed the same way")
     args = ap.parse_args()
     modes = [m for m in args.modes.split(",") if m]
     cluster = DevCluster(name="hexrl-bench")
@@ -325,6 +577,11 @@ def main() -> None:
             finally:
                 phase.stop()
             print(f"{mode}: done ({json.dumps({k: round(v, 2) for k, v in results[mode].items()})})", flush=True)
+        if args.baseline and phase is not None and phase.children:
+            floor = DirectPhase(cluster, phase.children).run()
+            print(f"direct (the floor: the same objects POSTed with nothing to decide): apply p50 {floor['apply_p50']:.2f} s, "
+                  f"p99 {floor['apply_p99']:.2f} s; {modes[-1]} / direct: p50 ×{results[modes[-1]]['apply_p50'] / floor['apply_p50']:.2f}, "
+                  f"p99 ×{results[modes[-1]]['apply_p99'] / floor['apply_p99']:.2f}", flush=True)
         report(results)
     finally:
         if phase is not None:
