@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from hexrl.k8s.settings import ScalingSettings
-from hexrl.sched.catalog import lookup_gpu
+from hexrl.sched.catalog import DEFAULT_CATALOG, lookup_gpu
 from hexrl.sched.types import Cluster, Plan, RolloutReplica
 
 
@@ -74,7 +74,9 @@ def _price(cluster: Cluster, pool: str, gpu: str, spot: bool) -> float:
     p = next((p for p in cluster.pools if p.name == pool), None)
     if p is not None and p.price_per_gpu_hour is not None:
         return p.price_per_gpu_hour
-    spec = lookup_gpu(gpu)
+    # the cluster's own catalog overrides (chart value gpuCatalog) price a GPU the shipped catalog
+    # does not know or prices differently, as they do for the planner
+    spec = lookup_gpu(gpu, DEFAULT_CATALOG.with_specs(cluster.gpu_overrides))
     return spec.price(spot) if spec is not None else float("inf")
 
 

@@ -135,3 +135,25 @@ def test_plan_codec_roundtrip():
     assert plancodec.loads(plancodec.dumps(plan)) == plan
     with pytest.raises(ValueError, match="malformed"):
         plancodec.loads('{"trainer": {}}')
+
+
+def test_grow_prices_a_gpu_from_the_clusters_catalog_overrides():
+    """A pool without a price of its own is priced from the catalog the cluster carries (chart value
+    gpuCatalog), not only from the shipped one: a custom GPU must not look free or unaffordable."""
+    from dataclasses import replace
+
+    from hexrl.sched.catalog import lookup_gpu
+
+    cluster = build_cluster([node_view(n, OperatorSettings()) for n in hetero_nodes()], [], None,
+                            OperatorSettings()).cluster
+    unpriced = tuple(replace(p, price_per_gpu_hour=None) for p in cluster.pools)
+    h20 = lookup_gpu("H20")
+    assert h20 is not None
+    dear = replace(h20, price_on_demand=h20.price_on_demand * 10, price_spot=h20.price_spot * 10)
+    plan = make_plan()
+    budget = plan.cost_per_hour + 2 * h20.price_spot  # affords an H20 at the shipped price, not at 10×
+    shipped = scaling.grow(plan, replace(cluster, pools=unpriced), max_cost_per_hour=budget, spot_allowed=True)
+    assert shipped is not None and shipped.replicas[-1].gpu == "H20"
+    overridden = replace(cluster, pools=unpriced, gpu_overrides=(dear,))
+    grown = scaling.grow(plan, overridden, max_cost_per_hour=budget, spot_allowed=True)
+    assert grown is None or grown.replicas[-1].gpu != "H20"
