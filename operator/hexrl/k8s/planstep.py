@@ -27,7 +27,7 @@ from hexrl.api.models import RLJobSpec
 from hexrl.k8s import metrics, render, scaling
 from hexrl.k8s.passstate import JobMemory, key_of, placement, plan_nodes, spec_key
 from hexrl.k8s.settings import OperatorSettings
-from hexrl.k8s.snapshot import Snapshot, build_cluster
+from hexrl.k8s.snapshot import Snapshot, build_cluster, cluster_base
 from hexrl.k8s.store import Store
 from hexrl.sched.types import Cluster, Infeasible, Plan
 
@@ -60,6 +60,7 @@ class PlanStep:
     _planning: int
     _last_planned: float
     _solutions: Any
+    _base: tuple[int, Snapshot] | None
     conflicts: int
     on_change: Callable[[str, str], None] | None
 
@@ -98,7 +99,20 @@ class PlanStep:
         for plan in others:
             for node, gpus in plan.gpus_per_node().items():
                 reserved[node] = reserved.get(node, 0) + gpus
-        return build_cluster(self.store.nodes(), self.store.gpu_pods(), (namespace, name), self.settings, reserved)
+        version, nodes = self.store.nodes_versioned()
+        return build_cluster(nodes, self.store.gpu_pods(), (namespace, name), self.settings, reserved,
+                             base=self.cluster_base(version, nodes))
+
+    def cluster_base(self, version: int, nodes: list[dict[str, Any]]) -> Snapshot:
+        """`snapshot.cluster_base` of the store's nodes at `version`, rebuilt only when a node changed."""
+        with self._mem_lock:
+            cached = self._base
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        base = cluster_base(nodes, self.settings)
+        with self._mem_lock:
+            self._base = (version, base)
+        return base
 
     # ------------------------------------------------------------------------------------ planner
 

@@ -106,6 +106,7 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
         self._planning = 0
         self._last_planned = 0.0
         self._solutions: Any = None
+        self._base: tuple[int, Any] | None = None
         self.conflicts = 0
         """Optimistic plans that lost a race and were re-planned (tests, bench)."""
         self.on_change: Callable[[str, str], None] | None = None

@@ -19,6 +19,7 @@ class Store:
         self._nodes: dict[str, dict[str, Any]] = {}
         self._pods: dict[str, dict[str, Any]] = {}
         self._by_job: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self._node_version = 0
 
     # ------------------------------------------------------------------------------------ nodes
 
@@ -27,11 +28,21 @@ class Store:
         with self._lock:
             old = self._nodes.get(view["name"])
             self._nodes[view["name"]] = view
+            if old != view:
+                self._node_version += 1
             return old
 
     def drop_node(self, name: str) -> dict[str, Any] | None:
         with self._lock:
-            return self._nodes.pop(name, None)
+            old = self._nodes.pop(name, None)
+            if old is not None:
+                self._node_version += 1
+            return old
+
+    def nodes_versioned(self) -> tuple[int, list[dict[str, Any]]]:
+        """(a number that changes whenever any node view changes, the node views) — for caches."""
+        with self._lock:
+            return self._node_version, list(self._nodes.values())
 
     def nodes(self) -> list[dict[str, Any]]:
         with self._lock:

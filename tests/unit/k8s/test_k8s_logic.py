@@ -157,3 +157,18 @@ def test_grow_prices_a_gpu_from_the_clusters_catalog_overrides():
     overridden = replace(cluster, pools=unpriced, gpu_overrides=(dear,))
     grown = scaling.grow(plan, overridden, max_cost_per_hour=budget, spot_allowed=True)
     assert grown is None or grown.replicas[-1].gpu != "H20"
+
+
+def test_kopf_diff_base_is_built_for_rljobs_only():
+    import kopf
+
+    from hexrl.k8s.handlers import JobsOnlyDiffBase
+
+    store = JobsOnlyDiffBase(prefix="hexrl.dev", key="last-handled-configuration")
+    pod = kopf.Body({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
+                     "spec": {"containers": [{"name": "c"}]}})
+    job = kopf.Body({"apiVersion": "hexrl.dev/v1alpha1", "kind": "RLJob", "metadata": {"name": "j"},
+                     "spec": {"staleness": {"maxPolicyLag": 2}}, "status": {"phase": "Running"}})
+    assert store.build(body=pod) == {}
+    essence = store.build(body=job)
+    assert essence["spec"] == {"staleness": {"maxPolicyLag": 2}} and "status" not in essence

@@ -167,3 +167,24 @@ def test_other_jobs_plans_reserve_gpus_before_their_pods_exist():
     assert n.gpus_used_by_others == 6
     n = build_cluster(nodes, pods, ("default", "b"), S, reserved={"h20-spot-0": 1}).cluster.nodes[0]
     assert n.gpus_used_by_others == 3
+
+
+def test_a_shared_base_gives_the_same_snapshot_per_job_and_is_not_changed_by_it():
+    """The operator builds the node/pool part once per node change and reuses it for every job's pass."""
+    from hexrl.k8s.snapshot import cluster_base
+
+    nodes = views(hetero_nodes())
+    pods = [
+        {"namespace": "default", "name": "a", "uid": "1", "node": "h20-spot-0", "gpus": 2, "job": "a", "terminal": False},
+        {"namespace": "default", "name": "b", "uid": "2", "node": "h20-spot-1", "gpus": 8, "job": "", "terminal": False},
+    ]
+    base = cluster_base(nodes, S)
+    before = copy.deepcopy(base)
+    for job in (("default", "a"), ("default", "b"), None):
+        for reserved in (None, {"h800-ondemand-0": 8}):
+            fresh = build_cluster(nodes, pods, job, S, reserved)
+            shared = build_cluster(nodes, pods, job, S, reserved, base=base)
+            assert shared == fresh
+    assert base == before
+    used = {n.name: n.gpus_used_by_others for n in build_cluster(nodes, pods, ("default", "b"), S, base=base).cluster.nodes}
+    assert used["h20-spot-0"] == 2 and used["h20-spot-1"] == 8
