@@ -36,9 +36,9 @@ class PriorityPool:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._closed = False
-        self._threads = [threading.Thread(target=self._work, name=f"{name}_{i}", daemon=True) for i in range(workers)]
-        for t in self._threads:
-            t.start()
+        self._workers, self._name = workers, name
+        self._threads: list[threading.Thread] = []
+        self._idle = 0
 
     def submit(self, priority: float, fn: Callable[[], R]) -> Future[R]:
         future: Future[R] = Future()
@@ -46,7 +46,13 @@ class PriorityPool:
             if self._closed:
                 raise RuntimeError("the pool is shut down")
             heapq.heappush(self._heap, (priority, next(self._seq), fn, future))
-            self._cond.notify()
+            if self._idle == 0 and len(self._threads) < self._workers:
+                # threads start on demand (as in ThreadPoolExecutor): an idle operator holds none
+                t = threading.Thread(target=self._work, name=f"{self._name}_{len(self._threads)}", daemon=True)
+                self._threads.append(t)
+                t.start()
+            else:
+                self._cond.notify()
         return future
 
     def map(self, fn: Callable[[T], R], items: Iterable[T], priority: float = 0.0) -> list[R]:
@@ -70,7 +76,9 @@ class PriorityPool:
         while True:
             with self._cond:
                 while not self._heap and not self._closed:
+                    self._idle += 1
                     self._cond.wait()
+                    self._idle -= 1
                 if not self._heap:
                     return
                 _, _, fn, future = heapq.heappop(self._heap)

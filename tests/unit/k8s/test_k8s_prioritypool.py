@@ -71,3 +71,16 @@ def test_shutdown_cancels_queued_calls_and_refuses_new_ones():
     assert queued.cancelled()
     with pytest.raises(RuntimeError):
         pool.submit(0, lambda: None)
+
+
+def test_threads_start_on_demand_up_to_the_limit():
+    pool = PriorityPool(3)
+    try:
+        assert not pool._threads
+        assert pool.map(lambda x: x + 1, [1]) == [2]
+        assert len(pool._threads) == 1  # one call, one thread; it is reused
+        assert pool.map(lambda x: x, range(3)) == [0, 1, 2]
+        pool.map(lambda _: time.sleep(0.05), range(10))
+        assert 1 <= len(pool._threads) <= 3
+    finally:
+        pool.shutdown()
