@@ -131,40 +131,9 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     """Run the job to completion (or Ctrl-C) and return the summary dict."""
     import ray
 
-    spec = job.spec.model_copy(deep=True)
-    check_model_source(spec)
-    steps = opts.steps or spec.algorithm.total_steps or 100
-    spec.algorithm.total_steps = steps
-    if opts.sync:
-        spec.staleness.max_policy_lag = 0
-    make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)  # fail early on a bad dataset
+    spec, steps = _local_spec(job, opts)
+    host, bind = _start_ray(opts)
     token = secrets.token_hex(16)
-    host = "127.0.0.1"
-    loopback = False
-    if opts.ray_address:
-        loopback = _loopback(opts.ray_address)
-        if loopback:
-            # Ray rewrites a loopback bootstrap address to this machine's outward IP, where a head started
-            # with --node-ip-address=127.0.0.1 does not listen; its single-machine mode keeps 127.0.0.1.
-            import ray._private.ray_constants as ray_constants
-
-            ray_constants.ENABLE_RAY_CLUSTER = False
-        try:
-            ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise ValueError(
-                f"cannot join the Ray cluster at {opts.ray_address!r} ({str(exc).splitlines()[0]}); check the "
-                "address printed by `ray start --head`, or drop --ray-address to run Ray locally"
-            ) from None
-        host = "127.0.0.1" if loopback else ray.util.get_node_ip_address()
-    else:
-        os.environ.setdefault("RAY_ACCEPT_CLUSTER_ENV_VAR", "0")
-        # Ray starts its workers at nice 15 (so they never starve a driver on a shared node). Here the
-        # actors *are* the job: at nice 15 any other busy process (a build, a test run) takes their CPU
-        # and a one-minute run stretches to six. Normal priority, like the driver's.
-        os.environ.setdefault("RAY_worker_niceness", "0")
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    bind = "0.0.0.0" if opts.ray_address and not loopback else "127.0.0.1"
     core = CoordinatorCore(
         CoordinatorSettings(
             prompts_per_step=spec.algorithm.prompts_per_step, group_size=spec.algorithm.group_size,
@@ -174,39 +143,15 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     )
     server = CoordinatorServer(core, ServerSettings(token=token))
     coord = ThreadedCoordinator(server, host=bind)
-    coordinator_url = f"http://{host}:{coord.port}"
     ckdir = opts.checkpoint_dir or tempfile.mkdtemp(prefix=f"hexrl-{job.metadata.name or 'job'}-")
-    spec_json = spec.model_dump_json(by_alias=True)
     actors: list[Any] = []
     t_start = time.monotonic()
     stats: list[dict[str, float]] = []
     interrupted = False
     try:
-        trainer = _trainer_actor_cls().remote(spec_json, {
-            "coordinator_url": coordinator_url, "token": token, "checkpoint_dir": ckdir, "total_steps": steps,
-            "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
-        })
-        actors.append(trainer)
-        weights_url = ray.get(trainer.weights_url.remote())
-        rollout_cls = _rollout_actor_cls()
-        workers = [
-            rollout_cls.remote(spec_json, coordinator_url, weights_url, token, f"local-rollout-{k}", host, opts.max_items)
-            for k in range(opts.workers)
-        ]
-        actors.extend(workers)
-        t_start = time.monotonic()
-        run_ref = trainer.run.remote()
-        worker_refs = [w.run.remote() for w in workers]
-        try:
-            _watch(run_ref, server, steps, opts.show_progress)
-        except KeyboardInterrupt:
-            interrupted = True
-            log.warning("interrupted: stopping the workers and the trainer")
-        for w in workers:
-            w.stop.remote()
-        trainer.stop.remote()
-        stats = ray.get(run_ref, timeout=120)
-        ray.get(worker_refs, timeout=120)
+        stats, interrupted, t_start = _run_actors(
+            spec, steps, opts, actors, server, token, f"http://{host}:{coord.port}", ckdir, host, bind,
+        )
     finally:
         wall = time.monotonic() - t_start
         trained_tokens = int(server.metrics["hexrl_trained_tokens"]._value.get())
@@ -219,6 +164,90 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     if interrupted:
         out["interrupted"] = True
     return out
+
+
+def _local_spec(job: RLJob, opts: LocalOptions) -> tuple[RLJobSpec, int]:
+    """(the spec this run uses — step budget and --sync applied — and its step budget); fails early, with a
+    clear message, on a model source or dataset that cannot be loaded here."""
+    spec = job.spec.model_copy(deep=True)
+    check_model_source(spec)
+    steps = opts.steps or spec.algorithm.total_steps or 100
+    spec.algorithm.total_steps = steps
+    if opts.sync:
+        spec.staleness.max_policy_lag = 0
+    make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+    return spec, steps
+
+
+def _start_ray(opts: LocalOptions) -> tuple[str, str]:
+    """Join the Ray cluster at --ray-address or start one locally; returns (the address the actors reach
+    this process at, the address its servers bind)."""
+    import ray
+
+    if not opts.ray_address:
+        os.environ.setdefault("RAY_ACCEPT_CLUSTER_ENV_VAR", "0")
+        # Ray starts its workers at nice 15 (so they never starve a driver on a shared node). Here the
+        # actors *are* the job: at nice 15 any other busy process (a build, a test run) takes their CPU
+        # and a one-minute run stretches to six. Normal priority, like the driver's.
+        os.environ.setdefault("RAY_worker_niceness", "0")
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        return "127.0.0.1", "127.0.0.1"
+    loopback = _loopback(opts.ray_address)
+    if loopback:
+        # Ray rewrites a loopback bootstrap address to this machine's outward IP, where a head started
+        # with --node-ip-address=127.0.0.1 does not listen; its single-machine mode keeps 127.0.0.1.
+        import ray._private.ray_constants as ray_constants
+
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(address=opts.ray_address, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, ValueError, RuntimeError) as exc:
+        raise ValueError(
+            f"cannot join the Ray cluster at {opts.ray_address!r} ({str(exc).splitlines()[0]}); check the "
+            "address printed by `ray start --head`, or drop --ray-address to run Ray locally"
+        ) from None
+    if loopback:
+        return "127.0.0.1", "127.0.0.1"
+    return ray.util.get_node_ip_address(), "0.0.0.0"
+
+
+def _run_actors(
+    spec: RLJobSpec, steps: int, opts: LocalOptions, actors: list[Any], server: CoordinatorServer, token: str,
+    coordinator_url: str, ckdir: str, host: str, bind: str,
+) -> tuple[list[dict[str, float]], bool, float]:
+    """Start the trainer and the rollout actors (appended to `actors` as they start, so the caller can kill
+    them whatever happens), wait for the trainer's step budget or Ctrl-C, stop them in order; returns (the
+    trainer's step statistics, interrupted, the time the actors started)."""
+    import ray
+
+    spec_json = spec.model_dump_json(by_alias=True)
+    trainer = _trainer_actor_cls().remote(spec_json, {
+        "coordinator_url": coordinator_url, "token": token, "checkpoint_dir": ckdir, "total_steps": steps,
+        "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
+    })
+    actors.append(trainer)
+    weights_url = ray.get(trainer.weights_url.remote())
+    rollout_cls = _rollout_actor_cls()
+    workers = [
+        rollout_cls.remote(spec_json, coordinator_url, weights_url, token, f"local-rollout-{k}", host, opts.max_items)
+        for k in range(opts.workers)
+    ]
+    actors.extend(workers)
+    t_start = time.monotonic()
+    run_ref = trainer.run.remote()
+    worker_refs = [w.run.remote() for w in workers]
+    interrupted = False
+    try:
+        _watch(run_ref, server, steps, opts.show_progress)
+    except KeyboardInterrupt:
+        interrupted = True
+        log.warning("interrupted: stopping the workers and the trainer")
+    for w in workers:
+        w.stop.remote()
+    trainer.stop.remote()
+    stats = ray.get(run_ref, timeout=120)
+    ray.get(worker_refs, timeout=120)
+    return stats, interrupted, t_start
 
 
 def _loopback(address: str) -> bool:
