@@ -78,6 +78,26 @@ class PullStats:
     rejected_chunks: int = 0
 
 
+@dataclass
+class _Pull:
+    """The state of one pull shared by its chunk fetches."""
+
+    man: WeightManifest
+    view: memoryview
+    """The blob being filled (each chunk writes its own slice)."""
+    ranges: list[tuple[int, int]]
+    done: set[int]
+    """Indices of the verified chunks."""
+    source: str
+    """Where chunks come from now: the relay the manifest named, or the origin after a relay failed."""
+    exclude: set[str]
+    """Relays that failed (not to be offered again)."""
+    stats: PullStats
+    sem: asyncio.Semaphore
+    loop: asyncio.AbstractEventLoop
+    pool: ThreadPoolExecutor
+
+
 class WeightClient:
     def __init__(self, settings: WeightClientSettings, metrics: Metrics | None = None) -> None:
         self.s = settings
@@ -196,69 +216,74 @@ class WeightClient:
             exclude: set[str] = set()
             man = await self._manifest(sess, version, exclude)
             blob = into if into is not None and len(into) == man.total_bytes else bytearray(man.total_bytes)
-            done = self._load_resume(man, blob)
-            ranges = chunk_ranges(man.total_bytes, man.chunk_bytes)
-            source = man.source or self.s.origin_url
-            sem = asyncio.Semaphore(self.s.parallel)
-            loop = asyncio.get_running_loop()
-            pool = ThreadPoolExecutor(max_workers=max(1, self.s.parallel), thread_name_prefix="weight-pull")
-            view = memoryview(blob)
-
-            async def fetch(idx: int) -> None:
-                nonlocal source
-                a, b = ranges[idx]
-                for attempt in range(self.s.chunk_attempts):
-                    base = source if attempt == 0 else self.s.origin_url
-                    try:
-                        async with sem:
-                            digest = await loop.run_in_executor(
-                                pool, self._get_range, base, man.version, a, b, view[a:b])
-                    except (OSError, http.client.HTTPException, _TransferError) as exc:
-                        if base != self.s.origin_url:
-                            log.warning("relay %s failed (%s); falling back to the origin", base, exc)
-                            exclude.add(base)
-                            source = self.s.origin_url
-                        continue
-                    if digest == man.chunk_sha256[idx]:
-                        done.add(idx)
-                        kind = "origin" if base == self.s.origin_url else "peer"
-                        stats.bytes_by_source[kind] = stats.bytes_by_source.get(kind, 0) + (b - a)
-                        if self.metrics:
-                            self.metrics["hexrl_weight_fetched_bytes"].labels(kind).inc(b - a)
-                        return
-                    stats.rejected_chunks += 1
-                    if self.metrics:
-                        self.metrics["hexrl_weight_chunk_rejected"].inc()
-                    log.warning("chunk %d of version %d from %s failed sha256; re-fetching from the origin",
-                                idx, man.version, base)
-                raise WeightPullError(f"chunk {idx} of version {man.version} failed {self.s.chunk_attempts} times")
-
-            try:
-                # let every chunk finish or fail before judging, so all verified chunks are kept
-                results = await asyncio.gather(
-                    *(fetch(i) for i in range(len(ranges)) if i not in done), return_exceptions=True
-                )
-                errors = [r for r in results if isinstance(r, BaseException)]
-                if errors:
-                    raise errors[0]
-            except BaseException:
-                pool.shutdown(wait=False, cancel_futures=True)
-                # keep what was verified: the next attempt fetches only the missing chunks
-                self._verified[man.version] = {i: bytes(blob[ranges[i][0] : ranges[i][1]]) for i in done}
-                self._save_progress(man, blob, done)
-                raise
-            pool.shutdown(wait=False)
+            pull = _Pull(
+                man=man, view=memoryview(blob), ranges=chunk_ranges(man.total_bytes, man.chunk_bytes),
+                done=self._load_resume(man, blob), source=man.source or self.s.origin_url, exclude=exclude,
+                stats=stats, sem=asyncio.Semaphore(self.s.parallel), loop=asyncio.get_running_loop(),
+                pool=ThreadPoolExecutor(max_workers=max(1, self.s.parallel), thread_name_prefix="weight-pull"),
+            )
+            await self._fetch_missing(pull, blob)
             self._verified.pop(man.version, None)
-            paths = self._cache_paths(man.version)
-            if paths:
-                for p in paths:
-                    p.unlink(missing_ok=True)
+            for path in self._cache_paths(man.version) or ():
+                path.unlink(missing_ok=True)
         stats.version = man.version
         stats.seconds = time.monotonic() - t0
         self.last = stats
         if self.metrics:
             self.metrics["hexrl_weight_pull_seconds"].observe(stats.seconds)
         return man.model_copy(update={"source": None, "peers": [], "retry_after_seconds": None}), blob
+
+    async def _fetch_missing(self, pull: _Pull, blob: bytearray) -> None:
+        """Fetch every chunk not yet verified, in parallel; on any failure keep the verified ones (in
+        memory and on disk) so the next attempt fetches only what is missing, then raise."""
+        try:
+            # let every chunk finish or fail before judging, so all verified chunks are kept
+            results = await asyncio.gather(
+                *(self._fetch_chunk(pull, i) for i in range(len(pull.ranges)) if i not in pull.done),
+                return_exceptions=True,
+            )
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+        except BaseException:
+            pull.pool.shutdown(wait=False, cancel_futures=True)
+            self._verified[pull.man.version] = {i: bytes(blob[pull.ranges[i][0] : pull.ranges[i][1]])
+                                                for i in pull.done}
+            self._save_progress(pull.man, blob, pull.done)
+            raise
+        pull.pool.shutdown(wait=False)
+
+    async def _fetch_chunk(self, pull: _Pull, idx: int) -> None:
+        """One chunk into its slice of the blob, verified against the manifest's sha256: from the relay
+        first, from the origin after a relay failure (which also moves every later chunk to the origin) or a
+        bad digest; `chunk_attempts` tries in all."""
+        man = pull.man
+        a, b = pull.ranges[idx]
+        for attempt in range(self.s.chunk_attempts):
+            base = pull.source if attempt == 0 else self.s.origin_url
+            try:
+                async with pull.sem:
+                    digest = await pull.loop.run_in_executor(
+                        pull.pool, self._get_range, base, man.version, a, b, pull.view[a:b])
+            except (OSError, http.client.HTTPException, _TransferError) as exc:
+                if base != self.s.origin_url:
+                    log.warning("relay %s failed (%s); falling back to the origin", base, exc)
+                    pull.exclude.add(base)
+                    pull.source = self.s.origin_url
+                continue
+            if digest == man.chunk_sha256[idx]:
+                pull.done.add(idx)
+                kind = "origin" if base == self.s.origin_url else "peer"
+                pull.stats.bytes_by_source[kind] = pull.stats.bytes_by_source.get(kind, 0) + (b - a)
+                if self.metrics:
+                    self.metrics["hexrl_weight_fetched_bytes"].labels(kind).inc(b - a)
+                return
+            pull.stats.rejected_chunks += 1
+            if self.metrics:
+                self.metrics["hexrl_weight_chunk_rejected"].inc()
+            log.warning("chunk %d of version %d from %s failed sha256; re-fetching from the origin",
+                        idx, man.version, base)
+        raise WeightPullError(f"chunk {idx} of version {man.version} failed {self.s.chunk_attempts} times")
 
     async def announce_async(self, version: int) -> None:
         """Tell the origin this worker's relay now serves `version` (call after the relay has it)."""
