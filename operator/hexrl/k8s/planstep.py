@@ -348,7 +348,7 @@ def replan_reason(basis: PlanBasis | None, cluster: Cluster, plan: Plan | None) 
     lost on nodes the plan does not use, and other jobs filling the GPUs of a shared node that this job's
     plan leaves free. (An exact key over every node's occupancy re-planned every job whose nodes another
     job's pods joined, and each re-plan moved pods that made the next job re-plan: 20 jobs arriving together
-    made ~130 planner calls and deleted pods they had just created.)
+    made 25 re-plans (130 MILP solves) and deleted pods they had just created.)
     """
     if basis is None:
         return "first pass of this process"
