@@ -18,7 +18,7 @@ from hexrl.api.models import RLJob
 from hexrl.sched import Cluster, NodeInfo, Plan, PoolInfo, plan, replan
 from hexrl.sched.costmodel import PlannerSettings
 from hexrl.sched.milp import solve
-from hexrl.sched.planner import _build
+from hexrl.sched.searchspace import _build
 
 ROOT = Path(__file__).resolve().parent.parent
 

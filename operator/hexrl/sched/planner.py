@@ -1,6 +1,6 @@
 """plan() and replan(): from an RLJob spec and a cluster snapshot to a placed, explained Plan.
 
-Steps (each a small function below):
+Steps (each a small function; 1–2 live in searchspace.py):
 1. eligible pools: the job's GPU-type and pool allow-lists, known GPU types, nodes not going away;
 2. candidates (cost model): per pool, rollout configurations (TP from the pool's chain of sizes —
    powers of two dividing GPUs per node — and PP across whole nodes only when one node cannot hold the
@@ -22,7 +22,7 @@ batch in training, the weight-sync gap and the finished buffer, so only (η + ½
 rollout configurations whose group latency cannot be trained within η (stragglers) are not planned; at
 η = 0 a step is generation (the batch's longest response), training and weight sync in series. Because
 a faster trainer frees gate capacity, training strategies keep growing past the rollout rate until the
-step is negligible next to the fastest group latency (`_STEP_NEGLIGIBLE`).
+step is negligible next to the fastest group latency (`searchspace._STEP_NEGLIGIBLE`).
 """
 
 from __future__ import annotations
@@ -30,374 +30,38 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from hexrl.api import reasons
 from hexrl.api.models import RLJobSpec
-from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, GPUSpec
 from hexrl.sched.costmodel import (
-    CostModelSettings,
-    DecodeEstimate,
     PlannerSettings,
-    TrainEstimate,
     Workload,
-    decode_tokens_per_second,
-    group_latency_seconds,
-    spot_availability,
-    training_tokens_per_second,
-    weight_sync_seconds,
 )
 from hexrl.sched.milp import (
     Evaluation,
-    PoolCapacity,
     Problem,
-    RolloutOption,
     Solution,
-    TrainOption,
     solve,
 )
 from hexrl.sched.placement import PlacementError, ReplicaRequest, place_rollout, place_trainer
+from hexrl.sched.searchspace import (  # the search space: pools, candidates, the MILP problem
+    _build,
+    _Built,
+)
 from hexrl.sched.solvecache import SolutionCache
 from hexrl.sched.types import (
     Baseline,
     Change,
     Cluster,
     Infeasible,
-    NodeInfo,
     Plan,
     PlanResult,
-    PoolInfo,
     RolloutReplica,
     TrainerAssignment,
 )
 
 __all__ = ["PlannerSettings", "SolutionCache", "baselines", "plan", "replan"]
-
-
-# ------------------------------------------------------------------------------------ pools
-
-
-@dataclass(frozen=True)
-class _Pool:
-    info: PoolInfo
-    spec: GPUSpec
-    nodes: tuple[NodeInfo, ...]
-    price: float
-    inter_gbps: float
-    memory_gb: float
-    chain: tuple[int, ...]
-
-    @property
-    def free(self) -> int:
-        return sum(n.gpus_free for n in self.nodes)
-
-    def capacity(self) -> tuple[tuple[int, int], ...]:
-        return tuple((s, sum(s * (n.gpus_free // s) for n in self.nodes)) for s in self.chain)
-
-
-def _chain(gpus_per_node: int) -> tuple[int, ...]:
-    sizes = [1 << k for k in range(0, 8) if gpus_per_node % (1 << k) == 0 and (1 << k) <= gpus_per_node]
-    if gpus_per_node not in sizes:
-        sizes.append(gpus_per_node)
-    return tuple(sizes)
-
-
-def _catalog(cluster: Cluster) -> Catalog:
-    return DEFAULT_CATALOG.with_specs(cluster.gpu_overrides)
-
-
-def _eligible(job: RLJobSpec, cluster: Cluster, catalog: Catalog) -> list[_Pool] | Infeasible:
-    allow_types: set[str] | None = None
-    if job.placement.gpu_types:
-        allow_types = set()
-        for name in job.placement.gpu_types:
-            c = catalog.canonical(name)
-            if c is None:
-                return Infeasible(
-                    reasons.UNKNOWN_GPU_TYPE,
-                    f"placement.gpuTypes names {name!r}, which is not in the GPU catalog; known types: "
-                    f"{', '.join(catalog.names)}",
-                )
-            allow_types.add(c)
-    allow_pools = set(job.placement.pools) if job.placement.pools else None
-    out: list[_Pool] = []
-    for p in cluster.pools:
-        spec = catalog.lookup(p.gpu)
-        if spec is None:
-            continue
-        if allow_types is not None and spec.name not in allow_types:
-            continue
-        if allow_pools is not None and p.name not in allow_pools:
-            continue
-        nodes = tuple(n for n in cluster.nodes_of(p.name) if n.gpus_free > 0)
-        if not nodes:
-            continue
-        out.append(
-            _Pool(
-                info=p,
-                spec=spec,
-                nodes=nodes,
-                price=p.price_per_gpu_hour if p.price_per_gpu_hour is not None else spec.price(p.spot),
-                inter_gbps=p.inter_node_gbps or spec.inter_node_gbps,
-                memory_gb=p.gpu_memory_gb or spec.hbm_gb,
-                chain=_chain(p.gpus_per_node),
-            )
-        )
-    if not out:
-        what = "the cluster has no GPU nodes with free GPUs"
-        if cluster.pools and (allow_types or allow_pools):
-            what = "no pool with free GPUs matches placement.gpuTypes/placement.pools"
-        return Infeasible(reasons.NO_ELIGIBLE_GPUS, f"{what}; add GPU nodes or widen the job's placement")
-    return out
-
-
-# ------------------------------------------------------------------------------- candidates
-
-
-@dataclass(frozen=True)
-class _RolloutMeta:
-    pool: _Pool
-    tp: int
-    pp: int
-    estimate: DecodeEstimate
-    availability: float
-
-
-@dataclass(frozen=True)
-class _TrainMeta:
-    pool: _Pool
-    dp: int
-    tp: int
-    pp: int
-    fsdp: bool
-    estimate: TrainEstimate
-
-
-_STEP_NEGLIGIBLE = 0.005
-"""A trainer step shorter than this fraction of the fastest group latency no longer limits the gate."""
-
-
-def _rollout_candidates(
-    pools: Sequence[_Pool], w: Workload, job: RLJobSpec, s: CostModelSettings, max_pp: int
-) -> list[_RolloutMeta]:
-    out: list[_RolloutMeta] = []
-    for pool in pools:
-        if pool.info.spot and job.placement.spot.rollout == "forbidden":
-            continue
-        gpn = pool.info.gpus_per_node
-        found: list[_RolloutMeta] = []
-        for tp in pool.chain:
-            e = decode_tokens_per_second(pool.spec, w, tp, 1, s, pool.inter_gbps, pool.memory_gb)
-            if e is not None:
-                a = spot_availability(pool.info.preemptions_per_node_hour, 1, s) if pool.info.spot else 1.0
-                found.append(_RolloutMeta(pool, tp, 1, e, a))
-        if not found:
-            whole = sum(1 for n in pool.nodes if n.gpus_free >= gpn)
-            for pp in range(2, min(max_pp, whole) + 1):
-                e = decode_tokens_per_second(pool.spec, w, gpn, pp, s, pool.inter_gbps, pool.memory_gb)
-                if e is not None:
-                    a = spot_availability(pool.info.preemptions_per_node_hour, pp, s) if pool.info.spot else 1.0
-                    found.append(_RolloutMeta(pool, gpn, pp, e, a))
-                    break
-        out.extend(_undominated_rollout(found))
-    return out
-
-
-def _undominated_rollout(found: list[_RolloutMeta]) -> list[_RolloutMeta]:
-    """Drop c when k = g_c/g_c' copies of a smaller c' give at least its rate with no lower rate per slot."""
-    keep = []
-    for c in found:
-        g = c.tp * c.pp
-        dominated = False
-        for d in found:
-            gd = d.tp * d.pp
-            if d is c or gd >= g or g % gd:
-                continue
-            k = g // gd
-            if k * d.estimate.tokens_per_second >= c.estimate.tokens_per_second and (
-                d.estimate.tokens_per_second / d.estimate.batch >= c.estimate.tokens_per_second / c.estimate.batch
-            ):
-                dominated = True
-                break
-        if not dominated:
-            keep.append(c)
-    return keep
-
-
-def _train_candidates(
-    pools: Sequence[_Pool],
-    w: Workload,
-    job: RLJobSpec,
-    s: CostModelSettings,
-    max_pp: int,
-    rate_cap: float,
-    budget: float | None,
-    min_latency: float = 0.0,
-) -> list[_TrainMeta]:
-    out: list[_TrainMeta] = []
-    for pool in pools:
-        if pool.info.spot and job.placement.spot.trainer == "forbidden":
-            continue
-        gpn = pool.info.gpus_per_node
-        layouts = [(tp, 1) for tp in pool.chain]
-        fits_one_node = any(
-            training_tokens_per_second(pool.spec, w, d, tp, 1, f, s, gpn, pool.inter_gbps, pool.memory_gb)
-            for tp in pool.chain
-            for f in (False, True)
-            for d in {1, max(1, gpn // tp)}
-        )
-        if not fits_one_node:
-            layouts += [(gpn, pp) for pp in range(2, max_pp + 1)]
-        for tp, pp in layouts:
-            size = tp * pp
-            max_dp = min(w.samples_per_step, pool.free // size)
-            if budget is not None:
-                # keep DP=1 even when unaffordable, so an infeasible budget is diagnosed as such
-                max_dp = min(max_dp, max(1, int(budget // (pool.price * size))))
-            for fsdp in (False, True):
-                for dp in range(1, max_dp + 1):
-                    if fsdp and dp == 1:
-                        continue
-                    e = training_tokens_per_second(pool.spec, w, dp, tp, pp, fsdp, s, gpn, pool.inter_gbps, pool.memory_gb)
-                    if e is None:
-                        if not fsdp:
-                            break  # replicated states: more DP never fits better
-                        continue
-                    out.append(_TrainMeta(pool, dp, tp, pp, fsdp, e))
-                    if e.tokens_per_second >= rate_cap and e.step_seconds <= _STEP_NEGLIGIBLE * min_latency:
-                        # More DP only outruns every possible rollout, and the step is too short to
-                        # matter in the gate (T ∝ 1/(ℓ + D + ω): at most this fraction left to gain).
-                        break
-            if pp > 1 and any(m.pool is pool and m.pp == pp for m in out):
-                break  # the smallest PP that fits is enough
-    return out
-
-
-def _one_strategy(
-    pools: Sequence[_Pool], w: Workload, job: RLJobSpec, s: CostModelSettings, t: TrainerAssignment
-) -> list[_TrainMeta]:
-    """The current trainer's strategy, if its pool is still eligible and it still fits."""
-    for pool in pools:
-        if pool.info.name != t.pool or (pool.info.spot and job.placement.spot.trainer == "forbidden"):
-            continue
-        e = training_tokens_per_second(
-            pool.spec, w, t.data_parallel, t.tensor_parallel, t.pipeline_parallel, t.fsdp, s,
-            pool.info.gpus_per_node, pool.inter_gbps, pool.memory_gb,
-        )
-        if e is not None:
-            return [_TrainMeta(pool, t.data_parallel, t.tensor_parallel, t.pipeline_parallel, t.fsdp, e)]
-    return []
-
-
-# ------------------------------------------------------------------------------------ problem
-
-
-@dataclass(frozen=True)
-class _Built:
-    problem: Problem
-    rollout: tuple[_RolloutMeta, ...]
-    train: tuple[_TrainMeta, ...]
-    pools: tuple[_Pool, ...]
-    workload: Workload
-    ws_seconds: dict[tuple[str, str], float]
-
-
-def _build(
-    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, only: TrainerAssignment | None = None
-) -> _Built | Infeasible:
-    """The MILP's data for `job` on `cluster`; with `only`, the one training strategy of that assignment."""
-    catalog = _catalog(cluster)
-    pools = _eligible(job, cluster, catalog)
-    if isinstance(pools, Infeasible):
-        return pools
-    w = Workload.from_spec(job)
-    cs = settings.cost
-    budget = job.budget.max_cost_per_hour
-    rollout = _rollout_candidates(pools, w, job, cs, settings.max_pipeline_parallel)
-    inflight = (w.max_policy_lag + 1) * w.samples_per_step
-    # Upper bound on any useful rollout rate: the gate's slots at the best rate per slot, and the GPUs.
-    by_slot = max((m.estimate.tokens_per_second * m.availability / m.estimate.batch for m in rollout), default=0.0)
-    by_gpu = sum(
-        p.free * max((m.estimate.tokens_per_second * m.availability / (m.tp * m.pp) for m in rollout if m.pool is p), default=0.0)
-        for p in pools
-    )
-    rate_cap = min(by_slot * inflight, by_gpu)
-    if job.budget.target_tokens_per_second is not None:
-        rate_cap = max(rate_cap, job.budget.target_tokens_per_second)
-    if only is None:
-        min_latency = min((_latency(m, w, cs) for m in rollout), default=0.0)
-        train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget, min_latency)
-    else:
-        train = _one_strategy(pools, w, job, cs, only)
-    ropts = tuple(
-        RolloutOption(
-            pool=m.pool.info.name,
-            gpus=m.tp * m.pp,
-            item_size=m.tp,
-            rate=m.estimate.tokens_per_second * m.availability,
-            slots=m.estimate.batch,
-            price=m.pool.price * m.tp * m.pp,
-            spot=m.pool.info.spot,
-            max_count=_max_count(m, budget),
-            latency=_latency(m, w, cs),
-        )
-        for m in rollout
-    )
-    topts = tuple(
-        TrainOption(
-            pool=m.pool.info.name,
-            gpus=m.dp * m.tp * m.pp,
-            item_size=m.tp,
-            rate=m.estimate.tokens_per_second,
-            price=m.pool.price * m.dp * m.tp * m.pp,
-        )
-        for m in train
-    )
-    ws_seconds: dict[tuple[str, str], float] = {}
-    ws_rate = []
-    trainer_pools = {m.pool.info.name for m in train}
-    for a in pools:
-        if a.info.name not in trainer_pools:
-            continue
-        for b in pools:
-            link = a.inter_gbps if a.info.name == b.info.name else cluster.inter_pool_gbps
-            sec = weight_sync_seconds(w, link, b.inter_gbps, cs)
-            ws_seconds[(a.info.name, b.info.name)] = sec
-            ws_rate.append((a.info.name, b.info.name, w.tokens_per_step / sec))
-    any_spot = any(o.spot for o in ropts)
-    problem = Problem(
-        rollout=ropts,
-        train=topts,
-        pools=tuple(PoolCapacity(p.info.name, p.capacity()) for p in pools),
-        inflight_cap=float(inflight),
-        budget=budget,
-        target=job.budget.target_tokens_per_second,
-        ws_rate=tuple(ws_rate),
-        floor=job.placement.spot.on_demand_rollout_floor if any_spot else 0.0,
-        surplus_factor=1.0 + cs.surplus_per_policy_lag * w.max_policy_lag,
-        batch=float(w.samples_per_step),
-        tokens_per_sample=w.tokens_per_sample,
-        policy_lag=w.max_policy_lag,
-    )
-    return _Built(problem, tuple(rollout), tuple(train), tuple(pools), w, ws_seconds)
-
-
-def _latency(m: _RolloutMeta, w: Workload, cs: CostModelSettings) -> float:
-    """ℓ_c: a group's wave, or at η = 0 the wave of the whole batch (its longest response)."""
-    n = w.samples_per_step if w.max_policy_lag == 0 else w.group_size
-    return group_latency_seconds(m.estimate, w, cs, n)
-
-
-def _max_count(m: _RolloutMeta, budget: float | None) -> int:
-    g = m.tp * m.pp
-    if m.pp > 1:
-        n = sum(1 for node in m.pool.nodes if node.gpus_free >= m.tp) // m.pp
-    else:
-        n = sum(node.gpus_free // m.tp for node in m.pool.nodes)
-    if budget is not None:
-        n = min(n, int(budget // (m.pool.price * g)))
-    return max(0, n)
 
 
 # -------------------------------------------------------------------------------- infeasible

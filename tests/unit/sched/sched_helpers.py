@@ -16,7 +16,7 @@ from hexrl.sched.costmodel import (
     weight_sync_seconds,
 )
 from hexrl.sched.milp import PoolCapacity, Problem, RolloutOption, TrainOption, evaluate, train_usage
-from hexrl.sched.planner import _catalog, _chain
+from hexrl.sched.searchspace import _catalog, _chain
 
 SHAPES = {
     "0.5B": (0.5e9, 24, 896, 2),
