@@ -1,5 +1,6 @@
 """What a reconcile pass carries and remembers: the per-job memory, the result of one pass, and the keys
-derived from a spec, a plan or a pod name that the plan, apply and status steps share.
+derived from a spec, a plan or a pod name that the plan, apply and status steps share — among them the
+plan basis and `replan_reason`, which decide whether a cluster change is worth a planner call.
 
 Pure: no API calls. `reconcile.Reconciler` owns one `JobMemory` per job; the steps (`planstep`,
 `applystep`, `statusstep`) read and update it under the job's lock.
@@ -11,13 +12,14 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import render, scaling
 from hexrl.k8s.snapshot import Snapshot
-from hexrl.sched.types import Infeasible, Plan
+from hexrl.sched.types import Cluster, Infeasible, Plan
 
 EXPECT_TTL = 60.0
 """s during which a pod we created counts as existing even though the watch has not shown it yet."""
@@ -34,8 +36,9 @@ class JobMemory:
     plan: Plan | None = None
     state: dict[str, Any] = field(default_factory=dict)
     token: str = ""
-    basis: Any = None
-    """`planstep.PlanBasis` of the planner's last answer for this job (None: not asked by this process)."""
+    basis: PlanBasis | None = None
+    """What the cluster offered when the planner last answered for this job (None: not asked by this
+    process); `replan_reason` compares the cluster with it."""
     child_hashes: dict[tuple[str, str], str] = field(default_factory=dict)
     expected: dict[str, tuple[dict[str, Any], float]] = field(default_factory=dict)
     deleted: dict[str, float] = field(default_factory=dict)
@@ -46,7 +49,7 @@ class JobMemory:
     """The job had no ConfigMap when first seen by this process: its children are all new."""
     rejection: tuple[str, Infeasible] | None = None
     """(spec key, the planner's answer) of the last infeasible plan, to not ask again until the spec
-    changes or capacity appears (`planstep.replan_reason`)."""
+    changes or capacity appears (`passstate.replan_reason`)."""
     baselines: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
     """(placement the baselines were computed for, the baselines), from the background thread."""
     baselines_pending: tuple[Any, ...] | None = None
@@ -133,3 +136,50 @@ def epoch_of(pod_name: str, ref: render.JobRef) -> str:
     """The epoch tag in a trainer pod's name (`<job>-trainer-<epoch tag>-<rank>`); "" for other pods."""
     prefix = f"{ref.name}-trainer-"
     return pod_name[len(prefix):].rsplit("-", 1)[0] if pod_name.startswith(prefix) else ""
+
+
+@dataclass(frozen=True)
+class PlanBasis:
+    """What the cluster offered a job when the planner last answered for it (see `replan_reason`)."""
+
+    nodes: Mapping[str, tuple[str, int]]
+    """node → (pool, GPUs free for this job; 0 while the node is going away)."""
+    pools: str
+    """Hash of the pools' descriptions (type, price, spot, links) and the cluster-wide settings."""
+
+
+def plan_basis(cluster: Cluster) -> PlanBasis:
+    nodes = {n.name: (n.pool, 0 if n.going_away else n.gpus_free) for n in cluster.nodes}
+    return PlanBasis(nodes, key_of((cluster.pools, cluster.inter_pool_gbps, cluster.gpu_overrides)))
+
+
+def replan_reason(basis: PlanBasis | None, cluster: Cluster, plan: Plan | None) -> str:
+    """Why a change of the cluster since `basis` is worth a planner call for a job holding `plan` (None: a
+    job without one) — "" when it is not.
+
+    It is when (1) nothing was recorded (a new job, a restarted operator), (2) the pools' descriptions
+    changed, (3) a node of the plan is gone, going away, or no longer has the GPUs the plan puts on it, or
+    (4) some node offers this job more free GPUs than at the last answer, or sits in another pool (capacity
+    appeared: a better plan may exist). Anything else cannot improve on the plan nor break it: capacity
+    lost on nodes the plan does not use, and other jobs filling the GPUs of a shared node that this job's
+    plan leaves free. (An exact key over every node's occupancy re-planned every job whose nodes another
+    job's pods joined, and each re-plan moved pods that made the next job re-plan: 20 jobs arriving together
+    made 25 re-plans (130 MILP solves) and deleted pods they had just created.)
+    """
+    if basis is None:
+        return "first pass of this process"
+    current = plan_basis(cluster)
+    if current.pools != basis.pools:
+        return "the pools changed"
+    now = current.nodes
+    if plan is not None:
+        for node, gpus in sorted(plan.gpus_per_node().items()):
+            if node not in now:
+                return f"node {node} is gone"
+            if now[node][1] < gpus:
+                return f"node {node} is going away or no longer has {gpus} free GPUs"
+    gained = [n for n, (pool, free) in now.items()
+              if n not in basis.nodes or basis.nodes[n][0] != pool or free > basis.nodes[n][1]]
+    if gained:
+        return f"capacity appeared on {len(gained)} node(s) (e.g. {gained[0]})"
+    return ""

@@ -18,14 +18,14 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import metrics, render, scaling
-from hexrl.k8s.passstate import JobMemory, key_of, placement, plan_nodes, spec_key
+from hexrl.k8s.passstate import JobMemory, placement, plan_basis, plan_nodes, replan_reason, spec_key
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import Snapshot, build_cluster, cluster_base
 from hexrl.k8s.store import Store
@@ -320,49 +320,3 @@ class PlanStep:
             mem.state["rejected"] = {"reason": result.reason, "message": result.message}
             return current, None, "", lost
         return None, result, trigger, lost
-
-
-@dataclass(frozen=True)
-class PlanBasis:
-    """What the cluster offered a job when the planner last answered for it (see `replan_reason`)."""
-
-    nodes: Mapping[str, tuple[str, int]]
-    """node → (pool, GPUs free for this job; 0 while the node is going away)."""
-    pools: str
-    """Hash of the pools' descriptions (type, price, spot, links) and the cluster-wide settings."""
-
-
-def plan_basis(cluster: Cluster) -> PlanBasis:
-    nodes = {n.name: (n.pool, 0 if n.going_away else n.gpus_free) for n in cluster.nodes}
-    return PlanBasis(nodes, key_of((cluster.pools, cluster.inter_pool_gbps, cluster.gpu_overrides)))
-
-
-def replan_reason(basis: PlanBasis | None, cluster: Cluster, plan: Plan | None) -> str:
-    """Why a change of the cluster since `basis` is worth a planner call for a job holding `plan` (None: a
-    job without one) — "" when it is not.
-
-    It is when (1) nothing was recorded (a new job, a restarted operator), (2) the pools' descriptions
-    changed, (3) a node of the plan is gone, going away, or no longer has the GPUs the plan puts on it, or
-    (4) some node offers this job more free GPUs than at the last answer, or sits in another pool (capacity
-    appeared: a better plan may exist). Anything else cannot improve on the plan nor break it: capacity
-    lost on nodes the plan does not use, and other jobs filling the GPUs of a shared node that this job's
-    plan leaves free. (An exact key over every node's occupancy re-planned every job whose nodes another
-    job's pods joined, and each re-plan moved pods that made the next job re-plan: 20 jobs arriving together
-    made 25 re-plans (130 MILP solves) and deleted pods they had just created.)
-    """
-    if basis is None:
-        return "first pass of this process"
-    if key_of((cluster.pools, cluster.inter_pool_gbps, cluster.gpu_overrides)) != basis.pools:
-        return "the pools changed"
-    now = plan_basis(cluster).nodes
-    if plan is not None:
-        for node, gpus in sorted(plan.gpus_per_node().items()):
-            if node not in now:
-                return f"node {node} is gone"
-            if now[node][1] < gpus:
-                return f"node {node} is going away or no longer has {gpus} free GPUs"
-    gained = [n for n, (pool, free) in now.items()
-              if n not in basis.nodes or basis.nodes[n][0] != pool or free > basis.nodes[n][1]]
-    if gained:
-        return f"capacity appeared on {len(gained)} node(s) (e.g. {gained[0]})"
-    return ""
