@@ -8,7 +8,7 @@ import pytest
 
 from builders import inventory, node, pool
 from hexrl.devcluster import DevClusterError
-from hexrl.devcluster.inventory import KWOK_ANNOTATION, node_manifests, parse
+from hexrl.devcluster.inventory import KWOK_ANNOTATION, node_manifests, parse, real_node_labels, real_nodes
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "clusters").glob("*.yaml"))
@@ -16,8 +16,23 @@ EXAMPLES = sorted((ROOT / "manifests" / "clusters").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_inventories_parse(path: Path) -> None:
-    nodes = node_manifests(parse(path))
-    assert nodes and len({n["metadata"]["name"] for n in nodes}) == len(nodes)
+    cluster = parse(path)
+    names = [n["metadata"]["name"] for n in node_manifests(cluster)] + [name for name, _ in real_nodes(cluster)]
+    assert names and len(set(names)) == len(names) == len(cluster.nodes)
+
+
+def test_real_pools_become_real_nodes_not_kwok_objects() -> None:
+    cluster = parse(inventory(pool("sim", "H100", 8, 2), pool("cpu", "L4", 2, 2, spot=True, real=True)))
+    assert [n["metadata"]["name"] for n in node_manifests(cluster)] == ["sim-0", "sim-1"]
+    real = real_nodes(cluster)
+    assert [name for name, _ in real] == ["cpu-0", "cpu-1"]
+    labels = real_node_labels(real[0][1], cluster)
+    # the same keys a simulated node carries, so the snapshot reads a real node exactly like a kwok one
+    kwok_keys = set(node_manifests(cluster)[0]["metadata"]["labels"]) - {"kubernetes.io/hostname", "kubernetes.io/os",
+                                                                         "kubernetes.io/arch"}
+    assert kwok_keys <= set(labels)
+    assert labels["type"] == "real" and labels["hexrl.dev/real"] == "true"
+    assert labels["karpenter.sh/capacity-type"] == "spot" and labels["nvidia.com/gpu.product"] == "L4"
 
 
 def test_required_examples_exist() -> None:

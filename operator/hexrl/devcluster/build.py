@@ -10,6 +10,11 @@ Recipes (one per upstream component, versions in `settings.Versions`):
   tag `v0.Y.Z`, and `go build` each `k8s.io/kubernetes/cmd/<name>` with the version stamped in by `-X`.
 - **etcd** (etcd): `go.etcd.io/etcd/server/v3` holds the server's main logic in `etcdmain`; a three-line
   main calls `etcdmain.Main(os.Args)`.
+- **coredns** (coredns): a generated main that links only the plugins a dev cluster's DNS needs (bind,
+  ready, health, errors, log, cache, kubernetes, forward) and sets `dnsserver.Directives` to them in
+  CoreDNS's own order — the way CoreDNS documents custom builds; linking all ~60 plugins would triple the
+  build. The Kubernetes staging modules are raised to the pinned `v0.Y.Z`, so the packages compiled for
+  the Kubernetes binaries are reused.
 - **kwok** (kwok, kwokctl): `sigs.k8s.io/kwok/cmd/...`. kwok needs Stage definitions (how simulated nodes
   and pods move through their lifecycle); the upstream defaults for this exact version are copied from the
   downloaded module next to the binary.
@@ -66,6 +71,10 @@ BINARIES: tuple[Binary, ...] = (
     Binary("kube-controller-manager", "kubernetes", "k8s.io/kubernetes/cmd/kube-controller-manager", 4),
     Binary("kube-scheduler", "kubernetes", "k8s.io/kubernetes/cmd/kube-scheduler", 1),
     Binary("kubectl", "kubernetes", "k8s.io/kubernetes/cmd/kubectl", 2),
+    # Real nodes (`real: true` pools) only; built on first use by `hexrl cluster up` or `cluster build`.
+    Binary("kubelet", "kubernetes", "k8s.io/kubernetes/cmd/kubelet", 2),
+    Binary("kube-proxy", "kubernetes", "k8s.io/kubernetes/cmd/kube-proxy", 1),
+    Binary("coredns", "coredns", ".", 6),
     Binary("kwok", "kwok", "sigs.k8s.io/kwok/cmd/kwok", 8),
     Binary("kwokctl", "kwok", "sigs.k8s.io/kwok/cmd/kwokctl", 1),
 )
@@ -193,6 +202,14 @@ class Builder:
         if binary.component == "kubernetes":
             gomod = self._kubernetes_gomod(go, v.kubernetes, v.staging)
             tools = [b.package for b in BINARIES if b.component == "kubernetes"]
+        elif binary.component == "coredns":
+            gomod = (
+                f"module hexrl.local/coredns-build\n\ngo 1.24\n\nrequire (\n\tgithub.com/coredns/coredns {v.coredns}\n"
+                + "".join(f"\tk8s.io/{m} {v.staging}\n" for m in ("api", "apimachinery", "client-go"))
+                + ")\n"
+            )
+            (workdir / "main.go").write_text(_template("coredns_main.go.tmpl").replace("{version}", v.coredns))
+            tools = []
         elif binary.component == "etcd":
             gomod = f"module hexrl.local/etcd-build\n\ngo 1.21\n\nrequire go.etcd.io/etcd/server/v3 {v.etcd}\n"
             main = _template("etcd_main.go.tmpl").replace("{version}", v.etcd)

@@ -17,6 +17,7 @@ etcd data, logs and `state.json` with the PIDs and ports, which is what `down` (
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -32,7 +33,7 @@ from typing import Any
 import yaml
 
 from hexrl.devcluster import inventory as inv
-from hexrl.devcluster import procs
+from hexrl.devcluster import procs, realnodes
 from hexrl.devcluster.build import Builder, Progress, stderr_progress
 from hexrl.devcluster.errors import DevClusterError
 from hexrl.devcluster.pki import Pki
@@ -72,6 +73,14 @@ class State:
     started_at: float = 0.0
     owner_pid: int = 0
     """The process that ran `up` (tests use it to avoid sharing a cluster with a concurrent session)."""
+    node_ip: str = ""
+    """The machine's address, when the cluster has real nodes (empty: control plane on loopback only)."""
+    real_nodes: list[dict[str, Any]] = field(default_factory=list)
+    """Real kubelet nodes: name, index, pool, gpus, labels, dir, kubelet_port, healthz_port."""
+    images: dict[str, str] = field(default_factory=dict)
+    """Locally built images loaded into every real node: role (workers, operator, pause) → image name."""
+    sysctls: dict[str, str] = field(default_factory=dict)
+    """Kernel settings as they were before the real nodes started (restored by `down`)."""
 
 
 class DevCluster:
@@ -85,6 +94,7 @@ class DevCluster:
         settings: ClusterSettings | None = None,
         builder: Builder | None = None,
         progress: Progress = stderr_progress,
+        real_settings: realnodes.RealNodeSettings | None = None,
     ) -> None:
         if not name or not name.replace("-", "").isalnum():
             raise DevClusterError(f"cluster name {name!r} is not valid", "use letters, digits and '-'")
@@ -92,6 +102,7 @@ class DevCluster:
         self.builder = builder or Builder(progress=progress)
         self.workdir = Path(workdir) if workdir else self.builder.settings.cache_dir / "clusters" / name
         self.settings = settings or ClusterSettings()
+        self.real_settings = real_settings or realnodes.RealNodeSettings()
         self.progress = progress
         self._state_file = self.workdir / "state.json"
 
@@ -120,9 +131,16 @@ class DevCluster:
         ) and self._healthy("/readyz", state)
 
     def up(self, inventory: str | Path | dict[str, Any] | None = None) -> DevCluster:
-        """Start the cluster (building binaries first if needed); idempotent when it already runs."""
+        """Start the cluster (building binaries first if needed); idempotent when it already runs.
+
+        Pools with `real: true` become real kubelet nodes on this machine (`hexrl.devcluster.realnodes`),
+        started after the control plane, with the locally built images loaded into their runtimes."""
+        real: list[tuple[str, Any]] = []
         if inventory is not None:
-            inv.parse(inventory)  # a bad file fails before anything starts
+            real = inv.real_nodes(inv.parse(inventory))  # a bad file fails before anything starts
+        if real:
+            realnodes.require_ready()
+            self._refuse_second_real_cluster()
         if self.is_running():
             self.progress(f"cluster {self.name!r} is already running ({self.kubeconfig})")
         else:
@@ -131,11 +149,15 @@ class DevCluster:
             if self._state_file.exists():
                 self.down(quiet=True)  # leftovers of a crashed run
             started = time.monotonic()
-            binaries = {c: str(self.builder.path(c)) for c in (*ORDER, "kubectl")}
+            extra = ("kubelet", "kube-proxy", "coredns") if real else ()
+            binaries = {c: str(self.builder.path(c)) for c in (*ORDER, "kubectl", *extra)}
             stages = self.builder.kwok_stages()
+            node_ip = (self.real_settings.node_ip or realnodes.detect_node_ip()) if real else ""
             for attempt in range(1, START_ATTEMPTS + 1):
                 try:
-                    self._start(binaries, stages)
+                    self._start(binaries, stages, node_ip)
+                    if real:
+                        self._start_real_nodes(real, binaries, inventory)
                     break
                 except DevClusterError as exc:
                     self.down(quiet=True, keep_logs=True)
@@ -158,6 +180,8 @@ class DevCluster:
                 self.progress(f"cluster {self.name!r} is not running")
             return
         if state is not None:
+            if state.real_nodes:
+                self._stop_real_nodes(state)
             for component in reversed(ORDER):
                 pid = state.pids.get(component)
                 if pid:
@@ -178,6 +202,115 @@ class DevCluster:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if not quiet:
             self.progress(f"cluster {self.name!r} is down")
+
+    # ------------------------------------------------------------------------------------ real nodes
+
+    def _refuse_second_real_cluster(self) -> None:
+        """kube-proxy's iptables chains and the CNI host-port chains are host-wide: one cluster with real
+        nodes per machine at a time."""
+        for other in (self.workdir.parent).glob("*/state.json"):
+            if other.parent == self.workdir:
+                continue
+            with contextlib.suppress(OSError, ValueError, TypeError):
+                st = State(**json.loads(other.read_text()))
+                if st.real_nodes and any(procs.alive(pid, "kubelet") for k, pid in st.pids.items() if k.startswith("kubelet-")):
+                    raise DevClusterError(
+                        f"cluster {st.name!r} already runs real nodes on this machine (one such cluster at a time)",
+                        f"stop it first: `hexrl cluster down --name {st.name}`",
+                    )
+
+    def _real(self, state: State) -> realnodes.RealNodes:
+        nodes = [realnodes.RealNode(**{**n, "dir": Path(n["dir"])}) for n in state.real_nodes]
+        pids = {k: v for k, v in state.pids.items() if k not in ORDER}
+        return realnodes.RealNodes(self.workdir, nodes, self.real_settings, self.progress, pids, state.node_ip)
+
+    def _save_real(self, state: State, rn: realnodes.RealNodes) -> None:
+        state.real_nodes = [
+            {"name": n.name, "index": n.index, "pool": n.pool, "gpus": n.gpus, "labels": n.labels,
+             "dir": str(n.dir), "kubelet_port": n.kubelet_port, "healthz_port": n.healthz_port}
+            for n in rn.nodes
+        ]  # fmt: skip
+        state.pids = {**{k: v for k, v in state.pids.items() if k in ORDER}, **rn.pids}
+        self._write_state(state)
+
+    def _start_real_nodes(self, real: list[tuple[str, Any]], binaries: dict[str, str], inventory: Any) -> None:
+        """containerd per node → images loaded → kubelets registered, labelled, GPUs advertised →
+        kube-proxy and CoreDNS → every node Ready. State is saved after each step, so a failure in the
+        middle is cleaned up by `down` like a finished start."""
+        from hexrl.devcluster.images import ImageBuilder, load_image
+
+        cluster = inv.parse(inventory)
+        state = self._load_state()
+        state.sysctls = realnodes.read_sysctls()
+        nodes = [
+            realnodes.RealNode(name=name, index=k, pool=pool.name, gpus=pool.gpus_per_node,
+                               labels=inv.real_node_labels(pool, cluster), dir=self.workdir / "nodes" / name)
+            for k, (name, pool) in enumerate(real)
+        ]  # fmt: skip
+        for n in nodes:
+            if len(str(n.socket)) > 100:
+                raise DevClusterError(f"the socket path {n.socket} is too long for a unix socket",
+                                      "use a shorter cluster work folder (HEXRL_CACHE_DIR)")
+        rn = realnodes.RealNodes(self.workdir, nodes, self.real_settings, self.progress, {}, state.node_ip)
+        self._save_real(state, rn)
+        started = time.monotonic()
+        images = ImageBuilder(self.builder.settings, progress=self.progress)
+        pause, workers = images.pause(), images.workers()
+        state.images = {"pause": pause.name, "workers": workers.name}
+        try:
+            rn.start_runtime(binaries, pause.name)
+            self._save_real(state, rn)
+            for node in nodes:
+                t0 = time.monotonic()
+                for image in (pause, workers):
+                    load_image(image, ctr="ctr", address=str(node.socket))
+                self.progress(f"images loaded into {node.name} in {time.monotonic() - t0:.0f}s")
+            rn.start_kubelets(binaries, self._pki_files, self.api, self.server)
+            self._save_real(state, rn)
+            rn.start_services(binaries, self._pki_files, self.api, self.server)
+            self._save_real(state, rn)
+            rn.wait_ready(self.api)
+        finally:
+            self._save_real(state, rn)
+        self.progress(f"{len(nodes)} real nodes Ready in {time.monotonic() - started:.0f}s "
+                      f"({', '.join(n.name for n in nodes)}; node IP {state.node_ip})")
+
+    def load_image(self, role: str) -> str:
+        """Build (if needed) the local image `role` (workers | operator | pause) and load it into every
+        real node; returns its name."""
+        from hexrl.devcluster.images import ImageBuilder, load_image
+
+        state = self._load_state()
+        image = getattr(ImageBuilder(self.builder.settings, progress=self.progress), role)()
+        rn = self._real(state)
+        for node in rn.nodes:
+            load_image(image, ctr="ctr", address=str(node.socket))
+        state.images[role] = image.name
+        self._write_state(state)
+        return str(image.name)
+
+    def images(self) -> dict[str, str]:
+        """Images loaded into the real nodes (role → name)."""
+        return dict(self._load_state().images)
+
+    def real_node_names(self) -> list[str]:
+        state = self._read_state()
+        return [n["name"] for n in state.real_nodes] if state else []
+
+    def _stop_real_nodes(self, state: State) -> None:
+        rn = self._real(state)
+        if self._healthy("/readyz", state):
+            rn.drain_pods(self.api)
+        rn.stop(state.binaries.get("kube-proxy"))
+        realnodes.restore_sysctls(state.sysctls)
+        state.pids = {k: v for k, v in state.pids.items() if k in ORDER}
+        self._write_state(state)
+
+    def real_leftovers(self, state_before: dict[str, Any]) -> dict[str, list[str]]:
+        """What the real nodes described by `state_before` (a `state.json` read before `down`) left on
+        the machine; every list is empty after a clean `down`."""
+        st = State(**state_before)
+        return self._real(st).leftovers(st.sysctls)
 
     def status(self) -> dict[str, Any]:
         """Processes, ports, health and node count (for `hexrl cluster status`)."""
@@ -302,16 +435,17 @@ class DevCluster:
 
     # ------------------------------------------------------------------------------------------ startup
 
-    def _start(self, binaries: dict[str, str], stages: Path) -> None:
+    def _start(self, binaries: dict[str, str], stages: Path, node_ip: str = "") -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         ports = self._pick_ports()
-        state = State(name=self.name, ports=ports, binaries=binaries, started_at=time.time(), owner_pid=os.getpid())
+        state = State(name=self.name, ports=ports, binaries=binaries, started_at=time.time(), owner_pid=os.getpid(),
+                      node_ip=node_ip)
         self._write_state(state)
-        self._pki()
+        self._pki_files = self._pki(node_ip)
         self._write_kubeconfigs(ports["kube-apiserver"])
         started: dict[str, subprocess.Popen[bytes]] = {}
         for component in ORDER:
-            cmd = [binaries[component], *self._args(component, ports, stages)]
+            cmd = [binaries[component], *self._args(component, ports, stages, node_ip)]
             # kwok also loads ~/.kwok/kwok.yaml when it exists; a private HOME keeps a user's kwokctl
             # configuration out of our cluster.
             env = {"HOME": str(self.workdir)} if component == "kwok" else None
@@ -346,9 +480,11 @@ class DevCluster:
                     ports[key] = p
         return ports
 
-    def _pki(self) -> Pki:
+    def _pki(self, node_ip: str = "") -> Pki:
         pki = Pki(self.workdir / "pki")
-        pki.issue("apiserver", "kube-apiserver", server=True)
+        pki.issue("apiserver", "kube-apiserver", server=True, extra_ips=(node_ip,) if node_ip else ())
+        # The API server's identity towards kubelets (logs, exec, port-forward); masters pass their webhook.
+        pki.issue("apiserver-kubelet-client", "kube-apiserver-kubelet-client", org="system:masters")
         pki.issue("admin", "hexrl-admin", org="system:masters")
         pki.issue("kube-scheduler", "system:kube-scheduler")
         pki.issue("kube-controller-manager", "system:kube-controller-manager")
@@ -393,7 +529,7 @@ class DevCluster:
             path.write_text(yaml.safe_dump(self._kubeconfig_for(identity, port), sort_keys=False))
             path.chmod(0o600)
 
-    def _args(self, component: str, ports: dict[str, int], stages: Path) -> list[str]:
+    def _args(self, component: str, ports: dict[str, int], stages: Path, node_ip: str = "") -> list[str]:
         w, pki, h, s = self.workdir, self.workdir / "pki", procs.HOST, self.settings
         v = f"--v={s.log_verbosity}"
         if component == "etcd":
@@ -407,7 +543,7 @@ class DevCluster:
             ]  # fmt: skip
         if component == "kube-apiserver":
             return [
-                f"--etcd-servers=http://{h}:{ports['etcd']}", f"--bind-address={h}", f"--advertise-address={h}",
+                f"--etcd-servers=http://{h}:{ports['etcd']}",
                 f"--secure-port={ports['kube-apiserver']}",
                 f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
                 f"--client-ca-file={pki / 'ca.crt'}",
@@ -415,9 +551,10 @@ class DevCluster:
                 "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
                 f"--service-cluster-ip-range={s.service_cidr}",
                 "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-                # Endpoints may not hold loopback addresses; there is no in-cluster network to reach anyway.
-                "--endpoint-reconciler-type=none",
+                f"--kubelet-client-certificate={pki / 'apiserver-kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'apiserver-kubelet-client.key'}",
                 "--profiling=false", v,
+                *self._network_args(node_ip),
             ]  # fmt: skip
         if component == "kube-controller-manager":
             kc = w / "kube-controller-manager.kubeconfig"
@@ -448,6 +585,17 @@ class DevCluster:
                 f"--node-lease-duration-seconds={s.node_lease_seconds}", v,
             ]  # fmt: skip
         raise ValueError(component)
+
+    @staticmethod
+    def _network_args(node_ip: str) -> list[str]:
+        """Without real nodes the API server stays on loopback, with no endpoints for the `kubernetes`
+        Service (Endpoints may not hold loopback addresses and no pod runs anyway). With real nodes, pods
+        must reach it through that Service: it listens on every address, advertises the machine's, and
+        dials kubelets by their InternalIP (by hostname it would fail: node names are not resolvable)."""
+        if not node_ip:
+            return [f"--bind-address={procs.HOST}", f"--advertise-address={procs.HOST}", "--endpoint-reconciler-type=none"]
+        return ["--bind-address=0.0.0.0", f"--advertise-address={node_ip}", "--endpoint-reconciler-type=lease",
+                "--kubelet-preferred-address-types=InternalIP"]
 
     def _etcd_healthy(self, port: int) -> bool:
         try:

@@ -94,12 +94,30 @@ def pool_labels(pool: PoolInfo, cluster: Cluster) -> dict[str, str]:
     return labels
 
 
+REAL_LABEL = "hexrl.dev/real"
+"""Set to "true" on real kubelet nodes (pods that must run, like the operator's own, select it)."""
+
+
+def real_node_labels(pool: PoolInfo, cluster: Cluster) -> dict[str, str]:
+    """Labels of a real node of `pool`: the same as a simulated one, but `type=real`, `hexrl.dev/real=true`."""
+    return {**pool_labels(pool, cluster), "type": "real", REAL_LABEL: "true",
+            "node.kubernetes.io/instance-type": f"{pool.gpu.lower()}x{pool.gpus_per_node}"}
+
+
+def real_nodes(cluster: Cluster) -> list[tuple[str, PoolInfo]]:
+    """(node name, pool) of every node of a `real: true` pool, in inventory order."""
+    pools = {p.name: p for p in cluster.pools}
+    return [(n.name, pools[n.pool]) for n in cluster.nodes if pools[n.pool].real]
+
+
 def node_manifests(cluster: Cluster) -> list[dict[str, Any]]:
-    """One Node object per inventory node, named `<pool>-<i>`."""
+    """One Node object per simulated inventory node, named `<pool>-<i>` (real nodes register themselves)."""
     pools = {p.name: p for p in cluster.pools}
     out = []
     for n in cluster.nodes:
         pool = pools[n.pool]
+        if pool.real:
+            continue
         resources = {"cpu": NODE_CPU, "memory": NODE_MEMORY, "pods": NODE_PODS, "nvidia.com/gpu": str(n.gpus)}
         labels = {
             **pool_labels(pool, cluster),

@@ -74,8 +74,12 @@ class Pki:
         self.ca.cert.write_bytes(self._ca_cert.public_bytes(serialization.Encoding.PEM))
         _write_key(self._ca_key, self.ca.key)
 
-    def issue(self, stem: str, cn: str, org: str | None = None, server: bool = False) -> CertFiles:
-        """A certificate for `cn` (client, or server for 127.0.0.1/localhost/kubernetes when `server`)."""
+    def issue(
+        self, stem: str, cn: str, org: str | None = None, server: bool = False,
+        extra_ips: tuple[str, ...] = (), extra_names: tuple[str, ...] = (),
+    ) -> CertFiles:
+        """A certificate for `cn` (client, or server for 127.0.0.1/localhost/kubernetes when `server`, plus
+        `extra_ips`/`extra_names`, e.g. the machine's address when real nodes reach the API server)."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
         usages = [ExtendedKeyUsageOID.CLIENT_AUTH] + ([ExtendedKeyUsageOID.SERVER_AUTH] if server else [])
@@ -94,9 +98,9 @@ class Pki:
             names: list[x509.GeneralName] = [
                 x509.DNSName(n)
                 for n in ("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
-                          "kubernetes.default.svc.cluster.local")
+                          "kubernetes.default.svc.cluster.local", *extra_names)
             ]  # fmt: skip
-            names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1")]
+            names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ("127.0.0.1", "10.96.0.1", *extra_ips)]
             builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
         cert = builder.sign(self._ca_key, hashes.SHA256())
         files = CertFiles(self.dir / f"{stem}.crt", self.dir / f"{stem}.key")

@@ -26,6 +26,9 @@ class Versions:
     """Tag of `go.etcd.io/etcd/server/v3` (latest 3.5 patch; `go list -m -versions` shows newer ones)."""
     kwok: str = "v0.8.0"
     """Tag of `sigs.k8s.io/kwok` (kwok and kwokctl); v0.8.0 supports Kubernetes 1.32–1.36."""
+    coredns: str = "v1.13.2"
+    """Tag of `github.com/coredns/coredns` (cluster DNS of clusters with real nodes). v1.13.2 builds
+    against client-go v0.34.x, so the build reuses the Kubernetes packages already compiled."""
 
     @property
     def staging(self) -> str:

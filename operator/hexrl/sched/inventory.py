@@ -56,6 +56,7 @@ class PoolSpec(_Model):
     inter_node_gbps: float | None = Field(None, alias="interNodeGBps", gt=0)
     preemptions_per_node_hour: float = Field(0.0, ge=0)
     gpu_memory_gb: float | None = Field(None, alias="gpuMemoryGB", gt=0)
+    real: bool = False
 
 
 class ClusterInventory(_Model):
@@ -191,6 +192,7 @@ def parse_inventory(data: Any, catalog: Catalog | None = None) -> Cluster:
                 inter_node_gbps=p.inter_node_gbps,
                 preemptions_per_node_hour=p.preemptions_per_node_hour,
                 gpu_memory_gb=p.gpu_memory_gb,
+                real=p.real,
             )
         )
         nodes.extend(
@@ -227,5 +229,7 @@ def cluster_to_inventory(cluster: Cluster) -> dict[str, Any]:
             entry["preemptionsPerNodeHour"] = p.preemptions_per_node_hour
         if p.gpu_memory_gb is not None:
             entry["gpuMemoryGB"] = p.gpu_memory_gb
+        if p.real:
+            entry["real"] = True
         pools.append(entry)
     return {"apiVersion": API_VERSION, "kind": KIND, "interPoolGBps": cluster.inter_pool_gbps, "pools": pools}

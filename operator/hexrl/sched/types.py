@@ -63,6 +63,9 @@ class PoolInfo:
     """Expected spot reclaims per node-hour (0 for on-demand)."""
     gpu_memory_gb: float | None = None
     """HBM per GPU when it differs from the catalog (e.g. nvidia.com/gpu.memory label)."""
+    real: bool = False
+    """`hexrl cluster up` only: the pool's nodes are real kubelet nodes on this machine that run containers
+    (CPU stands in for the advertised GPUs); False = simulated by kwok. The planner treats both alike."""
 
 
 @dataclass(frozen=True)
