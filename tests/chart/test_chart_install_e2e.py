@@ -306,11 +306,12 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     secret = get_json(cluster, "secret", "-n", JOB_NS, f"{JOB}-token")
     job_token = base64.b64decode(secret["data"]["token"]).decode()
-    weights_port, relay_port = free_port(), free_port()
+    weights_port, relay_port, trainer_port = free_port(), free_port(), free_port()
     worker_env = {
         **os.environ, "HEXRL_JOB": JOB, "HEXRL_CONFIG": str(tmp_path / "config.yaml"), "HEXRL_TOKEN": job_token,
         "HEXRL_COORDINATOR_URL": f"http://127.0.0.1:{coord_port}", "HEXRL_WEIGHTS_URL": f"http://127.0.0.1:{weights_port}",
         "HEXRL_PORT": str(coord_port), "HEXRL_WEIGHTS_PORT": str(weights_port), "HEXRL_RELAY_PORT": str(relay_port),
+        "HEXRL_TRAINER_METRICS_PORT": str(trainer_port),
         "HEXRL_POD_IP": "127.0.0.1", "OMP_NUM_THREADS": "1",
     }
     for role in ("coordinator", "trainer", "rollout"):
@@ -356,7 +357,7 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
         # The operator exports `namespace` and `job` (the RLJob) itself: keep them, as the ServiceMonitor does.
         {"job_name": "hexrl-operator", "honor_labels": True, "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]},
         # Workers: `job` = the RLJob's name, as the PodMonitor's jobLabel sets it; role/pool/pod as its relabelings.
-        {"job_name": JOB, "static_configs": [static(coord_port, "coordinator"), static(weights_port, "trainer"),
+        {"job_name": JOB, "static_configs": [static(coord_port, "coordinator"), static(trainer_port, "trainer"),
                                              static(relay_port, "rollout", rollout_pool)]},
     ], rule_files=[rules])
 

@@ -36,9 +36,12 @@ def write_config(tmp: Path, spec: RLJobSpec, coordinator_url: str, weights_url: 
 
 
 def subprocess_env(config: Path, token: str, **extra: str) -> dict[str, str]:
+    """The environment of a `python -m hexrl_workers` process; status ports on any free port (several
+    workers share this host), unless `extra` names them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEXRL_")}
     env.update({"HEXRL_CONFIG": str(config), "HEXRL_TOKEN": token, "HEXRL_JOB": "t", "OMP_NUM_THREADS": "1",
-                "HEXRL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1"})
+                "HEXRL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "HEXRL_RELAY_PORT": "0",
+                "HEXRL_TRAINER_METRICS_PORT": "0"})
     env.update(extra)
     return env
 

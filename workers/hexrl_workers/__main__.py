@@ -2,8 +2,13 @@
 
 Configuration comes from the environment and the mounted worker config (`hexrl.api.workerconfig`):
 HEXRL_JOB, HEXRL_ROLE, HEXRL_CONFIG, HEXRL_TOKEN, HEXRL_COORDINATOR_URL, HEXRL_WEIGHTS_URL,
-HEXRL_POD_IP, and for trainer ranks RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT. A configuration error is
-printed as one sentence and exits with status 2 (Kubernetes shows it in the pod's last state).
+HEXRL_POD_IP, and for trainer ranks RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT; ports move with HEXRL_PORT,
+HEXRL_WEIGHTS_PORT, HEXRL_RELAY_PORT and HEXRL_TRAINER_METRICS_PORT. A configuration error is printed as
+one sentence and exits with status 2 (Kubernetes shows it in the pod's last state: the operator renders
+`terminationMessagePolicy: FallbackToLogsOnError`). Every role serves /healthz, /readyz and /metrics on its
+status port (`hexrl.api.workerconfig`) and, in a pod, waits for an unreachable coordinator instead of
+exiting (Kubernetes brings it back; the worker logs while it waits). A coordinator whose dataset cannot
+be loaded keeps serving and reports why (see `coordinator.server`) instead of crash-looping.
 SIGTERM stops each role gracefully: the coordinator closes its server, a rollout worker hands in its
 partial responses, the trainer stops between steps.
 """
@@ -12,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
@@ -23,15 +29,20 @@ from hexrl.api.workerconfig import (
     COORDINATOR_PORT,
     DEFAULT_CONFIG_PATH,
     ENV_CONFIG,
+    ENV_COORDINATOR_PORT,
     ENV_COORDINATOR_URL,
     ENV_JOB,
     ENV_POD_IP,
     ENV_RANK,
+    ENV_RELAY_PORT,
     ENV_ROLE,
     ENV_TOKEN,
+    ENV_TRAINER_METRICS_PORT,
+    ENV_WEIGHTS_PORT,
     ENV_WEIGHTS_URL,
     ENV_WORLD_SIZE,
     RELAY_PORT,
+    TRAINER_METRICS_PORT,
     WEIGHTS_PORT,
     Role,
     WorkerConfig,
@@ -41,6 +52,8 @@ from hexrl.api.workerconfig import (
 from hexrl_workers.client import CoordinatorUnavailable
 
 log = logging.getLogger("hexrl_workers")
+WAIT_FOREVER = math.inf
+"""Coordinator retry budget in pods: wait as long as it takes (SIGTERM still stops the wait)."""
 _STOPPING = threading.Event()
 """Set by the SIGTERM/SIGINT handlers of every role (tells an error on the way out from a failure)."""
 
@@ -57,14 +70,14 @@ def _coordinator(cfg: WorkerConfig, token: str | None) -> int:
     from hexrl_workers.coordinator.server import build_coordinator
 
     server = build_coordinator(cfg.spec, token, cfg.effective_max_policy_lag(),
-                               config_path=os.environ.get(ENV_CONFIG, DEFAULT_CONFIG_PATH))
+                               config_path=os.environ.get(ENV_CONFIG, DEFAULT_CONFIG_PATH), tolerate_data_error=True)
 
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        port = int(os.environ.get("HEXRL_PORT", COORDINATOR_PORT))
+        port = _port(ENV_COORDINATOR_PORT, COORDINATOR_PORT)
         await server.start("0.0.0.0", port)
         log.info("coordinator of %s serving on :%d", cfg.job, port)
         await stop.wait()
@@ -74,47 +87,64 @@ def _coordinator(cfg: WorkerConfig, token: str | None) -> int:
     return 0
 
 
+def _port(env: str, default: int) -> int:
+    """A port from the environment (0 = any free port), else the role's default."""
+    raw = os.environ.get(env, "")
+    try:
+        return int(raw) if raw else default
+    except ValueError:
+        raise WorkerConfigError(f"{env}={raw!r} is not a port number") from None
+
+
 def _rollout(cfg: WorkerConfig, token: str | None) -> int:
     from hexrl_workers.runtime import build_rollout_worker
+    from hexrl_workers.statusserver import ThreadedStatusServer
 
     host = os.environ.get(ENV_POD_IP) or socket.gethostbyname(socket.gethostname())
+    port = _port(ENV_RELAY_PORT, RELAY_PORT)
     worker, relay = build_rollout_worker(
         cfg.spec, os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url),
         os.environ.get(ENV_WEIGHTS_URL, cfg.weights_url), token,
         os.environ.get("HOSTNAME", f"rollout-{os.getpid()}"),
-        relay_host="0.0.0.0", relay_port=int(os.environ.get("HEXRL_RELAY_PORT", RELAY_PORT)), advertise_host=host,
+        relay_host="0.0.0.0", relay_port=port, advertise_host=host, coordinator_retry_seconds=WAIT_FOREVER,
     )
-    if relay is None:
-        # Without a relay nothing else listens on the pod: serve /metrics on the relay port alone.
-        from prometheus_client import start_http_server
-
-        start_http_server(int(os.environ.get("HEXRL_RELAY_PORT", RELAY_PORT)), registry=worker.metrics.registry)
+    # Without a relay nothing else listens on the pod's status port: serve the probes and /metrics there.
+    status = ThreadedStatusServer(worker.metrics, worker.readiness, port=port) if relay is None else None
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (_STOPPING.set(), worker.stop()))
     try:
         worker.run()
     finally:
-        if relay is not None:
-            relay.close()
+        for server in (relay, status):
+            if server is not None:
+                server.close()
     return 0
 
 
 def _trainer(cfg: WorkerConfig, token: str | None) -> int:
+    from hexrl_workers.metrics import Metrics
+    from hexrl_workers.statusserver import Readiness, ThreadedStatusServer
     from hexrl_workers.trainer.loop import Trainer, TrainerSettings
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (_STOPPING.set(), stop.set()))
-    trainer = Trainer(cfg.spec, stop=stop, settings=TrainerSettings(
-        coordinator_url=os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url), token=token,
-        checkpoint_dir=cfg.effective_checkpoint_dir(),
-        weights_port=int(os.environ.get("HEXRL_WEIGHTS_PORT", WEIGHTS_PORT)),
-        rank=int(os.environ.get(ENV_RANK, "0")), world_size=int(os.environ.get(ENV_WORLD_SIZE, "1")),
-    ))
+    # Every rank serves its probes and metrics from the start: not ready until it can train.
+    metrics, readiness = Metrics("trainer"), Readiness("starting")
+    status = ThreadedStatusServer(metrics, readiness, port=_port(ENV_TRAINER_METRICS_PORT, TRAINER_METRICS_PORT))
     try:
-        trainer.run(stop)
+        trainer = Trainer(cfg.spec, stop=stop, metrics=metrics, readiness=readiness, settings=TrainerSettings(
+            coordinator_url=os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url), token=token,
+            checkpoint_dir=cfg.effective_checkpoint_dir(), weights_port=_port(ENV_WEIGHTS_PORT, WEIGHTS_PORT),
+            rank=int(os.environ.get(ENV_RANK, "0")), world_size=int(os.environ.get(ENV_WORLD_SIZE, "1")),
+            coordinator_retry_seconds=WAIT_FOREVER,
+        ))
+        try:
+            trainer.run(stop)
+        finally:
+            trainer.close()
     finally:
-        trainer.close()
+        status.close()
     return 0
 
 

@@ -8,6 +8,7 @@ must exit within its grace period even when the coordinator is already gone.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from typing import Any
@@ -25,6 +26,10 @@ from hexrl_workers.protocol import (
     WorkRequest,
     WorkResponse,
 )
+
+log = logging.getLogger(__name__)
+WAIT_LOG_SECONDS = 60.0
+"""While retrying, one log line per this many seconds (a pod waiting for its coordinator says so)."""
 
 
 class CoordinatorError(RuntimeError):
@@ -49,7 +54,9 @@ class CoordinatorClient:
         """When set (the owner is stopping), a failed call raises at once instead of retrying."""
 
     def _call(self, method: str, path: str, body: Any = None, timeout: float = 30.0) -> requests.Response:
-        deadline = time.monotonic() + self.retry_seconds
+        start = time.monotonic()
+        deadline = start + self.retry_seconds
+        next_log = start + 5.0  # a blip (the coordinator restarting) is not worth a line
         delay = 0.05
         while True:
             try:
@@ -70,6 +77,10 @@ class CoordinatorClient:
                 raise CoordinatorUnavailable(f"coordinator {self.url} unavailable while stopping: {problem}")
             if time.monotonic() + delay > deadline:
                 raise CoordinatorUnavailable(f"coordinator {self.url} unavailable: {problem}")
+            if time.monotonic() >= next_log:
+                log.warning("coordinator %s unavailable for %.0f s (%s); retrying", self.url,
+                            time.monotonic() - start, problem)
+                next_log = time.monotonic() + WAIT_LOG_SECONDS
             if self.abort is not None:
                 self.abort.wait(delay)
             else:

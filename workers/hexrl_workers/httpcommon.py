@@ -1,6 +1,6 @@
 """HTTP plumbing shared by the coordinator, the weight service and the relays (aiohttp).
 
-- `auth_middleware(token)`: every path except `/healthz` and `/metrics` needs `Authorization: Bearer
+- `auth_middleware(token)`: every path except `/healthz`, `/readyz` and `/metrics` needs `Authorization: Bearer
   <per-job token>`; otherwise 401 with a JSON reason. Comparison is constant-time.
 - `error_middleware`: a malformed body, an unknown wire version or a refused request becomes a 4xx with
   `{"error": ..., "field": ...}`; an unexpected exception becomes a 500 with the same shape. The service
@@ -25,7 +25,7 @@ from hexrl_workers.protocol import WIRE_VERSION
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
-OPEN_PATHS = ("/healthz", "/metrics")
+OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 class HTTPProblem(Exception):

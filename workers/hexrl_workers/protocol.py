@@ -211,11 +211,18 @@ class Progress(Msg):
     tokens_per_second: float = Field(0.0, description="Prompt+response tokens trained per second (recent window).")
     generated_tokens_per_second: float = 0.0
     reward_mean: float | None = Field(None, description="Mean reward of the last trained batch.")
+    mean_reward: float | None = Field(
+        None, description="Mean reward of the last few trained batches (CoordinatorSettings.reward_window); the "
+        "RLJob's status.progress.meanReward."
+    )
     initial_reward: float | None = Field(None, description="Mean reward of the first trained batch.")
     dropped_stale: int = 0
     partials_migrated: int = 0
     dataset_exhausted: bool = False
     done: bool = False
+    data_error: str | None = Field(
+        None, description="Why the job's dataset cannot be loaded (the coordinator serves no work until fixed)."
+    )
 
 
 # ------------------------------------------------------------------------------------------ weights

@@ -56,8 +56,10 @@ def build_rollout_worker(
     spec: RLJobSpec, coordinator_url: str, weights_url: str, token: str | None, worker_id: str, *,
     relay_host: str = "0.0.0.0", relay_port: int = 0, advertise_host: str | None = None,
     torch_threads: int | None = None, max_items: int = 4, cache_dir: str | None = None,
+    coordinator_retry_seconds: float = 60.0,
 ) -> tuple[RolloutWorker, ThreadedWeightServer | None]:
-    """A ready-to-run worker and (when relaying) its relay server."""
+    """A ready-to-run worker and (when relaying) its relay server, which also answers the worker's
+    /readyz (the worker's readiness) and /metrics."""
     if torch_threads:
         import torch
 
@@ -81,8 +83,10 @@ def build_rollout_worker(
     )
     worker = RolloutWorker(
         RolloutSettings(worker_id=worker_id, max_items=max_items, max_new_tokens=spec.generation.max_new_tokens),
-        engine, tok, load_reward(spec.reward.function), CoordinatorClient(coordinator_url, token), weights, metrics,
+        engine, tok, load_reward(spec.reward.function),
+        CoordinatorClient(coordinator_url, token, retry_seconds=coordinator_retry_seconds), weights, metrics,
     )
     if relay is not None:
         worker.on_weights = relay.publish
+        relay.server.readiness = worker.readiness
     return worker, relay

@@ -23,7 +23,13 @@ Environment of every pod (names are the `ENV_*` constants below): `HEXRL_JOB` (j
 from the Secret key `SECRET_TOKEN_KEY`), `HEXRL_COORDINATOR_URL` (overrides `coordinatorUrl`); for trainer
 ranks also `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` (torch.distributed's own names), and
 optionally `HEXRL_WEIGHTS_URL`, `HEXRL_POD_IP` (a rollout worker's own address, advertised to peers for
-weight relay; the operator sets it from the downward API `status.podIP`).
+weight relay; the operator sets it from the downward API `status.podIP`). The ports below can be moved by
+`HEXRL_PORT` (coordinator), `HEXRL_WEIGHTS_PORT`, `HEXRL_RELAY_PORT` and `HEXRL_TRAINER_METRICS_PORT`
+(several workers on one host; 0 = any free port); the operator never sets them.
+
+Probes: every role's status port (`COORDINATOR_PORT`, `RELAY_PORT`, `TRAINER_METRICS_PORT`) answers
+`HEALTH_PATH` (200 while the process serves: liveness) and `READY_PATH` (200 once the role can do its work,
+else 503 with `{"ready": false, "reason": ...}`: readiness), and `METRICS_PATH`.
 
 This module is pure (no file or network I/O): parsing and rendering work on strings.
 """
@@ -51,6 +57,10 @@ ENV_RANK = "RANK"
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_MASTER_ADDR = "MASTER_ADDR"
 ENV_MASTER_PORT = "MASTER_PORT"
+ENV_COORDINATOR_PORT = "HEXRL_PORT"
+ENV_WEIGHTS_PORT = "HEXRL_WEIGHTS_PORT"
+ENV_RELAY_PORT = "HEXRL_RELAY_PORT"
+ENV_TRAINER_METRICS_PORT = "HEXRL_TRAINER_METRICS_PORT"
 
 # ------------------------------------------------------------------------------ files, keys and ports
 
@@ -63,16 +73,19 @@ SECRET_TOKEN_KEY = "token"
 """Key of the bearer token inside the job's Secret."""
 
 COORDINATOR_PORT = 8000
-"""Coordinator HTTP port: the protocol under /v1/, /metrics, /healthz."""
+"""Coordinator HTTP port: the protocol under /v1/, /metrics, /healthz, /readyz."""
 WEIGHTS_PORT = 8001
 """Weight service port on trainer rank 0 (the `weightsUrl` Service targets it)."""
 RELAY_PORT = 8002
-"""Port on which a rollout worker serves the weight versions it holds to peers, plus /metrics, /healthz."""
+"""Port on which a rollout worker serves the weight versions it holds to peers (when relaying), plus /metrics,
+/healthz, /readyz (also without relaying)."""
 TRAINER_METRICS_PORT = 8003
-"""Trainer ranks' /metrics and /healthz."""
+"""Every trainer rank's /metrics, /healthz and /readyz."""
 
 HEALTH_PATH = "/healthz"
-"""Liveness/readiness path on every port above (200 when serving)."""
+"""Liveness path on every port above (200 while the process serves)."""
+READY_PATH = "/readyz"
+"""Readiness path on every status port: 200 once the role can work, else 503 with the reason."""
 METRICS_PATH = "/metrics"
 PROGRESS_PATH = "/v1/progress"
 """Coordinator progress endpoint the operator polls (JSON, see `hexrl_workers.protocol.Progress`)."""

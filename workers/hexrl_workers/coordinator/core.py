@@ -58,6 +58,9 @@ class CoordinatorSettings:
     """η, versions; changeable at run time."""
     total_steps: int | None = None
     """Stop dispatching new prompts once enough are admitted for this many steps (None = never)."""
+    reward_window: int = 5
+    """Trained batches averaged by `mean_reward` (the RLJob's status.progress.meanReward): enough to smooth
+    one lucky batch, few enough to follow learning."""
     lease_seconds: float = 600.0
     """A dispatched item not returned (nor handed in as partial) within this time is re-dispatched from
     scratch: covers workers killed without a grace period. Seconds; generous, since long responses take
@@ -131,6 +134,7 @@ class CoordinatorCore:
         self.max_observed_staleness = 0
         self.last_reward: float | None = None
         self.initial_reward: float | None = None
+        self._recent_rewards: deque[tuple[float, int]] = deque(maxlen=settings.reward_window)
         self.last_batch_tokens = 0
 
     # ------------------------------------------------------------------------------------- dispatch
@@ -306,6 +310,7 @@ class CoordinatorCore:
         self.last_batch_lags = lags
         self.max_observed_staleness = max(self.max_observed_staleness, *lags)
         self.last_reward = sum(t.reward for t in trajs) / len(trajs)
+        self._recent_rewards.append((self.last_reward * len(trajs), len(trajs)))
         if self.initial_reward is None:
             self.initial_reward = self.last_reward
         self.last_batch_tokens = sum(len(t.prompt_tokens) + len(t.tokens) for t in trajs)
@@ -333,6 +338,12 @@ class CoordinatorCore:
     @property
     def inflight(self) -> int:
         return sum(len(lease.samples) for lease in self.leases.values())
+
+    @property
+    def mean_reward(self) -> float | None:
+        """Mean reward of the trajectories of the last `reward_window` batches (None before the first)."""
+        n = sum(k for _, k in self._recent_rewards)
+        return sum(total for total, _ in self._recent_rewards) / n if n else None
 
     @property
     def done(self) -> bool:

@@ -10,7 +10,13 @@ Endpoints (JSON bodies of `hexrl_workers.protocol`; all under `/v1/` need the jo
     GET  /v1/progress       Progress                        for the operator and `hexrl run`
     GET|PUT /v1/staleness   {"maxPolicyLag": n}             read or change η at run time
     GET  /v1/state, POST /v1/restore                        checkpoint snapshot / restore
-    GET  /metrics, /healthz                                 Prometheus exposition; liveness
+    GET  /metrics, /healthz, /readyz                        Prometheus exposition; liveness; readiness
+
+A coordinator built with `tolerate_data_error` (the pods do) whose dataset cannot be loaded (an unknown
+built-in name, a missing `dataset.path`) does not exit: it stays live, is not ready (/readyz says why),
+answers /v1/work and /v1/batch with 503 (clients keep retrying) and reports the sentence in
+`/v1/progress` (`dataError`), which the operator turns into the RLJob's `Ready=False` condition. When the
+mounted config's `spec.dataset` changes it tries again, so fixing the RLJob is enough.
 
 η is also watched in the mounted config file (`maxPolicyLag`, see `hexrl.api.workerconfig`): the
 operator rewrites the ConfigMap and the coordinator applies it within `config_poll_seconds`.
@@ -27,14 +33,16 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from hexrl.api.models import RLJobSpec
+from hexrl.api.models import DatasetSpec, RLJobSpec
 from hexrl.api.workerconfig import (
     HEALTH_PATH,
     METRICS_PATH,
     PROGRESS_PATH,
+    READY_PATH,
     STALENESS_PATH,
     parse_worker_config,
 )
@@ -58,7 +66,8 @@ from hexrl_workers.protocol import (
     WorkRequest,
     WorkResponse,
 )
-from hexrl_workers.tasks import make_dataset
+from hexrl_workers.statusserver import Readiness, readiness_response
+from hexrl_workers.tasks import Dataset, make_dataset
 
 CONFIG_WATCHER: web.AppKey[asyncio.Task[None]] = web.AppKey("config_watcher", asyncio.Task)
 """The task that re-reads the mounted worker config (η changes) while the app runs."""
@@ -95,6 +104,21 @@ class CoordinatorServer:
         self._config_text: str | None = None
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
+        self.readiness = Readiness(None)
+        self.data_error: str | None = None
+        """Why the job's dataset cannot be loaded, one sentence (None when it is loaded)."""
+        self.dataset_spec: DatasetSpec | None = None
+        """The dataset the core was built for (compared with the mounted config's after a data error)."""
+
+    def fail_data(self, error: str) -> None:
+        """Serve without data: not ready, /v1/work and /v1/batch answer 503, /v1/progress says why."""
+        log.error("dataset unavailable: %s", error)
+        self.data_error = f"dataset unavailable: {error}"
+        self.readiness.waiting(self.data_error)
+
+    def _require_data(self) -> None:
+        if self.data_error is not None:
+            raise HTTPProblem(503, self.data_error, "dataset")
 
     # --------------------------------------------------------------------------------------- wiring
 
@@ -118,6 +142,7 @@ class CoordinatorServer:
         app.router.add_post("/v1/restore", self.restore)
         app.router.add_get(METRICS_PATH, self.metrics_handler)
         app.router.add_get(HEALTH_PATH, self.health)
+        app.router.add_get(READY_PATH, self.ready)
         app.on_startup.append(self._on_startup)
         return app
 
@@ -155,6 +180,7 @@ class CoordinatorServer:
     # ------------------------------------------------------------------------------------- handlers
 
     async def work(self, request: web.Request) -> web.Response:
+        self._require_data()
         req = await parse(WorkRequest, request)
         deadline = time.monotonic() + req.wait_seconds
         while True:
@@ -202,6 +228,7 @@ class CoordinatorServer:
         return json_response(IngestResult(accepted=accepted, dropped=dropped, partials=partials))
 
     async def batch(self, request: web.Request) -> web.Response:
+        self._require_data()
         req = await parse(BatchRequest, request)
         t0 = time.monotonic()
         deadline = t0 + req.wait_seconds
@@ -269,10 +296,12 @@ class CoordinatorServer:
             tokens_per_second=self._rate(self._trained_window),
             generated_tokens_per_second=self._rate(self._generated_window),
             reward_mean=c.last_reward,
+            mean_reward=c.mean_reward,
             initial_reward=c.initial_reward,
             dropped_stale=c.dropped_stale,
             partials_migrated=c.partials_migrated,
             done=c.done,
+            data_error=self.data_error,
         )
 
     async def progress(self, request: web.Request) -> web.Response:
@@ -312,6 +341,9 @@ class CoordinatorServer:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "version": self.core.version})
 
+    async def ready(self, request: web.Request) -> web.Response:
+        return readiness_response(self.readiness)
+
     def _update_gauges(self) -> None:
         c, m = self.core, self.metrics
         m["hexrl_policy_version"].set(c.version)
@@ -333,16 +365,51 @@ class CoordinatorServer:
                     self._config_text = text
                     cfg = parse_worker_config(text, source=str(path))
                     await self.set_max_policy_lag(cfg.effective_max_policy_lag())
+                    if self.data_error is not None and cfg.spec.dataset != self.dataset_spec:
+                        self.retry_data(cfg.spec)
             except FileNotFoundError:
                 pass
             except Exception as exc:  # a bad edit must not stop the job: keep the last good η
                 log.warning("ignoring unreadable config %s: %s", path, exc)
             await asyncio.sleep(self.settings.config_poll_seconds)
 
+    def retry_data(self, spec: RLJobSpec) -> None:
+        """Load the dataset of a changed spec after a data error; ready again when it loads."""
+        self.dataset_spec = spec.dataset
+        try:
+            self.core.dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+        except (ValueError, OSError) as exc:
+            self.fail_data(str(exc))
+            return
+        log.info("dataset %s loaded; serving work", spec.dataset.path or spec.dataset.name)
+        self.data_error = None
+        self.readiness.set_ready()
+
+
+class _NoData:
+    """The dataset of a coordinator whose real one could not be loaded (never read: work answers 503)."""
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def get(self, prompt_id: int) -> Any:
+        raise ValueError(f"dataset unavailable: {self.error}")
+
 
 def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None,
-                      config_path: str | None = None) -> CoordinatorServer:
-    """A coordinator for `spec` (η = the live override `eta`, else the spec's); imports no torch."""
+                      config_path: str | None = None, tolerate_data_error: bool = False) -> CoordinatorServer:
+    """A coordinator for `spec` (η = the live override `eta`, else the spec's); imports no torch.
+
+    A dataset that cannot be loaded raises (ValueError/OSError), unless `tolerate_data_error`: then the
+    coordinator serves without data and reports why (see the module docstring)."""
+    error = None
+    dataset: Dataset
+    try:
+        dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+    except (ValueError, OSError) as exc:
+        if not tolerate_data_error:
+            raise
+        error, dataset = str(exc), _NoData(str(exc))
     core = CoordinatorCore(
         CoordinatorSettings(
             prompts_per_step=spec.algorithm.prompts_per_step,
@@ -350,9 +417,13 @@ def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None
             max_policy_lag=spec.staleness.max_policy_lag if eta is None else eta,
             total_steps=spec.algorithm.total_steps,
         ),
-        make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+        dataset,
     )
-    return CoordinatorServer(core, ServerSettings(token=token, config_path=config_path))
+    server = CoordinatorServer(core, ServerSettings(token=token, config_path=config_path))
+    server.dataset_spec = spec.dataset
+    if error is not None:
+        server.fail_data(error)
+    return server
 
 
 class ThreadedCoordinator(ThreadedService):

@@ -26,6 +26,7 @@ from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import PartialResponse, Trajectory, TrajectoryBatchIn, WorkItem
 from hexrl_workers.reward import RewardFn
 from hexrl_workers.rollout.engine import Engine, GenRequest, GenResult
+from hexrl_workers.statusserver import Readiness
 from hexrl_workers.tasks import Tokenizer
 from hexrl_workers.weights.client import WeightClient, WeightPullError
 from hexrl_workers.weights.store import unpack
@@ -64,6 +65,8 @@ class RolloutWorker:
         self.coord = coordinator
         self.weights = weights
         self.metrics = metrics or Metrics("rollout")
+        self.readiness = Readiness("waiting for the coordinator")
+        """Ready once the coordinator answered a work request (the pod's /readyz)."""
         self.stop_event = threading.Event()
         # stop (SIGTERM) turns coordinator retries off, so a worker whose coordinator is gone still exits
         if isinstance(coordinator, CoordinatorClient):
@@ -166,6 +169,7 @@ class RolloutWorker:
                 log.error("coordinator refused work request: %s", exc)
                 time.sleep(1.0)
                 continue
+            self.readiness.set_ready()
             if self.stop_event.is_set():
                 if resp.items:
                     self.coord.push(TrajectoryBatchIn(worker_id=self.s.worker_id,

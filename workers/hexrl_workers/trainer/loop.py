@@ -41,8 +41,10 @@ import torch
 from hexrl.api.models import RLJobSpec
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.core import empty_snapshot
+from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer
 from hexrl_workers.protocol import Batch
+from hexrl_workers.statusserver import Readiness
 from hexrl_workers.trainer import checkpoint
 from hexrl_workers.trainer.algorithm import (
     LossSettings,
@@ -88,18 +90,26 @@ class TrainerSettings:
     device: str = "cpu"
     torch_threads: int | None = None
     """torch intra-op threads (None: leave torch's default). The local runner sets 1 to share 2 cores."""
+    coordinator_retry_seconds: float = 120.0
+    """Give up on an unreachable coordinator after this long, seconds (pods: never — Kubernetes brings the
+    coordinator back, and a trainer that exits would restart the whole gang)."""
 
 
 class Trainer:
-    def __init__(self, spec: RLJobSpec, settings: TrainerSettings, stop: threading.Event | None = None) -> None:
+    def __init__(self, spec: RLJobSpec, settings: TrainerSettings, stop: threading.Event | None = None,
+                 metrics: Metrics | None = None, readiness: Readiness | None = None) -> None:
         """`stop`: set on SIGTERM; the trainer stops between steps, and coordinator calls stop retrying
-        (so it exits promptly even when the coordinator is already gone)."""
+        (so it exits promptly even when the coordinator is already gone). `metrics` and `readiness`: what
+        the rank's status server exports (pods); readiness turns ready once the rank can train — model
+        built, ranks joined, and on rank 0 the coordinator synced and version `self.version` published."""
         self.spec = spec
         self.s = settings
         self.alg = spec.algorithm
         self.stop_event = stop or threading.Event()
-        self.coord = CoordinatorClient(settings.coordinator_url, settings.token, retry_seconds=120,
-                                       abort=self.stop_event)
+        self.metrics = metrics or Metrics("trainer")
+        self.readiness = readiness or Readiness()
+        self.coord = CoordinatorClient(settings.coordinator_url, settings.token,
+                                       retry_seconds=settings.coordinator_retry_seconds, abort=self.stop_event)
         self.loss_settings = LossSettings(
             clip_epsilon=self.alg.clip_epsilon,
             decoupled=self.alg.decoupled,
@@ -120,6 +130,7 @@ class Trainer:
         if self.s.torch_threads:
             torch.set_num_threads(self.s.torch_threads)
         torch.manual_seed(self.alg.seed + 1000 * self.s.rank)
+        self.readiness.waiting("building the model")
         self.pad_id = build_tokenizer(self.spec).pad_id
         model = build_model(self.spec)
         self.ref_model = None
@@ -138,6 +149,7 @@ class Trainer:
             from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
             if not dist.is_initialized():
+                self.readiness.waiting(f"waiting for the other {self.s.world_size - 1} rank(s) to join")
                 dist.init_process_group("gloo" if self.s.device == "cpu" else "nccl")
             model = FSDP(model, device_id=torch.device(self.s.device), use_orig_params=True)
         self.model = model.to(self.s.device).train()
@@ -151,9 +163,11 @@ class Trainer:
         if self.s.rank == 0:
             ws = self.spec.weight_sync
             self.weights = ThreadedWeightServer(
-                WeightServer(WeightServerSettings(token=self.s.token, origin=True, relay=ws.relay)),
+                WeightServer(WeightServerSettings(token=self.s.token, origin=True, relay=ws.relay),
+                             metrics=self.metrics),
                 host=self.s.weights_host, port=self.s.weights_port, advertise_host=self.s.advertise_host,
             )
+            self.readiness.waiting(f"waiting for the coordinator at {self.s.coordinator_url}")
             need_first_checkpoint = self._sync_coordinator(meta)
         else:
             need_first_checkpoint = None
@@ -165,7 +179,10 @@ class Trainer:
             need_first_checkpoint = box[0]
         if need_first_checkpoint:
             self._checkpoint()
+        self.readiness.waiting(f"publishing policy version {self.version}")
         self._publish()
+        self.metrics["hexrl_policy_version"].set(self.version)
+        self.readiness.set_ready()
 
     def _sync_coordinator(self, meta: dict[str, Any] | None) -> bool:
         """Make the coordinator consistent with the resumed state; True when a first checkpoint is due."""
@@ -237,8 +254,7 @@ class Trainer:
             self.s.checkpoint_dir, self.version, model_state, optim_state,
             {"policyVersion": self.version, "coordinator": snapshot}, keep=self.spec.checkpoint.keep,
         )
-        if self.weights is not None:
-            self.weights.server.metrics["hexrl_checkpoint_seconds"].observe(time.monotonic() - t0)
+        self.metrics["hexrl_checkpoint_seconds"].observe(time.monotonic() - t0)
         log.info("checkpoint %s", path)
 
     # --------------------------------------------------------------------------------------- step
@@ -359,11 +375,9 @@ class Trainer:
             self._publish()
             if self.s.rank == 0:
                 self.coord.new_version(self.version, batch.batch_id, stats["loss"])
-                if self.weights is not None:
-                    m = self.weights.server.metrics
-                    m["hexrl_trainer_step_seconds"].observe(stats["seconds"])
-                    m["hexrl_trainer_loss"].set(stats["loss"])
-                    m["hexrl_policy_version"].set(self.version)
+                self.metrics["hexrl_trainer_step_seconds"].observe(stats["seconds"])
+                self.metrics["hexrl_trainer_loss"].set(stats["loss"])
+            self.metrics["hexrl_policy_version"].set(self.version)
             self.step_stats.append(stats)
             log.info("step %d reward %.3f loss %.4f staleness %.2f", self.version, stats["reward"],
                      stats["loss"], stats["staleness_mean"])

@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from aiohttp import web
 
-from hexrl.api.workerconfig import HEALTH_PATH, METRICS_PATH
+from hexrl.api.workerconfig import HEALTH_PATH, METRICS_PATH, READY_PATH
 from hexrl_workers.httpcommon import (
     HTTPProblem,
     ThreadedService,
@@ -41,6 +41,7 @@ from hexrl_workers.httpcommon import (
 )
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
+from hexrl_workers.statusserver import Readiness, readiness_response
 
 WRITE_SLICE = 1 << 20
 """Bytes per socket write when serving a range without sendfile (see get_blob)."""
@@ -80,6 +81,9 @@ class WeightServer:
         self.served_bytes = 0
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.readiness: Readiness | None = None
+        """What /readyz reports: on a rollout pod the relay port is the pod's status port, so the worker's
+        readiness (None: ready whenever the server answers)."""
 
     # ----------------------------------------------------------------------------------- publishing
 
@@ -109,6 +113,7 @@ class WeightServer:
         app.router.add_post("/v1/weights/{v}/holders", self.post_holder)
         app.router.add_get(METRICS_PATH, self.metrics_handler)
         app.router.add_get(HEALTH_PATH, self.health)
+        app.router.add_get(READY_PATH, self.ready)
         return app
 
     def _version(self, request: web.Request) -> int:
@@ -205,6 +210,9 @@ class WeightServer:
 
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({"ok": True, "latest": self.latest})
+
+    async def ready(self, request: web.Request) -> web.Response:
+        return readiness_response(self.readiness)
 
     async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
         self.runner = web.AppRunner(self.app(), access_log=None)
