@@ -1,6 +1,10 @@
 # hexrl — the developer's verbs. `make run` and `make test` do all set-up on a fresh machine.
 #
-#   make install   .venv/ with hexrl and the extras workers,sim,dev (vllm is GPU-only: not installed)
+#   make install   .venv/ from requirements/dev.lock (hexrl with the extras workers,sim,dev, pinned with
+#                  hashes; vllm is GPU-only: not installed), then hexrl itself editable
+#   make lock      refresh requirements/*.lock from pyproject.toml (keeps current pins; LOCK_ARGS=--upgrade
+#                  or LOCK_ARGS="--upgrade-package NAME" moves them); the lock tool is pinned too
+#   make images    the workers, operator and pause OCI images for the real nodes (root; cached by content)
 #   make binaries  etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, kwokctl
 #                  built from the Go module proxy once, cached in ~/.cache/hexrl/bin (first time ~30 min)
 #   make run       the demo: a local control plane with simulated GPU pools and an RLJob
@@ -16,20 +20,48 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
-EXTRAS ?= workers,sim,dev
+LOCK := requirements/dev.lock
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | sha1sum | cut -c1-12)
 PYTEST_ARGS ?=
+# The locks are resolved for the machines we run on (Linux x86_64, CPython 3.11), whatever runs `make lock`.
+LOCK_TARGET := --python-version 3.11 --python-platform x86_64-unknown-linux-gnu
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements/lock-tool.txt)
+UV_HOME := $(or $(HEXRL_CACHE_DIR),$(HOME)/.cache/hexrl)/tools/uv-$(UV_VERSION)
+UV := $(UV_HOME)/bin/uv
 
-.PHONY: install binaries run test test-unit test-e2e lint crds crds-check chart chart-tools train-local kind-up bench clean
+.PHONY: install lock images binaries run test test-unit test-e2e lint crds crds-check chart chart-tools train-local kind-up bench clean
 
 install: $(STAMP)
 
-# Re-runs only when pyproject.toml changed (the stamp's name is its hash), so `make test` stays quick.
-$(STAMP): pyproject.toml
+# Re-runs only when pyproject.toml or the lock changed (the stamp's name is their hash), so `make test` stays
+# quick. Everything comes from the lock, pip, setuptools and wheel included, hence --no-build-isolation for
+# the project itself (an isolated build would fetch an unpinned setuptools).
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip setuptools wheel
-	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	@# setuptools warns that an editable install sees folders of the working directory; that is the point.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/pip install -q --no-deps --no-build-isolation -e .
 	@rm -f $(VENV)/.installed-* && touch $@
+
+# The dev lock (extras workers,sim,dev + pip/setuptools/wheel) first; the image locks (workers: the extra
+# `workers`; operator: the base dependencies) take its versions as constraints, so every lock agrees.
+# uv keeps the pins already in an output file unless LOCK_ARGS says --upgrade.
+lock: $(UV)
+	$(UV) pip compile -q $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS) \
+	  pyproject.toml requirements/build.in --extra workers --extra sim --extra dev -o $(LOCK)
+	$(UV) pip compile -q $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS) \
+	  pyproject.toml --extra workers -c $(LOCK) -o requirements/workers.lock
+	$(UV) pip compile -q $(LOCK_TARGET) --generate-hashes --custom-compile-command "make lock" $(LOCK_ARGS) \
+	  pyproject.toml -c $(LOCK) -o requirements/operator.lock
+
+$(UV): requirements/lock-tool.txt
+	rm -rf $(UV_HOME) && $(PY) -m venv $(UV_HOME)
+	$(UV_HOME)/bin/pip install -q --require-hashes -r requirements/lock-tool.txt
+	@touch $@
+
+# Needs root (debootstrap, chroot, overlay mounts) and debootstrap + gcc (`.ci/run` installs them).
+images: install
+	$(BIN)/hexrl cluster images
 
 binaries: install
 	$(BIN)/hexrl cluster build
