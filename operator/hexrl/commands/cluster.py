@@ -57,6 +57,21 @@ def build() -> None:
         typer.echo(f"{name:<24} {path}")
 
 
+@app.command("images")
+@friendly
+def images(
+    only: list[str] = typer.Option(None, "--image", help="workers, operator or pause (repeatable; default: all three)."),
+) -> None:
+    """Build (or find in the cache) the OCI images the real nodes run: workers, operator and pause.
+    No Docker or registry: debootstrap + chroot as root; a second run with nothing changed returns at once."""
+    from hexrl.devcluster.images import IMAGE_KINDS, ImageBuilder
+
+    builder = ImageBuilder()
+    for kind in only or IMAGE_KINDS:
+        image = builder.build(kind)
+        typer.echo(f"{image.name:<48} {image.size / 1e6:>9,.0f} MB  {image.tar}")
+
+
 @app.command("up")
 @friendly
 def up(
