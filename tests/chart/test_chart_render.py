@@ -145,7 +145,8 @@ def test_chart_settings_are_what_the_operator_reads(render: Any) -> None:
     parsed = OperatorSettings.from_env(env)
     defaults = OperatorSettings()
     for name in ("pool_label_keys", "spot_labels", "going_away_taints", "inter_pool_gbps", "price_overrides",
-                 "gpu_catalog", "worker_image", "log_level", "priority_class_prefix", "standalone"):
+                 "gpu_catalog", "worker_image", "worker_image_pull_policy", "log_level", "priority_class_prefix",
+                 "standalone"):
         assert getattr(parsed, name) == getattr(defaults, name), name
     assert parsed.peering == "hexrl"
     assert parsed.create_priority_classes is False  # the chart ships them, so uninstall removes them
@@ -164,6 +165,7 @@ def test_non_default_values_reach_the_operator(render: Any) -> None:
     assert catalog.get("B300").price_spot == pytest.approx(4.1)
     assert sorted(s.name for s in parsed.gpu_overrides()) == ["B300", "H800"]
     assert parsed.worker_image == "mirror.internal/hexrl/hexrl-workers:0.1.0"
+    assert parsed.worker_image_pull_policy == "Never"
     assert parsed.log_level == "DEBUG"
     assert parsed.peering == "hexrl-research"
     assert parsed.priority_class_prefix == "hexrl-research"

@@ -61,6 +61,7 @@ def test_example_job_is_accepted_and_reads_back_with_defaults(devcluster: DevClu
         # Sections left out of the file are filled in by the API server from the schema's defaults.
         assert stored["spec"]["images"]["pullPolicy"] == "IfNotPresent"
         assert stored["spec"]["algorithm"]["decoupled"] is True
+        assert stored["spec"]["resources"]["trainer"] == {"requests": {}}  # the defaults apply when rendered
         # What the server stores is a valid RLJob for the operator.
         job = RLJob.model_validate(stored)
         assert job.spec.staleness.max_policy_lag == 4
@@ -99,6 +100,7 @@ def test_status_subresource_printer_columns_and_kopf_state(devcluster: DevCluste
     try:
         status = {
             "phase": "Running", "gpus": 24, "tokensPerSecond": 41234.5, "costPerHour": 96.0, "staleness": 1.5,
+            "progress": {"policyVersion": 7, "meanReward": 0.625},
             "kopf": {"progress": {"reconcile": {"started": "2026-01-01T00:00:00Z", "retries": 1}}},
             "conditions": [{"type": "Planned", "status": "True", "reason": "PlanFound", "message": "ok",
                             "lastTransitionTime": "2026-01-01T00:00:00Z"}],
@@ -112,8 +114,8 @@ def test_status_subresource_printer_columns_and_kopf_state(devcluster: DevCluste
         assert stored["phase"] == "Running"
         assert stored["kopf"]["progress"]["reconcile"]["retries"] == 1, "kopf's state must be preserved"
         table = devcluster.kubectl("get", "rlj", "status-job").stdout.splitlines()
-        assert table[0].split() == ["NAME", "PHASE", "GPUS", "TOKENS/S", "$/H", "STALENESS", "AGE"]
-        assert table[1].split()[:6] == ["status-job", "Running", "24", "41234.5", "96", "1.5"]
+        assert table[0].split() == ["NAME", "PHASE", "GPUS", "TOKENS/S", "$/H", "STALENESS", "REWARD", "AGE"]
+        assert table[1].split()[:7] == ["status-job", "Running", "24", "41234.5", "96", "1.5", "0.625"]
         # An invalid phase is rejected on the status subresource too.
         bad = devcluster.kubectl(
             "patch", "rlj", "status-job", "--subresource=status", "--type=merge",

@@ -95,10 +95,13 @@ def test_names_columns_and_subresource() -> None:
     version = obj["spec"]["versions"][0]
     assert version["subresources"] == {"status": {}}
     columns = [c["name"] for c in version["additionalPrinterColumns"]]
-    assert columns == ["Phase", "GPUs", "Tokens/s", "$/h", "Staleness", "Age"]
-    status_props = version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+    assert columns == ["Phase", "GPUs", "Tokens/s", "$/h", "Staleness", "Reward", "Age"]
+    status_schema = version["schema"]["openAPIV3Schema"]["properties"]["status"]
     for col in version["additionalPrinterColumns"][:-1]:
-        assert col["jsonPath"].removeprefix(".status.") in status_props
+        node = status_schema
+        for part in col["jsonPath"].removeprefix(".status.").split("."):
+            node = node["properties"][part]  # every column points at a field of the status schema
+        assert node["type"] == col["type"], col
 
 
 def test_yaml_round_trips() -> None:

@@ -78,6 +78,10 @@ overrides travel as one JSON object (validated by the operator at start-up).
 - name: HEXRL_OPERATOR_WORKER_IMAGE
   value: {{ . | quote }}
 {{- end }}
+{{- with .Values.workerImagePullPolicy }}
+- name: HEXRL_OPERATOR_WORKER_IMAGE_PULL_POLICY
+  value: {{ . | quote }}
+{{- end }}
 {{- if .Values.leaderElection.enabled }}
 - name: HEXRL_OPERATOR_PEERING
   value: {{ .Values.leaderElection.peeringName | quote }}

@@ -14,7 +14,7 @@ OpenAPI v3 schema the API server requires:
 - `status.conditions` is a map-list keyed by `type`; `status.kopf` preserves unknown fields because kopf
   keeps its progress there, and nothing else does.
 
-The printer columns are what `kubectl get rlj` shows: phase, GPUs, tokens/s, $/h, staleness, age.
+The printer columns are what `kubectl get rlj` shows: phase, GPUs, tokens/s, $/h, staleness, reward, age.
 Pure: no I/O here; `hexrl crds generate` writes the YAML (`crd_yaml()`) to `crds/`.
 """
 
@@ -38,6 +38,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Tokens/s", "type": "number", "jsonPath": ".status.tokensPerSecond", "description": "Training-consumed tokens per second."},
     {"name": "$/h", "type": "number", "jsonPath": ".status.costPerHour", "description": "Cost per hour of the plan's GPUs."},
     {"name": "Staleness", "type": "number", "jsonPath": ".status.staleness", "description": "Observed policy lag of trained samples."},
+    {"name": "Reward", "type": "number", "jsonPath": ".status.progress.meanReward", "description": "Mean reward of the last trained batches."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 

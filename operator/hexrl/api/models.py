@@ -18,6 +18,8 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from hexrl.api.quantity import QUANTITY_MAX_LENGTH, QUANTITY_PATTERN, parse_quantity
+
 GROUP = "hexrl.dev"
 VERSION = "v1alpha1"
 KIND = "RLJob"
@@ -299,8 +301,15 @@ class WeightSyncSpec(_Model):
 class CheckpointSpec(_Model):
     """Where and how often the trainer checkpoints (atomically; resumed from the last complete one)."""
 
-    pvc: str | None = Field(None, min_length=1, description="PVC for checkpoints (unset = emptyDir, lost on restart).")
-    path: str = Field("/checkpoints", description="Directory inside the volume.")
+    pvc: str | None = Field(
+        None, min_length=1,
+        description="PVC for checkpoints, mounted at `path` in the trainer pods (unset = an emptyDir: a restarted "
+        "trainer gang starts from scratch). It must be writable by the workers' group (the pods set fsGroup 10001).",
+    )
+    path: str = Field(
+        "/checkpoints", pattern=r"^/", description="Absolute directory in the trainer containers where the checkpoint "
+        "volume is mounted and checkpoints are written.",
+    )
     every_steps: int = Field(50, ge=1, description="Checkpoint after every N trainer steps.")
     keep: int = Field(3, ge=1, le=1000, description="Complete checkpoints kept.")
 
@@ -316,10 +325,72 @@ class RewardSpec(_Model):
 
 
 class DatasetSpec(_Model):
-    """The prompts (with reference answers) to train on."""
+    """The prompts (with reference answers) to train on; if unloadable: Ready=False, reason DatasetUnavailable."""
 
-    name: str = Field("arith-digits", min_length=1, description="Built-in task name or a dataset identifier.")
-    path: str | None = Field(None, description="JSONL file of {prompt, answer} records (overrides name).")
+    name: str = Field("arith-digits", min_length=1, description="Built-in task name (arith-digits, arith-mod10).")
+    path: str | None = Field(
+        None, description="JSONL file of {prompt, answer} records in the coordinator's filesystem (overrides name)."
+    )
+
+
+# ------------------------------------------------------------------------------------------ resources
+
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=QUANTITY_MAX_LENGTH)]
+
+DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
+"""What a worker container requests when the RLJob says nothing (per role, per resource)."""
+
+
+class ResourceAmounts(_Model):
+    """CPU and memory as Kubernetes quantities (GPUs come from the plan, never from here)."""
+
+    cpu: Quantity | None = Field(None, description="CPU cores, e.g. `250m` or `2`.")
+    memory: Quantity | None = Field(None, description="Memory in bytes, e.g. `512Mi` or `4Gi`.")
+
+
+def _limit_rule(resource: str) -> dict[str, str]:
+    return {
+        "rule": f"!has(self.limits) || !has(self.limits.{resource}) || !has(self.requests) || "
+                f"!has(self.requests.{resource}) || "
+                f"quantity(self.requests.{resource}).compareTo(quantity(self.limits.{resource})) <= 0",
+        "message": f"resources: requests.{resource} must not exceed limits.{resource}",
+    }
+
+
+class RoleResources(_Model):
+    """Requests and limits of a role's container; an unset request is the limit if given, else cpu 1, memory 2Gi."""
+
+    requests: ResourceAmounts = Field(
+        default_factory=ResourceAmounts,
+        description="What the scheduler reserves; an unset request is the limit if given, else cpu 1, memory 2Gi.",
+    )
+    limits: ResourceAmounts | None = Field(None, description="Upper bounds (unset = none).")
+
+    cel_rules: ClassVar[list[dict[str, str]]] = [_limit_rule("cpu"), _limit_rule("memory")]
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> RoleResources:
+        for resource in ("cpu", "memory"):
+            req, lim = getattr(self.requests, resource), getattr(self.limits, resource, None)
+            if req is not None and lim is not None and parse_quantity(req) > parse_quantity(lim):
+                raise ValueError(f"resources: requests.{resource} must not exceed limits.{resource}")
+        return self
+
+    def container_resources(self) -> dict[str, dict[str, str]]:
+        """`resources` of the container (CPU and memory only): the defaults filled in as documented."""
+        limits: dict[str, str] = self.limits.wire() if self.limits else {}
+        requests: dict[str, str] = self.requests.wire()
+        for resource, default in DEFAULT_REQUESTS.items():
+            requests.setdefault(resource, limits.get(resource, default))
+        return {"requests": requests, **({"limits": limits} if limits else {})}
+
+
+class ResourcesSpec(_Model):
+    """CPU and memory of each role's pods, sized by what the job's processes use (GPUs come from the plan)."""
+
+    coordinator: RoleResources = Field(default_factory=RoleResources, description="The coordinator pod.")
+    trainer: RoleResources = Field(default_factory=RoleResources, description="Each trainer rank's pod.")
+    rollout: RoleResources = Field(default_factory=RoleResources, description="Each rollout replica's pod.")
 
 
 # ------------------------------------------------------------------------------------------------ spec
@@ -339,6 +410,7 @@ class RLJobSpec(_Model):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     reward: RewardSpec = Field(default_factory=RewardSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     suspend: bool = Field(False, description="Scale the job to zero pods, keeping its checkpoints.")
 
 
@@ -419,6 +491,9 @@ class Progress(_Model):
     tokens_per_second: float = 0.0
     buffer_depth: int = 0
     trainer_idle_fraction: float = 0.0
+    mean_reward: float | None = Field(
+        None, description="Mean reward of the last trained batches (printer column Reward): rises as the job learns."
+    )
 
 
 class RLJobStatus(_Model):

@@ -17,6 +17,16 @@ def operator_command(
     standalone: bool = typer.Option(False, "--standalone", help="No peering (a single replica)."),
     priority: int | None = typer.Option(None, "--priority", help="Peering priority (default: random per process)."),
     log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR (default INFO)."),
+    worker_image: str | None = typer.Option(
+        None, "--worker-image",
+        help="Image for job pods whose RLJob keeps the built-in default image, e.g. a locally built "
+             "hexrl.local/hexrl-workers:TAG loaded into the nodes (env HEXRL_OPERATOR_WORKER_IMAGE).",
+    ),
+    worker_image_pull_policy: str | None = typer.Option(
+        None, "--worker-image-pull-policy",
+        help="imagePullPolicy for pods that get --worker-image: Never or IfNotPresent runs a loaded image without "
+             "contacting a registry (default: the RLJob's spec.images.pullPolicy).",
+    ),
     gpu_catalog: Path | None = typer.Option(
         None, "--gpu-catalog",
         help="YAML/JSON file of GPU catalog overrides (GPU name → tflopsBf16, hbmGB, aliases, prices, …; "
@@ -40,7 +50,8 @@ def operator_command(
         raise typer.Exit(1) from None
     updates: dict[str, object] = {}
     for key, value in (("namespace", namespace), ("metrics_port", metrics_port), ("health_port", health_port),
-                       ("peering", peering), ("priority", priority), ("log_level", log_level)):
+                       ("peering", peering), ("priority", priority), ("log_level", log_level),
+                       ("worker_image", worker_image), ("worker_image_pull_policy", worker_image_pull_policy)):
         if value is not None:
             updates[key] = value
     if standalone:
@@ -49,8 +60,8 @@ def operator_command(
         updates["gpu_catalog"] = _read_gpu_catalog(gpu_catalog)
     try:
         settings = replace(settings, **updates)  # type: ignore[arg-type]
-    except ValueError as exc:  # a bad --gpu-catalog (CatalogError names the GPU and field)
-        typer.echo(f"error: {gpu_catalog}: {exc}", err=True)
+    except ValueError as exc:  # a bad --gpu-catalog (CatalogError names the GPU and field) or pull policy
+        typer.echo(f"error: {f'{gpu_catalog}: ' if gpu_catalog else ''}{exc}", err=True)
         raise typer.Exit(1) from None
     if settings.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         typer.echo(f"error: --log-level {settings.log_level!r} is not one of DEBUG, INFO, WARNING, ERROR", err=True)

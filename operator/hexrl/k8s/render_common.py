@@ -164,31 +164,76 @@ def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], li
     return vols, mounts
 
 
-def readiness_probe(port: int) -> dict[str, Any]:
-    """HTTP readiness on the worker's health path."""
-    return {"httpGet": {"path": wc.HEALTH_PATH, "port": port}, "periodSeconds": 10, "failureThreshold": 6}
+STATUS_PORTS = {"coordinator": wc.COORDINATOR_PORT, "rollout": wc.RELAY_PORT, "trainer": wc.TRAINER_METRICS_PORT}
+"""The port on which each role answers /healthz, /readyz and /metrics (the probes and the PodMonitor)."""
+LIVENESS_ROLES = ("coordinator", "rollout")
+"""Roles whose hung process the kubelet restarts. Not the trainer: its pods never restart alone (a dead
+rank restarts the gang from the checkpoint), and a rank blocked in a collective waits for its peers."""
+WORKER_GROUP = 10001
+"""The workers' user and group in the worker image (workers/Dockerfile): mounted volumes are made writable
+for it through the pod's fsGroup."""
+
+
+def probes(role: str) -> dict[str, Any]:
+    """Readiness on /readyz of the role's status port; for the coordinator and rollout also liveness on
+    /healthz, held back by a startup probe until the process first answers (a model load may take minutes)."""
+    port = STATUS_PORTS[role]
+    out: dict[str, Any] = {"readinessProbe": {
+        "httpGet": {"path": wc.READY_PATH, "port": port}, "periodSeconds": 10, "failureThreshold": 3,
+        "timeoutSeconds": 5,
+    }}
+    if role in LIVENESS_ROLES:
+        def health() -> dict[str, Any]:
+            return {"path": wc.HEALTH_PATH, "port": port}
+
+        out["startupProbe"] = {"httpGet": health(), "periodSeconds": 5, "failureThreshold": 120, "timeoutSeconds": 5}
+        out["livenessProbe"] = {"httpGet": health(), "periodSeconds": 20, "failureThreshold": 3, "timeoutSeconds": 5}
+    return out
+
+
+def pod_security_context() -> dict[str, Any]:
+    """fsGroup: the checkpoint and model volumes become writable/readable by the workers' group (the image
+    runs as the non-root user 10001); changed only when the volume's root does not match already."""
+    return {"fsGroup": WORKER_GROUP, "fsGroupChangePolicy": "OnRootMismatch"}
+
+
+def image_and_policy(spec: RLJobSpec, image: str, settings: OperatorSettings) -> tuple[str, str]:
+    """(image, imagePullPolicy): the operator's `worker_image` replaces the built-in default image, with its
+    own pull policy when set (e.g. Never for an image loaded into the nodes); an RLJob's image always wins."""
+    policy = str(getattr(spec.images.pull_policy, "value", spec.images.pull_policy))
+    if settings.worker_image and image == DEFAULT_IMAGE:
+        return settings.worker_image, settings.worker_image_pull_policy or policy
+    return image, policy
+
+
+def container_resources(spec: RLJobSpec, role: str, gpus: int) -> dict[str, Any]:
+    """CPU and memory from `spec.resources.<role>` (defaults filled in), GPUs from the plan."""
+    resources: dict[str, Any] = getattr(spec.resources, role).container_resources()
+    if gpus:
+        resources["requests"]["nvidia.com/gpu"] = str(gpus)
+        resources["limits"] = {**resources.get("limits", {}), "nvidia.com/gpu": str(gpus)}
+    return resources
 
 
 def container(
     job: JobRef, spec: RLJobSpec, role: str, image: str, gpus: int, env_extra: list[dict], ports: list[int],
     mounts: list[dict], settings: OperatorSettings,
 ) -> dict[str, Any]:
-    """A worker container: image (the install-time worker image replaces the default), command, env,
-    ports, GPU requests/limits, mounts, readiness probe."""
-    resources: dict[str, Any] = {"requests": {"cpu": "1", "memory": "2Gi"}}
-    if gpus:
-        resources["requests"]["nvidia.com/gpu"] = str(gpus)
-        resources["limits"] = {"nvidia.com/gpu": str(gpus)}
+    """A worker container: image and pull policy, command, env, ports, resources (spec + GPUs of the plan),
+    mounts, probes on the role's status port; the last log lines become the termination message, so a
+    crash shows in the pod's status (and in the RLJob's Ready condition) without `kubectl logs`."""
+    image, policy = image_and_policy(spec, image, settings)
     return {
         "name": role,
-        "image": settings.worker_image if settings.worker_image and image == DEFAULT_IMAGE else image,
-        "imagePullPolicy": str(getattr(spec.images.pull_policy, "value", spec.images.pull_policy)),
+        "image": image,
+        "imagePullPolicy": policy,
         "command": ["python", "-m", "hexrl_workers", role],
         "env": worker_env(job, role, settings) + env_extra,
         "ports": [{"containerPort": p, "name": f"p{p}"} for p in ports],
-        "resources": resources,
+        "resources": container_resources(spec, role, gpus),
         "volumeMounts": mounts,
-        "readinessProbe": readiness_probe(ports[0]),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        **probes(role),
     }
 
 

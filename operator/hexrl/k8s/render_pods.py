@@ -25,6 +25,7 @@ from hexrl.k8s.render_common import (
     master_addr,
     meta,
     names,
+    pod_security_context,
     pod_volumes,
     priority_class_name,
     slug,
@@ -71,6 +72,7 @@ def _trainer_pod(
     main = container(job, spec, "trainer", spec.images.trainer, gpus, env, ports, mounts, settings)
     terms = [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}, *extra_node_selector(spec)]
     pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
         "hostname": f"trainer-{rank}",
         "subdomain": names(job)["trainer"],
         "restartPolicy": "Never",  # a dead rank restarts the whole gang from the checkpoint, not alone
@@ -159,6 +161,7 @@ def render_rollout_pod(
                      mounts, settings)
     affinity = _pool_affinity(spec, snap, r.pool)
     pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
         "restartPolicy": "OnFailure",
         "containers": [main],
         "volumes": vols,

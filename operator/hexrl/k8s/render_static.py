@@ -24,6 +24,7 @@ from hexrl.k8s.render_common import (
     labels,
     meta,
     names,
+    pod_security_context,
     pod_volumes,
     priority_class_name,
     selector,
@@ -114,6 +115,7 @@ def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings)
         job, spec, "coordinator", spec.images.coordinator, 0, [], [wc.COORDINATOR_PORT], mounts, settings
     )
     pod_spec: dict[str, Any] = {
+        "securityContext": pod_security_context(),
         "containers": [main],
         "volumes": vols,
         "priorityClassName": priority_class_name(settings, "trainer"),

@@ -80,6 +80,9 @@ class ScalingSettings:
     """s after a scaling step during which no opposite step is taken (default 60)."""
 
 
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+"""Values of `OperatorSettings.worker_image_pull_policy` (Kubernetes' imagePullPolicy)."""
+
 PLANNING_MODES = ("serial", "concurrent", "legacy")
 """Values of `OperatorSettings.planning`."""
 
@@ -106,8 +109,11 @@ class OperatorSettings:
     nodes become pools. Validated on construction (CatalogError naming GPU and field). Env: JSON object."""
     worker_image: str | None = None
     """Image for job pods whose RLJob leaves an image at the built-in default (None = that default). Lets a
-    platform team point every job at its own registry or mirror once, at install time; an image set in the
-    RLJob itself always wins."""
+    platform team point every job at its own registry or mirror once, at install time, or a developer at an
+    image loaded into the nodes (`hexrl.local/hexrl-workers:<tag>`); an image set in the RLJob always wins."""
+    worker_image_pull_policy: str | None = None
+    """imagePullPolicy of the pods that get `worker_image` (None = the RLJob's spec.images.pullPolicy):
+    `Never` (or `IfNotPresent`) runs an image loaded into the nodes' runtime without contacting a registry."""
     inter_pool_gbps: float = 1.5
     """GB/s between nodes of different pools (default 1.5, as in inventories)."""
     debounce_seconds: float = 1.0
@@ -163,6 +169,11 @@ class OperatorSettings:
     def __post_init__(self) -> None:
         # Fail at start-up (and in tests at construction), not at the first node event.
         self.catalog()
+        if self.worker_image_pull_policy not in (None, *PULL_POLICIES):
+            raise ValueError(
+                f"worker_image_pull_policy={self.worker_image_pull_policy!r} is not an imagePullPolicy; use one of "
+                f"{', '.join(PULL_POLICIES)} (flag --worker-image-pull-policy, env HEXRL_OPERATOR_WORKER_IMAGE_PULL_POLICY)"
+            )
         if self.planning not in PLANNING_MODES:
             raise ValueError(
                 f"planning={self.planning!r} is not a planning mode; use one of {', '.join(PLANNING_MODES)} "

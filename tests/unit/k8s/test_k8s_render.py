@@ -191,3 +191,62 @@ def test_operator_worker_image_replaces_only_the_built_in_default():
     own = images(own_spec, mirror)
     assert own["rollout"] == "team/rollout:dev"  # set in the RLJob: the job wins
     assert own["trainer"] == own["coordinator"] == "mirror.internal/hexrl/workers:0.1.0"
+
+
+def _containers_by_role(sp, settings=S, plan=None):
+    """role → the first container of that role's first rendered pod (coordinator from its Deployment)."""
+    plan = plan or make_plan()
+    snap = snapshot()
+    static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, "t", settings)
+    pods = [d["spec"]["template"] for d in static if d["kind"] == "Deployment"]
+    pods += render.render_trainer_pods(JOB, sp, plan, snap, 0, settings)
+    pods += [render.render_rollout_pod(JOB, sp, s, 0, snap, settings) for s in render.rollout_slots(plan)]
+    out = {}
+    for p in pods:
+        out.setdefault(p["metadata"]["labels"]["hexrl.dev/role"], (p["spec"], p["spec"]["containers"][0]))
+    return out
+
+
+def test_probes_target_the_status_port_each_role_serves_and_only_restartable_roles_get_liveness():
+    status_port = {"coordinator": wc.COORDINATOR_PORT, "rollout": wc.RELAY_PORT, "trainer": wc.TRAINER_METRICS_PORT}
+    for role, (pod, c) in _containers_by_role(spec()).items():
+        ports = {p["containerPort"]: p["name"] for p in c["ports"]}
+        ready = c["readinessProbe"]["httpGet"]
+        assert ready == {"path": wc.READY_PATH, "port": status_port[role]}, role
+        assert ports[status_port[role]] == f"p{status_port[role]}"  # the name the chart's PodMonitor scrapes
+        if role == "trainer":
+            assert "livenessProbe" not in c and pod["restartPolicy"] == "Never"  # a rank never restarts alone
+        else:
+            assert c["livenessProbe"]["httpGet"] == {"path": wc.HEALTH_PATH, "port": status_port[role]}
+            assert c["startupProbe"]["httpGet"] == c["livenessProbe"]["httpGet"]
+            assert c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] >= 600
+        assert c["terminationMessagePolicy"] == "FallbackToLogsOnError"
+        assert pod["securityContext"]["fsGroup"] == 10001
+
+
+def test_resources_come_from_the_spec_per_role_with_defaults_and_the_plan_adds_gpus():
+    sp = spec(resources={"coordinator": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+                         "rollout": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}})
+    by_role = _containers_by_role(sp)
+    assert by_role["coordinator"][1]["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    rollout = by_role["rollout"][1]["resources"]
+    gpus = rollout["requests"]["nvidia.com/gpu"]
+    assert rollout == {"requests": {"cpu": "250m", "memory": "1Gi", "nvidia.com/gpu": gpus},  # memory: the limit
+                       "limits": {"memory": "1Gi", "nvidia.com/gpu": gpus}}
+    trainer = by_role["trainer"][1]["resources"]
+    assert (trainer["requests"]["cpu"], trainer["requests"]["memory"]) == ("1", "2Gi")  # the documented defaults
+
+
+def test_worker_image_pull_policy_applies_to_the_operator_image_only():
+    local = OperatorSettings(worker_image="hexrl.local/hexrl-workers:abc123", worker_image_pull_policy="Never")
+    by_role = _containers_by_role(spec(images={"rollout": "team/rollout:dev", "pullPolicy": "Always"}), local)
+    assert {r: (c["image"], c["imagePullPolicy"]) for r, (_, c) in by_role.items()} == {
+        "coordinator": ("hexrl.local/hexrl-workers:abc123", "Never"),
+        "trainer": ("hexrl.local/hexrl-workers:abc123", "Never"),
+        "rollout": ("team/rollout:dev", "Always"),  # the RLJob's own image keeps the RLJob's policy
+    }
+    with pytest.raises(ValueError, match="imagePullPolicy"):
+        OperatorSettings(worker_image_pull_policy="Sometimes")
+    env = OperatorSettings.from_env({"HEXRL_OPERATOR_WORKER_IMAGE": "hexrl.local/w:1",
+                                     "HEXRL_OPERATOR_WORKER_IMAGE_PULL_POLICY": "IfNotPresent"})
+    assert (env.worker_image, env.worker_image_pull_policy) == ("hexrl.local/w:1", "IfNotPresent")
