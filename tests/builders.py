@@ -6,6 +6,7 @@ Each builder returns a valid object with sensible defaults; a test states only w
     rljob(budget=None, name="no-budget")              # delete spec.budget
     node("h100-0", gpu="H100", gpus=8, spot=True)     # a Node with GPU labels and allocatable
     inventory(pool("a", "H800", nodes=2), pool("b", "H20", spot=True))
+    job_pod("j-rollout-a-0-0", status=unschedulable('persistentvolumeclaim "models" not found'))
 
 `__` separates path segments below `spec` (keyword arguments cannot contain dots); the value None deletes
 the field. Node labels come from `hexrl.devcluster.inventory.pool_labels`, the code that creates the
@@ -117,3 +118,49 @@ def gpu_pod(name: str, gpus: int = 1, node_selector: dict[str, str] | None = Non
             ],
         },
     }
+
+
+def job_pod(name: str, role: str = "rollout", job: str = "math", namespace: str = "default",
+            status: dict[str, Any] | None = None, probe_port: int = 8002) -> dict[str, Any]:
+    """A pod of an RLJob as the API server shows it, with `status` (default: just created, Pending)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "uid": f"uid-{name}",
+                     "labels": {"hexrl.dev/job": job, "hexrl.dev/role": role}},
+        "spec": {"containers": [{"name": role, "image": "hexrl.local/hexrl-workers:1",
+                                 "readinessProbe": {"httpGet": {"path": "/readyz", "port": probe_port}}}]},
+        "status": status or {"phase": "Pending"},
+    }
+
+
+def unschedulable(reason: str, nodes: int = 8) -> dict[str, Any]:
+    """Pod status after the scheduler gave up: PodScheduled=False/Unschedulable with its usual message."""
+    return {"phase": "Pending", "conditions": [{
+        "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+        "message": f"0/{nodes} nodes are available: {reason}. preemption: 0/{nodes} nodes are available: "
+                   f"{nodes} Preemption is not helpful for scheduling.",
+    }]}
+
+
+def waiting(reason: str, message: str = "", container: str = "rollout", restarts: int = 0,
+            last_exit: int | None = None, last_message: str = "") -> dict[str, Any]:
+    """Pod status with its container waiting (ErrImagePull, CrashLoopBackOff, …); `last_exit` adds the last
+    termination (a crash loop's exit code and termination message)."""
+    cs: dict[str, Any] = {"name": container, "ready": False, "restartCount": restarts,
+                          "image": "hexrl.local/hexrl-workers:1",
+                          "state": {"waiting": {"reason": reason, **({"message": message} if message else {})}}}
+    if last_exit is not None:
+        cs["lastState"] = {"terminated": {"exitCode": last_exit, "reason": "Error", "message": last_message}}
+    return {"phase": "Running" if restarts else "Pending",
+            "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "False"}],
+            "containerStatuses": [cs]}
+
+
+def running(ready: bool = True, since: str = "2026-01-01T00:00:00Z", container: str = "rollout") -> dict[str, Any]:
+    """Pod status of a running container, Ready or not since `since`."""
+    return {"phase": "Running", "startTime": since,
+            "conditions": [{"type": "PodScheduled", "status": "True"},
+                           {"type": "Ready", "status": "True" if ready else "False", "lastTransitionTime": since}],
+            "containerStatuses": [{"name": container, "ready": ready, "restartCount": 0,
+                                   "state": {"running": {"startedAt": since}}}]}

@@ -27,6 +27,14 @@ CHILDREN_READY = "ChildrenReady"
 CHILDREN_PENDING = "ChildrenPending"
 TRAINER_LOST = "TrainerLost"
 ROLLOUT_PREEMPTED = "RolloutPreempted"
+# Ready=False because a pod cannot start or serve (the message names the pod and the cause; also an Event)
+POD_UNSCHEDULABLE = "PodUnschedulable"
+IMAGE_PULL_FAILED = "ImagePullFailed"
+CRASH_LOOP = "CrashLoopBackOff"
+CONTAINER_FAILED = "ContainerFailed"
+POD_NOT_READY = "PodNotReady"
+# Ready=False because the coordinator cannot load the job's dataset (from its /v1/progress; also an Event)
+DATASET_UNAVAILABLE = "DatasetUnavailable"
 # Staleness
 WITHIN_BOUND = "WithinBound"
 NEAR_BOUND = "NearBound"

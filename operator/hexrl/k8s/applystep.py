@@ -64,10 +64,11 @@ class ApplyStep:
     ) -> tuple[bool, int, dict[str, Any]]:
         """Bring every child to the plan; returns (trainer gang lost, rollout pods replaced, plan summary)."""
         # trainer gang: decide the epoch before the ConfigMap (which stores it) is written
-        trainer_lost, trainer_create, trainer_delete = self._trainer_decision(ref, spec, p.plan, p.snap, mem)
+        lost_why, trainer_create, trainer_delete = self._trainer_decision(ref, spec, p.plan, p.snap, mem)
+        trainer_lost = bool(lost_why)
         if trainer_lost:
             self._event(job, "Warning", reasons.TRAINER_LOST,
-                        "a trainer rank was lost; restarting the trainer group from the last checkpoint")
+                        f"a trainer rank was lost ({lost_why}); restarting the trainer group from the last checkpoint")
             metrics.PREEMPTIONS.labels("trainer").inc()
         summary = self._apply_static(ref, spec, p.plan, mem, out)
         if spec.suspend:
@@ -192,19 +193,21 @@ class ApplyStep:
 
     def _trainer_decision(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
-    ) -> tuple[bool, list[Pod], list[Pod]]:
-        """(gang lost, pods to create, pods to delete). All ranks of an incarnation or none."""
+    ) -> tuple[str, list[Pod], list[Pod]]:
+        """(why the gang is lost — "" if it is not —, pods to create, pods to delete). All ranks of an
+        incarnation or none."""
         epoch = int(mem.state.get("trainerEpoch", 0))
         pods = [p for p in self._job_pods(ref, mem) if p["role"] == "trainer"]
         tag = render.trainer_epoch_tag(plan, epoch)
         current = [p for p in pods if (p.get("epoch") or epoch_of(p["name"], ref)) == tag]
         # any rank of any incarnation dying counts (a re-plan may already have moved the trainer off a lost node)
-        lost = any(self._pod_bad(p, snap) for p in pods)
+        lost = next((_lost_sentence(p, why) for p in pods if (why := self._pod_bad(p, snap))), "")
         desired = render.render_trainer_pods(ref, spec, plan, snap, epoch, self.settings)
         if current and not lost:
             # a rank vanished after the gang was created (e.g. its node was deleted): the gang is broken
             have = {p["name"] for p in current}
-            lost = any(d["metadata"]["name"] not in have for d in desired)
+            lost = next((f"pod {d['metadata']['name']} is gone" for d in desired if d["metadata"]["name"] not in have),
+                        "")
         if lost:
             epoch += 1
             mem.state["trainerEpoch"] = epoch
@@ -267,12 +270,18 @@ class ApplyStep:
         return [render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)], to_delete, replaced
 
 
+def _lost_sentence(pod: Pod, why: str) -> str:
+    """`pod X failed: Error: container trainer exited with code 2: …` — what the TrainerLost Event says."""
+    problem = pod.get("problem")
+    return f"pod {pod['name']} {why}" + (f": {problem['cause']}: {problem['detail']}" if problem else "")
+
+
 def _expected_view(pod: Pod) -> Pod:
     """The store's view of a pod we just created (pending, not ready), until the watch shows the real one."""
     labels = pod["metadata"]["labels"]
     return {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"], "uid": "", "node": "",
             "gpus": 0, "job": labels.get("hexrl.dev/job", ""), "role": labels.get("hexrl.dev/role", ""),
             "slot": labels.get("hexrl.dev/slot", ""), "phase": "Pending", "terminal": False,
-            "disrupted": False, "deleting": False, "ready": False,
-            "epoch": labels.get(render.EPOCH_LABEL, ""),
+            "disrupted": False, "deleting": False, "ready": False, "ip": "", "problem": None, "notReadySince": "",
+            "readinessProbe": "", "epoch": labels.get(render.EPOCH_LABEL, ""),
             "hash": pod["metadata"]["annotations"][render.HASH_ANNOTATION], "expected": True}

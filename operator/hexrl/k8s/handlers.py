@@ -14,6 +14,7 @@ What each trigger does (every one only *requests* a reconcile pass; `runtime.Wor
 | Node deleted                                     | jobs whose plan or pods use the node    | debounce       |
 | A job's pod changed phase/readiness/disruption   | that job                                | 0.2 s          |
 | Progress timer (coordinator /v1/progress)        | that job, when scaling or status changes| 0              |
+| A pass saw a pod running but not ready           | that job, when the grace period ends    | the rest of it |
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from hexrl.k8s.store import Store
 
 log = logging.getLogger(__name__)
 
-_POD_FIELDS = ("node", "phase", "ready", "disrupted", "deleting", "terminal")
+_POD_FIELDS = ("node", "phase", "ready", "disrupted", "deleting", "terminal", "problem")
 
 
 @dataclass
@@ -58,6 +59,8 @@ class Operator:
     generations: dict[JobKey, tuple[str, Any]] = field(default_factory=dict)
     """(namespace, name) → (uid, metadata.generation) of the spec this process last asked a pass for."""
     ready: bool = False
+    loop: asyncio.AbstractEventLoop | None = None
+    """kopf's event loop (set at start-up): passes on worker threads hand requests back through it."""
     _cluster_metrics_due: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -67,8 +70,11 @@ class Operator:
             self.queue = WorkQueue(self._work, workers=self.settings.worker_limit)
 
     def _work(self, key: JobKey) -> None:
+        """One pass (on a worker thread); a pass that wants another look later asks for it."""
         assert self.reconciler is not None
-        self.reconciler.reconcile(*key)
+        result = self.reconciler.reconcile(*key)
+        if result is not None and result.recheck_seconds is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.request, key, result.recheck_seconds)
 
     def request(self, key: JobKey, delay: float = 0.0, cap: float | None = None) -> None:
         assert self.queue is not None
@@ -152,7 +158,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if s.create_priority_classes:
             await asyncio.get_running_loop().run_in_executor(None, _ensure_priority_classes, op)
         assert op.queue is not None and op.reconciler is not None
-        loop = asyncio.get_running_loop()
+        loop = op.loop = asyncio.get_running_loop()
         # background work of the reconciler (baselines) asks for a pass from its own thread
         op.reconciler.on_change = lambda ns, n: loop.call_soon_threadsafe(op.request, (ns, n), 0.0)
         op.queue.start()
@@ -283,7 +289,9 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dic
     mem = op.reconciler.memory(uid)
     if mem.plan is None or not mem.token:
         return
-    url = s.progress_url_template.format(name=name, namespace=namespace, port=wc.COORDINATOR_PORT)
+    url = progress_url(op, namespace, name)
+    if url is None:
+        return
     progress = await _fetch_progress(url, mem.token, namespace, name)
     if progress is None:
         return
@@ -296,6 +304,20 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dic
         changed = changed or scaled
     if changed:
         op.request((namespace, name), 0.0)
+
+
+def progress_url(op: Operator, namespace: str, name: str) -> str | None:
+    """The coordinator's /v1/progress URL from `progress_url_template`; None while the template needs the
+    coordinator pod's IP and no live coordinator pod has one yet."""
+    template = op.settings.progress_url_template
+    ip = ""
+    if "{pod_ip}" in template:
+        live = [p for p in op.store.job_pods(namespace, name)
+                if p["role"] == "coordinator" and p.get("ip") and not p["deleting"] and not p["terminal"]]
+        if not live:
+            return None
+        ip = live[0]["ip"]
+    return template.format(name=name, namespace=namespace, port=wc.COORDINATOR_PORT, pod_ip=ip)
 
 
 async def _fetch_progress(url: str, token: str, namespace: str, name: str) -> dict[str, Any] | None:

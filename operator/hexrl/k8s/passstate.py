@@ -58,6 +58,9 @@ class JobMemory:
     """A trainer gang was restarted and is not all ready yet (Degraded stays True until it is)."""
     rollout_recovering: int = 0
     """Rollout pods replaced and not all ready yet."""
+    blocker_key: str | None = None
+    """What the last Warning Event about a pod problem or the dataset was about (reason and pod): a new
+    Event only when it changes, none while the same cause persists."""
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -74,6 +77,9 @@ class PassResult:
     plan_seconds: float = 0.0
     outcome: str = ""
     """ok | infeasible | invalid (the label of hexrl_operator_reconciles_total); empty = derive from planned."""
+    recheck_seconds: float | None = None
+    """Look at the job again after this long even without an event (a pod not ready for longer than the
+    grace period becomes a PodNotReady problem; no watch event says so)."""
 
 
 @dataclass(frozen=True)

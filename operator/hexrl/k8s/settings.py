@@ -122,6 +122,9 @@ class OperatorSettings:
     """s after the first pending event at which we re-plan even if events keep coming (default 3)."""
     pod_debounce_seconds: float = 0.2
     """s of quiet after a failed/disrupted pod of a job before replacing it (default 0.2)."""
+    not_ready_grace_seconds: float = 300.0
+    """s a job's pod may run without being Ready before the RLJob's Ready condition names it as the problem
+    (default 300: a trainer loading a large model or waiting for its peers is not yet a problem)."""
     worker_limit: int = 8
     """Threads reconciling jobs concurrently (default 8; each holds one job's lock)."""
     planning: str = "serial"
@@ -144,8 +147,13 @@ class OperatorSettings:
     Secret by name, in one namespace — no cluster-wide Secret read). Created with a random key if missing."""
     key_namespace: str = ""
     """Namespace of `key_secret` (default "": the pod's namespace from POD_NAMESPACE, else hexrl-system)."""
-    progress_url_template: str = "http://{name}-coordinator.{namespace}.svc:{port}/v1/progress"
-    """Coordinator progress URL; {name}, {namespace}, {port} substituted. Tests point it at 127.0.0.1."""
+    progress_url_template: str = "http://{pod_ip}:{port}/v1/progress"
+    """Coordinator progress URL; {name}, {namespace}, {port} and {pod_ip} (the coordinator pod's IP)
+    substituted. The default dials the pod directly: it works from an operator inside the cluster and from
+    one on a host of the pod network (`hexrl operator --kubeconfig` next to a local cluster, where the
+    cluster's `*.svc` names do not resolve), and it reaches a coordinator that is not Ready — the one that
+    reports a missing dataset. `http://{name}-coordinator.{namespace}.svc:{port}/v1/progress` goes through
+    the job's Service instead. Tests point it at 127.0.0.1."""
     metrics_port: int = 8080
     """Prometheus /metrics port (0 = off)."""
     health_port: int = 8081

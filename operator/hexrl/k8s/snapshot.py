@@ -23,6 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from hexrl.k8s import podhealth
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, canonical_gpu_name
 from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
@@ -146,7 +147,8 @@ def pod_ready(pod: Mapping[str, Any]) -> bool:
 
 
 def pod_view(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """The compact part of a Pod the operator needs: where it is, what it holds, whose it is, its health."""
+    """The compact part of a Pod the operator needs: where it is, what it holds, whose it is, its health
+    (and, from `podhealth`, what keeps it from starting or serving)."""
     meta = pod.get("metadata") or {}
     labels = meta.get("labels") or {}
     return {
@@ -165,6 +167,10 @@ def pod_view(pod: Mapping[str, Any]) -> dict[str, Any]:
         "disrupted": pod_disrupted(pod),
         "deleting": bool(meta.get("deletionTimestamp")),
         "ready": pod_ready(pod),
+        "ip": (pod.get("status") or {}).get("podIP") or "",
+        "problem": podhealth.pod_problem(pod),
+        "notReadySince": podhealth.not_ready_since(pod),
+        "readinessProbe": podhealth.readiness_target(pod),
     }
 
 

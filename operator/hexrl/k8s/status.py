@@ -13,6 +13,7 @@ from typing import Any
 
 from hexrl.api import reasons
 from hexrl.api.models import Phase
+from hexrl.k8s.podhealth import PodProblem
 
 
 def now_iso() -> str:
@@ -66,6 +67,19 @@ class Health:
     trainer_lost: bool = False
     rollout_replaced: int = 0
     suspended: bool = False
+    problems: tuple[PodProblem, ...] = ()
+    """Pods of the deployed plan that cannot start or serve, the one to show first at the front."""
+    data_error: str | None = None
+    """The coordinator's sentence when it cannot load the job's dataset (from /v1/progress)."""
+
+    def blocker(self) -> tuple[str, str] | None:
+        """(reason, one line) of what most plausibly keeps the job from running, or None: the dataset
+        (the coordinator said so), else the first pod problem."""
+        if self.data_error:
+            return reasons.DATASET_UNAVAILABLE, f"coordinator: {self.data_error}; fix spec.dataset and re-apply"
+        if self.problems:
+            return self.problems[0].kind, self.problems[0].line()
+        return None
 
 
 def staleness_condition(progress: dict[str, Any] | None, eta: int) -> tuple[str, str, str]:
@@ -112,6 +126,13 @@ def ready_condition(h: Health) -> tuple[str, str, str]:
         missing.append(f"trainer {h.trainer_ready}/{h.trainer_desired}")
     if h.rollout_ready < h.rollout_desired:
         missing.append(f"rollout {h.rollout_ready}/{h.rollout_desired}")
+    blocker = h.blocker()
+    if blocker is not None:
+        reason, line = blocker
+        more = len(h.problems) - (0 if h.data_error else 1)
+        tail = [f"{more} more pod(s) with problems"] if more > 0 else []
+        tail += ["waiting for " + ", ".join(missing)] if missing else []
+        return "False", reason, line + (f" ({'; '.join(tail)})" if tail else "")
     if missing:
         return "False", reasons.CHILDREN_PENDING, "waiting for " + ", ".join(missing)
     return "True", reasons.CHILDREN_READY, (

@@ -4,11 +4,13 @@
 the class are the Reconciler's). It
 
 - counts ready trainer ranks and rollout replicas of the deployed plan (`_health`), keeping Degraded
-  True from a loss until the replacements are ready;
+  True from a loss until the replacements are ready, and finds what keeps pods from starting or serving
+  (`podhealth`) and whether the coordinator cannot load the dataset (its progress report);
 - builds the new status (Planned, Ready, Degraded, StalenessWithinBound, plan summary, progress) and
   writes it only when it differs from the stored one — one write per pass at most;
 - posts the Events a user wants to see (Planned, Replanned, Rejected...), each rejection once per
-  generation and message, and never fails a pass because an Event could not be posted;
+  generation and message, a pod problem or dataset error once per cause (reason and pod), and never fails
+  a pass because an Event could not be posted;
 - exports the per-job gauges.
 """
 
@@ -16,11 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from hexrl.api import reasons
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
-from hexrl.k8s import metrics, render
+from hexrl.k8s import metrics, podhealth, render
 from hexrl.k8s import status as st
 from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.k8s.passstate import JobMemory, PassResult, Planned, epoch_of
@@ -45,9 +48,10 @@ class StatusStep:
         mem: JobMemory, trainer_lost: bool, replaced: int, out: PassResult,
     ) -> None:
         """The pass's one status write (if anything changed) and the job's gauges."""
-        health = self._health(ref, spec, p.plan, mem, trainer_lost, replaced)
+        health, out.recheck_seconds = self._health(ref, spec, p.plan, mem, trainer_lost, replaced)
         new_status = self._status(job, spec, p.plan, summary, health, p.lost, mem)
         out.status_written = self._write_status(job, new_status)
+        self._announce_blocker(job, mem, health)
         self._export(ref, p.plan, new_status)
 
     def _announce(self, job: dict[str, Any], p: Planned) -> None:
@@ -63,9 +67,11 @@ class StatusStep:
 
     def _health(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, mem: JobMemory, trainer_lost: bool, replaced: int
-    ) -> st.Health:
+    ) -> tuple[st.Health, float | None]:
+        """The job's health, and when to look again if a not-ready pod may cross the grace period."""
         pods = self._job_pods(ref, mem)
-        coordinator = [p for p in self.store.job_pods(ref.namespace, ref.name) if p["role"] == "coordinator"]
+        coordinator = [p for p in self.store.job_pods(ref.namespace, ref.name) if p["role"] == "coordinator"
+                       and not p["deleting"]]
         tag = render.trainer_epoch_tag(plan, int(mem.state.get("trainerEpoch", 0)))
         trainer = [p for p in pods if p["role"] == "trainer" and (p.get("epoch") or epoch_of(p["name"], ref)) == tag]
         wanted = {s.slot for s in render.rollout_slots(plan)}
@@ -77,7 +83,9 @@ class StatusStep:
         # Degraded holds from the loss until the replacements are ready, not just for the pass that saw it
         mem.trainer_recovering = (trainer_lost or mem.trainer_recovering) and trainer_ready < trainer_desired
         mem.rollout_recovering = (mem.rollout_recovering + replaced) if rollout_ready < rollout_desired else 0
-        return st.Health(
+        deployed = [] if spec.suspend else coordinator + trainer + rollout
+        now, grace = datetime.now(UTC), self.settings.not_ready_grace_seconds
+        health = st.Health(
             planned=True,
             trainer_ready=trainer_ready,
             trainer_desired=trainer_desired,
@@ -87,7 +95,21 @@ class StatusStep:
             trainer_lost=mem.trainer_recovering,
             rollout_replaced=mem.rollout_recovering,
             suspended=spec.suspend,
+            problems=tuple(podhealth.job_problems(deployed, now, grace)),
+            data_error=None if spec.suspend else (mem.progress or {}).get("dataError") or None,
         )
+        return health, podhealth.next_not_ready_check(deployed, now, grace)
+
+    def _announce_blocker(self, job: dict[str, Any], mem: JobMemory, h: st.Health) -> None:
+        """A Warning Event naming the pod (or the dataset) and the cause when that changes — not every pass."""
+        blocker = h.blocker()
+        key = None
+        if blocker is not None:
+            first = h.problems[0].pod if h.problems and not h.data_error else "dataset"
+            key = f"{blocker[0]}|{first}"
+        if key != mem.blocker_key and blocker is not None:
+            self._event(job, "Warning", *blocker)
+        mem.blocker_key = key
 
     def _status(
         self, job: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
@@ -111,6 +133,8 @@ class StatusStep:
             new["progress"] = {k: progress[k] for k in
                                ("policyVersion", "trainedSteps", "observedStaleness", "tokensPerSecond",
                                 "bufferDepth", "trainerIdleFraction") if k in progress}
+            if progress.get("meanReward") is not None:
+                new["progress"]["meanReward"] = round(float(progress["meanReward"]), 3)
         return new
 
     def _conditions(

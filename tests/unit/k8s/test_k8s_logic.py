@@ -172,3 +172,25 @@ def test_kopf_diff_base_is_built_for_rljobs_only():
     assert store.build(body=pod) == {}
     essence = store.build(body=job)
     assert essence["spec"] == {"staleness": {"maxPolicyLag": 2}} and "status" not in essence
+
+
+def test_progress_is_read_from_the_coordinator_pod_ip_by_default():
+    from k8s_helpers import FakeApi
+
+    from builders import job_pod, running
+    from hexrl.k8s.handlers import Operator, progress_url
+    from hexrl.k8s.snapshot import pod_view
+
+    op = Operator(OperatorSettings(), FakeApi())
+    try:
+        assert progress_url(op, "default", "math") is None  # no coordinator pod with an IP yet
+        coordinator = job_pod("math-coordinator-7d9f", role="coordinator", status={**running(ready=False),
+                                                                                  "podIP": "10.244.1.7"})
+        op.store.put_pod(pod_view(coordinator))  # not ready (e.g. its dataset is missing): still polled
+        assert progress_url(op, "default", "math") == "http://10.244.1.7:8000/v1/progress"
+        via_service = Operator(OperatorSettings(
+            progress_url_template="http://{name}-coordinator.{namespace}.svc:{port}/v1/progress"), FakeApi())
+        assert progress_url(via_service, "research", "math") == "http://math-coordinator.research.svc:8000/v1/progress"
+        via_service.reconciler.close()  # type: ignore[union-attr]
+    finally:
+        op.reconciler.close()  # type: ignore[union-attr]

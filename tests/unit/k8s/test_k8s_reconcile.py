@@ -4,6 +4,7 @@ real control plane with the real planner)."""
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from k8s_helpers import FakeApi, hetero_nodes, make_plan, rljob
@@ -279,3 +280,97 @@ def test_job_tokens_are_derived_from_the_operator_key_not_read_back():
     # a different key (another installation) gives different tokens
     w.api.objects[("Secret", "hexrl-system", "hexrl-operator-key")]["data"]["key"] = base64.b64encode(b"k" * 32).decode()
     assert w.reconciler().job_token(uid) != token
+
+
+def _set_pod_status(w: World, role: str, status: dict, index: int = 0) -> str:
+    """Give the `index`-th pod of `role` a status (what the kubelet/scheduler would report) and sync the watch."""
+    name = w.pods(role)[index] if role != "coordinator" else "math-coordinator-7d9f"
+    w.api.objects[("Pod", "default", name)]["status"] = status
+    w.sync(run=False)
+    return name
+
+
+def test_a_pod_that_cannot_start_is_named_in_ready_with_one_event_per_cause():
+    from builders import running, unschedulable, waiting
+
+    w = World()
+    w.pass_()
+    w.sync()
+    w.pass_()
+    assert w.cond(reasons.READY)["status"] == "True"
+    pod = _set_pod_status(w, "rollout", unschedulable('persistentvolumeclaim "models" not found'), 1)
+    w.pass_()
+    ready = w.cond(reasons.READY)
+    assert (ready["status"], ready["reason"]) == ("False", reasons.POD_UNSCHEDULABLE)
+    assert ready["message"].startswith(f'pod {pod}: Unschedulable: persistentvolumeclaim "models" not found')
+    (event,) = w.events(reasons.POD_UNSCHEDULABLE)
+    assert event["type"] == "Warning" and event["message"] == ready["message"].split(" (")[0]
+    w.pass_()
+    w.pass_()
+    assert len(w.events(reasons.POD_UNSCHEDULABLE)) == 1, "no Event while the cause persists"
+    _set_pod_status(w, "rollout", waiting("CrashLoopBackOff", restarts=2, last_exit=1, last_message="boom"), 1)
+    w.pass_()
+    assert w.cond(reasons.READY)["reason"] == reasons.CRASH_LOOP
+    assert "exited with code 1: boom" in w.cond(reasons.READY)["message"]
+    assert len(w.events(reasons.CRASH_LOOP)) == 1
+    _set_pod_status(w, "rollout", running(ready=True), 1)
+    w.pass_()
+    assert w.cond(reasons.READY)["status"] == "True"
+    _set_pod_status(w, "rollout", unschedulable('persistentvolumeclaim "models" not found'), 1)
+    w.pass_()
+    assert len(w.events(reasons.POD_UNSCHEDULABLE)) == 2, "the cause came back: a new Event"
+
+
+def test_a_pod_running_unready_asks_for_a_later_look_and_then_names_the_probe():
+    from builders import running
+
+    w = World()
+    w.pass_()
+    w.sync()
+    just_now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    _set_pod_status(w, "trainer", running(ready=False, since=just_now))
+    r = w.pass_()
+    assert r.recheck_seconds is not None and 0 < r.recheck_seconds <= S.not_ready_grace_seconds + 1
+    assert w.cond(reasons.READY)["reason"] == reasons.CHILDREN_PENDING
+    long_ago = (datetime.now(UTC) - timedelta(seconds=S.not_ready_grace_seconds + 5)).isoformat()
+    pod = _set_pod_status(w, "trainer", running(ready=False, since=long_ago))
+    r = w.pass_()
+    assert r.recheck_seconds is None
+    ready = w.cond(reasons.READY)
+    assert ready["reason"] == reasons.POD_NOT_READY and ready["message"].startswith(f"pod {pod}: NotReady:")
+    assert "GET :8003/readyz" in ready["message"]
+
+
+def test_the_coordinators_dataset_error_and_mean_reward_reach_the_status():
+    w = World()
+    w.pass_()
+    w.sync()
+    job = w.api.objects[("RLJob", "default", "math")]
+    w.rec.set_progress(job["metadata"]["uid"], {"policyVersion": 0, "observedStaleness": 0.0,
+                                                "dataError": "dataset unavailable: unknown dataset.name 'gsm8k'"})
+    _set_pod_status(w, "coordinator", {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]})
+    w.pass_()
+    ready = w.cond(reasons.READY)
+    assert (ready["status"], ready["reason"]) == ("False", reasons.DATASET_UNAVAILABLE)
+    assert "unknown dataset.name 'gsm8k'" in ready["message"]
+    assert len(w.events(reasons.DATASET_UNAVAILABLE)) == 1
+    w.rec.set_progress(job["metadata"]["uid"], {"policyVersion": 12, "observedStaleness": 1.0,
+                                                "meanReward": 0.8765432})
+    _set_pod_status(w, "coordinator", {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
+    w.pass_()
+    assert w.cond(reasons.READY)["status"] == "True"
+    assert w.status()["progress"]["meanReward"] == 0.877
+
+
+def test_a_failed_trainer_rank_is_named_with_its_exit_in_the_trainer_lost_event():
+    w = World()
+    w.pass_()
+    w.sync()
+    failed = {"phase": "Failed", "containerStatuses": [{"name": "trainer", "state": {"terminated": {
+        "exitCode": 2, "reason": "Error", "message": "hexrl_workers trainer: model.source.path does not exist\n"}}}]}
+    pod = _set_pod_status(w, "trainer", failed)
+    w.pass_()
+    (event,) = w.events(reasons.TRAINER_LOST)
+    assert event["message"] == (f"a trainer rank was lost (pod {pod} failed: Error: container trainer exited with code "
+                                "2: hexrl_workers trainer: model.source.path does not exist); restarting the trainer "
+                                "group from the last checkpoint")
