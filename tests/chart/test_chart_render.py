@@ -183,6 +183,12 @@ def test_non_default_values_reach_the_operator(render: Any) -> None:
     (pm,) = by_kind(objs, "PodMonitor")
     assert pm["spec"]["jobLabel"] == "hexrl.dev/job"
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["research"]}
+    # It scrapes exactly the status ports the operator gives worker pods (each serves /metrics there).
+    from hexrl.k8s.render_common import STATUS_PORTS
+
+    assert sorted(ep["port"] for ep in pm["spec"]["podMetricsEndpoints"]) == sorted(
+        f"p{port}" for port in STATUS_PORTS.values())
+    assert {ep["path"] for ep in pm["spec"]["podMetricsEndpoints"]} == {"/metrics"}
     (rule,) = by_kind(objs, "PrometheusRule")
     alerts = [r for g in rule["spec"]["groups"] for r in g["rules"] if "alert" in r]
     assert {a["alert"] for a in alerts} == {"HexrlStalenessNearBound", "HexrlTrainerStarving", "HexrlPreemptionStorm",

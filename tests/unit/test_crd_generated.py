@@ -10,7 +10,7 @@ import yaml
 from typer.testing import CliRunner
 
 from hexrl.api import models as m
-from hexrl.api.crd import FILENAME, crd, crd_yaml
+from hexrl.api.crd import FILENAME, crd, crd_yaml, peering_crds
 from hexrl.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,3 +106,10 @@ def test_names_columns_and_subresource() -> None:
 
 def test_yaml_round_trips() -> None:
     assert yaml.safe_load(crd_yaml()) == crd()
+
+
+def test_peering_crds_match_the_manifest_the_chart_ships() -> None:
+    """`hexrl operator --prepare` installs kopf's peering CRDs from code: the same documents as the manifest."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "manifests" / "operator" / "peering.yaml").read_text())
+            if d and d["kind"] == "CustomResourceDefinition"]
+    assert peering_crds() == docs

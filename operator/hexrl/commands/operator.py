@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -26,6 +27,12 @@ def operator_command(
         None, "--worker-image-pull-policy",
         help="imagePullPolicy for pods that get --worker-image: Never or IfNotPresent runs a loaded image without "
              "contacting a registry (default: the RLJob's spec.images.pullPolicy).",
+    ),
+    prepare: bool | None = typer.Option(
+        None, "--prepare/--no-prepare",
+        help="Create what a fresh cluster lacks before starting: the RLJob CRD (also updated), the namespace of the "
+             "key Secret (hexrl-system) and, with --peering, kopf's peering CRDs and object. Default: on when not "
+             "running in a pod (a developer's `hexrl operator --kubeconfig …`), off in a pod (the chart installs them).",
     ),
     gpu_catalog: Path | None = typer.Option(
         None, "--gpu-catalog",
@@ -69,8 +76,10 @@ def operator_command(
 
     from hexrl.k8s.main import OperatorStartError, run
 
+    if prepare is None:
+        prepare = kubeconfig is not None or not os.environ.get("KUBERNETES_SERVICE_HOST")
     try:
-        run(settings, str(kubeconfig) if kubeconfig else None)
+        run(settings, str(kubeconfig) if kubeconfig else None, prepare=prepare)
     except OperatorStartError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -1,4 +1,5 @@
-"""Process start-up of `hexrl operator`: check the cluster, start metrics and health servers, run kopf."""
+"""Process start-up of `hexrl operator`: prepare a fresh cluster (developer path, `bootstrap`), check it,
+start metrics and health servers, run kopf."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import kopf
 from prometheus_client import start_http_server
 
 from hexrl.api.models import GROUP, VERSION
+from hexrl.k8s import bootstrap
 from hexrl.k8s.handlers import Operator, build_registry
 from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.k8s.settings import OperatorSettings
@@ -25,8 +27,9 @@ class OperatorStartError(RuntimeError):
     """The operator cannot start; the message says what to fix."""
 
 
-def connect(settings: OperatorSettings, kubeconfig: str | None) -> KubeApi:
-    """A client for the cluster, after checking that it answers and that the RLJob CRD is installed."""
+def connect(settings: OperatorSettings, kubeconfig: str | None, prepare: bool = False) -> KubeApi:
+    """A client for the cluster, after checking that it answers and that the RLJob CRD is installed
+    (with `prepare`, first creating what a fresh cluster lacks: see `bootstrap`)."""
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads the same file
     try:
@@ -36,20 +39,38 @@ def connect(settings: OperatorSettings, kubeconfig: str | None) -> KubeApi:
             f"cannot load Kubernetes credentials ({exc}); pass --kubeconfig FILE or run inside a pod"
         ) from None
     host = api.api_client.configuration.host
+    if prepare:
+        _prepare(api, settings, host)
+    _check_crd(api, host)
+    return api
+
+
+def _prepare(api: KubeApi, settings: OperatorSettings, host: str) -> None:
+    try:
+        bootstrap.prepare(api, settings)
+    except bootstrap.PrepareError as exc:
+        raise OperatorStartError(str(exc)) from None
+    except ApiError as exc:
+        raise OperatorStartError(f"the API server at {host} answered {exc} while preparing the cluster") from None
+    except Exception as exc:
+        raise OperatorStartError(f"cannot reach the API server at {host}: {exc}") from None
+
+
+def _check_crd(api: KubeApi, host: str) -> None:
     try:
         api._call("GET", f"/apis/{GROUP}/{VERSION}")
     except ApiError as exc:
         if exc.status == 404:
             raise OperatorStartError(
                 f"the RLJob CRD ({GROUP}/{VERSION}) is not installed on {host}; "
-                "apply crds/rljobs.hexrl.dev.yaml (or install the Helm chart) first"
+                "apply crds/rljobs.hexrl.dev.yaml (or install the Helm chart, or run `hexrl operator --prepare` "
+                "with an admin kubeconfig) first"
             ) from None
         if exc.status in (401, 403):
             raise OperatorStartError(f"the API server at {host} refused our credentials: {exc.message}") from None
         raise OperatorStartError(f"the API server at {host} answered {exc}") from None
     except Exception as exc:
         raise OperatorStartError(f"cannot reach the API server at {host}: {exc}") from None
-    return api
 
 
 class _Health(BaseHTTPRequestHandler):
@@ -97,17 +118,20 @@ def check_key(op: Operator) -> None:
         raise OperatorStartError(
             f"cannot read or create the operator key Secret {s.operator_namespace()}/{s.key_secret} "
             f"({exc.status} {exc.reason}: {exc.message}); apply manifests/operator/rbac.yaml (its Role grants get "
-            "on exactly that Secret), create the namespace, or set HEXRL_OPERATOR_KEY_NAMESPACE to the namespace "
-            "the operator runs in"
+            "on exactly that Secret), create the namespace (`hexrl operator --prepare` does, with an admin "
+            "kubeconfig), or set HEXRL_OPERATOR_KEY_NAMESPACE to the namespace the operator runs in"
         ) from None
 
 
-def run(settings: OperatorSettings, kubeconfig: str | None = None, stop_flag: threading.Event | None = None) -> None:
-    """Run until SIGTERM/SIGINT (or `stop_flag`)."""
+def run(
+    settings: OperatorSettings, kubeconfig: str | None = None, stop_flag: threading.Event | None = None,
+    prepare: bool = False,
+) -> None:
+    """Run until SIGTERM/SIGINT (or `stop_flag`); with `prepare`, first create what the cluster lacks."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
-    api = connect(settings, kubeconfig)
+    api = connect(settings, kubeconfig, prepare)
     op = Operator(settings, api)
     check_key(op)
     registry = build_registry(op)

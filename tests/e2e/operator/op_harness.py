@@ -199,6 +199,9 @@ class Kube:
     def apply(self, obj: dict[str, Any]) -> None:
         self("apply", "-f", "-", input=yaml.safe_dump(obj))
 
+    def apply_all(self, objs: list[dict[str, Any]]) -> None:
+        self("apply", "-f", "-", input=yaml.safe_dump_all(objs))
+
     def job(self, name: str) -> dict[str, Any]:
         return self.json("rljob", name)
 
@@ -251,6 +254,20 @@ def restore_inventory(cluster: DevCluster) -> None:
         if n["spec"].get("taints") or n["spec"].get("unschedulable"):
             cluster.api("PATCH", f"/api/v1/nodes/{n['metadata']['name']}",
                         {"spec": {"taints": None, "unschedulable": None}})
+
+
+def hostpath_pvc(namespace: str, claim: str) -> list[dict[str, Any]]:
+    """A PersistentVolumeClaim bound to a hostPath PersistentVolume made for it (as `make run` provisions them)."""
+    pv = f"{namespace}-{claim}"
+    return [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+         "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                  "persistentVolumeReclaimPolicy": "Delete", "hostPath": {"path": f"/tmp/{pv}"},
+                  "claimRef": {"namespace": namespace, "name": claim}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+         "spec": {"accessModes": ["ReadWriteMany"], "storageClassName": "", "volumeName": pv,
+                  "resources": {"requests": {"storage": "1Gi"}}}},
+    ]
 
 
 def small_job(name: str = "math", **overrides: Any) -> dict[str, Any]:

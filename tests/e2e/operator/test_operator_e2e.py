@@ -3,11 +3,12 @@ nodes), running as `hexrl operator` with the ServiceAccount token of manifests/o
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
 import pytest
-from op_harness import SA, Kube, OperatorProcess, small_job, wait_for
+from op_harness import SA, Kube, OperatorProcess, hostpath_pvc, small_job, wait_for
 
 from hexrl.api import reasons
 
@@ -399,3 +400,67 @@ def test_a_namespace_scoped_operator_ignores_jobs_in_other_namespaces(
         elsewhere("delete", "rljobs", "--all", "--wait=false", check=False)
         kube.cluster.kubectl("delete", "namespace", other, "--wait=false", check=False)
         operator.start()  # the suite's operator again (it removes the finalizer of `math` at teardown)
+
+
+def test_a_missing_pvc_is_named_in_ready_and_one_event_until_it_exists(kube: Kube, operator: OperatorProcess):
+    """The job's model PVC does not exist: the scheduler leaves its pods Pending (FailedScheduling); the RLJob's
+    Ready condition says which pod and why in one line, one Warning Event says it once; creating the PVC lets
+    the pods start and Ready turns True."""
+    kube.apply(small_job(model__source={"pvc": "no-such-models", "path": "qwen"}))
+    cond = wait_for(lambda: (c := kube.condition("math", reasons.READY)).get("reason") == reasons.POD_UNSCHEDULABLE
+                    and c, 90, what="Ready=False PodUnschedulable")
+    assert cond["status"] == "False"
+    assert re.match(r'^pod math-[a-z0-9-]+: Unschedulable: persistentvolumeclaim "no-such-models" not found',
+                    cond["message"]), cond["message"]
+    pods = {p["metadata"]["name"] for p in kube.pods("math")}
+    assert cond["message"].split(":")[0].removeprefix("pod ") in pods
+    time.sleep(5)  # further passes (pod events, progress polls) must not repeat the Event
+    (event,) = kube.events("math", reasons.POD_UNSCHEDULABLE)
+    assert event["type"] == "Warning" and 'persistentvolumeclaim "no-such-models" not found' in event["message"]
+    volumes = hostpath_pvc(kube.ns, "no-such-models")
+    try:
+        kube.apply_all(volumes)
+        running(kube, "math", timeout=120)
+        assert len(kube.events("math", reasons.POD_UNSCHEDULABLE)) == 1
+    finally:
+        kube.cluster.kubectl("delete", "pv", volumes[0]["metadata"]["name"], "--wait=false", check=False)
+
+
+def test_a_dataset_the_coordinator_cannot_load_is_reported_not_crash_looped(
+    kube: Kube, operator: OperatorProcess, tmp_path
+):
+    """The real coordinator (pod entry point) with `dataset: {name: gsm8k}` (no such built-in) stays up and
+    reports it; the operator turns it into Ready=False DatasetUnavailable and one Event; fixing the RLJob
+    (the operator rewrites the ConfigMap, the kubelet refreshes the mounted file) brings the job back."""
+    import base64
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    kube.apply(small_job(dataset={"name": "gsm8k"}))
+    running(kube, "math")
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(kube.json("configmap", "math-config")["data"]["config.yaml"])
+    token = base64.b64decode(kube.json("secret", "math-token")["data"]["token"]).decode()
+    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN": token, "HEXRL_JOB": "math",
+           "HEXRL_PORT": str(operator.progress_port)}
+    log = (tmp_path / "coordinator.log").open("wb")
+    coord = subprocess.Popen([sys.executable, "-m", "hexrl_workers", "coordinator"], env=env, stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        cond = wait_for(lambda: (c := kube.condition("math", reasons.READY)).get("reason")
+                        == reasons.DATASET_UNAVAILABLE and c, 60, what="Ready=False DatasetUnavailable")
+        assert cond["status"] == "False" and "unknown dataset.name 'gsm8k'" in cond["message"], cond
+        assert coord.poll() is None, "the coordinator must stay up"
+        assert len(kube.events("math", reasons.DATASET_UNAVAILABLE)) == 1
+        kube("patch", "rljob", "math", "--type=merge", "-p", '{"spec": {"dataset": {"name": "arith-digits"}}}')
+        wait_for(lambda: yaml.safe_load(kube.json("configmap", "math-config")["data"]["config.yaml"])["spec"][
+            "dataset"]["name"] == "arith-digits", 60, what="the operator to rewrite the worker config")
+        cfg.write_text(kube.json("configmap", "math-config")["data"]["config.yaml"])  # what the kubelet does
+        wait_for(lambda: kube.condition("math", reasons.READY).get("status") == "True", 60,
+                 what="Ready=True once the coordinator loaded the fixed dataset")
+    finally:
+        coord.terminate()
+        coord.wait(timeout=20)
