@@ -137,7 +137,7 @@ def _trainer(cfg: WorkerConfig, token: str | None) -> int:
             coordinator_url=os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url), token=token,
             checkpoint_dir=cfg.effective_checkpoint_dir(), weights_port=_port(ENV_WEIGHTS_PORT, WEIGHTS_PORT),
             rank=int(os.environ.get(ENV_RANK, "0")), world_size=int(os.environ.get(ENV_WORLD_SIZE, "1")),
-            coordinator_retry_seconds=WAIT_FOREVER,
+            coordinator_retry_seconds=WAIT_FOREVER, device=_device(),
         ))
         try:
             trainer.run(stop)
@@ -146,6 +146,13 @@ def _trainer(cfg: WorkerConfig, token: str | None) -> int:
     finally:
         status.close()
     return 0
+
+
+def _device() -> str:
+    """The device this process trains on: the pod's GPU when it has one (the same image runs on CPU nodes)."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _stopped_cleanly(role: str, exc: Exception, stopping: bool) -> int:

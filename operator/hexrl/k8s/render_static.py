@@ -13,6 +13,7 @@ from typing import Any
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s.render_common import (
+    EPOCH_LABEL,
     PLAN_KEY,
     PRIORITY_VALUES,
     RANK_LABEL,
@@ -31,6 +32,7 @@ from hexrl.k8s.render_common import (
     weights_url,
     with_hash,
 )
+from hexrl.k8s.render_pods import trainer_epoch_tag
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.sched.types import Plan
 
@@ -147,9 +149,13 @@ def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings)
 # -------------------------------------------------------------------------------------------- trainer
 
 
-def render_trainer_services(job: JobRef) -> list[dict[str, Any]]:
-    """Headless rendezvous Service (DNS name per rank) + the weight-sync Service on rank 0."""
+def render_trainer_services(job: JobRef, epoch_tag: str) -> list[dict[str, Any]]:
+    """Headless rendezvous Service (DNS name per rank) + the weight-sync Service on rank 0, both selecting
+    only the current gang (`epoch_tag`): after a gang restart the old ranks, still terminating under the same
+    hostnames, must not answer `trainer-0.<job>-trainer` (the new ranks would rendezvous with a dying
+    master) nor serve weights."""
     nm = names(job)
+    gang = {**selector(job, "trainer"), EPOCH_LABEL: epoch_tag}
     headless = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -157,7 +163,7 @@ def render_trainer_services(job: JobRef) -> list[dict[str, Any]]:
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,  # ranks must resolve each other before they are ready
-            "selector": selector(job, "trainer"),
+            "selector": gang,
             "ports": [{"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT}],
         },
     }
@@ -166,7 +172,7 @@ def render_trainer_services(job: JobRef) -> list[dict[str, Any]]:
         "kind": "Service",
         "metadata": meta(job, nm["weights"], "trainer"),
         "spec": {
-            "selector": {**selector(job, "trainer"), RANK_LABEL: "0"},
+            "selector": {**gang, RANK_LABEL: "0"},
             "ports": [{"name": "weights", "port": wc.WEIGHTS_PORT, "targetPort": wc.WEIGHTS_PORT}],
         },
     }
@@ -196,6 +202,6 @@ def render_static(
         render_secret(job, token),
         render_configmap(job, spec, plan, plan_summary, live_eta, state),
         *render_coordinator(job, spec, settings),
-        *render_trainer_services(job),
+        *render_trainer_services(job, trainer_epoch_tag(plan, int(state.get("trainerEpoch", 0)))),
         render_trainer_pdb(job, plan),
     ]

@@ -123,9 +123,14 @@ def test_trainer_gang_ranks_rendezvous_and_pdb():
         assert pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "8"
     pdb = render.render_trainer_pdb(JOB, plan)
     assert pdb["spec"]["minAvailable"] == 2
-    headless, weights = render.render_trainer_services(JOB)
+    tag = render.trainer_epoch_tag(plan, 0)
+    headless, weights = render.render_trainer_services(JOB, tag)
     assert headless["spec"]["clusterIP"] == "None" and headless["spec"]["publishNotReadyAddresses"] is True
     assert weights["spec"]["selector"]["hexrl.dev/rank"] == "0"
+    # both select exactly this gang's pods (the old gang may still be terminating under the same hostnames)
+    for svc in (headless, weights):
+        assert all(pods[0]["metadata"]["labels"][k] == v for k, v in svc["spec"]["selector"].items())
+        assert svc["spec"]["selector"][render.EPOCH_LABEL] == tag
     # a new epoch (gang restart) gives new names: the old pods may still be terminating
     again = render.render_trainer_pods(JOB, spec(), plan, snapshot(), 1, S)
     assert {p["metadata"]["name"] for p in again}.isdisjoint({p["metadata"]["name"] for p in pods})
