@@ -237,7 +237,7 @@ class DevCluster:
         """containerd per node → images loaded → kubelets registered, labelled, GPUs advertised →
         kube-proxy and CoreDNS → every node Ready. State is saved after each step, so a failure in the
         middle is cleaned up by `down` like a finished start."""
-        from hexrl.devcluster.images import ImageBuilder, load_image
+        from hexrl.devcluster.images import ImageBuilder
 
         cluster = inv.parse(inventory)
         state = self._load_state()
@@ -254,21 +254,19 @@ class DevCluster:
         rn = realnodes.RealNodes(self.workdir, nodes, self.real_settings, self.progress, {}, state.node_ip)
         self._save_real(state, rn)
         started = time.monotonic()
-        images = ImageBuilder(self.builder.settings, progress=self.progress)
-        pause, workers = images.pause(), images.workers()
-        state.images = {"pause": pause.name, "workers": workers.name}
+        builder = ImageBuilder(self.builder.settings, progress=self.progress)
+        images = {role: builder.build(role) for role in ("pause", "workers", "operator")}
+        state.images = {role: image.name for role, image in images.items()}
+        seed = realnodes.ensure_seed(self.builder.settings.cache_dir / "node-seed", list(images.values()),
+                                     self.progress)
         try:
-            rn.start_runtime(binaries, pause.name)
+            rn.start_runtime(binaries, images["pause"].name, seed)
             self._save_real(state, rn)
-            for node in nodes:
-                t0 = time.monotonic()
-                for image in (pause, workers):
-                    load_image(image, ctr="ctr", address=str(node.socket))
-                self.progress(f"images loaded into {node.name} in {time.monotonic() - t0:.0f}s")
             rn.start_kubelets(binaries, self._pki_files, self.api, self.server)
             self._save_real(state, rn)
             rn.start_services(binaries, self._pki_files, self.api, self.server)
             self._save_real(state, rn)
+            rn.create_local_volumes(self.api)
             rn.wait_ready(self.api)
         finally:
             self._save_real(state, rn)

@@ -98,6 +98,12 @@ class RealNodeSettings:
     """Upper bound, on teardown, for the kubelets to stop the pods the API deleted."""
     log_verbosity: int = 1
     """klog `-v` of kubelet and kube-proxy."""
+    storage_class: str = "hexrl-local"
+    """Name of the default StorageClass whose hostPath volumes back PVCs on real nodes."""
+    local_volumes: int = 8
+    """Pre-made volumes of that class (each PVC binds one; they live under the cluster's folder)."""
+    local_volume_size: str = "5Gi"
+    """Advertised capacity of each volume (not enforced: hostPath shares the machine's disk)."""
 
 
 @dataclass
@@ -141,7 +147,7 @@ def detect_node_ip() -> str:
     """The machine's source address towards the default route (a UDP connect sends no packet)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         try:
-            s.connect(("192.0.2.255", 9))  # TEST-NET: never routed anywhere real, only the route is looked up
+            s.connect(("203.0.113.1", 9))  # TEST-NET-3: only the route is looked up, nothing is sent
             ip = str(s.getsockname()[0])
         except OSError:
             ip = ""
@@ -490,6 +496,99 @@ def make_cgroup_root(name: str) -> None:
                     (d / f).write_text((ctl / f).read_text())
 
 
+# --------------------------------------------------------------------------------------- image seed
+
+
+SEED_CONFIG = """version = 2
+root = "{root}"
+state = "{state}"
+[grpc]
+  address = "{socket}"
+[ttrpc]
+  address = "{socket}.ttrpc"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{state}/opt"
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  snapshotter = "overlayfs"
+"""
+
+
+def seed_key(images: list[Any]) -> str:
+    """Seeds are keyed by the image digests and the containerd version (its on-disk format)."""
+    import hashlib
+
+    version = run(["containerd", "--version"], check=False).stdout.strip()
+    return hashlib.sha256("\n".join([version, *sorted(i.digest for i in images)]).encode()).hexdigest()[:16]
+
+
+def ensure_seed(cache: Path, images: list[Any], progress: Callable[[str], None]) -> Path:
+    """A containerd root holding `images` unpacked: what every real node's containerd starts from.
+
+    Importing the 6-GB worker image into each node's containerd would copy it twice per node (content
+    store + unpacked snapshot) on every `cluster up`. Instead it is imported once into this seed (cached
+    under `cache`), and each node's root is a hard-linked copy of it (`clone_seed`): seconds, no disk.
+    A new seed starts as a hard-linked copy of the newest old one, so an image that differs only in its
+    project layer imports only that layer. Committed snapshots and content blobs are never written in
+    place, so sharing their files is safe; the bolt databases are copied for real.
+    """
+    from hexrl.devcluster.images import load_image
+
+    key = seed_key(images)
+    seed = cache / key
+    if (seed / "root").is_dir():
+        return seed
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{key}.tmp"
+    unmount_all([tmp])
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    previous = sorted((p for p in cache.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                      key=lambda p: p.stat().st_mtime)  # fmt: skip
+    if previous:
+        clone_root(previous[-1] / "root", tmp / "root")
+    sock = Path("/run/hexrl-seed") / f"{key}.sock"
+    sock.parent.mkdir(parents=True, exist_ok=True)
+    cfg = tmp / "config.toml"
+    cfg.write_text(SEED_CONFIG.format(root=tmp / "root", state=tmp / "state", socket=sock))
+    log = tmp / "containerd.log"
+    with log.open("ab") as fh:
+        proc = subprocess.Popen(["containerd", "--config", str(cfg), "--log-level", "warn"], stdout=fh,
+                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while run(["ctr", "--address", str(sock), "version"], check=False).returncode != 0:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise DevClusterError(f"containerd for the image seed did not start: {procs.tail(log)}",
+                                      f"full log: {log}")
+            time.sleep(0.25)
+        started = time.monotonic()
+        for image in images:
+            load_image(image, ctr="ctr", address=str(sock))
+        progress(f"images imported into the node runtime seed in {time.monotonic() - started:.0f}s")
+    finally:
+        procs.stop(proc.pid, marker="containerd")
+        unmount_all([tmp])
+        sock.unlink(missing_ok=True)
+        Path(f"{sock}.ttrpc").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            sock.parent.rmdir()
+    shutil.rmtree(tmp / "state", ignore_errors=True)
+    tmp.rename(seed)
+    for old in previous:
+        shutil.rmtree(old, ignore_errors=True)
+    return seed
+
+
+def clone_root(source: Path, dest: Path) -> None:
+    """A hard-linked copy of a containerd root, with private copies of its databases (written in place)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    run(["cp", "-al", str(source), str(dest)], timeout=600)
+    for db in source.rglob("*.db"):
+        target = dest / db.relative_to(source)
+        target.unlink()
+        shutil.copy2(db, target)
+
+
 # ---------------------------------------------------------------------------------------------- nodes
 
 
@@ -516,11 +615,12 @@ class RealNodes:
 
     # -------------------------------------------------------------------------------------- start
 
-    def start_runtime(self, binaries: dict[str, str], pause_image: str) -> None:
-        """containerd per node (before the images are loaded into it)."""
+    def start_runtime(self, binaries: dict[str, str], pause_image: str, seed: Path) -> None:
+        """containerd per node, its root a hard-linked copy of the image seed (see `ensure_seed`)."""
         cni_bin = cni_bin_dir()
         assert cni_bin is not None  # preflight checked
         for node in self.nodes:
+            clone_root(seed / "root", node.dir / "containerd" / "root")
             (node.dir / "cni" / "net.d").mkdir(parents=True, exist_ok=True)
             (node.dir / "containerd").mkdir(parents=True, exist_ok=True)
             (node.dir / "cni" / "net.d" / "10-hexrl.conflist").write_text(json.dumps(cni_config(node), indent=2))
@@ -591,6 +691,31 @@ class RealNodes:
         proc = procs.start([binaries["coredns"], "-conf", str(cf)], self.logs() / "coredns.log", cwd=self.workdir)
         self.pids["coredns"] = proc.pid
         self._wait("coredns", lambda: _http_ok(f"http://127.0.0.1:{ready}/ready"), proc)
+
+    def create_local_volumes(self, api: Api) -> None:
+        """A default StorageClass with pre-made hostPath volumes under the cluster's folder, so a PVC (the
+        trainer's checkpoints) binds as on a cloud cluster. Both nodes are this machine, so a volume is
+        reachable from either: a trainer rescheduled to the other node finds its checkpoints. The folders
+        are world-writable because the job's pods run as a non-root user and hostPath ignores fsGroup."""
+        sc = self.settings.storage_class
+        api("POST", "/apis/storage.k8s.io/v1/storageclasses", {
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": {"name": sc, "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+            "provisioner": "kubernetes.io/no-provisioner", "reclaimPolicy": "Retain",
+            "volumeBindingMode": "Immediate",
+        })  # fmt: skip
+        for i in range(self.settings.local_volumes):
+            path = self.workdir / "volumes" / f"pv-{i}"
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(0o777)
+            api("POST", "/api/v1/persistentvolumes", {
+                "apiVersion": "v1", "kind": "PersistentVolume",
+                "metadata": {"name": f"{sc}-{i}", "labels": {"hexrl.dev/local-volume": "true"}},
+                "spec": {"capacity": {"storage": self.settings.local_volume_size},
+                         "accessModes": ["ReadWriteOnce", "ReadWriteMany"], "storageClassName": sc,
+                         "persistentVolumeReclaimPolicy": "Retain",
+                         "hostPath": {"path": str(path), "type": "Directory"}},
+            })  # fmt: skip
 
     def wait_ready(self, api: Api) -> None:
         deadline = time.monotonic() + self.settings.start_timeout_seconds

@@ -78,15 +78,17 @@ class RealCluster:
 @pytest.fixture(scope="session")
 def realcluster() -> Iterator[RealCluster]:
     cluster = DevCluster(name=CLUSTER_NAME)
-    cluster.down(quiet=True)  # leftovers of an interrupted run
-    cluster.up(inventory=REAL_INVENTORY)
+    keep = os.environ.get("HEXRL_KEEP_TEST_CLUSTER") == "1"
+    if not (keep and cluster.is_running()):  # a kept cluster is reused across runs while developing
+        cluster.down(quiet=True)  # leftovers of an interrupted run
+        cluster.up(inventory=REAL_INVENTORY)
     rc = RealCluster(cluster)
     rc.kubectl("apply", "-f", "-", input=crd_yaml())
     rc.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
     try:
         yield rc
     finally:
-        if os.environ.get("HEXRL_KEEP_TEST_CLUSTER") != "1":
+        if not keep:
             state = cluster.workdir / "state.json"
             if state.exists():
                 rc.state_before_down = json.loads(state.read_text())

@@ -26,7 +26,7 @@ def _pod(name: str, node: str, image: str, command: list[str], labels: dict[str,
 
 def test_real_nodes_are_ready_labelled_and_advertise_gpus(realcluster: RealCluster) -> None:
     nodes = {n["metadata"]["name"]: n for n in realcluster.json("get", "nodes", "-l", "hexrl.dev/real=true")["items"]}
-    assert sorted(nodes) == ["cpu-ondemand-0", "cpu-spot-0"]
+    assert sorted(nodes) == ["cpu-ondemand-0", "cpu-spot-0", "cpu-spot-1"]
     for name, node in nodes.items():
         labels = node["metadata"]["labels"]
         assert labels["nvidia.com/gpu.product"] == "L4"
