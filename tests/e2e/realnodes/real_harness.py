@@ -79,7 +79,10 @@ class RealCluster:
 def realcluster() -> Iterator[RealCluster]:
     cluster = DevCluster(name=CLUSTER_NAME)
     keep = os.environ.get("HEXRL_KEEP_TEST_CLUSTER") == "1"
-    if not (keep and cluster.is_running()):  # a kept cluster is reused across runs while developing
+    if keep and cluster.is_running():  # a kept cluster is reused across runs while developing
+        for role in ("workers", "operator"):
+            cluster.load_image(role)  # the checkout may have changed since it started
+    else:
         cluster.down(quiet=True)  # leftovers of an interrupted run
         cluster.up(inventory=REAL_INVENTORY)
     rc = RealCluster(cluster)
