@@ -9,12 +9,17 @@ workers image itself is built, imported and run in tests/e2e/test_devcluster_ima
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
+import signal
 import stat
+import subprocess
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -262,3 +267,44 @@ def test_missing_tools_and_root_say_what_to_do(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(DevClusterError, match="needs root") as e:
         rootfs.require_root("building the base layer")
     assert "sudo" in e.value.hint
+
+
+# ---------------------------------------------------------------------------------------- the pause program
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _wait_for(what: str, check: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_pause_reaps_orphans_as_pid_1_and_exits_0_on_sigterm(tmp_path: Path) -> None:
+    """pause as PID 1 of a new PID namespace (as in a pod sharing its PID namespace): an orphan handed to it
+    is reaped when it exits (no zombie stays), and SIGTERM ends it with status 0."""
+    binary = tmp_path / "pause"
+    subprocess.run(["gcc", "-static", "-Os", "-o", str(binary), str(ROOT / "operator/hexrl/devcluster/pause.c")],
+                   check=True)
+    assert subprocess.run([str(binary), "-v"], capture_output=True, text=True).stdout.startswith("hexrl-pause")
+    ns = subprocess.Popen(["unshare", "--pid", "--fork", str(binary)])
+    pause = 0
+    try:
+        _wait_for("pause did not start", lambda: len(_children(ns.pid)) == 1)
+        pause = _children(ns.pid)[0]
+        # A shell in pause's PID namespace starts `sleep` and exits: the orphaned sleep becomes pause's child.
+        subprocess.run(["nsenter", "-t", str(pause), "-p", "sh", "-c", "sleep 1 & exit 0"], check=True)
+        _wait_for("the orphan was not handed to pause", lambda: len(_children(pause)) == 1)
+        _wait_for("pause left a zombie behind", lambda: _children(pause) == [], timeout=15)
+        os.kill(pause, signal.SIGTERM)
+        assert ns.wait(timeout=10) == 0
+    finally:
+        if ns.poll() is None:  # a failed check: end pause (and with it its namespace), then unshare
+            if pause:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pause, signal.SIGKILL)
+            ns.kill()
+            ns.wait()

@@ -367,7 +367,7 @@ class ImageBuilder:
         if not record.is_file():
             return None
         data = json.loads(record.read_text())
-        image = Image(data["name"], Path(data["tar"]), data["digest"])
+        image = Image(data["name"], self.root / data["tar"], data["digest"])
         return image if image.tar.is_file() else None
 
     def _assemble(self, plan: Plan, layers: list[oci.Layer]) -> Image:
@@ -388,7 +388,8 @@ class ImageBuilder:
                 raise DevClusterError(str(e), "run the build again; the changed layers are rebuilt") from None
             assert written == digest
             tmp.rename(tar)
-        record = {"name": name, "tar": str(tar), "digest": digest, "layers": [s.folder for s in plan.steps]}
+        # Names relative to the cache folder: the folder can be moved or copied to another machine.
+        record = {"name": name, "tar": tar.name, "digest": digest, "layers": [s.folder for s in plan.steps]}
         tmp_record = self._record(plan).with_suffix(".tmp")
         tmp_record.write_text(json.dumps(record, indent=2))
         tmp_record.rename(self._record(plan))
