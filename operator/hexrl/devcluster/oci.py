@@ -44,7 +44,6 @@ CONTAINERD_NAME = "io.containerd.image.name"
 _OPAQUE_XATTR = "trusted.overlay.opaque"
 _REDIRECT_XATTR = "trusted.overlay.redirect"
 _BLOCK = 512
-_COPY_CHUNK = 1 << 20
 
 
 class LayerChanged(RuntimeError):
@@ -304,8 +303,3 @@ def write_image(out: BinaryIO, layers: list[Layer], config: ImageConfig, name: s
     out.write(b"\0" * (2 * _BLOCK))  # end-of-archive marker
     return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
-
-def copy_file(src: Path, out: BinaryIO) -> None:
-    with open(src, "rb") as f:
-        while chunk := f.read(_COPY_CHUNK):
-            out.write(chunk)
