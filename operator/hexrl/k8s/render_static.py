@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from hexrl.api import workerconfig as wc
-from hexrl.api.models import RLJobSpec
+from hexrl.api.models import RLJobSpec, SpotUse
 from hexrl.k8s.render_common import (
     EPOCH_LABEL,
     PLAN_KEY,
@@ -22,6 +22,7 @@ from hexrl.k8s.render_common import (
     JobRef,
     container,
     coordinator_url,
+    extra_node_selector,
     labels,
     meta,
     names,
@@ -29,6 +30,7 @@ from hexrl.k8s.render_common import (
     pod_volumes,
     priority_class_name,
     selector,
+    spot_tolerations,
     weights_url,
     with_hash,
 )
@@ -122,7 +124,10 @@ def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings)
         "volumes": vols,
         "priorityClassName": priority_class_name(settings, "trainer"),
         "terminationGracePeriodSeconds": 30,
+        "affinity": coordinator_affinity(spec, settings),
     }
+    if spec.placement.spot.trainer != SpotUse.forbidden:
+        pod_spec["tolerations"] = spot_tolerations()
     dep = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -144,6 +149,24 @@ def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings)
         },
     }
     return [with_hash(dep), with_hash(svc)]
+
+
+def coordinator_affinity(spec: RLJobSpec, settings: OperatorSettings) -> dict[str, Any]:
+    """The coordinator holds the job's buffer, cursor and in-flight leases: a spot reclaim would drop them,
+    so it keeps off spot capacity (every label of `settings.spot_labels`: NotIn also matches a node without
+    the label) like the trainer — required when the trainer must be on-demand, only preferred when the job
+    lets the trainer run on spot too (a cluster of spot nodes only must still run it)."""
+    not_spot = [{"key": key, "operator": "NotIn", "values": [value]} for key, value in settings.spot_labels]
+    extra = extra_node_selector(spec)
+    if spec.placement.spot.trainer == SpotUse.forbidden:
+        return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": not_spot + extra}]}}}
+    affinity: dict[str, Any] = {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+        {"weight": 100, "preference": {"matchExpressions": not_spot}}]}}
+    if extra:
+        affinity["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"] = {
+            "nodeSelectorTerms": [{"matchExpressions": extra}]}
+    return affinity
 
 
 # -------------------------------------------------------------------------------------------- trainer

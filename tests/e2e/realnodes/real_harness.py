@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,9 @@ from hexrl.api.crd import CRD_NAME, crd_yaml
 from hexrl.devcluster import DevCluster
 
 ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT / "tests" / "chart"))
+from chartlib import Prometheus, ensure_prometheus  # noqa: E402
+
 REAL_INVENTORY = ROOT / "manifests" / "clusters" / "real-cpu.yaml"
 CLUSTER_NAME = os.environ.get("HEXRL_REAL_TEST_CLUSTER", "hexrl-real")
 
@@ -96,3 +102,104 @@ def realcluster() -> Iterator[RealCluster]:
             if state.exists():
                 rc.state_before_down = json.loads(state.read_text())
             cluster.down(quiet=True)
+
+
+# ------------------------------------------------------------------------------------------ Prometheus
+
+WORKER_METRICS = re.compile(r"\b(hexrl_(?!job_|operator_|pool_|cluster_)[a-z_]+)")
+"""Series the worker pods export (the operator's own are hexrl_job_*, hexrl_operator_*, hexrl_pool_*)."""
+
+
+def render_podmonitor() -> dict[str, Any]:
+    """The chart's worker PodMonitor, rendered by the pinned helm."""
+    from hexrl.devcluster.tools import ensure_tool
+
+    helm = ensure_tool("helm")
+    out = subprocess.run([str(helm), "template", "hx", str(ROOT / "charts" / "hexrl"), "--namespace", "hexrl-system",
+                          "--kube-version", "1.34.4",
+                          "--set", "metrics.podMonitor.enabled=true", "--set", "metrics.podMonitor.interval=2s",
+                          "--set", "metrics.podMonitor.scrapeTimeout=2s"],
+                         capture_output=True, text=True, timeout=120, check=True).stdout  # fmt: skip
+    import yaml
+
+    return next(d for d in yaml.safe_load_all(out) if d and d.get("kind") == "PodMonitor")
+
+
+def podmonitor_scrape_config(pm: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
+    """What the Prometheus operator generates for a PodMonitor: pod discovery, keep the selected pods and
+    the named container port, the job label from `jobLabel`, then the PodMonitor's own relabelings."""
+    spec = pm["spec"]
+    relabel: list[dict[str, Any]] = []
+    for expr in spec["selector"].get("matchExpressions", []):
+        label = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", expr["key"])
+        if expr["operator"] == "In":
+            relabel.append({"action": "keep", "source_labels": [label], "regex": "|".join(expr["values"])})
+        elif expr["operator"] == "Exists":
+            relabel.append({"action": "keep", "source_labels": [label + "_present"], "regex": "true"})
+    ports = [ep["port"] for ep in spec["podMetricsEndpoints"]]
+    relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
+                    "regex": "|".join(ports)})
+    relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running"})
+    job_label = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", spec["jobLabel"])
+    relabel.append({"source_labels": [job_label], "target_label": "job"})
+    for r in spec["podMetricsEndpoints"][0].get("relabelings", []):
+        relabel.append({"source_labels": r["sourceLabels"], "target_label": r["targetLabel"]})
+    return {
+        "job_name": f"podMonitor/{pm['metadata']['namespace']}/{pm['metadata']['name']}",
+        "metrics_path": spec["podMetricsEndpoints"][0]["path"],
+        "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
+        "relabel_configs": relabel,
+    }
+
+
+def start_prometheus(tmp: Path, scrape_configs: list[dict[str, Any]]) -> Prometheus:
+    """Debian's Prometheus on a free loopback port, scraping every 2 s."""
+    import yaml
+
+    prom_bin, _ = ensure_prometheus()
+    port = free_port()
+    cfg = tmp / "prometheus.yml"
+    cfg.write_text(yaml.safe_dump({"global": {"scrape_interval": "2s", "scrape_timeout": "2s"},
+                                   "scrape_configs": scrape_configs}))  # fmt: skip
+    log = tmp / "prometheus.log"
+    proc = subprocess.Popen([str(prom_bin), f"--config.file={cfg}", f"--storage.tsdb.path={tmp / 'data'}",
+                             f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT)  # fmt: skip
+    prom = Prometheus(url=f"http://127.0.0.1:{port}", proc=proc, log=log)
+
+    def ready() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"prometheus exited: {log.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{prom.url}/-/ready", timeout=2) as resp:
+                return resp.status == 200
+        except OSError:
+            return False
+
+    wait_for(ready, 60, "Prometheus ready")
+    return prom
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dashboard_queries(files: tuple[str, ...], namespace: str = "tiny", job: str = "tiny-arith") -> list[str]:
+    """Every panel query of the dashboards that reads only worker metrics, with the variables filled in."""
+    out = []
+    for name in files:
+        board = json.loads((ROOT / "charts" / "hexrl" / "dashboards" / name).read_text())
+        for panel in board.get("panels", []):
+            for target in panel.get("targets", []):
+                expr = target.get("expr", "")
+                names = WORKER_METRICS.findall(expr)
+                if not names or len(names) != len(re.findall(r"\bhexrl_[a-z_]+", expr)):
+                    continue  # panels that join the operator's series are checked by the chart suite
+                expr = (expr.replace("$namespace", namespace).replace("$job", job)
+                        .replace("$__rate_interval", "30s").replace("$__range", "5m"))
+                out.append(expr)
+    return out

@@ -18,7 +18,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -28,7 +27,16 @@ from typing import Any
 
 import pytest
 import yaml
-from real_harness import ROOT, RealCluster, wait_for
+from real_harness import (
+    ROOT,
+    RealCluster,
+    dashboard_queries,
+    free_port,
+    podmonitor_scrape_config,
+    render_podmonitor,
+    start_prometheus,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -51,12 +59,6 @@ def tiny_job(namespace: str, total_steps: int = 600) -> dict[str, Any]:
     spec["checkpoint"] = {"pvc": "ckpt", "path": "/checkpoints", "everySteps": 10, "keep": 2}
     spec.setdefault("images", {})["pullPolicy"] = "Never"
     return job
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pvc(namespace: str) -> dict[str, Any]:
@@ -143,12 +145,11 @@ def _ready(pod: dict[str, Any]) -> bool:
 @pytest.fixture(scope="module")
 def job(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
     op = HostOperator(realcluster, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    realcluster.kubectl("create", "namespace", NS)
-    realcluster.apply([pvc(NS), tiny_job(NS)])
-    j = Job(realcluster, NS, JOB)
     try:
-        yield j
+        op.start()
+        realcluster.kubectl("create", "namespace", NS)
+        realcluster.apply([pvc(NS), tiny_job(NS)])
+        yield Job(realcluster, NS, JOB)
     finally:
         realcluster.kubectl("delete", "rlj", "-n", NS, JOB, "--ignore-not-found", "--wait=true", "--timeout=60s",
                             check=False)
@@ -267,6 +268,30 @@ def test_reward_rises_above_0_9_within_the_staleness_bound(job: Job) -> None:
     assert progress["observedStaleness"] <= eta
     print(f"reward {initial:.2f} → {progress['meanReward']:.2f} at step {progress['trainedSteps']}, "
           f"max staleness {max_seen} (η={eta}), {time.monotonic() - job.started:.0f}s after apply")
+
+
+def test_prometheus_scrapes_the_pods_through_the_charts_podmonitor(job: Job, tmp_path: Path) -> None:
+    """A real Prometheus discovers the job's pods with the selectors, port names and relabelings of the
+    chart's PodMonitor (translated the way the Prometheus operator does), and every query of the job and
+    weight-sync dashboards over worker metrics returns data."""
+    monitor = render_podmonitor()
+    prom = start_prometheus(tmp_path, [podmonitor_scrape_config(monitor, job.rc.kubeconfig)])
+    try:
+        for role, metric in (("coordinator", "hexrl_policy_version"), ("trainer", "hexrl_trainer_step_seconds_count"),
+                             ("rollout", "hexrl_rollout_generated_tokens_total")):  # fmt: skip
+            series = prom.wait_for(f'{metric}{{job="{JOB}", namespace="{NS}", role="{role}"}}', timeout=90)
+            assert all(s["metric"]["pod"].startswith(f"{JOB}-") for s in series)
+        time.sleep(5)  # two scrapes of every target, so that rate() has its two samples
+        empty = []
+        for expr in dashboard_queries(("hexrl-job.json", "hexrl-weights.json")):
+            answer = prom.query(expr)
+            assert answer.get("status") == "success", (expr, answer)
+            if not answer["data"]["result"]:
+                empty.append(expr)
+        assert not empty, f"dashboard queries without data: {empty}"
+    finally:
+        prom.proc.terminate()
+        prom.proc.wait(timeout=30)
 
 
 def test_deleting_the_job_removes_every_container(job: Job) -> None:

@@ -255,3 +255,20 @@ def test_worker_image_pull_policy_applies_to_the_operator_image_only():
     env = OperatorSettings.from_env({"HEXRL_OPERATOR_WORKER_IMAGE": "hexrl.local/w:1",
                                      "HEXRL_OPERATOR_WORKER_IMAGE_PULL_POLICY": "IfNotPresent"})
     assert (env.worker_image, env.worker_image_pull_policy) == ("hexrl.local/w:1", "IfNotPresent")
+
+
+def test_coordinator_keeps_off_spot_nodes_unless_the_trainer_may_use_spot():
+    """The coordinator holds the buffer: a reclaim of its node would drop it. Required off spot when the
+    trainer must be on-demand (the default); only preferred when the trainer may run on spot too."""
+    from hexrl.k8s.render_static import coordinator_affinity
+
+    settings = OperatorSettings()
+    spec = RLJobSpec.model_validate(rljob()["spec"])
+    required = coordinator_affinity(spec, settings)["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    exprs = required["nodeSelectorTerms"][0]["matchExpressions"]
+    assert {"key": "karpenter.sh/capacity-type", "operator": "NotIn", "values": ["spot"]} in exprs
+    assert {(e["key"], e["values"][0]) for e in exprs} >= set(settings.spot_labels)
+    allowed = rljob()["spec"] | {"placement": {"spot": {"trainer": "allowed"}}}
+    affinity = coordinator_affinity(RLJobSpec.model_validate(allowed), settings)["nodeAffinity"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity
+    assert affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 100
