@@ -101,7 +101,7 @@ test-e2e: install binaries
 
 # RUN_ARGS=--keep leaves the cluster and the operator up and prints how to reach them.
 run: install binaries
-	$(BIN)/hexrl demo --inventory manifests/clusters/hetero-3pool.yaml --job manifests/examples/rljob.yaml $(RUN_ARGS)
+	$(BIN)/hexrl demo --inventory manifests/clusters/demo.yaml --job manifests/examples/rljob.yaml $(RUN_ARGS)
 
 train-local: install
 	$(BIN)/hexrl run manifests/examples/rljob-tiny.yaml

@@ -42,6 +42,8 @@ class DemoSettings:
     """Cluster inventory (DESIGN.md §4): on-demand training GPUs, spot decode GPUs and a third type."""
     job: Path = Path("manifests/examples/rljob.yaml")
     """The RLJob to apply."""
+    pods_job: Path = Path("manifests/examples/rljob-tiny.yaml")
+    """The RLJob trained in real pods when the inventory has `real: true` pools (step 6)."""
     cluster_name: str = "hexrl-demo"
     """Name of the local cluster (its files live in ~/.cache/hexrl/clusters/<name>)."""
     reclaim: int = 2
@@ -67,9 +69,13 @@ def _console() -> Any:
     return Console(highlight=False)
 
 
-def _step(con: Any, n: int, title: str) -> None:
+STEPS = 6
+"""Steps of the demo (7 when the inventory has real nodes: the tiny job in real pods comes before the summary)."""
+
+
+def _step(con: Any, n: int, title: str, total: int = STEPS) -> None:
     con.print()
-    con.rule(f"[bold cyan]{n}/6  {title}", align="left")
+    con.rule(f"[bold cyan]{n}/{total}  {title}", align="left")
 
 
 def _fmt_tps(x: float) -> str:
@@ -215,11 +221,14 @@ def _nodes_table(cluster: Any) -> Any:
             "spot": labels.get("hexrl.dev/spot") == "true", "price": labels.get("hexrl.dev/price-per-gpu-hour", "catalog")})
         pool["nodes"] += 1
         pool["gpus"] += int(n["status"].get("allocatable", {}).get("nvidia.com/gpu", 0))
-    t = Table(title="Simulated GPU node pools (kwok nodes with GPU feature discovery labels)", title_justify="left")
-    for col in ("pool", "GPU", "nodes", "GPUs", "capacity", "$/GPU-h"):
+        pool["real"] = labels.get("hexrl.dev/real") == "true"
+    t = Table(title="GPU node pools (kwok nodes simulate GPU servers; real nodes run containers on this machine)",
+              title_justify="left")
+    for col in ("pool", "GPU", "nodes", "GPUs", "capacity", "$/GPU-h", "kind"):
         t.add_column(col)
     for name, p in sorted(pools.items()):
-        t.add_row(name, p["gpu"], str(p["nodes"]), str(p["gpus"]), "[yellow]spot" if p["spot"] else "on-demand", str(p["price"]))
+        t.add_row(name, p["gpu"], str(p["nodes"]), str(p["gpus"]), "[yellow]spot" if p["spot"] else "on-demand",
+                  str(p["price"]), "[bold green]real" if p["real"] else "[dim]simulated")
     return t
 
 
@@ -252,6 +261,9 @@ def _start_operator(cluster: Any, settings: DemoSettings) -> tuple[subprocess.Po
     # Own session: a Ctrl-C of the demo is handled by the demo, which then stops the operator itself.
     # The operator keeps its key Secret in its own namespace; the demo cluster has no hexrl-system.
     env = {**os.environ, "HEXRL_OPERATOR_KEY_NAMESPACE": os.environ.get("HEXRL_OPERATOR_KEY_NAMESPACE", "default")}
+    workers = cluster.images().get("workers") if cluster.real_node_names() else None
+    if workers:  # real nodes run the locally built image, loaded into their runtimes: never pulled
+        env |= {"HEXRL_OPERATOR_WORKER_IMAGE": workers, "HEXRL_OPERATOR_WORKER_IMAGE_PULL_POLICY": "Never"}
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
     (settings.workdir / "operator.pid").write_text(str(proc.pid))
     return proc, log
@@ -336,6 +348,8 @@ class DemoRun:
     operator: subprocess.Popen[bytes] | None = None
     log: Path | None = None
     """The operator's log file (its tail is shown when it exits early)."""
+    pods: Any = None
+    """The real-pod part's `PodsOutcome` (None without real nodes)."""
 
     def alive(self) -> None:
         """Raise DemoError with the end of its log if the operator has exited (checked while waiting)."""
@@ -371,10 +385,16 @@ def run_demo(settings: DemoSettings) -> Outcome:
         _apply_job(run)
         _step(con, 4, "Pods on their pools, and the job's status")
         pods, nodes = _show_running(run)
-        _step(con, 5, "Spot reclaim")
+        total = STEPS + 1 if cluster.real_node_names() else STEPS
+        _step(con, 5, "Spot reclaim", total)
         _reclaim(run, nodes, pods)
-        _step(con, 6, "Summary")
+        if total > STEPS:
+            _step(con, 6, "The tiny job training in real pods, and a real node reclaimed", total)
+            run.pods = _real_pods(run)
+        _step(con, total, "Summary", total)
         _summary(con, run.out, settings)
+        if run.pods is not None:
+            _pods_summary(con, run.pods)
     except BaseException:
         if run.operator is not None:
             _stop_operator(run.operator)
@@ -383,6 +403,27 @@ def run_demo(settings: DemoSettings) -> Outcome:
         raise
     _finish(run)
     return run.out
+
+
+def _real_pods(run: DemoRun) -> Any:
+    """Step 6 (real nodes only): the tiny job trains in containers, the reward rises live, a real spot node
+    is reclaimed mid-training and the job carries on (`hexrl.commands.demo_pods`)."""
+    from hexrl.commands.demo_pods import PodsDemo, PodsDemoSettings
+
+    gpu_types = sorted({labels.get("nvidia.com/gpu.product", "") for labels in _node_labels(run.cluster).values()
+                        if labels.get("hexrl.dev/real") == "true"})
+    return PodsDemo(run.con, run.cluster, PodsDemoSettings(job=run.settings.pods_job), run.alive).run(gpu_types)
+
+
+def _pods_summary(con: Any, out: Any) -> None:
+    start = f"{out.reward_start:.2f}" if out.reward_start is not None else "?"
+    end = f"{out.reward_end:.2f}" if out.reward_end is not None else "?"
+    con.print(f"  real pods: first trained step {out.first_step_seconds:.0f} s after apply; mean reward {start} → "
+              f"{end} in {out.steps} steps ({out.samples_per_second:.0f} trained samples/s)")
+    if out.reclaimed:
+        con.print(f"  real node {out.reclaimed} reclaimed: replacement rollout Ready in {out.replacement_seconds:.0f} s, "
+                  f"{out.partials:.0f} partial responses handed in, trainer "
+                  + ("untouched" if out.trainer_untouched else "restarted"))
 
 
 def _install_operator(run: DemoRun) -> None:

@@ -85,10 +85,9 @@ class RealCluster:
 def realcluster() -> Iterator[RealCluster]:
     cluster = DevCluster(name=CLUSTER_NAME)
     keep = os.environ.get("HEXRL_KEEP_TEST_CLUSTER") == "1"
-    if keep and cluster.is_running():  # a kept cluster is reused across runs while developing
-        for role in ("workers", "operator"):
-            cluster.load_image(role)  # the checkout may have changed since it started
-    else:
+    # A kept cluster is reused across runs while developing, with the images it started with (importing a
+    # changed 6-GB worker image into every node would cost minutes and ~13 GB per node; restart it instead).
+    if not (keep and cluster.is_running()):
         cluster.down(quiet=True)  # leftovers of an interrupted run
         cluster.up(inventory=REAL_INVENTORY)
     rc = RealCluster(cluster)
