@@ -4,7 +4,7 @@ The layout is checked by an independent reader (below), not by the writer's own 
 sha256 matches its name and the size its descriptor gives, the config's diff_ids are the sha256 of the
 uncompressed layers, and index.json names the image the way `ctr images import` reads it. The real pause
 image (gcc only, well under a second) stands in for the big images where a real build is needed; the
-workers image itself is built, imported and run in tests/e2e/test_devcluster_images.py.
+workers image itself is built, imported and run in tests/e2e/test_images_in_containerd.py.
 """
 
 from __future__ import annotations
