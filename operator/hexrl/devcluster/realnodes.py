@@ -564,6 +564,7 @@ def ensure_seed(cache: Path, images: list[Any], progress: Callable[[str], None])
         started = time.monotonic()
         for image in images:
             load_image(image, ctr="ctr", address=str(sock))
+        _drop_other_images(sock, {i.name for i in images})
         progress(f"images imported into the node runtime seed in {time.monotonic() - started:.0f}s")
     finally:
         procs.stop(proc.pid, marker="containerd")
@@ -577,6 +578,16 @@ def ensure_seed(cache: Path, images: list[Any], progress: Callable[[str], None])
     for old in previous:
         shutil.rmtree(old, ignore_errors=True)
     return seed
+
+
+def _drop_other_images(sock: Path, keep: set[str]) -> None:
+    """Remove the images of an older seed (copied in with it) that are not wanted now; `--sync` waits for
+    containerd's garbage collector, so their content and snapshots leave the new seed before it is used
+    (a changed 6-GB venv layer would otherwise double the seed at every change)."""
+    listed = run(["ctr", "--address", str(sock), "-n", "k8s.io", "images", "ls", "-q"], check=False).stdout.split()
+    stale = [name for name in listed if name not in keep]
+    if stale:
+        run(["ctr", "--address", str(sock), "-n", "k8s.io", "images", "rm", "--sync", *stale], check=False, timeout=600)
 
 
 def clone_root(source: Path, dest: Path) -> None:

@@ -218,7 +218,10 @@ def test_spot_reclaim_migrates_partials_and_replaces_rollout(job: Job) -> None:
         wait_for(replaced, 180, f"replacement rollout pods Ready on {survivor}")
         print(f"reclaim → replacement rollout Ready in {time.monotonic() - t0:.1f}s")
         received = _coordinator_counter(job, "hexrl_partials_received_total") - received_before
-        assert received >= 1, "the evicted rollout workers handed in their partial responses"
+        # How many partial responses a SIGTERM'd worker hands in depends on what it held at that instant: up to
+        # 4 groups of 8 two-token samples, or none while the staleness gate held it back (the tiny job is
+        # trainer-bound). What must hold either way: nothing is lost (below). tests/workers/test_migration.py
+        # pins the hand-in and the continuation from the last token with real worker processes.
         assert {p["metadata"]["uid"] for p in job.pods("trainer")} == trainer_before, "the trainer was untouched"
         # Nothing lost: every prompt admitted so far is trained, buffered, in flight or re-queued — except
         # those in a batch the trainer holds right now, which must show up as trained a few steps later.
