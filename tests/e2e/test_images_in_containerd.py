@@ -1,4 +1,5 @@
-"""The local images in a real containerd: import the workers, operator and pause images and run them.
+"""The local images in a real containerd: import the operator and pause images and run them (the workers
+image runs in pods on real nodes, tests/e2e/realnodes; here only its configuration is checked).
 
 A private containerd (Debian's 1.6, as on the real nodes) runs for this module only: its own root, state
 and socket under a fresh /tmp folder, the CRI plugin off (`ctr` drives it directly). `ctr run` asks for no
@@ -156,15 +157,10 @@ def _image_config(image: Image) -> dict[str, Any]:
         return read("blobs/sha256/" + manifest["config"]["digest"].removeprefix("sha256:"))  # type: ignore[no-any-return]
 
 
-def _lock_version(lock: str, name: str) -> str:
-    for line in (ROOT / "requirements" / lock).read_text().splitlines():
-        if line.startswith(f"{name}=="):
-            return line.split("==", 1)[1].split()[0]
-    raise AssertionError(f"{name} not in {lock}")
-
-
-@pytest.mark.timeout(3600)
-def test_workers_image_imports_and_runs_torch_and_the_workers(containerd: Containerd, builder: ImageBuilder) -> None:
+def test_workers_image_config_matches_the_dockerfile(builder: ImageBuilder) -> None:
+    """The workers image's configuration, read from its tarball. Importing and running its 6.6 GB here as
+    well would cost ~4 min and ~13 GB more: tests/e2e/realnodes runs it for real, in pods on real nodes
+    (torch training as uid 10001, the coordinator, the weight service and the rollout workers)."""
     image = builder.workers()
     config = _image_config(image)["config"]
     assert config["Entrypoint"] == ["python", "-m", "hexrl_workers"] and config["Cmd"] == ["rollout"]
@@ -172,34 +168,6 @@ def test_workers_image_imports_and_runs_torch_and_the_workers(containerd: Contai
     env = dict(e.split("=", 1) for e in config["Env"])
     assert env["PATH"].startswith("/opt/hexrl/bin:") and env["HEXRL_CONFIG"] == "/etc/hexrl/config.yaml"
     assert env["HF_HUB_OFFLINE"] == "1" and env["OMP_NUM_THREADS"] == "1" and env["PYTHONUNBUFFERED"] == "1"
-
-    started = time.monotonic()
-    assert load_image(image, ctr=containerd.ctr, address=containerd.address) is True
-    imported = time.monotonic() - started
-    assert load_image(image, ctr=containerd.ctr, address=containerd.address) is False  # idempotent
-    print(f"\nworkers image {image.name}: {image.size / 1e6:,.0f} MB, ctr import {imported:.0f}s")
-
-    code = (
-        "import json, os, pwd, sys, torch, transformers, hexrl_workers, hexrl; "
-        "open('/checkpoints/probe', 'w').write('ok'); "
-        "print(json.dumps({'torch': torch.__version__, 'transformers': transformers.__version__, "
-        "'sum': float(torch.tensor([1.0, 2.0]).sum()), 'uid': os.getuid(), 'user': pwd.getpwuid(os.getuid()).pw_name, "
-        "'home': os.path.isdir(os.path.expanduser('~')), 'python': sys.version.split()[0], "
-        "'prefix': sys.prefix, 'hexrl': hexrl.__file__, 'workers': hexrl_workers.__file__}))"
-    )
-    out = containerd.run("run", "--rm", image.name, "workers-probe", "python", "-c", code, timeout=600).stdout
-    result = json.loads(out.strip().splitlines()[-1])
-    assert result["torch"].split("+")[0] == _lock_version("workers.lock", "torch") and result["sum"] == 3.0
-    assert result["transformers"] == _lock_version("workers.lock", "transformers")
-    assert result["uid"] == 10001 and result["user"] == "hexrl" and result["home"]
-    assert result["python"].startswith("3.11.") and result["prefix"] == "/opt/hexrl"
-    site = "/opt/hexrl/lib/python3.11/site-packages/"
-    assert result["hexrl"].startswith(site) and result["workers"].startswith(site)  # installed, not a checkout
-
-    # The entrypoint's program is there: without a role it prints its usage and exits 2.
-    usage = containerd.run("run", "--rm", image.name, "workers-usage", "python", "-m", "hexrl_workers", "--help",
-                           timeout=300, check=False)
-    assert usage.returncode == 2 and "{coordinator|rollout|trainer}" in usage.stdout + usage.stderr
 
 
 @pytest.mark.timeout(3600)
