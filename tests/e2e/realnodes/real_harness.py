@@ -124,30 +124,54 @@ def render_podmonitor() -> dict[str, Any]:
     return next(d for d in yaml.safe_load_all(out) if d and d.get("kind") == "PodMonitor")
 
 
-def podmonitor_scrape_config(pm: dict[str, Any], kubeconfig: Path) -> dict[str, Any]:
-    """What the Prometheus operator generates for a PodMonitor: pod discovery, keep the selected pods and
-    the named container port, the job label from `jobLabel`, then the PodMonitor's own relabelings."""
+def podmonitor_targets(pm: dict[str, Any], rc: RealCluster) -> list[dict[str, Any]]:
+    """The scrape targets the Prometheus operator would derive from the PodMonitor: Running pods matching its
+    selector in the namespaces it selects, one target per container port whose name it lists, labelled by its
+    `jobLabel` and its relabelings. (Debian's Prometheus is built without Kubernetes service discovery, so
+    this discovery is done here and handed to Prometheus through file_sd; the scraping is Prometheus's.)"""
     spec = pm["spec"]
-    relabel: list[dict[str, Any]] = []
-    for expr in spec["selector"].get("matchExpressions", []):
-        label = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", expr["key"])
-        if expr["operator"] == "In":
-            relabel.append({"action": "keep", "source_labels": [label], "regex": "|".join(expr["values"])})
-        elif expr["operator"] == "Exists":
-            relabel.append({"action": "keep", "source_labels": [label + "_present"], "regex": "true"})
-    ports = [ep["port"] for ep in spec["podMetricsEndpoints"]]
-    relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_container_port_name"],
-                    "regex": "|".join(ports)})
-    relabel.append({"action": "keep", "source_labels": ["__meta_kubernetes_pod_phase"], "regex": "Running"})
-    job_label = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", spec["jobLabel"])
-    relabel.append({"source_labels": [job_label], "target_label": "job"})
-    for r in spec["podMetricsEndpoints"][0].get("relabelings", []):
-        relabel.append({"source_labels": r["sourceLabels"], "target_label": r["targetLabel"]})
+    ports = {ep["port"] for ep in spec["podMetricsEndpoints"]}
+    relabelings = spec["podMetricsEndpoints"][0].get("relabelings", [])
+    namespaces = spec.get("namespaceSelector", {}).get("matchNames")
+    groups = []
+    for pod in rc.json("get", "pods", "--all-namespaces")["items"]:
+        labels = pod["metadata"].get("labels", {})
+        if pod["status"].get("phase") != "Running" or not pod["status"].get("podIP"):
+            continue
+        if namespaces and pod["metadata"]["namespace"] not in namespaces:
+            continue
+        if not all(_matches(expr, labels) for expr in spec["selector"].get("matchExpressions", [])):
+            continue
+        meta = {f"__meta_kubernetes_pod_label_{re.sub(r'[^a-zA-Z0-9_]', '_', k)}": v for k, v in labels.items()}
+        meta |= {"__meta_kubernetes_namespace": pod["metadata"]["namespace"],
+                 "__meta_kubernetes_pod_name": pod["metadata"]["name"]}
+        out = {"job": labels.get(spec["jobLabel"], "")}
+        for r in relabelings:
+            out[r["targetLabel"]] = ";".join(meta.get(src, "") for src in r["sourceLabels"])
+        for c in pod["spec"]["containers"]:
+            for port in c.get("ports", []):
+                if port.get("name") in ports:
+                    groups.append({"targets": [f"{pod['status']['podIP']}:{port['containerPort']}"], "labels": out})
+    return groups
+
+
+def _matches(expr: dict[str, Any], labels: dict[str, str]) -> bool:
+    value = labels.get(expr["key"])
+    if expr["operator"] == "In":
+        return value in expr["values"]
+    if expr["operator"] == "NotIn":
+        return value not in expr["values"]
+    if expr["operator"] == "Exists":
+        return value is not None
+    return value is None  # DoesNotExist
+
+
+def podmonitor_scrape_config(pm: dict[str, Any], targets_file: Path) -> dict[str, Any]:
     return {
         "job_name": f"podMonitor/{pm['metadata']['namespace']}/{pm['metadata']['name']}",
-        "metrics_path": spec["podMetricsEndpoints"][0]["path"],
-        "kubernetes_sd_configs": [{"role": "pod", "kubeconfig_file": str(kubeconfig)}],
-        "relabel_configs": relabel,
+        "metrics_path": pm["spec"]["podMetricsEndpoints"][0]["path"],
+        "honor_labels": False,
+        "file_sd_configs": [{"files": [str(targets_file)], "refresh_interval": "2s"}],
     }
 
 

@@ -33,6 +33,7 @@ from real_harness import (
     dashboard_queries,
     free_port,
     podmonitor_scrape_config,
+    podmonitor_targets,
     render_podmonitor,
     start_prometheus,
     wait_for,
@@ -101,6 +102,7 @@ class Job:
     def __init__(self, rc: RealCluster, namespace: str, name: str) -> None:
         self.rc, self.ns, self.name = rc, namespace, name
         self.started = time.monotonic()
+        """When the job was applied (the fixture makes this object just before applying it)."""
 
     def status(self) -> dict[str, Any]:
         return dict(self.rc.json("get", "rlj", "-n", self.ns, self.name).get("status") or {})
@@ -148,8 +150,9 @@ def job(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     try:
         op.start()
         realcluster.kubectl("create", "namespace", NS)
+        job = Job(realcluster, NS, JOB)
         realcluster.apply([pvc(NS), tiny_job(NS)])
-        yield Job(realcluster, NS, JOB)
+        yield job
     finally:
         realcluster.kubectl("delete", "rlj", "-n", NS, JOB, "--ignore-not-found", "--wait=true", "--timeout=60s",
                             check=False)
@@ -278,20 +281,28 @@ def test_prometheus_scrapes_the_pods_through_the_charts_podmonitor(job: Job, tmp
     chart's PodMonitor (translated the way the Prometheus operator does), and every query of the job and
     weight-sync dashboards over worker metrics returns data."""
     monitor = render_podmonitor()
-    prom = start_prometheus(tmp_path, [podmonitor_scrape_config(monitor, job.rc.kubeconfig)])
+    targets = tmp_path / "targets.json"
+    roles = {"coordinator", "trainer", "rollout"}
+    found = wait_for(lambda: (f := podmonitor_targets(monitor, job.rc)) and {g["labels"]["role"] for g in f} == roles
+                     and f, 300, "scrape targets of every role")
+    targets.write_text(json.dumps(found))
+    prom = start_prometheus(tmp_path, [podmonitor_scrape_config(monitor, targets)])
     try:
         for role, metric in (("coordinator", "hexrl_policy_version"), ("trainer", "hexrl_trainer_step_seconds_count"),
                              ("rollout", "hexrl_rollout_generated_tokens_total")):  # fmt: skip
             series = prom.wait_for(f'{metric}{{job="{JOB}", namespace="{NS}", role="{role}"}}', timeout=90)
             assert all(s["metric"]["pod"].startswith(f"{JOB}-") for s in series)
-        time.sleep(5)  # two scrapes of every target, so that rate() has its two samples
-        empty = []
-        for expr in dashboard_queries(("hexrl-job.json", "hexrl-weights.json")):
-            answer = prom.query(expr)
-            assert answer.get("status") == "success", (expr, answer)
-            if not answer["data"]["result"]:
-                empty.append(expr)
-        assert not empty, f"dashboard queries without data: {empty}"
+        # A labelled counter has no series before its first increment (e.g. weight bytes by source before the
+        # first pull), and rate() needs two scrapes: poll, within one shared bound.
+        pending = dashboard_queries(("hexrl-job.json", "hexrl-weights.json"))
+        deadline = time.monotonic() + 120
+        while pending and time.monotonic() < deadline:
+            answers = {expr: prom.query(expr) for expr in pending}
+            for expr, answer in answers.items():
+                assert answer.get("status") == "success", (expr, answer)
+            pending = [expr for expr, answer in answers.items() if not answer["data"]["result"]]
+            time.sleep(2)
+        assert not pending, f"dashboard queries without data: {pending}"
     finally:
         prom.proc.terminate()
         prom.proc.wait(timeout=30)

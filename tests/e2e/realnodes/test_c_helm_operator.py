@@ -31,6 +31,11 @@ def helm(rc: RealCluster, *args: str) -> str:
 def chart_operator(realcluster: RealCluster) -> Iterator[dict]:
     images = realcluster.cluster.images()
     repository, tag = images["operator"].rsplit(":", 1)
+    # The host operator of the previous module created the job priority classes itself (the developer path);
+    # the chart owns them when installed, as on a fresh cluster.
+    for pc in realcluster.json("get", "priorityclasses")["items"]:
+        if pc["metadata"]["name"].startswith("hexrl-"):
+            realcluster.kubectl("delete", "priorityclass", pc["metadata"]["name"])
     helm(realcluster, "install", RELEASE, str(ROOT / "charts" / "hexrl"), "--namespace", OPERATOR_NS,
          "--create-namespace", "--wait", "--timeout", "180s",
          "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
