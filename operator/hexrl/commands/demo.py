@@ -373,19 +373,21 @@ def run_demo(settings: DemoSettings) -> Outcome:
     con.print("[bold]hexrl demo[/] — an RL post-training job planned onto heterogeneous and spot GPU pools, on a real "
               "local Kubernetes control plane with simulated GPU nodes (no GPU, no Docker needed).")
 
-    _step(con, 1, "Local control plane")
+    from hexrl.devcluster import inventory as inv
+
+    total = STEPS + 1 if inv.real_nodes(inv.parse(settings.inventory)) else STEPS
+    _step(con, 1, "Local control plane", total)
     cluster = DevCluster(name=settings.cluster_name, progress=lambda line: con.print(f"  [dim]{line}"))
     cluster.up(inventory=settings.inventory)
     run = DemoRun(con, cluster, settings, job_name, ns)
     try:
         con.print(_nodes_table(cluster))
-        _step(con, 2, "RLJob CRD and the operator")
+        _step(con, 2, "RLJob CRD and the operator", total)
         _install_operator(run)
-        _step(con, 3, f"kubectl apply -f {settings.job}")
+        _step(con, 3, f"kubectl apply -f {settings.job}", total)
         _apply_job(run)
-        _step(con, 4, "Pods on their pools, and the job's status")
+        _step(con, 4, "Pods on their pools, and the job's status", total)
         pods, nodes = _show_running(run)
-        total = STEPS + 1 if cluster.real_node_names() else STEPS
         _step(con, 5, "Spot reclaim", total)
         _reclaim(run, nodes, pods)
         if total > STEPS:

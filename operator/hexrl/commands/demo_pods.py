@@ -97,6 +97,7 @@ class PodsDemo:
     def __init__(self, con: Any, cluster: Any, settings: PodsDemoSettings, alive: Any) -> None:
         self.con, self.cluster, self.s, self.alive = con, cluster, settings, alive
         self.name = ""
+        self.eta: Any = "?"
         self.out = PodsOutcome()
         self.t0 = 0.0
 
@@ -113,6 +114,7 @@ class PodsDemo:
         ns = self.s.namespace
         job = pods_job(self.s.job, ns, real_gpu_types, total_steps=2000)
         self.name = job["metadata"]["name"]
+        self.eta = job["spec"].get("staleness", {}).get("maxPolicyLag", "?")
         self.cluster.kubectl("create", "namespace", ns, check=False)
         self.cluster.kubectl("apply", "-f", "-", input=json.dumps(
             {"apiVersion": "v1", "kind": "List", "items": [checkpoint_claim(ns), job]}))
@@ -144,7 +146,7 @@ class PodsDemo:
                            f"{p.get('status', {}).get('podIP', '')}")
 
     def _train(self) -> None:
-        last_line = 0.0
+        last_steps = 0
         reclaimed = False
         while self._deadline_left() > 0:
             self.alive()
@@ -156,11 +158,11 @@ class PodsDemo:
                 self.out.history.append((self._elapsed(), steps, float(reward)))
                 if self.out.reward_start is None:
                     self.out.reward_start = float(reward)
-            if time.monotonic() - last_line > 5 and steps:
-                last_line = time.monotonic()
+            if steps and steps != last_steps:  # the operator refreshes status.progress every few seconds
+                last_steps = steps
                 self.con.print(f"  {self._elapsed():5.0f} s  step {steps:4d}  policy v{p.get('policyVersion', 0):<4d} "
                                f"reward {reward if reward is not None else float('nan'):.2f}  "
-                               f"staleness {p.get('observedStaleness', 0):.1f} (η {p.get('maxPolicyLag', '?')})  "
+                               f"staleness {p.get('observedStaleness', 0):.1f} (η {self.eta})  "
                                f"{p.get('tokensPerSecond', 0):,.0f} tokens/s")
             if not reclaimed and steps >= self.s.reclaim_at_step:
                 reclaimed = True
@@ -196,10 +198,12 @@ class PodsDemo:
             meta = p["metadata"]
             body = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
             self.cluster.api("POST", f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/eviction", body)
+        wanted = len(rollout)
         while time.monotonic() - t0 < 180:
             self.alive()
-            pods = self.pods("rollout")
-            if pods and not any(p["metadata"]["uid"] in gone for p in pods) and all(_ready(p) for p in pods):
+            # as many Ready rollout pods as before, none of them an evicted one (those are still terminating)
+            fresh = [p for p in self.pods("rollout") if p["metadata"]["uid"] not in gone and _ready(p)]
+            if len(fresh) >= wanted:
                 break
             time.sleep(1)
         self.out.reclaimed, self.out.replacement_seconds = node, time.monotonic() - t0
