@@ -94,5 +94,5 @@ def test_demo_shows_pools_and_job_then_cleans_up() -> None:
     for product in ("H800", "H20", "L40S"):
         assert product in proc.stdout
     assert "rljob.hexrl.dev/qwen-math-grpo created" in proc.stdout
-    assert re.search(r"NAME\s+PHASE\s+GPUS\s+TOKENS/S\s+\$/H\s+STALENESS\s+AGE", proc.stdout), proc.stdout
+    assert re.search(r"NAME\s+PHASE\s+GPUS\s+TOKENS/S\s+\$/H\s+STALENESS\s+REWARD\s+AGE", proc.stdout), proc.stdout
     assert not (Path(os.environ.get("HEXRL_CACHE_DIR", Path.home() / ".cache/hexrl")) / "clusters" / name).exists()

@@ -101,12 +101,17 @@ class StatusStep:
         return health, podhealth.next_not_ready_check(deployed, now, grace)
 
     def _announce_blocker(self, job: dict[str, Any], mem: JobMemory, h: st.Health) -> None:
-        """A Warning Event naming the pod (or the dataset) and the cause when that changes — not every pass."""
+        """A Warning Event naming the pod (or the dataset) and the cause when the cause changes — not every
+        pass, and not again when the same cause moves to another pod: the job's pods appear over several
+        passes (the coordinator's through its ReplicaSet), so the first-ranked pod with one missing PVC
+        changes while the problem stays the same."""
         blocker = h.blocker()
         key = None
         if blocker is not None:
-            first = h.problems[0].pod if h.problems and not h.data_error else "dataset"
-            key = f"{blocker[0]}|{first}"
+            first = h.problems[0] if h.problems and not h.data_error else None
+            # the kind and Kubernetes' word for it (Unschedulable, ImagePullBackOff, …): its detail moves too
+            # ("PVC not found" → "PVC unbound" while the claim binds) without being news
+            key = f"{blocker[0]}|{first.cause}" if first is not None else f"{blocker[0]}|dataset"
         if key != mem.blocker_key and blocker is not None:
             self._event(job, "Warning", *blocker)
         mem.blocker_key = key

@@ -421,7 +421,8 @@ def test_a_missing_pvc_is_named_in_ready_and_one_event_until_it_exists(kube: Kub
     try:
         kube.apply_all(volumes)
         running(kube, "math", timeout=120)
-        assert len(kube.events("math", reasons.POD_UNSCHEDULABLE)) == 1
+        events = kube.events("math", reasons.POD_UNSCHEDULABLE)
+        assert len(events) == 1, [e["message"] for e in events]
     finally:
         kube.cluster.kubectl("delete", "pv", volumes[0]["metadata"]["name"], "--wait=false", check=False)
 

@@ -33,9 +33,11 @@ def chart_operator(realcluster: RealCluster) -> Iterator[dict]:
     repository, tag = images["operator"].rsplit(":", 1)
     # The host operator of the previous module created the job priority classes itself (the developer path);
     # the chart owns them when installed, as on a fresh cluster.
+    # The same goes for its namespace, which holds the key Secret the host operator made for itself.
     for pc in realcluster.json("get", "priorityclasses")["items"]:
         if pc["metadata"]["name"].startswith("hexrl-"):
             realcluster.kubectl("delete", "priorityclass", pc["metadata"]["name"])
+    realcluster.kubectl("delete", "namespace", OPERATOR_NS, "--ignore-not-found", "--wait=true", "--timeout=120s")
     helm(realcluster, "install", RELEASE, str(ROOT / "charts" / "hexrl"), "--namespace", OPERATOR_NS,
          "--create-namespace", "--wait", "--timeout", "180s",
          "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",

@@ -27,7 +27,8 @@ def test_down_removes_every_trace(realcluster: RealCluster) -> None:
     wait_for(lambda: all(p["status"].get("phase") == "Running" for p in realcluster.pods("default")
                          if p["metadata"]["name"].startswith("sleeper")) and len(realcluster.pods("default")) >= 2,
              120, "both sleeper pods Running")
-    assert all(realcluster.containers_on_nodes().values())
+    containers = realcluster.containers_on_nodes()
+    assert containers["cpu-ondemand-0"] and containers["cpu-spot-0"], containers
     state = json.loads((realcluster.cluster.workdir / "state.json").read_text())
     realcluster.cluster.down()
     leftovers = realcluster.cluster.real_leftovers(state)
