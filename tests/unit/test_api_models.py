@@ -62,7 +62,14 @@ def test_wire_round_trip_uses_camel_case() -> None:
     assert RLJob.model_validate(wire) == job
 
 
-def test_grpo_needs_a_group_but_ppo_does_not() -> None:
+@pytest.mark.parametrize("name", ["grpo", "rloo", "dr_grpo"])
+def test_every_estimator_needs_a_group(name: str) -> None:
+    RLJob.model_validate(rljob(algorithm__name=name, algorithm__groupSize=2))
     with pytest.raises(ValidationError, match="groupSize must be at least 2"):
-        RLJob.model_validate(rljob(algorithm__groupSize=1))
-    RLJob.model_validate(rljob(algorithm__name="ppo", algorithm__groupSize=1))
+        RLJob.model_validate(rljob(algorithm__name=name, algorithm__groupSize=1))
+
+
+def test_ppo_is_refused_with_what_to_use_instead() -> None:
+    """ppo was accepted and silently ran GRPO (with groupSize 1 it learned nothing): it needs a critic."""
+    with pytest.raises(ValidationError, match=r"needs a value critic.*use grpo, rloo or dr_grpo"):
+        RLJob.model_validate(rljob(algorithm__name="ppo", algorithm__groupSize=1))

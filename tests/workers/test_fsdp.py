@@ -1,4 +1,6 @@
-"""Two trainer ranks with FSDP over gloo on CPU, against a real coordinator and rollout worker."""
+"""A trainer pod of two processes (the pod's launcher, FSDP2 over gloo on CPU), against a real coordinator and
+rollout worker: uneven row shares and several PPO minibatches per batch (every rank must issue the same
+collectives, or the gang hangs), publishing from sharded state, a full checkpoint."""
 
 from __future__ import annotations
 
@@ -27,9 +29,11 @@ def _free_port() -> int:
 
 
 def test_two_fsdp_ranks_train_publish_and_checkpoint(tmp_path):
-    # 7 prompts × 2 = 14 rows, micro-batch 4: uneven shares across ranks exercise the padding passes
-    spec = tiny_spec(**{"algorithm.totalSteps": 3, "algorithm.promptsPerStep": 7, "algorithm.groupSize": 2,
-                        "algorithm.microBatchSize": 4, "checkpoint.everySteps": 3, "weightSync.relay": False,
+    # 3 prompts × 3 = 9 rows, micro-batch 2, 2 minibatches: shares of 5 and 4 rows (3 and 2 micro-batches of
+    # their own), so a rank runs padding passes and the π_prox pre-pass must match the update's pass count
+    spec = tiny_spec(**{"algorithm.totalSteps": 3, "algorithm.promptsPerStep": 3, "algorithm.groupSize": 3,
+                        "algorithm.microBatchSize": 2, "algorithm.ppoMinibatches": 2,
+                        "checkpoint.everySteps": 3, "weightSync.relay": False,
                             "reward.function": "workers_builders:parity_reward"})
     server = build_coordinator(spec, TOKEN)
     coord = ThreadedCoordinator(server)
@@ -43,11 +47,10 @@ def test_two_fsdp_ranks_train_publish_and_checkpoint(tmp_path):
     wt.start()
     procs = []
     try:
-        for rank in (0, 1):
-            env = subprocess_env(config, TOKEN, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                                 MASTER_PORT=str(mport), HEXRL_WEIGHTS_PORT=str(wport))
-            procs.append(subprocess.Popen([PYTHON, "-m", "hexrl_workers", "trainer"], env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        env = subprocess_env(config, TOKEN, LOCAL_WORLD_SIZE="2", HEXRL_DATA_PARALLEL="2", HEXRL_FSDP="true",
+                             MASTER_ADDR="127.0.0.1", MASTER_PORT=str(mport), HEXRL_WEIGHTS_PORT=str(wport))
+        procs.append(subprocess.Popen([PYTHON, "-m", "hexrl_workers", "trainer"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
         # rank 0 serves the weights of the final version until it exits: fetch them while it runs
         import time
 

@@ -2,7 +2,9 @@
 
 Configuration comes from the environment and the mounted worker config (`hexrl.api.workerconfig`):
 HEXRL_JOB, HEXRL_ROLE, HEXRL_CONFIG, HEXRL_TOKEN, HEXRL_COORDINATOR_URL, HEXRL_WEIGHTS_URL,
-HEXRL_POD_IP, and for trainer ranks RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT; ports move with HEXRL_PORT,
+HEXRL_POD_IP, and for trainer pods the gang's layout (`hexrl.api.trainerlayout`) with MASTER_ADDR/MASTER_PORT:
+`trainer` launches one `trainer-rank` process per GPU (`trainer.launch`; in-process when the gang is a
+single process), each given RANK/LOCAL_RANK/WORLD_SIZE; ports move with HEXRL_PORT,
 HEXRL_WEIGHTS_PORT, HEXRL_RELAY_PORT and HEXRL_TRAINER_METRICS_PORT. A configuration error is printed as
 one sentence and exits with status 2 (Kubernetes shows it in the pod's last state: the operator renders
 `terminationMessagePolicy: FallbackToLogsOnError`). Every role serves /healthz, /readyz and /metrics on its
@@ -23,7 +25,9 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hexrl.api.workerconfig import (
     COORDINATOR_PORT,
@@ -32,6 +36,8 @@ from hexrl.api.workerconfig import (
     ENV_COORDINATOR_PORT,
     ENV_COORDINATOR_URL,
     ENV_JOB,
+    ENV_MASTER_ADDR,
+    ENV_MASTER_PORT,
     ENV_POD_IP,
     ENV_RANK,
     ENV_RELAY_PORT,
@@ -50,10 +56,18 @@ from hexrl.api.workerconfig import (
     parse_worker_config,
 )
 from hexrl_workers.client import CoordinatorUnavailable
+from hexrl_workers.trainer.launch import RANK_ROLE
+
+if TYPE_CHECKING:
+    from hexrl.api.trainerlayout import TrainerLayout
 
 log = logging.getLogger("hexrl_workers")
 WAIT_FOREVER = math.inf
 """Coordinator retry budget in pods: wait as long as it takes (SIGTERM still stops the wait)."""
+ENV_TORCH_THREADS = "HEXRL_TORCH_THREADS"
+"""torch intra-op threads of each trainer process (unset: torch's default; the local runner sets 1)."""
+ENV_TRAINER_STATS = "HEXRL_TRAINER_STATS"
+"""File where trainer rank 0 writes its per-step statistics at the end (the local runner reads them)."""
 _STOPPING = threading.Event()
 """Set by the SIGTERM/SIGINT handlers of every role (tells an error on the way out from a failure)."""
 
@@ -122,30 +136,64 @@ def _rollout(cfg: WorkerConfig, token: str | None) -> int:
 
 
 def _trainer(cfg: WorkerConfig, token: str | None) -> int:
+    """A trainer pod: train in this process when the gang is one process, else launch one per GPU."""
+    from hexrl.api.trainerlayout import TrainerLayout
+    from hexrl_workers.trainer.launch import Rendezvous, launch
+
+    layout, node_rank = TrainerLayout.from_env(os.environ)
+    layout.check(cfg.spec.model.shape)
+    if layout.world_size == 1:
+        return _trainer_rank(cfg, token, layout=layout)
+    rendezvous = Rendezvous(os.environ.get(ENV_MASTER_ADDR, "127.0.0.1"),
+                            int(os.environ.get(ENV_MASTER_PORT, "29500")), run_id=cfg.job)
+    return launch(layout, node_rank, rendezvous)
+
+
+def _trainer_rank(cfg: WorkerConfig, token: str | None, layout: TrainerLayout | None = None) -> int:
+    """One trainer process (rank RANK of WORLD_SIZE, GPU LOCAL_RANK): train until done or SIGTERM."""
+    from hexrl.api.trainerlayout import TrainerLayout
     from hexrl_workers.metrics import Metrics
     from hexrl_workers.statusserver import Readiness, ThreadedStatusServer
     from hexrl_workers.trainer.loop import Trainer, TrainerSettings
 
+    if layout is None:
+        layout, _ = TrainerLayout.from_env(os.environ)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: (_STOPPING.set(), stop.set()))
-    # Every rank serves its probes and metrics from the start: not ready until it can train.
+    # The pod's probes and metrics come from its first process, from the start: not ready until it trains.
     metrics, readiness = Metrics("trainer"), Readiness("starting")
-    status = ThreadedStatusServer(metrics, readiness, port=_port(ENV_TRAINER_METRICS_PORT, TRAINER_METRICS_PORT))
+    status = (ThreadedStatusServer(metrics, readiness, port=_port(ENV_TRAINER_METRICS_PORT, TRAINER_METRICS_PORT))
+              if local_rank == 0 else None)
+    threads = os.environ.get(ENV_TORCH_THREADS)
     try:
         trainer = Trainer(cfg.spec, stop=stop, metrics=metrics, readiness=readiness, settings=TrainerSettings(
             coordinator_url=os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url), token=token,
             checkpoint_dir=cfg.effective_checkpoint_dir(), weights_port=_port(ENV_WEIGHTS_PORT, WEIGHTS_PORT),
+            advertise_host=os.environ.get(ENV_POD_IP, "127.0.0.1"),
             rank=int(os.environ.get(ENV_RANK, "0")), world_size=int(os.environ.get(ENV_WORLD_SIZE, "1")),
+            local_rank=local_rank, layout=layout, torch_threads=int(threads) if threads else None,
             coordinator_retry_seconds=WAIT_FOREVER, device=_device(),
         ))
         try:
-            trainer.run(stop)
+            stats = trainer.run(stop)
         finally:
             trainer.close()
+        _write_stats(stats)
     finally:
-        status.close()
+        if status is not None:
+            status.close()
     return 0
+
+
+def _write_stats(stats: list[dict[str, float]]) -> None:
+    """Rank 0's per-step statistics as JSON lines, where the local runner asked for them."""
+    path = os.environ.get(ENV_TRAINER_STATS)
+    if path and int(os.environ.get(ENV_RANK, "0")) == 0:
+        import json
+
+        Path(path).write_text("".join(json.dumps(s) + "\n" for s in stats))
 
 
 def _device() -> str:
@@ -166,17 +214,24 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("HEXRL_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     role = argv[0] if argv else os.environ.get(ENV_ROLE, "")
+    if role == RANK_ROLE:  # started by the trainer pod's launcher, not by hand
+        return _run_role(role, _trainer_rank)
     roles = [r.value for r in Role]
     if role not in roles:
         print(f"usage: python -m hexrl_workers {{{'|'.join(roles)}}} (or set {ENV_ROLE}); got {role!r}",
               file=sys.stderr)
         return 2
+    handler = {"coordinator": _coordinator, "rollout": _rollout, "trainer": _trainer}[role]
+    return _run_role(role, handler)
+
+
+def _run_role(role: str, handler: Callable[[WorkerConfig, str | None], int]) -> int:
+    """Load the config and run `handler`; configuration errors become one sentence and exit 2."""
     try:
         cfg = load_config()
         token = os.environ.get(ENV_TOKEN) or None
         if os.environ.get(ENV_JOB) and os.environ[ENV_JOB] != cfg.job:
             raise WorkerConfigError(f"{ENV_JOB}={os.environ[ENV_JOB]} but the config is for job {cfg.job}")
-        handler = {"coordinator": _coordinator, "rollout": _rollout, "trainer": _trainer}[role]
         return handler(cfg, token)
     except CoordinatorUnavailable as exc:
         return _stopped_cleanly(role, exc, _STOPPING.is_set())

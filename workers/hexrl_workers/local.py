@@ -52,6 +52,8 @@ class LocalOptions:
     """Live progress line on the terminal."""
     max_items: int = 2
     """Groups per rollout engine batch."""
+    trainer_procs: int = 1
+    """Trainer processes (FSDP ranks over gloo on CPU); >1 starts them as a trainer pod does."""
 
 
 def _trainer_actor_cls():  # type: ignore[no-untyped-def]
@@ -59,12 +61,22 @@ def _trainer_actor_cls():  # type: ignore[no-untyped-def]
 
     @ray.remote(num_cpus=0, max_concurrency=2)
     class TrainerActor:
-        def __init__(self, spec_json: str, settings: dict[str, Any]) -> None:
+        def __init__(self, spec_json: str, settings: dict[str, Any], procs: int) -> None:
             logging.basicConfig(level=logging.WARNING)
+            from hexrl_workers.trainer.launch import LocalGang
             from hexrl_workers.trainer.loop import Trainer, TrainerSettings
 
             self.stop_event = threading.Event()
-            self.trainer = Trainer(RLJobSpec.model_validate_json(spec_json), TrainerSettings(**settings))
+            spec = RLJobSpec.model_validate_json(spec_json)
+            self.trainer: Trainer | LocalGang
+            if procs > 1:  # the trainer pod's own launch path, with `procs` FSDP ranks
+                self.workdir = tempfile.mkdtemp(prefix="hexrl-trainer-")
+                self.trainer = LocalGang(
+                    spec, procs, settings["coordinator_url"], settings["token"], settings["checkpoint_dir"],
+                    settings["advertise_host"], self.workdir, settings["total_steps"],
+                )
+            else:
+                self.trainer = Trainer(spec, TrainerSettings(**settings))
 
         def weights_url(self) -> str:
             return self.trainer.weights_url
@@ -224,7 +236,7 @@ def _run_actors(
     trainer = _trainer_actor_cls().remote(spec_json, {
         "coordinator_url": coordinator_url, "token": token, "checkpoint_dir": ckdir, "total_steps": steps,
         "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
-    })
+    }, opts.trainer_procs)
     actors.append(trainer)
     weights_url = ray.get(trainer.weights_url.remote())
     rollout_cls = _rollout_actor_cls()

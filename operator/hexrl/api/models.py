@@ -15,7 +15,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from hexrl.api.quantity import QUANTITY_MAX_LENGTH, QUANTITY_PATTERN, parse_quantity
@@ -118,9 +118,11 @@ class ModelSpec(_Model):
 
 
 class AlgorithmName(StrEnum):
+    """Critic-free advantage estimators the trainer implements (`hexrl_workers.trainer.algorithm`)."""
+
     grpo = "grpo"
-    ppo = "ppo"
     rloo = "rloo"
+    dr_grpo = "dr_grpo"
 
 
 class LRSchedule(StrEnum):
@@ -131,7 +133,11 @@ class LRSchedule(StrEnum):
 class AlgorithmSpec(_Model):
     """The RL algorithm; all variants train with the decoupled PPO objective (AReaL)."""
 
-    name: AlgorithmName = Field(AlgorithmName.grpo, description="Advantage estimator.")
+    name: AlgorithmName = Field(
+        AlgorithmName.grpo,
+        description="Advantage estimator: grpo (group-normalised), rloo (leave-one-out baseline) or dr_grpo "
+        "(no std normalisation, token sum over a constant length). All are critic-free.",
+    )
     group_size: int = Field(16, ge=1, le=1024, description="Responses sampled per prompt (GRPO group).")
     prompts_per_step: int = Field(64, ge=1, le=65536, description="Prompts per training step (B = this × groupSize).")
     learning_rate: float = Field(1.0e-6, gt=0, le=1.0, description="Optimizer learning rate.")
@@ -144,22 +150,35 @@ class AlgorithmSpec(_Model):
     decoupled: bool = Field(True, description="Decoupled PPO objective (behaviour vs proximal policy).")
     total_steps: int | None = Field(None, ge=1, description="Stop after this many trainer steps (unset = forever).")
     micro_batch_size: int = Field(8, ge=1, description="Sequences per forward/backward micro-batch.")
+    ppo_minibatches: int = Field(
+        1, ge=1, le=64,
+        description="Optimizer steps per batch (1: one step, π_prox = the policy before it; more make the clip "
+        "against π_prox bite, with π_prox's log-probs computed first).",
+    )
     seed: int = Field(0, ge=0, description="Random seed for data order, sampling and init.")
 
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {
-            "rule": "!has(self.name) || self.name == 'ppo' || !has(self.groupSize) || self.groupSize >= 2",
-            "message": "algorithm.groupSize must be at least 2 for grpo and rloo (advantages are relative to the group)",
+            "rule": "!has(self.groupSize) || self.groupSize >= 2",
+            "message": "algorithm.groupSize must be at least 2 (advantages are relative to the group)",
             "fieldPath": ".groupSize",
         }
     ]
 
+    @field_validator("name", mode="before")
+    @classmethod
+    def _no_critic(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.lower() == "ppo":
+            raise ValueError(
+                "algorithm.name 'ppo' needs a value critic, which hexrl does not train; use grpo, rloo or dr_grpo "
+                "(critic-free, trained with the same clipped PPO objective; groupSize >= 2)"
+            )
+        return value
+
     @model_validator(mode="after")
     def _group_for_relative_advantages(self) -> AlgorithmSpec:
-        if self.name != AlgorithmName.ppo and self.group_size < 2:
-            raise ValueError(
-                "algorithm.groupSize must be at least 2 for grpo and rloo (advantages are relative to the group)"
-            )
+        if self.group_size < 2:
+            raise ValueError("algorithm.groupSize must be at least 2 (advantages are relative to the group)")
         return self
 
 

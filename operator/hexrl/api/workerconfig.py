@@ -21,7 +21,9 @@ overrides `spec.staleness.maxPolicyLag`, which is only its initial value.
 Environment of every pod (names are the `ENV_*` constants below): `HEXRL_JOB` (job name), `HEXRL_ROLE`
 (coordinator|rollout|trainer), `HEXRL_CONFIG` (path of this file), `HEXRL_TOKEN` (the per-job bearer token,
 from the Secret key `SECRET_TOKEN_KEY`), `HEXRL_COORDINATOR_URL` (overrides `coordinatorUrl`); for trainer
-ranks also `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` (torch.distributed's own names), and
+pods also the gang's layout and rendezvous (`hexrl.api.trainerlayout`: pods, processes per pod, parallel
+degrees, `MASTER_ADDR`, `MASTER_PORT`; the pod's launcher gives each process `RANK`, `LOCAL_RANK` and
+`WORLD_SIZE`, torch.distributed's own names), and
 optionally `HEXRL_WEIGHTS_URL`, `HEXRL_POD_IP` (a rollout worker's own address, advertised to peers for
 weight relay; the operator sets it from the downward API `status.podIP`). The ports below can be moved by
 `HEXRL_PORT` (coordinator), `HEXRL_WEIGHTS_PORT`, `HEXRL_RELAY_PORT` and `HEXRL_TRAINER_METRICS_PORT`

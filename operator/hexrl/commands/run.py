@@ -25,6 +25,10 @@ def run_command(
     summary: Path | None = typer.Option(None, "--summary", help="Also write the JSON summary to this file."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Join an existing Ray cluster."),
     workers: int = typer.Option(2, "--workers", min=1, max=256, help="Rollout workers."),
+    trainer_procs: int = typer.Option(
+        1, "--trainer-procs", min=1, max=64,
+        help="Trainer processes: FSDP ranks over gloo, launched as a trainer pod launches them.",
+    ),
     checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Default: a fresh temp dir."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress line."),
 ) -> None:
@@ -40,7 +44,7 @@ def run_command(
     from hexrl_workers.modeling import ModelSourceError
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    opts = LocalOptions(steps=steps, sync=sync, workers=workers, ray_address=ray_address,
+    opts = LocalOptions(steps=steps, sync=sync, workers=workers, ray_address=ray_address, trainer_procs=trainer_procs,
                         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, show_progress=not quiet)
     try:
         result = run_local(job, opts)

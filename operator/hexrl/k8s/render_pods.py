@@ -14,6 +14,7 @@ from typing import Any
 
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import RLJobSpec
+from hexrl.api.trainerlayout import TrainerLayout
 from hexrl.k8s.render_common import (
     EPOCH_LABEL,
     HOSTNAME_LABEL,
@@ -97,19 +98,23 @@ def _trainer_pod(
     return with_hash(pod)
 
 
-def _trainer_env(job: JobRef, plan: Plan, rank: int, gpus: int) -> list[dict[str, Any]]:
-    """torch.distributed rendezvous (rank, world, master) and the trainer's parallelism."""
+def trainer_layout(plan: Plan) -> TrainerLayout:
+    """The process layout of the planned trainer: one process per planned GPU, pods in node order."""
     t = plan.trainer
+    return TrainerLayout(
+        procs_per_node=tuple(t.gpus_per_node), data_parallel=t.data_parallel, tensor_parallel=t.tensor_parallel,
+        pipeline_parallel=t.pipeline_parallel, fsdp=t.fsdp,
+    )
+
+
+def _trainer_env(job: JobRef, plan: Plan, rank: int, gpus: int) -> list[dict[str, Any]]:
+    """The gang's layout (pods, processes per pod, parallel degrees) and the launcher's rendezvous."""
+    layout = trainer_layout(plan)
+    assert layout.procs_per_node[rank] == gpus
     return [
-        {"name": wc.ENV_RANK, "value": str(rank)},
-        {"name": wc.ENV_WORLD_SIZE, "value": str(len(t.nodes))},
+        *({"name": name, "value": value} for name, value in layout.pod_env(rank)),
         {"name": wc.ENV_MASTER_ADDR, "value": master_addr(job)},
         {"name": wc.ENV_MASTER_PORT, "value": str(RENDEZVOUS_PORT)},
-        {"name": "LOCAL_WORLD_SIZE", "value": str(gpus)},
-        {"name": "HEXRL_DATA_PARALLEL", "value": str(t.data_parallel)},
-        {"name": "HEXRL_TENSOR_PARALLEL", "value": str(t.tensor_parallel)},
-        {"name": "HEXRL_PIPELINE_PARALLEL", "value": str(t.pipeline_parallel)},
-        {"name": "HEXRL_FSDP", "value": "true" if t.fsdp else "false"},
     ]
 
 

@@ -461,7 +461,10 @@ class PlannerSettings:
     LP of ~1 ms each at most); beyond, the θ bisection. 1,200: on the 1,024-GPU bench cluster (507
     strategies) bound-and-prune takes 0.08 s against 0.6 s for the bisection; at 5,000 strategies the
     LPs alone cost more than the bisection's 15 MILPs."""
-    max_pipeline_parallel: int = 16
-    """Largest PP degree considered (PP is only used when one node cannot hold the model)."""
+    max_pipeline_parallel: int = 1
+    """Largest PP degree considered (PP is only used when one node cannot hold the model). 1: the trainer and
+    the rollout engine execute no pipeline parallelism, and the planner offers only layouts they run; a
+    model that no node can hold is infeasible, with that reason. Larger values are for what-if studies of
+    the cost model only (`hexrl.api.trainerlayout` refuses such a layout at start-up)."""
     compute_baselines: bool = True
     """Also compute the best homogeneous plan per GPU type on the same budget (explanation)."""

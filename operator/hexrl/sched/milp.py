@@ -141,6 +141,10 @@ __all__ = [
 
 _FASTER = (1.25, 1.5, 2.0, 3.0, 5.0)
 """With the gate model, also offer the strategies reaching these multiples of θ (and the fastest)."""
+_FASTER_ALL = 16
+"""...or every faster strategy of the pool when it has at most this many: under a budget a serial (η = 0)
+plan can peak at a middle strategy, between the multiples (a one-node 0.5B job: DP7 beat the DP6 and DP8
+offered by 2.4 %)."""
 
 
 def _per_pool_min(
@@ -162,6 +166,9 @@ def _per_pool_min(
         out.add(ids[k])
         if faster is not None and not faster(ids[k], theta):
             out.add(ids[-1])
+            if len(ids) - k <= _FASTER_ALL:
+                out.update(ids[k:])
+                continue
             for m in _FASTER:
                 j = bisect.bisect_left(rates[q], theta * m * (1 - 1e-12))
                 if j < len(ids):

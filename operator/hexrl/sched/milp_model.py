@@ -38,6 +38,7 @@ from hexrl.sched.milp_problem import (
     gate_coefficient,
     generating_cap,
     serial_tangents,
+    surplus_applies,
     train_usage,
     ws_lookup,
 )
@@ -263,8 +264,9 @@ def _floor_and_surplus_rows(m: Model) -> None:
     p = m.p
     if p.floor > 0:
         m.prob += pulp.lpSum(o.rate * yi for o, yi in zip(p.rollout, m.y, strict=True) if not o.spot) >= p.floor * m.t
-    h_max = max((o.rate for o in p.rollout), default=0.0)
-    m.prob += m.rollout_rate(m.y) <= p.surplus_factor * m.t + h_max
+    if surplus_applies(p):
+        h_max = max((o.rate for o in p.rollout), default=0.0)
+        m.prob += m.rollout_rate(m.y) <= p.surplus_factor * m.t + h_max
 
 
 def build_model(

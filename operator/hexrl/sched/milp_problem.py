@@ -294,7 +294,7 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
     if od < p.floor * t * (1 - tol) - tol:
         bad.append("floor")
     h_max = max((o.rate for o in p.rollout), default=0.0)
-    if capacity > p.surplus_factor * t + h_max + tol * max(1.0, capacity):
+    if surplus_applies(p) and capacity > p.surplus_factor * t + h_max + tol * max(1.0, capacity):
         bad.append("surplus")
     if any(y > o.max_count for o, y in zip(p.rollout, counts, strict=True)):
         bad.append("max_count")
@@ -308,3 +308,11 @@ def evaluate(p: Problem, train: int, counts: Sequence[int]) -> Evaluation:
         feasible=not bad and t > 0,
         violations=tuple(bad),
     )
+
+
+def surplus_applies(p: Problem) -> bool:
+    """The surplus cap (rollout ≤ surplus·T + one replica) describes rollout running beside the trainer
+    (η > 0), where more than the trainer absorbs only costs money. A synchronous job (η = 0, gated) alternates:
+    rollout waits while the trainer trains, so its rate while generating exceeds T by design, and more of
+    it shortens every step."""
+    return not (p.gated and p.policy_lag == 0)

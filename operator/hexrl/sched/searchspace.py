@@ -2,9 +2,11 @@
 
 `_build` turns an RLJob spec and a cluster into a `_Built`: the pools the job may use (its GPU-type
 and pool allow-lists, known GPU types, nodes not going away), per pool the undominated rollout
-configurations (TP from the pool's chain of sizes — powers of two dividing GPUs per node — and PP
-across whole nodes only when one node cannot hold the model) with their cost-model rates, latencies
-and count bounds, the training strategies (DP×TP×PP with and without FSDP, DP growing only until the
+configurations (TP from the pool's chain of sizes — powers of two dividing GPUs per node — that the
+rollout engine can split the model's heads over, and PP across whole nodes only when one node cannot
+hold the model and `max_pipeline_parallel` allows it, which by default it does not) with their
+cost-model rates, latencies and count bounds, the training strategies (DP×TP with and without FSDP, TP
+dividing the heads, key/value heads and MLP width as the trainer requires, DP growing only until the
 trainer outruns every possible rollout, or past it while the step is not negligible), and the MILP
 `Problem` over them. `planner` solves it, places and explains the answer. Pure, like the planner.
 """
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from hexrl.api import reasons
 from hexrl.api.models import RLJobSpec
+from hexrl.api.trainerlayout import tensor_parallel_fits
 from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, GPUSpec
 from hexrl.sched.costmodel import (
     CostModelSettings,
@@ -155,7 +158,7 @@ def _rollout_candidates(
             continue
         gpn = pool.info.gpus_per_node
         found: list[_RolloutMeta] = []
-        for tp in pool.chain:
+        for tp in _rollout_tp(pool.chain, job):
             e = decode_tokens_per_second(pool.spec, w, tp, 1, s, pool.inter_gbps, pool.memory_gb)
             if e is not None:
                 a = spot_availability(pool.info.preemptions_per_node_hour, 1, s) if pool.info.spot else 1.0
@@ -170,6 +173,14 @@ def _rollout_candidates(
                     break
         out.extend(_undominated_rollout(found))
     return out
+
+
+def _rollout_tp(chain: Sequence[int], job: RLJobSpec) -> list[int]:
+    """TP degrees the rollout engine can run: vLLM splits the query heads evenly and either splits the
+    key/value heads evenly or replicates them (TP a multiple of their count)."""
+    sh = job.model.shape
+    heads = sh.attention_heads or max(1, sh.hidden_size // sh.head_dim)
+    return [tp for tp in chain if heads % tp == 0 and (sh.kv_heads % tp == 0 or tp % sh.kv_heads == 0)]
 
 
 def _undominated_rollout(found: list[_RolloutMeta]) -> list[_RolloutMeta]:
@@ -208,14 +219,15 @@ def _train_candidates(
         if pool.info.spot and job.placement.spot.trainer == "forbidden":
             continue
         gpn = pool.info.gpus_per_node
-        layouts = [(tp, 1) for tp in pool.chain]
+        chain = [tp for tp in pool.chain if tensor_parallel_fits(job.model.shape, tp)]
+        layouts = [(tp, 1) for tp in chain]
         fits_one_node = any(
             training_tokens_per_second(pool.spec, w, d, tp, 1, f, s, gpn, pool.inter_gbps, pool.memory_gb)
-            for tp in pool.chain
+            for tp in chain
             for f in (False, True)
             for d in {1, max(1, gpn // tp)}
         )
-        if not fits_one_node:
+        if not fits_one_node and tensor_parallel_fits(job.model.shape, gpn):
             layouts += [(gpn, pp) for pp in range(2, max_pp + 1)]
         for tp, pp in layouts:
             size = tp * pp

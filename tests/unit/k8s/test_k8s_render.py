@@ -115,7 +115,8 @@ def test_trainer_gang_ranks_rendezvous_and_pdb():
     assert len(pods) == 2
     for rank, pod in enumerate(pods):
         env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-        assert (env["RANK"], env["WORLD_SIZE"]) == (str(rank), "2")
+        assert (env["HEXRL_NODE_RANK"], env["HEXRL_NNODES"], env["LOCAL_WORLD_SIZE"]) == (str(rank), "2", "8")
+        assert "RANK" not in env and "WORLD_SIZE" not in env  # the pod's launcher gives each process its own
         assert env["MASTER_ADDR"] == "trainer-0.math-trainer.research.svc"
         assert pod["spec"]["hostname"] == f"trainer-{rank}" and pod["spec"]["subdomain"] == "math-trainer"
         expr = pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]["matchExpressions"][0]
@@ -272,3 +273,27 @@ def test_coordinator_keeps_off_spot_nodes_unless_the_trainer_may_use_spot():
     affinity = coordinator_affinity(RLJobSpec.model_validate(allowed), settings)["nodeAffinity"]
     assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity
     assert affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"] == 100
+
+
+@pytest.mark.parametrize("params,layers,hidden,kv", [(1.5e9, 28, 1536, 2), (7.6e9, 28, 3584, 4), (14.7e9, 48, 5120, 8)])
+def test_planned_trainer_pods_carry_a_layout_the_trainer_accepts(params, layers, hidden, kv):
+    """Planner → rendered trainer pods → the environment the trainer parses at start-up → accepted."""
+    from hexrl.api.trainerlayout import TrainerLayout
+    from hexrl.sched import Infeasible
+    from hexrl.sched import plan as make_real_plan
+    from hexrl.sched.costmodel import PlannerSettings
+
+    sp = spec(model__shape={"parameters": params, "layers": layers, "hiddenSize": hidden, "kvHeads": kv,
+                            "headDim": 128, "vocab": 151936}, budget={"maxCostPerHour": 500})
+    snap = snapshot()
+    p = make_real_plan(sp, snap.cluster, PlannerSettings(compute_baselines=False))
+    assert not isinstance(p, Infeasible), p
+    pods = render.render_trainer_pods(JOB, sp, p, snap, 0, S)
+    assert len(pods) == len(p.trainer.nodes)
+    for node_rank, pod in enumerate(pods):
+        env = {e["name"]: e["value"] for e in pod["spec"]["containers"][0]["env"] if "value" in e}
+        layout, rank = TrainerLayout.from_env(env)
+        assert rank == node_rank and layout.world_size == p.trainer.gpus
+        layout.check(sp.model.shape)
+        gpus = pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
+        assert int(gpus) == layout.procs_per_node[node_rank]

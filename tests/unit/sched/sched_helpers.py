@@ -63,9 +63,18 @@ def make_cluster(pools, inter_pool_gbps=1.5):
     return Cluster(pools=tuple(infos), nodes=tuple(nodes), inter_pool_gbps=inter_pool_gbps)
 
 
+def _heads(job: RLJobSpec) -> tuple[int, int, int]:
+    sh = job.model.shape
+    return (sh.attention_heads or sh.hidden_size // sh.head_dim, sh.kv_heads, sh.intermediate_size or 4 * sh.hidden_size)
+
+
 def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | None = None) -> Problem:
-    """Every configuration and every strategy (no pruning, no early stops), straight from the cost model."""
+    """Every configuration and every strategy the runtime executes (no pruning, no early stops), straight
+    from the cost model: rollout TP splitting the query heads (key/value heads split or replicated),
+    training TP splitting query heads, key/value heads and the MLP, PP only up to `max_pipeline_parallel`."""
     s = settings or PlannerSettings()
+    heads, kv, mlp = _heads(job)
+    max_pp = s.max_pipeline_parallel
     cs = s.cost
     cat = _catalog(cluster)
     w = Workload.from_spec(job)
@@ -85,7 +94,8 @@ def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | N
         pools.append((p, spec, inter))
         caps.append(PoolCapacity(p.name, tuple((z, sum(z * (n.gpus_free // z) for n in nodes)) for z in chain)))
         if not (p.spot and job.placement.spot.rollout == "forbidden"):
-            layouts = [(t, 1) for t in chain] + [(p.gpus_per_node, k) for k in range(2, len(nodes) + 1)]
+            layouts = [(t, 1) for t in chain if heads % t == 0 and (kv % t == 0 or t % kv == 0)]
+            layouts += [(p.gpus_per_node, k) for k in range(2, min(len(nodes), max_pp) + 1)]
             fitted_tp = False
             for t, pp in layouts:
                 if pp > 1 and fitted_tp:
@@ -101,7 +111,10 @@ def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | N
                 if pp > 1:
                     break
         if not (p.spot and job.placement.spot.trainer == "forbidden"):
-            layouts = [(t, 1) for t in chain] + [(p.gpus_per_node, k) for k in range(2, len(nodes) + 1)]
+            split = [t for t in chain if heads % t == 0 and kv % t == 0 and mlp % t == 0]
+            layouts = [(t, 1) for t in split]
+            if p.gpus_per_node in split:
+                layouts += [(p.gpus_per_node, k) for k in range(2, min(len(nodes), max_pp) + 1)]
             for t, pp in layouts:
                 for dp in range(1, free // (t * pp) + 1):
                     for fsdp in (False, True):

@@ -1,10 +1,20 @@
-"""GRPO advantages and the decoupled PPO objective (AReaL, arXiv 2505.24298), in PyTorch.
+"""Critic-free advantages (GRPO, RLOO, Dr. GRPO) and the decoupled PPO objective (AReaL, arXiv
+2505.24298), in PyTorch.
 
-Advantages (GRPO). For a group of G responses to one prompt with rewards r_1..r_G:
+Advantages. For a group of G responses to one prompt with rewards r_1..r_G, every token of response k
+gets A_k:
 
-    A_k = (r_k - mean(r)) / (std(r) + δ)        (δ = 1e-6; a group with equal rewards has A = 0)
+    grpo     A_k = (r_k - mean(r)) / std(r)                      (DeepSeekMath, arXiv 2402.03300)
+    rloo     A_k = r_k - mean_{j≠k} r_j = G/(G-1) · (r_k - mean(r))   (leave-one-out baseline, arXiv 2402.14740)
+    dr_grpo  A_k = r_k - mean(r)                                 (no std normalisation, arXiv 2503.20783)
 
-and every token of response k gets A_k.
+computed in float64 (float32 leaves rounding noise of ~1e-7 in r - mean(r), which the std division of a
+group whose rewards are all equal blows up to O(1) advantages) and exactly 0 for a group whose rewards are
+all equal: it carries no signal.
+
+Loss aggregation. GRPO and RLOO average the per-token loss over all response tokens of the batch
+(token-mean, DAPO's fix of the per-sequence mean). Dr. GRPO removes the length bias as well: the token sum
+is divided by a constant, (number of responses) × maxNewTokens, so a long response is not down-weighted.
 
 Decoupled PPO. Three policies: the behaviour policy π_behav that generated token t (its log-prob is
 in the trajectory, possibly from several versions after migration), the proximal policy π_prox = the
@@ -30,6 +40,7 @@ from typing import Any
 
 import torch
 
+from hexrl.api.models import AlgorithmName
 from hexrl_workers.protocol import Trajectory
 
 
@@ -49,11 +60,34 @@ class LossSettings:
     """T of the sampling distribution (generation.temperature; 0 = greedy, treated as 1)."""
 
 
+def group_advantages(rewards: torch.Tensor, group_size: int, estimator: AlgorithmName = AlgorithmName.grpo,
+                     eps: float = 1e-6) -> torch.Tensor:
+    """rewards [N] ordered group by group → float32 advantages [N] of `estimator` (see the module docstring)."""
+    r = rewards.to(torch.float64).view(-1, group_size)
+    centred = r - r.mean(dim=1, keepdim=True)
+    if estimator == AlgorithmName.grpo:
+        a = centred / (r.std(dim=1, unbiased=False, keepdim=True) + eps)
+    elif estimator == AlgorithmName.rloo:
+        a = centred * (group_size / (group_size - 1))
+    elif estimator == AlgorithmName.dr_grpo:
+        a = centred
+    else:
+        raise ValueError(f"no advantage estimator for algorithm {estimator!r}")
+    flat = (r.amax(dim=1, keepdim=True) == r.amin(dim=1, keepdim=True)).expand_as(r)
+    return a.masked_fill(flat, 0.0).reshape(-1).to(torch.float32)
+
+
 def grpo_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
-    """rewards [N] ordered group by group → advantages [N]."""
-    r = rewards.view(-1, group_size)
-    a = (r - r.mean(dim=1, keepdim=True)) / (r.std(dim=1, unbiased=False, keepdim=True) + eps)
-    return a.reshape(-1)
+    """GRPO's advantages (`group_advantages` with the grpo estimator)."""
+    return group_advantages(rewards, group_size, AlgorithmName.grpo, eps)
+
+
+def loss_normaliser(estimator: AlgorithmName, response_tokens: float, responses: int, max_new_tokens: int) -> float:
+    """What the batch's summed per-token loss is divided by: its response tokens (token-mean), or for
+    Dr. GRPO the constant responses × maxNewTokens."""
+    if estimator == AlgorithmName.dr_grpo:
+        return float(responses * max_new_tokens)
+    return max(float(response_tokens), 1.0)
 
 
 @dataclass
@@ -74,7 +108,8 @@ class PackedBatch:
         )
 
 
-def pack_batch(trajs: list[Trajectory], group_size: int, pad_id: int) -> PackedBatch:
+def pack_batch(trajs: list[Trajectory], group_size: int, pad_id: int,
+               estimator: AlgorithmName = AlgorithmName.grpo) -> PackedBatch:
     n = len(trajs)
     width = max(len(t.prompt_tokens) + len(t.tokens) for t in trajs)
     ids = torch.full((n, width), pad_id, dtype=torch.long)
@@ -89,7 +124,7 @@ def pack_batch(trajs: list[Trajectory], group_size: int, pad_id: int) -> PackedB
         rmask[i, p - 1 : p - 1 + r] = 1
         blogp[i, p - 1 : p - 1 + r] = torch.tensor(t.logprobs)
     rewards = torch.tensor([t.reward for t in trajs], dtype=torch.float32)
-    return PackedBatch(ids, att, rmask, blogp, grpo_advantages(rewards, group_size), rewards)
+    return PackedBatch(ids, att, rmask, blogp, group_advantages(rewards, group_size, estimator), rewards)
 
 
 def token_logprobs(model: Any, ids: torch.Tensor, att: torch.Tensor, temperature: float) -> torch.Tensor:

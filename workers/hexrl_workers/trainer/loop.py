@@ -18,8 +18,11 @@ The proximal policy π_prox is the policy before this update. With one optimizer
 detached log-probs of the same forward pass *are* π_prox's recomputed log-probs and the separate
 no-grad pass is skipped; with several minibatches it is computed first, explicitly.
 
-With WORLD_SIZE > 1 the model is wrapped in FSDP (gloo on CPU, NCCL on GPU) and the ranks rendezvous
-through torch.distributed's env:// variables (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT).
+With more than one process the gang executes the planned layout (`hexrl.api.trainerlayout`) through
+`trainer.parallel`: a device mesh over the ranks (gloo on CPU, NCCL on GPU, rendezvous through
+torch.distributed's env:// variables set by the launcher), tensor parallelism inside each pod, FSDP2 across
+the data-parallel ranks. Rows are split by data-parallel rank; the ranks of one TP group train on the same
+rows.
 
 Resume: the newest complete checkpoint gives model, optimizer, step and version; if the coordinator is
 not at that version (it restarted, or the trainer ran ahead of the checkpoint) or holds an unacknowledged
@@ -39,6 +42,7 @@ from typing import Any
 import torch
 
 from hexrl.api.models import RLJobSpec
+from hexrl.api.trainerlayout import TrainerLayout
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.core import empty_snapshot
 from hexrl_workers.metrics import Metrics
@@ -50,9 +54,11 @@ from hexrl_workers.trainer.algorithm import (
     LossSettings,
     PackedBatch,
     decoupled_ppo_loss,
+    loss_normaliser,
     pack_batch,
     token_logprobs,
 )
+from hexrl_workers.trainer.parallel import ParallelModel, Ranks
 from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
 from hexrl_workers.weights.store import pack
 
@@ -81,13 +87,23 @@ class TrainerSettings:
     """Long-poll per batch request, seconds (the loop re-asks; only bounds a single HTTP call)."""
     max_grad_norm: float = 1.0
     """Gradient-norm clip: keeps one unlucky batch from wrecking a tiny model."""
-    ppo_minibatches: int = 1
-    """Optimizer steps per batch (1 = AReaL's default; >1 makes the clip against π_prox bite)."""
+    ppo_minibatches: int | None = None
+    """Optimizer steps per batch (None: spec.algorithm.ppoMinibatches; 1 = AReaL's default)."""
     behaviour_weight_cap: float = 5.0
     """Cap of π_prox/π_behav (see `algorithm.LossSettings`)."""
     rank: int = 0
+    """Global rank of this process (torch.distributed RANK)."""
     world_size: int = 1
+    """Processes of the whole gang (WORLD_SIZE)."""
+    local_rank: int = 0
+    """Rank inside the pod (LOCAL_RANK): the GPU this process uses."""
+    layout: TrainerLayout | None = None
+    """The planned layout (None: plain data parallelism with FSDP over all `world_size` ranks)."""
     device: str = "cpu"
+    """cpu or cuda (the process takes cuda:`local_rank`)."""
+    activation_checkpointing: bool | None = None
+    """Recompute each decoder layer's activations in backward (None: on GPUs and in multi-process gangs,
+    as the cost model assumes; off for a single CPU process, where memory is not the limit)."""
     torch_threads: int | None = None
     """torch intra-op threads (None: leave torch's default). The local runner sets 1 to share 2 cores."""
     coordinator_retry_seconds: float = 120.0
@@ -122,6 +138,7 @@ class Trainer:
         self.step_stats: list[dict[str, float]] = []
         self.weights: ThreadedWeightServer | None = None
         self.distributed = settings.world_size > 1
+        self.device = torch.device(f"cuda:{settings.local_rank}" if settings.device == "cuda" else settings.device)
         self._setup()
 
     # ------------------------------------------------------------------------------------- set-up
@@ -135,7 +152,7 @@ class Trainer:
         model = build_model(self.spec)
         self.ref_model = None
         if self.alg.kl_coef > 0:
-            self.ref_model = build_model(self.spec).eval().requires_grad_(False)
+            self.ref_model = build_model(self.spec).to(self.device).eval().requires_grad_(False)
         ck = checkpoint.latest(self.s.checkpoint_dir)
         meta: dict[str, Any] | None = None
         optim_state = None
@@ -144,22 +161,19 @@ class Trainer:
             model.load_state_dict(model_state)
             self.version = int(meta["policyVersion"])
             log.info("resuming from %s at policy version %d", ck, self.version)
+        self.parallel: ParallelModel | None = None
         if self.distributed:
-            import torch.distributed as dist
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-            if not dist.is_initialized():
-                self.readiness.waiting(f"waiting for the other {self.s.world_size - 1} rank(s) to join")
-                dist.init_process_group("gloo" if self.s.device == "cpu" else "nccl")
-            model = FSDP(model, device_id=torch.device(self.s.device), use_orig_params=True)
-        self.model = model.to(self.s.device).train()
+            self.model = self._distribute(model).train()
+        else:
+            self.model = model.to(self.device).train()
+            if self._activation_checkpointing():
+                self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.optim = torch.optim.AdamW(self.model.parameters(), lr=self.alg.learning_rate, weight_decay=0.0)
         if optim_state is not None:
-            if self.distributed:
-                from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-                optim_state = FSDP.optim_state_dict_to_load(self.model, self.optim, optim_state)
-            self.optim.load_state_dict(optim_state)
+            if self.parallel is not None:
+                self.parallel.load_full_optim_state_dict(self.optim, optim_state)
+            else:
+                self.optim.load_state_dict(optim_state)
         if self.s.rank == 0:
             ws = self.spec.weight_sync
             self.weights = ThreadedWeightServer(
@@ -183,6 +197,30 @@ class Trainer:
         self._publish()
         self.metrics["hexrl_policy_version"].set(self.version)
         self.readiness.set_ready()
+
+    def _activation_checkpointing(self) -> bool:
+        if self.s.activation_checkpointing is not None:
+            return self.s.activation_checkpointing
+        return self.distributed or self.device.type == "cuda"
+
+    def _distribute(self, model: Any) -> Any:
+        """Join the gang and lay the model out as planned; returns the module to train."""
+        import torch.distributed as dist
+
+        layout = self.s.layout or TrainerLayout(procs_per_node=(self.s.world_size,), data_parallel=self.s.world_size)
+        layout.check(self.spec.model.shape)
+        if layout.world_size != self.s.world_size:
+            raise ValueError(f"WORLD_SIZE={self.s.world_size} but the layout {layout.describe()} has "
+                             f"{layout.world_size} processes")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if not dist.is_initialized():
+            self.readiness.waiting(f"waiting for the other {self.s.world_size - 1} rank(s) to join")
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        self.parallel = ParallelModel(model, layout, Ranks(self.s.rank, self.s.local_rank, self.s.world_size),
+                                      self.device, self._activation_checkpointing())
+        log.info("rank %d: %s, mesh %s", self.s.rank, layout.describe(), layout.mesh_shape)
+        return self.parallel.module
 
     def _sync_coordinator(self, meta: dict[str, Any] | None) -> bool:
         """Make the coordinator consistent with the resumed state; True when a first checkpoint is due."""
@@ -210,28 +248,15 @@ class Trainer:
 
     def _full_state(self) -> dict[str, Any] | None:
         """Full model state dict on rank 0 (None elsewhere); a collective when distributed."""
-        if not self.distributed:
+        if self.parallel is None:
             return {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
-        from torch.distributed.fsdp import FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        cfg = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
-        with FSDP.state_dict_type(self.model, StateDictType.FULL_STATE_DICT, cfg):
-            sd = self.model.state_dict()
+        sd = self.parallel.full_state_dict()
         return sd if self.s.rank == 0 else None
 
     def _full_optim_state(self) -> dict[str, Any] | None:
-        if not self.distributed:
+        if self.parallel is None:
             return self.optim.state_dict()
-        from torch.distributed.fsdp import FullOptimStateDictConfig, FullStateDictConfig, StateDictType
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        with FSDP.state_dict_type(
-            self.model, StateDictType.FULL_STATE_DICT,
-            FullStateDictConfig(offload_to_cpu=True, rank0_only=False),
-            FullOptimStateDictConfig(offload_to_cpu=True, rank0_only=False),
-        ):
-            osd = FSDP.optim_state_dict(self.model, self.optim)
+        osd = self.parallel.full_optim_state_dict(self.optim)
         return osd if self.s.rank == 0 else None
 
     def _publish(self) -> None:
@@ -272,67 +297,74 @@ class Trainer:
             batch = Batch.model_validate_json(box[0]) if box[0] is not None else None
         return batch
 
+    @property
+    def _dp(self) -> tuple[int, int]:
+        """(data-parallel rank, data-parallel size): rows are split over these, not over all ranks."""
+        if self.parallel is None:
+            return 0, 1
+        return self.parallel.data_parallel_rank, self.parallel.data_parallel_size
+
     def _rows(self, n: int) -> slice:
-        per = -(-n // self.s.world_size)
-        return slice(self.s.rank * per, min(n, (self.s.rank + 1) * per))
+        rank, size = self._dp
+        per = -(-n // size)
+        return slice(rank * per, min(n, (rank + 1) * per))
+
+    def _micro_batches(self, n_rows: int, parts: int) -> list[list[slice | None]]:
+        """Per optimizer step (`parts` of them), the micro-batch slices of this rank's rows.
+
+        Every rank runs the same number of forward/backward passes (FSDP's and TP's collectives must
+        match), so the count follows the largest share; `None` marks a pass over no rows of its own (a
+        zero-loss pass) on a rank whose share is shorter."""
+        _, size = self._dp
+        mb = self.alg.micro_batch_size
+        per_rank = -(-n_rows // size)
+        per_part = -(-per_rank // parts)
+        n_local = self._rows(n_rows).stop - self._rows(n_rows).start
+        out = []
+        for part in range(parts):
+            lo, hi = part * per_part, (part + 1) * per_part
+            out.append([slice(a, min(hi, a + mb, n_local)) if a < min(hi, n_local) else None
+                        for a in range(lo, hi, mb)])
+        return out
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         """One update on `batch` (all ranks); returns statistics."""
         t0 = time.monotonic()
-        packed = pack_batch(batch.trajectories, self.alg.group_size, self.pad_id)
-        mine = packed.rows(self._rows(len(batch.trajectories)))
+        n = len(batch.trajectories)
+        packed = pack_batch(batch.trajectories, self.alg.group_size, self.pad_id, self.alg.name)
+        mine = packed.rows(self._rows(n))
+        normaliser = loss_normaliser(self.alg.name, float(packed.response_mask.sum()), n,
+                                     self.spec.generation.max_new_tokens)
         global_tokens = float(packed.response_mask.sum().clamp(min=1))
-        scale = float(self.s.world_size)  # FSDP averages gradients over ranks; we want the global sum
-        mb = self.alg.micro_batch_size
-        n_local = mine.input_ids.shape[0]
-        prox_all = None
-        if self.s.ppo_minibatches > 1:
-            with torch.no_grad():
-                prox_all = torch.cat(
-                    [self._logp(mine.rows(slice(a, a + mb))) for a in range(0, max(n_local, 1), mb)]
-                ) if n_local else None
-        loss_total = 0.0
-        clip = 0.0
-        parts = max(1, self.s.ppo_minibatches)
-        # every rank runs the same number of forward/backward passes (FSDP's collectives must match):
-        # the count follows the largest share; a rank whose share is shorter runs zero-loss passes
-        per_rank = -(-len(batch.trajectories) // self.s.world_size)
-        per_part = -(-per_rank // parts)
-        for part in range(parts):
-            lo, hi = part * per_part, (part + 1) * per_part
-            part_tokens = global_tokens / parts
+        scale = float(self._dp[1])  # FSDP averages gradients over the data-parallel ranks; we want the sum
+        parts = max(1, self.s.ppo_minibatches or self.alg.ppo_minibatches)
+        plan = self._micro_batches(n, parts)
+        prox = self._proximal_logprobs(packed, mine, plan) if parts > 1 else None
+        loss_total, clip, grad_norm = 0.0, 0.0, 0.0
+        for part, passes in enumerate(plan):
             self.optim.zero_grad(set_to_none=True)
             for group in self.optim.param_groups:
                 group["lr"] = self.learning_rate(self.version)
-            for a in range(lo, hi, mb):
-                a_end = min(hi, a + mb, n_local)
-                if a >= a_end:
-                    dummy = packed.rows(slice(0, 1))
-                    (self._logp(dummy).sum() * 0.0).backward()
+            for k, rows in enumerate(passes):
+                if rows is None:
+                    (self._logp(packed.rows(slice(0, 1))).sum() * 0.0).backward()
                     continue
-                sub = mine.rows(slice(a, a_end))
+                sub = mine.rows(rows)
                 logp = self._logp(sub)
-                prox = prox_all[a : a + sub.input_ids.shape[0]] if prox_all is not None else logp.detach()
-                ref = None
-                if self.ref_model is not None:
-                    with torch.no_grad():
-                        ref = token_logprobs(self.ref_model, sub.input_ids.to(self.s.device),
-                                             sub.attention_mask.to(self.s.device), self.loss_settings.temperature)
+                prox_sub = prox[part][k] if prox is not None else logp.detach()
+                ref = self._ref_logp(sub)
                 loss, st = decoupled_ppo_loss(
-                    logp, prox, sub.behaviour_logp.to(logp.device), sub.advantages.to(logp.device),
-                    sub.response_mask.to(logp.device), self.loss_settings, ref, normaliser=part_tokens,
+                    logp, prox_sub, sub.behaviour_logp.to(logp.device), sub.advantages.to(logp.device),
+                    sub.response_mask.to(logp.device), self.loss_settings, ref, normaliser=normaliser / parts,
                 )
                 (loss * scale).backward()
                 loss_total += float(loss.detach())
                 clip += st["clip_fraction"] * float(sub.response_mask.sum()) / global_tokens
-            if self.distributed:
-                grad_norm = float(self.model.clip_grad_norm_(self.s.max_grad_norm))
-            else:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.max_grad_norm))
+            grad_norm = self._clip_gradients()
             self.optim.step()
         self.version += 1
         lags = [batch.trainer_version - t.oldest_version for t in batch.trajectories]
-        stats = {
+        return {
             "version": float(self.version),
             "loss": loss_total,
             "reward": float(packed.rewards.mean()),
@@ -342,7 +374,35 @@ class Trainer:
             "staleness_max": float(max(lags)),
             "seconds": time.monotonic() - t0,
         }
-        return stats
+
+    def _proximal_logprobs(self, packed: PackedBatch, mine: PackedBatch,
+                           plan: list[list[slice | None]]) -> list[list[torch.Tensor | None]]:
+        """π_prox's log-probs of every micro-batch, before the first optimizer step, in exactly the passes
+        (real or padding) the update will run, so every rank issues the same collectives."""
+        out: list[list[torch.Tensor | None]] = []
+        with torch.no_grad():
+            for passes in plan:
+                row: list[torch.Tensor | None] = []
+                for rows in passes:
+                    if rows is None:
+                        self._logp(packed.rows(slice(0, 1)))
+                        row.append(None)
+                    else:
+                        row.append(self._logp(mine.rows(rows)))
+                out.append(row)
+        return out
+
+    def _ref_logp(self, sub: PackedBatch) -> torch.Tensor | None:
+        if self.ref_model is None:
+            return None
+        with torch.no_grad():
+            return token_logprobs(self.ref_model, sub.input_ids.to(self.device), sub.attention_mask.to(self.device),
+                                  self.loss_settings.temperature)
+
+    def _clip_gradients(self) -> float:
+        if self.parallel is not None:
+            return self.parallel.clip_grad_norm(self.s.max_grad_norm)
+        return float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.s.max_grad_norm))
 
     def learning_rate(self, step: int) -> float:
         """lr at optimizer step `step`: constant, or lr·½(1 + cos(π·step/T)) with T = total steps.
@@ -354,7 +414,7 @@ class Trainer:
         return lr * 0.5 * (1.0 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
 
     def _logp(self, sub: PackedBatch) -> torch.Tensor:
-        return token_logprobs(self.model, sub.input_ids.to(self.s.device), sub.attention_mask.to(self.s.device),
+        return token_logprobs(self.model, sub.input_ids.to(self.device), sub.attention_mask.to(self.device),
                               self.loss_settings.temperature)
 
     # ---------------------------------------------------------------------------------------- run
