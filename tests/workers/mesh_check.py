@@ -5,7 +5,10 @@ given on the command line (DP × TP, FSDP or replicated), computes the trainer's
 share of a fixed batch exactly as `Trainer.train_step` scales it, runs backward, and rank 0 writes the
 global loss and the full gradients (gathered from their shards) to the output file.
 
-    torchrun --nproc-per-node 4 mesh_check.py OUT.pt DP TP fsdp|replicate
+    torchrun --nproc-per-node 4 mesh_check.py OUT.pt DP TP fsdp|replicate [CHECKPOINT_DIR]
+
+With CHECKPOINT_DIR the ranks then take one AdamW step and write a sharded checkpoint there
+(`trainer.checkpoint.save`), and rank 0 adds the full weights after the step to the output.
 """
 
 from __future__ import annotations
@@ -42,8 +45,16 @@ def main() -> None:
         g = p.grad
         grads[name] = g.full_tensor() if hasattr(g, "full_tensor") else g
     norm = pm.clip_grad_norm(1e9)
+    result = {"loss": float(total) / tp, "grads": grads, "norm": norm, "mesh": layout.mesh_shape}
+    if len(sys.argv) > 5:
+        from hexrl_workers.trainer import checkpoint
+
+        optim = torch.optim.AdamW(pm.module.parameters(), lr=1e-2)
+        optim.step()
+        checkpoint.save(sys.argv[5], 1, pm.module, optim, lambda: {"policyVersion": 1, "coordinator": {}}, rank=rank)
+        result["params"] = pm.full_state_dict()
     if rank == 0:
-        torch.save({"loss": float(total) / tp, "grads": grads, "norm": norm, "mesh": layout.mesh_shape}, out)
+        torch.save(result, out)
     dist.barrier()
     dist.destroy_process_group()
 

@@ -51,16 +51,33 @@ def _wait(cond, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
+def _trained_linear(seed: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    optim = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.randn(5, 3)).sum().backward()
+    optim.step()
+    return model, optim
+
+
 def test_checkpoint_write_is_atomic_and_unit_roundtrip(tmp_path):
-    state = {"w": torch.randn(3, 3)}
-    checkpoint.save(tmp_path, 2, state, {"s": 1}, {"policyVersion": 2, "coordinator": {}})
-    (tmp_path / ".tmp-step-00000004-123").mkdir()  # a write that never completed
-    (tmp_path / ".tmp-step-00000004-123" / "model.pt").write_bytes(b"half")
+    model, optim = _trained_linear(0)
+    checkpoint.save(tmp_path, 2, model, optim, lambda: {"policyVersion": 2, "coordinator": {}})
+    (tmp_path / ".tmp-step-00000004").mkdir()  # a write that never completed
+    (tmp_path / ".tmp-step-00000004" / "__0_0.distcp").write_bytes(b"half")
     assert checkpoint.latest(tmp_path).name == "step-00000002"
-    m, o, meta = checkpoint.load(checkpoint.latest(tmp_path))
-    assert torch.equal(m["w"], state["w"]) and o == {"s": 1} and meta["policyVersion"] == 2
-    checkpoint.save(tmp_path, 4, state, {}, {"policyVersion": 4, "coordinator": {}}, keep=1)
+    other, other_optim = _trained_linear(1)  # different weights and moments, overwritten by the load
+    meta = checkpoint.load_into(checkpoint.latest(tmp_path), other, other_optim)
+    assert meta["policyVersion"] == 2 and meta["step"] == 2
+    for (name, p), q in zip(model.named_parameters(), other.parameters(), strict=True):
+        assert torch.equal(p, q), name
+        assert torch.equal(optim.state[p]["exp_avg_sq"], other_optim.state[q]["exp_avg_sq"]), name
+    full_model, full_optim, _ = checkpoint.load_full(checkpoint.latest(tmp_path))
+    assert torch.equal(full_model["0.weight"], model[0].weight) and full_optim["state"]
+    checkpoint.save(tmp_path, 4, model, optim, lambda: {"policyVersion": 4, "coordinator": {}}, keep=1)
     assert [p.name for p in tmp_path.iterdir()] == ["step-00000004"]  # pruned and cleaned
+    checkpoint.save(tmp_path, 4, other, other_optim, lambda: {"policyVersion": 4, "coordinator": {}}, keep=1)
+    assert [p.name for p in tmp_path.iterdir()] == ["step-00000004"]  # re-saved in place
 
 
 def test_kill_during_write_and_between_steps_then_resume(tmp_path):

@@ -65,7 +65,7 @@ def test_two_fsdp_ranks_train_publish_and_checkpoint(tmp_path):
             assert p.wait(240) == 0, p.stderr.read().decode()[-3000:] if p.stderr else ""
         ck = checkpoint.latest(ckdir)
         assert ck is not None and ck.name == "step-00000003"
-        model_state, optim_state, meta = checkpoint.load(ck)
+        model_state, optim_state, meta = checkpoint.load_full(ck)
         assert meta["policyVersion"] == 3 and optim_state["state"]
         # the gathered weights moved away from the initial ones
         from hexrl_workers.modeling import build_model

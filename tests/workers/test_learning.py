@@ -27,12 +27,14 @@ STEPS = 300
 WALL_LIMIT_SECONDS = 900
 
 
-def test_tiny_job_learns_to_above_0_9(tmp_path):
+@pytest.mark.parametrize("trainer_procs", [1, 2], ids=["one-process", "two-fsdp-ranks"])
+def test_tiny_job_learns_to_above_0_9(tmp_path, trainer_procs):
+    """With two trainer processes the run takes the trainer pod's launch path (FSDP2 over gloo)."""
     spec = tiny_spec()
     summary = tmp_path / "summary.json"
     out = subprocess.run(
         [PYTHON, "-m", "hexrl.cli", "run", str(TINY_JOB), "--steps", str(STEPS), "--quiet", "--summary",
-         str(summary), "--checkpoint-dir", str(tmp_path / "ck")],
+         str(summary), "--checkpoint-dir", str(tmp_path / "ck"), "--trainer-procs", str(trainer_procs)],
         capture_output=True, text=True, timeout=WALL_LIMIT_SECONDS, cwd=REPO,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -46,5 +48,6 @@ def test_tiny_job_learns_to_above_0_9(tmp_path):
     assert result["steps"] == STEPS and result["trainedSamples"] == STEPS * per_step
     assert result["initialReward"] < 0.3  # a random model rarely answers right
     assert result["finalReward"] >= 0.9
-    assert result["maxObservedStaleness"] <= spec.staleness.max_policy_lag
+    # it trained on stale samples (the off-policy correction mattered), within the bound
+    assert 1 <= result["maxObservedStaleness"] <= spec.staleness.max_policy_lag
     assert result["tokensPerSecond"] > 0

@@ -24,10 +24,12 @@ def _reference() -> tuple[float, dict[str, torch.Tensor]]:
     return float(loss.detach()), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
-def _run_mesh(tmp_path: Path, dp: int, tp: int, mode: str) -> dict:
+def _run_mesh(tmp_path: Path, dp: int, tp: int, mode: str, checkpoint_dir: Path | None = None) -> dict:
     out = tmp_path / f"mesh-{dp}x{tp}-{mode}.pt"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={dp * tp}",
            str(HERE / "mesh_check.py"), str(out), str(dp), str(tp), mode]
+    if checkpoint_dir is not None:
+        cmd.append(str(checkpoint_dir))
     env = {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(HERE), "PATH": "/usr/bin:/bin"}
     import os
 
@@ -40,8 +42,11 @@ def _run_mesh(tmp_path: Path, dp: int, tp: int, mode: str) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["fsdp", "replicate"])
 def test_dp2_tp2_mesh_gives_the_single_process_loss_and_gradients(tmp_path, mode):
+    """…and its sharded checkpoint (written by 4 ranks, 2-D sharded) resumes in one process."""
+    from hexrl_workers.trainer import checkpoint
+
     ref_loss, ref_grads = _reference()
-    got = _run_mesh(tmp_path, 2, 2, mode)
+    got = _run_mesh(tmp_path, 2, 2, mode, checkpoint_dir=tmp_path / "ck")
     assert got["mesh"] == ((1, 2, 2) if mode == "fsdp" else (2, 1, 2))
     assert got["loss"] == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
     assert set(got["grads"]) == set(ref_grads)
@@ -49,6 +54,15 @@ def test_dp2_tp2_mesh_gives_the_single_process_loss_and_gradients(tmp_path, mode
         assert torch.allclose(got["grads"][name], g, rtol=1e-4, atol=1e-6), name
     ref_norm = float(torch.sqrt(sum((g.float() ** 2).sum() for g in ref_grads.values())))
     assert got["norm"] == pytest.approx(ref_norm, rel=1e-4)
+    # resume at world size 1: the weights after the gang's step, and AdamW's moments of the same step
+    model = tiny_model().float()
+    optim = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    meta = checkpoint.load_into(checkpoint.latest(tmp_path / "ck"), model, optim)
+    assert meta["policyVersion"] == 1
+    for name, p in model.named_parameters():
+        assert torch.allclose(p.detach(), got["params"][name], atol=1e-6), name
+        assert not torch.equal(p.detach(), tiny_model().float().state_dict()[name]), name  # the step moved it
+        assert torch.allclose(optim.state[p]["exp_avg"], 0.1 * ref_grads[name], rtol=1e-3, atol=1e-7), name
 
 
 def test_layouts_the_runtime_cannot_execute_are_refused_with_the_reason():

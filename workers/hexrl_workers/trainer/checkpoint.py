@@ -1,24 +1,36 @@
-"""Atomic trainer checkpoints: write everything into a temporary directory, fsync, rename.
+"""Atomic, sharded trainer checkpoints (torch.distributed.checkpoint), resumable at another world size.
 
 Layout under the checkpoint directory:
 
     step-00000050/          a complete checkpoint (exists only after the rename)
-        model.pt            model state dict
-        optimizer.pt        optimizer state dict
+        .metadata           DCP's index of every tensor shard (which file, which offsets)
+        __<rank>_0.distcp   each rank's shards of the model and optimizer state
         meta.json           {"step", "policyVersion", "coordinator": <snapshot>, "time"} — written last
-    .tmp-step-00000060-<pid>/   an interrupted write; ignored and removed by the next save/resume
+    .tmp-step-00000060/     an interrupted write; ignored, and removed by the next save
 
-rename(2) of a directory within one filesystem is atomic, so a reader sees either the old set of
-complete checkpoints or the new one; the fsyncs (files, then the new directory, then the parent) make
-the result survive a power cut, not only a process kill. `keep` newest complete checkpoints are kept.
+Every rank writes its own shards (`dcp.save`, a collective: no rank gathers the whole model, so a
+checkpoint costs each rank its share of the state, not rank 0 all of it). The state is keyed by parameter
+name (`get_state_dict`), so `load_into` reshards onto whatever layout loads it: a checkpoint written by
+two FSDP ranks resumes in one process or in four, with or without tensor parallelism. A gang whose pods
+are on several nodes needs the checkpoint directory on storage they all mount (a ReadWriteMany PVC).
+
+Atomicity: rank 0 prepares the temporary directory, every rank writes and fsyncs into it (DCP's writer
+syncs its files), rank 0 writes meta.json, fsyncs it and the directory, then renames the directory into
+place — rename(2) within one filesystem is atomic, so a reader sees either the old set of complete
+checkpoints or the new one — and fsyncs the parent, so the result survives a power cut, not only a
+process kill. `keep` newest complete checkpoints are kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +38,7 @@ import torch
 
 PREFIX = "step-"
 TMP_PREFIX = ".tmp-"
+META = "meta.json"
 
 
 def _fsync_path(path: Path) -> None:
@@ -41,28 +54,63 @@ def _commit(tmp: Path, final: Path) -> None:
     os.rename(tmp, final)
 
 
+def _distributed() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized()
+
+
+@contextlib.contextmanager
+def _single_process_is_intended() -> Iterator[None]:
+    """DCP warns that it assumes one process when no process group exists; for a one-process trainer
+    that is exactly right."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled, unavailable or uninitialized")
+        yield
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if _distributed():
+        dist.barrier()
+
+
 def save(
-    directory: str | Path, step: int, model_state: dict[str, Any], optim_state: dict[str, Any],
-    meta: dict[str, Any], keep: int = 3,
+    directory: str | Path, step: int, model: Any, optim: torch.optim.Optimizer, meta: Callable[[], dict[str, Any]],
+    keep: int = 3, rank: int = 0,
 ) -> Path:
+    """Checkpoint `model` and `optim` as step `step` (a collective when distributed: every rank calls it).
+
+    `meta` is called on rank 0 only, after the shards are written (it may ask the coordinator for its
+    snapshot). Returns the final directory."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
     root = Path(directory)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"{PREFIX}{step:08d}"
-    tmp = root / f"{TMP_PREFIX}{PREFIX}{step:08d}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    torch.save(model_state, tmp / "model.pt")
-    torch.save(optim_state, tmp / "optimizer.pt")
-    (tmp / "meta.json").write_text(json.dumps({**meta, "step": step, "time": time.time()}))
-    for f in ("model.pt", "optimizer.pt", "meta.json"):
-        _fsync_path(tmp / f)
-    _fsync_path(tmp)
-    if final.exists():  # re-saving the same step after a resume: replace it atomically enough
-        shutil.rmtree(final)
-    _commit(tmp, final)
-    _fsync_path(root)
-    _prune(root, keep)
+    tmp = root / f"{TMP_PREFIX}{PREFIX}{step:08d}"
+    if rank == 0:
+        root.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    _barrier()
+    model_state, optim_state = get_state_dict(model, optim)
+    with _single_process_is_intended():
+        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp), no_dist=not _distributed())
+    if rank == 0:
+        (tmp / META).write_text(json.dumps({**meta(), "step": step, "time": time.time()}))
+        _fsync_path(tmp / META)
+        _fsync_path(tmp)
+        if final.exists():  # re-saving a step after a resume: move the old one aside, never lose both
+            aside = root / f"{TMP_PREFIX}old-{final.name}"
+            shutil.rmtree(aside, ignore_errors=True)
+            os.rename(final, aside)
+        _commit(tmp, final)
+        _fsync_path(root)
+        _prune(root, keep)
+    _barrier()
     return final
 
 
@@ -78,7 +126,7 @@ def complete_checkpoints(directory: str | Path) -> list[Path]:
     root = Path(directory)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir() and (p / "meta.json").is_file())
+    return sorted(p for p in root.glob(f"{PREFIX}*") if p.is_dir() and (p / META).is_file())
 
 
 def latest(directory: str | Path) -> Path | None:
@@ -86,9 +134,31 @@ def latest(directory: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load(path: str | Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    p = Path(path)
-    meta = json.loads((p / "meta.json").read_text())
-    model_state = torch.load(p / "model.pt", map_location="cpu", weights_only=True)
-    optim_state = torch.load(p / "optimizer.pt", map_location="cpu", weights_only=True)
-    return model_state, optim_state, meta
+def read_meta(path: str | Path) -> dict[str, Any]:
+    return dict(json.loads((Path(path) / META).read_text()))
+
+
+def load_into(path: str | Path, model: Any, optim: torch.optim.Optimizer) -> dict[str, Any]:
+    """Load a checkpoint into `model` and `optim` as they are laid out now (a collective when
+    distributed; DCP reshards from whatever layout wrote it); returns its metadata."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, optim_state = get_state_dict(model, optim)
+    state = {"model": model_state, "optim": optim_state}
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
+    set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return read_meta(path)
+
+
+def load_full(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(model state dict, optimizer state dict, metadata) of a checkpoint, whole, in this one process
+    (export and inspection; the trainer itself uses `load_into`)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    with tempfile.TemporaryDirectory(prefix="hexrl-ckpt-") as tmp:
+        out = Path(tmp) / "full.pt"
+        dcp_to_torch_save(str(path), str(out))
+        full = torch.load(out, map_location="cpu", weights_only=False)
+    return full["model"], full["optim"], read_meta(path)

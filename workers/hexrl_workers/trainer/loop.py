@@ -11,7 +11,8 @@ Per step, with the trainer at version i:
 3. clip the gradient norm, optimizer step → version i+1;
 4. rank 0 gathers the full state dict, publishes version i+1 to the weight service, *then* tells the
    coordinator (workers that see version i+1 can always fetch it);
-5. every `checkpoint.everySteps` steps: an atomic checkpoint including the coordinator's snapshot.
+5. every `checkpoint.everySteps` steps: an atomic, sharded checkpoint (every rank writes its shards) with
+   the coordinator's snapshot.
 
 The proximal policy π_prox is the policy before this update. With one optimizer step per batch
 (`ppo_minibatches = 1`) the weights do not move before every micro-batch has been evaluated, so the
@@ -153,14 +154,6 @@ class Trainer:
         self.ref_model = None
         if self.alg.kl_coef > 0:
             self.ref_model = build_model(self.spec).to(self.device).eval().requires_grad_(False)
-        ck = checkpoint.latest(self.s.checkpoint_dir)
-        meta: dict[str, Any] | None = None
-        optim_state = None
-        if ck is not None:
-            model_state, optim_state, meta = checkpoint.load(ck)
-            model.load_state_dict(model_state)
-            self.version = int(meta["policyVersion"])
-            log.info("resuming from %s at policy version %d", ck, self.version)
         self.parallel: ParallelModel | None = None
         if self.distributed:
             self.model = self._distribute(model).train()
@@ -169,11 +162,13 @@ class Trainer:
             if self._activation_checkpointing():
                 self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.optim = torch.optim.AdamW(self.model.parameters(), lr=self.alg.learning_rate, weight_decay=0.0)
-        if optim_state is not None:
-            if self.parallel is not None:
-                self.parallel.load_full_optim_state_dict(self.optim, optim_state)
-            else:
-                self.optim.load_state_dict(optim_state)
+        ck = checkpoint.latest(self.s.checkpoint_dir)
+        meta: dict[str, Any] | None = None
+        if ck is not None:
+            self.readiness.waiting(f"loading checkpoint {ck.name}")
+            meta = checkpoint.load_into(ck, self.model, self.optim)
+            self.version = int(meta["policyVersion"])
+            log.info("resuming from %s at policy version %d", ck, self.version)
         if self.s.rank == 0:
             ws = self.spec.weight_sync
             self.weights = ThreadedWeightServer(
@@ -253,12 +248,6 @@ class Trainer:
         sd = self.parallel.full_state_dict()
         return sd if self.s.rank == 0 else None
 
-    def _full_optim_state(self) -> dict[str, Any] | None:
-        if self.parallel is None:
-            return self.optim.state_dict()
-        osd = self.parallel.full_optim_state_dict(self.optim)
-        return osd if self.s.rank == 0 else None
-
     def _publish(self) -> None:
         state = self._full_state()
         if self.s.rank != 0 or state is None or self.weights is None:
@@ -268,19 +257,16 @@ class Trainer:
         self.weights.publish(manifest, blob)
 
     def _checkpoint(self) -> None:
-        model_state = self._full_state()
-        optim_state = self._full_optim_state()
-        if self.s.rank != 0:
-            return
+        """Every rank writes its shards; rank 0 adds the coordinator's snapshot and commits."""
         t0 = time.monotonic()
-        assert model_state is not None and optim_state is not None
-        snapshot = self.coord.state()
         path = checkpoint.save(
-            self.s.checkpoint_dir, self.version, model_state, optim_state,
-            {"policyVersion": self.version, "coordinator": snapshot}, keep=self.spec.checkpoint.keep,
+            self.s.checkpoint_dir, self.version, self.model, self.optim,
+            lambda: {"policyVersion": self.version, "coordinator": self.coord.state()},
+            keep=self.spec.checkpoint.keep, rank=self.s.rank,
         )
-        self.metrics["hexrl_checkpoint_seconds"].observe(time.monotonic() - t0)
-        log.info("checkpoint %s", path)
+        if self.s.rank == 0:
+            self.metrics["hexrl_checkpoint_seconds"].observe(time.monotonic() - t0)
+            log.info("checkpoint %s", path)
 
     # --------------------------------------------------------------------------------------- step
 

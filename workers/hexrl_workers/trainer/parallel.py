@@ -78,21 +78,11 @@ class ParallelModel:
         return clip_grad_norm(self.module.parameters(), max_norm)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        """The whole model's weights on the CPU (a collective: every rank calls it; all get the result)."""
+        """The whole model's weights on the CPU: a collective (every rank calls it); rank 0 gets them, the
+        other ranks an empty dict."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         return get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-    def full_optim_state_dict(self, optim: torch.optim.Optimizer) -> dict[str, Any]:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
-
-        return get_optimizer_state_dict(self.module, optim,
-                                        options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-
-    def load_full_optim_state_dict(self, optim: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
-
-        set_optimizer_state_dict(self.module, optim, state, options=StateDictOptions(full_state_dict=True))
 
 
 def tensor_parallel_plan() -> dict[str, Any]:
