@@ -2,8 +2,9 @@
 
 1. async (η = 4) vs synchronous (η = 0): wall time of the tiny job to the same number of trained samples,
    through the real local runner (Ray, HTTP coordinator, rollout actors, trainer);
-2. a 1 GiB weight pull through the weight service (parallel range requests, sha256 per chunk) vs raw
-   loopback TCP measured in the same run, both from a separate server process;
+2. a 1 GiB weight pull through the weight service (parallel range requests, a digest per chunk) vs raw
+   loopback TCP measured in the same run, both from a separate server process: sha256 against BLAKE3,
+   a fresh receive buffer against the rollout worker's path (each version into the previous one's buffer);
 3. 8 workers pulling one version with relay: trainer (origin) egress / weight size;
 4. coordinator ingest: small trajectories per second into `python -m hexrl_workers coordinator`.
 
@@ -70,11 +71,12 @@ WEIGHT_SERVER = """
 import sys, time, torch, asyncio
 from hexrl_workers.weights.server import WeightServer, WeightServerSettings
 from hexrl_workers.weights.store import pack
-n, chunk, token = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-state = {f"layer{i}.weight": torch.randn(n // 4 // 16 // 1024, 1024) for i in range(16)}
-manifest, blob = pack(state, 1, chunk)
-srv = WeightServer(WeightServerSettings(token=token))
-srv.publish(manifest, blob)
+n, chunk, token, digest = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+srv = WeightServer(WeightServerSettings(token=token, keep_versions=3))
+for version in (1, 2, 3):  # consecutive versions, as a trainer publishes them
+    state = {f"layer{i}.weight": torch.randn(n // 4 // 16 // 1024, 1024) for i in range(16)}
+    manifest, blob = pack(state, version, chunk, digest)
+    srv.publish(manifest, blob)
 async def main():
     port = await srv.start("127.0.0.1", 0)
     print(port, manifest.total_bytes, flush=True)
@@ -103,39 +105,43 @@ def _raw_tcp(nbytes: int) -> float:
 
 
 def bench_weight_pull(nbytes: int) -> None:
+    """Side by side in one run: raw loopback TCP, and verified pulls by digest and receive buffer."""
+    raw = _raw_tcp(nbytes)
+    print(f"  raw loopback TCP (1 stream, no checks): {raw / 1e9:.2f} GB/s for {nbytes / 2**30:.2f} GiB")
+    for digest in ("sha256", "blake3"):
+        for label, rate in _pull_rates(nbytes, digest):
+            print(f"  weight pull, 4 parallel chunks, {digest:6} per chunk, {label}: {rate / 1e9:.2f} GB/s "
+                  f"=> {rate / raw:.0%} of raw TCP")
+    import hashlib
+
+    import blake3
+
+    probe = bytes(64 << 20)
+    for name, fn in (("sha256", lambda: hashlib.sha256(probe).digest()), ("blake3", lambda: blake3.blake3(probe).digest())):
+        t0 = time.perf_counter()
+        fn()
+        print(f"  ({name} on one core: {len(probe) / (time.perf_counter() - t0) / 1e9:.2f} GB/s)")
+
+
+def _pull_rates(nbytes: int, digest: str) -> list[tuple[str, float]]:
+    """(what, bytes/s): version 1 into a fresh buffer; versions 2 and 3 each into the previous one's buffer
+    (what `RolloutWorker.maybe_update_weights` does)."""
     from hexrl_workers.weights.client import WeightClient, WeightClientSettings
 
-    raw = _raw_tcp(nbytes)
-    chunk = 64 << 20
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([PY, "-c", WEIGHT_SERVER, str(nbytes), str(chunk), TOKEN], stdout=subprocess.PIPE, text=True,
-                         env=env)
+    p = subprocess.Popen([PY, "-c", WEIGHT_SERVER, str(nbytes), str(64 << 20), TOKEN, digest],
+                         stdout=subprocess.PIPE, text=True, env=env)
     try:
         port, total = (int(x) for x in p.stdout.readline().split())  # type: ignore[union-attr]
-        rates = []
-        # like the raw test, the receive buffer is allocated before the clock starts (a rollout worker
-        # pulls every version into the previous one's buffer); the fresh-buffer figure is printed too
-        buf = bytearray(total)
-        for parallel, into in ((1, buf), (2, buf), (4, buf), (4, None)):
-            client = WeightClient(WeightClientSettings(f"http://127.0.0.1:{port}", TOKEN, parallel=parallel))
+        client = WeightClient(WeightClientSettings(f"http://127.0.0.1:{port}", TOKEN, parallel=4))
+        out, blob = [], None
+        for version in (1, 2, 3):
             t0 = time.perf_counter()
-            _, blob = client.pull(into=into)
+            _, blob = client.pull(version, into=blob)
             dt = time.perf_counter() - t0
             assert len(blob) == total
-            rates.append((parallel, into is not None, total / dt))
-            del blob
-        print(f"  raw loopback TCP (1 stream, no checks): {raw / 1e9:.2f} GB/s for {nbytes / 2**30:.2f} GiB")
-        for parallel, pre, rate in rates:
-            print(f"  weight pull, {parallel} parallel chunk(s), sha256-verified, "
-                  f"{'preallocated' if pre else 'fresh       '} buffer: {rate / 1e9:.2f} GB/s => {rate / raw:.0%} of raw TCP")
-        import hashlib
-
-        probe = bytes(64 << 20)
-        t0 = time.perf_counter()
-        hashlib.sha256(probe).digest()
-        sha = len(probe) / (time.perf_counter() - t0)
-        print(f"  (sha256 on one core: {sha / 1e9:.2f} GB/s; with {os.cpu_count()} cores the verified pull is capped "
-              f"near {min(os.cpu_count() or 1, 4) * sha / raw:.0%} of raw TCP)")
+            out.append(("fresh buffer      " if version == 1 else f"reused buffer (v{version})", total / dt))
+        return out
     finally:
         p.kill()
         p.wait(10)

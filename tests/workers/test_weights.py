@@ -44,7 +44,7 @@ def _assert_same(manifest, blob) -> None:
 def test_pull_verifies_and_reassembles(origin):
     client = WeightClient(WeightClientSettings(origin.url, TOKEN, parallel=3))
     manifest, blob = client.pull()
-    assert manifest.version == 3 and len(manifest.chunk_sha256) > 3
+    assert manifest.version == 3 and len(manifest.chunk_digests) > 3 and manifest.digest == "blake3"
     _assert_same(manifest, blob)
 
 

@@ -65,7 +65,7 @@ SPECS: tuple[MetricSpec, ...] = (
     # weights
     MetricSpec("hexrl_weight_served_bytes", "counter", "Weight bytes served to clients (trainer: egress; relays: peer traffic).", ("trainer", "rollout")),
     MetricSpec("hexrl_weight_fetched_bytes", "counter", "Weight bytes downloaded, by source kind.", ("rollout",), labels=("source",)),
-    MetricSpec("hexrl_weight_chunk_rejected", "counter", "Downloaded weight chunks rejected by the sha256 check (then re-fetched).", ("rollout",)),
+    MetricSpec("hexrl_weight_chunk_rejected", "counter", "Downloaded weight chunks rejected by the digest check (then re-fetched).", ("rollout",)),
     MetricSpec("hexrl_weight_pull_seconds", "histogram", "Wall time to pull and verify one weight version.", ("rollout",), buckets=SECONDS_BUCKETS),
     # trainer
     MetricSpec("hexrl_trainer_step_seconds", "histogram", "Wall time of one optimizer step (excluding the wait for data).", ("trainer",), buckets=SECONDS_BUCKETS),

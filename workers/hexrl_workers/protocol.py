@@ -243,7 +243,8 @@ class WeightManifest(Msg):
     version: int = Field(..., ge=0)
     total_bytes: int = Field(..., ge=0)
     chunk_bytes: int = Field(..., ge=1)
-    chunk_sha256: list[str]
+    digest: Literal["blake3", "sha256"] = Field("blake3", description="Hash of each chunk in chunkDigests.")
+    chunk_digests: list[str] = Field(..., description="Hex digest of each chunk, in order.")
     tensors: list[TensorInfo]
     peers: list[str] = Field(default_factory=list, description="Base URLs of relays holding this version.")
     source: str | None = Field(None, description="Where this client should download from (None = here).")
@@ -254,8 +255,8 @@ class WeightManifest(Msg):
     @model_validator(mode="after")
     def _chunks_cover_blob(self) -> WeightManifest:
         expected = -(-self.total_bytes // self.chunk_bytes)
-        if len(self.chunk_sha256) != expected:
-            raise ValueError(f"chunkSha256 has {len(self.chunk_sha256)} entries; {expected} chunks expected")
+        if len(self.chunk_digests) != expected:
+            raise ValueError(f"chunkDigests has {len(self.chunk_digests)} entries; {expected} chunks expected")
         return self
 
 

@@ -1,10 +1,11 @@
-"""Pulling a weight version: manifest, parallel range downloads, per-chunk sha256, resume, relay.
+"""Pulling a weight version: manifest, parallel range downloads, per-chunk digest, resume, relay.
 
 `WeightClient.pull()`:
 1. asks the origin for the manifest (`?client=<my relay url>`); the origin names a source — a relay
    peer, itself, or "retry shortly" (see `weights.server`);
 2. downloads the chunks not yet verified, `parallel` at a time, with HTTP Range requests;
-3. verifies each chunk's sha256 *before* it is written to the assembled blob; a chunk that fails is
+3. verifies each chunk's digest (BLAKE3, or what the manifest names) while it arrives, and marks it
+   usable only when it matches; a chunk that fails is
    counted, and fetched again from the origin (a bad peer must not be trusted twice);
 4. keeps verified chunks across failures (in memory, and in `cache_dir` when given, so a restarted
    process resumes where it stopped);
@@ -14,7 +15,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import http.client
 import json
 import logging
@@ -30,14 +30,14 @@ import aiohttp
 from hexrl_workers.httpcommon import bearer
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
-from hexrl_workers.weights.store import chunk_ranges
+from hexrl_workers.weights.store import chunk_ranges, hexdigest, new_hasher
 
 log = logging.getLogger(__name__)
 
 
 HASH_SLICE = 4 << 20
 """Bytes received before hashing them, when downloading a chunk: small enough to stay in cache between
-`recv_into` and sha256, large enough that the per-call overhead vanishes."""
+`recv_into` and the hash, large enough that the per-call overhead vanishes."""
 
 
 class _TransferError(Exception):
@@ -126,11 +126,11 @@ class WeightClient:
                 return man
             await asyncio.sleep(man.retry_after_seconds)
 
-    def _get_range(self, base: str, version: int, a: int, b: int, into: memoryview) -> str:
-        """Receive bytes [a, b) straight into `into` (the blob's slice) and return their sha256 hex digest.
+    def _get_range(self, base: str, version: int, a: int, b: int, into: memoryview, digest: str) -> str:
+        """Receive bytes [a, b) straight into `into` (the blob's slice) and return their hex `digest`.
 
         Blocking, run on a worker thread: `recv_into` writes the socket's bytes directly into the
-        preallocated blob (one kernel copy, no Python buffers), and sha256 over each received slice
+        preallocated blob (one kernel copy, no Python buffers), and the hash over each received slice
         overlaps with the kernel filling the socket buffer; both release the GIL, so `parallel` chunks
         proceed on separate cores. (The aiohttp stream path costs two more copies and an event-loop
         round trip per read, and hashed on the loop thread: about 10% of the link.) The caller marks
@@ -149,7 +149,7 @@ class WeightClient:
             want = b - a
             if resp.length is not None and resp.length != want:
                 raise _TransferError(f"range {a}-{b - 1}: the server sends {resp.length} bytes, not {want}")
-            h = hashlib.sha256()
+            h = new_hasher(digest)
             pos = 0
             while pos < want:
                 n = resp.readinto(into[pos : min(want, pos + HASH_SLICE)])
@@ -183,7 +183,7 @@ class WeightClient:
                 on_disk = f.read()
             for idx in json.loads(paths[1].read_text()):
                 a, b = chunk_ranges(man.total_bytes, man.chunk_bytes)[idx]
-                if len(on_disk) >= b and hashlib.sha256(on_disk[a:b]).hexdigest() == man.chunk_sha256[idx]:
+                if len(on_disk) >= b and hexdigest(man.digest, on_disk[a:b]) == man.chunk_digests[idx]:
                     blob[a:b] = on_disk[a:b]
                     done.add(idx)
         return done
@@ -254,7 +254,7 @@ class WeightClient:
         pull.pool.shutdown(wait=False)
 
     async def _fetch_chunk(self, pull: _Pull, idx: int) -> None:
-        """One chunk into its slice of the blob, verified against the manifest's sha256: from the relay
+        """One chunk into its slice of the blob, verified against the manifest's digest: from the relay
         first, from the origin after a relay failure (which also moves every later chunk to the origin) or a
         bad digest; `chunk_attempts` tries in all."""
         man = pull.man
@@ -264,14 +264,14 @@ class WeightClient:
             try:
                 async with pull.sem:
                     digest = await pull.loop.run_in_executor(
-                        pull.pool, self._get_range, base, man.version, a, b, pull.view[a:b])
+                        pull.pool, self._get_range, base, man.version, a, b, pull.view[a:b], man.digest)
             except (OSError, http.client.HTTPException, _TransferError) as exc:
                 if base != self.s.origin_url:
                     log.warning("relay %s failed (%s); falling back to the origin", base, exc)
                     pull.exclude.add(base)
                     pull.source = self.s.origin_url
                 continue
-            if digest == man.chunk_sha256[idx]:
+            if digest == man.chunk_digests[idx]:
                 pull.done.add(idx)
                 kind = "origin" if base == self.s.origin_url else "peer"
                 pull.stats.bytes_by_source[kind] = pull.stats.bytes_by_source.get(kind, 0) + (b - a)
@@ -281,8 +281,8 @@ class WeightClient:
             pull.stats.rejected_chunks += 1
             if self.metrics:
                 self.metrics["hexrl_weight_chunk_rejected"].inc()
-            log.warning("chunk %d of version %d from %s failed sha256; re-fetching from the origin",
-                        idx, man.version, base)
+            log.warning("chunk %d of version %d from %s failed its %s check; re-fetching from the origin",
+                        idx, man.version, base, man.digest)
         raise WeightPullError(f"chunk {idx} of version {man.version} failed {self.s.chunk_attempts} times")
 
     async def announce_async(self, version: int) -> None:

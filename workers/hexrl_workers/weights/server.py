@@ -88,9 +88,13 @@ class WeightServer:
     # ----------------------------------------------------------------------------------- publishing
 
     def publish(self, manifest: WeightManifest, blob: bytearray) -> None:
-        """Make a version available (call on the server's loop, or before it starts)."""
-        self.versions[manifest.version] = (manifest, blob)
-        self._files[manifest.version] = _memfile(blob, manifest.version)
+        """Make a version available (call on the server's loop, or before it starts).
+
+        The server keeps its own copy (an in-memory file, or bytes where there is no memfd), never the
+        caller's buffer: a rollout worker pulls the next version into the same buffer."""
+        f = _memfile(blob, manifest.version)
+        self._files[manifest.version] = f
+        self.versions[manifest.version] = (manifest, bytes(blob) if f is None else None)
         for old in sorted(self.versions)[: -self.s.keep_versions]:
             del self.versions[old]
             f = self._files.pop(old, None)
@@ -156,8 +160,8 @@ class WeightServer:
 
     async def get_blob(self, request: web.Request) -> web.StreamResponse:
         v = self._version(request)
-        blob = self.versions[v][1]
-        total = len(blob)
+        manifest, blob = self.versions[v]
+        total = manifest.total_bytes
         rng = request.headers.get("Range")
         start, end = 0, total
         if rng:
@@ -186,7 +190,7 @@ class WeightServer:
                 await asyncio.get_running_loop().sendfile(request.transport, mine, start, size)
             await resp.write_eof()
             return resp
-        view = memoryview(blob)
+        view = memoryview(blob) if blob is not None else memoryview(_read_file(fobj))
         # Write in slices: handing asyncio one 64 MiB buffer makes its transport memmove the unsent
         # remainder after every partial send (quadratic on Python 3.11); slices keep each write small.
         for pos in range(start, end, WRITE_SLICE):
@@ -229,6 +233,11 @@ class WeightServer:
             if f is not None:
                 f.close()
         self._files.clear()
+
+
+def _read_file(fobj: BinaryIO | None) -> bytes:
+    assert fobj is not None
+    return os.pread(fobj.fileno(), os.fstat(fobj.fileno()).st_size, 0)
 
 
 def _memfile(blob: bytearray, version: int) -> BinaryIO | None:
