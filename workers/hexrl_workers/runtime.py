@@ -21,6 +21,8 @@ __all__ = ["build_coordinator", "build_rollout_worker"]
 
 ENV_ENGINE = "HEXRL_ENGINE"
 """torch | vllm (default: vllm when CUDA and vllm are available, else torch)."""
+ENV_ROLLOUT_TENSOR_PARALLEL = "HEXRL_TENSOR_PARALLEL"
+"""The planned TP degree of this rollout replica (rendered into the rollout pod; vLLM's tensor_parallel_size)."""
 
 
 def _engine(spec: RLJobSpec, seed: int) -> Any:
@@ -35,7 +37,9 @@ def _engine(spec: RLJobSpec, seed: int) -> Any:
         path = model_dir(spec)
         if path is None:
             raise ValueError("the vLLM engine needs a model directory (model.source.pvc or localPath)")
-        return VLLMEngine(path, params, seed=seed), tok
+        tp = int(os.environ.get(ENV_ROLLOUT_TENSOR_PARALLEL, "1") or 1)
+        return VLLMEngine(path, params, seed=seed, tensor_parallel_size=tp, dtype=str(spec.model.shape.dtype)
+                          .replace("bf16", "bfloat16").replace("fp16", "float16").replace("fp32", "float32")), tok
     import torch
 
     from hexrl_workers.rollout.torch_engine import TorchEngine

@@ -146,7 +146,10 @@ def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[
 
 
 def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
-    """(volumes, mounts): the worker config, the model PVC if any, and checkpoints for the trainer."""
+    """(volumes, mounts): the worker config, the model PVC if any, checkpoints for the trainer, and for the
+    trainer and rollout a memory-backed /dev/shm (a container's default is 64 MiB: too small for NCCL, for
+    vLLM's tensor-parallel workers and for handing a weight version to them; it counts against the pod's
+    memory limit)."""
     vols: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names(job)["config"]}}]
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": wc.CONFIG_MOUNT_DIR, "readOnly": True}]
     src = spec.model.source
@@ -161,6 +164,9 @@ def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], li
             else {"name": "checkpoints", "emptyDir": {}}
         )
         mounts.append({"name": "checkpoints", "mountPath": ck.path})
+    if role in ("trainer", "rollout"):
+        vols.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return vols, mounts
 
 
