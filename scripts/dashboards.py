@@ -373,7 +373,7 @@ def weight_sync() -> dict:
                 Panel("Weight updates and rejected chunks", [
                     Target(f"sum by (namespace, job) (rate(hexrl_rollout_weight_updates_total{{{SEL}}}[{RI}]))", "updates {{job}}"),
                     Target(f"sum by (namespace, job) (rate(hexrl_weight_chunk_rejected_total{{{SEL}}}[{RI}]))", "rejected chunks {{job}}"),
-                ], "Weight versions loaded per second, and chunks that failed the sha256 check (re-fetched).", "ops", width=12),
+                ], "Weight versions loaded per second, and chunks that failed the digest check (re-fetched).", "ops", width=12),
                 Panel("Checkpoint duration", [
                     Target(_q(0.5, "hexrl_checkpoint_seconds", "namespace, job, le", SEL), "p50 {{job}}"),
                 ], "Wall time to write one complete checkpoint (model, optimizer, coordinator cursor).", "s", width=12),
