@@ -51,7 +51,11 @@ def main() -> None:
 
         optim = torch.optim.AdamW(pm.module.parameters(), lr=1e-2)
         optim.step()
-        checkpoint.save(sys.argv[5], 1, pm.module, optim, lambda: {"policyVersion": 1, "coordinator": {}}, rank=rank)
+        where = sys.argv[5].replace("{rank}", str(rank))  # a per-rank directory: pods without a shared volume
+        try:
+            checkpoint.save(where, 1, pm.module, optim, lambda: {"policyVersion": 1, "coordinator": {}}, rank=rank)
+        except checkpoint.CheckpointNotShared as exc:
+            result["not_shared"] = str(exc)
         result["params"] = pm.full_state_dict()
     if rank == 0:
         torch.save(result, out)

@@ -65,6 +65,18 @@ def test_dp2_tp2_mesh_gives_the_single_process_loss_and_gradients(tmp_path, mode
         assert torch.allclose(optim.state[p]["exp_avg"], 0.1 * ref_grads[name], rtol=1e-3, atol=1e-7), name
 
 
+@pytest.mark.slow
+def test_ranks_that_do_not_share_the_checkpoint_directory_are_told_so(tmp_path):
+    """Each rank with its own directory (trainer pods on several nodes with emptyDir volumes): the save is
+    refused on every rank with what to do, and no directory is left as if it were a checkpoint."""
+    from hexrl_workers.trainer import checkpoint
+
+    got = _run_mesh(tmp_path, 2, 1, "fsdp", checkpoint_dir=tmp_path / "ck-{rank}")
+    assert "do not share the checkpoint directory" in got["not_shared"]
+    assert "spec.checkpoint.pvc" in got["not_shared"]
+    assert checkpoint.latest(tmp_path / "ck-0") is None and checkpoint.latest(tmp_path / "ck-1") is None
+
+
 def test_layouts_the_runtime_cannot_execute_are_refused_with_the_reason():
     shape = spec().model.shape  # 4 query heads, 2 key/value heads, MLP 128
     TrainerLayout((4,), data_parallel=2, tensor_parallel=2).check(shape)

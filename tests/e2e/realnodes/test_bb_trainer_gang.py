@@ -1,11 +1,13 @@
-"""A planned multi-process trainer runs in a real pod: the pod's launcher starts one process per GPU, the
-ranks join over gloo inside the container, and the DP1×TP2 gang trains the job.
+"""A planned multi-node, multi-process trainer runs on real nodes: two trainer pods on two nodes, each
+pod's launcher starts one process per GPU, the four ranks rendezvous across the pods through the trainer's
+headless Service, and the DP2×TP2 gang — FSDP2 across the pods, tensor parallelism inside each — trains
+the job, publishes weights that reach the rollout, and checkpoints its shards to a volume both pods mount.
 
-The job is the tiny one with its declared size raised to 1.5B parameters (the cost model's input; the
-workers still build the tiny model from its layer shapes): then the planner puts the trainer on both GPUs
-of the on-demand node with tensor parallelism — 4 query heads, 2 key/value heads and an MLP of 128 split
-over 2 — and the rollout on a spot node. The operator renders the layout into the trainer pod, the
-launcher reads it, and each rank checks it at start-up.
+The job is the tiny one with its declared size raised to 3B parameters (the cost model's input; the
+workers still build the tiny model from its layer shapes), the trainer allowed on spot and a $2/h budget:
+then the planner puts the trainer on the two spot nodes, DP2×TP2 with FSDP (4 query heads, 2 key/value
+heads and an MLP of 128 split over 2), and the rollout on the on-demand node. The operator renders the
+layout into the pods, the launcher reads it, and each rank checks it at start-up.
 """
 
 from __future__ import annotations
@@ -17,22 +19,24 @@ from typing import Any
 import pytest
 import yaml
 from real_harness import RealCluster, wait_for
-from test_b_tiny_job import TINY, HostOperator, Job
+from test_b_tiny_job import TINY, HostOperator, Job, pvc
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 NS = "gang"
-JOB = "tp-gang"
+JOB = "gang"
 
 
 def tp_job() -> dict[str, Any]:
     job = yaml.safe_load(TINY.read_text())
     job["metadata"] = {"name": JOB, "namespace": NS}
     spec = job["spec"]
-    spec["model"]["shape"]["parameters"] = 1.5e9
+    spec["model"]["shape"]["parameters"] = 3.0e9
     spec["algorithm"]["totalSteps"] = 400
-    spec["placement"] = {"spot": {"rollout": "allowed", "trainer": "forbidden", "onDemandRolloutFloor": 0.0}}
-    spec["checkpoint"] = {"path": "/checkpoints", "everySteps": 5, "keep": 1}
+    spec["budget"] = {"maxCostPerHour": 2}
+    spec["placement"] = {"spot": {"rollout": "allowed", "trainer": "allowed", "onDemandRolloutFloor": 0.0}}
+    # one claim both trainer pods mount (the dev cluster's volumes are host paths of this machine)
+    spec["checkpoint"] = {"pvc": "gang-ckpt", "path": "/checkpoints", "everySteps": 4, "keep": 1}
     # the launcher and two ranks: three Python processes with torch in one pod
     spec["resources"]["trainer"] = {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
     spec.setdefault("images", {})["pullPolicy"] = "Never"
@@ -46,7 +50,10 @@ def gang(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> 
         op.start()
         realcluster.kubectl("create", "namespace", NS)
         job = Job(realcluster, NS, JOB)
-        realcluster.apply(tp_job())
+        claim = pvc(NS)
+        claim["metadata"]["name"] = "gang-ckpt"
+        claim["spec"]["accessModes"] = ["ReadWriteMany"]
+        realcluster.apply([claim, tp_job()])
         yield job
     finally:
         realcluster.kubectl("delete", "rlj", "-n", NS, JOB, "--ignore-not-found", "--wait=true", "--timeout=60s",
@@ -56,19 +63,31 @@ def gang(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> 
         print("operator log (tail):\n" + op.tail())
 
 
-def test_the_planned_tp2_trainer_runs_two_ranks_in_its_pod_and_trains(gang: Job) -> None:
+def test_a_two_pod_dp2_tp2_trainer_rendezvous_trains_and_checkpoints(gang: Job) -> None:
     plan = wait_for(lambda: gang.status().get("plan"), 120, "the plan in the RLJob status")
     trainer = plan["trainer"]
-    assert (trainer["dataParallel"], trainer["tensorParallel"], trainer["gpusPerNode"]) == (1, 2, [2]), trainer
-    wait_for(lambda: gang.progress().get("trainedSteps", 0) >= 8, 600, "8 steps trained by the TP2 gang")
-    pod = gang.ready_pods("trainer")[0]
-    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
-    assert (env["LOCAL_WORLD_SIZE"], env["HEXRL_TENSOR_PARALLEL"], env["HEXRL_NNODES"]) == ("2", "2", "1")
-    logs = gang.rc.kubectl("logs", "-n", NS, pod["metadata"]["name"])
-    assert "launching 2 trainer process(es) of DP1×TP2×PP1" in logs, logs[-3000:]
-    ranks = set(re.findall(r"rank (\d): DP1×TP2×PP1 .* mesh \(1, 1, 2\)", logs))
-    assert ranks == {"0", "1"}, logs[-3000:]
-    # weights published by rank 0 from the TP-sharded model reach the rollout workers
-    wait_for(lambda: gang.progress().get("policyVersion", 0) >= 8, 120, "policy version 8")
+    assert (trainer["dataParallel"], trainer["tensorParallel"], trainer["fsdp"], trainer["gpusPerNode"]) == (
+        2, 2, True, [2, 2]), trainer
+    assert len(set(trainer["nodes"])) == 2
+    wait_for(lambda: gang.progress().get("trainedSteps", 0) >= 9, 900, "9 steps trained by the DP2×TP2 gang")
+    pods = sorted(gang.ready_pods("trainer"), key=lambda p: p["metadata"]["name"])
+    assert len(pods) == 2 and len({p["spec"]["nodeName"] for p in pods}) == 2
+    ranks: set[str] = set()
+    for node_rank, pod in enumerate(pods):
+        env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+        assert (env["HEXRL_NNODES"], env["HEXRL_NODE_RANK"], env["LOCAL_WORLD_SIZE"]) == ("2", str(node_rank), "2")
+        logs = gang.rc.kubectl("logs", "-n", NS, pod["metadata"]["name"])
+        assert "launching 2 trainer process(es) of DP2×TP2×PP1 FSDP on 2 pod(s)" in logs, logs[-3000:]
+        found = set(re.findall(r"rank (\d): DP2×TP2×PP1 FSDP .* mesh \(1, 2, 2\)", logs))
+        assert len(found) == 2, logs[-3000:]
+        ranks |= found
+    assert ranks == {"0", "1", "2", "3"}  # pod 0 holds ranks 0-1, pod 1 ranks 2-3
+    # weights gathered from the sharded model by rank 0 reach the rollout workers
+    wait_for(lambda: gang.progress().get("policyVersion", 0) >= 9, 120, "policy version 9")
     for rollout in gang.ready_pods("rollout"):
         assert gang.metrics(rollout, 8002).get("hexrl_rollout_weight_updates_total", 0) >= 1
+    # a sharded checkpoint both pods wrote into: DCP's index and one shard file per rank
+    listing = gang.rc.kubectl("exec", "-n", NS, pods[0]["metadata"]["name"], "--", "sh", "-c",
+                              "ls -A /checkpoints/step-*/")
+    files = set(listing.split())
+    assert {".metadata", "__0_0.distcp", "__1_0.distcp", "__2_0.distcp", "__3_0.distcp", "meta.json"} <= files, listing

@@ -69,11 +69,39 @@ def _single_process_is_intended() -> Iterator[None]:
         yield
 
 
+def _from_rank0(value: str) -> str:
+    """Rank 0's `value` on every rank."""
+    import torch.distributed as dist
+
+    if not _distributed():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return str(box[0])
+
+
 def _barrier() -> None:
     import torch.distributed as dist
 
     if _distributed():
         dist.barrier()
+
+
+class CheckpointNotShared(RuntimeError):
+    """The ranks of the gang do not see one checkpoint directory (each pod has its own volume)."""
+
+
+def _all_see(tmp: Path, nonce: str) -> bool:
+    """True when every rank reads the nonce rank 0 wrote into `tmp` (a collective when distributed)."""
+    import torch.distributed as dist
+
+    marker = tmp / ".nonce"
+    mine = marker.is_file() and marker.read_text() == nonce
+    if not _distributed():
+        return mine
+    flag = torch.tensor([1 if mine else 0], dtype=torch.int32)
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    return bool(flag.item())
 
 
 def save(
@@ -90,12 +118,22 @@ def save(
     root = Path(directory)
     final = root / f"{PREFIX}{step:08d}"
     tmp = root / f"{TMP_PREFIX}{PREFIX}{step:08d}"
+    nonce = _from_rank0(f"{step}-{time.time_ns()}")
     if rank == 0:
         root.mkdir(parents=True, exist_ok=True)
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
+        (tmp / ".nonce").write_text(nonce)
     _barrier()
+    if not _all_see(tmp, nonce):
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointNotShared(
+            f"the trainer's ranks do not share the checkpoint directory {root} (each pod sees its own volume), "
+            "so no rank can write a checkpoint the others can resume from; set spec.checkpoint.pvc to a claim "
+            "that every trainer pod mounts (ReadWriteMany when the trainer spans nodes)"
+        )
     model_state, optim_state = get_state_dict(model, optim)
     with _single_process_is_intended():
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp), no_dist=not _distributed())

@@ -139,6 +139,7 @@ class Trainer:
         self.step_stats: list[dict[str, float]] = []
         self.weights: ThreadedWeightServer | None = None
         self.distributed = settings.world_size > 1
+        self._warned_unshared = False
         self.device = torch.device(f"cuda:{settings.local_rank}" if settings.device == "cuda" else settings.device)
         self._setup()
 
@@ -257,13 +258,21 @@ class Trainer:
         self.weights.publish(manifest, blob)
 
     def _checkpoint(self) -> None:
-        """Every rank writes its shards; rank 0 adds the coordinator's snapshot and commits."""
+        """Every rank writes its shards; rank 0 adds the coordinator's snapshot and commits. A gang whose
+        pods do not share the checkpoint directory cannot resume from any checkpoint: it says so (once)
+        and trains on without them, rather than failing and restarting from nothing again and again."""
         t0 = time.monotonic()
-        path = checkpoint.save(
-            self.s.checkpoint_dir, self.version, self.model, self.optim,
-            lambda: {"policyVersion": self.version, "coordinator": self.coord.state()},
-            keep=self.spec.checkpoint.keep, rank=self.s.rank,
-        )
+        try:
+            path = checkpoint.save(
+                self.s.checkpoint_dir, self.version, self.model, self.optim,
+                lambda: {"policyVersion": self.version, "coordinator": self.coord.state()},
+                keep=self.spec.checkpoint.keep, rank=self.s.rank,
+            )
+        except checkpoint.CheckpointNotShared as exc:
+            if not self._warned_unshared:
+                log.error("%s; training continues without checkpoints", exc)
+                self._warned_unshared = True
+            return
         if self.s.rank == 0:
             self.metrics["hexrl_checkpoint_seconds"].observe(time.monotonic() - t0)
             log.info("checkpoint %s", path)
