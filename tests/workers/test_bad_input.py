@@ -114,3 +114,19 @@ def test_pod_entry_point_reports_config_problems(tmp_path):
     assert out.returncode == 2 and "coordinatorUrl" in out.stderr
     out = subprocess.run([PYTHON, "-m", "hexrl_workers", "dance"], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "usage" in out.stderr
+
+
+@pytest.mark.parametrize("layout,why", [
+    ({"HEXRL_PIPELINE_PARALLEL": "2", "HEXRL_NNODES": "2", "HEXRL_NODE_RANK": "0"}, "pipeline parallelism (PP2)"),
+    ({"LOCAL_WORLD_SIZE": "4", "HEXRL_TENSOR_PARALLEL": "4", "HEXRL_DATA_PARALLEL": "1"}, "key/value heads (2)"),
+    ({"LOCAL_WORLD_SIZE": "2", "HEXRL_TENSOR_PARALLEL": "two"}, "HEXRL_TENSOR_PARALLEL='two'"),
+])
+def test_trainer_pod_refuses_a_layout_it_cannot_execute(tmp_path, layout, why):
+    """Before any process is launched or any rank waits for peers: exit 2 with the reason, no traceback."""
+    config = write_config(tmp_path, tiny_spec(), "http://127.0.0.1:9", "http://127.0.0.1:9")
+    env = subprocess_env(config, TOKEN, **layout)
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "trainer"], env=env, capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert why in out.stderr, out.stderr[-2000:]
+    assert "Traceback" not in out.stderr
