@@ -130,3 +130,49 @@ def test_trainer_pod_refuses_a_layout_it_cannot_execute(tmp_path, layout, why):
     assert out.returncode == 2, out.stderr[-2000:]
     assert why in out.stderr, out.stderr[-2000:]
     assert "Traceback" not in out.stderr
+
+
+def test_trajectories_that_would_poison_training_are_counted_dropped_and_generated_again(coord):
+    """NaN/Infinity rewards and log-probs and token ids outside the vocabulary (the tiny job's is 24) never
+    reach a batch: each is dropped with its reason counted, and its sample is handed out again."""
+    work = _post(coord, "/v1/work", {"workerId": "w", "maxItems": 1}).json()
+    item = work["items"][0]
+
+    def traj(sample: int, **bad: object) -> dict:
+        t = {"itemId": item["itemId"], "epoch": item.get("epoch", 0), "groupId": item["groupId"],
+             "groupSize": item["groupSize"], "sampleIndex": sample, "promptId": item["prompt"]["promptId"],
+             "promptTokens": [1, 5], "tokens": [6, 2], "logprobs": [-1.0, -0.5], "versions": [0, 0], "reward": 1.0}
+        t.update(bad)
+        return t
+
+    cases = [
+        (traj(0, reward="NaN"), "non-finite reward"),
+        (traj(1, logprobs=[-1.0, "Infinity"]), "invalid log-prob"),
+        (traj(2, tokens=[6, 10_000]), "token id out of vocabulary"),
+    ]
+    for t, reason in cases:
+        raw = json.dumps({"trajectories": [t]}).replace('"NaN"', "NaN").replace('"Infinity"', "Infinity")
+        r = _post(coord, "/v1/trajectories", raw, raw=True)
+        assert r.status_code == 200 and r.json()["accepted"] == 0 and r.json()["dropped"] == 1, (reason, r.text)
+    metrics = requests.get(coord.url + "/metrics", timeout=10).text
+    for _, reason in cases:
+        assert f'hexrl_samples_invalid_total{{reason="{reason}"}} 1.0' in metrics, metrics
+    # the three samples are generated again: the next work request continues them from scratch
+    again = _post(coord, "/v1/work", {"workerId": "w2", "maxItems": 4}).json()["items"]
+    redo = {s["sampleIndex"] for i in again if i["groupId"] == item["groupId"] for s in i["samples"]}
+    assert {0, 1, 2} <= redo, again
+
+
+@pytest.mark.parametrize("token", ["", None], ids=["empty", "unset"])
+def test_a_worker_without_a_token_refuses_to_start_instead_of_serving_open(tmp_path, token):
+    config = write_config(tmp_path, tiny_spec(), "http://127.0.0.1:9", "http://127.0.0.1:9")
+    env = subprocess_env(config, "x", HEXRL_PORT="0")
+    if token is None:
+        del env["HEXRL_TOKEN"]
+    else:
+        env["HEXRL_TOKEN"] = token
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "coordinator"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "HEXRL_TOKEN is " + ("empty" if token == "" else "not set") in out.stderr
+    assert "accept requests from anyone" in out.stderr and "Traceback" not in out.stderr

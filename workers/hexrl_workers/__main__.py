@@ -225,11 +225,24 @@ def main(argv: list[str] | None = None) -> int:
     return _run_role(role, handler)
 
 
+def _token() -> str:
+    """The job's bearer token; a worker never runs its services open (an empty value used to turn the
+    authentication off without a word)."""
+    token = os.environ.get(ENV_TOKEN, "").strip()
+    if not token:
+        state = "empty" if ENV_TOKEN in os.environ else "not set"
+        raise WorkerConfigError(
+            f"{ENV_TOKEN} is {state}: the job's services would accept requests from anyone; set it to the job's "
+            "token (the operator mounts it from the job's Secret, key `token`)"
+        )
+    return token
+
+
 def _run_role(role: str, handler: Callable[[WorkerConfig, str | None], int]) -> int:
     """Load the config and run `handler`; configuration errors become one sentence and exit 2."""
     try:
         cfg = load_config()
-        token = os.environ.get(ENV_TOKEN) or None
+        token = _token()
         if os.environ.get(ENV_JOB) and os.environ[ENV_JOB] != cfg.job:
             raise WorkerConfigError(f"{ENV_JOB}={os.environ[ENV_JOB]} but the config is for job {cfg.job}")
         return handler(cfg, token)

@@ -149,7 +149,8 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     core = CoordinatorCore(
         CoordinatorSettings(
             prompts_per_step=spec.algorithm.prompts_per_step, group_size=spec.algorithm.group_size,
-            max_policy_lag=spec.staleness.max_policy_lag, total_steps=steps,
+            max_policy_lag=spec.staleness.max_policy_lag, total_steps=steps, vocab_size=spec.model.shape.vocab,
+            max_new_tokens=spec.generation.max_new_tokens,
         ),
         make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
     )

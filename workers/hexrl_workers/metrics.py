@@ -51,6 +51,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("hexrl_trained_steps", "counter", "Trainer steps acknowledged.", ("coordinator",)),
     MetricSpec("hexrl_generated_tokens", "counter", "Response tokens received from rollout workers.", ("coordinator",)),
     MetricSpec("hexrl_trajectories", "counter", "Complete trajectories received from rollout workers.", ("coordinator",)),
+    MetricSpec("hexrl_samples_invalid", "counter", "Trajectories and partials dropped because training on them would fail (non-finite reward or log-prob, token id outside the vocabulary, too long); their samples are generated again.", ("coordinator",), ("reason",)),
     MetricSpec("hexrl_prompts_dispatched", "counter", "Prompts (GRPO groups) handed to rollout workers.", ("coordinator",)),
     MetricSpec("hexrl_gate_blocked", "counter", "Work requests refused by the staleness gate.", ("coordinator",)),
     MetricSpec("hexrl_dropped_stale", "counter", "Trajectories dropped because their lag would exceed η; their prompt is re-queued.", ("coordinator",)),

@@ -31,6 +31,7 @@ re-dispatched from scratch).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
@@ -61,6 +62,10 @@ class CoordinatorSettings:
     reward_window: int = 5
     """Trained batches averaged by `mean_reward` (the RLJob's status.progress.meanReward): enough to smooth
     one lucky batch, few enough to follow learning."""
+    vocab_size: int | None = None
+    """Token ids must be below this (spec.model.shape.vocab); None: not checked."""
+    max_new_tokens: int | None = None
+    """A response may not be longer (spec.generation.maxNewTokens); None: not checked."""
     lease_seconds: float = 600.0
     """A dispatched item not returned (nor handed in as partial) within this time is re-dispatched from
     scratch: covers workers killed without a grace period. Seconds; generous, since long responses take
@@ -100,6 +105,36 @@ def empty_snapshot() -> dict[str, Any]:
 
 class RejectedError(ValueError):
     """A request the coordinator refuses (HTTP 409): the message says why."""
+
+
+class InvalidSampleError(RejectedError):
+    """A trajectory or partial whose numbers cannot be trained on (`reason` names which check failed)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}; the sample is queued again")
+        self.reason = reason
+
+
+def sample_problem(tokens: list[int], logprobs: list[float], prompt_tokens: list[int] | None, reward: float | None,
+                   vocab_size: int | None, max_new_tokens: int | None) -> tuple[str, str] | None:
+    """(reason, detail) of the first thing that would poison training, or None.
+
+    A NaN or infinite reward or log-prob makes the loss NaN (and a NaN saved in a checkpoint blocks every
+    resume); a token id outside the vocabulary crashes the trainer's embedding lookup; a response longer
+    than maxNewTokens is not what the job asked for."""
+    if reward is not None and not math.isfinite(reward):
+        return "non-finite reward", f"reward {reward}"
+    bad = next((x for x in logprobs if not math.isfinite(x) or x > 1e-6), None)
+    if bad is not None:
+        return "invalid log-prob", f"log-prob {bad} (must be finite and ≤ 0)"
+    if vocab_size is not None:
+        ids = tokens + (prompt_tokens or [])
+        out = next((t for t in ids if t < 0 or t >= vocab_size), None)
+        if out is not None:
+            return "token id out of vocabulary", f"token id {out} not in [0, {vocab_size})"
+    if max_new_tokens is not None and len(tokens) > max_new_tokens:
+        return "response too long", f"{len(tokens)} tokens > maxNewTokens {max_new_tokens}"
+    return None
 
 
 class CoordinatorCore:
@@ -228,6 +263,12 @@ class CoordinatorCore:
     def ingest(self, traj: Trajectory) -> None:
         """Accept one finished trajectory (RejectedError when it is not expected)."""
         lease = self._check_result(traj.item_id, traj.epoch, traj.group_id, traj.sample_index)
+        problem = sample_problem(traj.tokens, traj.logprobs, traj.prompt_tokens, traj.reward, self.s.vocab_size,
+                                 self.s.max_new_tokens)
+        if problem is not None:
+            self._release_sample(lease, traj.sample_index)
+            self.continuations.append((traj.group_id, SampleSpec(sample_index=traj.sample_index)))
+            raise InvalidSampleError(*problem)
         if traj.versions and max(traj.versions) > self.version:
             # Generated with weights the job has rolled back from (the trainer resumed from a checkpoint).
             # The sample goes straight back to the queue: waiting for its lease to expire would stall
@@ -252,6 +293,11 @@ class CoordinatorCore:
     def ingest_partial(self, part: PartialResponse) -> None:
         """A stopping worker's unfinished response: queue it for another worker to continue."""
         lease = self._check_result(part.item_id, part.epoch, part.group_id, part.sample_index)
+        problem = sample_problem(part.tokens, part.logprobs, None, None, self.s.vocab_size, self.s.max_new_tokens)
+        if problem is not None:  # the prefix is unusable: the sample starts again from scratch
+            self._release_sample(lease, part.sample_index)
+            self.continuations.append((part.group_id, SampleSpec(sample_index=part.sample_index)))
+            raise InvalidSampleError(*problem)
         if self.groups[part.group_id].prompt.prompt_id != part.prompt_id:
             raise RejectedError(f"promptId {part.prompt_id} does not belong to group {part.group_id}")
         self._release_sample(lease, part.sample_index)

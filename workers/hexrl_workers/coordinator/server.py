@@ -46,7 +46,12 @@ from hexrl.api.workerconfig import (
     STALENESS_PATH,
     parse_worker_config,
 )
-from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings, RejectedError
+from hexrl_workers.coordinator.core import (
+    CoordinatorCore,
+    CoordinatorSettings,
+    InvalidSampleError,
+    RejectedError,
+)
 from hexrl_workers.httpcommon import (
     HTTPProblem,
     ThreadedService,
@@ -209,6 +214,7 @@ class CoordinatorServer:
                 gen_tokens += len(traj.tokens)
             except RejectedError as exc:
                 dropped += 1
+                self._count_invalid(exc)
                 log.info("dropped trajectory from %s: %s", body.worker_id or traj.worker_id, exc)
         partials = 0
         for part in body.partials:
@@ -217,6 +223,7 @@ class CoordinatorServer:
                 partials += 1
             except RejectedError as exc:
                 dropped += 1
+                self._count_invalid(exc)
                 log.info("dropped partial from %s: %s", body.worker_id or part.worker_id, exc)
         for item_id in body.released_item_ids:
             self.core.release(item_id)
@@ -226,6 +233,11 @@ class CoordinatorServer:
         self._generated_window.append((time.monotonic(), gen_tokens))
         await self._notify()
         return json_response(IngestResult(accepted=accepted, dropped=dropped, partials=partials))
+
+    def _count_invalid(self, exc: RejectedError) -> None:
+        if isinstance(exc, InvalidSampleError):
+            self.metrics["hexrl_samples_invalid"].labels(exc.reason).inc()
+            log.warning("invalid sample dropped (%s)", exc)
 
     async def batch(self, request: web.Request) -> web.Response:
         self._require_data()
@@ -415,7 +427,8 @@ def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None
             prompts_per_step=spec.algorithm.prompts_per_step,
             group_size=spec.algorithm.group_size,
             max_policy_lag=spec.staleness.max_policy_lag if eta is None else eta,
-            total_steps=spec.algorithm.total_steps,
+            total_steps=spec.algorithm.total_steps, vocab_size=spec.model.shape.vocab,
+            max_new_tokens=spec.generation.max_new_tokens,
         ),
         dataset,
     )
