@@ -46,3 +46,23 @@ def test_alive_follows_a_started_process_until_it_is_stopped(tmp_path):
     finally:
         procs.stop(proc.pid, "hexrl-marker", grace_seconds=5)
     assert not procs.alive(proc.pid, "hexrl-marker")
+
+
+def test_down_of_a_half_removed_cluster_folder_cleans_up_instead_of_failing(tmp_path):
+    """A state file whose credentials are gone (a run killed while another removed its folder) is still
+    torn down: the health check says "not healthy" instead of raising on the missing CA file."""
+    import json
+
+    from hexrl.devcluster.cluster import DevCluster
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead_port = s.getsockname()[1]
+    work = tmp_path / "half"
+    (work / "logs").mkdir(parents=True)
+    (work / "state.json").write_text(json.dumps({"name": "half", "ports": {"kube-apiserver": dead_port}}))
+    cluster = DevCluster(name="half", workdir=work, progress=lambda _msg: None)
+    state = cluster._read_state()
+    assert state is not None and cluster._healthy("/readyz", state) is False
+    cluster.down(quiet=True)
+    assert not (work / "state.json").exists()

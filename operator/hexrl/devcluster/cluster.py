@@ -424,7 +424,10 @@ class DevCluster:
         port = state.ports.get(component)
         if not port:
             return False
-        ctx = self._ssl() if component == "kube-apiserver" else ssl._create_unverified_context()
+        try:
+            ctx = self._ssl() if component == "kube-apiserver" else ssl._create_unverified_context()
+        except OSError:  # a half-removed work folder (its credentials gone): nothing healthy to talk to
+            return False
         try:
             with urllib.request.urlopen(f"https://{procs.HOST}:{port}{path}", context=ctx, timeout=5) as resp:
                 return bool(resp.status == 200)
