@@ -176,3 +176,17 @@ def test_a_worker_without_a_token_refuses_to_start_instead_of_serving_open(tmp_p
     assert out.returncode == 2, out.stderr[-2000:]
     assert "HEXRL_TOKEN is " + ("empty" if token == "" else "not set") in out.stderr
     assert "accept requests from anyone" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_restore_is_all_or_nothing_and_deep_json_is_a_client_error(coord):
+    state = requests.get(coord.url + "/v1/state", headers=AUTH, timeout=10).json()
+    before = requests.get(coord.url + "/v1/version", headers=AUTH, timeout=10).json()["version"]
+    bad = {**state, "version": 999, "continuations": [{"groupId": 0, "spec": {"sampleIndex": "not a number"}}]}
+    r = _post(coord, "/v1/restore", bad)
+    assert r.status_code == 422, r.text
+    assert requests.get(coord.url + "/v1/version", headers=AUTH, timeout=10).json()["version"] == before  # not 999
+    deep = "[" * 100_000 + "]" * 100_000
+    for path in ("/v1/restore", "/v1/trajectories"):
+        r = _post(coord, path, deep, raw=True)
+        assert r.status_code == 400 and ("nested too deeply" in r.text or "recursion" in r.text.lower()), (path, r.text)
+    assert _post(coord, "/v1/work", {"workerId": "w", "maxItems": 1}).status_code == 200  # still serving

@@ -67,6 +67,10 @@ def error_middleware(on_reject=None):  # type: ignore[no-untyped-def]
             return problem(exc.status, exc.error, exc.field)
         except web.HTTPException:
             raise
+        except RecursionError:  # json.loads on a deeply nested document: the client's problem, not ours
+            if on_reject:
+                on_reject("body")
+            return problem(400, "request body is nested too deeply to parse", "body")
         except Exception as exc:  # the service must keep serving; the log has the traceback
             log.exception("unhandled error on %s %s", request.method, request.path)
             if on_reject:

@@ -103,6 +103,15 @@ def empty_snapshot() -> dict[str, Any]:
     }
 
 
+def _optional_float(value: Any) -> float | None:
+    if value is None:
+        return None
+    out = float(value)
+    if not math.isfinite(out):
+        raise ValueError(f"initialReward {value!r} is not a finite number")
+    return out
+
+
 class RejectedError(ValueError):
     """A request the coordinator refuses (HTTP 409): the message says why."""
 
@@ -431,26 +440,38 @@ class CoordinatorCore:
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
-        """Replace the state with a snapshot; work dispatched before is void (new epoch)."""
-        self.epoch = max(self.epoch, int(snap["epoch"])) + 1
-        self.version = int(snap["version"])
-        self.cursor = int(snap["cursor"])
-        self.n_requested = int(snap["nRequested"])
-        self._next_group = max(self._next_group, int(snap["nextGroup"]))
-        self.trained_steps = int(snap["trainedSteps"])
-        self.trained_samples = int(snap["trainedSamples"])
-        self.trained_prompt_ids = list(snap.get("trainedPromptIds", []))
-        self.initial_reward = snap.get("initialReward")
-        self.requeued = deque(Prompt.model_validate(p) for p in snap["requeued"])
-        self.groups = {}
+        """Replace the state with a snapshot; work dispatched before is void (new epoch).
+
+        All or nothing: the whole snapshot is parsed and checked before any field changes, so a snapshot
+        refused half-way (a 422) leaves the coordinator exactly as it was."""
+        if not isinstance(snap, dict):
+            raise TypeError(f"a snapshot is a JSON object, not {type(snap).__name__}")
+        groups = {}
         for g in snap["groups"]:
             done = {t.sample_index: t for t in (Trajectory.model_validate(x) for x in g["done"])}
             grp = _Group(int(g["groupId"]), Prompt.model_validate(g["prompt"]), done=done)
             grp.outstanding = set(range(self.s.group_size)) - set(done)
-            self.groups[grp.group_id] = grp
-        self.continuations = deque(
-            (int(c["groupId"]), SampleSpec.model_validate(c["spec"])) for c in snap["continuations"]
-        )
-        self.ready = deque(gid for gid in snap["ready"] if gid in self.groups)
-        self.leases = {}
-        self.pending_batches = {}
+            groups[grp.group_id] = grp
+        parsed = {
+            "epoch": max(self.epoch, int(snap["epoch"])) + 1,
+            "version": int(snap["version"]),
+            "cursor": int(snap["cursor"]),
+            "n_requested": int(snap["nRequested"]),
+            "_next_group": max(self._next_group, int(snap["nextGroup"])),
+            "trained_steps": int(snap["trainedSteps"]),
+            "trained_samples": int(snap["trainedSamples"]),
+            "trained_prompt_ids": [int(x) for x in snap.get("trainedPromptIds", [])],
+            "initial_reward": _optional_float(snap.get("initialReward")),
+            "requeued": deque(Prompt.model_validate(p) for p in snap["requeued"]),
+            "groups": groups,
+            "continuations": deque(
+                (int(c["groupId"]), SampleSpec.model_validate(c["spec"])) for c in snap["continuations"]
+            ),
+            "ready": deque(int(gid) for gid in snap["ready"] if int(gid) in groups),
+            "leases": {},
+            "pending_batches": {},
+        }
+        if min(parsed["version"], parsed["cursor"], parsed["n_requested"], parsed["trained_steps"]) < 0:
+            raise ValueError("version, cursor, nRequested and trainedSteps must not be negative")
+        for name, value in parsed.items():
+            setattr(self, name, value)
