@@ -61,7 +61,7 @@ def devcluster() -> Iterator[DevCluster]:
     try:
         cluster.up(inventory=SMALL_INVENTORY)
         cluster.kubectl("apply", "-f", "-", input=crd_yaml())
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+        cluster.wait_established(CRD_NAME)
     except DevClusterError as e:
         cluster.down(quiet=True)
         pytest.fail(f"the local control plane did not start: {e}", pytrace=False)

@@ -174,7 +174,7 @@ class _Weights:
     def __init__(self) -> None:
         self.asked: list[int] = []
 
-    def pull(self, version):
+    def pull(self, version, into=None):
         self.asked.append(version)
         raise WeightPullError(f"version {version} is not held here (held: [])")
 
@@ -207,3 +207,32 @@ def test_worker_ahead_of_a_rolled_back_job_returns_its_work_instead_of_generatin
     assert weights.asked and set(weights.asked) == {4}  # kept asking for the job's version
     ids = [i.item_id for i in coord.items]
     assert coord.pushed and all(b.released_item_ids == ids and not b.trajectories for b in coord.pushed)
+
+
+@pytest.mark.parametrize("damage", ["flip a byte", "truncate", "empty", "delete a shard", "garble meta.json"])
+def test_a_damaged_newest_checkpoint_is_passed_over_for_the_newest_intact_one(tmp_path, damage):
+    model, optim = _trained_linear(0)
+    checkpoint.save(tmp_path, 2, model, optim, lambda: {"policyVersion": 2, "coordinator": {}})
+    checkpoint.save(tmp_path, 4, model, optim, lambda: {"policyVersion": 4, "coordinator": {}})
+    newest = tmp_path / "step-00000004"
+    shard = next(newest.glob("__0_*.distcp"))
+    data = bytearray(shard.read_bytes())
+    if damage == "flip a byte":
+        data[len(data) // 2] ^= 0x01  # inside tensor data: loads without complaint unless checked
+        shard.write_bytes(bytes(data))
+    elif damage == "truncate":
+        shard.write_bytes(bytes(data[: len(data) // 2]))
+    elif damage == "empty":
+        shard.write_bytes(b"")
+    elif damage == "delete a shard":
+        shard.unlink()
+    else:
+        (newest / "meta.json").write_text('{"policyVersion": 4, "fi')
+    assert checkpoint.problems(newest), damage
+    assert checkpoint.problems(tmp_path / "step-00000002") == []
+    skipped: list[tuple] = []
+    chosen = checkpoint.latest_intact(tmp_path, on_skip=lambda p, why: skipped.append((p.name, why)))
+    assert chosen is not None and chosen.name == "step-00000002"
+    assert skipped and skipped[0][0] == "step-00000004"
+    other, other_optim = _trained_linear(1)
+    assert checkpoint.load_into(chosen, other, other_optim)["policyVersion"] == 2

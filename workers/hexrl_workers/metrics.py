@@ -72,6 +72,7 @@ SPECS: tuple[MetricSpec, ...] = (
     MetricSpec("hexrl_trainer_step_seconds", "histogram", "Wall time of one optimizer step (excluding the wait for data).", ("trainer",), buckets=SECONDS_BUCKETS),
     MetricSpec("hexrl_trainer_loss", "gauge", "Loss of the last step.", ("trainer",)),
     MetricSpec("hexrl_checkpoint_seconds", "histogram", "Wall time to write one complete checkpoint.", ("trainer",), buckets=SECONDS_BUCKETS),
+    MetricSpec("hexrl_checkpoints_damaged", "counter", "Checkpoints passed over at start-up because a file was missing, truncated or did not match its recorded BLAKE3.", ("trainer",)),
 )
 
 _BY_NAME = {s.name: s for s in SPECS}

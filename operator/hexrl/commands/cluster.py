@@ -163,7 +163,7 @@ def demo(
     c.up(inventory=inventory)
     try:
         c.kubectl("apply", "-f", "-", input=crd_yaml())
-        c.kubectl("wait", "--for=condition=Established", "crd/rljobs.hexrl.dev", "--timeout=60s")
+        c.wait_established("rljobs.hexrl.dev")
         for title, args in (
             ("simulated GPU nodes", ("get", "nodes", "-L", GPU_COLUMNS)),
             ("apply the RLJob", ("apply", "-f", str(job))),

@@ -433,7 +433,7 @@ def _install_operator(run: DemoRun) -> None:
     from hexrl.api.crd import crd_yaml
 
     run.cluster.kubectl("apply", "-f", "-", input=crd_yaml())
-    run.cluster.kubectl("wait", "--for=condition=Established", "crd/rljobs.hexrl.dev", "--timeout=60s")
+    run.cluster.wait_established("rljobs.hexrl.dev")
     run.con.print("  CRD rljobs.hexrl.dev installed (kubectl get rlj works now)")
     run.operator, run.log = _start_operator(run.cluster, run.settings)
     run.con.print(f"  hexrl operator running (pid {run.operator.pid}, log {run.log})")

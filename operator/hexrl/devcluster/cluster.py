@@ -345,6 +345,24 @@ class DevCluster:
             raise DevClusterError(f"kubectl {' '.join(args)} failed: {proc.stderr.strip()}")
         return proc
 
+    def wait_established(self, *crds: str, timeout: float = 60.0) -> None:
+        """Wait until each CustomResourceDefinition is Established (bounded).
+
+        Polled rather than `kubectl wait --for=condition=Established`: kubectl 1.34's wait fails at once,
+        instead of waiting, while a just-created CRD has no `status.conditions` yet (seen on a loaded
+        machine)."""
+        deadline = time.monotonic() + timeout
+        for crd in crds:
+            path = '{.status.conditions[?(@.type=="Established")].status}'
+            while True:
+                proc = self.kubectl("get", "crd", crd, "-o", f"jsonpath={path}", check=False)
+                if proc.returncode == 0 and proc.stdout.strip() == "True":
+                    break
+                if time.monotonic() > deadline:
+                    raise DevClusterError(f"CRD {crd} not Established after {timeout:.0f}s: "
+                                          f"{(proc.stderr or proc.stdout).strip()[:300]}")
+                time.sleep(0.25)
+
     def apply_inventory(self, source: str | Path | dict[str, Any], prune: bool = False) -> list[str]:
         """Create or update one Node per inventory node (`<pool>-<i>`); returns their names.
 

@@ -68,8 +68,7 @@ def opcluster() -> Iterator[DevCluster]:
         cluster.up(inventory=INVENTORY)
         cluster.kubectl("apply", "-f", "-", input=crd_yaml())
         cluster.kubectl("apply", "-f", str(PEERING), check=False)  # the CRDs; the object needs them Established
-        cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}",
-                        "crd/clusterkopfpeerings.kopf.dev", "--timeout=60s")
+        cluster.wait_established(CRD_NAME, "clusterkopfpeerings.kopf.dev")
         cluster.kubectl("apply", "-f", str(PEERING))
         cluster.kubectl("create", "namespace", "hexrl-system", check=False)
         cluster.kubectl("apply", "-f", str(RBAC))

@@ -91,8 +91,13 @@ def realcluster() -> Iterator[RealCluster]:
         cluster.down(quiet=True)  # leftovers of an interrupted run
         cluster.up(inventory=REAL_INVENTORY)
     rc = RealCluster(cluster)
-    rc.kubectl("apply", "-f", "-", input=crd_yaml())
-    rc.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=60s")
+    try:
+        rc.kubectl("apply", "-f", "-", input=crd_yaml())
+        cluster.wait_established(CRD_NAME)
+    except BaseException:  # a failed set-up leaves nothing running either
+        if not keep:
+            cluster.down(quiet=True)
+        raise
     try:
         yield rc
     finally:

@@ -19,6 +19,12 @@ syncs its files), rank 0 writes meta.json, fsyncs it and the directory, then ren
 place — rename(2) within one filesystem is atomic, so a reader sees either the old set of complete
 checkpoints or the new one — and fsyncs the parent, so the result survives a power cut, not only a
 process kill. `keep` newest complete checkpoints are kept.
+
+Integrity: meta.json records every file's size and BLAKE3 (each rank hashes the shards it wrote). At
+start-up the trainer resumes from the newest checkpoint that still matches (`latest_intact`): a
+truncated or emptied file, flipped bytes inside tensor data, a missing shard or an unreadable meta.json
+make it fall back to the previous one, with the reason logged, instead of crash-looping on it or
+loading it silently.
 """
 
 from __future__ import annotations
@@ -137,8 +143,11 @@ def save(
     model_state, optim_state = get_state_dict(model, optim)
     with _single_process_is_intended():
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=str(tmp), no_dist=not _distributed())
+    files = _gather_digests(tmp, rank)
     if rank == 0:
-        (tmp / META).write_text(json.dumps({**meta(), "step": step, "time": time.time()}))
+        (tmp / ".nonce").unlink(missing_ok=True)
+        record = {**meta(), "step": step, "time": time.time(), "files": files}
+        (tmp / META).write_text(json.dumps(record))
         _fsync_path(tmp / META)
         _fsync_path(tmp)
         if final.exists():  # re-saving a step after a resume: move the old one aside, never lose both
@@ -158,6 +167,77 @@ def _prune(root: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     for tmp in root.glob(f"{TMP_PREFIX}*"):
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _digest_file(path: Path) -> dict[str, Any]:
+    import blake3
+
+    h = blake3.blake3(max_threads=blake3.blake3.AUTO)
+    h.update_mmap(str(path))
+    return {"bytes": path.stat().st_size, "blake3": h.hexdigest()}
+
+
+def _gather_digests(tmp: Path, rank: int) -> dict[str, dict[str, Any]]:
+    """{file name: size and BLAKE3} of the checkpoint's files: each rank hashes the shard files it wrote
+    (`__<rank>_*`), rank 0 also DCP's index; on rank 0 the union (a collective when distributed)."""
+    import torch.distributed as dist
+
+    mine = {p.name: _digest_file(p) for p in sorted(tmp.glob(f"__{rank}_*"))}
+    if rank == 0:
+        mine.update({p.name: _digest_file(p) for p in tmp.iterdir()
+                     if p.is_file() and not p.name.startswith("__") and p.name not in (META, ".nonce")})
+    if not _distributed():
+        return mine
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, mine)
+    return {k: v for part in parts for k, v in part.items()}
+
+
+def problems(path: str | Path) -> list[str]:
+    """Why the checkpoint at `path` cannot be trusted (empty: every recorded file is there, whole, with its
+    recorded BLAKE3). Catches a truncated or emptied file, flipped bytes inside tensor data, a missing
+    shard, and a meta.json that does not parse."""
+    p = Path(path)
+    try:
+        record = json.loads((p / META).read_text())
+        files = record["files"]
+        int(record["policyVersion"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return [f"{META}: {type(exc).__name__}: {exc}"]
+    out = []
+    for name, want in files.items():
+        f = p / name
+        if not f.is_file():
+            out.append(f"{name} is missing")
+        elif f.stat().st_size != want["bytes"]:
+            out.append(f"{name} has {f.stat().st_size} bytes, {want['bytes']} were written")
+        elif _digest_file(f)["blake3"] != want["blake3"]:
+            out.append(f"{name} does not match its recorded BLAKE3 (corrupted)")
+    if not files:
+        out.append("no files recorded")
+    return out
+
+
+def latest_intact(directory: str | Path, on_skip: Callable[[Path, list[str]], None] | None = None) -> Path | None:
+    """The newest complete checkpoint that passes `problems` (a collective when distributed: rank 0 checks
+    and every rank gets its choice); `on_skip(path, problems)` is told about each newer one passed over."""
+    chosen = ""
+    if not _distributed() or _rank() == 0:
+        for ck in reversed(complete_checkpoints(directory)):
+            found = problems(ck)
+            if not found:
+                chosen = str(ck)
+                break
+            if on_skip is not None:
+                on_skip(ck, found)
+    chosen = _from_rank0(chosen)
+    return Path(chosen) if chosen else None
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if _distributed() else 0
 
 
 def complete_checkpoints(directory: str | Path) -> list[Path]:

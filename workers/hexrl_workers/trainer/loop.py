@@ -163,7 +163,7 @@ class Trainer:
             if self._activation_checkpointing():
                 self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.optim = torch.optim.AdamW(self.model.parameters(), lr=self.alg.learning_rate, weight_decay=0.0)
-        ck = checkpoint.latest(self.s.checkpoint_dir)
+        ck = checkpoint.latest_intact(self.s.checkpoint_dir, on_skip=self._skip_checkpoint)
         meta: dict[str, Any] | None = None
         if ck is not None:
             self.readiness.waiting(f"loading checkpoint {ck.name}")
@@ -193,6 +193,10 @@ class Trainer:
         self._publish()
         self.metrics["hexrl_policy_version"].set(self.version)
         self.readiness.set_ready()
+
+    def _skip_checkpoint(self, path: Any, problems: list[str]) -> None:
+        log.error("checkpoint %s is damaged (%s); resuming from an older one", path, "; ".join(problems))
+        self.metrics["hexrl_checkpoints_damaged"].inc()
 
     def _activation_checkpointing(self) -> bool:
         if self.s.activation_checkpointing is not None:
