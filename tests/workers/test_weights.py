@@ -149,3 +149,44 @@ def test_eight_workers_with_relay_keep_origin_egress_bounded(origin):
     finally:
         for r in relays:
             r.close()
+
+
+def test_relay_announcements_are_only_for_oneself_and_for_served_versions(origin):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+
+    def announce(url: str, version: int = 3) -> requests.Response:
+        return requests.post(f"{origin.url}/v1/weights/{version}/holders", json={"url": url, "version": version},
+                             headers=auth, timeout=5)
+
+    # somebody else's address (clients would send their token there), another scheme, a path: refused
+    for url in ("http://203.0.113.9:8002", "https://127.0.0.1:8002", "http://127.0.0.1:8002/steal"):
+        r = announce(url)
+        assert r.status_code == 403 and "only itself" in r.json()["error"], url
+    assert announce("http://127.0.0.1:8002", version=99).status_code == 404  # not a served version
+    assert origin.server.holders.get(3, {}) == {}
+    assert announce("http://127.0.0.1:8002").status_code == 200
+    origin.server.s.max_holders = 2
+    assert announce("http://127.0.0.1:8003").status_code == 200
+    assert announce("http://127.0.0.1:8004").status_code == 429  # the registry is bounded
+    assert set(origin.server.holders[3]) == {"http://127.0.0.1:8002", "http://127.0.0.1:8003"}
+
+
+def test_a_relay_that_served_a_bad_chunk_is_excluded_for_everyone(origin):
+    manifest, blob = pack(_state(), 3, CHUNK)
+    bad = bytearray(blob)
+    bad[5] ^= 0xFF
+    relay = _relay()
+    relay.publish(manifest, bad)
+    try:
+        requests.post(f"{origin.url}/v1/weights/3/holders", json={"url": relay.url, "version": 3},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).raise_for_status()
+        first = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url="http://first"))
+        _assert_same(*first.pull())
+        assert first.last.rejected_chunks == 1 and relay.url in first.bad_relays
+        first.pull()  # its next manifest request reports the relay; the origin drops it
+        assert relay.url not in origin.server.holders.get(3, {})
+        second = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url="http://second"))
+        _assert_same(*second.pull())
+        assert second.last.rejected_chunks == 0 and "peer" not in second.last.bytes_by_source
+    finally:
+        relay.close()

@@ -9,7 +9,8 @@
    counted, and fetched again from the origin (a bad peer must not be trusted twice);
 4. keeps verified chunks across failures (in memory, and in `cache_dir` when given, so a restarted
    process resumes where it stopped);
-5. a failing peer (connection error) is reported in `exclude` and the origin assigns another source.
+5. a peer that fails (connection error) or serves a chunk with a wrong digest is never used again by this
+   client and is reported in `exclude` with every manifest request; the origin stops offering it to anyone.
 """
 
 from __future__ import annotations
@@ -104,6 +105,9 @@ class WeightClient:
         self.metrics = metrics
         self._verified: dict[int, dict[int, bytes]] = {}  # version -> chunk index -> verified bytes
         self.last = PullStats()
+        self.bad_relays: set[str] = set()
+        """Relays that failed or served a chunk with a wrong digest: never used again by this client, and
+        reported to the origin with every manifest request so it stops offering them to anyone."""
 
     # ------------------------------------------------------------------------------------ protocol
 
@@ -213,7 +217,7 @@ class WeightClient:
         async with aiohttp.ClientSession(
             headers=bearer(self.s.token), timeout=timeout, connector=connector
         ) as sess:
-            exclude: set[str] = set()
+            exclude = self.bad_relays
             man = await self._manifest(sess, version, exclude)
             blob = into if into is not None and len(into) == man.total_bytes else bytearray(man.total_bytes)
             pull = _Pull(
@@ -281,6 +285,9 @@ class WeightClient:
             pull.stats.rejected_chunks += 1
             if self.metrics:
                 self.metrics["hexrl_weight_chunk_rejected"].inc()
+            if base != self.s.origin_url:  # a relay that served bad bytes is not trusted again
+                pull.exclude.add(base)
+                pull.source = self.s.origin_url
             log.warning("chunk %d of version %d from %s failed its %s check; re-fetching from the origin",
                         idx, man.version, base, man.digest)
         raise WeightPullError(f"chunk {idx} of version {man.version} failed {self.s.chunk_attempts} times")

@@ -21,12 +21,14 @@ With one origin slot the origin sends each version about once, however many work
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 import threading
 import time
 from dataclasses import dataclass
 from typing import BinaryIO
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -42,6 +44,8 @@ from hexrl_workers.httpcommon import (
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
 from hexrl_workers.statusserver import Readiness, readiness_response
+
+log = logging.getLogger(__name__)
 
 WRITE_SLICE = 1 << 20
 """Bytes per socket write when serving a range without sendfile (see get_blob)."""
@@ -66,6 +70,8 @@ class WeightServerSettings:
     """Versions kept in memory (the newest, plus the previous so late readers can finish)."""
     retry_after_seconds: float = 0.05
     """What a client is told to wait when every origin slot is busy and no relay has the version yet."""
+    max_holders: int = 1024
+    """Relays registered per version at most (one per rollout worker; bounds the registry)."""
 
 
 class WeightServer:
@@ -136,7 +142,11 @@ class WeightServer:
         exclude = {x for x in request.query.get("exclude", "").split(",") if x}
         if not self.s.origin:
             return manifest
-        holders = {u: n for u, n in self.holders.get(v, {}).items() if u != client and u not in exclude}
+        known = self.holders.get(v, {})
+        for bad in exclude & set(known):  # a relay a client could not use is offered to nobody again
+            del known[bad]
+            log.warning("relay %s failed a client; no longer offered for version %d", bad, v)
+        holders = {u: n for u, n in known.items() if u != client}
         peers = sorted(holders, key=lambda u: holders[u])
         if self.s.relay and peers:
             self.holders[v][peers[0]] += 1
@@ -199,10 +209,23 @@ class WeightServer:
         return resp
 
     async def post_holder(self, request: web.Request) -> web.Response:
+        """A relay says it holds (or released) a version. Only for itself: the URL's host must be the
+        caller's own address, over plain http (clients send their bearer token to whatever relay the origin
+        names, so an announcement of somebody else's URL would collect it), and only for a version this
+        origin still serves; at most `max_holders` relays per version."""
         ann = await parse(HolderAnnouncement, request)
         v = ann.version
+        url = urlsplit(ann.url)
+        if url.scheme != "http" or not url.hostname or url.hostname != request.remote or url.path not in ("", "/"):
+            raise HTTPProblem(403, f"a relay may announce only itself (http://{request.remote}:PORT), not {ann.url!r}",
+                              "url")
+        if v not in self.versions:
+            raise HTTPProblem(404, f"version {v} is not served here (held: {sorted(self.versions)})", "version")
         if ann.state == "complete":
-            self.holders.setdefault(v, {}).setdefault(ann.url, 0)
+            holders = self.holders.setdefault(v, {})
+            if ann.url not in holders and len(holders) >= self.s.max_holders:
+                raise HTTPProblem(429, f"version {v} already has {len(holders)} relays", "url")
+            holders.setdefault(ann.url, 0)
         else:
             self.holders.get(v, {}).pop(ann.url, None)
         self.slots.get(v, {}).pop(ann.url, None)
