@@ -44,18 +44,27 @@ def test_pods_reach_a_service_on_the_other_node_by_dns_name(realcluster: RealClu
     realcluster.kubectl("create", "namespace", NS)
     try:
         server = _pod("server", "cpu-ondemand-0", image, ["python", "-m", "http.server", "8080"], {"app": "server"})
+        # Ready only once it listens, so the Service gets its endpoint only then (Running is not listening)
+        server["spec"]["containers"][0]["readinessProbe"] = {"tcpSocket": {"port": 8080}, "periodSeconds": 1}
         service = {
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "echo", "namespace": NS},
             "spec": {"selector": {"app": "server"}, "ports": [{"port": 80, "targetPort": 8080}]},
         }  # fmt: skip
         # The client resolves the Service through CoreDNS and connects through kube-proxy's ClusterIP rules,
         # from the other node's bridge: every piece of pod networking is on the path.
-        fetch = ("import urllib.request, socket; "
-                 "print('resolved', socket.gethostbyname('echo.net-check.svc.cluster.local')); "
-                 "print('status', urllib.request.urlopen('http://echo.net-check.svc/', timeout=10).status)")
+        # a few tries: kube-proxy syncs its rules on its own schedule after the endpoint appears
+        fetch = ("import urllib.request, socket, time\n"
+                 "print('resolved', socket.gethostbyname('echo.net-check.svc.cluster.local'))\n"
+                 "for attempt in range(30):\n"
+                 "    try:\n"
+                 "        print('status', urllib.request.urlopen('http://echo.net-check.svc/', timeout=10).status); break\n"
+                 "    except OSError as exc:\n"
+                 "        print('retry', attempt, exc); time.sleep(1)\n")
         client = _pod("client", "cpu-spot-0", image, ["python", "-c", fetch], {"app": "client"})
         realcluster.apply([server, service])
-        wait_for(lambda: _phase(realcluster, "server") == "Running", 120, "the server pod Running")
+        wait_for(lambda: _ready(realcluster, "server"), 120, "the server pod Ready (listening)")
+        # kube-proxy programs the ClusterIP rules after the endpoint appears; until then it rejects
+        wait_for(lambda: _endpoints(realcluster, "echo"), 60, "the Service's endpoint")
         realcluster.apply(client)
         phase = wait_for(lambda: _phase(realcluster, "client") in ("Succeeded", "Failed") and _phase(realcluster, "client"),
                          120, "the client pod to finish")
@@ -68,6 +77,17 @@ def test_pods_reach_a_service_on_the_other_node_by_dns_name(realcluster: RealClu
         assert pod_ips["server"].split(".")[2] != pod_ips["client"].split(".")[2], "pods on different node subnets"
     finally:
         realcluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=90s", check=False)
+
+
+def _ready(rc: RealCluster, name: str) -> bool:
+    pods = [p for p in rc.pods(NS) if p["metadata"]["name"] == name]
+    conds = {c["type"]: c["status"] for c in (pods[0].get("status", {}).get("conditions") or [])} if pods else {}
+    return conds.get("Ready") == "True"
+
+
+def _endpoints(rc: RealCluster, service: str) -> bool:
+    slices = rc.json("get", "endpointslices", "-n", NS, "-l", f"kubernetes.io/service-name={service}")["items"]
+    return any(e.get("conditions", {}).get("ready") for s in slices for e in s.get("endpoints") or [])
 
 
 def _phase(rc: RealCluster, name: str) -> str:
