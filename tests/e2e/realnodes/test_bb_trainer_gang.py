@@ -66,9 +66,9 @@ def gang(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> 
 def test_a_two_pod_dp2_tp2_trainer_rendezvous_trains_and_checkpoints(gang: Job) -> None:
     plan = wait_for(lambda: gang.status().get("plan"), 120, "the plan in the RLJob status")
     trainer = plan["trainer"]
-    assert (trainer["dataParallel"], trainer["tensorParallel"], trainer["fsdp"], trainer["gpusPerNode"]) == (
-        2, 2, True, [2, 2]), trainer
-    assert len(set(trainer["nodes"])) == 2
+    assert (trainer["dataParallel"], trainer["tensorParallel"], trainer["fsdp"], trainer["gpus"]) == (
+        2, 2, True, 4), trainer
+    assert len(set(trainer["nodes"])) == 2  # two pods of two processes each
     wait_for(lambda: gang.progress().get("trainedSteps", 0) >= 9, 900, "9 steps trained by the DP2×TP2 gang")
     pods = sorted(gang.ready_pods("trainer"), key=lambda p: p["metadata"]["name"])
     assert len(pods) == 2 and len({p["spec"]["nodeName"] for p in pods}) == 2
