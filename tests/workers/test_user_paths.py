@@ -214,10 +214,11 @@ def test_model_source_local_hf_directory(tmp_path):
     print("local model summary:", result)
     assert result["steps"] == 3 and result["trainedSamples"] == 3 * 4 * 4
     # the trainer saved the local model's weights, not the built-in tiny model's
-    import torch
+
+    from hexrl_workers.trainer import checkpoint
 
     ck = sorted((tmp_path / "ck").glob("step-*"))[-1]
-    state = torch.load(ck / "model.pt", map_location="cpu", weights_only=True)
+    state, _, _ = checkpoint.load_full(ck)
     assert state["model.embed_tokens.weight"].shape == (19, 32)
 
 

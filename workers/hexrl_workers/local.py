@@ -125,11 +125,14 @@ def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, 
              trainer_idle: float = 0.0) -> dict[str, Any]:
     rewards = [s["reward"] for s in stats]
     tail = max(1, len(rewards) // 10)
+    # without the trainer's own statistics (it had to be killed), the coordinator's record
+    initial = rewards[0] if rewards else core.initial_reward
+    final = sum(rewards[-tail:]) / tail if rewards else core.mean_reward
     return {
-        "steps": len(stats),
+        "steps": len(stats) or core.trained_steps,
         "trainedSamples": core.trained_samples,
-        "initialReward": round(rewards[0], 4) if rewards else None,
-        "finalReward": round(sum(rewards[-tail:]) / tail, 4) if rewards else None,
+        "initialReward": round(initial, 4) if initial is not None else None,
+        "finalReward": round(final, 4) if final is not None else None,
         "tokensPerSecond": round(trained_tokens / wall, 2) if wall > 0 else 0.0,
         "maxObservedStaleness": core.max_observed_staleness,
         "wallSeconds": round(wall, 2),
@@ -258,9 +261,31 @@ def _run_actors(
     for w in workers:
         w.stop.remote()
     trainer.stop.remote()
-    stats = ray.get(run_ref, timeout=120)
-    ray.get(worker_refs, timeout=120)
+    stats = _await_stop(run_ref, "the trainer", STOP_SECONDS) or []
+    _await_stop(worker_refs, "the rollout workers", STOP_SECONDS)
     return stats, interrupted, t_start
+
+
+STOP_SECONDS = 60.0
+"""How long the driver waits for the trainer, then the rollout workers, to stop by themselves; after that it
+says so and kills them (the summary then takes its step count and rewards from the coordinator)."""
+
+
+def _await_stop(refs: Any, what: str, timeout: float) -> Any:
+    import ray
+    from ray.exceptions import GetTimeoutError, RayError
+
+    t0 = time.monotonic()
+    try:
+        out = ray.get(refs, timeout=timeout)
+    except GetTimeoutError:
+        log.warning("%s did not stop within %.0f s; killing it", what, timeout)
+        return None
+    except RayError as exc:
+        log.warning("%s ended with an error while stopping: %s", what, str(exc).splitlines()[0])
+        return None
+    log.info("%s stopped in %.1f s", what, time.monotonic() - t0)
+    return out
 
 
 def _loopback(address: str) -> bool:
@@ -269,12 +294,19 @@ def _loopback(address: str) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> None:
+def _finished(ref: Any) -> bool:
+    """Non-blocking check. The driver waits in `time.sleep`, not inside a blocking Ray call, so Ctrl-C lands
+    in Python, where `_run_actors` handles it, and not in Ray's own wait (which may cancel the awaited task)."""
     import ray
 
+    return bool(ray.wait([ref], timeout=0)[0])
+
+
+def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> None:
+
     if not show:
-        while not ray.wait([run_ref], timeout=0.5)[0]:
-            pass
+        while not _finished(run_ref):
+            time.sleep(0.5)
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -282,7 +314,8 @@ def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> N
             TextColumn("{task.fields[info]}")]
     with Progress(*cols, transient=False) as bar:
         task = bar.add_task("train", total=steps, info="")
-        while not ray.wait([run_ref], timeout=0.5)[0]:
+        while not _finished(run_ref):
+            time.sleep(0.5)
             p = server.progress_model()
             reward = f"{p.reward_mean:.3f}" if p.reward_mean is not None else "-"
             info = (f"reward {reward}  tok/s {p.tokens_per_second:,.0f}  staleness {p.observed_staleness:.2f}"
