@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 
 import typer
@@ -32,6 +33,9 @@ def run_command(
     checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Default: a fresh temp dir."),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress line."),
 ) -> None:
+    # Ctrl-C must stop the run even when this process inherited SIGINT as ignored (a parent that ignores it,
+    # e.g. a test runner or a nohup'd shell, passes that on, and Python then never raises KeyboardInterrupt).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if not local:
         typer.echo("hexrl run: only --local is supported; submit the RLJob with kubectl for a cluster run", err=True)
         raise typer.Exit(2)
