@@ -79,7 +79,7 @@ class TrainerLayout:
         """Why the runtime cannot execute this layout (empty: it can)."""
         out: list[str] = []
         dp, tp, pp = self.data_parallel, self.tensor_parallel, self.pipeline_parallel
-        if min(dp, tp, pp, *self.procs_per_node, 1) < 1 or not self.procs_per_node:
+        if not self.procs_per_node or min(dp, tp, pp, *self.procs_per_node) < 1:
             return [f"degrees and process counts must be positive (DP{dp}×TP{tp}×PP{pp}, pods {self.procs_per_node})"]
         if pp != 1:
             out.append(f"pipeline parallelism (PP{pp}) is not executed by the trainer; re-plan the job "

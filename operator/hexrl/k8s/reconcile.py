@@ -16,8 +16,8 @@ background thread after its children exist (the result comes back through anothe
 write each). `concurrent`: the same, but jobs plan at once against a ledger of the GPUs every
 committed plan holds and commit only if every GPU they chose is still free in a fresh snapshot (the
 loser re-plans holding the ledger) — slower on 2 cores, where CPU-bound solves under the GIL only
-stretch each other. `legacy`: session 1's path (serial, fresh solves, baselines inline), kept for the
-benchmark's side-by-side comparison.
+stretch each other. `legacy`: serial passes with fresh solves and baselines computed inline, kept for the benchmark's
+side-by-side comparison.
 
 After a node event (a cluster-triggered re-plan) the trainer is never moved while all its nodes survive:
 `replan(..., trainer_may_move=False)` re-places only rollout. Only a spec change (or a lost trainer node)

@@ -1,6 +1,6 @@
 """Views of a planner result for people and scripts: JSON with stable camelCase keys, and the RLJob status.
 
-`plan_to_json(result)` is the contract of `hexrl plan --format json` (issue 3 §8): the keys below are
+`plan_to_json(result)` is the contract of `hexrl plan --format json`: the keys below are
 stable; new keys may be added, existing ones are never renamed.
 """
 

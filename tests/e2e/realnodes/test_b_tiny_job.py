@@ -144,21 +144,29 @@ def _ready(pod: dict[str, Any]) -> bool:
     return pod.get("status", {}).get("phase") == "Running" and conds.get("Ready") == "True"
 
 
-@pytest.fixture(scope="module")
-def job(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
-    op = HostOperator(realcluster, tmp_path_factory.mktemp("operator") / "operator.log")
+def run_with_host_operator(rc: RealCluster, log_dir: Path, namespace: str, name: str,
+                           objects: list[dict[str, Any]]) -> Iterator[Job]:
+    """Fixture body: the host operator, a namespace, `objects` (the RLJob among them) applied; on the way out
+    the RLJob and the namespace deleted and the operator stopped (its log's tail printed)."""
+    op = HostOperator(rc, log_dir / "operator.log")
     try:
         op.start()
-        realcluster.kubectl("create", "namespace", NS)
-        job = Job(realcluster, NS, JOB)
-        realcluster.apply([pvc(NS), tiny_job(NS)])
+        rc.kubectl("create", "namespace", namespace)
+        job = Job(rc, namespace, name)
+        rc.apply(objects)
         yield job
     finally:
-        realcluster.kubectl("delete", "rlj", "-n", NS, JOB, "--ignore-not-found", "--wait=true", "--timeout=60s",
-                            check=False)
-        realcluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=120s", check=False)
+        rc.kubectl("delete", "rlj", "-n", namespace, name, "--ignore-not-found", "--wait=true", "--timeout=60s",
+                   check=False)
+        rc.kubectl("delete", "namespace", namespace, "--wait=true", "--timeout=120s", check=False)
         op.stop()
         print("operator log (tail):\n" + op.tail())
+
+
+@pytest.fixture(scope="module")
+def job(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
+    yield from run_with_host_operator(realcluster, tmp_path_factory.mktemp("operator"), NS, JOB,
+                                      [pvc(NS), tiny_job(NS)])
 
 
 def test_every_pod_becomes_ready_through_its_real_probes(job: Job) -> None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 from real_harness import RealCluster, wait_for
-from test_b_tiny_job import TINY, HostOperator, Job, pvc
+from test_b_tiny_job import TINY, Job, pvc, run_with_host_operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -45,22 +45,10 @@ def tp_job() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def gang(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
-    op = HostOperator(realcluster, tmp_path_factory.mktemp("operator") / "operator.log")
-    try:
-        op.start()
-        realcluster.kubectl("create", "namespace", NS)
-        job = Job(realcluster, NS, JOB)
-        claim = pvc(NS)
-        claim["metadata"]["name"] = "gang-ckpt"
-        claim["spec"]["accessModes"] = ["ReadWriteMany"]
-        realcluster.apply([claim, tp_job()])
-        yield job
-    finally:
-        realcluster.kubectl("delete", "rlj", "-n", NS, JOB, "--ignore-not-found", "--wait=true", "--timeout=60s",
-                            check=False)
-        realcluster.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=120s", check=False)
-        op.stop()
-        print("operator log (tail):\n" + op.tail())
+    claim = pvc(NS)
+    claim["metadata"]["name"] = "gang-ckpt"
+    claim["spec"]["accessModes"] = ["ReadWriteMany"]
+    yield from run_with_host_operator(realcluster, tmp_path_factory.mktemp("operator"), NS, JOB, [claim, tp_job()])
 
 
 def test_a_two_pod_dp2_tp2_trainer_rendezvous_trains_and_checkpoints(gang: Job) -> None:

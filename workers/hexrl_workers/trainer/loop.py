@@ -318,7 +318,8 @@ class Trainer:
         mb = self.alg.micro_batch_size
         per_rank = -(-n_rows // size)
         per_part = -(-per_rank // parts)
-        n_local = self._rows(n_rows).stop - self._rows(n_rows).start
+        mine = self._rows(n_rows)
+        n_local = mine.stop - mine.start
         out = []
         for part in range(parts):
             lo, hi = part * per_part, (part + 1) * per_part
