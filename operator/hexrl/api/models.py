@@ -18,7 +18,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from hexrl.api.quantity import QUANTITY_MAX_LENGTH, QUANTITY_PATTERN, parse_quantity
+from hexrl.api.quantity import QUANTITY_MAX_LENGTH, QUANTITY_PATTERN, parse_quantity, scale_quantity
 
 GROUP = "hexrl.dev"
 VERSION = "v1alpha1"
@@ -358,6 +358,10 @@ Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=QUANTITY_MA
 
 DEFAULT_REQUESTS = {"cpu": "1", "memory": "2Gi"}
 """What a worker container requests when the RLJob says nothing (per role, per resource)."""
+DEFAULT_LIMIT_FACTOR = 4
+"""An unset limit is this many times the request: every container has a CPU and a memory limit, so one
+runaway process cannot take a node's cores or memory from its neighbours, while a pod may still burst
+into idle capacity beyond what it reserved."""
 
 
 class ResourceAmounts(_Model):
@@ -377,13 +381,16 @@ def _limit_rule(resource: str) -> dict[str, str]:
 
 
 class RoleResources(_Model):
-    """Requests and limits of a role's container; an unset request is the limit if given, else cpu 1, memory 2Gi."""
+    """Requests and limits of a role's container; an unset request is the limit if given, else cpu 1, memory 2Gi;
+    an unset limit is 4 times the request."""
 
     requests: ResourceAmounts = Field(
         default_factory=ResourceAmounts,
         description="What the scheduler reserves; an unset request is the limit if given, else cpu 1, memory 2Gi.",
     )
-    limits: ResourceAmounts | None = Field(None, description="Upper bounds (unset = none).")
+    limits: ResourceAmounts | None = Field(
+        None, description="Upper bounds; an unset limit is 4 times the request (every container has limits)."
+    )
 
     cel_rules: ClassVar[list[dict[str, str]]] = [_limit_rule("cpu"), _limit_rule("memory")]
 
@@ -396,12 +403,15 @@ class RoleResources(_Model):
         return self
 
     def container_resources(self) -> dict[str, dict[str, str]]:
-        """`resources` of the container (CPU and memory only): the defaults filled in as documented."""
+        """`resources` of the container (CPU and memory only): the defaults filled in as documented — an unset
+        request is the limit if given, else `DEFAULT_REQUESTS`; an unset limit `DEFAULT_LIMIT_FACTOR` × the
+        request."""
         limits: dict[str, str] = self.limits.wire() if self.limits else {}
         requests: dict[str, str] = self.requests.wire()
         for resource, default in DEFAULT_REQUESTS.items():
             requests.setdefault(resource, limits.get(resource, default))
-        return {"requests": requests, **({"limits": limits} if limits else {})}
+            limits.setdefault(resource, scale_quantity(requests[resource], DEFAULT_LIMIT_FACTOR))
+        return {"requests": requests, "limits": limits}
 
 
 class ResourcesSpec(_Model):

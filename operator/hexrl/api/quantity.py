@@ -32,3 +32,14 @@ def parse_quantity(text: str) -> Decimal:
     if m is None:
         raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 250m, 2, 512Mi, 4Gi)")
     return Decimal(m.group(1)) * _SUFFIX[m.group(3) or ""]
+
+
+def scale_quantity(text: str, factor: int) -> str:
+    """`text` × `factor`, in the same suffix (`250m` × 4 = `1000m`, `2Gi` × 4 = `8Gi`); exact, no rounding."""
+    m = _RE.match(text.strip())
+    if m is None:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (e.g. 250m, 2, 512Mi, 4Gi)")
+    number = format(Decimal(m.group(1)) * factor, "f")
+    if "." in number:
+        number = number.rstrip("0").rstrip(".")
+    return number + (m.group(3) or "")

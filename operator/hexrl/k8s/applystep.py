@@ -5,8 +5,9 @@ the class are the Reconciler's). In the order a pass runs it:
 
 1. decides the trainer gang (all ranks of one epoch or none: any rank lost restarts the whole gang under
    a new epoch, from the last checkpoint) — before the ConfigMap, which stores the epoch, is written;
-2. applies the static children (Secret, ConfigMap with `plan.json`, coordinator, Services, PDB) whose
-   desired hash differs from what is there, all before any pod;
+2. applies the static children whose desired hash differs from what is there, all before any pod: first
+   the pods' ServiceAccount and the NetworkPolicy, then Secret, ConfigMap with `plan.json`, coordinator,
+   Services, PDB;
 3. decides the trainer gang's and rollout slots' pods, then deletes in one round and creates in one
    round (trainer ranks first): each round is a round trip through the API fan-out.
 
@@ -93,7 +94,10 @@ class ApplyStep:
         state = {k: v for k, v in mem.state.items() if not k.startswith("_") and k != "rejected"}
         summary = self._summary(plan)
         static = render.render_static(ref, spec, plan, summary, eta, state, mem.token, self.settings)
-        out.created += self._apply_all(static, mem)
+        # two rounds: the pods' ServiceAccount and NetworkPolicy exist before anything that makes pods
+        first = [o for o in static if o["kind"] in render.FIRST_KINDS]
+        out.created += self._apply_all(first, mem)
+        out.created += self._apply_all([o for o in static if o["kind"] not in render.FIRST_KINDS], mem)
         return summary
 
     # ------------------------------------------------------------------------------------ objects

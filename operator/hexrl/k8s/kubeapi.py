@@ -26,6 +26,8 @@ _KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("v1", "Service"): ("/api/v1", "services", True),
     ("v1", "ConfigMap"): ("/api/v1", "configmaps", True),
     ("v1", "Secret"): ("/api/v1", "secrets", True),
+    ("v1", "ServiceAccount"): ("/api/v1", "serviceaccounts", True),
+    ("networking.k8s.io/v1", "NetworkPolicy"): ("/apis/networking.k8s.io/v1", "networkpolicies", True),
     ("v1", "Event"): ("/api/v1", "events", True),
     ("v1", "Node"): ("/api/v1", "nodes", False),
     ("apps/v1", "Deployment"): ("/apis/apps/v1", "deployments", True),

@@ -1,6 +1,7 @@
 """Render: (job, plan, snapshot) → the job's child objects as plain manifests. Pure, one function per kind.
 
-The functions live in `render_static` (Secret, ConfigMap, coordinator, Services, PDB, PriorityClasses),
+The functions live in `render_static` (ServiceAccount, NetworkPolicy, Secret, ConfigMap, coordinator,
+Services, PDB, PriorityClasses),
 `render_pods` (trainer gang, rollout replicas) and `render_common` (names, labels, hash, pod parts); this
 module re-exports them, so callers use `render.<name>`.
 
@@ -9,6 +10,8 @@ collector remove them and nothing else):
 
 | object                          | name                          | why                                       |
 |---------------------------------|-------------------------------|-------------------------------------------|
+| ServiceAccount                  | `J-workers`                   | every job pod's identity, no token mounted|
+| NetworkPolicy                   | `J`                           | ingress from the job's own pods (+ below) |
 | Secret                          | `J-token`                     | per-job bearer token (coordinator, weights)|
 | ConfigMap                       | `J-config`                    | worker config + live η + the plan          |
 | Deployment + Service            | `J-coordinator`               | trajectory buffer, staleness gate          |
@@ -24,6 +27,12 @@ restart must replace all ranks at once; the `epoch` in the name makes a restarte
 Rollout replicas are pods with a required affinity to their pool and a preferred affinity to the node
 the plan chose: a replica survives a re-plan that only moves its preferred node, and the operator — not
 a ReplicaSet — decides which replica to replace when a spot node disappears.
+
+Every job pod runs as the job's ServiceAccount with no token mounted and passes the Pod Security Standard
+`restricted`: non-root user 10001, RuntimeDefault seccomp, no privilege escalation, no capabilities, a
+read-only root filesystem with emptyDirs where the workers write (`render_common.SCRATCH_DIRS`), CPU and
+memory limits. The NetworkPolicy admits the job's own pods, the metrics scrapers on the status ports and
+the operator on the coordinator's port.
 
 Every manifest carries the annotation `hexrl.dev/spec-hash` (hash of the rendered manifest), so the
 applier can skip objects whose desired state did not change: re-applying an unchanged plan writes nothing.
@@ -63,20 +72,24 @@ from hexrl.k8s.render_pods import (
     trainer_epoch_tag,
 )
 from hexrl.k8s.render_static import (
+    FIRST_KINDS,
     render_configmap,
     render_coordinator,
+    render_network_policy,
     render_priority_classes,
     render_secret,
+    render_service_account,
     render_static,
     render_trainer_pdb,
     render_trainer_services,
 )
 
 __all__ = [
-    "EPOCH_LABEL", "HASH_ANNOTATION", "HOSTNAME_LABEL", "PLAN_KEY", "PRIORITY_VALUES", "RANK_LABEL",
+    "EPOCH_LABEL", "FIRST_KINDS", "HASH_ANNOTATION", "HOSTNAME_LABEL", "PLAN_KEY", "PRIORITY_VALUES", "RANK_LABEL",
     "RENDEZVOUS_PORT", "STATE_KEY", "JobRef", "RolloutSlot", "coordinator_url", "labels", "master_addr", "meta",
-    "names", "owner_ref", "priority_class_name", "render_configmap", "render_coordinator",
-    "render_priority_classes", "render_rollout_pod", "render_secret", "render_static", "render_trainer_pdb",
+    "names", "owner_ref", "priority_class_name", "render_configmap", "render_coordinator", "render_network_policy",
+    "render_priority_classes", "render_rollout_pod", "render_secret", "render_service_account", "render_static",
+    "render_trainer_pdb",
     "render_trainer_pods", "render_trainer_services", "rollout_pod_name", "rollout_slots", "selector", "slug",
     "spec_hash", "trainer_epoch_tag", "weights_url", "with_hash",
 ]

@@ -108,6 +108,8 @@ def names(job: JobRef) -> dict[str, str]:
         "coordinator": f"{n}-coordinator",
         "trainer": f"{n}-trainer",
         "weights": f"{n}-weights",
+        "serviceaccount": f"{n}-workers",
+        "networkpolicy": n,
     }
 
 
@@ -146,12 +148,16 @@ def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[
 
 
 def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
-    """(volumes, mounts): the worker config, the model PVC if any, checkpoints for the trainer, and for the
-    trainer and rollout a memory-backed /dev/shm (a container's default is 64 MiB: too small for NCCL, for
-    vLLM's tensor-parallel workers and for handing a weight version to them; it counts against the pod's
+    """(volumes, mounts): the worker config, the writable scratch directories (`SCRATCH_DIRS`: the root
+    filesystem is read-only), the model PVC if any, checkpoints for the trainer, and for the trainer and
+    rollout a memory-backed /dev/shm (a container's default is 64 MiB: too small for NCCL, for vLLM's
+    tensor-parallel workers and for handing a weight version to them; it counts against the pod's
     memory limit)."""
     vols: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names(job)["config"]}}]
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": wc.CONFIG_MOUNT_DIR, "readOnly": True}]
+    for name, path in SCRATCH_DIRS.items():
+        vols.append({"name": name, "emptyDir": {}})
+        mounts.append({"name": name, "mountPath": path})
     src = spec.model.source
     if src.pvc:
         vols.append({"name": "model", "persistentVolumeClaim": {"claimName": src.pvc, "readOnly": True}})
@@ -175,9 +181,32 @@ STATUS_PORTS = {"coordinator": wc.COORDINATOR_PORT, "rollout": wc.RELAY_PORT, "t
 LIVENESS_ROLES = ("coordinator", "rollout")
 """Roles whose hung process the kubelet restarts. Not the trainer: its pods never restart alone (a dead
 rank restarts the gang from the checkpoint), and a rank blocked in a collective waits for its peers."""
+WORKER_USER = 10001
+"""The workers' user in the worker image (workers/Dockerfile, devcluster/images.py)."""
 WORKER_GROUP = 10001
-"""The workers' user and group in the worker image (workers/Dockerfile): mounted volumes are made writable
-for it through the pod's fsGroup."""
+"""The workers' group in the worker image: mounted volumes are made writable for it through the pod's
+fsGroup."""
+HOME_DIR = "/home/hexrl"
+"""The workers' home directory in the image; an emptyDir over it (the root filesystem is read-only)."""
+SCRATCH_DIRS = {"tmp": "/tmp", "home": HOME_DIR}
+"""Volume name → mount path of the writable emptyDirs of every job pod: the root filesystem is read-only,
+and these are where Python, torch and the other libraries write (temporary files, the torch launcher's
+logs, compile and download caches). On the node's disk, not in memory: /dev/shm is the memory one."""
+SCRATCH_ENV = (
+    ("HOME", HOME_DIR),
+    ("TMPDIR", "/tmp"),
+    ("XDG_CACHE_HOME", f"{HOME_DIR}/.cache"),
+    ("XDG_CONFIG_HOME", f"{HOME_DIR}/.config"),
+    ("TORCH_HOME", f"{HOME_DIR}/.cache/torch"),
+    ("TORCHINDUCTOR_CACHE_DIR", f"{HOME_DIR}/.cache/torchinductor"),
+    ("TRITON_CACHE_DIR", f"{HOME_DIR}/.cache/triton"),
+    ("HF_HOME", f"{HOME_DIR}/.cache/huggingface"),
+    ("VLLM_CACHE_ROOT", f"{HOME_DIR}/.cache/vllm"),
+    ("MPLCONFIGDIR", f"{HOME_DIR}/.config/matplotlib"),
+    ("PYTHONDONTWRITEBYTECODE", "1"),
+)
+"""The environment that points HOME, temporary files and every library cache into `SCRATCH_DIRS`
+(PYTHONDONTWRITEBYTECODE: the venv is read-only, so Python would try and fail to write .pyc files)."""
 
 
 def probes(role: str) -> dict[str, Any]:
@@ -198,9 +227,46 @@ def probes(role: str) -> dict[str, Any]:
 
 
 def pod_security_context() -> dict[str, Any]:
-    """fsGroup: the checkpoint and model volumes become writable/readable by the workers' group (the image
-    runs as the non-root user 10001); changed only when the volume's root does not match already."""
-    return {"fsGroup": WORKER_GROUP, "fsGroupChangePolicy": "OnRootMismatch"}
+    """The Pod Security Standard `restricted` at the pod level: the image's non-root user and group (named
+    by number, so the kubelet can check runAsNonRoot without reading the image), the runtime's default
+    seccomp profile; fsGroup makes the checkpoint and model volumes writable/readable by the workers' group,
+    changed only when the volume's root does not match already."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_USER,
+        "runAsGroup": WORKER_GROUP,
+        "fsGroup": WORKER_GROUP,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """`restricted` at the container level: no privilege, no escalation (setuid binaries stay powerless), no
+    capabilities, a read-only root filesystem (the workers write only to `SCRATCH_DIRS`, /dev/shm and their
+    volumes); the user and seccomp profile repeated, so a scanner reading containers alone sees them too."""
+    return {
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": WORKER_USER,
+        "runAsGroup": WORKER_GROUP,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def identity(job: JobRef) -> dict[str, Any]:
+    """The pod spec fields naming who a job pod is to the API server: the job's own ServiceAccount (no RBAC
+    bound to it), and no token mounted — the workers never call the API server."""
+    return {"serviceAccountName": names(job)["serviceaccount"], "automountServiceAccountToken": False}
+
+
+def scratch_env() -> list[dict[str, Any]]:
+    """HOME, TMPDIR and the cache directories of the libraries the workers load, pointed at `SCRATCH_DIRS`
+    (each library would otherwise pick a path under a read-only directory or guess one)."""
+    return [{"name": name, "value": value} for name, value in SCRATCH_ENV]
 
 
 def image_and_policy(spec: RLJobSpec, image: str, settings: OperatorSettings) -> tuple[str, str]:
@@ -226,7 +292,7 @@ def container(
     mounts: list[dict], settings: OperatorSettings,
 ) -> dict[str, Any]:
     """A worker container: image and pull policy, command, env, ports, resources (spec + GPUs of the plan),
-    mounts, probes on the role's status port; the last log lines become the termination message, so a
+    the restricted security context, mounts, probes on the role's status port; the last log lines become the termination message, so a
     crash shows in the pod's status (and in the RLJob's Ready condition) without `kubectl logs`."""
     image, policy = image_and_policy(spec, image, settings)
     return {
@@ -234,9 +300,10 @@ def container(
         "image": image,
         "imagePullPolicy": policy,
         "command": ["python", "-m", "hexrl_workers", role],
-        "env": worker_env(job, role, settings) + env_extra,
+        "env": worker_env(job, role, settings) + scratch_env() + env_extra,
         "ports": [{"containerPort": p, "name": f"p{p}"} for p in ports],
         "resources": container_resources(spec, role, gpus),
+        "securityContext": container_security_context(),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         **probes(role),

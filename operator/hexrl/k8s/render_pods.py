@@ -23,6 +23,7 @@ from hexrl.k8s.render_common import (
     JobRef,
     container,
     extra_node_selector,
+    identity,
     master_addr,
     meta,
     names,
@@ -73,6 +74,7 @@ def _trainer_pod(
     main = container(job, spec, "trainer", spec.images.trainer, gpus, env, ports, mounts, settings)
     terms = [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}, *extra_node_selector(spec)]
     pod_spec: dict[str, Any] = {
+        **identity(job),
         "securityContext": pod_security_context(),
         "hostname": f"trainer-{rank}",
         "subdomain": names(job)["trainer"],
@@ -166,6 +168,7 @@ def render_rollout_pod(
                      mounts, settings)
     affinity = _pool_affinity(spec, snap, r.pool)
     pod_spec: dict[str, Any] = {
+        **identity(job),
         "securityContext": pod_security_context(),
         "restartPolicy": "OnFailure",
         "containers": [main],

@@ -1,7 +1,9 @@
-"""Render the children of an RLJob that are not pods — Secret, ConfigMap, coordinator Deployment and
-Service, trainer Services and PodDisruptionBudget — and the cluster-wide PriorityClasses. Pure.
+"""Render the children of an RLJob that are not pods — ServiceAccount, NetworkPolicy, Secret, ConfigMap,
+coordinator Deployment and Service, trainer Services and PodDisruptionBudget — and the cluster-wide
+PriorityClasses. Pure.
 
-`render_static` returns every per-job one in the order the applier writes them (all before any pod).
+`render_static` returns every per-job one in the order the applier writes them (all before any pod; the
+ServiceAccount and NetworkPolicy before the rest: `FIRST_KINDS`).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from hexrl.k8s.render_common import (
     RANK_LABEL,
     RENDEZVOUS_PORT,
     STATE_KEY,
+    STATUS_PORTS,
     JobRef,
     container,
     coordinator_url,
     extra_node_selector,
+    identity,
     labels,
     meta,
     names,
@@ -36,13 +40,23 @@ from hexrl.k8s.render_common import (
 )
 from hexrl.k8s.render_pods import trainer_epoch_tag
 from hexrl.k8s.settings import OperatorSettings
+from hexrl.k8s.snapshot import LABEL_JOB
 from hexrl.sched.types import Plan
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+"""The label the API server puts on every namespace, with its name: selects the operator's namespace."""
+COMPONENT_LABEL = "app.kubernetes.io/component"
+"""The chart labels the operator's pods `operator` under this key (its selector labels)."""
+FIRST_KINDS = ("ServiceAccount", "NetworkPolicy")
+"""Applied in a round before the other children: the coordinator Deployment's pods cannot be created before
+their ServiceAccount exists, and no pod of the job should run before its NetworkPolicy does."""
 
 # ------------------------------------------------------------------------------- cluster-scoped kinds
 
 
 def render_priority_classes(settings: OperatorSettings) -> list[dict[str, Any]]:
-    """Cluster-wide PriorityClasses (no owner: shared by all jobs; created once at operator start)."""
+    """Cluster-wide PriorityClasses (no owner: shared by all jobs). Installed with the CRD (the chart, or
+    `bootstrap.install_documents`), never by the operator, which may only read them."""
     out = []
     for kind, value in PRIORITY_VALUES.items():
         pc: dict[str, Any] = {
@@ -108,6 +122,48 @@ def render_configmap(
     )
 
 
+# ------------------------------------------------------------------------------ identity and network
+
+
+def render_service_account(job: JobRef) -> dict[str, Any]:
+    """The job pods' own ServiceAccount: no Role is bound to it and no token is mounted from it, so a job pod
+    holds no credential for the API server (and not the namespace's `default` account's, whatever that may
+    be granted)."""
+    return with_hash({
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": meta(job, names(job)["serviceaccount"], "coordinator"),
+        "automountServiceAccountToken": False,
+    })
+
+
+def render_network_policy(job: JobRef, settings: OperatorSettings) -> dict[str, Any]:
+    """Ingress to the job's pods: from the job's own pods on any port (trajectories and leases to the
+    coordinator, weight pulls and relays, the trainer's rendezvous and collectives); from the metrics
+    scrapers (`settings.scraper_*`) on the status ports only; from the operator's pods (its namespace,
+    component `operator`) on the coordinator's port only, for /v1/progress. Egress is left open (the
+    workers may fetch a model or a dataset from outside). Needs a network plugin that enforces policies."""
+    job_pods = {"podSelector": {"matchLabels": {LABEL_JOB: job.name}}}
+    ingress: list[dict[str, Any]] = [{"from": [job_pods]}]
+    if settings.scraper_namespace_labels:
+        scraper: dict[str, Any] = {"namespaceSelector": {"matchLabels": dict(settings.scraper_namespace_labels)}}
+        if settings.scraper_pod_labels:
+            scraper["podSelector"] = {"matchLabels": dict(settings.scraper_pod_labels)}
+        ports = sorted(set(STATUS_PORTS.values()))
+        ingress.append({"from": [scraper], "ports": [{"protocol": "TCP", "port": p} for p in ports]})
+    operator = {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: settings.operator_namespace()}},
+        "podSelector": {"matchLabels": {COMPONENT_LABEL: "operator"}},
+    }
+    ingress.append({"from": [operator], "ports": [{"protocol": "TCP", "port": wc.COORDINATOR_PORT}]})
+    return with_hash({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(job, names(job)["networkpolicy"], "coordinator"),
+        "spec": {"podSelector": job_pods["podSelector"], "policyTypes": ["Ingress"], "ingress": ingress},
+    })
+
+
 # ---------------------------------------------------------------------------------------- coordinator
 
 
@@ -119,6 +175,7 @@ def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings)
         job, spec, "coordinator", spec.images.coordinator, 0, [], [wc.COORDINATOR_PORT], mounts, settings
     )
     pod_spec: dict[str, Any] = {
+        **identity(job),
         "securityContext": pod_security_context(),
         "containers": [main],
         "volumes": vols,
@@ -222,6 +279,8 @@ def render_static(
 ) -> list[dict[str, Any]]:
     """Children whose identity does not depend on which pods exist: applied as-is every pass."""
     return [
+        render_service_account(job),
+        render_network_policy(job, settings),
         render_secret(job, token),
         render_configmap(job, spec, plan, plan_summary, live_eta, state),
         *render_coordinator(job, spec, settings),

@@ -80,6 +80,12 @@ class ScalingSettings:
     """s after a scaling step during which no opposite step is taken (default 60)."""
 
 
+DEFAULT_SCRAPER_NAMESPACE_LABELS: tuple[tuple[str, str], ...] = (("kubernetes.io/metadata.name", "monitoring"),)
+"""Where Prometheus runs by default (the API server labels every namespace with its name)."""
+
+LABEL_PAIR_SETTINGS = ("spot_labels", "scraper_namespace_labels", "scraper_pod_labels")
+"""Settings that are (label, value) pairs: in the environment `label=value,label=value`."""
+
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 """Values of `OperatorSettings.worker_image_pull_policy` (Kubernetes' imagePullPolicy)."""
 
@@ -170,6 +176,13 @@ class OperatorSettings:
     """Python log level name."""
     priority_class_prefix: str = "hexrl"
     """PriorityClasses `<prefix>-trainer`, `<prefix>-rollout`, `<prefix>-rollout-spot`."""
+    scraper_namespace_labels: tuple[tuple[str, str], ...] = DEFAULT_SCRAPER_NAMESPACE_LABELS
+    """(label, value) pairs selecting the namespaces whose pods may scrape the job pods' status ports
+    (/metrics, /healthz, /readyz) through each job's NetworkPolicy (default: the namespace named
+    `monitoring`). Empty = no scraper is let in. Env: comma-separated label=value pairs."""
+    scraper_pod_labels: tuple[tuple[str, str], ...] = ()
+    """(label, value) pairs narrowing the scrapers to these pods of those namespaces (default: none = every
+    pod there), e.g. `app.kubernetes.io/name=prometheus`. Env: comma-separated label=value pairs."""
     create_priority_classes: bool = True
     """Create the PriorityClasses at start-up (needs create on priorityclasses; the chart may ship them)."""
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
@@ -265,7 +278,7 @@ def _parse(key: str, raw: str, default: Any, name: str) -> Any:
             if not isinstance(value, dict):
                 raise ValueError("expected a JSON object")
             return {str(k): float(v) for k, v in value.items()}
-        if name == "spot_labels":
+        if name in LABEL_PAIR_SETTINGS:
             pairs = [p.split("=", 1) for p in raw.split(",") if p.strip()]
             if any(len(p) != 2 for p in pairs):
                 raise ValueError("expected label=value pairs separated by commas")

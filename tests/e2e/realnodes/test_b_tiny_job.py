@@ -1,7 +1,9 @@
 """The tiny RLJob trains for real in pods on real nodes, with the operator running on the host as a
 developer runs it (`hexrl operator --kubeconfig …`). One job, its behaviours in order:
 
-1. `kubectl apply` → every pod Running and Ready through its real probes;
+1. `kubectl apply` → every pod Running and Ready through its real probes, in a namespace where the API
+   server enforces the Pod Security Standard `restricted` (a pod that is not is refused), each pod without an
+   API token and on a read-only root filesystem, the job's NetworkPolicy selecting exactly its pods;
 2. rollout workers pull weights through the `<job>-weights` Service, and relay among themselves;
 3. a spot node is reclaimed (the reclaim taint, then a drain through the Eviction API): its rollout pods
    get SIGTERM, their partial responses migrate (none lost), replacement pods start on the other spot
@@ -118,8 +120,15 @@ class Job:
         return [p for p in self.pods(role) if _ready(p)]
 
     def token(self) -> str:
+        """The token the operator presents (the job's Secret holds one per calling role)."""
         secrets = self.rc.json("get", "secrets", "-n", self.ns, "-l", f"hexrl.dev/job={self.name}")["items"]
-        return base64.b64decode(secrets[0]["data"]["token"]).decode()
+        data = secrets[0]["data"]
+        return base64.b64decode(data.get("operator") or data["token"]).decode()
+
+    def exec(self, pod: dict[str, Any], script: str) -> subprocess.CompletedProcess[str]:
+        """`sh -c script` in the pod's worker container, as the container's own user; not checked."""
+        return self.rc.cluster.kubectl("exec", "-n", self.ns, pod["metadata"]["name"], "--", "sh", "-c", script,
+                                       check=False, timeout=60)
 
     def coordinator(self, path: str) -> Any:
         """GET the coordinator's endpoint from the host (pod IPs are routed to the node bridges)."""
@@ -144,6 +153,16 @@ def _ready(pod: dict[str, Any]) -> bool:
     return pod.get("status", {}).get("phase") == "Running" and conds.get("Ready") == "True"
 
 
+RESTRICTED = "pod-security.kubernetes.io/enforce"
+
+
+def create_restricted_namespace(rc: RealCluster, namespace: str) -> None:
+    """A namespace where the API server's PodSecurity admission refuses any pod that is not `restricted`."""
+    rc.apply({"apiVersion": "v1", "kind": "Namespace",
+              "metadata": {"name": namespace, "labels": {RESTRICTED: "restricted",
+                                                         f"{RESTRICTED}-version": "latest"}}})  # fmt: skip
+
+
 def run_with_host_operator(rc: RealCluster, log_dir: Path, namespace: str, name: str,
                            objects: list[dict[str, Any]]) -> Iterator[Job]:
     """Fixture body: the host operator, a namespace, `objects` (the RLJob among them) applied; on the way out
@@ -151,7 +170,7 @@ def run_with_host_operator(rc: RealCluster, log_dir: Path, namespace: str, name:
     op = HostOperator(rc, log_dir / "operator.log")
     try:
         op.start()
-        rc.kubectl("create", "namespace", namespace)
+        create_restricted_namespace(rc, namespace)
         job = Job(rc, namespace, name)
         rc.apply(objects)
         yield job
@@ -182,6 +201,56 @@ def test_every_pod_becomes_ready_through_its_real_probes(job: Job) -> None:
              60, "the RLJob's Ready condition True")
     first_step = wait_for(lambda: job.progress().get("trainedSteps", 0) >= 1, 300, "the first trained step")
     assert first_step
+
+
+def test_the_namespace_refuses_a_pod_that_is_not_restricted(job: Job) -> None:
+    """The job runs under PodSecurity `restricted`, and the label bites: the API server refuses a pod that
+    leaves out what the job's pods set (its dry run passes admission without creating anything)."""
+    assert job.rc.json("get", "namespace", NS)["metadata"]["labels"][RESTRICTED] == "restricted"
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "unrestricted", "namespace": NS},
+           "spec": {"containers": [{"name": "c", "image": job.pods("coordinator")[0]["spec"]["containers"][0]["image"],
+                                    "imagePullPolicy": "Never"}]}}  # fmt: skip
+    proc = job.rc.cluster.kubectl("create", "--dry-run=server", "-f", "-", input=json.dumps(pod), check=False)
+    assert proc.returncode != 0 and 'violates PodSecurity "restricted:latest"' in proc.stderr, proc.stderr
+    for missing in ("allowPrivilegeEscalation != false", "unrestricted capabilities", "runAsNonRoot != true",
+                    "seccompProfile"):
+        assert missing in proc.stderr, proc.stderr
+    # the job's own pods were admitted: every role runs there
+    assert {p["metadata"]["labels"]["hexrl.dev/role"] for p in job.ready_pods()} == {"coordinator", "trainer",
+                                                                                      "rollout"}
+
+
+def test_job_pods_hold_no_api_token_and_write_only_to_their_scratch_dirs(job: Job) -> None:
+    """Every pod runs as the job's ServiceAccount with no token in the container, as user 10001, on a
+    read-only root filesystem: a write outside its emptyDirs fails, inside them it succeeds."""
+    sa = job.rc.json("get", "serviceaccount", "-n", NS, f"{JOB}-workers")
+    assert sa["automountServiceAccountToken"] is False
+    assert sa["metadata"]["ownerReferences"][0]["name"] == JOB
+    for pod in job.ready_pods():
+        role = pod["metadata"]["labels"]["hexrl.dev/role"]
+        assert pod["spec"]["serviceAccountName"] == f"{JOB}-workers", role
+        assert not [v for v in pod["spec"]["volumes"] if "projected" in v], role  # no token volume was added
+        proc = job.exec(pod, "id -u; test -e /var/run/secrets/kubernetes.io/serviceaccount && echo TOKEN; "
+                             "touch /opt/hexrl/x 2>&1; touch /etc/x 2>&1; touch /x 2>&1; "
+                             'touch /tmp/x "$HOME/x" && echo SCRATCH-OK')
+        out = proc.stdout
+        assert out.splitlines()[0] == "10001", (role, out, proc.stderr)
+        assert "TOKEN" not in out, f"{role}: a service account token is mounted"
+        assert out.count("Read-only file system") == 3, (role, out)
+        assert "SCRATCH-OK" in out, (role, out, proc.stderr)
+
+
+def test_the_network_policy_is_accepted_and_selects_exactly_the_jobs_pods(job: Job) -> None:
+    """The API server holds the job's NetworkPolicy, and its pod selector — evaluated by the API server —
+    picks exactly the job's pods. (Enforcing it needs a network plugin these nodes do not run.)"""
+    policy = job.rc.json("get", "networkpolicy", "-n", NS, JOB)
+    assert policy["metadata"]["ownerReferences"][0]["name"] == JOB
+    selector = ",".join(f"{k}={v}" for k, v in policy["spec"]["podSelector"]["matchLabels"].items())
+    selected = {p["metadata"]["name"] for p in job.rc.pods(NS, selector)}
+    everything = {p["metadata"]["name"] for p in job.rc.pods(NS)}
+    assert selected == {p["metadata"]["name"] for p in job.rc.pods(NS, f"hexrl.dev/job={JOB}")} == everything
+    assert {p["metadata"]["labels"]["hexrl.dev/role"] for p in job.rc.pods(NS, selector)} == {
+        "coordinator", "trainer", "rollout"}
 
 
 def test_rollout_pulls_weights_through_the_service_and_relays(job: Job) -> None:

@@ -38,7 +38,7 @@ def tp_job() -> dict[str, Any]:
     # one claim both trainer pods mount (the dev cluster's volumes are host paths of this machine)
     spec["checkpoint"] = {"pvc": "gang-ckpt", "path": "/checkpoints", "everySteps": 4, "keep": 1}
     # the launcher and two ranks: three Python processes with torch in one pod
-    spec["resources"]["trainer"] = {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+    spec["resources"]["trainer"] = {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}}
     spec.setdefault("images", {})["pullPolicy"] = "Never"
     return dict(job)
 

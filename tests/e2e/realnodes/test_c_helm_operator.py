@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 from real_harness import ROOT, RealCluster, wait_for
-from test_b_tiny_job import Job, pvc, tiny_job
+from test_b_tiny_job import Job, create_restricted_namespace, pvc, tiny_job
 
 from hexrl.devcluster.tools import ensure_tool
 
@@ -57,7 +57,7 @@ def test_chart_installed_operator_runs_the_job(realcluster: RealCluster, chart_o
     node = chart_operator["spec"]["nodeName"]
     assert node.startswith("cpu-"), f"the operator pod runs on a real node, not {node}"
     assert chart_operator["spec"]["containers"][0]["image"] == realcluster.cluster.images()["operator"]
-    realcluster.kubectl("create", "namespace", NS)
+    create_restricted_namespace(realcluster, NS)
     realcluster.apply([pvc(NS), tiny_job(NS, total_steps=400)])
     job = Job(realcluster, NS, "tiny-arith")
     wait_for(lambda: job.status().get("plan"), 120, "the chart's operator to plan the job")

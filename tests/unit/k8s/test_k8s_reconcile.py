@@ -82,7 +82,8 @@ def test_first_pass_creates_all_children_and_reports_the_plan():
     w = World()
     r = w.pass_()
     kinds = sorted(k for k, ns, _ in w.api.objects if k != "RLJob" and ns == "default")
-    assert kinds == sorted(["Secret", "ConfigMap", "Deployment", "Service", "Service", "Service",
+    assert kinds == sorted(["ServiceAccount", "NetworkPolicy", "Secret", "ConfigMap", "Deployment", "Service",
+                            "Service", "Service",
                             "PodDisruptionBudget", "Pod", "Pod", "Pod", "Pod"])
     assert r.planned and r.status_written
     assert len(w.pods("trainer")) == 1 and len(w.pods("rollout")) == 3

@@ -234,13 +234,17 @@ def test_resources_come_from_the_spec_per_role_with_defaults_and_the_plan_adds_g
     sp = spec(resources={"coordinator": {"requests": {"cpu": "100m", "memory": "256Mi"}},
                          "rollout": {"requests": {"cpu": "250m"}, "limits": {"memory": "1Gi"}}})
     by_role = _containers_by_role(sp)
-    assert by_role["coordinator"][1]["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}}
+    # an unset limit is 4 × the request: every container has a CPU and a memory limit
+    assert by_role["coordinator"][1]["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"},
+                                                      "limits": {"cpu": "400m", "memory": "1024Mi"}}
     rollout = by_role["rollout"][1]["resources"]
     gpus = rollout["requests"]["nvidia.com/gpu"]
     assert rollout == {"requests": {"cpu": "250m", "memory": "1Gi", "nvidia.com/gpu": gpus},  # memory: the limit
-                       "limits": {"memory": "1Gi", "nvidia.com/gpu": gpus}}
+                       "limits": {"cpu": "1000m", "memory": "1Gi", "nvidia.com/gpu": gpus}}
     trainer = by_role["trainer"][1]["resources"]
+    assert trainer["requests"] | trainer["limits"] == trainer["limits"]  # GPUs in both
     assert (trainer["requests"]["cpu"], trainer["requests"]["memory"]) == ("1", "2Gi")  # the documented defaults
+    assert (trainer["limits"]["cpu"], trainer["limits"]["memory"]) == ("4", "8Gi")
 
 
 def test_worker_image_pull_policy_applies_to_the_operator_image_only():
