@@ -66,7 +66,8 @@ def coordinator(cluster: Any, demo: Any, path: str) -> dict[str, Any]:
     ip = demo.pods("coordinator")[0]["status"]["podIP"]
     secret = json.loads(cluster.kubectl("get", "secrets", "-n", NS, "-l", f"hexrl.dev/job={demo.name}", "-o",
                                         "json").stdout)["items"][0]  # fmt: skip
-    token = base64.b64decode(secret["data"]["token"]).decode()
+    role = "operator" if path.startswith("/v1/progress") else "trainer"  # what `ACCESS` allows there
+    token = base64.b64decode(secret["data"][role]).decode()
     req = urllib.request.Request(f"http://{ip}:8000{path}", headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=10) as resp:
         return dict(json.loads(resp.read()))
@@ -79,6 +80,7 @@ def unaccounted(state: dict[str, Any]) -> set[int]:
 
 def weight_pull(cluster: Any, demo: Any, repeats: int = 20) -> tuple[float, float, int]:
     """Seconds per verified pull of the latest version via the Service vs via loopback (same bytes)."""
+    from hexrl_workers.httpcommon import Credentials
     from hexrl_workers.weights.client import WeightClient, WeightClientSettings
     from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
 
@@ -86,7 +88,8 @@ def weight_pull(cluster: Any, demo: Any, repeats: int = 20) -> tuple[float, floa
     url = f"http://{svc['spec']['clusterIP']}:{svc['spec']['ports'][0]['port']}"
     secret = json.loads(cluster.kubectl("get", "secrets", "-n", NS, "-l", f"hexrl.dev/job={demo.name}", "-o",
                                         "json").stdout)["items"][0]  # fmt: skip
-    token = base64.b64decode(secret["data"]["token"]).decode()
+    token = base64.b64decode(secret["data"]["rollout"]).decode()  # weight pulls are a rollout worker's calls
+    credentials = Credentials.parse(base64.b64decode(secret["data"]["digests"]).decode())
 
     def timed(origin: str) -> tuple[float, Any, bytearray]:
         best = float("inf")
@@ -99,7 +102,7 @@ def weight_pull(cluster: Any, demo: Any, repeats: int = 20) -> tuple[float, floa
         return best, manifest, blob
 
     via_service, manifest, blob = timed(url)
-    local = ThreadedWeightServer(WeightServer(WeightServerSettings(token=token, origin=True)), host="127.0.0.1")
+    local = ThreadedWeightServer(WeightServer(WeightServerSettings(credentials=credentials, origin=True)), host="127.0.0.1")
     local.publish(manifest, blob)
     try:
         via_loopback, _, _ = timed(local.url)

@@ -25,9 +25,15 @@ from pathlib import Path
 
 import yaml
 
+from hexrl.api.jobtokens import derive_tokens, encode_digests
+
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
-TOKEN = "bench-token"
+TOKENS = derive_tokens(b"bench-key", "bench")
+TOKEN = TOKENS["rollout"]
+"""What the bench's clients present: the rollout role's token (pulls, work, trajectories)."""
+DIGESTS = encode_digests(TOKENS)
+"""What the bench's services check tokens against (HEXRL_TOKEN_DIGESTS)."""
 
 
 # ------------------------------------------------------------------------------------ 1. async vs sync
@@ -69,10 +75,11 @@ c.close()
 
 WEIGHT_SERVER = """
 import sys, time, torch, asyncio
+from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.weights.server import WeightServer, WeightServerSettings
 from hexrl_workers.weights.store import pack
-n, chunk, token, digest = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
-srv = WeightServer(WeightServerSettings(token=token, keep_versions=3))
+n, chunk, digests, digest = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+srv = WeightServer(WeightServerSettings(credentials=Credentials.parse(digests), keep_versions=3))
 for version in (1, 2, 3):  # consecutive versions, as a trainer publishes them
     state = {f"layer{i}.weight": torch.randn(n // 4 // 16 // 1024, 1024) for i in range(16)}
     manifest, blob = pack(state, version, chunk, digest)
@@ -129,7 +136,7 @@ def _pull_rates(nbytes: int, digest: str) -> list[tuple[str, float]]:
     from hexrl_workers.weights.client import WeightClient, WeightClientSettings
 
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    p = subprocess.Popen([PY, "-c", WEIGHT_SERVER, str(nbytes), str(64 << 20), TOKEN, digest],
+    p = subprocess.Popen([PY, "-c", WEIGHT_SERVER, str(nbytes), str(64 << 20), DIGESTS, digest],
                          stdout=subprocess.PIPE, text=True, env=env)
     try:
         port, total = (int(x) for x in p.stdout.readline().split())  # type: ignore[union-attr]
@@ -153,16 +160,17 @@ def _pull_rates(nbytes: int, digest: str) -> list[tuple[str, float]]:
 def bench_relay(nbytes: int, workers: int = 8) -> None:
     import torch
 
+    from hexrl_workers.httpcommon import Credentials
     from hexrl_workers.weights.client import WeightClient, WeightClientSettings
     from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
     from hexrl_workers.weights.store import pack
 
     state = {"w": torch.randn(nbytes // 4)}
     for relay in (True, False):
-        origin = ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, relay=relay)))
+        origin = ThreadedWeightServer(WeightServer(WeightServerSettings(credentials=Credentials.parse(DIGESTS), relay=relay)))
         manifest, blob = pack(state, 1, 8 << 20)
         origin.publish(manifest, blob)
-        relays = [ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, origin=False), role="rollout"))
+        relays = [ThreadedWeightServer(WeightServer(WeightServerSettings(credentials=Credentials.parse(DIGESTS), origin=False), role="rollout"))
                   for _ in range(workers)]
 
         def pull(r: ThreadedWeightServer, origin: ThreadedWeightServer = origin, relay: bool = relay) -> None:
@@ -208,7 +216,7 @@ def bench_ingest(n: int, per_request: int = 500) -> None:
     tmp = Path(tempfile.mkdtemp())
     cfg = tmp / "config.yaml"
     cfg.write_text(render_worker_config(WorkerConfig(job="bench", spec=spec, coordinator_url="x", weights_url="y")))
-    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN": TOKEN, "HEXRL_PORT": str(port),
+    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN_DIGESTS": DIGESTS, "HEXRL_PORT": str(port),
            "HEXRL_LOG_LEVEL": "WARNING"}
     p = subprocess.Popen([PY, "-m", "hexrl_workers", "coordinator"], env=env)
     sess = requests.Session()

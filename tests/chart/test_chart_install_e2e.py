@@ -305,17 +305,19 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
     config["checkpointDir"] = str(tmp_path / "checkpoints")
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     secret = get_json(cluster, "secret", "-n", JOB_NS, f"{JOB}-token")
-    job_token = base64.b64decode(secret["data"]["token"]).decode()
+    job_secret = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
     weights_port, relay_port, trainer_port = free_port(), free_port(), free_port()
     worker_env = {
-        **os.environ, "HEXRL_JOB": JOB, "HEXRL_CONFIG": str(tmp_path / "config.yaml"), "HEXRL_TOKEN": job_token,
+        **os.environ, "HEXRL_JOB": JOB, "HEXRL_CONFIG": str(tmp_path / "config.yaml"),
+        "HEXRL_TOKEN_DIGESTS": job_secret["digests"],
         "HEXRL_COORDINATOR_URL": f"http://127.0.0.1:{coord_port}", "HEXRL_WEIGHTS_URL": f"http://127.0.0.1:{weights_port}",
         "HEXRL_PORT": str(coord_port), "HEXRL_WEIGHTS_PORT": str(weights_port), "HEXRL_RELAY_PORT": str(relay_port),
         "HEXRL_TRAINER_METRICS_PORT": str(trainer_port),
         "HEXRL_POD_IP": "127.0.0.1", "OMP_NUM_THREADS": "1",
     }
     for role in ("coordinator", "trainer", "rollout"):
-        procs.start(role, [sys.executable, "-m", "hexrl_workers", role], {**worker_env, "HEXRL_ROLE": role})
+        own = {"HEXRL_TOKEN": job_secret[role]} if role != "coordinator" else {}  # each role its own token only
+        procs.start(role, [sys.executable, "-m", "hexrl_workers", role], {**worker_env, **own, "HEXRL_ROLE": role})
         if role == "coordinator":
             wait("the coordinator's /healthz", lambda: http_status(f"http://127.0.0.1:{coord_port}/healthz") == 200 or (
                 not procs.alive("coordinator") and pytest.fail(procs.log("coordinator"))), timeout=120)

@@ -7,25 +7,27 @@ import subprocess
 
 import pytest
 import requests
-from workers_builders import PYTHON, REPO, subprocess_env, tiny_spec, write_config
+from workers_builders import CREDENTIALS, PYTHON, REPO, TOKENS, auth, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.coordinator.server import ThreadedCoordinator
 from hexrl_workers.modeling import ModelSourceError, build_model
 from hexrl_workers.runtime import build_coordinator
 
 pytestmark = pytest.mark.workers
-TOKEN = "tok"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
+ROLE_OF = {"/v1/work": "rollout", "/v1/trajectories": "rollout", "/v1/version": "trainer", "/v1/restore": "trainer",
+           "/v1/batch": "trainer", "/v1/staleness": "operator", "/v1/progress": "operator", "/v1/state": "trainer"}
+"""The role whose token these tests call each coordinator path with (one `ACCESS` allows)."""
 
 
 @pytest.fixture
 def coord():
-    c = ThreadedCoordinator(build_coordinator(tiny_spec(), TOKEN))
+    c = ThreadedCoordinator(build_coordinator(tiny_spec(), CREDENTIALS))
     yield c
     c.close()
 
 
-def _post(c, path, body, headers=AUTH, raw=False):
+def _post(c, path, body, headers=None, raw=False):
+    headers = auth(ROLE_OF[path]) if headers is None else headers
     data = body if raw else json.dumps(body)
     return requests.post(c.url + path, data=data, headers={**headers, "Content-Type": "application/json"}, timeout=10)
 
@@ -44,7 +46,7 @@ def test_malformed_and_unknown_version_requests_get_4xx_and_service_keeps_servin
     assert r.status_code == 422 and "same length" in r.json()["error"]
     r = _post(coord, "/v1/work", {"workerId": "w"}, headers={"Authorization": "Bearer wrong"})
     assert r.status_code == 401 and r.json()["field"] == "Authorization"
-    r = requests.put(coord.url + "/v1/staleness", json={"maxPolicyLag": -1}, headers=AUTH, timeout=10)
+    r = requests.put(coord.url + "/v1/staleness", json={"maxPolicyLag": -1}, headers=auth("operator"), timeout=10)
     assert r.status_code == 422
     r = _post(coord, "/v1/version", {"version": 5, "batchId": 0})
     assert r.status_code == 409 and "does not follow" in r.json()["error"]
@@ -60,11 +62,11 @@ def test_malformed_and_unknown_version_requests_get_4xx_and_service_keeps_servin
 def test_eta_can_be_changed_at_run_time_by_endpoint_and_by_config_file(tmp_path):
     spec = tiny_spec()
     cfg = write_config(tmp_path, spec, "http://x", "http://y", max_policy_lag=4)
-    server = build_coordinator(spec, TOKEN, 4, config_path=str(cfg))
+    server = build_coordinator(spec, CREDENTIALS, 4, config_path=str(cfg))
     server.settings.config_poll_seconds = 0.05
     c = ThreadedCoordinator(server)
     try:
-        r = requests.put(c.url + "/v1/staleness", json={"maxPolicyLag": 1}, headers=AUTH, timeout=10)
+        r = requests.put(c.url + "/v1/staleness", json={"maxPolicyLag": 1}, headers=auth("operator"), timeout=10)
         assert r.json() == {"maxPolicyLag": 1} and server.core.s.max_policy_lag == 1
         write_config(tmp_path, spec, "http://x", "http://y", max_policy_lag=7)  # the operator's edit
         import time
@@ -73,7 +75,7 @@ def test_eta_can_be_changed_at_run_time_by_endpoint_and_by_config_file(tmp_path)
         while server.core.s.max_policy_lag != 7 and time.monotonic() < deadline:
             time.sleep(0.05)
         assert server.core.s.max_policy_lag == 7
-        assert requests.get(c.url + "/v1/progress", headers=AUTH, timeout=10).json()["maxPolicyLag"] == 7
+        assert requests.get(c.url + "/v1/progress", headers=auth("operator"), timeout=10).json()["maxPolicyLag"] == 7
     finally:
         c.close()
 
@@ -104,12 +106,12 @@ def test_hexrl_run_rejects_a_bad_job_file_without_traceback(tmp_path):
 
 
 def test_pod_entry_point_reports_config_problems(tmp_path):
-    env = subprocess_env(tmp_path / "absent.yaml", TOKEN)
+    env = subprocess_env(tmp_path / "absent.yaml", "rollout")
     out = subprocess.run([PYTHON, "-m", "hexrl_workers", "rollout"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2 and "not found" in out.stderr and "Traceback" not in out.stderr
     (tmp_path / "c.yaml").write_text("job: t\nspec: {}\n")
-    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "trainer"], env=subprocess_env(tmp_path / "c.yaml", TOKEN),
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "trainer"], env=subprocess_env(tmp_path / "c.yaml"),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "coordinatorUrl" in out.stderr
     out = subprocess.run([PYTHON, "-m", "hexrl_workers", "dance"], env=env, capture_output=True, text=True, timeout=60)
@@ -124,7 +126,7 @@ def test_pod_entry_point_reports_config_problems(tmp_path):
 def test_trainer_pod_refuses_a_layout_it_cannot_execute(tmp_path, layout, why):
     """Before any process is launched or any rank waits for peers: exit 2 with the reason, no traceback."""
     config = write_config(tmp_path, tiny_spec(), "http://127.0.0.1:9", "http://127.0.0.1:9")
-    env = subprocess_env(config, TOKEN, **layout)
+    env = subprocess_env(config, **layout)
     out = subprocess.run([PYTHON, "-m", "hexrl_workers", "trainer"], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 2, out.stderr[-2000:]
@@ -163,28 +165,45 @@ def test_trajectories_that_would_poison_training_are_counted_dropped_and_generat
     assert {0, 1, 2} <= redo, again
 
 
-@pytest.mark.parametrize("token", ["", None], ids=["empty", "unset"])
-def test_a_worker_without_a_token_refuses_to_start_instead_of_serving_open(tmp_path, token):
+@pytest.mark.parametrize("value", ["", None], ids=["empty", "unset"])
+@pytest.mark.parametrize("role,var,says", [
+    ("coordinator", "HEXRL_TOKEN_DIGESTS", "could not check who calls them"),
+    ("rollout", "HEXRL_TOKEN_DIGESTS", "could not check who calls them"),
+    ("rollout", "HEXRL_TOKEN", "needs the job's rollout token"),
+    ("trainer", "HEXRL_TOKEN", "needs the job's trainer token"),
+])
+def test_a_worker_without_its_token_or_the_digests_refuses_to_start_instead_of_serving_open(
+        tmp_path, value, role, var, says):
     config = write_config(tmp_path, tiny_spec(), "http://127.0.0.1:9", "http://127.0.0.1:9")
-    env = subprocess_env(config, "x", HEXRL_PORT="0")
-    if token is None:
-        del env["HEXRL_TOKEN"]
+    env = subprocess_env(config, role, HEXRL_PORT="0")
+    if value is None:
+        del env[var]
     else:
-        env["HEXRL_TOKEN"] = token
-    out = subprocess.run([PYTHON, "-m", "hexrl_workers", "coordinator"], env=env, capture_output=True, text=True,
-                         timeout=60)
+        env[var] = value
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", role], env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 2, out.stderr[-2000:]
-    assert "HEXRL_TOKEN is " + ("empty" if token == "" else "not set") in out.stderr
-    assert "accept requests from anyone" in out.stderr and "Traceback" not in out.stderr
+    assert f"{var} is " + ("empty" if value == "" else "not set") in out.stderr, out.stderr[-2000:]
+    assert says in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("role,token,says", [
+    ("trainer", TOKENS["rollout"], "is not this job's trainer token"),
+    ("rollout", "a-guess", "is not this job's rollout token"),
+])
+def test_a_worker_given_another_roles_token_refuses_to_start(tmp_path, role, token, says):
+    config = write_config(tmp_path, tiny_spec(), "http://127.0.0.1:9", "http://127.0.0.1:9")
+    out = subprocess.run([PYTHON, "-m", "hexrl_workers", role], env=subprocess_env(config, role, HEXRL_TOKEN=token),
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and says in out.stderr and "Traceback" not in out.stderr, out.stderr[-2000:]
 
 
 def test_restore_is_all_or_nothing_and_deep_json_is_a_client_error(coord):
-    state = requests.get(coord.url + "/v1/state", headers=AUTH, timeout=10).json()
-    before = requests.get(coord.url + "/v1/version", headers=AUTH, timeout=10).json()["version"]
+    state = requests.get(coord.url + "/v1/state", headers=auth("trainer"), timeout=10).json()
+    before = requests.get(coord.url + "/v1/version", headers=auth("trainer"), timeout=10).json()["version"]
     bad = {**state, "version": 999, "continuations": [{"groupId": 0, "spec": {"sampleIndex": "not a number"}}]}
     r = _post(coord, "/v1/restore", bad)
     assert r.status_code == 422, r.text
-    assert requests.get(coord.url + "/v1/version", headers=AUTH, timeout=10).json()["version"] == before  # not 999
+    assert requests.get(coord.url + "/v1/version", headers=auth("trainer"), timeout=10).json()["version"] == before
     deep = "[" * 100_000 + "]" * 100_000
     for path in ("/v1/restore", "/v1/trajectories"):
         r = _post(coord, path, deep, raw=True)

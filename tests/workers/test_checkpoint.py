@@ -11,7 +11,7 @@ import time
 
 import pytest
 import torch
-from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
+from workers_builders import CREDENTIALS, PYTHON, TOKENS, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.coordinator.server import ThreadedCoordinator
 from hexrl_workers.protocol import WorkResponse
@@ -21,7 +21,6 @@ from hexrl_workers.trainer import checkpoint
 from hexrl_workers.weights.client import WeightPullError
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]
-TOKEN = "ckpt"
 
 CRASHING_TRAINER = """
 import os, signal, sys
@@ -83,7 +82,7 @@ def test_checkpoint_write_is_atomic_and_unit_roundtrip(tmp_path):
 def test_kill_during_write_and_between_steps_then_resume(tmp_path):
     spec = tiny_spec(**{"algorithm.totalSteps": 8, "checkpoint.everySteps": 2, "algorithm.promptsPerStep": 4,
                         "weightSync.relay": False})
-    server = build_coordinator(spec, TOKEN)
+    server = build_coordinator(spec, CREDENTIALS)
     core = server.core
     restores: list[dict] = []
     real_restore = core.restore
@@ -103,9 +102,9 @@ def test_kill_during_write_and_between_steps_then_resume(tmp_path):
     weights_url = f"http://127.0.0.1:{port}"
     ckdir = tmp_path / "ck"
     config = write_config(tmp_path, spec, coord.url, weights_url, checkpoint_dir=str(ckdir))
-    env = subprocess_env(config, TOKEN, HEXRL_WEIGHTS_PORT=str(port))
-    worker, _ = build_rollout_worker(spec, coord.url, weights_url, TOKEN, "w0", relay_host="127.0.0.1",
-                                     torch_threads=1)
+    env = subprocess_env(config, HEXRL_WEIGHTS_PORT=str(port))
+    worker, _ = build_rollout_worker(spec, coord.url, weights_url, TOKENS["rollout"], "w0", relay_host="127.0.0.1",
+                                     torch_threads=1, credentials=CREDENTIALS)
     wt = threading.Thread(target=worker.run, daemon=True)
     wt.start()
     procs: list[subprocess.Popen] = []
@@ -184,7 +183,7 @@ class _Coordinator:
         self.worker = worker
         self.pushed: list = []
         spec = tiny_spec()
-        core = build_coordinator(spec, TOKEN).core
+        core = build_coordinator(spec, CREDENTIALS).core
         core.version = 4
         self.items, _ = core.dispatch("w", 1, now=0.0)
 

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 import torch
-from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
+from workers_builders import CREDENTIALS, PYTHON, TOKENS, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.coordinator.server import ThreadedCoordinator
 from hexrl_workers.runtime import build_coordinator, build_rollout_worker
@@ -19,7 +19,6 @@ from hexrl_workers.weights.client import WeightClient, WeightClientSettings
 from hexrl_workers.weights.store import unpack
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]
-TOKEN = "fsdp"
 
 
 def _free_port() -> int:
@@ -35,19 +34,19 @@ def test_two_fsdp_ranks_train_publish_and_checkpoint(tmp_path):
                         "algorithm.microBatchSize": 2, "algorithm.ppoMinibatches": 2,
                         "checkpoint.everySteps": 3, "weightSync.relay": False,
                             "reward.function": "workers_builders:parity_reward"})
-    server = build_coordinator(spec, TOKEN)
+    server = build_coordinator(spec, CREDENTIALS)
     coord = ThreadedCoordinator(server)
     wport, mport = _free_port(), _free_port()
     weights_url = f"http://127.0.0.1:{wport}"
     ckdir = tmp_path / "ck"
     config = write_config(tmp_path, spec, coord.url, weights_url, checkpoint_dir=str(ckdir))
-    worker, _ = build_rollout_worker(spec, coord.url, weights_url, TOKEN, "w0", relay_host="127.0.0.1",
-                                     torch_threads=1)
+    worker, _ = build_rollout_worker(spec, coord.url, weights_url, TOKENS["rollout"], "w0", relay_host="127.0.0.1",
+                                     torch_threads=1, credentials=CREDENTIALS)
     wt = threading.Thread(target=worker.run, daemon=True)
     wt.start()
     procs = []
     try:
-        env = subprocess_env(config, TOKEN, LOCAL_WORLD_SIZE="2", HEXRL_DATA_PARALLEL="2", HEXRL_FSDP="true",
+        env = subprocess_env(config, LOCAL_WORLD_SIZE="2", HEXRL_DATA_PARALLEL="2", HEXRL_FSDP="true",
                              MASTER_ADDR="127.0.0.1", MASTER_PORT=str(mport), HEXRL_WEIGHTS_PORT=str(wport))
         procs.append(subprocess.Popen([PYTHON, "-m", "hexrl_workers", "trainer"], env=env,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))

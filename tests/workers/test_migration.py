@@ -7,14 +7,13 @@ import subprocess
 import time
 
 import pytest
-from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
+from workers_builders import CREDENTIALS, PYTHON, TOKENS, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.server import ThreadedCoordinator
 from hexrl_workers.runtime import build_coordinator
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]
-TOKEN = "migrate"
 
 
 def _wait(cond, timeout: float, what: str) -> None:
@@ -27,7 +26,7 @@ def _wait(cond, timeout: float, what: str) -> None:
 
 def _start(config, name: str) -> subprocess.Popen:
     return subprocess.Popen([PYTHON, "-m", "hexrl_workers", "rollout"],
-                            env=subprocess_env(config, TOKEN, HOSTNAME=name), stdout=subprocess.PIPE,
+                            env=subprocess_env(config, "rollout", HOSTNAME=name), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
 
 
@@ -38,7 +37,7 @@ def test_sigterm_hands_partials_to_another_worker_which_continues_from_the_last_
         "algorithm.groupSize": 2, "algorithm.promptsPerStep": 4, "algorithm.totalSteps": 1,
         "weightSync.relay": False,
     })
-    server = build_coordinator(spec, TOKEN)
+    server = build_coordinator(spec, CREDENTIALS)
     coord = ThreadedCoordinator(server)
     core = server.core
     config = write_config(tmp_path, spec, coord.url, "http://127.0.0.1:9")  # version 0 never needs a pull
@@ -70,7 +69,7 @@ def test_sigterm_hands_partials_to_another_worker_which_continues_from_the_last_
         assert core.partials_migrated == len(partials)
 
         # the trainer's view: one batch with every prompt exactly once, none lost
-        client = CoordinatorClient(coord.url, TOKEN)
+        client = CoordinatorClient(coord.url, TOKENS["trainer"])
         batch = client.batch(0, wait_seconds=10)
         assert batch is not None and len(batch.trajectories) == 8
         client.new_version(1, batch.batch_id)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
+from workers_builders import CREDENTIALS, PYTHON, auth, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
 from hexrl_workers.coordinator.server import ThreadedCoordinator, build_coordinator
@@ -22,7 +22,6 @@ from hexrl_workers.statusserver import Readiness, ThreadedStatusServer
 from hexrl_workers.tasks import make_dataset
 
 pytestmark = pytest.mark.workers
-TOKEN = "status-token"
 
 
 def _free_port() -> int:
@@ -85,19 +84,18 @@ def test_status_server_reports_readiness_with_its_reason_liveness_and_metrics():
 def test_coordinator_without_its_dataset_stays_live_not_ready_and_says_why_until_the_config_fixes_it(tmp_path):
     spec = tiny_spec(**{"dataset.name": "gsm8k"})
     with pytest.raises(ValueError, match="gsm8k"):  # `hexrl run` and tests keep the immediate error
-        build_coordinator(spec, TOKEN)
+        build_coordinator(spec, CREDENTIALS)
     config = write_config(tmp_path, spec, "http://127.0.0.1:1", "http://127.0.0.1:2")
-    server = build_coordinator(spec, TOKEN, config_path=str(config), tolerate_data_error=True)
+    server = build_coordinator(spec, CREDENTIALS, config_path=str(config), tolerate_data_error=True)
     server.settings.config_poll_seconds = 0.1
     coord = ThreadedCoordinator(server)
-    auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
         assert requests.get(f"{coord.url}/healthz", timeout=5).status_code == 200
         ready = requests.get(f"{coord.url}/readyz", timeout=5)
         assert ready.status_code == 503 and "unknown dataset.name 'gsm8k'" in ready.json()["reason"]
-        progress = requests.get(f"{coord.url}/v1/progress", headers=auth, timeout=5).json()
+        progress = requests.get(f"{coord.url}/v1/progress", headers=auth("operator"), timeout=5).json()
         assert progress["dataError"].startswith("dataset unavailable: unknown dataset.name 'gsm8k'")
-        work = requests.post(f"{coord.url}/v1/work", headers=auth, timeout=5,
+        work = requests.post(f"{coord.url}/v1/work", headers=auth("rollout"), timeout=5,
                              json={"workerId": "w", "maxItems": 1, "waitSeconds": 0})
         assert work.status_code == 503 and work.json()["field"] == "dataset"  # 5xx: clients retry, not exit
 
@@ -106,8 +104,8 @@ def test_coordinator_without_its_dataset_stays_live_not_ready_and_says_why_until
         config.write_text(yaml.safe_dump(fixed))
         _wait(lambda: (r := _get(f"{coord.url}/readyz")) is not None and r.status_code == 200, 10,
               "the coordinator to load the fixed dataset")
-        assert requests.get(f"{coord.url}/v1/progress", headers=auth, timeout=5).json().get("dataError") is None
-        work = requests.post(f"{coord.url}/v1/work", headers=auth, timeout=5,
+        assert requests.get(f"{coord.url}/v1/progress", headers=auth("operator"), timeout=5).json().get("dataError") is None
+        work = requests.post(f"{coord.url}/v1/work", headers=auth("rollout"), timeout=5,
                              json={"workerId": "w", "maxItems": 1, "waitSeconds": 0})
         assert work.status_code == 200 and work.json()["items"]
     finally:
@@ -141,9 +139,10 @@ def test_pod_entry_points_serve_probes_on_their_status_ports(tmp_path: Path):
     coord_url = f"http://127.0.0.1:{coord_port}"
     config = write_config(tmp_path, spec, coord_url, f"http://127.0.0.1:{weights_port}",
                           checkpoint_dir=str(tmp_path / "ck"))
-    env = subprocess_env(config, TOKEN, HEXRL_RELAY_PORT=str(relay_port), HEXRL_TRAINER_METRICS_PORT=str(trainer_port),
-                         HEXRL_WEIGHTS_PORT=str(weights_port), HEXRL_POD_IP="127.0.0.1")
-    procs = {role: subprocess.Popen([PYTHON, "-m", "hexrl_workers", role], env=env, stdout=subprocess.PIPE,
+    ports = {"HEXRL_RELAY_PORT": str(relay_port), "HEXRL_TRAINER_METRICS_PORT": str(trainer_port),
+             "HEXRL_WEIGHTS_PORT": str(weights_port), "HEXRL_POD_IP": "127.0.0.1"}
+    procs = {role: subprocess.Popen([PYTHON, "-m", "hexrl_workers", role], env=subprocess_env(config, role, **ports),
+                                    stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for role in ("rollout", "trainer")}
     coord = None
     try:
@@ -156,13 +155,13 @@ def test_pod_entry_points_serve_probes_on_their_status_ports(tmp_path: Path):
         _wait(lambda: "coordinator" in _text(f"http://127.0.0.1:{trainer_port}/readyz"), 120, "the trainer to build its model and wait for the coordinator", procs["trainer"])
         time.sleep(6)  # past the first log line of the wait: still running, still not ready
         assert all(p.poll() is None for p in procs.values())
-        coord = ThreadedCoordinator(build_coordinator(spec, TOKEN), host="127.0.0.1", port=coord_port)
+        coord = ThreadedCoordinator(build_coordinator(spec, CREDENTIALS), host="127.0.0.1", port=coord_port)
         for role, port in (("rollout", relay_port), ("trainer", trainer_port)):
             _wait(lambda p=port: (r := _get(f"http://127.0.0.1:{p}/readyz")) is not None and r.status_code == 200,
                   120, f"the {role} to become ready", procs[role])
             assert "hexrl_policy_version" in requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
         weights = requests.get(f"http://127.0.0.1:{weights_port}/v1/weights/latest",
-                               headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+                               headers=auth("rollout"), timeout=5)
         assert weights.status_code == 200  # rank 0 is ready only once the weight service serves a version
     finally:
         for p in procs.values():

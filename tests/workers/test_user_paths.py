@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workers_builders import PYTHON, REPO, TINY_JOB, subprocess_env, tiny_spec, write_config
+from workers_builders import PYTHON, REPO, TINY_JOB, auth, subprocess_env, tiny_spec, write_config
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]
 RAY = str(Path(sys.executable).with_name("ray"))
@@ -240,12 +240,13 @@ def test_trainer_and_rollout_exit_on_sigterm_when_the_coordinator_is_gone(tmp_pa
     cport, wport = _free_port(), _free_port()
     config = write_config(tmp_path, spec, f"http://127.0.0.1:{cport}", f"http://127.0.0.1:{wport}",
                           checkpoint_dir=str(tmp_path / "ck"))
-    env = subprocess_env(config, "tok", HEXRL_PORT=str(cport), HEXRL_WEIGHTS_PORT=str(wport),
-                         HEXRL_RELAY_PORT=str(_free_port()), HOSTNAME="rollout-a", HEXRL_POD_IP="127.0.0.1")
+    extra = {"HEXRL_PORT": str(cport), "HEXRL_WEIGHTS_PORT": str(wport), "HEXRL_RELAY_PORT": str(_free_port()),
+             "HOSTNAME": "rollout-a", "HEXRL_POD_IP": "127.0.0.1"}
     procs: dict[str, subprocess.Popen] = {}
     try:
         for role in ("coordinator", "trainer", "rollout"):
-            procs[role] = subprocess.Popen([PYTHON, "-m", "hexrl_workers", role], env=env, stdout=subprocess.DEVNULL,
+            procs[role] = subprocess.Popen([PYTHON, "-m", "hexrl_workers", role], env=subprocess_env(config, role, **extra),
+                                           stdout=subprocess.DEVNULL,
                                            stderr=subprocess.PIPE, text=True)
         import requests
 
@@ -254,7 +255,7 @@ def test_trainer_and_rollout_exit_on_sigterm_when_the_coordinator_is_gone(tmp_pa
                 if p.poll() is not None:
                     raise AssertionError(f"{role} exited early: {p.stderr.read()[-3000:] if p.stderr else ''}")
             try:
-                r = requests.get(f"http://127.0.0.1:{cport}/v1/progress", headers={"Authorization": "Bearer tok"},
+                r = requests.get(f"http://127.0.0.1:{cport}/v1/progress", headers=auth("operator"),
                                  timeout=5)
                 return r.ok and r.json()["trainedSteps"] >= 2
             except requests.RequestException:

@@ -6,13 +6,15 @@ import pytest
 import requests
 import torch
 from aiohttp import web
+from workers_builders import CREDENTIALS, TOKENS
 
 from hexrl_workers.weights.client import WeightClient, WeightClientSettings, WeightPullError
 from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
 from hexrl_workers.weights.store import pack, unpack
 
 pytestmark = pytest.mark.workers
-TOKEN = "job-token"
+TOKEN = TOKENS["rollout"]
+"""What a weight client presents: the only role `ACCESS` lets call the weight service."""
 CHUNK = 64 * 1024
 
 
@@ -24,7 +26,7 @@ def _state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 @pytest.fixture
 def origin():
-    srv = ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, origin=True)))
+    srv = ThreadedWeightServer(WeightServer(WeightServerSettings(credentials=CREDENTIALS, origin=True)))
     manifest, blob = pack(_state(), 3, CHUNK)
     srv.publish(manifest, blob)
     yield srv
@@ -32,7 +34,7 @@ def origin():
 
 
 def _relay(**kw) -> ThreadedWeightServer:
-    return ThreadedWeightServer(WeightServer(WeightServerSettings(token=TOKEN, origin=False, **kw), role="rollout"))
+    return ThreadedWeightServer(WeightServer(WeightServerSettings(credentials=CREDENTIALS, origin=False, **kw), role="rollout"))
 
 
 def _assert_same(manifest, blob) -> None:
@@ -110,7 +112,7 @@ class _FlakyServer(WeightServer):
 
 
 def test_interrupted_pull_resumes_with_only_the_missing_chunks(tmp_path):
-    srv = ThreadedWeightServer(_FlakyServer(WeightServerSettings(token=TOKEN), bad_start=CHUNK * 2))
+    srv = ThreadedWeightServer(_FlakyServer(WeightServerSettings(credentials=CREDENTIALS), bad_start=CHUNK * 2))
     try:
         manifest, blob = pack(_state(), 1, CHUNK)
         srv.publish(manifest, blob)

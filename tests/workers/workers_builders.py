@@ -9,11 +9,22 @@ from typing import Any
 
 import yaml
 
+from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl.api.workerconfig import WorkerConfig, render_worker_config
+from hexrl_workers.httpcommon import Credentials
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_JOB = REPO / "manifests" / "examples" / "rljob-tiny.yaml"
+TOKENS = derive_tokens(b"tests-workers-key", "t")
+"""The test job's per-role tokens (trainer, rollout, operator), derived as the operator does."""
+CREDENTIALS = Credentials.of_tokens(TOKENS)
+"""What the test job's services check tokens against (the digests of TOKENS)."""
+
+
+def auth(role: str) -> dict[str, str]:
+    """The Authorization header of `role`'s token."""
+    return {"Authorization": f"Bearer {TOKENS[role]}"}
 
 
 def tiny_spec(**overrides: Any) -> RLJobSpec:
@@ -35,11 +46,15 @@ def write_config(tmp: Path, spec: RLJobSpec, coordinator_url: str, weights_url: 
     return path
 
 
-def subprocess_env(config: Path, token: str, **extra: str) -> dict[str, str]:
-    """The environment of a `python -m hexrl_workers` process; status ports on any free port (several
+def subprocess_env(config: Path, role: str = "trainer", **extra: str) -> dict[str, str]:
+    """The environment of a `python -m hexrl_workers <role>` process as the operator renders it: its own
+    role's token (none for the coordinator) and every role's digest; status ports on any free port (several
     workers share this host), unless `extra` names them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HEXRL_")}
-    env.update({"HEXRL_CONFIG": str(config), "HEXRL_TOKEN": token, "HEXRL_JOB": "t", "OMP_NUM_THREADS": "1",
+    if role in ("trainer", "rollout"):
+        env["HEXRL_TOKEN"] = TOKENS[role]
+    env.update({"HEXRL_CONFIG": str(config), "HEXRL_TOKEN_DIGESTS": CREDENTIALS.encode(), "HEXRL_JOB": "t",
+                "OMP_NUM_THREADS": "1",
                 "HEXRL_LOG_LEVEL": "INFO", "PYTHONUNBUFFERED": "1", "HEXRL_RELAY_PORT": "0",
                 "HEXRL_TRAINER_METRICS_PORT": "0"})
     env.update(extra)

@@ -1,7 +1,8 @@
 """Pod entry points: `python -m hexrl_workers coordinator|rollout|trainer`.
 
 Configuration comes from the environment and the mounted worker config (`hexrl.api.workerconfig`):
-HEXRL_JOB, HEXRL_ROLE, HEXRL_CONFIG, HEXRL_TOKEN, HEXRL_COORDINATOR_URL, HEXRL_WEIGHTS_URL,
+HEXRL_JOB, HEXRL_ROLE, HEXRL_CONFIG, HEXRL_TOKEN (the role's own token; trainer and rollout),
+HEXRL_TOKEN_DIGESTS (what every role's services check callers against), HEXRL_COORDINATOR_URL, HEXRL_WEIGHTS_URL,
 HEXRL_POD_IP, and for trainer pods the gang's layout (`hexrl.api.trainerlayout`) with MASTER_ADDR/MASTER_PORT:
 `trainer` launches one `trainer-rank` process per GPU (`trainer.launch`; in-process when the gang is a
 single process), each given RANK/LOCAL_RANK/WORLD_SIZE; ports move with HEXRL_PORT,
@@ -29,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hexrl.api.jobtokens import TokenError, token_digest
 from hexrl.api.workerconfig import (
     COORDINATOR_PORT,
     DEFAULT_CONFIG_PATH,
@@ -43,6 +45,7 @@ from hexrl.api.workerconfig import (
     ENV_RELAY_PORT,
     ENV_ROLE,
     ENV_TOKEN,
+    ENV_TOKEN_DIGESTS,
     ENV_TRAINER_METRICS_PORT,
     ENV_WEIGHTS_PORT,
     ENV_WEIGHTS_URL,
@@ -56,6 +59,7 @@ from hexrl.api.workerconfig import (
     parse_worker_config,
 )
 from hexrl_workers.client import CoordinatorUnavailable
+from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.trainer.launch import RANK_ROLE
 
 if TYPE_CHECKING:
@@ -80,10 +84,10 @@ def load_config() -> WorkerConfig:
     return parse_worker_config(p.read_text(), source=path)
 
 
-def _coordinator(cfg: WorkerConfig, token: str | None) -> int:
+def _coordinator(cfg: WorkerConfig, token: str | None, credentials: Credentials) -> int:
     from hexrl_workers.coordinator.server import build_coordinator
 
-    server = build_coordinator(cfg.spec, token, cfg.effective_max_policy_lag(),
+    server = build_coordinator(cfg.spec, credentials, cfg.effective_max_policy_lag(),
                                config_path=os.environ.get(ENV_CONFIG, DEFAULT_CONFIG_PATH), tolerate_data_error=True)
 
     async def main() -> None:
@@ -110,7 +114,7 @@ def _port(env: str, default: int) -> int:
         raise WorkerConfigError(f"{env}={raw!r} is not a port number") from None
 
 
-def _rollout(cfg: WorkerConfig, token: str | None) -> int:
+def _rollout(cfg: WorkerConfig, token: str | None, credentials: Credentials) -> int:
     from hexrl_workers.runtime import build_rollout_worker
     from hexrl_workers.statusserver import ThreadedStatusServer
 
@@ -121,6 +125,7 @@ def _rollout(cfg: WorkerConfig, token: str | None) -> int:
         os.environ.get(ENV_WEIGHTS_URL, cfg.weights_url), token,
         os.environ.get("HOSTNAME", f"rollout-{os.getpid()}"),
         relay_host="0.0.0.0", relay_port=port, advertise_host=host, coordinator_retry_seconds=WAIT_FOREVER,
+        credentials=credentials,
     )
     # Without a relay nothing else listens on the pod's status port: serve the probes and /metrics there.
     status = ThreadedStatusServer(worker.metrics, worker.readiness, port=port) if relay is None else None
@@ -135,7 +140,7 @@ def _rollout(cfg: WorkerConfig, token: str | None) -> int:
     return 0
 
 
-def _trainer(cfg: WorkerConfig, token: str | None) -> int:
+def _trainer(cfg: WorkerConfig, token: str | None, credentials: Credentials) -> int:
     """A trainer pod: train in this process when the gang is one process, else launch one per GPU."""
     from hexrl.api.trainerlayout import TrainerLayout
     from hexrl_workers.trainer.launch import Rendezvous, launch
@@ -143,13 +148,14 @@ def _trainer(cfg: WorkerConfig, token: str | None) -> int:
     layout, node_rank = TrainerLayout.from_env(os.environ)
     layout.check(cfg.spec.model.shape)
     if layout.world_size == 1:
-        return _trainer_rank(cfg, token, layout=layout)
+        return _trainer_rank(cfg, token, credentials, layout=layout)
     rendezvous = Rendezvous(os.environ.get(ENV_MASTER_ADDR, "127.0.0.1"),
                             int(os.environ.get(ENV_MASTER_PORT, "29500")), run_id=cfg.job)
     return launch(layout, node_rank, rendezvous)
 
 
-def _trainer_rank(cfg: WorkerConfig, token: str | None, layout: TrainerLayout | None = None) -> int:
+def _trainer_rank(cfg: WorkerConfig, token: str | None, credentials: Credentials,
+                  layout: TrainerLayout | None = None) -> int:
     """One trainer process (rank RANK of WORLD_SIZE, GPU LOCAL_RANK): train until done or SIGTERM."""
     from hexrl.api.trainerlayout import TrainerLayout
     from hexrl_workers.metrics import Metrics
@@ -170,6 +176,7 @@ def _trainer_rank(cfg: WorkerConfig, token: str | None, layout: TrainerLayout | 
     try:
         trainer = Trainer(cfg.spec, stop=stop, metrics=metrics, readiness=readiness, settings=TrainerSettings(
             coordinator_url=os.environ.get(ENV_COORDINATOR_URL, cfg.coordinator_url), token=token,
+            credentials=credentials,
             checkpoint_dir=cfg.effective_checkpoint_dir(), weights_port=_port(ENV_WEIGHTS_PORT, WEIGHTS_PORT),
             advertise_host=os.environ.get(ENV_POD_IP, "127.0.0.1"),
             rank=int(os.environ.get(ENV_RANK, "0")), world_size=int(os.environ.get(ENV_WORLD_SIZE, "1")),
@@ -225,27 +232,59 @@ def main(argv: list[str] | None = None) -> int:
     return _run_role(role, handler)
 
 
-def _token() -> str:
-    """The job's bearer token; a worker never runs its services open (an empty value used to turn the
-    authentication off without a word)."""
+TOKEN_ROLE = {"trainer": "trainer", RANK_ROLE: "trainer", "rollout": "rollout"}
+"""Process role → the token role it calls the other services with (the coordinator calls no one)."""
+
+
+def _credentials() -> Credentials:
+    """What this role's services check callers' tokens against; a worker never serves open (an empty token
+    used to turn the authentication off without a word)."""
+    text = os.environ.get(ENV_TOKEN_DIGESTS, "").strip()
+    if not text:
+        state = "empty" if ENV_TOKEN_DIGESTS in os.environ else "not set"
+        raise WorkerConfigError(
+            f"{ENV_TOKEN_DIGESTS} is {state}: the job's services could not check who calls them; set it from the "
+            "job's Secret, key `digests` (the operator does)"
+        )
+    try:
+        return Credentials.parse(text)
+    except TokenError as exc:
+        raise WorkerConfigError(str(exc)) from None
+
+
+def _token(role: str, credentials: Credentials) -> str | None:
+    """The bearer token this role presents (None for the coordinator), checked against the digests: a pod
+    given another role's token refuses to start instead of being refused on every call."""
+    token_role = TOKEN_ROLE.get(role)
+    if token_role is None:
+        return None
     token = os.environ.get(ENV_TOKEN, "").strip()
     if not token:
         state = "empty" if ENV_TOKEN in os.environ else "not set"
         raise WorkerConfigError(
-            f"{ENV_TOKEN} is {state}: the job's services would accept requests from anyone; set it to the job's "
-            "token (the operator mounts it from the job's Secret, key `token`)"
+            f"{ENV_TOKEN} is {state}: a {token_role} needs the job's {token_role} token; set it from the job's "
+            f"Secret, key `{token_role}` (the operator does)"
+        )
+    if credentials.digests.get(token_role) != token_digest(token):
+        raise WorkerConfigError(
+            f"{ENV_TOKEN} is not this job's {token_role} token (its digest is not the {token_role} entry of "
+            f"{ENV_TOKEN_DIGESTS}); set it from the job's Secret, key `{token_role}`"
         )
     return token
 
 
-def _run_role(role: str, handler: Callable[[WorkerConfig, str | None], int]) -> int:
+Handler = Callable[[WorkerConfig, "str | None", Credentials], int]
+
+
+def _run_role(role: str, handler: Handler) -> int:
     """Load the config and run `handler`; configuration errors become one sentence and exit 2."""
     try:
         cfg = load_config()
-        token = _token()
+        credentials = _credentials()
+        token = _token(role, credentials)
         if os.environ.get(ENV_JOB) and os.environ[ENV_JOB] != cfg.job:
             raise WorkerConfigError(f"{ENV_JOB}={os.environ[ENV_JOB]} but the config is for job {cfg.job}")
-        return handler(cfg, token)
+        return handler(cfg, token, credentials)
     except CoordinatorUnavailable as exc:
         return _stopped_cleanly(role, exc, _STOPPING.is_set())
     except (WorkerConfigError, ValueError, FileNotFoundError) as exc:

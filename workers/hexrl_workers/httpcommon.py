@@ -1,7 +1,10 @@
 """HTTP plumbing shared by the coordinator, the weight service and the relays (aiohttp).
 
-- `auth_middleware(token)`: every path except `/healthz`, `/readyz` and `/metrics` needs `Authorization: Bearer
-  <per-job token>`; otherwise 401 with a JSON reason. Comparison is constant-time.
+- `auth_middleware(credentials)`: every path except `/healthz`, `/readyz` and `/metrics` needs `Authorization:
+  Bearer <token>` of a role (`hexrl.api.jobtokens`: trainer, rollout, operator) that `ACCESS` allows on that
+  route: 401 for no or an unknown token, 403 with a sentence for a known token of another role (or a route
+  `ACCESS` does not list). The one table of who may call what; tokens are checked against their SHA-256
+  digests (`Credentials`), so a service never holds another role's token.
 - `error_middleware`: a malformed body, an unknown wire version or a refused request becomes a 4xx with
   `{"error": ..., "field": ...}`; an unexpected exception becomes a 500 with the same shape. The service
   keeps serving either way.
@@ -12,15 +15,19 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
 import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from hexrl.api import jobtokens
 from hexrl_workers.protocol import WIRE_VERSION
 
 log = logging.getLogger(__name__)
@@ -40,15 +47,86 @@ def problem(status: int, error: str, field: str | None = None) -> web.Response:
     return web.json_response({"error": error, "field": field}, status=status)
 
 
-def auth_middleware(token: str | None):  # type: ignore[no-untyped-def]
-    expected = f"Bearer {token}".encode() if token else None
+TRAINER, ROLLOUT, OPERATOR = jobtokens.TOKEN_ROLES
+ACCESS: dict[tuple[str, str], frozenset[str]] = {
+    # coordinator (coordinator/server.py)
+    ("POST", "/v1/work"): frozenset({ROLLOUT}),  # pull prompts
+    ("POST", "/v1/trajectories"): frozenset({ROLLOUT}),  # hand in samples and partials
+    ("POST", "/v1/batch"): frozenset({TRAINER}),  # pull a training batch
+    ("POST", "/v1/version"): frozenset({TRAINER}),  # announce a new policy version
+    ("GET", "/v1/version"): frozenset({TRAINER, ROLLOUT, OPERATOR}),  # read-only: version, epoch, done
+    ("GET", "/v1/progress"): frozenset({OPERATOR}),  # the operator's poll, `hexrl run`'s live line
+    ("GET", "/v1/staleness"): frozenset({OPERATOR}),
+    ("PUT", "/v1/staleness"): frozenset({OPERATOR}),  # change η at run time
+    ("GET", "/v1/state"): frozenset({TRAINER, OPERATOR}),  # read-only: the coordinator's part of a checkpoint
+    ("POST", "/v1/restore"): frozenset({TRAINER}),  # resume from a checkpoint
+    # weight origin (trainer rank 0) and relays (rollout pods) (weights/server.py)
+    ("GET", "/v1/weights/latest"): frozenset({ROLLOUT}),
+    ("GET", "/v1/weights/{v}/manifest"): frozenset({ROLLOUT}),
+    ("GET", "/v1/weights/{v}/blob"): frozenset({ROLLOUT}),
+    ("POST", "/v1/weights/{v}/holders"): frozenset({ROLLOUT}),  # a relay holds / released a version
+}
+"""(method, route) → the roles whose token may call it. A /v1/ route missing here is refused to everyone
+(403), so a new endpoint is closed until it is given its roles."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a service checks bearer tokens against: role → SHA-256 hex of the role's token."""
+
+    digests: Mapping[str, str]
+    """From `HEXRL_TOKEN_DIGESTS` (the job's Secret, key `digests`) or `of_tokens` (local runs, tests)."""
+
+    @classmethod
+    def of_tokens(cls, tokens: Mapping[str, str]) -> Credentials:
+        return cls({role: jobtokens.token_digest(t) for role, t in tokens.items()})
+
+    @classmethod
+    def parse(cls, text: str, source: str = "HEXRL_TOKEN_DIGESTS") -> Credentials:
+        """From `encode_digests`' text; `jobtokens.TokenError` naming the bad entry otherwise."""
+        return cls(jobtokens.parse_digests(text, source))
+
+    def encode(self) -> str:
+        return ",".join(f"{role}={d}" for role, d in self.digests.items())
+
+    def role_of(self, authorization: str) -> str | None:
+        """The role whose token `Authorization: Bearer <token>` carries; None for no or an unknown token.
+        Every digest is compared (constant time, no early exit), so the answer's timing tells nothing."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme != "Bearer" or not token:
+            return None
+        got = hashlib.sha256(token.strip().encode()).hexdigest().encode()
+        found = None
+        for role, digest in self.digests.items():
+            if hmac.compare_digest(got, digest.encode()):
+                found = role
+        return found
+
+
+def route_key(request: web.Request) -> tuple[str, str]:
+    """(method, route pattern) of a request, the key of `ACCESS` ("/v1/weights/{v}/blob", not "/v1/weights/3/blob")."""
+    resource = request.match_info.route.resource
+    return request.method, resource.canonical if resource is not None else request.path
+
+
+def auth_middleware(credentials: Credentials | None):  # type: ignore[no-untyped-def]
+    """Enforce `ACCESS` (None: no authentication, for tests of other behaviour only; pods refuse to start
+    without credentials, see `hexrl_workers.__main__`)."""
 
     @web.middleware
     async def mw(request: web.Request, handler):  # type: ignore[no-untyped-def]
-        if expected is not None and not request.path.startswith(OPEN_PATHS):
-            got = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(got, expected):
-                return problem(401, "missing or wrong bearer token for this job", "Authorization")
+        if credentials is None or request.path.startswith(OPEN_PATHS):
+            return await handler(request)
+        role = credentials.role_of(request.headers.get("Authorization", ""))
+        if role is None:
+            return problem(401, "missing or unknown bearer token for this job", "Authorization")
+        if request.match_info.route.resource is None:  # no such route: let the router answer 404/405
+            return await handler(request)
+        method, route = route_key(request)
+        allowed = ACCESS.get((method if method != "HEAD" else "GET", route), frozenset())
+        if role not in allowed:
+            who = ", ".join(sorted(allowed)) or "no role"
+            return problem(403, f"the {role} token may not call {method} {route} (allowed: {who})", "Authorization")
         return await handler(request)
 
     return mw

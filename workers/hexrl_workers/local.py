@@ -25,9 +25,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
 from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
+from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.modeling import check_model_source
 from hexrl_workers.tasks import make_dataset
 
@@ -73,7 +75,7 @@ def _trainer_actor_cls():  # type: ignore[no-untyped-def]
                 self.workdir = tempfile.mkdtemp(prefix="hexrl-trainer-")
                 self.trainer = LocalGang(
                     spec, procs, settings["coordinator_url"], settings["token"], settings["checkpoint_dir"],
-                    settings["advertise_host"], self.workdir, settings["total_steps"],
+                    settings["advertise_host"], self.workdir, settings["total_steps"], settings["credentials"],
                 )
             else:
                 self.trainer = Trainer(spec, TrainerSettings(**settings))
@@ -99,13 +101,13 @@ def _rollout_actor_cls():  # type: ignore[no-untyped-def]
     @ray.remote(num_cpus=0, max_concurrency=2)
     class RolloutActor:
         def __init__(self, spec_json: str, coordinator_url: str, weights_url: str, token: str, worker_id: str,
-                     host: str, max_items: int) -> None:
+                     host: str, max_items: int, credentials: Credentials) -> None:
             logging.basicConfig(level=logging.WARNING)
             from hexrl_workers.runtime import build_rollout_worker
 
             self.worker, self.relay = build_rollout_worker(
                 RLJobSpec.model_validate_json(spec_json), coordinator_url, weights_url, token, worker_id,
-                relay_host=host, relay_port=0, torch_threads=1, max_items=max_items,
+                relay_host=host, relay_port=0, torch_threads=1, max_items=max_items, credentials=credentials,
             )
 
         def run(self) -> int:
@@ -148,7 +150,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
 
     spec, steps = _local_spec(job, opts)
     host, bind = _start_ray(opts)
-    token = secrets.token_hex(16)
+    tokens = derive_tokens(secrets.token_bytes(32), "local")  # one per role, as in a pod (hexrl.api.jobtokens)
     core = CoordinatorCore(
         CoordinatorSettings(
             prompts_per_step=spec.algorithm.prompts_per_step, group_size=spec.algorithm.group_size,
@@ -157,7 +159,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
         ),
         make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
     )
-    server = CoordinatorServer(core, ServerSettings(token=token))
+    server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
     coord = ThreadedCoordinator(server, host=bind)
     ckdir = opts.checkpoint_dir or tempfile.mkdtemp(prefix=f"hexrl-{job.metadata.name or 'job'}-")
     actors: list[Any] = []
@@ -166,7 +168,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     interrupted = False
     try:
         stats, interrupted, t_start = _run_actors(
-            spec, steps, opts, actors, server, token, f"http://{host}:{coord.port}", ckdir, host, bind,
+            spec, steps, opts, actors, server, tokens, f"http://{host}:{coord.port}", ckdir, host, bind,
         )
     finally:
         wall = time.monotonic() - t_start
@@ -228,7 +230,8 @@ def _start_ray(opts: LocalOptions) -> tuple[str, str]:
 
 
 def _run_actors(
-    spec: RLJobSpec, steps: int, opts: LocalOptions, actors: list[Any], server: CoordinatorServer, token: str,
+    spec: RLJobSpec, steps: int, opts: LocalOptions, actors: list[Any], server: CoordinatorServer,
+    tokens: dict[str, str],
     coordinator_url: str, ckdir: str, host: str, bind: str,
 ) -> tuple[list[dict[str, float]], bool, float]:
     """Start the trainer and the rollout actors (appended to `actors` as they start, so the caller can kill
@@ -237,15 +240,18 @@ def _run_actors(
     import ray
 
     spec_json = spec.model_dump_json(by_alias=True)
+    credentials = Credentials.of_tokens(tokens)
     trainer = _trainer_actor_cls().remote(spec_json, {
-        "coordinator_url": coordinator_url, "token": token, "checkpoint_dir": ckdir, "total_steps": steps,
+        "coordinator_url": coordinator_url, "token": tokens["trainer"], "credentials": credentials,
+        "checkpoint_dir": ckdir, "total_steps": steps,
         "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
     }, opts.trainer_procs)
     actors.append(trainer)
     weights_url = ray.get(trainer.weights_url.remote())
     rollout_cls = _rollout_actor_cls()
     workers = [
-        rollout_cls.remote(spec_json, coordinator_url, weights_url, token, f"local-rollout-{k}", host, opts.max_items)
+        rollout_cls.remote(spec_json, coordinator_url, weights_url, tokens["rollout"], f"local-rollout-{k}", host,
+                           opts.max_items, credentials)
         for k in range(opts.workers)
     ]
     actors.extend(workers)

@@ -9,6 +9,7 @@ from typing import Any
 from hexrl.api.models import RLJobSpec
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.server import build_coordinator
+from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer, model_dir
 from hexrl_workers.reward import load_reward
@@ -60,10 +61,11 @@ def build_rollout_worker(
     spec: RLJobSpec, coordinator_url: str, weights_url: str, token: str | None, worker_id: str, *,
     relay_host: str = "0.0.0.0", relay_port: int = 0, advertise_host: str | None = None,
     torch_threads: int | None = None, max_items: int = 4, cache_dir: str | None = None,
-    coordinator_retry_seconds: float = 60.0,
+    coordinator_retry_seconds: float = 60.0, credentials: Credentials | None = None,
 ) -> tuple[RolloutWorker, ThreadedWeightServer | None]:
     """A ready-to-run worker and (when relaying) its relay server, which also answers the worker's
-    /readyz (the worker's readiness) and /metrics."""
+    /readyz (the worker's readiness) and /metrics. `token` is the job's rollout-role token; the relay checks
+    its callers against `credentials`."""
     if torch_threads:
         import torch
 
@@ -76,7 +78,7 @@ def build_rollout_worker(
     my_url = None
     if spec.weight_sync.relay:
         relay = ThreadedWeightServer(
-            WeightServer(WeightServerSettings(token=token, origin=False), role="rollout", metrics=metrics),
+            WeightServer(WeightServerSettings(credentials=credentials, origin=False), role="rollout", metrics=metrics),
             host=relay_host, port=relay_port, advertise_host=advertise_host or "127.0.0.1",
         )
         my_url = relay.url

@@ -19,8 +19,10 @@ coordinator polls the file and applies a changed `maxPolicyLag` without a restar
 overrides `spec.staleness.maxPolicyLag`, which is only its initial value.
 
 Environment of every pod (names are the `ENV_*` constants below): `HEXRL_JOB` (job name), `HEXRL_ROLE`
-(coordinator|rollout|trainer), `HEXRL_CONFIG` (path of this file), `HEXRL_TOKEN` (the per-job bearer token,
-from the Secret key `SECRET_TOKEN_KEY`), `HEXRL_COORDINATOR_URL` (overrides `coordinatorUrl`); for trainer
+(coordinator|rollout|trainer), `HEXRL_CONFIG` (path of this file), `HEXRL_TOKEN` (the pod's own role's bearer token,
+from the Secret key named after the role; none for the coordinator), `HEXRL_TOKEN_DIGESTS` (what the
+services check callers' tokens against: Secret key `SECRET_DIGESTS_KEY`; see `hexrl.api.jobtokens`),
+`HEXRL_COORDINATOR_URL` (overrides `coordinatorUrl`); for trainer
 pods also the gang's layout and rendezvous (`hexrl.api.trainerlayout`: pods, processes per pod, parallel
 degrees, `MASTER_ADDR`, `MASTER_PORT`; the pod's launcher gives each process `RANK`, `LOCAL_RANK` and
 `WORLD_SIZE`, torch.distributed's own names), and
@@ -52,6 +54,7 @@ ENV_JOB = "HEXRL_JOB"
 ENV_ROLE = "HEXRL_ROLE"
 ENV_CONFIG = "HEXRL_CONFIG"
 ENV_TOKEN = "HEXRL_TOKEN"
+ENV_TOKEN_DIGESTS = "HEXRL_TOKEN_DIGESTS"
 ENV_COORDINATOR_URL = "HEXRL_COORDINATOR_URL"
 ENV_WEIGHTS_URL = "HEXRL_WEIGHTS_URL"
 ENV_POD_IP = "HEXRL_POD_IP"
@@ -71,8 +74,11 @@ CONFIG_FILE_KEY = "config.yaml"
 CONFIG_MOUNT_DIR = "/etc/hexrl"
 """Where the ConfigMap is mounted (a directory mount, so kubelet can update it in place)."""
 DEFAULT_CONFIG_PATH = f"{CONFIG_MOUNT_DIR}/{CONFIG_FILE_KEY}"
-SECRET_TOKEN_KEY = "token"
-"""Key of the bearer token inside the job's Secret."""
+SECRET_DIGESTS_KEY = "digests"
+"""Key of the role tokens' digests inside the job's Secret (each role's token is under the role's name,
+`hexrl.api.jobtokens.TOKEN_ROLES`)."""
+TOKEN_ROLE_OF_POD = {"trainer": "trainer", "rollout": "rollout"}
+"""Pod role → the token role whose key becomes the pod's HEXRL_TOKEN (the coordinator calls no one)."""
 
 COORDINATOR_PORT = 8000
 """Coordinator HTTP port: the protocol under /v1/, /metrics, /healthz, /readyz."""

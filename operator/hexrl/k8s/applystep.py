@@ -93,7 +93,7 @@ class ApplyStep:
         mem.state["specKey"] = spec_key(spec)
         state = {k: v for k, v in mem.state.items() if not k.startswith("_") and k != "rejected"}
         summary = self._summary(plan)
-        static = render.render_static(ref, spec, plan, summary, eta, state, mem.token, self.settings)
+        static = render.render_static(ref, spec, plan, summary, eta, state, mem.tokens, self.settings)
         # two rounds: the pods' ServiceAccount and NetworkPolicy exist before anything that makes pods
         first = [o for o in static if o["kind"] in render.FIRST_KINDS]
         out.created += self._apply_all(first, mem)

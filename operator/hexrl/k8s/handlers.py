@@ -287,12 +287,13 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dic
     assert op.reconciler is not None
     s = op.settings
     mem = op.reconciler.memory(uid)
-    if mem.plan is None or not mem.token:
+    token = mem.tokens.get("operator")
+    if mem.plan is None or not token:
         return
     url = progress_url(op, namespace, name)
     if url is None:
         return
-    progress = await _fetch_progress(url, mem.token, namespace, name)
+    progress = await _fetch_progress(url, token, namespace, name)
     if progress is None:
         return
     changed = progress != mem.progress
@@ -321,7 +322,7 @@ def progress_url(op: Operator, namespace: str, name: str) -> str | None:
 
 
 async def _fetch_progress(url: str, token: str, namespace: str, name: str) -> dict[str, Any] | None:
-    """GET the coordinator's /v1/progress with the job's token; None when it has no answer (yet)."""
+    """GET the coordinator's /v1/progress with the job's operator-role token; None when it has no answer (yet)."""
     try:
         timeout = aiohttp.ClientTimeout(total=5)
         async with aiohttp.ClientSession(timeout=timeout) as session, session.get(

@@ -35,7 +35,8 @@ class JobMemory:
     loaded: bool = False
     plan: Plan | None = None
     state: dict[str, Any] = field(default_factory=dict)
-    token: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
+    """The job's per-role bearer tokens (`hexrl.api.jobtokens`), derived on the first pass."""
     basis: PlanBasis | None = None
     """What the cluster offered when the planner last answered for this job (None: not asked by this
     process); `replan_reason` compares the cluster with it."""

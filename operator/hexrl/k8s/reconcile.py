@@ -41,8 +41,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import secrets
@@ -55,7 +53,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hexrl.api import reasons
+from hexrl.api import jobtokens, reasons
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
 from hexrl.k8s import metrics, plancodec, render, scaling
 from hexrl.k8s.applystep import ApplyStep
@@ -149,11 +147,11 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
                                               "and the operator creates a new one")
         return raw
 
-    def job_token(self, uid: str) -> str:
-        """The bearer token of one job's services: HMAC-SHA256(operator key, job UID), URL-safe base64.
-        Deterministic, so a restarted operator (or another replica) derives it instead of reading it back."""
-        digest = hmac.new(self.operator_key(), uid.encode(), hashlib.sha256).digest()
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    def job_tokens(self, uid: str) -> dict[str, str]:
+        """The bearer token of each role calling one job's services (`hexrl.api.jobtokens`): HMAC-SHA256(operator
+        key, job UID + "/" + role). Deterministic, so a restarted operator (or another replica) derives them
+        instead of reading them back."""
+        return jobtokens.derive_tokens(self.operator_key(), uid)
 
     def close(self) -> None:
         """Stop the helper threads (tests construct many reconcilers in one process)."""
@@ -281,7 +279,7 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
                 log.warning("job %s/%s: ignoring stored plan: %s", ref.namespace, ref.name, exc)
             with contextlib.suppress(ValueError):
                 mem.state.update(json.loads(data.get(render.STATE_KEY) or "{}"))
-        mem.token = self.job_token(ref.uid)
+        mem.tokens = self.job_tokens(ref.uid)
         mem.loaded = True
 
     # ------------------------------------------------------------------------------------ scaling

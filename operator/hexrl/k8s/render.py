@@ -12,7 +12,7 @@ collector remove them and nothing else):
 |---------------------------------|-------------------------------|-------------------------------------------|
 | ServiceAccount                  | `J-workers`                   | every job pod's identity, no token mounted|
 | NetworkPolicy                   | `J`                           | ingress from the job's own pods (+ below) |
-| Secret                          | `J-token`                     | per-job bearer token (coordinator, weights)|
+| Secret                          | `J-token`                     | per-role bearer tokens + their digests     |
 | ConfigMap                       | `J-config`                    | worker config + live η + the plan          |
 | Deployment + Service            | `J-coordinator`               | trajectory buffer, staleness gate          |
 | headless Service                | `J-trainer`                   | torch.distributed rendezvous (DNS per rank)|

@@ -133,15 +133,20 @@ def priority_class_name(settings: OperatorSettings, kind: str) -> str:
 
 
 def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[str, Any]]:
-    """The environment every worker container gets: job, role, config path, token, service URLs."""
+    """The environment every worker container gets: job, role, config path, the token of its own role only
+    (none for the coordinator, which calls no one), the role tokens' digests (to check its callers), service
+    URLs."""
+    secret = names(job)["secret"]
+    token_role = wc.TOKEN_ROLE_OF_POD.get(role)
+    own_token = ([{"name": wc.ENV_TOKEN, "valueFrom": {"secretKeyRef": {"name": secret, "key": token_role}}}]
+                 if token_role else [])
     return [
         {"name": wc.ENV_JOB, "value": job.name},
         {"name": wc.ENV_ROLE, "value": role},
         {"name": wc.ENV_CONFIG, "value": wc.DEFAULT_CONFIG_PATH},
-        {
-            "name": wc.ENV_TOKEN,
-            "valueFrom": {"secretKeyRef": {"name": names(job)["secret"], "key": wc.SECRET_TOKEN_KEY}},
-        },
+        *own_token,
+        {"name": wc.ENV_TOKEN_DIGESTS,
+         "valueFrom": {"secretKeyRef": {"name": secret, "key": wc.SECRET_DIGESTS_KEY}}},
         {"name": wc.ENV_COORDINATOR_URL, "value": coordinator_url(job)},
         {"name": wc.ENV_WEIGHTS_URL, "value": weights_url(job)},
     ]

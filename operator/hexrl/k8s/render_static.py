@@ -12,6 +12,7 @@ import base64
 import json
 from typing import Any
 
+from hexrl.api import jobtokens
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import RLJobSpec, SpotUse
 from hexrl.k8s.render_common import (
@@ -79,14 +80,16 @@ def render_priority_classes(settings: OperatorSettings) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------- secret and config
 
 
-def render_secret(job: JobRef, token: str) -> dict[str, Any]:
+def render_secret(job: JobRef, tokens: dict[str, str]) -> dict[str, Any]:
+    """The job's Secret: each role's token under the role's name, and their digests (`hexrl.api.jobtokens`)."""
+    data = {**tokens, wc.SECRET_DIGESTS_KEY: jobtokens.encode_digests(tokens)}
     return with_hash(
         {
             "apiVersion": "v1",
             "kind": "Secret",
             "metadata": meta(job, names(job)["secret"], "coordinator"),
             "type": "Opaque",
-            "data": {wc.SECRET_TOKEN_KEY: base64.b64encode(token.encode()).decode()},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
     )
 
@@ -275,13 +278,13 @@ def render_trainer_pdb(job: JobRef, plan: Plan) -> dict[str, Any]:
 
 def render_static(
     job: JobRef, spec: RLJobSpec, plan: Plan, plan_summary: Any, live_eta: int, state: dict[str, Any],
-    token: str, settings: OperatorSettings,
+    tokens: dict[str, str], settings: OperatorSettings,
 ) -> list[dict[str, Any]]:
     """Children whose identity does not depend on which pods exist: applied as-is every pass."""
     return [
         render_service_account(job),
         render_network_policy(job, settings),
-        render_secret(job, token),
+        render_secret(job, tokens),
         render_configmap(job, spec, plan, plan_summary, live_eta, state),
         *render_coordinator(job, spec, settings),
         *render_trainer_services(job, trainer_epoch_tag(plan, int(state.get("trainerEpoch", 0)))),

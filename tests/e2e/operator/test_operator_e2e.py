@@ -293,8 +293,8 @@ def test_progress_from_a_real_coordinator_fills_status_and_staleness(kube: Kube,
     running(kube, "math")
     cfg = tmp_path / "config.yaml"
     cfg.write_text(kube.json("configmap", "math-config")["data"]["config.yaml"])
-    token = base64.b64decode(kube.json("secret", "math-token")["data"]["token"]).decode()
-    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN": token, "HEXRL_JOB": "math",
+    digests = base64.b64decode(kube.json("secret", "math-token")["data"]["digests"]).decode()
+    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN_DIGESTS": digests, "HEXRL_JOB": "math",
            "HEXRL_PORT": str(operator.progress_port)}
     log = (tmp_path / "coordinator.log").open("wb")
     coord = subprocess.Popen([sys.executable, "-m", "hexrl_workers", "coordinator"], env=env, stdout=log,
@@ -444,8 +444,8 @@ def test_a_dataset_the_coordinator_cannot_load_is_reported_not_crash_looped(
     running(kube, "math")
     cfg = tmp_path / "config.yaml"
     cfg.write_text(kube.json("configmap", "math-config")["data"]["config.yaml"])
-    token = base64.b64decode(kube.json("secret", "math-token")["data"]["token"]).decode()
-    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN": token, "HEXRL_JOB": "math",
+    digests = base64.b64decode(kube.json("secret", "math-token")["data"]["digests"]).decode()
+    env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN_DIGESTS": digests, "HEXRL_JOB": "math",
            "HEXRL_PORT": str(operator.progress_port)}
     log = (tmp_path / "coordinator.log").open("wb")
     coord = subprocess.Popen([sys.executable, "-m", "hexrl_workers", "coordinator"], env=env, stdout=log,

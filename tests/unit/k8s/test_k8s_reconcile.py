@@ -259,17 +259,25 @@ def test_trainer_node_lost_moves_the_gang_and_reports_it():
 
 
 def test_job_tokens_are_derived_from_the_operator_key_not_read_back():
-    """RBAC: the operator never reads a job's Secret; a restarted operator derives the same token."""
+    """RBAC: the operator never reads a job's Secret; a restarted operator derives the same tokens. One
+    token per calling role, all different, and their digests beside them for the services to check."""
     import base64
+
+    from hexrl.api import jobtokens
 
     w = World()
     w.pass_()
     key = w.api.objects[("Secret", "hexrl-system", "hexrl-operator-key")]
     assert len(base64.b64decode(key["data"]["key"])) == 32
-    token = base64.b64decode(w.api.objects[("Secret", "default", "math-token")]["data"]["token"]).decode()
+    data = w.api.objects[("Secret", "default", "math-token")]["data"]
+    stored = {k: base64.b64decode(v).decode() for k, v in data.items()}
+    assert set(stored) == {"trainer", "rollout", "operator", "digests"}
+    tokens = {r: stored[r] for r in jobtokens.TOKEN_ROLES}
     uid = w.job["metadata"]["uid"]
-    assert token == w.rec.job_token(uid) and len(token) >= 40
-    assert w.rec.job_token("another-uid") != token
+    assert tokens == w.rec.job_tokens(uid) and all(len(t) >= 40 for t in tokens.values())
+    assert len(set(tokens.values())) == 3  # a rollout worker's token is not the trainer's
+    assert jobtokens.parse_digests(stored["digests"]) == {r: jobtokens.token_digest(t) for r, t in tokens.items()}
+    assert w.rec.job_tokens("another-uid")["trainer"] != tokens["trainer"]
     reads: list[tuple[str, str | None]] = []
     get = w.api.get
     w.api.get = lambda v, kind, name, ns=None: (reads.append((kind, ns)), get(v, kind, name, ns))[1]
@@ -277,10 +285,11 @@ def test_job_tokens_are_derived_from_the_operator_key_not_read_back():
     w.pass_()
     assert ("Secret", "default") not in reads  # only the key, in the operator's namespace
     assert reads.count(("Secret", "hexrl-system")) == 1
-    assert w.rec.job_token(uid) == token
+    assert w.rec.job_tokens(uid) == tokens
+    assert w.rec.memory(uid).tokens["operator"] == tokens["operator"]  # what the progress poll presents
     # a different key (another installation) gives different tokens
     w.api.objects[("Secret", "hexrl-system", "hexrl-operator-key")]["data"]["key"] = base64.b64encode(b"k" * 32).decode()
-    assert w.reconciler().job_token(uid) != token
+    assert w.reconciler().job_tokens(uid)["operator"] != tokens["operator"]
 
 
 def _set_pod_status(w: World, role: str, status: dict, index: int = 0) -> str:

@@ -20,6 +20,7 @@ from hexrl.k8s.snapshot import build_cluster, node_view
 pytestmark = pytest.mark.unit
 S = OperatorSettings()
 JOB = render.JobRef("math", "research", "0000-uid", 3)
+TOKENS = {"trainer": "t-tok", "rollout": "r-tok", "operator": "o-tok"}
 
 
 def snapshot():
@@ -34,7 +35,7 @@ def all_children(plan=None, sp=None):
     plan = plan or make_plan()
     sp = sp or spec()
     snap = snapshot()
-    static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, "s3cr3t", S)
+    static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, TOKENS, S)
     trainer = render.render_trainer_pods(JOB, sp, plan, snap, 0, S)
     rollout = [render.render_rollout_pod(JOB, sp, s, 0, snap, S) for s in render.rollout_slots(plan)]
     return static + trainer + rollout
@@ -99,7 +100,8 @@ def test_rollout_pods_follow_the_plan_pool_gpus_spot_and_priority():
     assert "tolerations" not in ondemand["spec"]
     assert spot["metadata"]["labels"]["hexrl.dev/pool"] == "h20-spot"
     env = {e["name"]: e for e in c["env"]}
-    assert env[wc.ENV_TOKEN]["valueFrom"]["secretKeyRef"] == {"name": "math-token", "key": wc.SECRET_TOKEN_KEY}
+    assert env[wc.ENV_TOKEN]["valueFrom"]["secretKeyRef"] == {"name": "math-token", "key": "rollout"}
+    assert env[wc.ENV_TOKEN_DIGESTS]["valueFrom"]["secretKeyRef"] == {"name": "math-token", "key": wc.SECRET_DIGESTS_KEY}
     assert env[wc.ENV_CONFIG]["value"] == wc.DEFAULT_CONFIG_PATH
     assert env[wc.ENV_POD_IP]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
 
@@ -184,7 +186,7 @@ def test_operator_worker_image_replaces_only_the_built_in_default():
     own_spec = spec(images={"rollout": "team/rollout:dev"})
 
     def images(sp, settings):
-        static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, "t", settings)
+        static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, TOKENS, settings)
         pods = render.render_trainer_pods(JOB, sp, plan, snap, 0, settings)
         pods += [render.render_rollout_pod(JOB, sp, s, 0, snap, settings) for s in render.rollout_slots(plan)]
         deployments = [d for d in static if d["kind"] == "Deployment"]
@@ -203,7 +205,7 @@ def _containers_by_role(sp, settings=S, plan=None):
     """role → the first container of that role's first rendered pod (coordinator from its Deployment)."""
     plan = plan or make_plan()
     snap = snapshot()
-    static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, "t", settings)
+    static = render.render_static(JOB, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0}, TOKENS, settings)
     pods = [d["spec"]["template"] for d in static if d["kind"] == "Deployment"]
     pods += render.render_trainer_pods(JOB, sp, plan, snap, 0, settings)
     pods += [render.render_rollout_pod(JOB, sp, s, 0, snap, settings) for s in render.rollout_slots(plan)]

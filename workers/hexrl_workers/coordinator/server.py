@@ -1,6 +1,7 @@
 """The coordinator's HTTP service (aiohttp) around `CoordinatorCore`.
 
-Endpoints (JSON bodies of `hexrl_workers.protocol`; all under `/v1/` need the job's bearer token):
+Endpoints (JSON bodies of `hexrl_workers.protocol`; all under `/v1/` need the bearer token of a role that
+`hexrl_workers.httpcommon.ACCESS` allows there: rollout, trainer or operator):
 
     POST /v1/work           WorkRequest → WorkResponse      rollout workers pull prompts (long-poll)
     POST /v1/trajectories   TrajectoryBatchIn → IngestResult finished trajectories and partials
@@ -53,6 +54,7 @@ from hexrl_workers.coordinator.core import (
     RejectedError,
 )
 from hexrl_workers.httpcommon import (
+    Credentials,
     HTTPProblem,
     ThreadedService,
     auth_middleware,
@@ -84,8 +86,8 @@ log = logging.getLogger(__name__)
 class ServerSettings:
     """Runtime knobs of the coordinator service."""
 
-    token: str | None = None
-    """Per-job bearer token (None disables auth: local development only)."""
+    credentials: Credentials | None = None
+    """What callers' tokens are checked against (None disables auth: tests of other behaviour only)."""
     config_path: str | None = None
     """Mounted worker config to watch for a changed `maxPolicyLag` (None = no watching)."""
     config_poll_seconds: float = 1.0
@@ -131,7 +133,7 @@ class CoordinatorServer:
         app = web.Application(
             middlewares=[
                 error_middleware(lambda r: self.metrics["hexrl_rejected_requests"].labels(r).inc()),
-                auth_middleware(self.settings.token),
+                auth_middleware(self.settings.credentials),
             ],
             client_max_size=1 << 30,
         )
@@ -408,7 +410,7 @@ class _NoData:
         raise ValueError(f"dataset unavailable: {self.error}")
 
 
-def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None,
+def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int | None = None,
                       config_path: str | None = None, tolerate_data_error: bool = False) -> CoordinatorServer:
     """A coordinator for `spec` (η = the live override `eta`, else the spec's); imports no torch.
 
@@ -432,7 +434,7 @@ def build_coordinator(spec: RLJobSpec, token: str | None, eta: int | None = None
         ),
         dataset,
     )
-    server = CoordinatorServer(core, ServerSettings(token=token, config_path=config_path))
+    server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path))
     server.dataset_spec = spec.dataset
     if error is not None:
         server.fail_data(error)

@@ -23,9 +23,13 @@ import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hexrl.api.models import RLJobSpec
 from hexrl.api.trainerlayout import TrainerLayout
+
+if TYPE_CHECKING:
+    from hexrl_workers.httpcommon import Credentials
 
 log = logging.getLogger(__name__)
 RANK_ROLE = "trainer-rank"
@@ -103,7 +107,7 @@ class LocalGang:
     otherwise: `weights_url`, `run(stop)` → per-step statistics, `close()`."""
 
     def __init__(self, spec: RLJobSpec, procs: int, coordinator_url: str, token: str, checkpoint_dir: str,
-                 advertise_host: str, workdir: str, total_steps: int) -> None:
+                 advertise_host: str, workdir: str, total_steps: int, credentials: Credentials) -> None:
         from hexrl.api.workerconfig import WorkerConfig, render_worker_config
 
         self.workdir = Path(workdir)
@@ -120,7 +124,8 @@ class LocalGang:
         layout = TrainerLayout(procs_per_node=(procs,), data_parallel=procs, fsdp=True)
         env = {name: value for name, value in layout.pod_env(0)}
         env.update({
-            "HEXRL_CONFIG": str(config), "HEXRL_TOKEN": token, "HEXRL_JOB": "local", "HEXRL_ROLE": "trainer",
+            "HEXRL_CONFIG": str(config), "HEXRL_TOKEN": token, "HEXRL_TOKEN_DIGESTS": credentials.encode(),
+            "HEXRL_JOB": "local", "HEXRL_ROLE": "trainer",
             "HEXRL_COORDINATOR_URL": coordinator_url, "HEXRL_WEIGHTS_PORT": str(weights_port),
             "HEXRL_POD_IP": advertise_host, "HEXRL_TRAINER_METRICS_PORT": "0", "HEXRL_TORCH_THREADS": "1",
             "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port),

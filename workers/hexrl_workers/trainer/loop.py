@@ -46,6 +46,7 @@ from hexrl.api.models import RLJobSpec
 from hexrl.api.trainerlayout import TrainerLayout
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.core import empty_snapshot
+from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer
 from hexrl_workers.protocol import Batch
@@ -73,7 +74,9 @@ class TrainerSettings:
     coordinator_url: str
     """Base URL of the coordinator."""
     token: str | None = None
-    """Per-job bearer token."""
+    """The job's trainer-role bearer token (what this process presents to the coordinator)."""
+    credentials: Credentials | None = None
+    """What rank 0's weight origin checks callers' tokens against (None: no auth, tests only)."""
     checkpoint_dir: str = "/checkpoints"
     """Where checkpoints go (a PVC in pods)."""
     total_steps: int | None = None
@@ -173,7 +176,7 @@ class Trainer:
         if self.s.rank == 0:
             ws = self.spec.weight_sync
             self.weights = ThreadedWeightServer(
-                WeightServer(WeightServerSettings(token=self.s.token, origin=True, relay=ws.relay),
+                WeightServer(WeightServerSettings(credentials=self.s.credentials, origin=True, relay=ws.relay),
                              metrics=self.metrics),
                 host=self.s.weights_host, port=self.s.weights_port, advertise_host=self.s.advertise_host,
             )

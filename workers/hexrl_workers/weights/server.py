@@ -5,7 +5,8 @@
     GET  /v1/weights/{v}/blob   (Range: bytes=a-b)          the bytes (206 for a range)
     POST /v1/weights/{v}/holders  HolderAnnouncement        (origin) a relay holds / released v
 
-Every /v1/ path needs the job's bearer token (401 otherwise).
+Every /v1/ path needs a rollout worker's bearer token (401 for none or an unknown one, 403 for another role's;
+`hexrl_workers.httpcommon.ACCESS`).
 
 Relay policy (origin only). The trainer's egress must not grow with the number of workers, so the
 origin tells each client where to download from (`WeightManifest.source`):
@@ -34,6 +35,7 @@ from aiohttp import web
 
 from hexrl.api.workerconfig import HEALTH_PATH, METRICS_PATH, READY_PATH
 from hexrl_workers.httpcommon import (
+    Credentials,
     HTTPProblem,
     ThreadedService,
     auth_middleware,
@@ -56,8 +58,8 @@ _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
 class WeightServerSettings:
     """Knobs of one weight server."""
 
-    token: str | None = None
-    """Per-job bearer token (None: no auth, local development only)."""
+    credentials: Credentials | None = None
+    """What callers' tokens are checked against (None: no auth, tests of other behaviour only)."""
     origin: bool = True
     """True on trainer rank 0 (keeps the relay registry and assigns sources); False on relays."""
     relay: bool = True
@@ -116,7 +118,7 @@ class WeightServer:
     # ------------------------------------------------------------------------------------- handlers
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[error_middleware(), auth_middleware(self.s.token)])
+        app = web.Application(middlewares=[error_middleware(), auth_middleware(self.s.credentials)])
         app.router.add_get("/v1/weights/latest", self.get_latest)
         app.router.add_get("/v1/weights/{v}/manifest", self.get_manifest)
         app.router.add_get("/v1/weights/{v}/blob", self.get_blob)
