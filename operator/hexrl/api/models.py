@@ -13,9 +13,9 @@ job is rejected with the same sentence wherever it enters.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from hexrl.api.quantity import QUANTITY_MAX_LENGTH, QUANTITY_PATTERN, parse_quantity, scale_quantity
@@ -29,6 +29,11 @@ SHORT_NAMES = ["rlj"]
 API_VERSION = f"{GROUP}/{VERSION}"
 MAX_NAME_LENGTH = 40
 """Longest RLJob name: children are named `<job>-coordinator`, `<job>-trainer-…` (DNS labels, ≤ 63)."""
+MAX_SAMPLES_PER_STEP = 1_048_576
+"""Largest promptsPerStep × groupSize (2^20): the coordinator, the trainer and the simulator hold a step's samples
+in memory; typical steps are a few thousand."""
+INT64_MAX = 2**63 - 1
+"""Largest integer the API server stores (int64); Python would take any size and fail later in the cost model."""
 
 
 class _Model(BaseModel):
@@ -40,6 +45,7 @@ class _Model(BaseModel):
         extra="forbid",
         frozen=False,
         use_enum_values=True,
+        allow_inf_nan=False,  # "Infinity"/.nan is never a budget or a rate (and JSON cannot carry it to the API server)
     )
     # CEL rules for the CRD: list of (rule, message[, fieldPath]) attached to this object's schema.
     cel_rules: ClassVar[list[dict[str, str]]] = []
@@ -47,6 +53,22 @@ class _Model(BaseModel):
     def wire(self) -> dict[str, Any]:
         """The object as it appears in YAML/JSON on the wire (camelCase, no unset optionals)."""
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _numbers_are_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """true/false is not a number (pydantic would read `layers: true` as 1, the API server refuses it), and an
+        integer must fit the API server's int64."""
+        if info.field_name is None or not isinstance(value, int):
+            return value
+        annotation = cls.model_fields[info.field_name].annotation
+        types = get_args(annotation) or (annotation,)
+        if isinstance(value, bool):
+            if bool not in types and (int in types or float in types):
+                raise ValueError("must be a number, not true or false")
+        elif abs(value) > INT64_MAX:
+            raise ValueError(f"must be at most {INT64_MAX:,} in size")
+        return value
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -162,7 +184,13 @@ class AlgorithmSpec(_Model):
             "rule": "!has(self.groupSize) || self.groupSize >= 2",
             "message": "algorithm.groupSize must be at least 2 (advantages are relative to the group)",
             "fieldPath": ".groupSize",
-        }
+        },
+        {
+            "rule": f"!has(self.groupSize) || !has(self.promptsPerStep) || "
+            f"self.promptsPerStep * self.groupSize <= {MAX_SAMPLES_PER_STEP}",
+            "message": f"algorithm.promptsPerStep × algorithm.groupSize must be at most {MAX_SAMPLES_PER_STEP:,} "
+            "samples per step (use fewer prompts per step or a smaller group)",
+        },
     ]
 
     @field_validator("name", mode="before")
@@ -179,6 +207,11 @@ class AlgorithmSpec(_Model):
     def _group_for_relative_advantages(self) -> AlgorithmSpec:
         if self.group_size < 2:
             raise ValueError("algorithm.groupSize must be at least 2 (advantages are relative to the group)")
+        if self.prompts_per_step * self.group_size > MAX_SAMPLES_PER_STEP:
+            raise ValueError(
+                f"algorithm.promptsPerStep × algorithm.groupSize must be at most {MAX_SAMPLES_PER_STEP:,} "
+                "samples per step (use fewer prompts per step or a smaller group)"
+            )
         return self
 
 
@@ -564,6 +597,20 @@ class RLJob(_Model):
             "(the job's pods and Services are named after it; Service names stop at 63)",
         }
     ]
+
+    @field_validator("api_version")
+    @classmethod
+    def _our_api_version(cls, value: str) -> str:
+        if value != API_VERSION:
+            raise ValueError(f"apiVersion is {value!r}; an RLJob is {API_VERSION}")
+        return value
+
+    @field_validator("kind")
+    @classmethod
+    def _our_kind(cls, value: str) -> str:
+        if value != KIND:
+            raise ValueError(f"kind is {value!r}; expected {KIND}")
+        return value
 
     @model_validator(mode="after")
     def _name_fits_children(self) -> RLJob:

@@ -19,6 +19,20 @@ NAME_OPTION = typer.Option("hexrl", "--name", "-n", help="Cluster name (its file
 GPU_COLUMNS = "nvidia.com/gpu.product,nvidia.com/gpu.count,hexrl.dev/pool,karpenter.sh/capacity-type"
 
 
+def _check_inventory(path: Path | None) -> None:
+    """Read the inventory through the CLI's bounded reader first (size, UTF-8, nesting, finite numbers), so the
+    cluster's own parser only ever sees a file that passed; a bad file is one sentence and exit 1."""
+    from hexrl.commands._inputs import EXIT_BAD_INPUT, InputError, read_yaml
+
+    if path is None:
+        return
+    try:
+        read_yaml(path, "inventory")
+    except InputError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+
+
 def friendly(fn: F) -> F:
     """Print a DevClusterError as its problem and hint and exit 1 — never a traceback."""
 
@@ -82,6 +96,7 @@ def up(
     port: int | None = typer.Option(None, "--port", help="kube-apiserver port on 127.0.0.1 (default: a free one)."),
 ) -> None:
     """Start the control plane (building binaries first if needed) and create the inventory's nodes."""
+    _check_inventory(inventory)
     c = _cluster(name, port)
     c.up(inventory=inventory)
     typer.echo(f"kubeconfig: {c.kubeconfig}")
@@ -159,6 +174,7 @@ def demo(
     if not job.is_file():
         typer.echo(f"RLJob file {job} does not exist", err=True)
         raise typer.Exit(1)
+    _check_inventory(inventory)
     c = _cluster(name)
     c.up(inventory=inventory)
     try:

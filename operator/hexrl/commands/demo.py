@@ -319,16 +319,19 @@ def _volumes(cluster: Any, settings: DemoSettings, ns: str, con: Any) -> None:
 
 
 def _check_inputs(settings: DemoSettings) -> tuple[str, str]:
-    import yaml
+    """The job's name and namespace, after both files passed the CLI's bounded, validating loaders (the demo
+    reads them again later, knowing they are sound)."""
+    from hexrl.commands._inputs import InputError, load_inventory, load_job
 
     for path, what in ((settings.inventory, "inventory"), (settings.job, "RLJob")):
         if not path.is_file():
             raise DemoError(f"the {what} file {path} does not exist; {ROOT_HINT}")
-    doc = yaml.safe_load(settings.job.read_text())
-    if not isinstance(doc, dict) or doc.get("kind") != "RLJob":
-        raise DemoError(f"{settings.job} is not an RLJob manifest (kind: RLJob)")
-    meta = doc.get("metadata") or {}
-    return str(meta.get("name", "")), str(meta.get("namespace") or "default")
+    try:
+        load_inventory(settings.inventory)
+        job = load_job(settings.job)
+    except InputError as exc:
+        raise DemoError(str(exc)) from None
+    return str(job.metadata.name or ""), str(job.metadata.namespace or "default")
 
 
 @dataclass

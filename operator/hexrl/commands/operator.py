@@ -86,21 +86,12 @@ def operator_command(
 
 
 def _read_gpu_catalog(path: Path) -> dict[str, object]:
-    """The override mapping in a `--gpu-catalog` file; a clear error (exit 1) when missing or not a mapping."""
-    import yaml
+    """The override mapping in a `--gpu-catalog` file, read by the CLI's bounded reader (size, UTF-8, nesting, finite
+    numbers); a clear error (exit 1) when missing, unreadable or not a mapping."""
+    from hexrl.commands._inputs import InputError, load_gpu_catalog
 
-    if not path.is_file():
-        typer.echo(f"error: --gpu-catalog {path} does not exist; pass a YAML file mapping GPU names to fields", err=True)
-        raise typer.Exit(1)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        typer.echo(f"error: --gpu-catalog {path} is not readable YAML/JSON: {exc}", err=True)
+        return load_gpu_catalog(path)
+    except InputError as exc:
+        typer.echo(f"error: --gpu-catalog: {exc}", err=True)
         raise typer.Exit(1) from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        typer.echo(f"error: --gpu-catalog {path} must be a mapping of GPU name → fields, e.g. "
-                   "`B200: {tflopsBf16: 2250, hbmGB: 192, ...}`", err=True)
-        raise typer.Exit(1)
-    return {str(k): v for k, v in data.items()}

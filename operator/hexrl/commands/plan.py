@@ -1,6 +1,7 @@
 """Plan an RLJob on a cluster inventory: where rollout and training run, predicted throughput and cost.
 
-Exit status: 0 a feasible plan, 2 infeasible (the reason says what to change), 1 bad input.
+Exit status: 0 a feasible plan; 1 bad input (the message names the file, the field and what to do); 2 usage (an
+unknown option); 3 infeasible (the reason says what to change).
 """
 
 from __future__ import annotations
@@ -11,12 +12,19 @@ from typing import Any, NoReturn
 
 import typer
 
-from hexrl.commands._inputs import InputError, load_inventory, load_job
+from hexrl.commands._inputs import (
+    EXIT_BAD_INPUT,
+    EXIT_INFEASIBLE,
+    EXIT_OK,
+    InputError,
+    load_inventory,
+    load_job,
+)
 
 
 def _fail(msg: str) -> NoReturn:
     typer.echo(f"hexrl plan: {msg}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def _load_inventory(path: Path) -> Any:
@@ -92,21 +100,25 @@ def plan_command(
         None, "--replan-after", help="A second inventory: re-plan the first plan on it, preferring least change."
     ),
 ) -> None:
-    """Plan an RLJob on a cluster inventory: where rollout and training run, predicted throughput and cost."""
+    """Plan an RLJob on a cluster inventory: where rollout and training run, predicted throughput and cost.
+
+    Exit status: 0 a plan; 1 bad input; 2 usage; 3 infeasible (the reason says what to change).
+    """
     if fmt not in ("table", "json", "yaml"):
         _fail(f"--format must be table, json or yaml, not {fmt!r}")
     cluster = _load_inventory(inventory)
     spec = _load_job(job)
     from hexrl.sched import Plan, plan, replan
 
+    after = _load_inventory(replan_after) if replan_after is not None else None  # bad input before a long solve
     result = plan(spec, cluster)
-    if replan_after is not None:
+    if after is not None:
         if not isinstance(result, Plan):
             _emit(result, fmt)
-            raise typer.Exit(2)
-        result = replan(result, _load_inventory(replan_after), spec)
+            raise typer.Exit(EXIT_INFEASIBLE)
+        result = replan(result, after, spec)
     _emit(result, fmt)
-    raise typer.Exit(0 if isinstance(result, Plan) else 2)
+    raise typer.Exit(EXIT_OK if isinstance(result, Plan) else EXIT_INFEASIBLE)
 
 
 def _emit(result: Any, fmt: str) -> None:

@@ -2,6 +2,9 @@
 
 Example: `hexrl run manifests/examples/rljob-tiny.yaml --steps 100 --summary out.json`. Prints a live
 progress line and, at the end, a one-line JSON summary (also written to --summary FILE).
+
+Exit status: 0 done; 1 bad input (the job file, or a model or dataset it names; the message says what to fix);
+2 usage (an unknown option, or --no-local); 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 import typer
 
-from hexrl.commands._inputs import InputError, load_job
+from hexrl.commands._inputs import EXIT_BAD_INPUT, EXIT_USAGE, InputError, load_job
 
 DEFAULT_JOB = "manifests/examples/rljob-tiny.yaml"
 
@@ -38,12 +41,12 @@ def run_command(
     signal.signal(signal.SIGINT, signal.default_int_handler)
     if not local:
         typer.echo("hexrl run: only --local is supported; submit the RLJob with kubectl for a cluster run", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_USAGE)
     try:
         job = load_job(job_file)
     except InputError as exc:
         typer.echo(f"hexrl run: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     from hexrl_workers.local import LocalOptions, run_local
     from hexrl_workers.modeling import ModelSourceError
 
@@ -54,7 +57,7 @@ def run_command(
         result = run_local(job, opts)
     except (ModelSourceError, ValueError, FileNotFoundError) as exc:
         typer.echo(f"hexrl run: {exc}", err=True)
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_BAD_INPUT) from None
     except KeyboardInterrupt:  # Ctrl-C while starting up, or a second one while stopping
         typer.echo("hexrl run: interrupted before the run could finish cleanly; no summary", err=True)
         raise typer.Exit(130) from None

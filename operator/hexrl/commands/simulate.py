@@ -8,6 +8,9 @@ hexrl-spot (spot offload, token-level migration), hexrl-spot-nomigrate, fixed-sp
 Spot reclaims: a Poisson process per pool (preemptionsPerNodeHour), or --trace (CSV or YAML).
 
 Prints a comparison table (or JSON); --out also writes CSV files and PNG plots.
+
+Exit status: 0 at least one policy ran; 1 bad input (the message names the file, the field and what to do);
+2 usage (an unknown option); 3 no policy could run on this cluster (the reasons say why).
 """
 
 from __future__ import annotations
@@ -18,14 +21,37 @@ from typing import Any, NoReturn
 
 import typer
 
-from hexrl.commands._inputs import InputError, load_inventory, load_job
+from hexrl.commands._inputs import (
+    EXIT_BAD_INPUT,
+    EXIT_INFEASIBLE,
+    InputError,
+    load_inventory,
+    load_job,
+    parse_yaml,
+    read_text,
+)
 
 FORMATS = ("table", "json")
 
 
-def _fail(msg: str) -> NoReturn:
+def _fail(msg: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     typer.echo(f"hexrl simulate: {msg}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
+
+
+def _load_trace(path: Path, cluster: Any) -> Any:
+    """The trace's events, read through the bounded reader (size, UTF-8, nesting, finite numbers)."""
+    from hexrl.sim.trace import TraceError, parse_trace_text
+
+    try:
+        text = read_text(path, "trace")
+        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+            parse_yaml(text, f"the trace file {str(path)!r}")  # bounded first; the trace module parses it again
+        return parse_trace_text(text, path.suffix, cluster)
+    except InputError as exc:
+        _fail(str(exc))
+    except TraceError as exc:
+        _fail(f"{path}: {exc}")
 
 
 def _load_job(path: Path) -> Any:
@@ -111,19 +137,13 @@ def simulate_command(
     names = _policies(policy)
 
     from hexrl.sim.report import compare, row, write_csv, write_plots
-    from hexrl.sim.trace import TraceError, load_trace
 
     try:
         cluster = load_inventory(inventory)
     except InputError as exc:
         _fail(str(exc))
     spec = _load_job(job)
-    events = None
-    if trace is not None:
-        try:
-            events = load_trace(trace, cluster)
-        except TraceError as exc:
-            _fail(f"{trace}: {exc}")
+    events = _load_trace(trace, cluster) if trace is not None else None
     outcomes = compare(spec, cluster, names, hours, seed, events)
     rows = [row(o) for o in outcomes]
     if fmt == "json":
@@ -141,4 +161,7 @@ def simulate_command(
         if fmt == "table":
             typer.echo("wrote " + ", ".join(str(f) for f in files))
     if not any(o.result is not None for o in outcomes):
-        _fail("no policy could run on this cluster: " + "; ".join(f"{o.policy}: {o.reason}" for o in outcomes))
+        _fail(
+            "no policy could run on this cluster: " + "; ".join(f"{o.policy}: {o.reason}" for o in outcomes),
+            EXIT_INFEASIBLE,
+        )

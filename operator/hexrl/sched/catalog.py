@@ -16,6 +16,7 @@ are replaced and new types are added (from an inventory's `catalog:` section or 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, replace
@@ -95,6 +96,8 @@ _WIRE = {
     "aliases": "aliases",
 }
 _NUMERIC = tuple(f.name for f in fields(GPUSpec) if f.type in ("float", float))
+_PRICES = ("price_on_demand", "price_spot")
+"""Numeric fields that may be 0 (a free GPU); every other one divides a cost-model estimate and must be positive."""
 
 
 def _key(name: str) -> str:
@@ -113,9 +116,7 @@ def _spec_from_wire(name: str, raw: Any, base: GPUSpec | None, where: str) -> GP
         if attr is None:
             raise CatalogError(f"{where}.{wire} is not a GPU catalog field; known fields: {', '.join(_WIRE)}")
         if attr in _NUMERIC:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise CatalogError(f"{where}.{wire} must be a non-negative number, got {value!r}")
-            values[attr] = float(value)
+            values[attr] = _number(value, attr, f"{where}.{wire}")
         elif attr == "aliases":
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
                 raise CatalogError(f"{where}.aliases must be a list of strings")
@@ -127,10 +128,31 @@ def _spec_from_wire(name: str, raw: Any, base: GPUSpec | None, where: str) -> GP
     missing = [w for w, a in _WIRE.items() if a in _NUMERIC and a not in values]
     if missing:
         raise CatalogError(f"{where} is a new GPU type and needs {', '.join(missing)}")
-    for attr in ("tflops_bf16", "hbm_gb", "hbm_tbps"):
-        if values[attr] <= 0:
-            raise CatalogError(f"{where}: {attr} must be positive")
     return GPUSpec(name=name, **values)
+
+
+def _number(value: Any, attr: str, where: str) -> float:
+    """A catalog number: finite, positive (non-negative for prices); true/false and numbers too large for a float
+    are refused (the cost model divides by TFLOPS, memory and bandwidths)."""
+    what = "a non-negative number (a $/GPU-hour price)" if attr in _PRICES else "a positive number"
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise CatalogError(f"{where} must be {what}, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number) or number < 0 or (number == 0 and attr not in _PRICES):
+        raise CatalogError(f"{where} must be {what}, got {_short(value)}")
+    return number
+
+
+def _short(value: Any) -> str:
+    """repr(value) cut to 60 characters (a 5,000-digit integer cannot even be printed in full)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return "a number too large to print"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 @dataclass(frozen=True)

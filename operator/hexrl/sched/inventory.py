@@ -21,12 +21,13 @@ accepted) and stored under their canonical catalog name.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, CatalogError
+from hexrl.sched.limits import DEFAULT_LIMITS, ProblemLimits, cluster_problem
 from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
 
 __all__ = ["ClusterInventory", "InventoryError", "PoolSpec", "cluster_to_inventory", "parse_inventory"]
@@ -40,7 +41,21 @@ class InventoryError(ValueError):
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+    # allow_inf_nan=False: "Infinity" or .nan is never a price, a bandwidth or a rate.
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, allow_inf_nan=False
+    )
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """true/false is not a number: pydantic would read `nodes: true` as 1."""
+        if isinstance(value, bool) and info.field_name is not None:
+            annotation = cls.model_fields[info.field_name].annotation
+            types = get_args(annotation) or (annotation,)
+            if bool not in types and (int in types or float in types):
+                raise ValueError("must be a number, not true or false")
+        return value
 
 
 class PoolSpec(_Model):
@@ -96,6 +111,7 @@ _EXPECT = {
     "string_too_short": "must not be empty",
     "string_pattern_mismatch": "must be a DNS label (lower-case letters, digits, '-' and '.')",
     "missing": "is required",
+    "finite_number": "must be a finite number",
     "extra_forbidden": "is not a known field",
     "literal_error": "must be {expected}",
     "list_type": "must be a list",
@@ -135,8 +151,17 @@ def _describe(err: Mapping[str, Any]) -> str:
         if text.startswith("pools["):
             return text
     got = err.get("input")
-    suffix = "" if err.get("type") in ("missing", "extra_forbidden") or isinstance(got, dict | list) else f" (got {got!r})"
+    suffix = "" if err.get("type") in ("missing", "extra_forbidden") or isinstance(got, dict | list) else f" (got {_short(got)})"
     return f"{where} {text}{suffix}"
+
+
+def _short(value: Any) -> str:
+    """repr(value) cut to 60 characters (a 5,000-digit integer cannot even be printed in full)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return "a number too large to print"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -146,12 +171,13 @@ def _validation_message(exc: ValidationError) -> str:
     return "; ".join(lines) + more
 
 
-def parse_inventory(data: Any, catalog: Catalog | None = None) -> Cluster:
+def parse_inventory(data: Any, catalog: Catalog | None = None, limits: ProblemLimits = DEFAULT_LIMITS) -> Cluster:
     """Validate a parsed inventory document and build the `Cluster` snapshot.
 
     Raises `InventoryError` naming the offending field for: a document that is not a mapping, the
-    wrong apiVersion/kind, unknown or missing fields, non-positive counts, an unknown GPU type, a
-    bad `catalog:` override, or duplicate pool names.
+    wrong apiVersion/kind, unknown or missing fields, non-positive counts, true/false or a non-finite
+    number where a number belongs, an unknown GPU type, a bad `catalog:` override, duplicate pool names,
+    or more pools or nodes than `limits` allow (checked before any node is built).
     """
     if not isinstance(data, Mapping):
         raise InventoryError(
@@ -162,6 +188,9 @@ def parse_inventory(data: Any, catalog: Catalog | None = None) -> Cluster:
         inv = ClusterInventory.model_validate(dict(data))
     except ValidationError as exc:
         raise InventoryError(f"invalid inventory: {_validation_message(exc)}") from None
+    too_large = cluster_problem(len(inv.pools), sum(p.nodes for p in inv.pools), limits)
+    if too_large is not None:
+        raise InventoryError(f"inventory too large: {too_large}")
     base = catalog or DEFAULT_CATALOG
     try:
         cat = base.with_overrides(inv.catalog)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 __all__ = [
     "Evaluation",
@@ -95,12 +96,23 @@ class Problem:
     def gated(self) -> bool:
         return self.batch > 0
 
+    @cached_property
+    def slowest_ws_rate(self) -> dict[str, float]:
+        """The smallest positive weight-sync rate from each trainer pool, computed once per problem: `ws_seconds`
+        runs for every train option and tangent, and a scan of `ws_rate` (pools²) each time made planning on a
+        few hundred pools take minutes."""
+        out: dict[str, float] = {}
+        for a, _, w in self.ws_rate:
+            if w > 0 and (a not in out or w < out[a]):
+                out[a] = w
+        return out
+
 
 def ws_seconds(p: Problem, s: TrainOption) -> float:
     """ω_s: seconds until the slowest pool has a new version, from the trainer's pool (max over pools)."""
     step_tokens = p.batch * p.tokens_per_sample
-    caps = [w for a, _, w in p.ws_rate if a == s.pool and w > 0]
-    return max((step_tokens / w for w in caps), default=0.0)
+    slowest = p.slowest_ws_rate.get(s.pool)
+    return step_tokens / slowest if slowest else 0.0
 
 
 def gate_coefficient(p: Problem, s: TrainOption) -> float:

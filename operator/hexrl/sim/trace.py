@@ -154,10 +154,15 @@ def parse_trace(rows: Iterable[Any], cluster: Cluster) -> tuple[NodeEvent, ...]:
     return tuple(sorted(events, key=lambda e: e.time_s))
 
 
+def parse_trace_text(text: str, suffix: str, cluster: Cluster) -> tuple[NodeEvent, ...]:
+    """A trace from its text, read by the caller: YAML/JSON when `suffix` is .yaml, .yml or .json, else CSV."""
+    return parse_trace(_rows_from_text(text, suffix.lower()), cluster)
+
+
 def load_trace(path: Path, cluster: Cluster) -> tuple[NodeEvent, ...]:
     """Read a CSV or YAML trace file (see module doc)."""
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise TraceError(f"cannot read the trace file {path}: {e.strerror or e}") from None
-    return parse_trace(_rows_from_text(text, path.suffix.lower()), cluster)
+    return parse_trace_text(text, path.suffix, cluster)

@@ -270,9 +270,9 @@ def test_cli_table_and_replan(tmp_path):
     assert "Plan" in r.stdout and "trainer" in r.stdout
 
 
-def test_cli_infeasible_exit_2(tmp_path):
+def test_cli_infeasible_exit_3(tmp_path):
     r = _run(tmp_path, INV, _job_doc(maxCostPerHour=0.5), "--format", "yaml")
-    assert r.exit_code == 2, r.output
+    assert r.exit_code == 3, r.output
     assert yaml.safe_load(r.stdout)["reason"] == reasons.BUDGET_TOO_SMALL
 
 
@@ -282,9 +282,11 @@ def test_cli_infeasible_exit_2(tmp_path):
         ({**INV, "pools": [{**INV["pools"][0], "gpu": "X9"}]}, None, "pools[0].gpu 'X9' is not in the GPU catalog"),
         ("pools: [unclosed", None, "not valid YAML"),
         (INV, "spec: [1", "not valid YAML"),
-        (INV, {"kind": "RLJob", "spec": {"budget": {"maxCostPerHour": 0}}}, "spec.model"),
+        (INV, {"apiVersion": "hexrl.dev/v1alpha1", "kind": "RLJob", "spec": {"budget": {"maxCostPerHour": 0}}},
+         "spec.model"),
         (INV, "zero-budget", "greater than 0"),
-        ({"pools": []}, None, "pools must not be empty"),
+        ({"apiVersion": "hexrl.dev/v1alpha1", "kind": "ClusterInventory", "pools": []}, None, "pools must not be empty"),
+        ({"pools": []}, None, "kind is missing"),
         (INV, {"kind": "Pod"}, "expected RLJob"),
     ],
 )

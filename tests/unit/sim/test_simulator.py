@@ -277,7 +277,7 @@ def test_cli_bad_input_is_a_clear_message(files: dict[str, Path], tmp_path: Path
     subst = {
         "BADTRACE": str(_write(tmp_path, "bad.csv", "time,pool,node,event\n5,nowhere,,preempt\n")),
         "BADJOB": str(_write(tmp_path, "job.yaml", "apiVersion: hexrl.dev/v1alpha1\nkind: RLJob\nspec: {model: {}}\n")),
-        "BADINV": str(_write(tmp_path, "inv2.yaml", "kind: ClusterInventory\npools: [{name: a, gpu: H20, gpusPerNode: -1, nodes: 1}]\n")),
+        "BADINV": str(_write(tmp_path, "inv2.yaml", "apiVersion: hexrl.dev/v1alpha1\nkind: ClusterInventory\npools: [{name: a, gpu: H20, gpusPerNode: -1, nodes: 1}]\n")),
         "NOTYAML": str(_write(tmp_path, "inv3.yaml", "pools: [unclosed\n")),
     }
     base = {"--inventory": str(files["inv"]), "--job": str(files["job"]), "--hours": "0.2"}
