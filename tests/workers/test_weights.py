@@ -192,3 +192,79 @@ def test_a_relay_that_served_a_bad_chunk_is_excluded_for_everyone(origin):
         assert second.last.rejected_chunks == 0 and "peer" not in second.last.bytes_by_source
     finally:
         relay.close()
+
+
+class _Clock:
+    """A monotonic clock the test moves by hand (no sleeping through a TTL)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_stale_relay_announcements_expire_and_are_pruned_a_bounded_batch_per_request():
+    """3,000 announcements never renewed: after the TTL none is offered, and each request prunes at most
+    PRUNE_PER_REQUEST of them until all are gone; a relay that renews in time keeps its entry."""
+    from hexrl_workers.weights.server import PRUNE_PER_REQUEST
+
+    clock = _Clock()
+    srv = ThreadedWeightServer(WeightServer(WeightServerSettings(
+        credentials=CREDENTIALS, origin=True, max_holders=4000, holder_ttl_seconds=120.0), clock=clock))
+    manifest, blob = pack(_state(), 3, CHUNK)
+    srv.publish(manifest, blob)
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {TOKEN}"
+
+    def announce(port: int) -> None:
+        session.post(f"{srv.url}/v1/weights/3/holders", json={"url": f"http://127.0.0.1:{port}", "version": 3},
+                     timeout=10).raise_for_status()
+
+    def latest(client: str) -> dict:
+        r = session.get(f"{srv.url}/v1/weights/latest", params={"client": client}, timeout=10)
+        r.raise_for_status()
+        return r.json()
+
+    try:
+        for port in range(20000, 23000):
+            announce(port)
+        assert len(srv.server.holders[3]) == 3000
+        assert latest("http://me")["source"].startswith("http://127.0.0.1:2")  # a live relay is offered
+        clock.now += 100.0
+        announce(20000)  # the one relay that renews in time
+        clock.now += 30.0  # 130 s after the flood, 30 s after the renewal
+        first = latest("http://me")
+        assert first["source"] == "http://127.0.0.1:20000", first["source"]  # expired entries are never offered
+        assert len(srv.server.holders[3]) == 3000 - PRUNE_PER_REQUEST  # that request pruned one batch only
+        requests_needed = 0
+        while len(srv.server.holders[3]) > 1:
+            before = len(srv.server.holders[3])
+            latest("http://me")
+            assert before - len(srv.server.holders[3]) <= PRUNE_PER_REQUEST
+            requests_needed += 1
+            assert requests_needed < 3000 // PRUNE_PER_REQUEST + 2
+        assert set(srv.server.holders[3]) == {"http://127.0.0.1:20000"}
+        assert len(srv.server.holder_expiry) == 1 and len(srv.server._expiry_queue) == 1
+        clock.now += 121.0  # and without renewals it goes too
+        assert latest("http://me")["source"] is None
+        assert srv.server.holders[3] == {}
+    finally:
+        srv.close()
+
+
+def test_a_relay_renews_its_announcement_on_schedule_and_only_for_a_version_it_announced(origin):
+    relay = _relay()
+    manifest, blob = pack(_state(), 3, CHUNK)
+    relay.publish(manifest, blob)
+    try:
+        client = WeightClient(WeightClientSettings(origin.url, TOKEN, my_url=relay.url, reannounce_seconds=0.0))
+        assert not client.keep_announced(3)  # never announced: it may not hold 3 (a fresh engine's version 0)
+        client.announce(3)
+        assert relay.url in origin.server.holders[3]
+        origin.server.holder_expiry[(3, relay.url)] = 0.0  # as if the TTL had passed
+        assert not client.keep_announced(2)
+        assert client.keep_announced(3)
+        assert origin.server.holder_expiry[(3, relay.url)] > origin.server.clock()
+    finally:
+        relay.close()

@@ -89,7 +89,11 @@ class RolloutWorker:
         Exactly, not "the latest": the trainer publishes version v+1 just before announcing it, and a
         trajectory claiming a version the coordinator has not seen would be refused. A *lower* version
         is loaded too: after the trainer resumes from a checkpoint the job rolls back."""
-        if self.weights is None or coordinator_version == self.engine.version:
+        if self.weights is None:
+            return
+        if coordinator_version == self.engine.version:
+            if self.on_weights is not None:  # relaying: keep the origin's entry for this version alive
+                self.weights.keep_announced(coordinator_version)
             return
         try:
             manifest, blob = self.weights.pull(coordinator_version, into=self._spare_blob)

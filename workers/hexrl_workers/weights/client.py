@@ -56,7 +56,7 @@ class WeightClientSettings:
     origin_url: str
     """Base URL of the weight service on trainer rank 0 (config weightsUrl)."""
     token: str | None = None
-    """Per-job bearer token."""
+    """The job's rollout-role bearer token (`hexrl_workers.httpcommon.ACCESS`)."""
     parallel: int = 4
     """Concurrent chunk downloads (spec.weightSync.parallelChunks)."""
     my_url: str | None = None
@@ -69,6 +69,9 @@ class WeightClientSettings:
     """Longest total wait for the origin to assign a source, seconds."""
     timeout_seconds: float = 300.0
     """Timeout of one chunk request, seconds (64 MiB over a slow link takes a while)."""
+    reannounce_seconds: float = 30.0
+    """A relay renews its announcement this often, seconds (well inside the origin's
+    `WeightServerSettings.holder_ttl_seconds`, so a live relay's entry never lapses)."""
 
 
 @dataclass
@@ -105,6 +108,9 @@ class WeightClient:
         self.metrics = metrics
         self._verified: dict[int, dict[int, bytes]] = {}  # version -> chunk index -> verified bytes
         self.last = PullStats()
+        self.announced: tuple[int, float] | None = None
+        """(version, monotonic time) of this relay's last announcement (see `keep_announced`): only a version
+        this relay holds is ever announced, so only that one is renewed."""
         self.bad_relays: set[str] = set()
         """Relays that failed or served a chunk with a wrong digest: never used again by this client, and
         reported to the origin with every manifest request so it stops offering them to anyone."""
@@ -297,16 +303,29 @@ class WeightClient:
         if not self.s.my_url:
             return
         ann = HolderAnnouncement(url=self.s.my_url, version=version)
+        self.announced = (version, time.monotonic())  # a failed one is retried by `keep_announced` too
         try:
             async with aiohttp.ClientSession(headers=bearer(self.s.token)) as sess, sess.post(
                 f"{self.s.origin_url}/v1/weights/{version}/holders", json=ann.wire()
-            ):
-                pass
+            ) as resp:
+                if resp.status != 200:
+                    log.warning("announcing version %d: HTTP %d: %s", version, resp.status, (await resp.text())[:200])
         except aiohttp.ClientError as exc:  # relaying is an optimisation; the pull itself succeeded
             log.warning("could not announce version %d: %s", version, exc)
 
     def announce(self, version: int) -> None:
         asyncio.run(self.announce_async(version))
+
+    def keep_announced(self, version: int) -> bool:
+        """Renew this relay's announcement of `version` when `reannounce_seconds` have passed since the last
+        one (the origin forgets entries that are not renewed); True if it announced."""
+        if not self.s.my_url or self.announced is None:
+            return False
+        last_version, at = self.announced
+        if last_version != version or time.monotonic() - at < self.s.reannounce_seconds:
+            return False
+        self.announce(version)
+        return True
 
     def pull(self, version: int | None = None, into: bytearray | None = None) -> tuple[WeightManifest, bytearray]:
         """Blocking pull (for the synchronous worker loop); see `pull_async`."""

@@ -17,6 +17,12 @@ origin tells each client where to download from (`WeightManifest.source`):
 3. otherwise `retryAfterSeconds` — the client waits briefly for the first copies to appear.
 With one origin slot the origin sends each version about once, however many workers pull it: egress
 ≈ 1× the weight size; relays then serve the rest (a tree that widens as holders announce).
+
+Relay entries expire: an announcement is good for `holder_ttl_seconds` and a relay keeps its entry by
+announcing again (the rollout worker does every `WeightClientSettings.reannounce_seconds`). An expired
+entry is never offered, and each request removes at most `PRUNE_PER_REQUEST` expired entries (oldest
+first), so a flood of announcements that are never renewed drains away without any request doing
+unbounded work.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import os
 import re
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 from urllib.parse import urlsplit
@@ -49,6 +57,8 @@ from hexrl_workers.statusserver import Readiness, readiness_response
 
 log = logging.getLogger(__name__)
 
+PRUNE_PER_REQUEST = 256
+"""Expired relay entries removed per request at most (bounded work; a backlog drains over a few requests)."""
 WRITE_SLICE = 1 << 20
 """Bytes per socket write when serving a range without sendfile (see get_blob)."""
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)$")
@@ -74,17 +84,24 @@ class WeightServerSettings:
     """What a client is told to wait when every origin slot is busy and no relay has the version yet."""
     max_holders: int = 1024
     """Relays registered per version at most (one per rollout worker; bounds the registry)."""
+    holder_ttl_seconds: float = 120.0
+    """An announcement is good for this long, seconds; a relay renews it by announcing again."""
 
 
 class WeightServer:
-    def __init__(self, settings: WeightServerSettings, role: str = "trainer", metrics: Metrics | None = None) -> None:
+    def __init__(self, settings: WeightServerSettings, role: str = "trainer", metrics: Metrics | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.s = settings
+        self.clock = clock
+        """Monotonic seconds (slots and relay expiry); tests pass a fake one instead of sleeping."""
         # A relay on a rollout pod serves the worker's own registry: one /metrics per pod, with the
         # worker's tokens, pulls and version, not an empty twin.
         self.metrics = metrics or Metrics(role)
         self.versions: dict[int, tuple[WeightManifest, bytearray]] = {}
         self._files: dict[int, BinaryIO | None] = {}  # version -> in-memory file with the blob (for sendfile)
         self.holders: dict[int, dict[str, int]] = {}  # version -> relay url -> assignments
+        self.holder_expiry: dict[tuple[int, str], float] = {}  # (version, relay url) -> when the entry expires
+        self._expiry_queue: deque[tuple[float, int, str]] = deque()  # one (expiry, version, url) per entry, oldest first
         self.slots: dict[int, dict[str, float]] = {}  # version -> client -> slot deadline
         self.served_bytes = 0
         self.runner: web.AppRunner | None = None
@@ -108,7 +125,8 @@ class WeightServer:
             f = self._files.pop(old, None)
             if f is not None:
                 f.close()  # transfers in flight read through their own duplicate descriptor
-            self.holders.pop(old, None)
+            for url in self.holders.pop(old, {}):
+                self.holder_expiry.pop((old, url), None)
             self.slots.pop(old, None)
 
     @property
@@ -146,14 +164,14 @@ class WeightServer:
             return manifest
         known = self.holders.get(v, {})
         for bad in exclude & set(known):  # a relay a client could not use is offered to nobody again
-            del known[bad]
+            self._drop_holder(v, bad)
             log.warning("relay %s failed a client; no longer offered for version %d", bad, v)
-        holders = {u: n for u, n in known.items() if u != client}
+        now = self.clock()
+        holders = {u: n for u, n in known.items() if u != client and self.holder_expiry.get((v, u), 0.0) > now}
         peers = sorted(holders, key=lambda u: holders[u])
         if self.s.relay and peers:
             self.holders[v][peers[0]] += 1
             return manifest.model_copy(update={"peers": peers, "source": peers[0]})
-        now = time.monotonic()
         slots = {c: d for c, d in self.slots.get(v, {}).items() if d > now}
         self.slots[v] = slots
         if not self.s.relay or client in slots or len(slots) < self.s.origin_slots or not client or exclude:
@@ -163,11 +181,13 @@ class WeightServer:
         return manifest.model_copy(update={"peers": peers, "source": None, "retry_after_seconds": self.s.retry_after_seconds})
 
     async def get_latest(self, request: web.Request) -> web.Response:
+        self.prune_holders()
         if self.latest is None:
             raise HTTPProblem(404, "no weight version published yet", "version")
         return json_response(self._assign(self.latest, request))
 
     async def get_manifest(self, request: web.Request) -> web.Response:
+        self.prune_holders()
         return json_response(self._assign(self._version(request), request))
 
     async def get_blob(self, request: web.Request) -> web.StreamResponse:
@@ -216,6 +236,7 @@ class WeightServer:
         names, so an announcement of somebody else's URL would collect it), and only for a version this
         origin still serves; at most `max_holders` relays per version."""
         ann = await parse(HolderAnnouncement, request)
+        self.prune_holders()
         v = ann.version
         url = urlsplit(ann.url)
         if url.scheme != "http" or not url.hostname or url.hostname != request.remote or url.path not in ("", "/"):
@@ -227,11 +248,46 @@ class WeightServer:
             holders = self.holders.setdefault(v, {})
             if ann.url not in holders and len(holders) >= self.s.max_holders:
                 raise HTTPProblem(429, f"version {v} already has {len(holders)} relays", "url")
-            holders.setdefault(ann.url, 0)
+            self._keep_holder(v, ann.url)
         else:
-            self.holders.get(v, {}).pop(ann.url, None)
+            self._drop_holder(v, ann.url)
         self.slots.get(v, {}).pop(ann.url, None)
         return web.json_response({"holders": len(self.holders.get(v, {}))})
+
+    # ------------------------------------------------------------------------------ relay registry
+
+    def _keep_holder(self, v: int, url: str) -> None:
+        """Register or renew a relay entry for `holder_ttl_seconds` from now."""
+        expires = self.clock() + self.s.holder_ttl_seconds
+        if (v, url) not in self.holder_expiry:
+            self._expiry_queue.append((expires, v, url))  # a renewal moves the deadline, not the queue entry
+        self.holders.setdefault(v, {}).setdefault(url, 0)
+        self.holder_expiry[(v, url)] = expires
+
+    def _drop_holder(self, v: int, url: str) -> None:
+        self.holders.get(v, {}).pop(url, None)
+        self.holder_expiry.pop((v, url), None)
+
+    def prune_holders(self, limit: int = PRUNE_PER_REQUEST) -> int:
+        """Remove up to `limit` expired relay entries, oldest first; returns how many were removed.
+
+        Each entry has one queue entry; a renewed one is put back at the end with its new deadline (the
+        queue stays one entry per relay however often they renew). Entries dropped otherwise (a release,
+        a failed relay, a version no longer served) are skipped when they come up."""
+        now, removed, looked = self.clock(), 0, 0
+        while self._expiry_queue and self._expiry_queue[0][0] <= now and looked < 2 * limit and removed < limit:
+            _, v, url = self._expiry_queue.popleft()
+            looked += 1
+            current = self.holder_expiry.get((v, url))
+            if current is None or v not in self.versions:
+                self._drop_holder(v, url)
+                continue
+            if current > now:
+                self._expiry_queue.append((current, v, url))
+                continue
+            self._drop_holder(v, url)
+            removed += 1
+        return removed
 
     async def metrics_handler(self, request: web.Request) -> web.Response:
         body, ctype = self.metrics.render()
