@@ -85,24 +85,26 @@ def test_ct_lint_catches_a_broken_chart(ct: Path, helm: Path, helm_home: dict[st
 # --------------------------------------------------------------------------------------- template
 
 
-@pytest.mark.parametrize("version", ["1.29.0", "1.30.2-eks-1552ad0", KUBE_VERSION])
+@pytest.mark.parametrize("version", ["1.30.0", "1.30.2-eks-1552ad0", KUBE_VERSION])
 def test_kube_version_constraint_admits_supported_clusters(render: Any, version: str) -> None:
     assert by_kind(render(extra=["--kube-version", version]), "Deployment")
 
 
-@pytest.mark.parametrize("version", ["1.28.9", "1.27.3-gke.100"])
+@pytest.mark.parametrize("version", ["1.29.9", "1.28.3-gke.100"])
 def test_kube_version_constraint_refuses_old_clusters(render: Any, version: str) -> None:
-    """Clusters without the CEL validation the CRD relies on are refused by Helm, not half-installed."""
+    """Clusters without admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (GA in 1.30) are refused by
+    Helm, not half-installed."""
     (result,) = render(extra=["--kube-version", version], check=False)
     assert result["_returncode"] != 0
-    assert "kubeVersion" in result["_stderr"] and ">=1.29.0-0" in result["_stderr"]
+    assert "kubeVersion" in result["_stderr"] and ">=1.30.0-0" in result["_stderr"]
 
 
 def test_default_render_is_hardened(render: Any) -> None:
     objs = render(extra=["--kube-version", KUBE_VERSION])
     kinds = {o["kind"] for o in objs}
     assert {"CustomResourceDefinition", "Deployment", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
-            "Service", "ConfigMap", "PriorityClass", "ClusterKopfPeering"} <= kinds
+            "Service", "ConfigMap", "PriorityClass", "ClusterKopfPeering", "ValidatingAdmissionPolicy",
+            "ValidatingAdmissionPolicyBinding"} <= kinds
     # Optional parts are off by default (they need CRDs a plain cluster does not have).
     assert not kinds & {"ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy"}
     # the only Role: `get` on the operator's key Secret, by name, in the release namespace
@@ -149,7 +151,6 @@ def test_chart_settings_are_what_the_operator_reads(render: Any) -> None:
                  "standalone"):
         assert getattr(parsed, name) == getattr(defaults, name), name
     assert parsed.peering == "hexrl"
-    assert parsed.create_priority_classes is False  # the chart ships them, so uninstall removes them
 
 
 def test_non_default_values_reach_the_operator(render: Any) -> None:
@@ -259,3 +260,31 @@ def test_priority_classes_equal_the_operators(render: Any) -> None:
         assert ours[name]["value"] == pc["value"], name
         assert ours[name].get("preemptionPolicy", "PreemptLowerPriority") == pc.get(
             "preemptionPolicy", "PreemptLowerPriority"), name
+
+
+def test_the_operator_may_not_create_priority_classes(render: Any) -> None:
+    """PriorityClasses are installed with the chart; the operator may only read them (a class it could create
+    would preempt other tenants' pods)."""
+    (role,) = by_kind(render(extra=["--kube-version", KUBE_VERSION]), "ClusterRole")
+    verbs = {v for g, r, v in rule_triples(role["rules"]) if r == "priorityclasses"}
+    assert verbs == {"get"}
+    assert {("", "serviceaccounts", "create"), ("networking.k8s.io", "networkpolicies", "patch")} <= rule_triples(
+        role["rules"])
+    env = env_of(operator_container(render(extra=["--kube-version", KUBE_VERSION])))
+    assert not any("CREATE_PRIORITY" in k for k in env)
+
+
+def test_admission_policy_binds_to_the_operators_service_account(render: Any) -> None:
+    objs = render({"serviceAccount": {"name": "hx-op"}}, extra=["--kube-version", KUBE_VERSION])
+    (policy,) = by_kind(objs, "ValidatingAdmissionPolicy")
+    (binding,) = by_kind(objs, "ValidatingAdmissionPolicyBinding")
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"]
+    assert binding["spec"]["validationActions"] == ["Deny"]
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    (cond,) = policy["spec"]["matchConditions"]
+    assert cond["expression"] == 'request.userInfo.username == "system:serviceaccount:hexrl-system:hx-op"'
+    assert all(v.get("message") or v.get("messageExpression") for v in policy["spec"]["validations"])
+    off = render({"admissionPolicy": {"enabled": False}}, extra=["--kube-version", KUBE_VERSION])
+    assert not by_kind(off, "ValidatingAdmissionPolicy") and not by_kind(off, "ValidatingAdmissionPolicyBinding")
+    warn = render({"admissionPolicy": {"validationActions": ["Warn", "Audit"]}}, extra=["--kube-version", KUBE_VERSION])
+    assert by_kind(warn, "ValidatingAdmissionPolicyBinding")[0]["spec"]["validationActions"] == ["Warn", "Audit"]

@@ -91,8 +91,6 @@ overrides travel as one JSON object (validated by the operator at start-up).
 - name: HEXRL_OPERATOR_STANDALONE
   value: "true"
 {{- end }}
-- name: HEXRL_OPERATOR_CREATE_PRIORITY_CLASSES
-  value: {{ not .Values.priorityClasses.create | quote }}
 - name: HEXRL_OPERATOR_PRIORITY_CLASS_PREFIX
   value: {{ .Values.priorityClasses.prefix | quote }}
 {{- end }}

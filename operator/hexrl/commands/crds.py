@@ -42,8 +42,19 @@ def generate(
 
 
 @app.command("print")
-def print_crd() -> None:
-    """Print the generated CRD YAML to stdout (e.g. `hexrl crds print | kubectl apply -f -`)."""
+def print_crd(
+    priority_classes: bool = typer.Option(
+        False, "--priority-classes",
+        help="Also print hexrl's fixed PriorityClasses (hexrl-trainer, hexrl-rollout, hexrl-rollout-spot): what a "
+             "cluster admin installs without the Helm chart, since the operator may not create them.",
+    ),
+) -> None:
+    """Print the generated CRD YAML to stdout (e.g. `hexrl crds print --priority-classes | kubectl apply -f -`)."""
+    if priority_classes:
+        from hexrl.k8s.bootstrap import install_yaml
+
+        typer.echo(install_yaml(), nl=False)
+        return
     from hexrl.api.crd import crd_yaml
 
     typer.echo(crd_yaml(), nl=False)

@@ -1,7 +1,8 @@
 """What `hexrl operator` needs on a fresh cluster, prepared when it runs from a developer's shell.
 
 On a cluster just made by `hexrl cluster up` (or any cluster where nobody installed the chart) the operator
-needs the RLJob CRD, the namespace of its key Secret (`hexrl-system`, see `OperatorSettings.key_namespace`)
+needs the RLJob CRD, the PriorityClasses its pods name (the API server refuses a pod whose class is missing;
+the operator itself may only read them), the namespace of its key Secret (`hexrl-system`, see `OperatorSettings.key_namespace`)
 and, with `--peering NAME`, kopf's peering CRDs and the peering object (without them kopf pauses every
 watch and the operator silently does nothing). `prepare` creates exactly what is missing — the RLJob CRD is
 also brought up to date, so a developer's operator and schema match — and waits until a new CRD is
@@ -10,7 +11,9 @@ Established. It only acts on what it could read and found absent: credentials th
 Credentials that may read but not create get one line naming the command a cluster admin runs.
 
 The Helm chart installs all of this itself; its operator pod never prepares anything (`hexrl operator`
-prepares only when given a kubeconfig or when not running in a pod).
+prepares only when given a kubeconfig or when not running in a pod). `install_documents` is the one list of
+cluster-wide objects an admin installs without the chart (CRD + PriorityClasses): `prepare`, `hexrl crds print
+--priority-classes` and the test harnesses all take it from there.
 """
 
 from __future__ import annotations
@@ -20,13 +23,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import yaml
+
 from hexrl.api.crd import CRD_NAME, crd, peering_crds
 from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.render_static import render_priority_classes
 from hexrl.k8s.settings import OperatorSettings
 
 log = logging.getLogger(__name__)
 
-ADMIN_COMMAND = ("kubectl apply -f crds/ -f manifests/operator/peering.yaml && kubectl create namespace {ns} "
+ADMIN_COMMAND = ("hexrl crds print --priority-classes | kubectl apply -f - && kubectl apply -f "
+                 "manifests/operator/peering.yaml && kubectl create namespace {ns} "
                  "&& kubectl apply -f manifests/operator/rbac.yaml")
 """What a cluster admin runs instead (from the repository root) when our credentials may not."""
 ESTABLISHED_SECONDS = 30.0
@@ -37,11 +44,25 @@ class PrepareError(RuntimeError):
     """Something the operator needs is missing and these credentials may not create it (one line)."""
 
 
+def install_documents(settings: OperatorSettings | None = None) -> list[dict[str, Any]]:
+    """The cluster-wide objects installed with the operator, not by it: the RLJob CRD and the PriorityClasses
+    (names and values of `render_priority_classes`, which the chart's defaults equal)."""
+    return [crd(), *render_priority_classes(settings or OperatorSettings())]
+
+
+def install_yaml(settings: OperatorSettings | None = None) -> str:
+    """`install_documents` as one multi-document YAML text (for `kubectl apply -f -`)."""
+    return yaml.safe_dump_all(install_documents(settings), sort_keys=False)
+
+
 def prepare(api: KubeApi, settings: OperatorSettings) -> list[str]:
     """Create what is missing (see the module docstring); returns what was done, one phrase each."""
     done: list[str] = []
     ns = settings.operator_namespace()
     _step(done, f"applied the RLJob CRD {CRD_NAME}", ns, lambda: _rljob_crd(api))
+    for doc in install_documents(settings):
+        if doc["kind"] == "PriorityClass":  # (the CRD is the step above: it is also brought up to date)
+            _step(done, f"created PriorityClass {doc['metadata']['name']}", ns, lambda d=doc: _create_if_missing(api, d))
     _step(done, f"created namespace {ns}", ns, lambda: _create_if_missing(api, _namespace(ns)))
     if settings.peering and not settings.standalone:
         for doc in peering_crds():

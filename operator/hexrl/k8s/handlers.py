@@ -32,7 +32,7 @@ import kopf
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import GROUP, PLURAL, VERSION, RLJobSpec
 from hexrl.k8s import metrics, render, scaling
-from hexrl.k8s.kubeapi import KubeApi
+from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.k8s.reconcile import Reconciler
 from hexrl.k8s.runtime import JobKey, WorkQueue
 from hexrl.k8s.settings import OperatorSettings
@@ -142,7 +142,7 @@ def build_registry(op: Operator) -> kopf.OperatorRegistry:
 
 
 def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
-    """Start-up (kopf settings, PriorityClasses, the work queue), clean-up and login."""
+    """Start-up (kopf settings, the PriorityClasses check, the work queue), clean-up and login."""
     s = op.settings
 
     @kopf.on.startup(registry=registry)
@@ -155,8 +155,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 30
         settings.execution.max_workers = max(4, s.worker_limit)
-        if s.create_priority_classes:
-            await asyncio.get_running_loop().run_in_executor(None, _ensure_priority_classes, op)
+        await asyncio.get_running_loop().run_in_executor(None, _check_priority_classes, op)
         assert op.queue is not None and op.reconciler is not None
         loop = op.loop = asyncio.get_running_loop()
         # background work of the reconciler (baselines) asks for a pass from its own thread
@@ -358,11 +357,21 @@ async def _scale_from_progress(
     return bool(await loop.run_in_executor(None, op.reconciler.scale, namespace, name, direction, state))
 
 
-def _ensure_priority_classes(op: Operator) -> None:
+def _check_priority_classes(op: Operator) -> None:
+    """Warn about missing PriorityClasses (the API server refuses pods naming one). They are installed with the
+    CRD (the chart, or `hexrl operator --prepare` with an admin kubeconfig), never by the operator: creating them
+    would let it mint a preempting class; a check that cannot read them (403) stays silent."""
     for pc in render.render_priority_classes(op.settings):
-        have = op.api.get("scheduling.k8s.io/v1", "PriorityClass", pc["metadata"]["name"])
+        name = pc["metadata"]["name"]
+        try:
+            have = op.api.get("scheduling.k8s.io/v1", "PriorityClass", name)
+        except ApiError as exc:
+            log.debug("cannot check PriorityClass %s (%s %s)", name, exc.status, exc.reason)
+            continue
         if have is None:
-            op.api.apply(pc)
+            log.warning("PriorityClass %s does not exist, so the API server will refuse this operator's pods; "
+                        "install the chart, or as a cluster admin run `hexrl crds print --priority-classes | "
+                        "kubectl apply -f -`", name)
         elif have.get("value") != pc["value"]:
-            log.warning("PriorityClass %s exists with value %s (want %s); leaving it", pc["metadata"]["name"],
-                        have.get("value"), pc["value"])
+            log.warning("PriorityClass %s exists with value %s (want %s); leaving it", name, have.get("value"),
+                        pc["value"])

@@ -183,8 +183,6 @@ class OperatorSettings:
     scraper_pod_labels: tuple[tuple[str, str], ...] = ()
     """(label, value) pairs narrowing the scrapers to these pods of those namespaces (default: none = every
     pod there), e.g. `app.kubernetes.io/name=prometheus`. Env: comma-separated label=value pairs."""
-    create_priority_classes: bool = True
-    """Create the PriorityClasses at start-up (needs create on priorityclasses; the chart may ship them)."""
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
 
     def __post_init__(self) -> None:

@@ -1,6 +1,8 @@
 """e2e harness for the operator (fixtures re-exported by conftest.py): a real control plane with a 3-pool GPU inventory, the operator running as
-a subprocess (`hexrl operator`) with the ServiceAccount token of manifests/operator/rbac.yaml, and a
-fresh namespace per test.
+a subprocess (`hexrl operator`) with the ServiceAccount token of manifests/operator/rbac.yaml, held to the
+chart's ValidatingAdmissionPolicy (so every test also proves the policy admits what the operator does), and a
+fresh namespace per test. The CRD and the PriorityClasses come from `bootstrap.install_yaml` (what an admin
+installs without the chart; the operator may not create PriorityClasses).
 
 The cluster is this suite's own (`hexrl-op-<pid>`, or `hexrl-op` kept with HEXRL_KEEP_TEST_CLUSTER=1; manifests/clusters/hetero-3pool.yaml: 3×8 H800 on-demand,
 3×8 H20 spot, 2×8 L40S) because the tests delete, taint and re-add nodes; it is started once per session
@@ -25,8 +27,9 @@ from typing import Any
 import pytest
 import yaml
 
-from hexrl.api.crd import CRD_NAME, crd_yaml
+from hexrl.api.crd import CRD_NAME
 from hexrl.devcluster import DevCluster, DevClusterError
+from hexrl.k8s.bootstrap import install_yaml
 
 ROOT = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(ROOT / "tests"))
@@ -66,12 +69,13 @@ def opcluster() -> Iterator[DevCluster]:
     cluster = DevCluster(name="hexrl-op" if keep else f"hexrl-op-{os.getpid()}")
     try:
         cluster.up(inventory=INVENTORY)
-        cluster.kubectl("apply", "-f", "-", input=crd_yaml())
+        cluster.kubectl("apply", "-f", "-", input=install_yaml())
         cluster.kubectl("apply", "-f", str(PEERING), check=False)  # the CRDs; the object needs them Established
         cluster.wait_established(CRD_NAME, "clusterkopfpeerings.kopf.dev")
         cluster.kubectl("apply", "-f", str(PEERING))
         cluster.kubectl("create", "namespace", "hexrl-system", check=False)
         cluster.kubectl("apply", "-f", str(RBAC))
+        cluster.kubectl("apply", "-f", "-", input=admission_policy())
     except DevClusterError as e:
         cluster.down(quiet=True)
         pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
@@ -80,6 +84,18 @@ def opcluster() -> Iterator[DevCluster]:
     finally:
         if not keep:
             cluster.down(quiet=True)
+
+
+def admission_policy() -> str:
+    """The chart's ValidatingAdmissionPolicy and binding, rendered by the pinned helm for the ServiceAccount of
+    manifests/operator/rbac.yaml (hexrl-system/hexrl-operator)."""
+    from hexrl.devcluster.tools import ensure_tool
+
+    return subprocess.run([str(ensure_tool("helm")), "template", "hexrl", str(ROOT / "charts" / "hexrl"),
+                           "--namespace", "hexrl-system", "--kube-version", "1.34.4",
+                           "--set", "serviceAccount.name=hexrl-operator",
+                           "--show-only", "templates/admissionpolicy.yaml"],
+                          capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 @pytest.fixture(scope="session")

@@ -51,8 +51,10 @@ def test_operator_with_an_admin_kubeconfig_prepares_a_fresh_cluster_and_plans_a_
     try:
         log = op.log_path.read_text()
         assert "prepared the cluster: applied the RLJob CRD" in log, log[-2000:]
+        assert "prepared the cluster: created PriorityClass hexrl-trainer" in log, log[-2000:]
         for what in ("crd/rljobs.hexrl.dev", "namespace/hexrl-system", "crd/clusterkopfpeerings.kopf.dev",
-                     "clusterkopfpeering/hexrl", "secret/hexrl-operator-key"):
+                     "clusterkopfpeering/hexrl", "secret/hexrl-operator-key", "priorityclass/hexrl-trainer",
+                     "priorityclass/hexrl-rollout", "priorityclass/hexrl-rollout-spot"):
             args = ["get", *what.split("/")] + (["-n", "hexrl-system"] if what.startswith("secret") else [])
             assert fresh.kubectl(*args, check=False).returncode == 0, f"{what} was not created"
         job = small_job("devpath", placement__gpuTypes=["H100", "L4"], budget__maxCostPerHour=20)
