@@ -109,11 +109,7 @@ def check_structure(text: str, name: str) -> None:
                 depth += 1
                 nodes += 1
                 if depth > MAX_DEPTH:
-                    line = event.start_mark.line + 1 if event.start_mark is not None else "?"
-                    raise InputError(
-                        f"{name} nests lists and mappings more than {MAX_DEPTH} deep (at line {line}); "
-                        "hexrl's files need at most a few levels, so check the file"
-                    )
+                    raise InputError(_too_deep(name, event.start_mark))
                 open_anchors.append((event.anchor, nodes))
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
@@ -140,9 +136,19 @@ def _yaml_problem(exc: Exception, name: str) -> str:
             f"at character {exc.position}, which YAML does not allow ({exc.reason}); remove it"
         )
     mark = getattr(exc, "problem_mark", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     problem = getattr(exc, "problem", None) or exc
+    if "maximum nesting depth" in str(problem):  # libyaml's own limit (1,000) can trip before ours on a flow list
+        return _too_deep(name, mark)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     return f"{name} is not valid YAML{where}: {problem}; fix the syntax there"
+
+
+def _too_deep(name: str, mark: Any) -> str:
+    line = f" (at line {mark.line + 1})" if mark is not None else ""
+    return (
+        f"{name} nests lists and mappings more than {MAX_DEPTH} deep{line}; hexrl's files need at most a few levels, "
+        "so check the file"
+    )
 
 
 def parse_yaml(text: str, name: str) -> Any:

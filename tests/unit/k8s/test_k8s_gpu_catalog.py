@@ -100,7 +100,7 @@ def test_env_json_reaches_the_settings():
 @pytest.mark.parametrize(
     ("value", "names"),
     [
-        ({"H800": {"tflopsBf16": "fast"}}, ["H800", "tflopsBf16", "non-negative number"]),
+        ({"H800": {"tflopsBf16": "fast"}}, ["H800", "tflopsBf16", "must be a positive number"]),
         ({"H800": {"tflops": 1}}, ["H800", "tflops", "not a GPU catalog field"]),
         ({"B300": {"tflopsBf16": 2250}}, ["B300", "new GPU type", "hbmGB"]),
         ({"B300": {**B300, "aliases": "B300-SXM6"}}, ["B300", "aliases", "list of strings"]),

@@ -140,7 +140,7 @@ def test_inventory_catalog_section_overrides_types():
         ({**_inv(), "pools": []}, "pools must not be empty"),
         ({"apiVersion": "hexrl.dev/v1alpha1", "kind": "ClusterInventory"}, "pools is required"),
         ({**_inv(), "interPoolGBps": 0}, "interPoolGBps must be a positive number"),
-        ({**_inv(), "catalog": {"H800": {"tflopsBf16": "fast"}}}, "catalog.H800.tflopsBf16 must be a non-negative number"),
+        ({**_inv(), "catalog": {"H800": {"tflopsBf16": "fast"}}}, "catalog.H800.tflopsBf16 must be a positive number"),
         ([1, 2], "must be a YAML mapping"),
         (None, "must be a YAML mapping"),
     ],
