@@ -90,19 +90,19 @@ def test_missing_model_path_is_a_clear_error(tmp_path):
     job.write_text(text)
     out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(job), "--quiet"], capture_output=True, text=True,
                          timeout=120, cwd=REPO)
-    assert out.returncode == 2
+    assert out.returncode == 1  # bad input (hexrl.commands._inputs.EXIT_BAD_INPUT)
     assert "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
 def test_hexrl_run_rejects_a_bad_job_file_without_traceback(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("kind: RLJob\nspec: {model: 3}\n")
+    bad.write_text("apiVersion: hexrl.dev/v1alpha1\nkind: RLJob\nspec: {model: 3}\n")
     out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(bad)], capture_output=True, text=True, timeout=120,
                          cwd=REPO)
-    assert out.returncode == 2 and "spec.model" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "spec.model" in out.stderr and "Traceback" not in out.stderr
     out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(tmp_path / "missing.yaml")], capture_output=True,
                          text=True, timeout=120, cwd=REPO)
-    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert out.returncode == 1 and "does not exist" in out.stderr
 
 
 def test_pod_entry_point_reports_config_problems(tmp_path):

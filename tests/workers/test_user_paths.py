@@ -229,7 +229,7 @@ def test_missing_local_model_directory_is_a_clear_error(tmp_path):
     job.write_text(yaml.safe_dump(raw))
     out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(job), "--steps", "1", "--quiet"],
                          capture_output=True, text=True, timeout=120, cwd=REPO, env=_run_env())
-    assert out.returncode == 2 and "does not exist" in out.stderr and "Traceback" not in out.stderr
+    assert out.returncode == 1 and "does not exist" in out.stderr and "Traceback" not in out.stderr
 
 
 # ------------------------------------------------------------------------- SIGTERM, coordinator gone
