@@ -157,3 +157,24 @@ def test_simulate_exit_codes_match_plan(tmp_path: Path) -> None:
     poor = _with_body(tmp_path, "poor.yaml", yaml.safe_dump(doc))
     none_ran = invoke(["simulate", "-i", str(INVENTORY), "-j", str(poor), "--hours", "0.1", "-p", "hexrl"])
     assert none_ran.exit_code == EXIT_INFEASIBLE and "no policy could run" in none_ran.output, none_ran.output
+
+
+def test_the_planner_itself_refuses_a_cluster_beyond_its_limits() -> None:
+    """A cluster that does not come from a file (the operator's node snapshot) meets the same limits in plan() and
+    replan(): Infeasible with reason ProblemTooLarge, before any MILP is built."""
+    from hexrl.api import reasons
+    from hexrl.api.models import RLJob
+    from hexrl.sched import Infeasible, parse_inventory, plan, replan
+    from hexrl.sched.limits import DEFAULT_LIMITS, ProblemLimits
+
+    pools = [{"name": f"p{i}", "gpu": "H100", "gpusPerNode": 8, "nodes": 1} for i in range(DEFAULT_LIMITS.max_pools + 1)]
+    cluster = parse_inventory({"pools": pools}, limits=ProblemLimits(max_pools=10_000))
+    spec = RLJob.model_validate(yaml.safe_load(JOB.read_text())).spec
+    result = plan(spec, cluster)
+    assert isinstance(result, Infeasible) and result.reason == reasons.PROBLEM_TOO_LARGE, result
+    assert f"{DEFAULT_LIMITS.max_pools + 1:,} pools" in result.message
+    job_7b = RLJob.model_validate(yaml.safe_load((ROOT / "manifests/examples/rljob-7b.yaml").read_text())).spec
+    first = plan(job_7b, parse_inventory(yaml.safe_load((ROOT / "manifests/clusters/h800-h20.yaml").read_text())))
+    assert not isinstance(first, Infeasible), first
+    again = replan(first, cluster, job_7b)
+    assert isinstance(again, Infeasible) and again.reason == reasons.PROBLEM_TOO_LARGE

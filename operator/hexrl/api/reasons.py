@@ -22,6 +22,8 @@ NO_ELIGIBLE_GPUS = "NoEligibleGPUs"
 TARGET_UNREACHABLE = "TargetUnreachable"
 UNKNOWN_GPU_TYPE = "UnknownGPUType"
 INVALID_SPEC = "InvalidSpec"
+PROBLEM_TOO_LARGE = "ProblemTooLarge"
+"""More pools or nodes than the planner takes (hexrl.sched.limits); the message names the limit."""
 # Ready / Degraded
 CHILDREN_READY = "ChildrenReady"
 CHILDREN_PENDING = "ChildrenPending"

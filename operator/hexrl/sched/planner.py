@@ -38,6 +38,7 @@ from hexrl.sched.costmodel import (
     PlannerSettings,
     Workload,
 )
+from hexrl.sched.limits import cluster_problem
 from hexrl.sched.milp import (
     Evaluation,
     Problem,
@@ -246,10 +247,20 @@ def _assemble(
     )
 
 
+def _too_large(cluster: Cluster) -> Infeasible | None:
+    """Infeasible (ProblemTooLarge) when the cluster is beyond the planner's limits: refused before any MILP is built,
+    instead of a solve of minutes (an inventory file is refused the same way when it is read)."""
+    problem = cluster_problem(len(cluster.pools), len(cluster.nodes))
+    return None if problem is None else Infeasible(reasons.PROBLEM_TOO_LARGE, problem)
+
+
 def _plan_core(
     job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, baselines: bool, cache: SolutionCache | None = None
 ) -> PlanResult:
     start = time.perf_counter()
+    too_large = _too_large(cluster)
+    if too_large is not None:
+        return too_large
     built = _build(job, cluster, settings)
     if isinstance(built, Infeasible):
         return replace(built, solve_seconds=time.perf_counter() - start)
@@ -328,6 +339,8 @@ def baselines(
     job first and computes this comparison afterwards. Empty when fewer than two GPU types are eligible
     or the job is infeasible before any solve."""
     settings = settings or PlannerSettings()
+    if _too_large(cluster) is not None:
+        return ()
     built = _build(job, cluster, settings)
     if isinstance(built, Infeasible):
         return ()
@@ -364,6 +377,9 @@ def replan(
     """
     settings = settings or PlannerSettings()
     start = time.perf_counter()
+    too_large = _too_large(cluster)
+    if too_large is not None:
+        return too_large
     weight = settings.cost.migration_cost_per_gpu * current.tokens_per_second
     have = Counter(_config_key(r.pool, r.tensor_parallel, r.pipeline_parallel) for r in current.replicas)
 
