@@ -286,5 +286,9 @@ def test_admission_policy_binds_to_the_operators_service_account(render: Any) ->
     assert all(v.get("message") or v.get("messageExpression") for v in policy["spec"]["validations"])
     off = render({"admissionPolicy": {"enabled": False}}, extra=["--kube-version", KUBE_VERSION])
     assert not by_kind(off, "ValidatingAdmissionPolicy") and not by_kind(off, "ValidatingAdmissionPolicyBinding")
+    # Watching one namespace, the policy also keeps the children there.
+    scoped = render({"operator": {"watchNamespaces": ["research"]}}, extra=["--kube-version", KUBE_VERSION])
+    exprs = [v["expression"] for v in by_kind(scoped, "ValidatingAdmissionPolicy")[0]["spec"]["validations"]]
+    assert any("request.namespace in ['research']" in e for e in exprs)
     warn = render({"admissionPolicy": {"validationActions": ["Warn", "Audit"]}}, extra=["--kube-version", KUBE_VERSION])
     assert by_kind(warn, "ValidatingAdmissionPolicyBinding")[0]["spec"]["validationActions"] == ["Warn", "Audit"]

@@ -222,7 +222,14 @@ def test_pods_as_another_service_account_or_elsewhere_are_refused(installed: Ope
       "container": {"volumeMounts": [{"name": "root", "mountPath": "/host"}]}}, ("hostPath",)),
     ({"hostNetwork": True}, ("host's network",)),
     ({"hostPID": True}, ("PID",)),
-], ids=["privileged", "escalation", "cap-add", "hostpath", "hostnetwork", "hostpid"])
+    # A tenant's Secret in the job's namespace, read through the pod (the operator may not read Secrets itself).
+    ({"volumes": [{"name": "db", "secret": {"secretName": "tenant-db"}}],
+      "container": {"volumeMounts": [{"name": "db", "mountPath": "/db"}]}}, ("own Secret evil-token",)),
+    ({"container": {"env": [{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "tenant-db", "key": "p"}}}]}},
+     ("own Secret evil-token",)),
+    ({"container": {"envFrom": [{"secretRef": {"name": "tenant-db"}}]}}, ("own Secret evil-token",)),
+], ids=["privileged", "escalation", "cap-add", "hostpath", "hostnetwork", "hostpid", "secret-volume", "secret-env",
+        "secret-envfrom"])
 def test_privileged_and_host_pods_are_refused(installed: Operator, devcluster: DevCluster, spec: dict[str, Any],
                                               words: tuple[str, ...]) -> None:
     devcluster.kubectl("create", "serviceaccount", "evil-workers", "-n", JOBS_NS, check=False)
@@ -239,7 +246,9 @@ def test_a_pod_like_the_operators_is_admitted(installed: Operator, devcluster: D
     """The control for the refusals above: the job's own ServiceAccount, restricted, job label and owner."""
     devcluster.kubectl("create", "serviceaccount", "evil-workers", "-n", JOBS_NS, check=False)
     ok = installed.apply(_pod("fine", JOBS_NS, container={"securityContext": {
-        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}}), "--dry-run=server")
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+        "env": [{"name": "HEXRL_TOKEN", "valueFrom": {"secretKeyRef": {"name": "evil-token", "key": "rollout"}}}]}),
+        "--dry-run=server")
     assert ok.returncode == 0, ok.stderr
 
 
