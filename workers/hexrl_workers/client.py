@@ -1,7 +1,8 @@
 """A small synchronous client for the coordinator (used by the rollout worker and the trainer).
 
 Connection failures and 5xx answers are retried with capped exponential backoff (the coordinator may be
-restarting); a 4xx is the caller's mistake and raises `CoordinatorError` with the service's reason.
+restarting), and so is a 429 (its trajectory buffer is full), after at least its Retry-After; any other 4xx
+is the caller's mistake and raises `CoordinatorError` with the service's reason.
 Once the owner's stop event (`abort`) is set, a failure is not retried: a worker told to stop (SIGTERM)
 must exit within its grace period even when the coordinator is already gone.
 """
@@ -30,6 +31,30 @@ from hexrl_workers.protocol import (
 log = logging.getLogger(__name__)
 WAIT_LOG_SECONDS = 60.0
 """While retrying, one log line per this many seconds (a pod waiting for its coordinator says so)."""
+
+
+MAX_RETRY_AFTER = 30.0
+"""Longest Retry-After honoured, seconds (a larger or garbled value waits this long)."""
+
+
+def _retry_after(resp: requests.Response) -> float:
+    try:
+        return min(MAX_RETRY_AFTER, max(0.0, float(resp.headers.get("Retry-After", "0"))))
+    except ValueError:
+        return MAX_RETRY_AFTER
+
+
+def split_by_group(body: TrajectoryBatchIn) -> list[TrajectoryBatchIn]:
+    """One push per group: its trajectories and partials (at most group size samples: what the coordinator's
+    body limit is sized for, `hexrl_workers.limits`); the released items go with the last one."""
+    groups: dict[int, TrajectoryBatchIn] = {}
+    for t in body.trajectories:
+        groups.setdefault(t.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).trajectories.append(t)
+    for p in body.partials:
+        groups.setdefault(p.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).partials.append(p)
+    parts = list(groups.values()) or [TrajectoryBatchIn(worker_id=body.worker_id)]
+    parts[-1].released_item_ids = list(body.released_item_ids)
+    return parts
 
 
 class CoordinatorError(RuntimeError):
@@ -68,9 +93,11 @@ class CoordinatorClient:
                 elif body is not None:
                     kwargs["json"] = body
                 resp = self.session.request(method, self.url + path, **kwargs)
-                if resp.status_code < 500:
+                if resp.status_code < 500 and resp.status_code != 429:
                     break
                 problem = f"HTTP {resp.status_code}: {resp.text[:200]}"
+                # 429: the coordinator's buffer is full; the body is kept and sent again after Retry-After
+                delay = max(delay, _retry_after(resp))
             except requests.RequestException as exc:
                 problem = str(exc)
             if self.abort is not None and self.abort.is_set():
@@ -99,7 +126,14 @@ class CoordinatorClient:
         return WorkResponse.model_validate_json(self._call("POST", "/v1/work", req, timeout=wait_seconds + 30).content)
 
     def push(self, body: TrajectoryBatchIn) -> IngestResult:
-        return IngestResult.model_validate_json(self._call("POST", "/v1/trajectories", body).content)
+        """Hand in finished samples and partials, one request per group (`split_by_group`: the coordinator's
+        body limit is sized for one group's samples); the answers are summed."""
+        total = IngestResult()
+        for part in split_by_group(body):
+            got = IngestResult.model_validate_json(self._call("POST", "/v1/trajectories", part).content)
+            total = IngestResult(accepted=total.accepted + got.accepted, dropped=total.dropped + got.dropped,
+                                 partials=total.partials + got.partials)
+        return total
 
     def batch(self, trainer_version: int, wait_seconds: float = 5.0) -> Batch | None:
         req = BatchRequest(trainer_version=trainer_version, wait_seconds=wait_seconds)

@@ -8,7 +8,10 @@
 - `error_middleware`: a malformed body, an unknown wire version or a refused request becomes a 4xx with
   `{"error": ..., "field": ...}`; an unexpected exception becomes a 500 with the same shape. The service
   keeps serving either way.
-- `parse(model, request)`: body → pydantic model, raising `BadRequest` that names the field.
+- `read_body(request, limit)`: the body, refused with 413 before reading when its Content-Length is over
+  `limit`, or as soon as the bytes read pass it (chunked); read into one buffer, never more than `limit`.
+- `parse(model, request, limit)`: body → pydantic model in one pass over that buffer (no intermediate
+  JSON tree), raising `HTTPProblem` that names the field.
 - `ThreadedService`: any of these services on its own thread and event loop (local runner, relays, tests).
 """
 
@@ -19,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+import re
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,15 +40,16 @@ OPEN_PATHS = ("/healthz", "/readyz", "/metrics")
 
 
 class HTTPProblem(Exception):
-    """An error answer: status, message and optional field."""
+    """An error answer: status, message, optional field and headers (e.g. Retry-After)."""
 
-    def __init__(self, status: int, error: str, field: str | None = None) -> None:
+    def __init__(self, status: int, error: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(error)
-        self.status, self.error, self.field = status, error, field
+        self.status, self.error, self.field, self.headers = status, error, field, headers
 
 
-def problem(status: int, error: str, field: str | None = None) -> web.Response:
-    return web.json_response({"error": error, "field": field}, status=status)
+def problem(status: int, error: str, field: str | None = None, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": error, "field": field}, status=status, headers=headers)
 
 
 TRAINER, ROLLOUT, OPERATOR = jobtokens.TOKEN_ROLES
@@ -142,7 +147,7 @@ def error_middleware(on_reject=None):  # type: ignore[no-untyped-def]
         except HTTPProblem as exc:
             if on_reject:
                 on_reject(exc.field or str(exc.status))
-            return problem(exc.status, exc.error, exc.field)
+            return problem(exc.status, exc.error, exc.field, exc.headers)
         except web.HTTPException:
             raise
         except RecursionError:  # json.loads on a deeply nested document: the client's problem, not ours
@@ -167,8 +172,36 @@ def validation_problem(exc: ValidationError) -> HTTPProblem:
     return HTTPProblem(422, f"{loc or 'body'}: {msg.removeprefix('Value error, ')}", loc or None)
 
 
-async def parse(model: type[M], request: web.Request) -> M:
-    body = await request.read()
+READ_CHUNK = 1 << 16
+"""Bytes read from the socket at a time while checking a body against its limit."""
+WIRE_VERSION_PROBE = 4096
+"""Bytes at the start of a refused body searched for its wireVersion (never the whole body)."""
+
+
+async def read_body(request: web.Request, limit: int) -> bytearray:
+    """The request's body, at most `limit` bytes: 413 with a sentence before reading a larger declared
+    Content-Length, or once a chunked body passes the limit (what was read is dropped with it)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise _too_large(request, f"{declared:,} bytes", limit)
+    buf = bytearray()
+    async for chunk in request.content.iter_chunked(READ_CHUNK):
+        buf += chunk
+        if len(buf) > limit:
+            raise _too_large(request, f"more than {limit:,} bytes", limit)
+    return buf
+
+
+def _too_large(request: web.Request, size: str, limit: int) -> HTTPProblem:
+    return HTTPProblem(413, f"the body of {request.method} {request.path} is {size}, over this job's limit of "
+                            f"{limit:,} bytes (sized from the RLJob spec: group size, maxNewTokens, prompt length); "
+                            "send fewer samples per request", "body")
+
+
+async def parse(model: type[M], request: web.Request, limit: int) -> M:
+    """The body as `model` (see `read_body` for `limit`): pydantic parses the bytes straight into the
+    model, so no JSON tree of Python objects is built first."""
+    body = await read_body(request, limit)
     if not body:
         raise HTTPProblem(400, f"empty body; expected a JSON {model.__name__}", None)
     try:
@@ -177,17 +210,27 @@ async def parse(model: type[M], request: web.Request) -> M:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise HTTPProblem(400, f"body is not valid JSON: {exc.errors()[0]['msg']}", None) from exc
         # A peer from a different release: say so before complaining about fields it may not know.
-        try:
-            raw = json.loads(body)
-        except ValueError:
-            raw = None
-        if isinstance(raw, dict) and raw.get("wireVersion", WIRE_VERSION) != WIRE_VERSION:
+        version = _wire_version(body)
+        if version is not None and version != WIRE_VERSION:
             raise HTTPProblem(
-                400,
-                f"unsupported wireVersion {raw.get('wireVersion')!r}; this service speaks {WIRE_VERSION}",
-                "wireVersion",
+                400, f"unsupported wireVersion {version!r}; this service speaks {WIRE_VERSION}", "wireVersion",
             ) from exc
         raise validation_problem(exc) from exc
+
+
+_WIRE_VERSION = re.compile(rb'"wireVersion"\s*:\s*(-?\d+|"[^"]{0,32}")')
+
+
+def _wire_version(body: bytes | bytearray) -> Any:
+    """The top-level wireVersion of a refused body, looked for in its first bytes only (our peers write it
+    first; parsing a large body a second time just to find it would double the cost of a refusal)."""
+    m = _WIRE_VERSION.search(bytes(body[:WIRE_VERSION_PROBE]))
+    if m is None:
+        return None
+    try:
+        return json.loads(m.group(1))
+    except ValueError:
+        return None
 
 
 def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> web.Response:

@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hexrl_workers.limits import sample_bytes
 from hexrl_workers.protocol import (
     Batch,
     PartialResponse,
@@ -389,6 +390,23 @@ class CoordinatorCore:
     @property
     def buffer_depth(self) -> int:
         return sum(len(g.done) for g in self.groups.values())
+
+    @property
+    def buffer_bytes(self) -> int:
+        """What the buffered samples cost in memory at most (`hexrl_workers.limits.sample_bytes`)."""
+        return sum(sample_bytes(len(t.prompt_tokens), len(t.tokens)) for g in self.groups.values()
+                   for t in g.done.values())
+
+    def completes_a_group(self, trajectories: list[Trajectory]) -> bool:
+        """Whether these trajectories, if accepted, would complete at least one group (make it ready)."""
+        new: dict[int, set[int]] = {}
+        for t in trajectories:
+            new.setdefault(t.group_id, set()).add(t.sample_index)
+        for gid, indexes in new.items():
+            grp = self.groups.get(gid)
+            if grp is not None and grp.outstanding and grp.outstanding <= indexes:
+                return True
+        return False
 
     @property
     def inflight(self) -> int:

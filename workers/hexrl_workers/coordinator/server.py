@@ -29,10 +29,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ from hexrl_workers.httpcommon import (
     error_middleware,
     json_response,
     parse,
+    read_body,
 )
+from hexrl_workers.limits import BodyLimits, BufferLimits, body_limits, sample_bytes
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import (
     BatchRequest,
@@ -80,6 +83,8 @@ CONFIG_WATCHER: web.AppKey[asyncio.Task[None]] = web.AppKey("config_watcher", as
 """The task that re-reads the mounted worker config (η changes) while the app runs."""
 
 log = logging.getLogger(__name__)
+UNSPECIFIED_MAX_NEW_TOKENS = 65_536
+"""maxNewTokens assumed for the body limit of a core built without one (tests, benchmarks)."""
 
 
 @dataclass
@@ -95,12 +100,24 @@ class ServerSettings:
     within about a minute, so polling faster than 1 s buys nothing."""
     rate_window_seconds: float = 30.0
     """Window of the tokens/s figures in /v1/progress, seconds."""
+    limits: BodyLimits | None = None
+    """Request body limits (None: from the core's group size and maxNewTokens, see `hexrl_workers.limits`)."""
+    mean_prompt_tokens: int = 512
+    """spec.generation.promptTokens, for the default `limits` (prompts may be several times longer)."""
+    buffer: BufferLimits = field(default_factory=BufferLimits)
+    """How much finished work the coordinator buffers before a push is answered 429."""
+    retry_after_seconds: float = 1.0
+    """What a refused push is told to wait (Retry-After) while the buffer is full, seconds."""
 
 
 class CoordinatorServer:
     def __init__(self, core: CoordinatorCore, settings: ServerSettings | None = None) -> None:
         self.core = core
         self.settings = settings or ServerSettings()
+        self.limits = self.settings.limits or body_limits(
+            core.s.group_size, core.s.max_new_tokens or UNSPECIFIED_MAX_NEW_TOKENS, self.settings.mean_prompt_tokens,
+            self.settings.buffer)
+        """The per-route body limits in force."""
         self.metrics = Metrics("coordinator")
         self.started = time.monotonic()
         self.trainer_idle_seconds = 0.0
@@ -135,7 +152,7 @@ class CoordinatorServer:
                 error_middleware(lambda r: self.metrics["hexrl_rejected_requests"].labels(r).inc()),
                 auth_middleware(self.settings.credentials),
             ],
-            client_max_size=1 << 30,
+            client_max_size=max(self.limits.trajectories, self.limits.restore),  # routes read with their own
         )
         app.router.add_post("/v1/work", self.work)
         app.router.add_post("/v1/trajectories", self.trajectories)
@@ -188,7 +205,7 @@ class CoordinatorServer:
 
     async def work(self, request: web.Request) -> web.Response:
         self._require_data()
-        req = await parse(WorkRequest, request)
+        req = await parse(WorkRequest, request, self.limits.default)
         deadline = time.monotonic() + req.wait_seconds
         while True:
             items, reason = self.core.dispatch(req.worker_id, req.max_items, time.time())
@@ -206,7 +223,8 @@ class CoordinatorServer:
         return json_response(WorkResponse(items=items, policy_version=self.core.version, reason=reason))
 
     async def trajectories(self, request: web.Request) -> web.Response:
-        body = await parse(TrajectoryBatchIn, request)
+        body = await parse(TrajectoryBatchIn, request, self.limits.trajectories)
+        self._check_buffer(body)
         accepted = dropped = 0
         gen_tokens = 0
         for traj in body.trajectories:
@@ -236,6 +254,24 @@ class CoordinatorServer:
         await self._notify()
         return json_response(IngestResult(accepted=accepted, dropped=dropped, partials=partials))
 
+    def _check_buffer(self, body: TrajectoryBatchIn) -> None:
+        """429 with Retry-After when this push would take the buffer past its bounds (entries or bytes),
+        unless it completes a group: the trainer drains completed groups, so those always get in."""
+        if not body.trajectories:
+            return
+        c, bounds = self.core, self.settings.buffer
+        max_n = bounds.max_trajectories(c.s.batch_trajectories, c.s.group_size, c.s.max_policy_lag)
+        depth, used = c.buffer_depth, c.buffer_bytes
+        adds = sum(sample_bytes(len(t.prompt_tokens), len(t.tokens)) for t in body.trajectories)
+        if depth + len(body.trajectories) <= max_n and used + adds <= bounds.max_bytes:
+            return
+        if c.completes_a_group(body.trajectories):
+            return
+        raise HTTPProblem(
+            429, f"the trajectory buffer is full ({depth} samples, {used:,} bytes; bounds {max_n} samples, "
+                 f"{bounds.max_bytes:,} bytes) until the trainer takes a batch; keep these and retry",
+            "buffer", headers={"Retry-After": f"{self.settings.retry_after_seconds:g}"})
+
     def _count_invalid(self, exc: RejectedError) -> None:
         if isinstance(exc, InvalidSampleError):
             self.metrics["hexrl_samples_invalid"].labels(exc.reason).inc()
@@ -243,7 +279,7 @@ class CoordinatorServer:
 
     async def batch(self, request: web.Request) -> web.Response:
         self._require_data()
-        req = await parse(BatchRequest, request)
+        req = await parse(BatchRequest, request, self.limits.default)
         t0 = time.monotonic()
         deadline = t0 + req.wait_seconds
         dropped_before = self.core.dropped_stale
@@ -271,7 +307,7 @@ class CoordinatorServer:
         return json_response(batch)
 
     async def post_version(self, request: web.Request) -> web.Response:
-        upd = await parse(VersionUpdate, request)
+        upd = await parse(VersionUpdate, request, self.limits.default)
         try:
             self.core.acknowledge(upd.version, upd.batch_id)
         except RejectedError as exc:
@@ -325,7 +361,7 @@ class CoordinatorServer:
         return json_response({"maxPolicyLag": self.core.s.max_policy_lag})
 
     async def put_staleness(self, request: web.Request) -> web.Response:
-        upd = await parse(StalenessUpdate, request)
+        upd = await parse(StalenessUpdate, request, self.limits.default)
         await self.set_max_policy_lag(upd.max_policy_lag)
         return json_response({"maxPolicyLag": self.core.s.max_policy_lag})
 
@@ -339,8 +375,9 @@ class CoordinatorServer:
         return json_response(self.core.snapshot())
 
     async def restore(self, request: web.Request) -> web.Response:
+        body = await read_body(request, self.limits.restore)
         try:
-            snap = await request.json()
+            snap = json.loads(body)
             self.core.restore(snap)
         except (ValueError, KeyError, TypeError) as exc:
             raise HTTPProblem(422, f"not a coordinator snapshot: {exc}", "body") from exc
@@ -434,7 +471,8 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
         ),
         dataset,
     )
-    server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path))
+    server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path,
+                                                    mean_prompt_tokens=spec.generation.prompt_tokens))
     server.dataset_spec = spec.dataset
     if error is not None:
         server.fail_data(error)

@@ -51,6 +51,7 @@ from hexrl_workers.httpcommon import (
     json_response,
     parse,
 )
+from hexrl_workers.limits import SMALL_BODY
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import HolderAnnouncement, WeightManifest
 from hexrl_workers.statusserver import Readiness, readiness_response
@@ -136,7 +137,8 @@ class WeightServer:
     # ------------------------------------------------------------------------------------- handlers
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[error_middleware(), auth_middleware(self.s.credentials)])
+        app = web.Application(middlewares=[error_middleware(), auth_middleware(self.s.credentials)],
+                              client_max_size=SMALL_BODY)  # nothing is uploaded here: only announcements
         app.router.add_get("/v1/weights/latest", self.get_latest)
         app.router.add_get("/v1/weights/{v}/manifest", self.get_manifest)
         app.router.add_get("/v1/weights/{v}/blob", self.get_blob)
@@ -235,7 +237,7 @@ class WeightServer:
         caller's own address, over plain http (clients send their bearer token to whatever relay the origin
         names, so an announcement of somebody else's URL would collect it), and only for a version this
         origin still serves; at most `max_holders` relays per version."""
-        ann = await parse(HolderAnnouncement, request)
+        ann = await parse(HolderAnnouncement, request, SMALL_BODY)
         self.prune_holders()
         v = ann.version
         url = urlsplit(ann.url)
