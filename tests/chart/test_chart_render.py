@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from chartlib import CHART, ROOT, by_kind, run, tool_env
+from chartlib import CHART, ROOT, VENV_BIN, by_kind, run, tool_env
 
 from hexrl.devcluster.tools import support_file
 from hexrl.k8s.render import render_priority_classes
@@ -252,9 +252,15 @@ def test_rbac_for_one_namespace_splits_without_losing_or_adding(render: Any) -> 
 
 
 def test_priority_classes_equal_the_operators(render: Any) -> None:
+    """The chart's PriorityClasses are those the operator names and a cluster without the chart gets from
+    `hexrl crds print --priority-classes` (with the CRD, one list: bootstrap.install_documents)."""
     objs = render(extra=["--kube-version", KUBE_VERSION])
     ours = {o["metadata"]["name"]: o for o in by_kind(objs, "PriorityClass")}
     theirs = {o["metadata"]["name"]: o for o in render_priority_classes(OperatorSettings())}
+    printed = run([VENV_BIN / "hexrl", "crds", "print", "--priority-classes"]).stdout
+    docs = [d for d in yaml.safe_load_all(printed) if d]
+    assert [d["kind"] for d in docs] == ["CustomResourceDefinition", "PriorityClass", "PriorityClass", "PriorityClass"]
+    assert {d["metadata"]["name"]: d["value"] for d in docs[1:]} == {n: pc["value"] for n, pc in theirs.items()}
     assert set(ours) == set(theirs)
     for name, pc in theirs.items():
         assert ours[name]["value"] == pc["value"], name
