@@ -126,7 +126,7 @@ def test_2000_pools_are_refused_before_planning(tmp_path: Path) -> None:
     doc = {"apiVersion": "hexrl.dev/v1alpha1", "kind": "ClusterInventory", "pools": pools}
     result = invoke(command_for(_with_body(tmp_path, "pools.yaml", yaml.safe_dump(doc)), "inventory"))
     assert result.exit_code == EXIT_BAD_INPUT, result.output
-    assert "2,000 pools" in result.output and "at most 128" in result.output, result.output
+    assert "2,000 node pools" in result.output and "at most 32" in result.output, result.output
 
 
 def test_an_integer_of_5000_digits_is_refused(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ def test_the_planner_itself_refuses_a_cluster_beyond_its_limits() -> None:
     spec = RLJob.model_validate(yaml.safe_load(JOB.read_text())).spec
     result = plan(spec, cluster)
     assert isinstance(result, Infeasible) and result.reason == reasons.PROBLEM_TOO_LARGE, result
-    assert f"{DEFAULT_LIMITS.max_pools + 1:,} pools" in result.message
+    assert f"{DEFAULT_LIMITS.max_pools + 1:,} node pools" in result.message
     job_7b = RLJob.model_validate(yaml.safe_load((ROOT / "manifests/examples/rljob-7b.yaml").read_text())).spec
     first = plan(job_7b, parse_inventory(yaml.safe_load((ROOT / "manifests/clusters/h800-h20.yaml").read_text())))
     assert not isinstance(first, Infeasible), first

@@ -27,7 +27,7 @@ EXIT_INFEASIBLE = 3
 
 MAX_FILE_BYTES = 8 * 1024 * 1024
 """Largest input file read, bytes (8 MiB). An RLJob is a few KiB and an inventory of the largest problem the planner
-accepts (sched.limits: 128 pools) under 100 KiB; 8 MiB leaves room for comments and generated files while keeping
+accepts (sched.limits: 32 pools) under 10 KiB; 8 MiB leaves room for comments and generated files while keeping
 the parse to seconds and the memory bounded (a 50 MB inventory took 40 s; /dev/zero never ended)."""
 MAX_DEPTH = 32
 """Deepest nesting of mappings and lists. hexrl's files nest at most 6 deep; PyYAML builds objects recursively and

@@ -1,10 +1,13 @@
-"""Problem-size limits of the planner: how large a cluster and a batch it plans, checked before any MILP is built.
+"""Problem-size limits of the planner: how large a cluster it plans, checked before any MILP is built.
 
-Beyond these the planner's MILPs grow past what it solves in seconds (measured on 2 cores: 128 pools of 2 nodes in
-~4 s, 128 pools with 10,000 nodes in all in ~30 s; 300 pools took minutes), so a larger input gets a sentence
-naming the limit instead of a run of minutes. The limits fit an honest large cluster: node pools are GPU type ×
-zone × capacity type, rarely more than a few dozen. The size of a training step (promptsPerStep × groupSize) is
-limited in the RLJob itself (`hexrl.api.models.MAX_SAMPLES_PER_STEP`), where the API server enforces it too.
+The planner's time grows with the number of pools (options per pool, weight-sync rows per pair of pools, one
+homogeneous baseline per GPU type) and, with many pools, with the nodes in them. Measured with `hexrl plan` (1.5B job,
+$180/h, baselines on, 2 shared cores; wall / CPU seconds): 32 pools × 312 nodes (9,984) 5.8 / 5.1; 32 × 128 15.6 /
+5.9 (under load); 16 × 256 5.8 / 2.8; 8 × 1,250 1.2 / 1.0; but 64 × 32 22.7 / 15.1, 128 × 16 50.9 / 16.0, 300 × 2
+34 s, and 2,000 pools did not finish in 60 s. So a larger input gets a sentence naming the limit instead of a run
+of minutes. The limits fit an honest large cluster: a pool is a GPU type × zone × capacity type, and 10,000 nodes is
+80,000 GPUs at 8 per node. The size of a training step (promptsPerStep × groupSize) is limited in the RLJob itself
+(`hexrl.api.models.MAX_SAMPLES_PER_STEP`), where the API server enforces it too.
 """
 
 from __future__ import annotations
@@ -18,11 +21,11 @@ __all__ = ["DEFAULT_LIMITS", "ProblemLimits", "cluster_problem"]
 class ProblemLimits:
     """The largest problem the planner takes."""
 
-    max_pools: int = 128
-    """Node pools in one inventory or cluster snapshot; the MILP has options per pool and weight-sync rows per pair
-    of pools."""
+    max_pools: int = 32
+    """Node pools in one inventory or cluster snapshot (the module doc has the measurements behind 32)."""
     max_nodes: int = 10_000
-    """Nodes in all pools together; the placement walks every node."""
+    """Nodes in all pools together; the placement walks every node and the node pools' capacities bound the MILP's
+    integer ranges."""
 
 
 DEFAULT_LIMITS = ProblemLimits()
@@ -32,12 +35,12 @@ def cluster_problem(pools: int, nodes: int, limits: ProblemLimits = DEFAULT_LIMI
     """What is too large about a cluster of `pools` pools and `nodes` nodes (one sentence), or None when it fits."""
     if pools > limits.max_pools:
         return (
-            f"the inventory has {pools:,} pools; hexrl plans at most {limits.max_pools:,} (merge pools that share "
+            f"the cluster has {pools:,} node pools; hexrl plans at most {limits.max_pools:,} (merge pools that share "
             "a GPU type, zone and capacity type, or plan a part of the cluster)"
         )
     if nodes > limits.max_nodes:
         return (
-            f"the inventory has {nodes:,} nodes in all; hexrl plans at most {limits.max_nodes:,} (list only the "
+            f"the cluster has {nodes:,} nodes in all; hexrl plans at most {limits.max_nodes:,} (list only the "
             "pools the job may use)"
         )
     return None
