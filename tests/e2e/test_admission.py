@@ -273,6 +273,14 @@ def test_configmaps_in_kube_system_and_foreign_secrets_cannot_be_taken_over(inst
     assert stored["data"] == {"k": "v"} and "hexrl.dev/job" not in (stored["metadata"].get("labels") or {})
 
 
+@pytest.mark.parametrize("spec", [{"type": "NodePort"}, {"type": "LoadBalancer"}, {"externalIPs": ["10.0.0.9"]}],
+                         ids=["nodeport", "loadbalancer", "externalips"])
+def test_services_that_expose_or_intercept_are_refused(installed: Operator, spec: dict[str, Any]) -> None:
+    svc = {"apiVersion": "v1", "kind": "Service", "metadata": _child_meta("exposed", JOBS_NS),
+           "spec": {"selector": {"app": "tenant-db"}, "ports": [{"port": 5432}], **spec}}
+    by_policy(installed.apply(svc, "--dry-run=server"), "ClusterIP")
+
+
 def test_priority_classes_and_other_kinds_are_refused(installed: Operator, devcluster: DevCluster) -> None:
     pc = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "adm-preempt-all"},
           "value": 1_000_000_000, "preemptionPolicy": "PreemptLowerPriority"}
