@@ -236,6 +236,9 @@ class CoordinatorServer:
                 dropped += 1
                 self._count_invalid(exc)
                 log.info("dropped trajectory from %s: %s", body.worker_id or traj.worker_id, exc)
+            # Checking a long sample (every token id and log-prob) takes a while: let the other requests
+            # (probes, the trainer's batch) in between samples instead of after the whole push.
+            await asyncio.sleep(0)
         partials = 0
         for part in body.partials:
             try:
