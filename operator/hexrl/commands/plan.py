@@ -1,7 +1,7 @@
 """Plan an RLJob on a cluster inventory: where rollout and training run, predicted throughput and cost.
 
-Exit status: 0 a feasible plan; 1 bad input (the message names the file, the field and what to do); 2 usage (an
-unknown option); 3 infeasible (the reason says what to change).
+Exit status: 0 a feasible plan; 1 bad input (the message names the file, the field and what to do);
+2 usage (an unknown option); 3 infeasible (the reason says what to change).
 """
 
 from __future__ import annotations
