@@ -17,7 +17,14 @@ from workers_builders import CREDENTIALS, TOKENS, auth, tiny_spec
 
 from hexrl_workers.client import CoordinatorClient, split_by_group
 from hexrl_workers.coordinator.server import ThreadedCoordinator, build_coordinator
-from hexrl_workers.limits import SMALL_BODY, BufferLimits, body_limits, sample_bytes, spec_body_limits
+from hexrl_workers.limits import (
+    SMALL_BODY,
+    BufferLimits,
+    body_limits,
+    sample_bytes,
+    spec_body_limits,
+    spec_buffer_limits,
+)
 from hexrl_workers.protocol import PartialResponse, Trajectory, TrajectoryBatchIn
 from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
 
@@ -40,6 +47,14 @@ def test_limits_follow_the_spec():
     assert longer == 8 * 4096 * 48  # each response token of each sample adds its bound
     spec = tiny_spec(**{"algorithm.groupSize": 4, "generation.maxNewTokens": 100})
     assert spec_body_limits(spec) == body_limits(4, 100, spec.generation.prompt_tokens)
+
+
+def test_the_buffer_takes_half_the_coordinators_memory_limit():
+    assert spec_buffer_limits(tiny_spec()).max_bytes == 256 << 20  # the tiny job's limit: 512Mi
+    assert spec_buffer_limits(tiny_spec(**{"resources.coordinator": {"requests": {"memory": "1Gi"}}})).max_bytes \
+        == 2 << 30  # no limit given: 4 x the request, as rendered
+    server = build_coordinator(tiny_spec(), CREDENTIALS)
+    assert server.settings.buffer.max_bytes == 256 << 20 and server.limits.restore == (256 << 20) + (64 << 20)
 
 
 def _raw_post(url: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:

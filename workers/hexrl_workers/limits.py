@@ -8,8 +8,8 @@ the bytes read pass the limit (chunked). Everything else the coordinator and the
 small (`SMALL_BODY`), except a checkpoint's restore, which carries the buffer (`restore`).
 
 The buffer is bounded in trajectories (from the staleness gate: what η lets be in flight, twice over) and
-in bytes (`BufferLimits.max_bytes`, counted with `sample_bytes`, an upper bound of what a sample costs in
-memory); a push that would pass either is refused with 429 and Retry-After unless it completes a group
+in bytes (`BufferLimits.max_bytes`: half the coordinator's memory limit from the spec, counted with
+`sample_bytes`, an upper bound of what a sample costs in memory); a push that would pass either is refused with 429 and Retry-After unless it completes a group
 (completed groups are what the trainer drains: refusing them could wedge the job). The client keeps the
 push and retries, so nothing is lost.
 """
@@ -17,8 +17,10 @@ push and retries, so nothing is lost.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 
 from hexrl.api.models import RLJobSpec
+from hexrl.api.quantity import parse_quantity
 
 BYTES_PER_TOKEN_ENTRY = 48
 """JSON bytes of one response token at most, in the compact JSON the workers send: an id (≤ 7 digits: a
@@ -39,7 +41,10 @@ BYTES_PER_TOKEN_IN_MEMORY = 80
 """What one response token costs the coordinator once parsed (a Python int, float and version in three
 lists: 28 + 24 + 8 bytes of objects plus 3 list slots), an upper bound used for the buffer's bytes."""
 DEFAULT_BUFFER_BYTES = 1 << 30
-"""The buffer's byte budget by default (the coordinator pod's memory request is 2 GiB by default)."""
+"""The buffer's byte budget when no spec says otherwise (tests, benchmarks)."""
+BUFFER_MEMORY_SHARE = 0.5
+"""Share of the coordinator's memory limit (spec.resources.coordinator) the buffer may take; the rest is
+the process itself (~60 MiB) and the push being parsed (several times its body)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,13 @@ def body_limits(group_size: int, max_new_tokens: int, mean_prompt_tokens: int,
     # ids of every trained prompt (a few bytes each); 64 MiB covers millions of those.
     restore = buffer.max_bytes + (64 << 20)
     return BodyLimits(trajectories=trajectories, per_push=per_push, restore=restore)
+
+
+def spec_buffer_limits(spec: RLJobSpec) -> BufferLimits:
+    """The buffer's bounds for a job: `BUFFER_MEMORY_SHARE` of the coordinator container's memory limit (as
+    rendered: an unset limit is 4 times the request)."""
+    memory = spec.resources.coordinator.container_resources()["limits"]["memory"]
+    return BufferLimits(max_bytes=int(parse_quantity(memory) * Decimal(BUFFER_MEMORY_SHARE)))
 
 
 def spec_body_limits(spec: RLJobSpec, buffer: BufferLimits | None = None) -> BodyLimits:

@@ -64,7 +64,7 @@ from hexrl_workers.httpcommon import (
     parse,
     read_body,
 )
-from hexrl_workers.limits import BodyLimits, BufferLimits, body_limits, sample_bytes
+from hexrl_workers.limits import BodyLimits, BufferLimits, body_limits, sample_bytes, spec_buffer_limits
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import (
     BatchRequest,
@@ -475,7 +475,8 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
         dataset,
     )
     server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path,
-                                                    mean_prompt_tokens=spec.generation.prompt_tokens))
+                                                    mean_prompt_tokens=spec.generation.prompt_tokens,
+                                                    buffer=spec_buffer_limits(spec)))
     server.dataset_spec = spec.dataset
     if error is not None:
         server.fail_data(error)
