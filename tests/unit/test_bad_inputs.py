@@ -178,3 +178,11 @@ def test_the_planner_itself_refuses_a_cluster_beyond_its_limits() -> None:
     assert not isinstance(first, Infeasible), first
     again = replan(first, cluster, job_7b)
     assert isinstance(again, Infeasible) and again.reason == reasons.PROBLEM_TOO_LARGE
+
+
+def test_a_gpu_catalog_in_the_environment_nested_deeply_is_a_sentence() -> None:
+    """The operator's HEXRL_OPERATOR_GPU_CATALOG (JSON) nested 50,000 deep was a RecursionError traceback."""
+    result = CliRunner().invoke(app, ["operator"], env={"HEXRL_OPERATOR_GPU_CATALOG": "[" * 50_000 + "]" * 50_000})
+    assert result.exit_code == EXIT_BAD_INPUT, result.output
+    assert "HEXRL_OPERATOR_GPU_CATALOG is not valid" in result.output and "nested too deeply" in result.output
+    assert not isinstance(result.exception, RecursionError)

@@ -284,5 +284,7 @@ def _parse(key: str, raw: str, default: Any, name: str) -> Any:
         if isinstance(default, tuple):
             return tuple(p.strip() for p in raw.split(",") if p.strip())
         return raw or None if default is None else raw
+    except RecursionError:  # JSON nested thousands deep (json.loads recurses): a sentence, not a traceback
+        raise ValueError(f"{key} is not valid: its JSON is nested too deeply; give a JSON object") from None
     except (ValueError, json.JSONDecodeError) as exc:
         raise ValueError(f"{key}={raw!r} is not valid: {exc}") from exc
