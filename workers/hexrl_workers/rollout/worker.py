@@ -193,7 +193,10 @@ class RolloutWorker:
                     break
                 continue
             out = self.process(resp.items)
-            self.coord.push(out)
+            try:
+                self.coord.push(out)
+            except CoordinatorError as exc:  # e.g. 413: a sample over the job's limits; its lease runs out
+                log.error("coordinator refused the results of %d item(s): %s", len(resp.items), exc)
             self.items_done += len(resp.items)
             if out.partials:
                 log.info("stopping: handed %d partial responses to the coordinator", len(out.partials))
