@@ -1,11 +1,11 @@
 """Problem-size limits of the planner: how large a cluster it plans, checked before any MILP is built.
 
 The planner's time grows with the number of pools (options per pool, weight-sync rows per pair of pools, one
-homogeneous baseline per GPU type) and, with many pools, with the nodes in them. Measured with `hexrl plan` (1.5B job,
-$180/h, baselines on, 2 shared cores; wall / CPU seconds): 32 pools × 312 nodes (9,984) 5.8 / 5.1; 32 × 128 15.6 /
-5.9 (under load); 16 × 256 5.8 / 2.8; 8 × 1,250 1.2 / 1.0; but 64 × 32 22.7 / 15.1, 128 × 16 50.9 / 16.0, 300 × 2
-34 s, and 2,000 pools did not finish in 60 s. So a larger input gets a sentence naming the limit instead of a run
-of minutes. The limits fit an honest large cluster: a pool is a GPU type × zone × capacity type, and 10,000 nodes is
+homogeneous baseline per GPU type) and, with many pools, with the nodes in them. Measured with `hexrl plan` (baselines
+on, 2 shared cores; wall / CPU seconds; 1.5B job at $180/h unless said): 32 pools × 312 nodes (9,984) 5.2 / 4.7 (7B
+job at $240/h: 6.1 / 5.8); 32 × 64 4.9 / 4.5; 16 × 256 5.8 / 2.8; 8 × 1,250 1.2 / 1.0; but 64 × 32 22.7 / 15.1,
+128 × 16 50.9 / 16.0, 300 × 2 34 s, and 2,000 pools did not finish in 60 s. So a larger input gets a sentence naming
+the limit instead of a run of minutes. The limits fit an honest large cluster: a pool is a GPU type × zone × capacity type, and 10,000 nodes is
 80,000 GPUs at 8 per node. The size of a training step (promptsPerStep × groupSize) is limited in the RLJob itself
 (`hexrl.api.models.MAX_SAMPLES_PER_STEP`), where the API server enforces it too.
 """
