@@ -46,7 +46,7 @@ def test_limits_follow_the_spec():
     longer = body_limits(8, 8192, 5).trajectories - body_limits(8, 4096, 5).trajectories
     assert longer == 8 * 4096 * 48  # each response token of each sample adds its bound
     spec = tiny_spec(**{"algorithm.groupSize": 4, "generation.maxNewTokens": 100})
-    assert spec_body_limits(spec) == body_limits(4, 100, spec.generation.prompt_tokens)
+    assert spec_body_limits(spec) == body_limits(4, 100, spec.generation.prompt_tokens, spec_buffer_limits(spec))
 
 
 def test_the_buffer_takes_half_the_coordinators_memory_limit():
@@ -55,6 +55,7 @@ def test_the_buffer_takes_half_the_coordinators_memory_limit():
         == 2 << 30  # no limit given: 4 x the request, as rendered
     server = build_coordinator(tiny_spec(), CREDENTIALS)
     assert server.settings.buffer.max_bytes == 256 << 20 and server.limits.restore == (256 << 20) + (64 << 20)
+    assert server.limits == spec_body_limits(tiny_spec())
 
 
 def _raw_post(url: str, path: str, headers: dict[str, str], body: bytes = b"") -> bytes:

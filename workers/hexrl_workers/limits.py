@@ -106,9 +106,10 @@ def spec_buffer_limits(spec: RLJobSpec) -> BufferLimits:
     return BufferLimits(max_bytes=int(parse_quantity(memory) * Decimal(BUFFER_MEMORY_SHARE)))
 
 
-def spec_body_limits(spec: RLJobSpec, buffer: BufferLimits | None = None) -> BodyLimits:
+def spec_body_limits(spec: RLJobSpec) -> BodyLimits:
+    """The body limits of a job's coordinator (what `build_coordinator` serves with)."""
     g = spec.generation
-    return body_limits(spec.algorithm.group_size, g.max_new_tokens, g.prompt_tokens, buffer)
+    return body_limits(spec.algorithm.group_size, g.max_new_tokens, g.prompt_tokens, spec_buffer_limits(spec))
 
 
 def sample_bytes(prompt_tokens: int, tokens: int) -> int:
