@@ -166,3 +166,30 @@ def _numbers(tree: Any) -> list[float]:
         elif isinstance(node, int | float) and not isinstance(node, bool):
             out.append(float(node))
     return out
+
+
+@FUZZ
+@given(rows=st.lists(st.fixed_dictionaries({"time": values, "pool": st.sampled_from(["l4-spot", "h100-ondemand", "x"])},
+                                           optional={"node": scalars, "event": st.sampled_from(["preempt", "return", "x"])}),
+                     max_size=5),
+       as_csv=st.booleans())
+def test_a_trace_parses_or_is_refused_with_exit_1(tmp_path: Path, rows: list[dict[str, Any]], as_csv: bool) -> None:
+    """`hexrl simulate --trace`: events, or the command's own clear exit (status 1) — never another exception."""
+    import typer
+
+    from hexrl.commands.simulate import _load_trace
+    from hexrl.sched import parse_inventory
+
+    cluster = parse_inventory(GOOD_INVENTORY)
+    if as_csv:
+        text = "time,pool,node,event\n" + "".join(
+            f"{r['time']},{r['pool']},{r.get('node', '')},{r.get('event', '')}\n" for r in rows)
+        path = _write(tmp_path, "trace.csv", text)
+    else:
+        path = _write(tmp_path, "trace.yaml", _dump({"events": rows}))
+    try:
+        events = _load_trace(path, cluster)
+    except typer.Exit as exc:
+        assert exc.exit_code == 1
+        return
+    assert all(math.isfinite(e.time_s) and e.time_s >= 0 for e in events)
