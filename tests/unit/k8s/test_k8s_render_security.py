@@ -40,7 +40,7 @@ def _children(job: render.JobRef = JOB, sp: RLJobSpec | None = None,
     sp = sp or _spec()
     snap = build_cluster([node_view(n, settings) for n in hetero_nodes()], [], None, settings)
     static = render.render_static(job, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0},
-                                  "t", settings)
+                                  {"trainer": "t", "rollout": "r", "operator": "o"}, settings)
     trainer = render.render_trainer_pods(job, sp, plan, snap, 0, settings)
     rollout = [render.render_rollout_pod(job, sp, s, 0, snap, settings) for s in render.rollout_slots(plan)]
     return static + trainer + rollout
@@ -226,3 +226,27 @@ def test_new_kinds_have_api_paths():
         "/api/v1/namespaces/research/serviceaccounts/math-workers"
     assert object_path("networking.k8s.io/v1", "NetworkPolicy", "math", "research") == \
         "/apis/networking.k8s.io/v1/namespaces/research/networkpolicies/math"
+
+
+def test_the_operator_writes_them_in_a_round_before_the_other_children():
+    """A reconcile pass applies the ServiceAccount and NetworkPolicy first, on their own, then the rest (the
+    coordinator Deployment among them), then the pods; a second pass with nothing changed writes neither."""
+    from test_k8s_reconcile import World
+
+    w = World()
+    rounds: list[list[str]] = []
+    apply_all = w.rec._apply_all
+
+    def recorded(objs: list[dict[str, Any]], mem: Any) -> int:
+        rounds.append(sorted(o["kind"] for o in objs))
+        return apply_all(objs, mem)
+
+    w.rec._apply_all = recorded  # type: ignore[method-assign]
+    w.pass_()
+    assert rounds[0] == ["NetworkPolicy", "ServiceAccount"]
+    assert "Deployment" in rounds[1] and not set(render.FIRST_KINDS) & set(rounds[1])
+    assert ("ServiceAccount", "default", "math-workers") in w.api.objects
+    assert ("NetworkPolicy", "default", "math") in w.api.objects
+    w.sync()
+    w.pass_()
+    assert not [k for k, _, _ in w.api.writes if k in render.FIRST_KINDS]
