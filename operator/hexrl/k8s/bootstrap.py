@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import yaml
@@ -62,7 +63,7 @@ def prepare(api: KubeApi, settings: OperatorSettings) -> list[str]:
     _step(done, f"applied the RLJob CRD {CRD_NAME}", ns, lambda: _rljob_crd(api))
     for doc in install_documents(settings):
         if doc["kind"] == "PriorityClass":  # (the CRD is the step above: it is also brought up to date)
-            _step(done, f"created PriorityClass {doc['metadata']['name']}", ns, lambda d=doc: _create_if_missing(api, d))
+            _step(done, f"created PriorityClass {doc['metadata']['name']}", ns, partial(_create_if_missing, api, doc))
     _step(done, f"created namespace {ns}", ns, lambda: _create_if_missing(api, _namespace(ns)))
     if settings.peering and not settings.standalone:
         for doc in peering_crds():
