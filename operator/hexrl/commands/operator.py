@@ -30,8 +30,8 @@ def operator_command(
     ),
     prepare: bool | None = typer.Option(
         None, "--prepare/--no-prepare",
-        help="Create what a fresh cluster lacks before starting: the RLJob CRD (also updated), the namespace of the "
-             "key Secret (hexrl-system) and, with --peering, kopf's peering CRDs and object. Default: on when not "
+        help="Create what a fresh cluster lacks before starting: the RLJob CRD (also updated), hexrl's PriorityClasses "
+             "(the operator itself may only read them), the namespace of the key Secret (hexrl-system) and, with --peering, kopf's peering CRDs and object. Default: on when not "
              "running in a pod (a developer's `hexrl operator --kubeconfig …`), off in a pod (the chart installs them).",
     ),
     gpu_catalog: Path | None = typer.Option(
