@@ -391,3 +391,17 @@ def test_the_operator_under_the_policy_creates_every_child(installed: Operator, 
              f"the RLJob to be deleted (operator log {host_operator})")
     log = host_operator.read_text()
     assert "ValidatingAdmissionPolicy" not in log, log[-3000:]  # nothing the operator renders was refused
+
+
+def test_the_operator_cannot_make_its_missing_priority_classes(installed: Operator) -> None:
+    """Under its own identity the operator cannot create a PriorityClass, not even through `--prepare`: it
+    refuses to start with one sentence naming what an admin installs."""
+    env = {**os.environ, "HEXRL_OPERATOR_KEY_NAMESPACE": RELEASE_NS, "HEXRL_OPERATOR_PRIORITY_CLASS_PREFIX": "adm-none"}
+    proc = subprocess.run([HEXRL, "operator", "--kubeconfig", str(installed.kubeconfig), "--namespace", JOBS_NS,
+                           "--standalone", "--metrics-port", "0", "--health-port", "0"],
+                          capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "PriorityClass adm-none-trainer: 403" in proc.stderr, proc.stderr
+    assert "hexrl crds print --priority-classes | kubectl apply -f -" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert installed.kubectl("get", "priorityclass", "adm-none-trainer").returncode != 0
