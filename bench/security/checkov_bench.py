@@ -45,8 +45,11 @@ class Findings:
     """One target's checkov result."""
 
     target: str
+    """`chart` or `job-tiny`."""
     passed: int = 0
+    """Passed checks, counted per object."""
     failed: int = 0
+    """Failed checks, counted per object."""
     failing: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     """check id -> `Kind.namespace.name` of each flagged object."""
     names: dict[str, str] = field(default_factory=dict)
