@@ -130,6 +130,7 @@ def installed(devcluster: DevCluster, tmp_path_factory: pytest.TempPathFactory) 
                                check=False)
         for ns in (JOBS_NS, OTHER_NS, RELEASE_NS):
             devcluster.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        devcluster.kubectl("delete", "configmap", "adm-victim", "-n", "kube-system", "--ignore-not-found", check=False)
         devcluster.kubectl("delete", "--ignore-not-found", "--wait=false", "-f", "-", check=False,
                            input=yaml.safe_dump_all(o for o in objs if o["kind"] != "PriorityClass"
                                                     and o["metadata"].get("namespace") != RELEASE_NS))
