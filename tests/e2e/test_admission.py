@@ -282,6 +282,21 @@ def test_services_that_expose_or_intercept_are_refused(installed: Operator, spec
     by_policy(installed.apply(svc, "--dry-run=server"), "ClusterIP")
 
 
+def test_rljobs_cannot_be_created_or_changed(installed: Operator, devcluster: DevCluster) -> None:
+    """A tenant's RLJob with another image would have the operator run that image on the tenant's data."""
+    job = rljob("tenant-job", namespace=OTHER_NS, model__source={"uri": "s3://models/qwen2.5-1.5b-instruct"},
+                placement__gpuTypes=["H100", "L4"], budget__maxCostPerHour=20)
+    denied(installed.apply(job, "--dry-run=server"), "Forbidden")  # RBAC: no create (the policy refuses it too)
+    devcluster.kubectl("apply", "-f", "-", input=json.dumps(job))  # (no operator watches adm-other)
+    changed = json.dumps({"spec": {"images": {"rollout": "attacker.example/miner:1"}}})
+    by_policy(installed.kubectl("patch", "rlj", "tenant-job", "-n", OTHER_NS, "--type=merge", "-p", changed),
+              "changes their spec")
+    # Its metadata (kopf's finalizer and annotations) stays writable.
+    note = json.dumps({"metadata": {"annotations": {"hexrl.dev/probe": "1"}}})
+    ok = installed.kubectl("patch", "rlj", "tenant-job", "-n", OTHER_NS, "--type=merge", "-p", note)
+    assert ok.returncode == 0, ok.stderr
+
+
 def test_priority_classes_and_other_kinds_are_refused(installed: Operator, devcluster: DevCluster) -> None:
     pc = {"apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass", "metadata": {"name": "adm-preempt-all"},
           "value": 1_000_000_000, "preemptionPolicy": "PreemptLowerPriority"}
