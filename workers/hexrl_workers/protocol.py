@@ -149,11 +149,33 @@ class PartialResponse(Msg):
         return self
 
 
+DiscardReason = Literal["prompt-too-long", "reward-error", "reward-not-finite", "reward-timeout"]
+"""Why a rollout worker gives up on a whole group: a prompt longer than the job allows cannot be generated
+from, and a reward that raised, timed out or returned NaN/∞ cannot be trained on."""
+
+
+class DiscardedSample(Msg):
+    """A sample the rollout worker cannot turn into a trajectory. The coordinator abandons the sample's whole
+    group (its other samples are void too: a GRPO group's advantages need every member's reward), counts it
+    by `reason` and does not queue the prompt again (the same prompt would fail the same way)."""
+
+    item_id: int = Field(..., ge=0)
+    epoch: int = Field(0, ge=0)
+    group_id: int = Field(..., ge=0)
+    sample_index: int = Field(..., ge=0)
+    prompt_id: int = Field(..., ge=0)
+    reason: DiscardReason
+    detail: str = Field("", max_length=2000, description="One sentence for the coordinator's log.")
+
+
 class TrajectoryBatchIn(Msg):
     """Rollout → coordinator: finished trajectories and/or partials (one POST, many records)."""
 
     trajectories: list[Trajectory] = Field(default_factory=list)
     partials: list[PartialResponse] = Field(default_factory=list)
+    discarded: list[DiscardedSample] = Field(
+        default_factory=list, description="Samples given up on (their groups are abandoned, see DiscardedSample)."
+    )
     worker_id: str = ""
     released_item_ids: list[int] = Field(
         default_factory=list, description="Items the worker gives back untouched (e.g. stopping before starting)."
@@ -217,6 +239,9 @@ class Progress(Msg):
     )
     initial_reward: float | None = Field(None, description="Mean reward of the first trained batch.")
     dropped_stale: int = 0
+    discarded_groups: dict[str, int] = Field(
+        default_factory=dict, description="Groups abandoned by a rollout worker, by DiscardReason."
+    )
     partials_migrated: int = 0
     dataset_exhausted: bool = False
     done: bool = False

@@ -39,6 +39,7 @@ from typing import Any
 from hexrl_workers.limits import sample_bytes
 from hexrl_workers.protocol import (
     Batch,
+    DiscardedSample,
     PartialResponse,
     Prompt,
     SampleSpec,
@@ -171,6 +172,8 @@ class CoordinatorCore:
         self.trained_samples = 0
         self.trained_prompt_ids: list[int] = []
         self.dropped_stale = 0
+        self.discarded_groups: dict[str, int] = {}
+        """Groups abandoned by rollout workers, by reason (`DiscardedSample`)."""
         self.partials_received = 0
         self.partials_migrated = 0
         self.trajectories_received = 0
@@ -320,6 +323,26 @@ class CoordinatorCore:
         self.continuations.append((part.group_id, spec))
         self.partials_received += 1
 
+    def discard(self, d: DiscardedSample) -> None:
+        """A worker gives up on a sample: its whole group is abandoned and counted, never trained on.
+
+        The group's other leases are void (their results are refused as not outstanding), its queued
+        continuations are skipped by `dispatch`, and N_r gives back the group's G admissions, so the gate
+        admits a fresh prompt in its place. The prompt itself is not queued again: what made this sample
+        fail (its length, the reward on its answer) would fail the next try the same way."""
+        lease = self._check_result(d.item_id, d.epoch, d.group_id, d.sample_index)
+        grp = self.groups.get(d.group_id)
+        if grp is None or grp.prompt.prompt_id != d.prompt_id:
+            raise RejectedError(f"promptId {d.prompt_id} does not belong to group {d.group_id}")
+        self._release_sample(lease, d.sample_index)
+        for other in [x for x in self.leases.values() if x.group_id == d.group_id]:
+            del self.leases[other.item_id]
+        del self.groups[d.group_id]
+        if d.group_id in self.ready:
+            self.ready.remove(d.group_id)
+        self.n_requested -= self.s.group_size
+        self.discarded_groups[d.reason] = self.discarded_groups.get(d.reason, 0) + 1
+
     def release(self, item_id: int) -> None:
         """A worker gives an item back untouched: its outstanding samples go to the next worker."""
         lease = self.leases.pop(item_id, None)
@@ -439,6 +462,7 @@ class CoordinatorCore:
             "trainedSamples": self.trained_samples,
             "trainedPromptIds": list(self.trained_prompt_ids),
             "initialReward": self.initial_reward,
+            "discardedGroups": dict(self.discarded_groups),
             "requeued": [p.wire() for p in self.requeued],
             "continuations": [{"groupId": g, "spec": s.wire()} for g, s in self.continuations] + [
                 {"groupId": x["groupId"], "spec": SampleSpec(sample_index=k).wire()}
@@ -480,6 +504,7 @@ class CoordinatorCore:
             "trained_samples": int(snap["trainedSamples"]),
             "trained_prompt_ids": [int(x) for x in snap.get("trainedPromptIds", [])],
             "initial_reward": _optional_float(snap.get("initialReward")),
+            "discarded_groups": {str(k): int(v) for k, v in dict(snap.get("discardedGroups") or {}).items()},
             "requeued": deque(Prompt.model_validate(p) for p in snap["requeued"]),
             "groups": groups,
             "continuations": deque(

@@ -250,6 +250,15 @@ class CoordinatorServer:
                 log.info("dropped partial from %s: %s", body.worker_id or part.worker_id, exc)
         for item_id in body.released_item_ids:
             self.core.release(item_id)
+        for d in body.discarded:
+            try:
+                self.core.discard(d)
+                self.metrics["hexrl_groups_discarded"].labels(d.reason).inc()
+                log.warning("group %d (prompt %d) abandoned by %s: %s%s", d.group_id, d.prompt_id,
+                            body.worker_id or "a rollout worker", d.reason, f" ({d.detail})" if d.detail else "")
+            except RejectedError as exc:
+                dropped += 1
+                log.info("ignored discard from %s: %s", body.worker_id, exc)
         self.metrics["hexrl_trajectories"].inc(accepted)
         self.metrics["hexrl_generated_tokens"].inc(gen_tokens)
         self.metrics["hexrl_partials_received"].inc(partials)
@@ -352,6 +361,7 @@ class CoordinatorServer:
             mean_reward=c.mean_reward,
             initial_reward=c.initial_reward,
             dropped_stale=c.dropped_stale,
+            discarded_groups=dict(c.discarded_groups),
             partials_migrated=c.partials_migrated,
             done=c.done,
             data_error=self.data_error,

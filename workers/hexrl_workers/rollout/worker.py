@@ -17,13 +17,21 @@ this is one HTTP call, well inside Kubernetes' default 30 s grace period.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
 
 from hexrl_workers.client import CoordinatorClient, CoordinatorError, CoordinatorUnavailable
 from hexrl_workers.metrics import Metrics
-from hexrl_workers.protocol import PartialResponse, Trajectory, TrajectoryBatchIn, WorkItem
+from hexrl_workers.protocol import (
+    DiscardedSample,
+    DiscardReason,
+    PartialResponse,
+    Trajectory,
+    TrajectoryBatchIn,
+    WorkItem,
+)
 from hexrl_workers.reward import RewardFn
 from hexrl_workers.rollout.engine import Engine, GenRequest, GenResult
 from hexrl_workers.statusserver import Readiness
@@ -121,15 +129,28 @@ class RolloutWorker:
                 where.append((item, spec.sample_index))
         return reqs, where
 
-    def _score(self, item: WorkItem, idx: int, ptoks: list[int], res: GenResult) -> Trajectory:
+    def _score(self, item: WorkItem, idx: int, ptoks: list[int], res: GenResult) -> Trajectory | DiscardedSample:
+        """The scored trajectory, or the sample discarded when its reward raised or is not a finite number
+        (never trained on: one NaN reward makes the loss NaN)."""
         text = self.tok.decode([t for t in res.tokens if t != self.engine_eos])
+        try:
+            reward = float(self.reward(text, item.prompt.answer, item.prompt.text))
+        except Exception as exc:  # a user's reward function may raise anything; the sample is dropped, counted
+            return self._discard(item, idx, "reward-error", f"{type(exc).__name__}: {exc}")
+        if not math.isfinite(reward):
+            return self._discard(item, idx, "reward-not-finite", f"the reward function returned {reward}")
         return Trajectory(
             item_id=item.item_id, epoch=item.epoch, group_id=item.group_id, group_size=item.group_size,
             sample_index=idx, prompt_id=item.prompt.prompt_id, prompt_tokens=ptoks, tokens=res.tokens,
-            logprobs=res.logprobs, versions=res.versions,
-            reward=float(self.reward(text, item.prompt.answer, item.prompt.text)),
+            logprobs=res.logprobs, versions=res.versions, reward=reward,
             worker_id=self.s.worker_id, finished=res.finished,
         )
+
+    def _discard(self, item: WorkItem, idx: int, reason: DiscardReason, detail: str) -> DiscardedSample:
+        self.metrics["hexrl_rollout_samples_discarded"].labels(reason).inc()
+        log.warning("prompt %d sample %d discarded (%s): %s", item.prompt.prompt_id, idx, reason, detail)
+        return DiscardedSample(item_id=item.item_id, epoch=item.epoch, group_id=item.group_id, sample_index=idx,
+                               prompt_id=item.prompt.prompt_id, reason=reason, detail=detail[:2000])
 
     @property
     def engine_eos(self) -> int:
@@ -152,7 +173,8 @@ class RolloutWorker:
                     versions=res.versions, worker_id=self.s.worker_id,
                 ))
             else:
-                out.trajectories.append(self._score(item, idx, req.prompt_tokens, res))
+                scored = self._score(item, idx, req.prompt_tokens, res)
+                (out.discarded if isinstance(scored, DiscardedSample) else out.trajectories).append(scored)
         return out
 
     # ---------------------------------------------------------------------------------------- loop
