@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hexrl.commands import cluster, crds, demo, operator, plan, run, simulate
+from hexrl.commands import cluster, crds, demo, operator, plan, run, simulate, tinymodel
 
 app = typer.Typer(
     name="hexrl",
@@ -25,6 +25,7 @@ app.command("operator", help=operator.__doc__)(operator.operator_command)
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(crds.app, name="crds")
 app.command("demo", help=demo.__doc__)(demo.demo_command)
+app.command("tiny-model", help=tinymodel.__doc__)(tinymodel.tiny_model_command)
 
 
 def main() -> None:
