@@ -57,7 +57,7 @@ class CodeTestSpec(_Model):
     )
 
 
-class _RewardFunction(_Model):
+class RewardFunctionSpec(_Model):
     """One reward function and its parameters (shared by the single reward and each term)."""
 
     function: str = Field(
@@ -124,13 +124,13 @@ class _RewardFunction(_Model):
         return 0.0
 
 
-class RewardTermSpec(_RewardFunction):
+class RewardTermSpec(RewardFunctionSpec):
     """One term of a weighted reward: weight × function(completion, answer, prompt)."""
 
     weight: float = Field(1.0, ge=-1000, le=1000, description="Factor of this term in the sum (may be negative).")
 
 
-class RewardSpec(_RewardFunction):
+class RewardSpec(RewardFunctionSpec):
     """The verifiable reward: one function, or the weighted sum of `terms`; each sample's reward runs with a
     timeout in a reward process (a sample whose reward raises, is not finite or overruns is dropped, counted)."""
 
@@ -192,6 +192,6 @@ class RewardSpec(_RewardFunction):
                     f"{'it' if len(top) == 1 else 'them'} inside each term"]
         return [p for k, t in enumerate(self.terms or []) for p in t.problems(f"reward.terms[{k}]")]
 
-    def functions(self) -> list[_RewardFunction]:
+    def functions(self) -> list[RewardFunctionSpec]:
         """The functions this reward runs: its terms, or itself."""
         return list(self.terms) if self.terms is not None else [self]

@@ -14,6 +14,7 @@ process creation instead, which holds for everyone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -120,10 +121,8 @@ def _run(work: Path, limits: SandboxLimits, deadline: float, mode: str, result_f
 
 
 def _kill_group(pgid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # nothing left in the group
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass  # nothing left in the group
 
 
 def _read_all(fd: int) -> str:
