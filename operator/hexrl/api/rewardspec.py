@@ -131,8 +131,9 @@ class RewardTermSpec(RewardFunctionSpec):
 
 
 class RewardSpec(RewardFunctionSpec):
-    """The verifiable reward: one function, or the weighted sum of `terms`; each sample's reward runs with a
-    timeout in a reward process (a sample whose reward raises, is not finite or overruns is dropped, counted)."""
+    """The verifiable reward: one function or a weighted sum of terms, run with a timeout in a reward process."""
+
+    # a sample whose reward raises, is not finite or overruns the timeout is dropped and counted, never trained on
 
     function: str | None = Field(  # type: ignore[assignment]  # None: math-answer, unless terms are set
         None, min_length=1, max_length=253,
