@@ -33,6 +33,8 @@ DEFAULT_REWARD = "math-answer"
 MAX_TERMS = 16
 """Most terms in a weighted reward (each runs for every sample)."""
 
+_TERMS_REPLACE = "reward.terms replaces reward.function, file, pattern and code: set them inside each term"
+_PATTERN_REQUIRED = "{where}.pattern is required by regex-match: give the regular expression to search for"
 _CALLABLE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _IDENTIFIER = re.compile(r"^[A-Za-z_]\w*$")
 
@@ -102,7 +104,7 @@ class RewardFunctionSpec(_Model):
         uses_pattern = self.file is None and self.function in PATTERN_REWARDS
         if self.pattern is None:
             if uses_pattern and self.function == "regex-match":
-                return f"{where}.pattern is required by regex-match: give the regular expression to search for"
+                return _PATTERN_REQUIRED.format(where=where)
             return None
         if not uses_pattern:
             return f"{where}.pattern is only used by {' and '.join(PATTERN_REWARDS)}; remove it"
@@ -161,11 +163,11 @@ class RewardSpec(RewardFunctionSpec):
         {
             "rule": "!has(self.terms) || (!has(self.function) && !has(self.file) && !has(self.pattern) "
             "&& !has(self.code))",
-            "message": "reward.terms replaces reward.function, file, pattern and code: set them inside each term",
+            "message": _TERMS_REPLACE,
         },
         {
             "rule": "!has(self.function) || has(self.file) || self.function != 'regex-match' || has(self.pattern)",
-            "message": "reward.pattern is required by regex-match: give the regular expression to search for",
+            "message": _PATTERN_REQUIRED.format(where="reward"),
         },
     ]
 
@@ -187,10 +189,8 @@ class RewardSpec(RewardFunctionSpec):
         return self
 
     def _terms_problems(self) -> list[str]:
-        top = {k for k in ("function", "file", "pattern", "code") if getattr(self, k) is not None}
-        if top:
-            return [f"reward.terms replaces reward.{', reward.'.join(sorted(top))}: set "
-                    f"{'it' if len(top) == 1 else 'them'} inside each term"]
+        if any(getattr(self, k) is not None for k in ("function", "file", "pattern", "code")):
+            return [_TERMS_REPLACE]
         return [p for k, t in enumerate(self.terms or []) for p in t.problems(f"reward.terms[{k}]")]
 
     def functions(self) -> list[RewardFunctionSpec]:
