@@ -186,7 +186,11 @@ def test_a_bad_user_reward_drops_its_sample_with_the_reason(user_file, function,
         return
     assert [t.sample_index for t in out.trajectories] == [0, 2]
     assert [(d.sample_index, d.reason) for d in out.discarded] == [(1, reason)]
-    assert f'hexrl_rollout_samples_discarded_total{{reason="{reason}"}} 1.0' in worker.metrics.render()[0].decode()
+    if reason == "reward-error":
+        assert out.discarded[0].detail == "ZeroDivisionError: division by zero"  # the user's own error
+    metrics = worker.metrics.render()[0].decode()
+    assert f'hexrl_rollout_samples_discarded_total{{reason="{reason}"}} 1.0' in metrics
+    assert "hexrl_rollout_reward_seconds_count 3.0" in metrics  # every sample's scoring is timed
 
 
 def test_a_hanging_reward_times_out_and_the_runner_keeps_working(user_file):

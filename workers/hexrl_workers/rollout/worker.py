@@ -33,7 +33,7 @@ from hexrl_workers.protocol import (
     WorkItem,
 )
 from hexrl_workers.reward import RewardFn
-from hexrl_workers.reward.runner import RewardTimeout
+from hexrl_workers.reward.runner import RewardFailed, RewardTimeout
 from hexrl_workers.rollout.engine import Engine, GenRequest, GenResult
 from hexrl_workers.statusserver import Readiness
 from hexrl_workers.tasks import Tokenizer
@@ -135,12 +135,17 @@ class RolloutWorker:
         """The scored trajectory, or the sample discarded when its reward raised, overran its timeout or is not
         a finite number (never trained on: one NaN reward makes the loss NaN)."""
         text = self.tok.decode([t for t in res.tokens if t != self.engine_eos])
+        t0 = time.monotonic()
         try:
             reward = float(self.reward(text, item.prompt.answer, item.prompt.text))
         except RewardTimeout as exc:  # the runner killed the reward process; it starts afresh for the next sample
             return self._discard(item, idx, "reward-timeout", str(exc))
+        except RewardFailed as exc:  # raised in the reward process: its own "Type: message"
+            return self._discard(item, idx, "reward-error", str(exc))
         except Exception as exc:  # a user's reward function may raise anything; the sample is dropped, counted
             return self._discard(item, idx, "reward-error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.metrics["hexrl_rollout_reward_seconds"].observe(time.monotonic() - t0)
         if not math.isfinite(reward):
             return self._discard(item, idx, "reward-not-finite", f"the reward function returned {reward}")
         return Trajectory(
