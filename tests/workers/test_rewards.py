@@ -10,7 +10,7 @@ import textwrap
 import time
 
 import pytest
-from workers_builders import PYTHON, subprocess_env, tiny_spec, write_config
+from workers_builders import PYTHON, TINY_JOB, subprocess_env, tiny_spec, write_config
 
 from hexrl.api.rewardspec import RewardSpec
 from hexrl_workers.protocol import WorkItem
@@ -268,3 +268,17 @@ def test_rollout_pod_with_a_missing_reward_file_exits_2_with_the_sentence(tmp_pa
     assert out.returncode == 2, out.stderr[-2000:]
     assert "reward.file /etc/hexrl/reward/score.py does not exist in the rollout worker" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_hexrl_run_with_a_broken_reward_file_stops_before_starting(tmp_path):
+    broken = tmp_path / "score.py"
+    broken.write_text("def score(completion, answer, prompt)\n    return 1.0\n")
+    job = tmp_path / "job.yaml"
+    text = TINY_JOB.read_text().replace("reward: {function: math-answer}",
+                                        f"reward: {{function: score, file: {broken}}}")
+    assert str(broken) in text
+    job.write_text(text)
+    out = subprocess.run([PYTHON, "-m", "hexrl.cli", "run", str(job), "--quiet"], capture_output=True, text=True,
+                         timeout=180)
+    assert out.returncode == 1, out.stderr[-2000:]  # bad input (hexrl.commands._inputs.EXIT_BAD_INPUT)
+    assert f"reward.file {broken} has a syntax error at line 1" in out.stderr and "Traceback" not in out.stderr
