@@ -42,6 +42,7 @@ _ARCHES = {
 }
 
 _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
+# offsets in struct seccomp_data: nr at 0, arch at 4, the low 32 bits of args[0] at 16 (little-endian)
 _ALLOW, _KILL = 0x7FFF0000, 0x80000000
 
 
@@ -63,8 +64,8 @@ def _filter_program(machine):
     tail = [(None, (_RET, 0, 0, _ALLOW)),
             ("socket", (_LD_ABS, 0, 0, 16)), (None, (_JEQ, "allow", "eperm", _AF_UNIX)),
             ("clone", (_LD_ABS, 0, 0, 16)), (None, (_JSET, "allow", "eperm", _CLONE_THREAD)),
-            ("allow", (_RET, 0, 0, _ALLOW)), ("eperm", (_RET, 0, 0, _errno(_EPERM))), ("enosys", (_RET, 0, 0, _errno(_ENOSYS))),
-            ("kill", (_RET, 0, 0, _KILL))]
+            ("allow", (_RET, 0, 0, _ALLOW)), ("eperm", (_RET, 0, 0, _errno(_EPERM))),
+            ("enosys", (_RET, 0, 0, _errno(_ENOSYS))), ("kill", (_RET, 0, 0, _KILL))]
     for label, ins in tail:
         if label:
             labels[label] = len(prog)
