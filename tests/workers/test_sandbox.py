@@ -159,3 +159,10 @@ def test_code_reward_uses_the_spec_limits_and_scoring():
     completion = "Sure:\n```python\ndef add(a, b):\n    return 4 if a == 2 else a + b\n```"
     assert reward(completion, ADD_TESTS, "") == 1.0
     assert reward(completion.replace("a + b", "0"), ADD_TESTS, "") == 0.0
+
+
+def test_a_sandbox_that_cannot_start_scores_zero_not_an_error(monkeypatch, tmp_path):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "no-such-dir"))  # like a missing or full /tmp
+    reward = code_reward(CodeTestSpec(wall_seconds=WALL))
+    assert reward("def add(a, b):\n    return a + b\n", ADD_TESTS, "") == 0.0
+

@@ -21,7 +21,9 @@ The reward is the fraction of tests passed (`scoring: fraction`) or 1/0 for all/
 from __future__ import annotations
 
 import json
+import logging
 import re
+import subprocess
 import time
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from hexrl.api.rewardspec import CodeTestSpec
 from hexrl_workers.reward.builtins import RewardFn
 from hexrl_workers.reward.sandbox import SandboxLimits, run_sandboxed
 
+log = logging.getLogger(__name__)
 _FENCE = re.compile(r"```[ \t]*(python3?|py)?[ \t]*\n(.*?)```", re.DOTALL | re.IGNORECASE)
 
 
@@ -108,6 +111,10 @@ def code_reward(spec: CodeTestSpec | None = None) -> RewardFn:
     limits = SandboxLimits.from_spec(spec)
 
     def reward(completion: str, answer: str, prompt: str = "") -> float:
-        return score_program(extract_program(completion), answer, limits, spec.scoring)
+        try:
+            return score_program(extract_program(completion), answer, limits, spec.scoring)
+        except (OSError, subprocess.SubprocessError) as exc:  # e.g. a full /tmp: the sample scores 0, not an error
+            log.warning("code reward: the sandbox could not run (%s); scoring 0", exc)
+            return 0.0
 
     return reward

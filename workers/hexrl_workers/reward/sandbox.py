@@ -86,7 +86,8 @@ def run_sandboxed(program: str, limits: SandboxLimits, deadline: float, *, stdin
                   tests: str | None = None) -> SandboxRun:
     """Run `program` confined until it ends or `deadline` (time.monotonic()): as __main__ with `stdin`, or,
     given `tests`, followed by them (asserts mode)."""
-    with tempfile.TemporaryDirectory(prefix="hexrl-sandbox-") as workdir:
+    # ignore_cleanup_errors: whatever the program left behind must not turn a score into an error
+    with tempfile.TemporaryDirectory(prefix="hexrl-sandbox-", ignore_cleanup_errors=True) as workdir:
         work = Path(workdir)
         (work / "solution.py").write_text(program, encoding="utf-8")
         (work / "stdin").write_text(stdin, encoding="utf-8")
