@@ -7,8 +7,10 @@ seccomp-bpf filter on itself (allowed without privileges once no_new_privs is se
 for every address family but AF_UNIX (no network: pods cannot unshare a network namespace without
 privileges), and refuses new processes (fork, vfork, clone without CLONE_THREAD; clone3, whose flags a filter
 cannot read, answers ENOSYS so the C library falls back to clone) and io_uring (which can open sockets).
-Threads stay allowed. The filter is a few BPF instructions written here with ctypes: the well-kept
-bindings (libseccomp's) need a system library the worker image does not have.
+Threads stay allowed. The filter is about twenty BPF instructions written here with ctypes because no
+well-kept Python binding is on PyPI: libseccomp's own bindings are not published there, pyseccomp (a ctypes
+port) was last released in 2021, and the others are young single-maintainer packages; libseccomp itself is
+in the image (apt depends on it) but a binding to it would be one more dependency for twenty instructions.
 
 argv[1] is a JSON object: limits (`cpuSeconds`, `memoryBytes`, `fileSizeBytes`, `openFiles`), `program`
 (path), `mode` (`io`: run the program as __main__; `asserts`: run it, then each top-level assert of `tests`
