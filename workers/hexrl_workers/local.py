@@ -31,6 +31,7 @@ from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
 from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.modeling import check_model_source
+from hexrl_workers.reward.runner import check_reward
 from hexrl_workers.tasks import make_dataset
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,7 @@ def _local_spec(job: RLJob, opts: LocalOptions) -> tuple[RLJobSpec, int]:
     if opts.sync:
         spec.staleness.max_policy_lag = 0
     make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+    check_reward(spec.reward)  # a missing reward file or function: one sentence now, not from every worker
     return spec, steps
 
 

@@ -12,7 +12,7 @@ from hexrl_workers.coordinator.server import build_coordinator
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer, model_dir
-from hexrl_workers.reward import load_reward
+from hexrl_workers.reward.runner import RewardRunner
 from hexrl_workers.rollout.engine import SamplingParams
 from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
 from hexrl_workers.weights.client import WeightClient, WeightClientSettings
@@ -72,6 +72,7 @@ def build_rollout_worker(
         torch.set_num_threads(torch_threads)
     # crc32, not hash(): str hashes are salted per process, which made every run's samples differ
     seed = spec.algorithm.seed * 7919 + zlib.crc32(worker_id.encode()) % 100_000
+    reward = RewardRunner(spec.reward)  # first: a reward that cannot load fails the pod before the model loads
     engine, tok = _engine(spec, seed)
     metrics = Metrics("rollout")
     relay = None
@@ -89,7 +90,7 @@ def build_rollout_worker(
     )
     worker = RolloutWorker(
         RolloutSettings(worker_id=worker_id, max_items=max_items, max_new_tokens=spec.generation.max_new_tokens),
-        engine, tok, load_reward(spec.reward.function),
+        engine, tok, reward,
         CoordinatorClient(coordinator_url, token, retry_seconds=coordinator_retry_seconds), weights, metrics,
     )
     if relay is not None:

@@ -366,14 +366,7 @@ class CheckpointSpec(_Model):
     keep: int = Field(3, ge=1, le=1000, description="Complete checkpoints kept.")
 
 
-class RewardSpec(_Model):
-    """The verifiable reward function."""
-
-    function: str = Field(
-        "math-answer",
-        min_length=1,
-        description="math-answer | exact-match | a Python callable `module:function`.",
-    )
+from hexrl.api.rewardspec import RewardSpec  # noqa: E402  (builds on _Model above)
 
 
 class DatasetSpec(_Model):

@@ -15,6 +15,7 @@ from typing import Any
 
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import API_VERSION, DEFAULT_IMAGE, KIND, RLJobSpec
+from hexrl.api.rewardspec import REWARD_MOUNT_DIR
 from hexrl.k8s.settings import SPOT_TOLERATION_KEYS, OperatorSettings
 from hexrl.k8s.snapshot import ANNOTATION_HASH, LABEL_EPOCH, LABEL_JOB, LABEL_POOL, LABEL_ROLE
 
@@ -154,7 +155,8 @@ def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[
 
 def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
     """(volumes, mounts): the worker config, the writable scratch directories (`SCRATCH_DIRS`: the root
-    filesystem is read-only), the model PVC if any, checkpoints for the trainer, and for the trainer and
+    filesystem is read-only), the model PVC if any, checkpoints for the trainer, the reward ConfigMap
+    (reward.configMap) read-only for rollout workers, and for the trainer and
     rollout a memory-backed /dev/shm (a container's default is 64 MiB: too small for NCCL, for vLLM's
     tensor-parallel workers and for handing a weight version to them; it counts against the pod's
     memory limit)."""
@@ -175,6 +177,9 @@ def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], li
             else {"name": "checkpoints", "emptyDir": {}}
         )
         mounts.append({"name": "checkpoints", "mountPath": ck.path})
+    if role == "rollout" and spec.reward.config_map:  # the user's reward file(s); only rollout workers score
+        vols.append({"name": "reward", "configMap": {"name": spec.reward.config_map}})
+        mounts.append({"name": "reward", "mountPath": REWARD_MOUNT_DIR, "readOnly": True})
     if role in ("trainer", "rollout"):
         vols.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})

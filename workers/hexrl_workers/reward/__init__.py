@@ -1,77 +1,33 @@
-"""Verifiable reward functions: a completion and the reference answer in, a float out.
+"""Verifiable rewards: a completion and the reference answer in, a float out.
 
-Built-ins: `math-answer` (the final answer — after `####`, inside the last `\\boxed{}`, or else the last
-number — compared numerically), `exact-match` (whitespace-trimmed string equality). Any other name of
-the form `module:function` is imported; the callable receives `(completion, answer, prompt)` and
-returns a number.
+- `builtins`: math-verify, math-answer, exact-match, regex-match, format; `code` + `sandbox`: the code
+  reward and its confined subprocess;
+- `build`: `spec.reward` → one callable (built-ins, `module:function`, a function from a file, weighted terms);
+- `runner`: `RewardRunner`, which runs that callable in a reward process with `reward.timeoutSeconds` (the
+  rollout worker calls it), and `server`, that process.
+
+`load_reward(name)` (a built-in name or `module:function`, in-process, no timeout) stays for benchmarks and
+tests that score without a job spec.
 """
 
 from __future__ import annotations
 
-import importlib
-import math
-import re
-from collections.abc import Callable
+from hexrl_workers.reward.build import import_callable
+from hexrl_workers.reward.builtins import (
+    SIMPLE_BUILTINS,
+    RewardFn,
+    exact_match,
+    extract_final_answer,
+    math_answer,
+)
 
-RewardFn = Callable[[str, str, str], float]
-
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:/\d+)?")
-_BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-
-
-def extract_final_answer(text: str) -> str | None:
-    """The final answer of a worked solution, or None when there is none."""
-    if "####" in text:
-        tail = text.rsplit("####", 1)[1].replace(",", "")
-        nums = _NUMBER.findall(tail)
-        return nums[0] if nums else (tail.strip() or None)
-    boxed = _BOXED.findall(text)
-    if boxed:
-        return boxed[-1].strip()
-    nums = _NUMBER.findall(text.replace(",", ""))
-    return nums[-1] if nums else None
-
-
-def _as_number(s: str) -> float | None:
-    s = s.strip().replace(",", "")
-    try:
-        if "/" in s:
-            num, den = s.split("/", 1)
-            return float(num) / float(den)
-        return float(s)
-    except (ValueError, ZeroDivisionError):
-        return None
-
-
-def math_answer(completion: str, answer: str, prompt: str = "") -> float:
-    """1.0 when the completion's final answer equals the reference (numerically when both parse)."""
-    got = extract_final_answer(completion)
-    if got is None:
-        return 0.0
-    a, b = _as_number(got), _as_number(answer)
-    if a is not None and b is not None:
-        return 1.0 if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) else 0.0
-    return 1.0 if got.strip() == answer.strip() else 0.0
-
-
-def exact_match(completion: str, answer: str, prompt: str = "") -> float:
-    return 1.0 if completion.strip() == answer.strip() else 0.0
-
-
-BUILTIN: dict[str, RewardFn] = {"math-answer": math_answer, "exact-match": exact_match}
+__all__ = ["RewardFn", "exact_match", "extract_final_answer", "load_reward", "math_answer"]
 
 
 def load_reward(name: str) -> RewardFn:
-    """The reward function called `name`; a clear ValueError when it cannot be found."""
-    if name in BUILTIN:
-        return BUILTIN[name]
+    """The reward function called `name` (a parameterless built-in or `module:function`); ValueError if none."""
+    if name in SIMPLE_BUILTINS:
+        return SIMPLE_BUILTINS[name]
     if ":" not in name:
-        raise ValueError(f"unknown reward.function {name!r}; use one of {sorted(BUILTIN)} or 'module:function'")
-    mod_name, fn_name = name.split(":", 1)
-    try:
-        fn = getattr(importlib.import_module(mod_name), fn_name)
-    except (ImportError, AttributeError) as exc:
-        raise ValueError(f"reward.function {name!r} cannot be loaded: {exc}") from exc
-    if not callable(fn):
-        raise ValueError(f"reward.function {name!r} is not callable")
-    return fn
+        raise ValueError(f"unknown reward.function {name!r}; use one of {sorted(SIMPLE_BUILTINS)} or 'module:function'")
+    return import_callable(name)

@@ -33,6 +33,7 @@ from hexrl_workers.protocol import (
     WorkItem,
 )
 from hexrl_workers.reward import RewardFn
+from hexrl_workers.reward.runner import RewardFailed, RewardTimeout
 from hexrl_workers.rollout.engine import Engine, GenRequest, GenResult
 from hexrl_workers.statusserver import Readiness
 from hexrl_workers.tasks import Tokenizer
@@ -70,6 +71,7 @@ class RolloutWorker:
         self.engine = engine
         self.tok = tokenizer
         self.reward = reward
+        """Called per finished sample: a RewardRunner (reward process with a timeout) or a plain function."""
         self.coord = coordinator
         self.weights = weights
         self.metrics = metrics or Metrics("rollout")
@@ -130,13 +132,20 @@ class RolloutWorker:
         return reqs, where
 
     def _score(self, item: WorkItem, idx: int, ptoks: list[int], res: GenResult) -> Trajectory | DiscardedSample:
-        """The scored trajectory, or the sample discarded when its reward raised or is not a finite number
-        (never trained on: one NaN reward makes the loss NaN)."""
+        """The scored trajectory, or the sample discarded when its reward raised, overran its timeout or is not
+        a finite number (never trained on: one NaN reward makes the loss NaN)."""
         text = self.tok.decode([t for t in res.tokens if t != self.engine_eos])
+        t0 = time.monotonic()
         try:
             reward = float(self.reward(text, item.prompt.answer, item.prompt.text))
+        except RewardTimeout as exc:  # the runner killed the reward process; it starts afresh for the next sample
+            return self._discard(item, idx, "reward-timeout", str(exc))
+        except RewardFailed as exc:  # raised in the reward process: its own "Type: message"
+            return self._discard(item, idx, "reward-error", str(exc))
         except Exception as exc:  # a user's reward function may raise anything; the sample is dropped, counted
             return self._discard(item, idx, "reward-error", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.metrics["hexrl_rollout_reward_seconds"].observe(time.monotonic() - t0)
         if not math.isfinite(reward):
             return self._discard(item, idx, "reward-not-finite", f"the reward function returned {reward}")
         return Trajectory(
@@ -191,6 +200,10 @@ class RolloutWorker:
                 raise
             log.warning("stopping without handing work in: %s", exc)
             return self.items_done
+        finally:
+            close = getattr(self.reward, "close", None)  # a RewardRunner's reward process ends with the worker
+            if close is not None:
+                close()
 
     def _run(self) -> int:
         while not self.stop_event.is_set():
