@@ -11,7 +11,9 @@ Ctrl-C (actors finish their current token and hand partials in; the trainer stop
 returns the summary: `steps`, `trainedSamples`, `initialReward` (mean reward of the first trained batch),
 `finalReward` (mean over the last max(1, steps/10) batches), `tokensPerSecond` (prompt+response tokens
 trained per wall second), `maxObservedStaleness`, `wallSeconds`, and `trainerIdleFraction` (the share of
-the wall time the trainer waited for a batch: how well generation overlaps training).
+the wall time the trainer waited for a batch: how well generation overlaps training). With
+`spec.evaluation`, `evaluations` lists the finished held-out evaluations (version, greedy accuracy, pass@k)
+and `lastEvaluation` the latest; the driver waits for the final version's evaluation before stopping.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
+from hexrl_workers.coordinator.evaluation import Evaluator, eval_settings
 from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.modeling import check_model_source
@@ -141,7 +144,17 @@ def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, 
         # share of the wall time the trainer waited for a batch: ~0 when generation overlaps training,
         # the generation share of each step when it does not (η = 0)
         "trainerIdleFraction": round(min(1.0, trainer_idle / wall), 3) if wall > 0 else 0.0,
+        **_evaluation_summary(core),
     }
+
+
+def _evaluation_summary(core: CoordinatorCore) -> dict[str, Any]:
+    """`evaluations` (oldest first) and `lastEvaluation`, numbers rounded; nothing without spec.evaluation."""
+    if core.evaluator is None:
+        return {}
+    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.wire().items()}
+            for h in core.evaluator.history]
+    return {"evaluations": rows, "lastEvaluation": rows[-1] if rows else None}
 
 
 def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
@@ -151,6 +164,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     spec, steps = _local_spec(job, opts)
     host, bind = _start_ray(opts)
     tokens = derive_tokens(secrets.token_bytes(32), "local")  # one per role, as in a pod (hexrl.api.jobtokens)
+    evaluation = eval_settings(spec)
     core = CoordinatorCore(
         CoordinatorSettings(
             prompts_per_step=spec.algorithm.prompts_per_step, group_size=spec.algorithm.group_size,
@@ -158,6 +172,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
             max_new_tokens=spec.generation.max_new_tokens,
         ),
         make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+        Evaluator(evaluation) if evaluation is not None else None,
     )
     server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
     coord = ThreadedCoordinator(server, host=bind)
@@ -264,12 +279,27 @@ def _run_actors(
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: stopping the workers and the trainer")
+    if not interrupted:
+        _await_evaluation(server, EVAL_WAIT_SECONDS)
     for w in workers:
         w.stop.remote()
     trainer.stop.remote()
     stats = _await_stop(run_ref, "the trainer", STOP_SECONDS) or []
     _await_stop(worker_refs, "the rollout workers", STOP_SECONDS)
     return stats, interrupted, t_start
+
+
+EVAL_WAIT_SECONDS = 120.0
+"""How long the driver waits, after the last step, for the final version's evaluation (the rollout workers
+generate it); after that the summary goes without it."""
+
+
+def _await_evaluation(server: CoordinatorServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while server.core.evaluating and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if server.core.evaluating:
+        log.warning("the evaluation of version %d did not finish within %.0f s", server.core.version, timeout)
 
 
 STOP_SECONDS = 60.0

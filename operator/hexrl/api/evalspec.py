@@ -12,12 +12,18 @@ Imported by `hexrl.api.models` after `DatasetSpec` is defined (this module build
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 
 from hexrl.api.models import DatasetSpec, _Model
 
 CORRECT_REWARD = 0.5
 """A response whose reward is at least this counts as correct (greedy accuracy, pass@k)."""
+
+
+NOTHING_TO_GENERATE = ("evaluation: greedy is false and k is 0, so nothing would be generated; set greedy: true "
+                       "or k ≥ 1 (or everySteps: 0 to turn evaluation off)")
 
 
 class EvalSpec(_Model):
@@ -42,11 +48,14 @@ class EvalSpec(_Model):
     greedy: bool = Field(True, description="Also generate one greedy (temperature 0) response per prompt.")
     at_start: bool = Field(True, description="Also evaluate the initial weights (policy version 0).")
 
+    cel_rules: ClassVar[list[dict[str, str]]] = [
+        {"rule": "self.everySteps == 0 || self.greedy || self.k > 0", "message": NOTHING_TO_GENERATE},
+    ]
+
     @model_validator(mode="after")
     def _something_to_generate(self) -> EvalSpec:
         if self.every_steps > 0 and not self.greedy and self.k == 0:
-            raise ValueError("evaluation: greedy is false and k is 0, so nothing would be generated; "
-                             "set greedy: true or k ≥ 1 (or everySteps: 0 to turn evaluation off)")
+            raise ValueError(NOTHING_TO_GENERATE)
         return self
 
     @property
