@@ -46,7 +46,9 @@ def _retry_after(resp: requests.Response) -> float:
 
 def split_by_group(body: TrajectoryBatchIn) -> list[TrajectoryBatchIn]:
     """One push per group: its trajectories and partials (at most group size samples: what the coordinator's
-    body limit is sized for, `hexrl_workers.limits`); the released items go with the last one."""
+    body limit is sized for, `hexrl_workers.limits`); the released items, discarded samples and evaluation
+    results (small records without tokens) go with the last one, evaluation results before the released items
+    that may share their item (the coordinator reads them in that order)."""
     groups: dict[int, TrajectoryBatchIn] = {}
     for t in body.trajectories:
         groups.setdefault(t.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).trajectories.append(t)
@@ -54,6 +56,8 @@ def split_by_group(body: TrajectoryBatchIn) -> list[TrajectoryBatchIn]:
         groups.setdefault(p.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).partials.append(p)
     parts = list(groups.values()) or [TrajectoryBatchIn(worker_id=body.worker_id)]
     parts[-1].released_item_ids = list(body.released_item_ids)
+    parts[-1].discarded = list(body.discarded)
+    parts[-1].evaluations = list(body.evaluations)
     return parts
 
 
@@ -132,7 +136,8 @@ class CoordinatorClient:
         for part in split_by_group(body):
             got = IngestResult.model_validate_json(self._call("POST", "/v1/trajectories", part).content)
             total = IngestResult(accepted=total.accepted + got.accepted, dropped=total.dropped + got.dropped,
-                                 partials=total.partials + got.partials)
+                                 partials=total.partials + got.partials,
+                                 evaluations=total.evaluations + got.evaluations)
         return total
 
     def batch(self, trainer_version: int, wait_seconds: float = 5.0) -> Batch | None:
