@@ -5,12 +5,15 @@ snapshots, the evaluated version) and a short `hexrl run` reporting its evaluati
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from workers_builders import CREDENTIALS, PYTHON, REPO, TINY_JOB, TOKENS, tiny_spec
 
 from hexrl_workers.client import CoordinatorClient
@@ -366,3 +369,89 @@ def test_the_clients_one_push_per_group_keeps_evaluations_and_discarded_samples(
     assert [e for p in parts for e in p.evaluations] == body.evaluations
     assert [d for p in parts for d in p.discarded] == body.discarded
     assert [i for p in parts for i in p.released_item_ids] == [7]
+
+
+# ------------------------------------------------------------------- property: evaluation is invisible
+
+
+TWIN_ACTIONS = st.lists(st.tuples(
+    st.sampled_from(["dispatch"] * 3 + ["finish"] * 4 + ["eval"] * 4 + ["release", "expire"] + ["train"] * 3),
+    st.integers(0, 1_000_000)), min_size=30, max_size=250)
+
+
+TWIN_STATS = {"batches": 0, "evaluations": 0, "after_training": 0}
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(eta=st.sampled_from([0, 1, 3]), group_size=st.integers(1, 3), every=st.integers(1, 3), actions=TWIN_ACTIONS)
+def test_training_is_the_same_with_and_without_evaluation(eta, group_size, every, actions):
+    """A core with evaluation and a twin without, given the same training work: after every action they agree
+    on N_r, the gate, the cursor, the buffer and every batch (evaluation only delays batches, never changes
+    them); no evaluation result is ever in a batch, and lost evaluation items come back after their lease."""
+    def new(evaluator):
+        return CoordinatorCore(CoordinatorSettings(1, group_size, eta, lease_seconds=10.0), ArithDigits(0), evaluator)
+
+    core = new(Evaluator(EvalSettings(every_steps=every, k=2, lease_seconds=10.0, prompts=[
+        Prompt(prompt_id=0, text="1+0=", answer="1")])))
+    twin = new(None)
+    now, inflight, evals = 0.0, [], []  # inflight: (core item, twin item, sample index); evals: (item, sample)
+    for kind, r in actions:
+        if kind == "dispatch":
+            items, _ = core.dispatch("w", 1 + r % 3, now)
+            evals += [(i, s.sample_index) for i in items if i.evaluation is not None for s in i.samples]
+            train = [i for i in items if i.evaluation is None]
+            mirror, _ = twin.dispatch("w", len(train), now) if train else twin.dispatch("w", 0, now)
+            assert [(i.group_id, i.prompt, [s.sample_index for s in i.samples]) for i in train] == \
+                [(i.group_id, i.prompt, [s.sample_index for s in i.samples]) for i in mirror]
+            inflight += [(a, b, s.sample_index) for a, b in zip(train, mirror, strict=True) for s in a.samples]
+        elif kind == "finish" and inflight:
+            a, b, idx = inflight.pop(r % len(inflight))
+            for c, it in ((core, a), (twin, b)):
+                c.ingest(_one_traj(c, it, idx))
+        elif kind == "eval" and evals:
+            it, idx = evals.pop(r % len(evals))
+            with contextlib.suppress(RejectedError):  # its lease may have run out meanwhile
+                core.ingest_evaluation(_eval_result(it, idx, float(r % 2)))
+        elif kind == "release" and inflight:
+            a, b, _ = inflight[r % len(inflight)]
+            inflight = [x for x in inflight if x[0].item_id != a.item_id]
+            core.release(a.item_id)
+            twin.release(b.item_id)
+        elif kind == "expire":
+            now += 11.0  # every lease runs out: training samples are queued again in both, evaluation ones in one
+            inflight, evals = [], []
+        elif kind == "train":
+            batch = core.take_batch(core.version)
+            if batch is not None:
+                mirror = twin.take_batch(twin.version)
+                assert mirror is not None and [t.prompt_id for t in batch.trajectories] == \
+                    [t.prompt_id for t in mirror.trajectories]
+                assert all(t.item_id not in {e.item_id for e, _ in evals} for t in batch.trajectories)
+                core.acknowledge(core.version + 1, batch.batch_id)
+                twin.acknowledge(twin.version + 1, mirror.batch_id)
+        assert (core.n_requested, core.gate_open(), core.cursor, core.buffer_depth, core.version) == \
+            (twin.n_requested, twin.gate_open(), twin.cursor, twin.buffer_depth, twin.version)
+    summaries = list(core.evaluator.history)
+    TWIN_STATS["batches"] += core.trained_steps
+    TWIN_STATS["evaluations"] += len(summaries)
+    TWIN_STATS["after_training"] += sum(s.version > 0 for s in summaries)
+    assert [s.version for s in summaries] == sorted({s.version for s in summaries})
+    assert all(core.evaluator.due(s.version) for s in summaries)
+
+
+def test_the_twin_property_run_trained_and_evaluated():
+    """The property above ran (in this order) and exercised both training and evaluations after training."""
+    assert TWIN_STATS["batches"] > 40 and TWIN_STATS["evaluations"] > 40 and TWIN_STATS["after_training"] > 3, \
+        TWIN_STATS
+
+
+def _one_traj(core: CoordinatorCore, item: WorkItem, idx: int) -> Trajectory:
+    return Trajectory(item_id=item.item_id, epoch=item.epoch, group_id=item.group_id, group_size=item.group_size,
+                      sample_index=idx, prompt_id=item.prompt.prompt_id, prompt_tokens=[1, 3], tokens=[4, 2],
+                      logprobs=[-1.0, -1.0], versions=[core.version] * 2, reward=0.5)
+
+
+def _eval_result(item: WorkItem, idx: int, reward: float) -> EvalResult:
+    return EvalResult(item_id=item.item_id, epoch=item.epoch, evaluation=item.evaluation,
+                      prompt_id=item.prompt.prompt_id, sample_index=idx, reward=reward,
+                      generated_version=item.evaluation.version)
