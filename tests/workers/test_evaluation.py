@@ -455,3 +455,19 @@ def _eval_result(item: WorkItem, idx: int, reward: float) -> EvalResult:
     return EvalResult(item_id=item.item_id, epoch=item.epoch, evaluation=item.evaluation,
                       prompt_id=item.prompt.prompt_id, sample_index=idx, reward=reward,
                       generated_version=item.evaluation.version)
+
+
+def test_one_prompts_largest_evaluation_push_fits_the_smallest_body_limit():
+    from hexrl_workers.client import split_by_group
+    from hexrl_workers.limits import body_limits
+    from hexrl_workers.protocol import EvalTag
+
+    tag = EvalTag(version=10**9, greedy=False, temperature=1.25)
+    body = TrajectoryBatchIn(worker_id="rollout-" + "x" * 50, evaluations=[
+        EvalResult(item_id=10**12 + item, epoch=10**6, evaluation=tag, prompt_id=10**9, sample_index=i,
+                   reward=-0.123456789012345, generated_version=10**9, response_tokens=10**6, worker_id="w" * 60)
+        for item in range(2) for i in range(256)])
+    parts = split_by_group(body)
+    assert [len(p.evaluations) for p in parts] == [256, 256, 0]
+    smallest = body_limits(group_size=2, max_new_tokens=1, mean_prompt_tokens=1).trajectories
+    assert max(len(p.model_dump_json(by_alias=True)) for p in parts) < smallest

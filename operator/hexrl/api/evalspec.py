@@ -40,7 +40,8 @@ class EvalSpec(_Model):
         64, ge=1, le=100_000, description="Prompts per evaluation: the first maxPrompts of the held-out set, in order."
     )
     k: int = Field(
-        4, ge=0, le=1024, description="Sampled responses per prompt for pass@k (0: greedy only)."
+        4, ge=0, le=256, description="Sampled responses per prompt for pass@k (0: greedy only; at most 256, "
+        "which keeps one prompt's results in one small request)."
     )
     temperature: float | None = Field(
         None, gt=0, le=10, description="Temperature of the k sampled responses (unset: spec.generation.temperature)."
