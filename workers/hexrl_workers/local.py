@@ -27,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hexrl.api.evalspec import EvalSummary
 from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
@@ -338,6 +339,15 @@ def _finished(ref: Any) -> bool:
     return bool(ray.wait([ref], timeout=0)[0])
 
 
+def _evaluation_text(ev: EvalSummary | None) -> str:
+    """The latest evaluation for the live line ('' before the first)."""
+    if ev is None:
+        return ""
+    greedy = f" greedy {ev.greedy_accuracy:.2f}" if ev.greedy_accuracy is not None else ""
+    sampled = f" pass@{ev.k} {ev.pass_at_k:.2f}" if ev.pass_at_k is not None else ""
+    return f"  eval v{ev.version}:{greedy}{sampled}"
+
+
 def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> None:
 
     if not show:
@@ -355,7 +365,8 @@ def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> N
             p = server.progress_model()
             reward = f"{p.reward_mean:.3f}" if p.reward_mean is not None else "-"
             info = (f"reward {reward}  tok/s {p.tokens_per_second:,.0f}  staleness {p.observed_staleness:.2f}"
-                    f" (max {p.max_observed_staleness}, η={p.max_policy_lag})  buffer {p.buffer_depth}")
+                    f" (max {p.max_observed_staleness}, η={p.max_policy_lag})  buffer {p.buffer_depth}"
+                    f"{_evaluation_text(p.evaluation)}")
             bar.update(task, completed=p.trained_steps, info=info)
         p = server.progress_model()
         bar.update(task, completed=p.trained_steps)
