@@ -421,11 +421,13 @@ def test_training_is_the_same_with_and_without_evaluation(eta, group_size, every
             now += 11.0  # every lease runs out: training samples are queued again in both, evaluation ones in one
             inflight, evals = [], []
         elif kind == "train":
+            held = core.evaluating  # the trainer waits: no batch, and nothing in the buffer changes
             batch = core.take_batch(core.version)
-            if batch is not None:
-                mirror = twin.take_batch(twin.version)
-                assert mirror is not None and [t.prompt_id for t in batch.trajectories] == \
-                    [t.prompt_id for t in mirror.trajectories]
+            mirror = None if held else twin.take_batch(twin.version)
+            assert not (held and batch is not None)
+            assert (batch is None) == (mirror is None)
+            if batch is not None and mirror is not None:
+                assert [t.prompt_id for t in batch.trajectories] == [t.prompt_id for t in mirror.trajectories]
                 assert all(t.item_id not in {e.item_id for e, _ in evals} for t in batch.trajectories)
                 core.acknowledge(core.version + 1, batch.batch_id)
                 twin.acknowledge(twin.version + 1, mirror.batch_id)
