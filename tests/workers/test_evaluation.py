@@ -473,3 +473,14 @@ def test_one_prompts_largest_evaluation_push_fits_the_smallest_body_limit():
     assert [len(p.evaluations) for p in parts] == [256, 256, 0]
     smallest = body_limits(group_size=2, max_new_tokens=1, mean_prompt_tokens=1).trajectories
     assert max(len(p.model_dump_json(by_alias=True)) for p in parts) < smallest
+
+
+@pytest.mark.parametrize(("requested", "job", "expected"), [
+    (None, 1.0, 1.0), (None, 0.7, 1.0), (None, 0.0, 0.0),  # the job's own requests: T is in the logits already
+    (0.0, 0.7, 0.0), (0.0, 0.0, 0.0),  # greedy
+    (1.4, 0.7, 2.0), (0.5, 1.0, 0.5), (0.6, 0.0, 0.6),  # T' on logits / T is T'/T (untempered logits when T = 0)
+])
+def test_vllm_request_temperature_composes_with_the_tempered_logits(requested, job, expected):
+    from hexrl_workers.rollout.vllm_engine import vllm_temperature
+
+    assert vllm_temperature(requested, job) == pytest.approx(expected)
