@@ -284,6 +284,12 @@ def job_overview() -> dict:
                     Target(_q(0.5, "hexrl_trainer_step_seconds", "namespace, job, le", SEL), "p50 {{job}}"),
                     Target(_q(0.99, "hexrl_trainer_step_seconds", "namespace, job, le", SEL), "p99 {{job}}"),
                 ], "Wall time of one optimizer step, excluding the wait for data.", "s", width=12),
+                Panel("Held-out evaluation", [
+                    Target(f"max by (namespace, job) (hexrl_eval_greedy_accuracy{{{SEL}}})", "greedy accuracy {{job}}"),
+                    Target(f"max by (namespace, job, k) (hexrl_eval_pass_at_k{{{SEL}}})", "pass@{{k}} {{job}}"),
+                ], "The latest held-out evaluation (spec.evaluation): share of prompts whose greedy answer is correct "
+                   "(reward ≥ 0.5) and unbiased pass@k; a step in the line is a new evaluated version "
+                   "(hexrl_eval_version).", "percentunit", width=24),
             ],
         ),
     ]

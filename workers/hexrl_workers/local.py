@@ -11,7 +11,9 @@ Ctrl-C (actors finish their current token and hand partials in; the trainer stop
 returns the summary: `steps`, `trainedSamples`, `initialReward` (mean reward of the first trained batch),
 `finalReward` (mean over the last max(1, steps/10) batches), `tokensPerSecond` (prompt+response tokens
 trained per wall second), `maxObservedStaleness`, `wallSeconds`, and `trainerIdleFraction` (the share of
-the wall time the trainer waited for a batch: how well generation overlaps training).
+the wall time the trainer waited for a batch: how well generation overlaps training). With
+`spec.evaluation`, `evaluations` lists the finished held-out evaluations (version, greedy accuracy, pass@k)
+and `lastEvaluation` the latest; the driver waits for the final version's evaluation before stopping.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from hexrl.api.evalspec import EvalSummary
 from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
+from hexrl_workers.coordinator.evaluation import Evaluator, eval_settings
 from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.modeling import check_model_source
@@ -142,7 +146,17 @@ def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, 
         # share of the wall time the trainer waited for a batch: ~0 when generation overlaps training,
         # the generation share of each step when it does not (η = 0)
         "trainerIdleFraction": round(min(1.0, trainer_idle / wall), 3) if wall > 0 else 0.0,
+        **_evaluation_summary(core),
     }
+
+
+def _evaluation_summary(core: CoordinatorCore) -> dict[str, Any]:
+    """`evaluations` (oldest first) and `lastEvaluation`, numbers rounded; nothing without spec.evaluation."""
+    if core.evaluator is None:
+        return {}
+    rows = [{k: round(v, 4) if isinstance(v, float) else v for k, v in h.wire().items()}
+            for h in core.evaluator.history]
+    return {"evaluations": rows, "lastEvaluation": rows[-1] if rows else None}
 
 
 def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
@@ -152,6 +166,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     spec, steps = _local_spec(job, opts)
     host, bind = _start_ray(opts)
     tokens = derive_tokens(secrets.token_bytes(32), "local")  # one per role, as in a pod (hexrl.api.jobtokens)
+    evaluation = eval_settings(spec)
     core = CoordinatorCore(
         CoordinatorSettings(
             prompts_per_step=spec.algorithm.prompts_per_step, group_size=spec.algorithm.group_size,
@@ -159,6 +174,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
             max_new_tokens=spec.generation.max_new_tokens,
         ),
         make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+        Evaluator(evaluation) if evaluation is not None else None,
     )
     server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
     coord = ThreadedCoordinator(server, host=bind)
@@ -266,12 +282,27 @@ def _run_actors(
     except KeyboardInterrupt:
         interrupted = True
         log.warning("interrupted: stopping the workers and the trainer")
+    if not interrupted:
+        _await_evaluation(server, EVAL_WAIT_SECONDS)
     for w in workers:
         w.stop.remote()
     trainer.stop.remote()
     stats = _await_stop(run_ref, "the trainer", STOP_SECONDS) or []
     _await_stop(worker_refs, "the rollout workers", STOP_SECONDS)
     return stats, interrupted, t_start
+
+
+EVAL_WAIT_SECONDS = 120.0
+"""How long the driver waits, after the last step, for the final version's evaluation (the rollout workers
+generate it); after that the summary goes without it."""
+
+
+def _await_evaluation(server: CoordinatorServer, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while server.core.evaluating and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if server.core.evaluating:
+        log.warning("the evaluation of version %d did not finish within %.0f s", server.core.version, timeout)
 
 
 STOP_SECONDS = 60.0
@@ -310,6 +341,15 @@ def _finished(ref: Any) -> bool:
     return bool(ray.wait([ref], timeout=0)[0])
 
 
+def _evaluation_text(ev: EvalSummary | None) -> str:
+    """The latest evaluation for the live line ('' before the first)."""
+    if ev is None:
+        return ""
+    greedy = f" greedy {ev.greedy_accuracy:.2f}" if ev.greedy_accuracy is not None else ""
+    sampled = f" pass@{ev.k} {ev.pass_at_k:.2f}" if ev.pass_at_k is not None else ""
+    return f"  eval v{ev.version}:{greedy}{sampled}"
+
+
 def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> None:
 
     if not show:
@@ -327,7 +367,8 @@ def _watch(run_ref: Any, server: CoordinatorServer, steps: int, show: bool) -> N
             p = server.progress_model()
             reward = f"{p.reward_mean:.3f}" if p.reward_mean is not None else "-"
             info = (f"reward {reward}  tok/s {p.tokens_per_second:,.0f}  staleness {p.observed_staleness:.2f}"
-                    f" (max {p.max_observed_staleness}, η={p.max_policy_lag})  buffer {p.buffer_depth}")
+                    f" (max {p.max_observed_staleness}, η={p.max_policy_lag})  buffer {p.buffer_depth}"
+                    f"{_evaluation_text(p.evaluation)}")
             bar.update(task, completed=p.trained_steps, info=info)
         p = server.progress_model()
         bar.update(task, completed=p.trained_steps)

@@ -17,6 +17,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from hexrl.api.evalspec import EvalSummary
+
 WIRE_VERSION = 1
 """The protocol version this build speaks."""
 
@@ -74,6 +76,14 @@ class SampleSpec(Msg):
         return self
 
 
+class EvalTag(Msg):
+    """Marks a work item as held-out evaluation (`coordinator.evaluation`): scored, never trained on."""
+
+    version: int = Field(..., ge=0, description="The policy version evaluated; results of another version are refused.")
+    greedy: bool = Field(..., description="The greedy response (temperature 0) rather than one of the k samples.")
+    temperature: float = Field(..., ge=0, description="Sampling temperature of this item's responses (0 = greedy).")
+
+
 class WorkItem(Msg):
     """What the coordinator hands a rollout worker: a prompt and the samples of its group to produce."""
 
@@ -84,6 +94,8 @@ class WorkItem(Msg):
     prompt: Prompt
     samples: list[SampleSpec]
     policy_version: int = Field(..., ge=0, description="Coordinator's policy version at dispatch.")
+    evaluation: EvalTag | None = Field(
+        None, description="Set on held-out evaluation items: answer with EvalResults, not trajectories.")
 
 
 class WorkRequest(Msg):
@@ -168,6 +180,20 @@ class DiscardedSample(Msg):
     detail: str = Field("", max_length=2000, description="One sentence for the coordinator's log.")
 
 
+class EvalResult(Msg):
+    """The scored response to one sample of an evaluation item (no tokens: nothing is trained on it)."""
+
+    item_id: int = Field(..., ge=0)
+    epoch: int = Field(0, ge=0)
+    evaluation: EvalTag = Field(..., description="The item's tag, echoed.")
+    prompt_id: int = Field(..., ge=0, description="Position of the prompt in the held-out set.")
+    sample_index: int = Field(..., ge=0)
+    reward: float = Field(..., description="The job's reward of the response (0 when the reward function failed).")
+    generated_version: int = Field(..., ge=0, description="Policy version of the weights that generated it.")
+    response_tokens: int = Field(0, ge=0)
+    worker_id: str = ""
+
+
 class TrajectoryBatchIn(Msg):
     """Rollout → coordinator: finished trajectories and/or partials (one POST, many records)."""
 
@@ -176,6 +202,8 @@ class TrajectoryBatchIn(Msg):
     discarded: list[DiscardedSample] = Field(
         default_factory=list, description="Samples given up on (their groups are abandoned, see DiscardedSample)."
     )
+    evaluations: list[EvalResult] = Field(
+        default_factory=list, description="Scored responses to held-out evaluation items (never trained on).")
     worker_id: str = ""
     released_item_ids: list[int] = Field(
         default_factory=list, description="Items the worker gives back untouched (e.g. stopping before starting)."
@@ -186,6 +214,7 @@ class IngestResult(Msg):
     accepted: int = 0
     dropped: int = 0
     partials: int = 0
+    evaluations: int = Field(0, description="Evaluation results accepted.")
 
 
 # ----------------------------------------------------------------------------------------- training
@@ -244,6 +273,9 @@ class Progress(Msg):
     )
     partials_migrated: int = 0
     dataset_exhausted: bool = False
+    evaluation: EvalSummary | None = Field(None, description="The latest finished held-out evaluation.")
+    evaluations: list[EvalSummary] = Field(
+        default_factory=list, description="The last few finished evaluations, oldest first.")
     done: bool = False
     data_error: str | None = Field(
         None, description="Why the job's dataset cannot be loaded (the coordinator serves no work until fixed)."

@@ -450,6 +450,8 @@ class ResourcesSpec(_Model):
 
 # ------------------------------------------------------------------------------------------------ spec
 
+from hexrl.api.evalspec import EvalSpec, EvalSummary  # noqa: E402  (builds on _Model and DatasetSpec above)
+
 
 class RLJobSpec(_Model):
     """What to train, with which budget and placement policy; the operator plans the rest."""
@@ -465,6 +467,7 @@ class RLJobSpec(_Model):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     reward: RewardSpec = Field(default_factory=RewardSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    evaluation: EvalSpec | None = Field(None, description="A held-out set evaluated every N steps (unset: none).")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     suspend: bool = Field(False, description="Scale the job to zero pods, keeping its checkpoints.")
 
@@ -549,6 +552,7 @@ class Progress(_Model):
     mean_reward: float | None = Field(
         None, description="Mean reward of the last trained batches (printer column Reward): rises as the job learns."
     )
+    evaluation: EvalSummary | None = Field(None, description="The latest held-out evaluation (spec.evaluation).")
 
 
 class RLJobStatus(_Model):

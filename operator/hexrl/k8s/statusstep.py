@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from hexrl.api import reasons
+from hexrl.api.evalspec import EvalSummary
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
 from hexrl.k8s import metrics, podhealth, render
 from hexrl.k8s import status as st
@@ -140,6 +141,9 @@ class StatusStep:
                                 "bufferDepth", "trainerIdleFraction") if k in progress}
             if progress.get("meanReward") is not None:
                 new["progress"]["meanReward"] = round(float(progress["meanReward"]), 3)
+            evaluation = _evaluation_status(progress.get("evaluation"))
+            if evaluation is not None:
+                new["progress"]["evaluation"] = evaluation
         return new
 
     def _conditions(
@@ -261,3 +265,17 @@ def _cond_reason(conds: list[dict[str, Any]], ctype: str, default: str) -> str:
     if c and c.get("status") == "True":
         return str(c.get("reason") or default)
     return default
+
+
+def _evaluation_status(reported: Any) -> dict[str, Any] | None:
+    """The coordinator's latest evaluation as `status.progress.evaluation` (numbers to 3 decimals, so the
+    status is not rewritten for noise), or None when there is none or it does not parse (a coordinator of
+    another version must not break the status write)."""
+    if not isinstance(reported, dict):
+        return None
+    try:
+        summary = EvalSummary.model_validate(reported)
+    except ValueError:
+        log.warning("ignoring an unreadable evaluation in the coordinator's progress: %r", reported)
+        return None
+    return {k: round(v, 3) if isinstance(v, float) else v for k, v in summary.wire().items()}

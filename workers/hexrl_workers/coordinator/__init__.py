@@ -1,6 +1,7 @@
 """The per-job coordinator: staleness-gated prompt dispatch, trajectory buffer, batches, progress.
 
-`core.CoordinatorCore` is the pure state machine; `server.CoordinatorServer` serves it over HTTP.
+`core.CoordinatorCore` is the pure state machine; `server.CoordinatorServer` serves it over HTTP;
+`evaluation.Evaluator` runs the held-out evaluations the core dispatches alongside training work.
 """
 
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings, RejectedError

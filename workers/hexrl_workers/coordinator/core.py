@@ -23,6 +23,9 @@ once, which a plain drop would not.
 A sample's version is that of its oldest token (a migrated partial carries the versions of both
 workers), so the bound holds for every token trained.
 
+Held-out evaluation (`coordinator.evaluation`, optional): its items are dispatched before training work,
+never enter the buffer or N_r, and the trainer's next batch waits while the current version is evaluated.
+
 Checkpoints: `snapshot()` captures cursor, N_r, version, the buffer (complete and incomplete groups,
 re-queued prompts, migrated partials) as JSON; `restore()` brings it back and bumps the epoch, so that
 results for work dispatched before the restore are recognised and discarded (their samples are
@@ -36,10 +39,13 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hexrl.api.evalspec import EvalSummary
+from hexrl_workers.coordinator.evaluation import EvalRejectedError, Evaluator
 from hexrl_workers.limits import sample_bytes
 from hexrl_workers.protocol import (
     Batch,
     DiscardedSample,
+    EvalResult,
     PartialResponse,
     Prompt,
     SampleSpec,
@@ -101,7 +107,7 @@ def empty_snapshot() -> dict[str, Any]:
     return {
         "version": 0, "cursor": 0, "nRequested": 0, "epoch": 0, "nextGroup": 0, "trainedSteps": 0,
         "trainedSamples": 0, "trainedPromptIds": [], "initialReward": None, "requeued": [],
-        "continuations": [], "groups": [], "ready": [],
+        "continuations": [], "groups": [], "ready": [], "evaluations": [],
     }
 
 
@@ -151,9 +157,11 @@ def sample_problem(tokens: list[int], logprobs: list[float], prompt_tokens: list
 class CoordinatorCore:
     """See the module docstring. All methods are O(items touched)."""
 
-    def __init__(self, settings: CoordinatorSettings, dataset: Dataset) -> None:
+    def __init__(self, settings: CoordinatorSettings, dataset: Dataset, evaluator: Evaluator | None = None) -> None:
         self.s = settings
         self.dataset = dataset
+        self.evaluator = evaluator
+        """Held-out evaluation (None: the job has none)."""
         self.version = 0
         self.cursor = 0
         self.n_requested = 0
@@ -184,6 +192,8 @@ class CoordinatorCore:
         self.initial_reward: float | None = None
         self._recent_rewards: deque[tuple[float, int]] = deque(maxlen=settings.reward_window)
         self.last_batch_tokens = 0
+        if evaluator is not None:
+            evaluator.version_reached(self.version)
 
     # ------------------------------------------------------------------------------------- dispatch
 
@@ -197,9 +207,13 @@ class CoordinatorCore:
             return False
         return self.n_requested >= self.s.total_steps * self.s.batch_trajectories
 
-    def _lease(self, group_id: int, samples: list[SampleSpec], worker_id: str, now: float) -> WorkItem:
+    def _new_item_id(self) -> int:
         item_id = self._next_item
         self._next_item += 1
+        return item_id
+
+    def _lease(self, group_id: int, samples: list[SampleSpec], worker_id: str, now: float) -> WorkItem:
+        item_id = self._new_item_id()
         grp = self.groups[group_id]
         self.leases[item_id] = _Lease(
             item_id, group_id, {s.sample_index for s in samples}, worker_id, now + self.s.lease_seconds
@@ -225,9 +239,12 @@ class CoordinatorCore:
 
     def dispatch(self, worker_id: str, max_items: int, now: float) -> tuple[list[WorkItem], str]:
         """Up to `max_items` work items: migrated partials first (no gate), then re-queued prompts and
-        fresh prompts while the gate is open. Returns the items and, when short, the reason."""
+        fresh prompts while the gate is open. Evaluation items go before all of them (the trainer waits for
+        the evaluation) and pass no gate. Returns the items and, when short, the reason."""
         self.expire_leases(now)
         items: list[WorkItem] = []
+        if self.evaluator is not None:
+            items += self.evaluator.dispatch(self.version, self.epoch, max_items, now, self._new_item_id)
         reason = ""
         while len(items) < max_items and self.continuations:
             group_id, spec = self.continuations.popleft()
@@ -323,6 +340,18 @@ class CoordinatorCore:
         self.continuations.append((part.group_id, spec))
         self.partials_received += 1
 
+    def ingest_evaluation(self, res: EvalResult) -> EvalSummary | None:
+        """Record one scored evaluation response (RejectedError when it is not expected); returns the summary
+        of the evaluation it finished, if any."""
+        if res.epoch != self.epoch:
+            raise RejectedError(f"result of epoch {res.epoch}; the coordinator was restored to epoch {self.epoch}")
+        if self.evaluator is None:
+            raise RejectedError("this job has no evaluation (spec.evaluation)")
+        try:
+            return self.evaluator.ingest(res)
+        except EvalRejectedError as exc:
+            raise RejectedError(str(exc)) from exc
+
     def discard(self, d: DiscardedSample) -> None:
         """A worker gives up on a sample: its whole group is abandoned and counted, never trained on.
 
@@ -345,6 +374,8 @@ class CoordinatorCore:
 
     def release(self, item_id: int) -> None:
         """A worker gives an item back untouched: its outstanding samples go to the next worker."""
+        if self.evaluator is not None and self.evaluator.release(item_id):
+            return
         lease = self.leases.pop(item_id, None)
         if lease is None:
             return
@@ -368,6 +399,8 @@ class CoordinatorCore:
             )
         if self.pending_batches:
             raise RejectedError("the previous batch has not been acknowledged with a new version yet")
+        if self.evaluating:
+            return None  # the evaluated version must stay the job's until its evaluation is in
         eta = self.s.max_policy_lag
         kept: deque[int] = deque()
         while self.ready:
@@ -407,6 +440,8 @@ class CoordinatorCore:
             self.trained_prompt_ids.append(grp.prompt.prompt_id)
         self.version = version
         self.trained_steps += 1
+        if self.evaluator is not None:
+            self.evaluator.version_reached(version)
 
     # ---------------------------------------------------------------------------------------- views
 
@@ -442,8 +477,14 @@ class CoordinatorCore:
         return sum(total for total, _ in self._recent_rewards) / n if n else None
 
     @property
+    def evaluating(self) -> bool:
+        """True while the current version's evaluation is unfinished."""
+        return self.evaluator is not None and self.evaluator.holds(self.version)
+
+    @property
     def done(self) -> bool:
-        return self.s.total_steps is not None and self.trained_steps >= self.s.total_steps
+        """Every step trained and the last version's evaluation (if due) finished."""
+        return self.s.total_steps is not None and self.trained_steps >= self.s.total_steps and not self.evaluating
 
     # ---------------------------------------------------------------------------------- checkpoints
 
@@ -479,6 +520,7 @@ class CoordinatorCore:
                 if not any(g.group_id in gids for gids in self.pending_batches.values())
             ],
             "ready": list(self.ready),
+            "evaluations": self.evaluator.snapshot() if self.evaluator is not None else [],
         }
 
     def restore(self, snap: dict[str, Any]) -> None:
@@ -514,7 +556,10 @@ class CoordinatorCore:
             "leases": {},
             "pending_batches": {},
         }
+        evaluations = Evaluator.parse_history(snap.get("evaluations") or [])
         if min(parsed["version"], parsed["cursor"], parsed["n_requested"], parsed["trained_steps"]) < 0:
             raise ValueError("version, cursor, nRequested and trainedSteps must not be negative")
         for name, value in parsed.items():
             setattr(self, name, value)
+        if self.evaluator is not None:
+            self.evaluator.restore(evaluations, self.version)

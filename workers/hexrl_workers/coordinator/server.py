@@ -4,7 +4,7 @@ Endpoints (JSON bodies of `hexrl_workers.protocol`; all under `/v1/` need the be
 `hexrl_workers.httpcommon.ACCESS` allows there: rollout, trainer or operator):
 
     POST /v1/work           WorkRequest → WorkResponse      rollout workers pull prompts (long-poll)
-    POST /v1/trajectories   TrajectoryBatchIn → IngestResult finished trajectories and partials
+    POST /v1/trajectories   TrajectoryBatchIn → IngestResult finished trajectories, partials, evaluation results
     POST /v1/batch          BatchRequest → Batch | 204      the trainer pulls a batch (long-poll)
     POST /v1/version        VersionUpdate                   the trainer announces a new policy version
     GET  /v1/version                                        {"version", "epoch", "done"}
@@ -39,6 +39,7 @@ from typing import Any
 
 from aiohttp import web
 
+from hexrl.api.evalspec import EvalSpec, EvalSummary
 from hexrl.api.models import DatasetSpec, RLJobSpec
 from hexrl.api.workerconfig import (
     HEALTH_PATH,
@@ -54,6 +55,7 @@ from hexrl_workers.coordinator.core import (
     InvalidSampleError,
     RejectedError,
 )
+from hexrl_workers.coordinator.evaluation import Evaluator, eval_settings
 from hexrl_workers.httpcommon import (
     Credentials,
     HTTPProblem,
@@ -133,6 +135,8 @@ class CoordinatorServer:
         """Why the job's dataset cannot be loaded, one sentence (None when it is loaded)."""
         self.dataset_spec: DatasetSpec | None = None
         """The dataset the core was built for (compared with the mounted config's after a data error)."""
+        self.evaluation_spec: EvalSpec | None = None
+        """Likewise, the held-out evaluation it was built for."""
 
     def fail_data(self, error: str) -> None:
         """Serve without data: not ready, /v1/work and /v1/batch answer 503, /v1/progress says why."""
@@ -248,6 +252,7 @@ class CoordinatorServer:
                 dropped += 1
                 self._count_invalid(exc)
                 log.info("dropped partial from %s: %s", body.worker_id or part.worker_id, exc)
+        evaluations = self._ingest_evaluations(body)
         for item_id in body.released_item_ids:
             self.core.release(item_id)
         for d in body.discarded:
@@ -264,7 +269,23 @@ class CoordinatorServer:
         self.metrics["hexrl_partials_received"].inc(partials)
         self._generated_window.append((time.monotonic(), gen_tokens))
         await self._notify()
-        return json_response(IngestResult(accepted=accepted, dropped=dropped, partials=partials))
+        return json_response(IngestResult(accepted=accepted, dropped=dropped + len(body.evaluations) - evaluations,
+                                          partials=partials, evaluations=evaluations))
+
+    def _ingest_evaluations(self, body: TrajectoryBatchIn) -> int:
+        """Record the push's evaluation results (before its released items, which may share an item);
+        returns how many were accepted."""
+        accepted = 0
+        for res in body.evaluations:
+            try:
+                summary = self.core.ingest_evaluation(res)
+                accepted += 1
+            except RejectedError as exc:
+                log.info("dropped evaluation result from %s: %s", body.worker_id or res.worker_id, exc)
+                continue
+            if summary is not None:
+                log.info("evaluation of version %d: %s", summary.version, summary.wire())
+        return accepted
 
     def _check_buffer(self, body: TrajectoryBatchIn) -> None:
         """429 with Retry-After when this push would take the buffer past its bounds (entries or bytes),
@@ -363,6 +384,8 @@ class CoordinatorServer:
             dropped_stale=c.dropped_stale,
             discarded_groups=dict(c.discarded_groups),
             partials_migrated=c.partials_migrated,
+            evaluation=c.evaluator.latest if c.evaluator is not None else None,
+            evaluations=list(c.evaluator.history) if c.evaluator is not None else [],
             done=c.done,
             data_error=self.data_error,
         )
@@ -417,6 +440,19 @@ class CoordinatorServer:
         m["hexrl_inflight_trajectories"].set(c.inflight)
         if c.last_reward is not None:
             m["hexrl_reward_mean"].set(c.last_reward)
+        latest = c.evaluator.latest if c.evaluator is not None else None
+        if latest is not None:
+            self._eval_gauges(latest)
+
+    def _eval_gauges(self, latest: EvalSummary) -> None:
+        m = self.metrics
+        m["hexrl_eval_version"].set(latest.version)
+        m["hexrl_eval_prompts"].set(latest.prompts)
+        if latest.greedy_accuracy is not None:
+            m["hexrl_eval_greedy_accuracy"].set(latest.greedy_accuracy)
+        if latest.pass_at_k is not None and latest.pass_at_1 is not None:
+            m["hexrl_eval_pass_at_k"].labels(str(latest.k)).set(latest.pass_at_k)
+            m["hexrl_eval_pass_at_k"].labels("1").set(latest.pass_at_1)
 
     # ----------------------------------------------------------------------------------- config watch
 
@@ -429,7 +465,8 @@ class CoordinatorServer:
                     self._config_text = text
                     cfg = parse_worker_config(text, source=str(path))
                     await self.set_max_policy_lag(cfg.effective_max_policy_lag())
-                    if self.data_error is not None and cfg.spec.dataset != self.dataset_spec:
+                    if self.data_error is not None and (cfg.spec.dataset, cfg.spec.evaluation) != (
+                            self.dataset_spec, self.evaluation_spec):
                         self.retry_data(cfg.spec)
             except FileNotFoundError:
                 pass
@@ -438,10 +475,15 @@ class CoordinatorServer:
             await asyncio.sleep(self.settings.config_poll_seconds)
 
     def retry_data(self, spec: RLJobSpec) -> None:
-        """Load the dataset of a changed spec after a data error; ready again when it loads."""
-        self.dataset_spec = spec.dataset
+        """Load the datasets (training and held-out) of a changed spec after a data error; ready again when
+        they load."""
+        self.dataset_spec, self.evaluation_spec = spec.dataset, spec.evaluation
         try:
             self.core.dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+            evaluation = eval_settings(spec)
+            self.core.evaluator = Evaluator(evaluation) if evaluation is not None else None
+            if self.core.evaluator is not None:
+                self.core.evaluator.version_reached(self.core.version)
         except (ValueError, OSError) as exc:
             self.fail_data(str(exc))
             return
@@ -468,8 +510,11 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
     coordinator serves without data and reports why (see the module docstring)."""
     error = None
     dataset: Dataset
+    evaluator = None
     try:
         dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+        evaluation = eval_settings(spec)
+        evaluator = Evaluator(evaluation) if evaluation is not None else None
     except (ValueError, OSError) as exc:
         if not tolerate_data_error:
             raise
@@ -482,12 +527,12 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
             total_steps=spec.algorithm.total_steps, vocab_size=spec.model.shape.vocab,
             max_new_tokens=spec.generation.max_new_tokens,
         ),
-        dataset,
+        dataset, evaluator,
     )
     server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path,
                                                     mean_prompt_tokens=spec.generation.prompt_tokens,
                                                     buffer=spec_buffer_limits(spec)))
-    server.dataset_spec = spec.dataset
+    server.dataset_spec, server.evaluation_spec = spec.dataset, spec.evaluation
     if error is not None:
         server.fail_data(error)
     return server

@@ -8,7 +8,8 @@ topP < 1 tokens are drawn from the nucleus-renormalised distribution while the r
 the tempered one — the convention of AReaL/verl, since the trainer cannot reproduce a truncation that
 depends on the behaviour policy's own logits.
 
-A request carries the prompt and optionally a prefix already generated elsewhere (a migrated partial);
+A request may set its own temperature (evaluation: greedy = 0); log-probs are then of its own tempered
+distribution. A request carries the prompt and optionally a prefix already generated elsewhere (a migrated partial);
 the engine continues after the prefix's last token, and the result contains the prefix followed by the
 new tokens, so prefix equality holds by construction and is checked by the tests.
 """
@@ -28,6 +29,9 @@ class GenRequest:
     prefix_tokens: list[int] = field(default_factory=list)
     prefix_logprobs: list[float] = field(default_factory=list)
     prefix_versions: list[int] = field(default_factory=list)
+    temperature: float | None = None
+    """This request's sampling temperature (0 = greedy; None = the engine's `SamplingParams.temperature`):
+    held-out evaluation asks for greedy and sampled responses in the same batch as training work."""
 
 
 @dataclass

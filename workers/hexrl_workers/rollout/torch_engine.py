@@ -7,6 +7,8 @@ once; then each step feeds one token per sequence with the cache. Per step, for 
     top-p: keep the smallest set S of tokens, by decreasing p, with Σ_S p >= topP; sample x ~ p|S
     reported log-prob = logp[x]            (tempered, untruncated; see `rollout.engine`)
 
+A request with its own temperature (`GenRequest.temperature`, evaluation) is sampled at it; T ≤ 0 is greedy.
+
 Finished sequences (EOS) keep being fed a pad token with attention mask 0 until the batch ends, which
 keeps the cache rectangular without affecting the others. The stop event is checked between tokens,
 so an interruption loses at most one token step of work.
@@ -37,13 +39,28 @@ class TorchEngine:
             raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.version = version
 
-    def _sample(self, logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        t = self.params.temperature
+    def _sample(self, logits: torch.Tensor, temps: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One token per row at that row's temperature (≤ 0: greedy), and its tempered log-prob."""
+        if len(set(temps)) > 1:
+            return self._sample_mixed(logits, temps)
+        t = temps[0]
         if t <= 0:
             logp = torch.log_softmax(logits.float(), dim=-1)
             tok = logp.argmax(dim=-1)
             return tok, logp.gather(-1, tok[:, None])[:, 0]
-        logp = torch.log_softmax(logits.float() / t, dim=-1)
+        return self._draw(torch.log_softmax(logits.float() / t, dim=-1))
+
+    def _sample_mixed(self, logits: torch.Tensor, temps: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows of different temperatures: every row is drawn, greedy rows then take their argmax instead."""
+        t = torch.tensor(temps, dtype=torch.float32, device=logits.device)
+        greedy = t <= 0
+        logp = torch.log_softmax(logits.float() / torch.where(greedy, torch.ones_like(t), t)[:, None], dim=-1)
+        tok, _ = self._draw(logp)
+        tok = torch.where(greedy, logp.argmax(dim=-1), tok)
+        return tok, logp.gather(-1, tok[:, None])[:, 0]
+
+    def _draw(self, logp: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A token drawn from exp(logp) (nucleus-truncated when topP < 1) and its untruncated log-prob."""
         probs = logp.exp()
         if self.params.top_p < 1.0:
             sp, idx = probs.sort(dim=-1, descending=True)
@@ -74,6 +91,8 @@ class TorchEngine:
         if not active:
             return out
         ctx = [requests[i].prompt_tokens + requests[i].prefix_tokens for i in active]
+        temps = [self.params.temperature if requests[i].temperature is None else requests[i].temperature
+                 for i in active]
         width = max(len(c) for c in ctx)
         ids = torch.full((len(ctx), width), pad, dtype=torch.long)
         mask = torch.zeros((len(ctx), width), dtype=torch.long)
@@ -93,7 +112,7 @@ class TorchEngine:
                     if not out[i].finished:
                         out[i].interrupted = True
                 return out
-            tok, lp = self._sample(logits)
+            tok, lp = self._sample(logits, temps)
             for row, i in enumerate(active):
                 if not alive[row]:
                     continue

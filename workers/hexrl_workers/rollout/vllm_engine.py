@@ -12,7 +12,8 @@ in pyproject.toml; imported lazily, GPU images only).
   (`vllm_extension.HexrlWorkerExtension.hexrl_load_weights`) on every rank through `collective_rpc`, then
   resets the prefix cache (cached KV of the old weights must not be reused).
 - Log-probs: untruncated, tempered (see `vllm_extension`): vLLM samples at temperature 1 from logits the
-  extension divides by T, and reports `raw_logprobs`.
+  extension divides by T, and reports `raw_logprobs`. A request with its own temperature (held-out
+  evaluation, `GenRequest.temperature`) is sampled at it (`vllm_temperature`); its log-probs are not used.
 
 Every vLLM class, method and argument used here is listed in `VLLM_API`; tests/workers/test_vllm_api.py
 checks each against the source of the pinned vLLM wheel, and that this module uses nothing else.
@@ -69,6 +70,17 @@ VLLM_API: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("vllm.model_executor.models.llama", "LlamaForCausalLM.compute_logits", ("hidden_states",)),
 )
 """(module, class or Class.method, the argument / field / member names used) — checked against the pin."""
+
+
+def vllm_temperature(requested: float | None, job: float) -> float:
+    """vLLM's temperature for a request: the job's T is already applied to the logits (vllm_extension, when
+    T > 0), so the job's own requests sample at 1, greedy ones at 0, and a request asking for T' (held-out
+    evaluation) at T'/T, which makes the draw one from logits / T'."""
+    if requested is None:
+        return 0.0 if job <= 0 else 1.0
+    if requested <= 0:
+        return 0.0
+    return requested / job if job > 0 else requested
 
 
 class VLLMEngine:
@@ -130,13 +142,12 @@ class VLLMEngine:
 
     # --------------------------------------------------------------------------------- generation
 
-    def _sampling(self, max_tokens: int) -> Any:
+    def _sampling(self, max_tokens: int, temperature: float | None) -> Any:
         from vllm.sampling_params import RequestOutputKind
         from vllm.sampling_params import SamplingParams as VSamplingParams
 
-        greedy = self.params.temperature <= 0
         return VSamplingParams(
-            temperature=0.0 if greedy else 1.0,  # T itself is applied to the logits (vllm_extension)
+            temperature=vllm_temperature(temperature, self.params.temperature),
             top_p=self.params.top_p, max_tokens=max_tokens, logprobs=0, stop_token_ids=[self.params.eos_id],
             seed=None, output_kind=RequestOutputKind.DELTA, detokenize=False, skip_special_tokens=False,
         )
@@ -147,7 +158,7 @@ class VLLMEngine:
         if left <= 0:
             return
         prompt = {"prompt_token_ids": list(req.prompt_tokens) + list(req.prefix_tokens)}
-        async for chunk in self.llm.generate(prompt, self._sampling(left), request_id=request_id):
+        async for chunk in self.llm.generate(prompt, self._sampling(left, req.temperature), request_id=request_id):
             comp = chunk.outputs[0]
             for tok, lps in zip(comp.token_ids, comp.logprobs or [], strict=False):
                 out.tokens.append(int(tok))

@@ -7,6 +7,12 @@ Loop (until stopped or the job is done):
 2. ask for up to `max_items` work items (long-poll); generate all their samples in one engine batch;
 3. score finished responses with the job's reward function and push them as trajectories.
 
+Held-out evaluation items (`WorkItem.evaluation`) are generated in the same engine batch at their own
+temperature (greedy = 0) and come back as `EvalResult`s with the version of the weights that generated them;
+a reward function that fails on one scores it 0 (an evaluation sample is never dropped, which would bias the
+numbers towards the answers the reward can read). An evaluation item interrupted by a stop is released
+whole, not handed in as partials: nothing is trained on it, so it is simply generated again elsewhere.
+
 Stopping (SIGTERM = preemption, or `stop()`): the stop flag is checked between tokens, so generation
 returns at once with the tokens so far; finished responses are pushed as trajectories, unfinished ones
 as `PartialResponse`s (tokens, log-probs, per-token versions) and items not started are released. The
@@ -27,6 +33,7 @@ from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import (
     DiscardedSample,
     DiscardReason,
+    EvalResult,
     PartialResponse,
     Trajectory,
     TrajectoryBatchIn,
@@ -126,8 +133,9 @@ class RolloutWorker:
         for item in items:
             ptoks = self.tok.encode(item.prompt.text)
             for spec in item.samples:
+                temperature = item.evaluation.temperature if item.evaluation is not None else None
                 reqs.append(GenRequest(ptoks, self.s.max_new_tokens, spec.prefix_tokens, spec.prefix_logprobs,
-                                       spec.prefix_versions))
+                                       spec.prefix_versions, temperature))
                 where.append((item, spec.sample_index))
         return reqs, where
 
@@ -155,6 +163,24 @@ class RolloutWorker:
             worker_id=self.s.worker_id, finished=res.finished,
         )
 
+    def _score_evaluation(self, item: WorkItem, idx: int, res: GenResult) -> EvalResult:
+        """The scored evaluation response (reward 0 when the reward function fails on it)."""
+        assert item.evaluation is not None
+        text = self.tok.decode([t for t in res.tokens if t != self.engine_eos])
+        try:
+            reward = float(self.reward(text, item.prompt.answer, item.prompt.text))
+        except Exception as exc:  # a user's reward function may raise anything: the answer is not accepted
+            log.warning("evaluation prompt %d: the reward function raised %s: %s; scored 0",
+                        item.prompt.prompt_id, type(exc).__name__, exc)
+            reward = 0.0
+        if not math.isfinite(reward):
+            reward = 0.0
+        return EvalResult(
+            item_id=item.item_id, epoch=item.epoch, evaluation=item.evaluation, prompt_id=item.prompt.prompt_id,
+            sample_index=idx, reward=reward, generated_version=min(res.versions, default=self.engine.version),
+            response_tokens=len(res.tokens), worker_id=self.s.worker_id,
+        )
+
     def _discard(self, item: WorkItem, idx: int, reason: DiscardReason, detail: str) -> DiscardedSample:
         self.metrics["hexrl_rollout_samples_discarded"].labels(reason).inc()
         log.warning("prompt %d sample %d discarded (%s): %s", item.prompt.prompt_id, idx, reason, detail)
@@ -175,7 +201,9 @@ class RolloutWorker:
         for req, (item, idx), res in zip(reqs, where, results, strict=True):
             new = len(res.tokens) - len(req.prefix_tokens)
             self.metrics["hexrl_rollout_generated_tokens"].inc(max(0, new))
-            if res.interrupted:
+            if item.evaluation is not None:
+                self._collect_evaluation(out, item, idx, res)
+            elif res.interrupted:
                 out.partials.append(PartialResponse(
                     item_id=item.item_id, epoch=item.epoch, group_id=item.group_id, sample_index=idx,
                     prompt_id=item.prompt.prompt_id, tokens=res.tokens, logprobs=res.logprobs,
@@ -185,6 +213,12 @@ class RolloutWorker:
                 scored = self._score(item, idx, req.prompt_tokens, res)
                 (out.discarded if isinstance(scored, DiscardedSample) else out.trajectories).append(scored)
         return out
+
+    def _collect_evaluation(self, out: TrajectoryBatchIn, item: WorkItem, idx: int, res: GenResult) -> None:
+        if not res.interrupted:
+            out.evaluations.append(self._score_evaluation(item, idx, res))
+        elif item.item_id not in out.released_item_ids:
+            out.released_item_ids.append(item.item_id)
 
     # ---------------------------------------------------------------------------------------- loop
 
