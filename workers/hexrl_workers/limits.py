@@ -80,6 +80,14 @@ def max_prompt_tokens(mean_prompt_tokens: int) -> int:
     return max(MIN_PROMPT_BOUND, PROMPT_SLACK * mean_prompt_tokens)
 
 
+def prompt_token_limit(spec: RLJobSpec) -> int:
+    """The longest prompt a rollout worker generates from: spec.generation.maxPromptTokens, else the bound the
+    coordinator's body limits allow for (`max_prompt_tokens`), so an unset limit never lets through a sample
+    the coordinator would refuse."""
+    gen = spec.generation
+    return gen.max_prompt_tokens or max_prompt_tokens(gen.prompt_tokens)
+
+
 def sample_wire_bytes(max_new_tokens: int, mean_prompt_tokens: int) -> int:
     """JSON bytes of the largest sample allowed."""
     return (max_prompt_tokens(mean_prompt_tokens) * BYTES_PER_PROMPT_TOKEN

@@ -157,7 +157,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
             max_policy_lag=spec.staleness.max_policy_lag, total_steps=steps, vocab_size=spec.model.shape.vocab,
             max_new_tokens=spec.generation.max_new_tokens,
         ),
-        make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+        make_dataset(spec.dataset, seed=spec.algorithm.seed),
     )
     server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
     coord = ThreadedCoordinator(server, host=bind)
@@ -193,7 +193,7 @@ def _local_spec(job: RLJob, opts: LocalOptions) -> tuple[RLJobSpec, int]:
     spec.algorithm.total_steps = steps
     if opts.sync:
         spec.staleness.max_policy_lag = 0
-    make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+    make_dataset(spec.dataset, seed=spec.algorithm.seed)
     return spec, steps
 
 

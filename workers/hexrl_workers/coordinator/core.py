@@ -36,6 +36,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from hexrl_workers.data import Dataset, make_prompt
 from hexrl_workers.limits import sample_bytes
 from hexrl_workers.protocol import (
     Batch,
@@ -46,7 +47,6 @@ from hexrl_workers.protocol import (
     Trajectory,
     WorkItem,
 )
-from hexrl_workers.tasks import Dataset, make_prompt
 
 
 @dataclass
@@ -242,6 +242,9 @@ class CoordinatorCore:
                 break
             if not self.gate_open():
                 reason = "staleness-gate"
+                break
+            if not self.requeued and self.dataset_exhausted:
+                reason = "dataset-exhausted"
                 break
             if self.requeued:
                 prompt = self.requeued.popleft()
@@ -442,8 +445,18 @@ class CoordinatorCore:
         return sum(total for total, _ in self._recent_rewards) / n if n else None
 
     @property
+    def dataset_exhausted(self) -> bool:
+        """Every prompt of a finite dataset (spec.dataset.epochs) has been handed out: no new ones follow."""
+        count = getattr(self.dataset, "prompt_count", None)
+        return count is not None and self.cursor >= count
+
+    @property
     def done(self) -> bool:
-        return self.s.total_steps is not None and self.trained_steps >= self.s.total_steps
+        """totalSteps trained, or the dataset exhausted with too few groups left to fill another batch."""
+        if self.s.total_steps is not None and self.trained_steps >= self.s.total_steps:
+            return True
+        return (self.dataset_exhausted and not self.requeued and not self.pending_batches
+                and len(self.groups) < self.s.prompts_per_step)
 
     # ---------------------------------------------------------------------------------- checkpoints
 

@@ -39,7 +39,8 @@ from typing import Any
 
 from aiohttp import web
 
-from hexrl.api.models import DatasetSpec, RLJobSpec
+from hexrl.api.dataspec import DatasetSpec
+from hexrl.api.models import RLJobSpec
 from hexrl.api.workerconfig import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -54,6 +55,7 @@ from hexrl_workers.coordinator.core import (
     InvalidSampleError,
     RejectedError,
 )
+from hexrl_workers.data import Dataset, make_dataset
 from hexrl_workers.httpcommon import (
     Credentials,
     HTTPProblem,
@@ -77,7 +79,6 @@ from hexrl_workers.protocol import (
     WorkResponse,
 )
 from hexrl_workers.statusserver import Readiness, readiness_response
-from hexrl_workers.tasks import Dataset, make_dataset
 
 CONFIG_WATCHER: web.AppKey[asyncio.Task[None]] = web.AppKey("config_watcher", asyncio.Task)
 """The task that re-reads the mounted worker config (η changes) while the app runs."""
@@ -363,6 +364,7 @@ class CoordinatorServer:
             dropped_stale=c.dropped_stale,
             discarded_groups=dict(c.discarded_groups),
             partials_migrated=c.partials_migrated,
+            dataset_exhausted=c.dataset_exhausted,
             done=c.done,
             data_error=self.data_error,
         )
@@ -441,17 +443,19 @@ class CoordinatorServer:
         """Load the dataset of a changed spec after a data error; ready again when it loads."""
         self.dataset_spec = spec.dataset
         try:
-            self.core.dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+            self.core.dataset = make_dataset(spec.dataset, seed=spec.algorithm.seed)
         except (ValueError, OSError) as exc:
             self.fail_data(str(exc))
             return
-        log.info("dataset %s loaded; serving work", spec.dataset.path or spec.dataset.name)
+        log.info("dataset %s loaded; serving work", spec.dataset.resolved_path() or spec.dataset.name)
         self.data_error = None
         self.readiness.set_ready()
 
 
 class _NoData:
     """The dataset of a coordinator whose real one could not be loaded (never read: work answers 503)."""
+
+    prompt_count: int | None = None
 
     def __init__(self, error: str) -> None:
         self.error = error
@@ -469,7 +473,7 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
     error = None
     dataset: Dataset
     try:
-        dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+        dataset = make_dataset(spec.dataset, seed=spec.algorithm.seed)
     except (ValueError, OSError) as exc:
         if not tolerate_data_error:
             raise
