@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hexrl.api import workerconfig as wc
+from hexrl.api.dataspec import DATA_MOUNT_DIR, DatasetSpec
 from hexrl.api.models import API_VERSION, DEFAULT_IMAGE, KIND, RLJobSpec
 from hexrl.k8s.settings import SPOT_TOLERATION_KEYS, OperatorSettings
 from hexrl.k8s.snapshot import ANNOTATION_HASH, LABEL_EPOCH, LABEL_JOB, LABEL_POOL, LABEL_ROLE
@@ -154,7 +155,8 @@ def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[
 
 def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
     """(volumes, mounts): the worker config, the writable scratch directories (`SCRATCH_DIRS`: the root
-    filesystem is read-only), the model PVC if any, checkpoints for the trainer, and for the trainer and
+    filesystem is read-only), the model PVC if any, checkpoints for the trainer, the dataset's PVC or ConfigMap
+    for the coordinator (at `DATA_MOUNT_DIR`), and for the trainer and
     rollout a memory-backed /dev/shm (a container's default is 64 MiB: too small for NCCL, for vLLM's
     tensor-parallel workers and for handing a weight version to them; it counts against the pod's
     memory limit)."""
@@ -175,10 +177,20 @@ def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], li
             else {"name": "checkpoints", "emptyDir": {}}
         )
         mounts.append({"name": "checkpoints", "mountPath": ck.path})
+    if role == "coordinator" and spec.dataset.mounted:
+        vols.append(dataset_volume(spec.dataset))
+        mounts.append({"name": "dataset", "mountPath": DATA_MOUNT_DIR, "readOnly": True})
     if role in ("trainer", "rollout"):
         vols.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return vols, mounts
+
+
+def dataset_volume(dataset: DatasetSpec) -> dict[str, Any]:
+    """The volume of spec.dataset's files (a PVC read-only, or a ConfigMap): only the coordinator reads them."""
+    if dataset.pvc:
+        return {"name": "dataset", "persistentVolumeClaim": {"claimName": dataset.pvc, "readOnly": True}}
+    return {"name": "dataset", "configMap": {"name": dataset.config_map}}
 
 
 STATUS_PORTS = {"coordinator": wc.COORDINATOR_PORT, "rollout": wc.RELAY_PORT, "trainer": wc.TRAINER_METRICS_PORT}

@@ -14,10 +14,11 @@ Endpoints (JSON bodies of `hexrl_workers.protocol`; all under `/v1/` need the be
     GET  /metrics, /healthz, /readyz                        Prometheus exposition; liveness; readiness
 
 A coordinator built with `tolerate_data_error` (the pods do) whose dataset cannot be loaded (an unknown
-built-in name, a missing `dataset.path`) does not exit: it stays live, is not ready (/readyz says why),
+built-in name, a missing `dataset.path`, a mapped column the files lack, a prompt template field the records
+lack) does not exit: it stays live, is not ready (/readyz says why),
 answers /v1/work and /v1/batch with 503 (clients keep retrying) and reports the sentence in
 `/v1/progress` (`dataError`), which the operator turns into the RLJob's `Ready=False` condition. When the
-mounted config's `spec.dataset` changes it tries again, so fixing the RLJob is enough.
+mounted config's `spec.dataset` or `spec.prompt` changes it tries again, so fixing the RLJob is enough.
 
 η is also watched in the mounted config file (`maxPolicyLag`, see `hexrl.api.workerconfig`): the
 operator rewrites the ConfigMap and the coordinator applies it within `config_poll_seconds`.
@@ -39,7 +40,7 @@ from typing import Any
 
 from aiohttp import web
 
-from hexrl.api.dataspec import DatasetSpec
+from hexrl.api.dataspec import DatasetSpec, PromptSpec
 from hexrl.api.models import RLJobSpec
 from hexrl.api.workerconfig import (
     HEALTH_PATH,
@@ -55,7 +56,7 @@ from hexrl_workers.coordinator.core import (
     InvalidSampleError,
     RejectedError,
 )
-from hexrl_workers.data import Dataset, make_dataset
+from hexrl_workers.data import Dataset, check_prompt_template, make_dataset
 from hexrl_workers.httpcommon import (
     Credentials,
     HTTPProblem,
@@ -132,8 +133,9 @@ class CoordinatorServer:
         self.readiness = Readiness(None)
         self.data_error: str | None = None
         """Why the job's dataset cannot be loaded, one sentence (None when it is loaded)."""
-        self.dataset_spec: DatasetSpec | None = None
-        """The dataset the core was built for (compared with the mounted config's after a data error)."""
+        self.dataset_spec: tuple[DatasetSpec, PromptSpec] | None = None
+        """The dataset and prompt fields the core was built for (compared with the mounted config's after a data
+        error: fixing either may fix the error)."""
 
     def fail_data(self, error: str) -> None:
         """Serve without data: not ready, /v1/work and /v1/batch answer 503, /v1/progress says why."""
@@ -431,7 +433,7 @@ class CoordinatorServer:
                     self._config_text = text
                     cfg = parse_worker_config(text, source=str(path))
                     await self.set_max_policy_lag(cfg.effective_max_policy_lag())
-                    if self.data_error is not None and cfg.spec.dataset != self.dataset_spec:
+                    if self.data_error is not None and data_fields(cfg.spec) != self.dataset_spec:
                         self.retry_data(cfg.spec)
             except FileNotFoundError:
                 pass
@@ -441,15 +443,27 @@ class CoordinatorServer:
 
     def retry_data(self, spec: RLJobSpec) -> None:
         """Load the dataset of a changed spec after a data error; ready again when it loads."""
-        self.dataset_spec = spec.dataset
+        self.dataset_spec = data_fields(spec)
         try:
-            self.core.dataset = make_dataset(spec.dataset, seed=spec.algorithm.seed)
+            self.core.dataset = load_dataset(spec)
         except (ValueError, OSError) as exc:
             self.fail_data(str(exc))
             return
         log.info("dataset %s loaded; serving work", spec.dataset.resolved_path() or spec.dataset.name)
         self.data_error = None
         self.readiness.set_ready()
+
+
+def data_fields(spec: RLJobSpec) -> tuple[DatasetSpec, PromptSpec]:
+    """The spec fields the coordinator's data depends on."""
+    return spec.dataset, spec.prompt
+
+
+def load_dataset(spec: RLJobSpec) -> Dataset:
+    """The job's dataset, checked against its prompt template (ValueError/OSError with a sentence)."""
+    dataset = make_dataset(spec.dataset, seed=spec.algorithm.seed)
+    check_prompt_template(spec.prompt, dataset)
+    return dataset
 
 
 class _NoData:
@@ -473,7 +487,7 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
     error = None
     dataset: Dataset
     try:
-        dataset = make_dataset(spec.dataset, seed=spec.algorithm.seed)
+        dataset = load_dataset(spec)
     except (ValueError, OSError) as exc:
         if not tolerate_data_error:
             raise
@@ -491,7 +505,7 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
     server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path,
                                                     mean_prompt_tokens=spec.generation.prompt_tokens,
                                                     buffer=spec_buffer_limits(spec)))
-    server.dataset_spec = spec.dataset
+    server.dataset_spec = data_fields(spec)
     if error is not None:
         server.fail_data(error)
     return server
