@@ -9,7 +9,7 @@ from hexrl.api.dataspec import DATA_MOUNT_DIR
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import render
 from hexrl.k8s.settings import OperatorSettings
-from hexrl.k8s.snapshot import build_cluster, node_view
+from hexrl.k8s.snapshot import build_cluster
 
 pytestmark = pytest.mark.unit
 S = OperatorSettings()
