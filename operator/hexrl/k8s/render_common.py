@@ -187,10 +187,14 @@ def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], li
 
 
 def dataset_volume(dataset: DatasetSpec) -> dict[str, Any]:
-    """The volume of spec.dataset's files (a PVC read-only, or a ConfigMap): only the coordinator reads them."""
+    """The volume of spec.dataset's files (a PVC read-only, or a ConfigMap): only the coordinator reads them.
+
+    The ConfigMap is optional: a missing one leaves the mount empty, so the coordinator starts and reports the
+    missing file (Ready=False, DatasetUnavailable) instead of the pod hanging in ContainerCreating; it loads
+    the files once the ConfigMap exists."""
     if dataset.pvc:
         return {"name": "dataset", "persistentVolumeClaim": {"claimName": dataset.pvc, "readOnly": True}}
-    return {"name": "dataset", "configMap": {"name": dataset.config_map}}
+    return {"name": "dataset", "configMap": {"name": dataset.config_map, "optional": True}}
 
 
 STATUS_PORTS = {"coordinator": wc.COORDINATOR_PORT, "rollout": wc.RELAY_PORT, "trainer": wc.TRAINER_METRICS_PORT}

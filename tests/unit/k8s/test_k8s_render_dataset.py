@@ -38,7 +38,7 @@ def test_a_dataset_pvc_is_mounted_read_only_at_the_data_dir_of_the_coordinator()
 
 def test_a_dataset_config_map_is_mounted_at_the_data_dir_of_the_coordinator():
     vol, mount = _volume_and_mount(_coordinator_pod(_spec({"configMap": "gsm8k-sample", "path": "train.jsonl"})))
-    assert vol == {"name": "dataset", "configMap": {"name": "gsm8k-sample"}}
+    assert vol == {"name": "dataset", "configMap": {"name": "gsm8k-sample", "optional": True}}
     assert mount is not None and mount["mountPath"] == DATA_MOUNT_DIR and mount["readOnly"]
 
 

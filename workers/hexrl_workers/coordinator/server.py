@@ -18,7 +18,9 @@ built-in name, a missing `dataset.path`, a mapped column the files lack, a promp
 lack) does not exit: it stays live, is not ready (/readyz says why),
 answers /v1/work and /v1/batch with 503 (clients keep retrying) and reports the sentence in
 `/v1/progress` (`dataError`), which the operator turns into the RLJob's `Ready=False` condition. When the
-mounted config's `spec.dataset` or `spec.prompt` changes it tries again, so fixing the RLJob is enough.
+mounted config's `spec.dataset` or `spec.prompt` changes it tries again, so fixing the RLJob is enough; and
+it tries the same spec again every `data_retry_seconds`, so files that appear later (a ConfigMap created
+after the job, files copied onto the PVC) are picked up too.
 
 η is also watched in the mounted config file (`maxPolicyLag`, see `hexrl.api.workerconfig`): the
 operator rewrites the ConfigMap and the coordinator applies it within `config_poll_seconds`.
@@ -110,6 +112,9 @@ class ServerSettings:
     """How much finished work the coordinator buffers before a push is answered 429."""
     retry_after_seconds: float = 1.0
     """What a refused push is told to wait (Retry-After) while the buffer is full, seconds."""
+    data_retry_seconds: float = 30.0
+    """While the dataset cannot be loaded, load the same spec again this often (seconds, with config watching):
+    the files may appear without a spec change (a ConfigMap created after the job, files copied onto the PVC)."""
 
 
 class CoordinatorServer:
@@ -133,6 +138,9 @@ class CoordinatorServer:
         self.readiness = Readiness(None)
         self.data_error: str | None = None
         """Why the job's dataset cannot be loaded, one sentence (None when it is loaded)."""
+        self.job_spec: RLJobSpec | None = None
+        """The spec last read (built with, or from the mounted config): what a data retry loads."""
+        self._next_data_retry = 0.0
         self.dataset_spec: tuple[DatasetSpec, PromptSpec] | None = None
         """The dataset and prompt fields the core was built for (compared with the mounted config's after a data
         error: fixing either may fix the error)."""
@@ -432,17 +440,29 @@ class CoordinatorServer:
                 if text != self._config_text:
                     self._config_text = text
                     cfg = parse_worker_config(text, source=str(path))
+                    self.job_spec = cfg.spec
                     await self.set_max_policy_lag(cfg.effective_max_policy_lag())
                     if self.data_error is not None and data_fields(cfg.spec) != self.dataset_spec:
                         self.retry_data(cfg.spec)
+                if self.data_error is not None and self.job_spec is not None and self._data_retry_due():
+                    self.retry_data(self.job_spec)
             except FileNotFoundError:
                 pass
             except Exception as exc:  # a bad edit must not stop the job: keep the last good η
                 log.warning("ignoring unreadable config %s: %s", path, exc)
             await asyncio.sleep(self.settings.config_poll_seconds)
 
+    def _data_retry_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_data_retry:
+            return False
+        self._next_data_retry = now + self.settings.data_retry_seconds
+        return True
+
     def retry_data(self, spec: RLJobSpec) -> None:
-        """Load the dataset of a changed spec after a data error; ready again when it loads."""
+        """Load the dataset of a changed spec (or of the same one, later) after a data error; ready again
+        when it loads."""
+        self._next_data_retry = time.monotonic() + self.settings.data_retry_seconds
         self.dataset_spec = data_fields(spec)
         try:
             self.core.dataset = load_dataset(spec)
@@ -506,6 +526,7 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
                                                     mean_prompt_tokens=spec.generation.prompt_tokens,
                                                     buffer=spec_buffer_limits(spec)))
     server.dataset_spec = data_fields(spec)
+    server.job_spec = spec
     if error is not None:
         server.fail_data(error)
     return server
