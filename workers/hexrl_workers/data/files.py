@@ -95,7 +95,7 @@ def check_columns(table: Any, columns: DatasetColumns, answer_required: bool) ->
     have = list(table.column_names)
     answer = columns.answer
     if answer is not None and answer not in have and not answer_required:
-        answer = None  # the old {prompt, answer} format allowed files without answers
+        answer = None  # the old {prompt, answer} format allowed records without answers
     wanted = {"prompt": columns.prompt, "answer": answer, "id": columns.id, **{m: m for m in columns.metadata}}
     for role, col in wanted.items():
         if col is not None and col not in have:
@@ -103,16 +103,18 @@ def check_columns(table: Any, columns: DatasetColumns, answer_required: bool) ->
             raise DatasetError(f"{field} names column {col!r}, which the file does not have; its columns are {have}")
     _check_values(table, columns.prompt, "prompt", (str,))
     if answer is not None:
-        _check_values(table, answer, "answer", (str, int, float))
+        _check_values(table, answer, "answer", (str, int, float), allow_null=not answer_required)
     extras = {m: m for m in columns.metadata}
     if columns.id is not None:
         extras["id"] = columns.id
     return _Mapping(columns.prompt, answer, extras)
 
 
-def _check_values(table: Any, column: str, role: str, types: tuple[type, ...]) -> None:
-    values = table[column]
-    for row, value in enumerate(values):
+def _check_values(table: Any, column: str, role: str, types: tuple[type, ...], allow_null: bool = False) -> None:
+    """DatasetError naming the first record whose value in `column` is not of `types` (or null, unless allowed)."""
+    for row, value in enumerate(table[column]):
+        if value is None and allow_null:
+            continue
         if value is None or isinstance(value, bool) or not isinstance(value, types):
             kind = "null" if value is None else type(value).__name__
             wanted = "a string" if types == (str,) else "a string or a number"
@@ -152,9 +154,9 @@ class FileDataset:
     def record(self, index: int) -> Example:
         """The record at `index` in file order."""
         row = self.table[index]
-        answer = row[self.mapping.answer] if self.mapping.answer else ""
+        answer = row[self.mapping.answer] if self.mapping.answer else None
         metadata = {key: _json_scalar(row[col]) for key, col in self.mapping.extras.items()}
-        return Example(row[self.mapping.prompt], str(answer), metadata)
+        return Example(row[self.mapping.prompt], "" if answer is None else str(answer), metadata)
 
     def get(self, prompt_id: int) -> Example:
         return self.record(self.order.position(prompt_id)[1])
