@@ -45,13 +45,15 @@ def _retry_after(resp: requests.Response) -> float:
 
 
 def split_by_group(body: TrajectoryBatchIn) -> list[TrajectoryBatchIn]:
-    """One push per group: its trajectories and partials (at most group size samples: what the coordinator's
-    body limit is sized for, `hexrl_workers.limits`); the released items go with the last one."""
+    """One push per group: its trajectories, partials and discarded samples (at most group size samples: what the
+    coordinator's body limit is sized for, `hexrl_workers.limits`); the released items go with the last one."""
     groups: dict[int, TrajectoryBatchIn] = {}
     for t in body.trajectories:
         groups.setdefault(t.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).trajectories.append(t)
     for p in body.partials:
         groups.setdefault(p.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).partials.append(p)
+    for d in body.discarded:
+        groups.setdefault(d.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).discarded.append(d)
     parts = list(groups.values()) or [TrajectoryBatchIn(worker_id=body.worker_id)]
     parts[-1].released_item_ids = list(body.released_item_ids)
     return parts

@@ -94,7 +94,7 @@ def build_rollout_worker(
                         max_prompt_tokens=prompt_token_limit(spec)),
         engine, tok, load_reward(spec.reward.function),
         CoordinatorClient(coordinator_url, token, retry_seconds=coordinator_retry_seconds), weights, metrics,
-        PromptEncoder(spec.prompt, tok),
+        prompts=PromptEncoder(spec.prompt, tok),
     )
     if relay is not None:
         worker.on_weights = relay.publish

@@ -69,7 +69,7 @@ class RolloutSettings:
 class RolloutWorker:
     def __init__(
         self, settings: RolloutSettings, engine: Engine, tokenizer: Tokenizer, reward: RewardFn,
-        coordinator: CoordinatorClient, weights: WeightClient | None, metrics: Metrics | None = None,
+        coordinator: CoordinatorClient, weights: WeightClient | None, metrics: Metrics | None = None, *,
         prompts: PromptEncoder | None = None,
     ) -> None:
         self.s = settings
