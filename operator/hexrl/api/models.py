@@ -556,6 +556,9 @@ class Progress(_Model):
     mean_reward: float | None = Field(
         None, description="Mean reward of the last trained batches (printer column Reward): rises as the job learns."
     )
+    dataset_exhausted: bool = Field(
+        False, description="Every prompt of spec.dataset's epochs has been handed out; no new prompts follow."
+    )
 
 
 class RLJobStatus(_Model):
