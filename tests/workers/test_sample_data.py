@@ -94,3 +94,11 @@ def test_the_example_job_reads_the_gsm8k_file_from_its_config_map(tmp_path):
     check_prompt_template(job.spec.prompt, ds)
     train = [json.loads(line) for line in (DATA / "gsm8k-train.jsonl").read_text().splitlines()]
     assert sorted(ds.get(i).text for i in range(ds.records)) == sorted(r["question"] for r in train)
+
+
+def test_the_cpu_example_reads_the_gsm8k_sample_from_the_repository_root(monkeypatch):
+    job = RLJob.model_validate(yaml.safe_load((REPO / "manifests" / "examples" / "rljob-gsm8k-tiny.yaml").read_text()))
+    monkeypatch.chdir(REPO)  # `hexrl run` starts there
+    ds = FileDataset(job.spec.dataset, job.spec.algorithm.seed)
+    check_prompt_template(job.spec.prompt, ds)
+    assert ds.records == 50 and job.spec.dataset.columns.prompt == "question"
