@@ -132,3 +132,17 @@ def test_an_over_long_prompt_is_a_discarded_group_counted_and_the_job_goes_on(tm
         assert trainer.version()["done"]  # every record trained or discarded: the one epoch is over
     finally:
         coord.close()
+
+
+def test_a_prompt_limit_above_the_default_bound_widens_the_coordinators_body_limit():
+    """A worker may send a prompt of maxPromptTokens tokens, so the coordinator must accept a push holding it."""
+    from hexrl_workers.limits import max_prompt_tokens, prompt_token_limit, spec_body_limits
+
+    plain = tiny_spec()
+    assert prompt_token_limit(plain) == max_prompt_tokens(plain.generation.prompt_tokens)
+    wide = tiny_spec(**{"generation.maxPromptTokens": 4 * max_prompt_tokens(plain.generation.prompt_tokens)})
+    assert prompt_token_limit(wide) == wide.generation.max_prompt_tokens
+    assert spec_body_limits(wide).trajectories > spec_body_limits(plain).trajectories
+    assert build_coordinator(wide, CREDENTIALS).limits == spec_body_limits(wide)
+    narrow = tiny_spec(**{"generation.maxPromptTokens": 16})  # below the bound: the bound stays
+    assert spec_body_limits(narrow) == spec_body_limits(plain)

@@ -108,6 +108,8 @@ class ServerSettings:
     """Request body limits (None: from the core's group size and maxNewTokens, see `hexrl_workers.limits`)."""
     mean_prompt_tokens: int = 512
     """spec.generation.promptTokens, for the default `limits` (prompts may be several times longer)."""
+    max_prompt_tokens: int | None = None
+    """spec.generation.maxPromptTokens, for the default `limits` (None: the bound from mean_prompt_tokens)."""
     buffer: BufferLimits = field(default_factory=BufferLimits)
     """How much finished work the coordinator buffers before a push is answered 429."""
     retry_after_seconds: float = 1.0
@@ -123,7 +125,7 @@ class CoordinatorServer:
         self.settings = settings or ServerSettings()
         self.limits = self.settings.limits or body_limits(
             core.s.group_size, core.s.max_new_tokens or UNSPECIFIED_MAX_NEW_TOKENS, self.settings.mean_prompt_tokens,
-            self.settings.buffer)
+            self.settings.buffer, self.settings.max_prompt_tokens)
         """The per-route body limits in force."""
         self.metrics = Metrics("coordinator")
         self.started = time.monotonic()
@@ -524,6 +526,7 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
     )
     server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path,
                                                     mean_prompt_tokens=spec.generation.prompt_tokens,
+                                                    max_prompt_tokens=spec.generation.max_prompt_tokens,
                                                     buffer=spec_buffer_limits(spec)))
     server.dataset_spec = data_fields(spec)
     server.job_spec = spec
