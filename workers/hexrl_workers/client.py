@@ -45,22 +45,23 @@ def _retry_after(resp: requests.Response) -> float:
 
 
 def split_by_group(body: TrajectoryBatchIn) -> list[TrajectoryBatchIn]:
-    """One push per group: its trajectories and partials (at most group size samples: what the coordinator's
-    body limit is sized for, `hexrl_workers.limits`), and one per evaluation item (at most k ≤ 256 records of a
-    few hundred bytes, well inside the smallest such limit), sent first; the released items and the discarded
-    samples go with the last push, so an item released after some of its evaluation results were pushed is
-    handed back only for the rest."""
+    """One push per group: its trajectories, partials and discarded samples (at most group size samples: what the
+    coordinator's body limit is sized for, `hexrl_workers.limits`), and one per evaluation item (at most k ≤ 256
+    records of a few hundred bytes, well inside the smallest such limit), sent first; the released items go with
+    the last push, so an item released after some of its evaluation results were pushed is handed back only for
+    the rest."""
     groups: dict[int, TrajectoryBatchIn] = {}
     for t in body.trajectories:
         groups.setdefault(t.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).trajectories.append(t)
     for p in body.partials:
         groups.setdefault(p.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).partials.append(p)
+    for d in body.discarded:
+        groups.setdefault(d.group_id, TrajectoryBatchIn(worker_id=body.worker_id)).discarded.append(d)
     evals: dict[int, TrajectoryBatchIn] = {}
     for e in body.evaluations:
         evals.setdefault(e.item_id, TrajectoryBatchIn(worker_id=body.worker_id)).evaluations.append(e)
     parts = list(evals.values()) + (list(groups.values()) or [TrajectoryBatchIn(worker_id=body.worker_id)])
     parts[-1].released_item_ids = list(body.released_item_ids)
-    parts[-1].discarded = list(body.discarded)
     return parts
 
 

@@ -80,19 +80,29 @@ def max_prompt_tokens(mean_prompt_tokens: int) -> int:
     return max(MIN_PROMPT_BOUND, PROMPT_SLACK * mean_prompt_tokens)
 
 
-def sample_wire_bytes(max_new_tokens: int, mean_prompt_tokens: int) -> int:
-    """JSON bytes of the largest sample allowed."""
-    return (max_prompt_tokens(mean_prompt_tokens) * BYTES_PER_PROMPT_TOKEN
+def prompt_token_limit(spec: RLJobSpec) -> int:
+    """The longest prompt a rollout worker generates from: spec.generation.maxPromptTokens (the coordinator's body
+    limits grow to fit it, see `sample_wire_bytes`), else the bound those limits allow for (`max_prompt_tokens`),
+    so no prompt the worker accepts makes a sample the coordinator would refuse."""
+    gen = spec.generation
+    return gen.max_prompt_tokens or max_prompt_tokens(gen.prompt_tokens)
+
+
+def sample_wire_bytes(max_new_tokens: int, mean_prompt_tokens: int, prompt_limit: int | None = None) -> int:
+    """JSON bytes of the largest sample allowed (`prompt_limit`: spec.generation.maxPromptTokens, which raises the
+    prompt bound when it is above it)."""
+    prompt_tokens = max(max_prompt_tokens(mean_prompt_tokens), prompt_limit or 0)
+    return (prompt_tokens * BYTES_PER_PROMPT_TOKEN
             + max_new_tokens * BYTES_PER_TOKEN_ENTRY + SAMPLE_OVERHEAD)
 
 
 def body_limits(group_size: int, max_new_tokens: int, mean_prompt_tokens: int,
-                buffer: BufferLimits | None = None) -> BodyLimits:
+                buffer: BufferLimits | None = None, prompt_limit: int | None = None) -> BodyLimits:
     """The per-route body limits of one job's coordinator (spec.algorithm.groupSize,
     spec.generation.maxNewTokens and promptTokens)."""
     buffer = buffer or BufferLimits()
     per_push = group_size
-    trajectories = per_push * sample_wire_bytes(max_new_tokens, mean_prompt_tokens) + SMALL_BODY
+    trajectories = per_push * sample_wire_bytes(max_new_tokens, mean_prompt_tokens, prompt_limit) + SMALL_BODY
     # A snapshot holds the buffer (bounded by max_bytes in memory, which is more than its JSON) and the
     # ids of every trained prompt (a few bytes each); 64 MiB covers millions of those.
     restore = buffer.max_bytes + (64 << 20)
@@ -109,7 +119,8 @@ def spec_buffer_limits(spec: RLJobSpec) -> BufferLimits:
 def spec_body_limits(spec: RLJobSpec) -> BodyLimits:
     """The body limits of a job's coordinator (what `build_coordinator` serves with)."""
     g = spec.generation
-    return body_limits(spec.algorithm.group_size, g.max_new_tokens, g.prompt_tokens, spec_buffer_limits(spec))
+    return body_limits(spec.algorithm.group_size, g.max_new_tokens, g.prompt_tokens, spec_buffer_limits(spec),
+                       g.max_prompt_tokens)
 
 
 def sample_bytes(prompt_tokens: int, tokens: int) -> int:

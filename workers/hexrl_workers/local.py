@@ -173,7 +173,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
             max_policy_lag=spec.staleness.max_policy_lag, total_steps=steps, vocab_size=spec.model.shape.vocab,
             max_new_tokens=spec.generation.max_new_tokens,
         ),
-        make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed),
+        make_dataset(spec.dataset, seed=spec.algorithm.seed),
         Evaluator(evaluation) if evaluation is not None else None,
     )
     server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
@@ -210,7 +210,7 @@ def _local_spec(job: RLJob, opts: LocalOptions) -> tuple[RLJobSpec, int]:
     spec.algorithm.total_steps = steps
     if opts.sync:
         spec.staleness.max_policy_lag = 0
-    make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+    make_dataset(spec.dataset, seed=spec.algorithm.seed)
     check_reward(spec.reward)  # a missing reward file or function: one sentence now, not from every worker
     return spec, steps
 

@@ -59,6 +59,10 @@ class Prompt(Msg):
     prompt_id: int = Field(..., ge=0, description="Position in the dataset stream (unique per job).")
     text: str = Field(..., description="Prompt text given to the model.")
     answer: str = Field("", description="Reference answer for the reward function.")
+    metadata: dict[str, str | int | float | bool | None] | None = Field(
+        None, description="The record's metadata columns (spec.dataset.columns: id, metadata), for the prompt "
+        "template; None when the dataset has none.",
+    )
 
 
 class SampleSpec(Msg):
@@ -161,7 +165,7 @@ class PartialResponse(Msg):
         return self
 
 
-DiscardReason = Literal["prompt-too-long", "reward-error", "reward-not-finite", "reward-timeout"]
+DiscardReason = Literal["prompt-too-long", "prompt-template-error", "reward-error", "reward-not-finite", "reward-timeout"]
 """Why a rollout worker gives up on a whole group: a prompt longer than the job allows cannot be generated
 from, and a reward that raised, timed out or returned NaN/∞ cannot be trained on."""
 

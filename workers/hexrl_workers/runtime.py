@@ -10,10 +10,12 @@ from hexrl.api.models import RLJobSpec
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.server import build_coordinator
 from hexrl_workers.httpcommon import Credentials
+from hexrl_workers.limits import prompt_token_limit
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer, model_dir
 from hexrl_workers.reward.runner import RewardRunner
 from hexrl_workers.rollout.engine import SamplingParams
+from hexrl_workers.rollout.prompts import PromptEncoder
 from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
 from hexrl_workers.weights.client import WeightClient, WeightClientSettings
 from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, WeightServerSettings
@@ -89,9 +91,11 @@ def build_rollout_worker(
         metrics=metrics,
     )
     worker = RolloutWorker(
-        RolloutSettings(worker_id=worker_id, max_items=max_items, max_new_tokens=spec.generation.max_new_tokens),
+        RolloutSettings(worker_id=worker_id, max_items=max_items, max_new_tokens=spec.generation.max_new_tokens,
+                        max_prompt_tokens=prompt_token_limit(spec)),
         engine, tok, reward,
         CoordinatorClient(coordinator_url, token, retry_seconds=coordinator_retry_seconds), weights, metrics,
+        prompts=PromptEncoder(spec.prompt, tok),
     )
     if relay is not None:
         worker.on_weights = relay.publish

@@ -71,6 +71,9 @@ class _Model(BaseModel):
         return value
 
 
+# The data and prompt fields live in their own module, which builds on `_Model` (hence imported here).
+from hexrl.api.dataspec import DatasetSpec, PromptSpec  # noqa: E402
+
 # ---------------------------------------------------------------------------------------------- model
 
 
@@ -236,6 +239,11 @@ class GenerationSpec(_Model):
     )
     temperature: float = Field(1.0, ge=0, le=10, description="Sampling temperature.")
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling threshold.")
+    max_prompt_tokens: int | None = Field(
+        None, ge=1, le=1_048_576,
+        description="Longest prompt in tokens (after the chat template); a longer one is discarded "
+        "(prompt-too-long, counted) instead of truncated. Unset: 8 × promptTokens, at least 8192.",
+    )
 
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {
@@ -368,16 +376,6 @@ class CheckpointSpec(_Model):
 
 from hexrl.api.rewardspec import RewardSpec  # noqa: E402  (builds on _Model above)
 
-
-class DatasetSpec(_Model):
-    """The prompts (with reference answers) to train on; if unloadable: Ready=False, reason DatasetUnavailable."""
-
-    name: str = Field("arith-digits", min_length=1, description="Built-in task name (arith-digits, arith-mod10).")
-    path: str | None = Field(
-        None, description="JSONL file of {prompt, answer} records in the coordinator's filesystem (overrides name)."
-    )
-
-
 # ------------------------------------------------------------------------------------------ resources
 
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=QUANTITY_MAX_LENGTH)]
@@ -468,6 +466,7 @@ class RLJobSpec(_Model):
     reward: RewardSpec = Field(default_factory=RewardSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     evaluation: EvalSpec | None = Field(None, description="A held-out set evaluated every N steps (unset: none).")
+    prompt: PromptSpec = Field(default_factory=PromptSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     suspend: bool = Field(False, description="Scale the job to zero pods, keeping its checkpoints.")
 
@@ -553,6 +552,9 @@ class Progress(_Model):
         None, description="Mean reward of the last trained batches (printer column Reward): rises as the job learns."
     )
     evaluation: EvalSummary | None = Field(None, description="The latest held-out evaluation (spec.evaluation).")
+    dataset_exhausted: bool = Field(
+        False, description="Every prompt of spec.dataset's epochs has been handed out; no new prompts follow."
+    )
 
 
 class RLJobStatus(_Model):

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hexrl.api import workerconfig as wc
+from hexrl.api.dataspec import DATA_MOUNT_DIR, DatasetSpec
 from hexrl.api.models import API_VERSION, DEFAULT_IMAGE, KIND, RLJobSpec
 from hexrl.api.rewardspec import REWARD_MOUNT_DIR
 from hexrl.k8s.settings import SPOT_TOLERATION_KEYS, OperatorSettings
@@ -155,8 +156,9 @@ def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[
 
 def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
     """(volumes, mounts): the worker config, the writable scratch directories (`SCRATCH_DIRS`: the root
-    filesystem is read-only), the model PVC if any, checkpoints for the trainer, the reward ConfigMap
-    (reward.configMap) read-only for rollout workers, and for the trainer and
+    filesystem is read-only), the model PVC if any, checkpoints for the trainer, the dataset's PVC or ConfigMap
+    for the coordinator (at `DATA_MOUNT_DIR`), the reward ConfigMap (reward.configMap) read-only for rollout
+    workers, and for the trainer and
     rollout a memory-backed /dev/shm (a container's default is 64 MiB: too small for NCCL, for vLLM's
     tensor-parallel workers and for handing a weight version to them; it counts against the pod's
     memory limit)."""
@@ -180,10 +182,24 @@ def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], li
     if role == "rollout" and spec.reward.config_map:  # the user's reward file(s); only rollout workers score
         vols.append({"name": "reward", "configMap": {"name": spec.reward.config_map}})
         mounts.append({"name": "reward", "mountPath": REWARD_MOUNT_DIR, "readOnly": True})
+    if role == "coordinator" and spec.dataset.mounted:
+        vols.append(dataset_volume(spec.dataset))
+        mounts.append({"name": "dataset", "mountPath": DATA_MOUNT_DIR, "readOnly": True})
     if role in ("trainer", "rollout"):
         vols.append({"name": "dshm", "emptyDir": {"medium": "Memory"}})
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return vols, mounts
+
+
+def dataset_volume(dataset: DatasetSpec) -> dict[str, Any]:
+    """The volume of spec.dataset's files (a PVC read-only, or a ConfigMap): only the coordinator reads them.
+
+    The ConfigMap is optional: a missing one leaves the mount empty, so the coordinator starts and reports the
+    missing file (Ready=False, DatasetUnavailable) instead of the pod hanging in ContainerCreating; it loads
+    the files once the ConfigMap exists."""
+    if dataset.pvc:
+        return {"name": "dataset", "persistentVolumeClaim": {"claimName": dataset.pvc, "readOnly": True}}
+    return {"name": "dataset", "configMap": {"name": dataset.config_map, "optional": True}}
 
 
 STATUS_PORTS = {"coordinator": wc.COORDINATOR_PORT, "rollout": wc.RELAY_PORT, "trainer": wc.TRAINER_METRICS_PORT}

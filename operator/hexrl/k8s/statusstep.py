@@ -138,7 +138,7 @@ class StatusStep:
         if progress:
             new["progress"] = {k: progress[k] for k in
                                ("policyVersion", "trainedSteps", "observedStaleness", "tokensPerSecond",
-                                "bufferDepth", "trainerIdleFraction") if k in progress}
+                                "bufferDepth", "trainerIdleFraction", "datasetExhausted") if k in progress}
             if progress.get("meanReward") is not None:
                 new["progress"]["meanReward"] = round(float(progress["meanReward"]), 3)
             evaluation = _evaluation_status(progress.get("evaluation"))

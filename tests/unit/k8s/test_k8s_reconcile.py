@@ -365,11 +365,12 @@ def test_the_coordinators_dataset_error_and_mean_reward_reach_the_status():
     assert "unknown dataset.name 'gsm8k'" in ready["message"]
     assert len(w.events(reasons.DATASET_UNAVAILABLE)) == 1
     w.rec.set_progress(job["metadata"]["uid"], {"policyVersion": 12, "observedStaleness": 1.0,
-                                                "meanReward": 0.8765432})
+                                                "meanReward": 0.8765432, "datasetExhausted": True})
     _set_pod_status(w, "coordinator", {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]})
     w.pass_()
     assert w.cond(reasons.READY)["status"] == "True"
     assert w.status()["progress"]["meanReward"] == 0.877
+    assert w.status()["progress"]["datasetExhausted"] is True
 
 
 def test_a_failed_trainer_rank_is_named_with_its_exit_in_the_trainer_lost_event():

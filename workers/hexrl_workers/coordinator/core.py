@@ -41,6 +41,7 @@ from typing import Any
 
 from hexrl.api.evalspec import EvalSummary
 from hexrl_workers.coordinator.evaluation import EvalRejectedError, Evaluator
+from hexrl_workers.data import Dataset, make_prompt
 from hexrl_workers.limits import sample_bytes
 from hexrl_workers.protocol import (
     Batch,
@@ -52,7 +53,6 @@ from hexrl_workers.protocol import (
     Trajectory,
     WorkItem,
 )
-from hexrl_workers.tasks import Dataset, make_prompt
 
 
 @dataclass
@@ -259,6 +259,9 @@ class CoordinatorCore:
                 break
             if not self.gate_open():
                 reason = "staleness-gate"
+                break
+            if not self.requeued and self.dataset_exhausted:
+                reason = "dataset-exhausted"
                 break
             if self.requeued:
                 prompt = self.requeued.popleft()
@@ -482,9 +485,21 @@ class CoordinatorCore:
         return self.evaluator is not None and self.evaluator.holds(self.version)
 
     @property
+    def dataset_exhausted(self) -> bool:
+        """Every prompt of a finite dataset (spec.dataset.epochs) has been handed out: no new ones follow."""
+        count = getattr(self.dataset, "prompt_count", None)
+        return count is not None and self.cursor >= count
+
+    @property
     def done(self) -> bool:
-        """Every step trained and the last version's evaluation (if due) finished."""
-        return self.s.total_steps is not None and self.trained_steps >= self.s.total_steps and not self.evaluating
+        """totalSteps trained, or the dataset exhausted with too few groups left to fill another batch — and in
+        either case the last version's evaluation (if due) finished."""
+        if self.evaluating:
+            return False
+        if self.s.total_steps is not None and self.trained_steps >= self.s.total_steps:
+            return True
+        return (self.dataset_exhausted and not self.requeued and not self.pending_batches
+                and len(self.groups) < self.s.prompts_per_step)
 
     # ---------------------------------------------------------------------------------- checkpoints
 

@@ -26,14 +26,14 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable, Sized
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from hexrl.api.evalspec import CORRECT_REWARD, EvalSummary
 from hexrl.api.models import RLJobSpec
+from hexrl_workers.data import make_dataset, make_prompt
 from hexrl_workers.protocol import EvalResult, EvalTag, Prompt, SampleSpec, WorkItem
-from hexrl_workers.tasks import make_dataset, make_prompt
 
 EVAL_SEED_OFFSET = 1_000_003
 """Added to spec.algorithm.seed for the held-out stream, so a built-in task's evaluation prompts are another
@@ -83,8 +83,9 @@ def eval_settings(spec: RLJobSpec) -> EvalSettings | None:
     if ev is None or not ev.enabled:
         return None
     ds = ev.dataset or spec.dataset
-    dataset = make_dataset(ds.name, ds.path, spec.algorithm.seed + EVAL_SEED_OFFSET)
-    count = min(ev.max_prompts, len(dataset)) if isinstance(dataset, Sized) else ev.max_prompts
+    dataset = make_dataset(ds, seed=spec.algorithm.seed + EVAL_SEED_OFFSET)
+    records = getattr(dataset, "records", None)  # a file's record count; built-in tasks are endless streams
+    count = min(ev.max_prompts, records) if isinstance(records, int) else ev.max_prompts
     return EvalSettings(
         every_steps=ev.every_steps, prompts=[make_prompt(dataset, i) for i in range(count)], k=ev.k,
         temperature=ev.temperature if ev.temperature is not None else spec.generation.temperature,

@@ -14,10 +14,13 @@ Endpoints (JSON bodies of `hexrl_workers.protocol`; all under `/v1/` need the be
     GET  /metrics, /healthz, /readyz                        Prometheus exposition; liveness; readiness
 
 A coordinator built with `tolerate_data_error` (the pods do) whose dataset cannot be loaded (an unknown
-built-in name, a missing `dataset.path`) does not exit: it stays live, is not ready (/readyz says why),
+built-in name, a missing `dataset.path`, a mapped column the files lack, a prompt template field the records
+lack) does not exit: it stays live, is not ready (/readyz says why),
 answers /v1/work and /v1/batch with 503 (clients keep retrying) and reports the sentence in
 `/v1/progress` (`dataError`), which the operator turns into the RLJob's `Ready=False` condition. When the
-mounted config's `spec.dataset` changes it tries again, so fixing the RLJob is enough.
+mounted config's `spec.dataset` or `spec.prompt` changes it tries again, so fixing the RLJob is enough; and
+it tries the same spec again every `data_retry_seconds`, so files that appear later (a ConfigMap created
+after the job, files copied onto the PVC) are picked up too.
 
 η is also watched in the mounted config file (`maxPolicyLag`, see `hexrl.api.workerconfig`): the
 operator rewrites the ConfigMap and the coordinator applies it within `config_poll_seconds`.
@@ -39,8 +42,9 @@ from typing import Any
 
 from aiohttp import web
 
+from hexrl.api.dataspec import DatasetSpec, PromptSpec
 from hexrl.api.evalspec import EvalSpec, EvalSummary
-from hexrl.api.models import DatasetSpec, RLJobSpec
+from hexrl.api.models import RLJobSpec
 from hexrl.api.workerconfig import (
     HEALTH_PATH,
     METRICS_PATH,
@@ -56,6 +60,7 @@ from hexrl_workers.coordinator.core import (
     RejectedError,
 )
 from hexrl_workers.coordinator.evaluation import Evaluator, eval_settings
+from hexrl_workers.data import Dataset, check_prompt_template, make_dataset
 from hexrl_workers.httpcommon import (
     Credentials,
     HTTPProblem,
@@ -79,7 +84,6 @@ from hexrl_workers.protocol import (
     WorkResponse,
 )
 from hexrl_workers.statusserver import Readiness, readiness_response
-from hexrl_workers.tasks import Dataset, make_dataset
 
 CONFIG_WATCHER: web.AppKey[asyncio.Task[None]] = web.AppKey("config_watcher", asyncio.Task)
 """The task that re-reads the mounted worker config (η changes) while the app runs."""
@@ -106,10 +110,15 @@ class ServerSettings:
     """Request body limits (None: from the core's group size and maxNewTokens, see `hexrl_workers.limits`)."""
     mean_prompt_tokens: int = 512
     """spec.generation.promptTokens, for the default `limits` (prompts may be several times longer)."""
+    max_prompt_tokens: int | None = None
+    """spec.generation.maxPromptTokens, for the default `limits` (None: the bound from mean_prompt_tokens)."""
     buffer: BufferLimits = field(default_factory=BufferLimits)
     """How much finished work the coordinator buffers before a push is answered 429."""
     retry_after_seconds: float = 1.0
     """What a refused push is told to wait (Retry-After) while the buffer is full, seconds."""
+    data_retry_seconds: float = 30.0
+    """While the dataset cannot be loaded, load the same spec again this often (seconds, with config watching):
+    the files may appear without a spec change (a ConfigMap created after the job, files copied onto the PVC)."""
 
 
 class CoordinatorServer:
@@ -118,7 +127,7 @@ class CoordinatorServer:
         self.settings = settings or ServerSettings()
         self.limits = self.settings.limits or body_limits(
             core.s.group_size, core.s.max_new_tokens or UNSPECIFIED_MAX_NEW_TOKENS, self.settings.mean_prompt_tokens,
-            self.settings.buffer)
+            self.settings.buffer, self.settings.max_prompt_tokens)
         """The per-route body limits in force."""
         self.metrics = Metrics("coordinator")
         self.started = time.monotonic()
@@ -133,8 +142,12 @@ class CoordinatorServer:
         self.readiness = Readiness(None)
         self.data_error: str | None = None
         """Why the job's dataset cannot be loaded, one sentence (None when it is loaded)."""
-        self.dataset_spec: DatasetSpec | None = None
-        """The dataset the core was built for (compared with the mounted config's after a data error)."""
+        self.job_spec: RLJobSpec | None = None
+        """The spec last read (built with, or from the mounted config): what a data retry loads."""
+        self._next_data_retry = 0.0
+        self.dataset_spec: tuple[DatasetSpec, PromptSpec] | None = None
+        """The dataset and prompt fields the core was built for (compared with the mounted config's after a data
+        error: fixing either may fix the error)."""
         self.evaluation_spec: EvalSpec | None = None
         """Likewise, the held-out evaluation it was built for."""
 
@@ -386,6 +399,7 @@ class CoordinatorServer:
             partials_migrated=c.partials_migrated,
             evaluation=c.evaluator.latest if c.evaluator is not None else None,
             evaluations=list(c.evaluator.history) if c.evaluator is not None else [],
+            dataset_exhausted=c.dataset_exhausted,
             done=c.done,
             data_error=self.data_error,
         )
@@ -464,22 +478,33 @@ class CoordinatorServer:
                 if text != self._config_text:
                     self._config_text = text
                     cfg = parse_worker_config(text, source=str(path))
+                    self.job_spec = cfg.spec
                     await self.set_max_policy_lag(cfg.effective_max_policy_lag())
-                    if self.data_error is not None and (cfg.spec.dataset, cfg.spec.evaluation) != (
+                    if self.data_error is not None and (data_fields(cfg.spec), cfg.spec.evaluation) != (
                             self.dataset_spec, self.evaluation_spec):
                         self.retry_data(cfg.spec)
+                if self.data_error is not None and self.job_spec is not None and self._data_retry_due():
+                    self.retry_data(self.job_spec)
             except FileNotFoundError:
                 pass
             except Exception as exc:  # a bad edit must not stop the job: keep the last good η
                 log.warning("ignoring unreadable config %s: %s", path, exc)
             await asyncio.sleep(self.settings.config_poll_seconds)
 
+    def _data_retry_due(self) -> bool:
+        now = time.monotonic()
+        if now < self._next_data_retry:
+            return False
+        self._next_data_retry = now + self.settings.data_retry_seconds
+        return True
+
     def retry_data(self, spec: RLJobSpec) -> None:
-        """Load the datasets (training and held-out) of a changed spec after a data error; ready again when
-        they load."""
-        self.dataset_spec, self.evaluation_spec = spec.dataset, spec.evaluation
+        """Load the datasets (training and held-out) of a changed spec (or of the same one, later) after a data
+        error; ready again when they load."""
+        self._next_data_retry = time.monotonic() + self.settings.data_retry_seconds
+        self.dataset_spec, self.evaluation_spec = data_fields(spec), spec.evaluation
         try:
-            self.core.dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+            self.core.dataset = load_dataset(spec)
             evaluation = eval_settings(spec)
             self.core.evaluator = Evaluator(evaluation) if evaluation is not None else None
             if self.core.evaluator is not None:
@@ -487,13 +512,27 @@ class CoordinatorServer:
         except (ValueError, OSError) as exc:
             self.fail_data(str(exc))
             return
-        log.info("dataset %s loaded; serving work", spec.dataset.path or spec.dataset.name)
+        log.info("dataset %s loaded; serving work", spec.dataset.resolved_path() or spec.dataset.name)
         self.data_error = None
         self.readiness.set_ready()
 
 
+def data_fields(spec: RLJobSpec) -> tuple[DatasetSpec, PromptSpec]:
+    """The spec fields the coordinator's data depends on."""
+    return spec.dataset, spec.prompt
+
+
+def load_dataset(spec: RLJobSpec) -> Dataset:
+    """The job's dataset, checked against its prompt template (ValueError/OSError with a sentence)."""
+    dataset = make_dataset(spec.dataset, seed=spec.algorithm.seed)
+    check_prompt_template(spec.prompt, dataset)
+    return dataset
+
+
 class _NoData:
     """The dataset of a coordinator whose real one could not be loaded (never read: work answers 503)."""
+
+    prompt_count: int | None = None
 
     def __init__(self, error: str) -> None:
         self.error = error
@@ -512,7 +551,7 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
     dataset: Dataset
     evaluator = None
     try:
-        dataset = make_dataset(spec.dataset.name, spec.dataset.path, spec.algorithm.seed)
+        dataset = load_dataset(spec)
         evaluation = eval_settings(spec)
         evaluator = Evaluator(evaluation) if evaluation is not None else None
     except (ValueError, OSError) as exc:
@@ -531,8 +570,10 @@ def build_coordinator(spec: RLJobSpec, credentials: Credentials | None, eta: int
     )
     server = CoordinatorServer(core, ServerSettings(credentials=credentials, config_path=config_path,
                                                     mean_prompt_tokens=spec.generation.prompt_tokens,
+                                                    max_prompt_tokens=spec.generation.max_prompt_tokens,
                                                     buffer=spec_buffer_limits(spec)))
-    server.dataset_spec, server.evaluation_spec = spec.dataset, spec.evaluation
+    server.dataset_spec, server.evaluation_spec = data_fields(spec), spec.evaluation
+    server.job_spec = spec
     if error is not None:
         server.fail_data(error)
     return server

@@ -28,6 +28,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from hexrl.api.dataspec import PromptSpec
 from hexrl_workers.client import CoordinatorClient, CoordinatorError, CoordinatorUnavailable
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import (
@@ -42,6 +43,7 @@ from hexrl_workers.protocol import (
 from hexrl_workers.reward import RewardFn
 from hexrl_workers.reward.runner import RewardFailed, RewardTimeout
 from hexrl_workers.rollout.engine import Engine, GenRequest, GenResult
+from hexrl_workers.rollout.prompts import PromptEncoder, PromptError
 from hexrl_workers.statusserver import Readiness
 from hexrl_workers.tasks import Tokenizer
 from hexrl_workers.weights.client import WeightClient, WeightPullError
@@ -61,6 +63,9 @@ class RolloutSettings:
     better, smaller ones pick up new weights sooner."""
     max_new_tokens: int = 256
     """Response length cap (spec.generation.maxNewTokens)."""
+    max_prompt_tokens: int | None = None
+    """Longest prompt in tokens, after the chat template (spec.generation.maxPromptTokens); a longer one is
+    discarded as prompt-too-long, never truncated (a cut prompt may lose the question). None: no limit."""
     wait_seconds: float = 1.0
     """Long-poll per work request, seconds."""
     rollback_retry_seconds: float = 0.5
@@ -72,11 +77,14 @@ class RolloutSettings:
 class RolloutWorker:
     def __init__(
         self, settings: RolloutSettings, engine: Engine, tokenizer: Tokenizer, reward: RewardFn,
-        coordinator: CoordinatorClient, weights: WeightClient | None, metrics: Metrics | None = None,
+        coordinator: CoordinatorClient, weights: WeightClient | None, metrics: Metrics | None = None, *,
+        prompts: PromptEncoder | None = None,
     ) -> None:
         self.s = settings
         self.engine = engine
         self.tok = tokenizer
+        self.prompts = prompts or PromptEncoder(PromptSpec(), tokenizer)
+        """How a prompt becomes token ids (spec.prompt: template and chat template)."""
         self.reward = reward
         """Called per finished sample: a RewardRunner (reward process with a timeout) or a plain function."""
         self.coord = coordinator
@@ -128,16 +136,34 @@ class RolloutWorker:
 
     # ---------------------------------------------------------------------------------- generation
 
-    def _requests(self, items: list[WorkItem]) -> tuple[list[GenRequest], list[tuple[WorkItem, int]]]:
-        reqs, where = [], []
+    def _requests(self, items: list[WorkItem]) -> tuple[list[GenRequest], list[tuple[WorkItem, int]],
+                                                        list[DiscardedSample]]:
+        """The engine requests of `items`' samples, and the items whose prompt cannot be used, discarded
+        (one sample reported per item: the coordinator abandons the whole group)."""
+        reqs, where, discarded = [], [], []
         for item in items:
-            ptoks = self.tok.encode(item.prompt.text)
+            ptoks = self._prompt_tokens(item)
+            if isinstance(ptoks, DiscardedSample):
+                discarded.append(ptoks)
+                continue
             for spec in item.samples:
                 temperature = item.evaluation.temperature if item.evaluation is not None else None
                 reqs.append(GenRequest(ptoks, self.s.max_new_tokens, spec.prefix_tokens, spec.prefix_logprobs,
                                        spec.prefix_versions, temperature))
                 where.append((item, spec.sample_index))
-        return reqs, where
+        return reqs, where, discarded
+
+    def _prompt_tokens(self, item: WorkItem) -> list[int] | DiscardedSample:
+        first = item.samples[0].sample_index
+        try:
+            ptoks = self.prompts.encode(item.prompt)
+        except PromptError as exc:
+            return self._discard(item, first, "prompt-template-error", str(exc))
+        limit = self.s.max_prompt_tokens
+        if limit is not None and len(ptoks) > limit:
+            return self._discard(item, first, "prompt-too-long",
+                                 f"{len(ptoks)} prompt tokens > generation.maxPromptTokens {limit}")
+        return ptoks
 
     def _score(self, item: WorkItem, idx: int, ptoks: list[int], res: GenResult) -> Trajectory | DiscardedSample:
         """The scored trajectory, or the sample discarded when its reward raised, overran its timeout or is not
@@ -193,11 +219,13 @@ class RolloutWorker:
 
     def process(self, items: list[WorkItem]) -> TrajectoryBatchIn:
         """Generate every sample of `items`; the result holds trajectories and, if stopped, partials."""
-        reqs, where = self._requests(items)
+        reqs, where, discarded = self._requests(items)
+        out = TrajectoryBatchIn(worker_id=self.s.worker_id, discarded=discarded)
+        if not reqs:
+            return out
         t0 = time.monotonic()
         results = self.engine.generate(reqs, self.stop_event)
         self.metrics["hexrl_rollout_generate_seconds"].observe(time.monotonic() - t0)
-        out = TrajectoryBatchIn(worker_id=self.s.worker_id)
         for req, (item, idx), res in zip(reqs, where, results, strict=True):
             new = len(res.tokens) - len(req.prefix_tokens)
             self.metrics["hexrl_rollout_generated_tokens"].inc(max(0, new))
