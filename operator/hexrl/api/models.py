@@ -457,6 +457,8 @@ class ResourcesSpec(_Model):
 
 # ------------------------------------------------------------------------------------------------ spec
 
+from hexrl.api.outputspec import ExportSpec, TrackingSpec  # noqa: E402  (builds on _Model above)
+
 
 class RLJobSpec(_Model):
     """What to train, with which budget and placement policy; the operator plans the rest."""
@@ -472,6 +474,8 @@ class RLJobSpec(_Model):
     checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
     reward: RewardSpec = Field(default_factory=RewardSpec)
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec, description="The Hugging Face directory written at the end.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Training curves: TensorBoard, W&B, MLflow.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     suspend: bool = Field(False, description="Scale the job to zero pods, keeping its checkpoints.")
 

@@ -270,6 +270,19 @@ def load_into(path: str | Path, model: Any, optim: torch.optim.Optimizer) -> dic
     return read_meta(path)
 
 
+def load_model(path: str | Path, model: Any) -> dict[str, Any]:
+    """Load only the model's weights of a checkpoint into `model` (one process, no optimizer state read:
+    export reads a fraction of what a resume does); returns its metadata."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = {"model": get_model_state_dict(model)}
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path), no_dist=True)
+    set_model_state_dict(model, state["model"])
+    return read_meta(path)
+
+
 def load_full(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
     """(model state dict, optimizer state dict, metadata) of a checkpoint, whole, in this one process
     (export and inspection; the trainer itself uses `load_into`)."""
