@@ -11,7 +11,12 @@ Ctrl-C (actors finish their current token and hand partials in; the trainer stop
 returns the summary: `steps`, `trainedSamples`, `initialReward` (mean reward of the first trained batch),
 `finalReward` (mean over the last max(1, steps/10) batches), `tokensPerSecond` (prompt+response tokens
 trained per wall second), `maxObservedStaleness`, `wallSeconds`, and `trainerIdleFraction` (the share of
-the wall time the trainer waited for a batch: how well generation overlaps training).
+the wall time the trainer waited for a batch: how well generation overlaps training), `checkpointDir`, and
+`exportedPath` when the job wrote its Hugging Face export (`spec.export`).
+
+Checkpoints (`checkpoint_directory`): `--checkpoint-dir` if given; else `spec.checkpoint.path` when the RLJob
+sets it, so a rerun of the same file resumes where the last run stopped (its step budget counts from the
+start of the job, not of the run); else a fresh temporary directory, so runs do not resume each other.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +35,7 @@ from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
 from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
+from hexrl_workers.export import PROVENANCE
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.modeling import check_model_source
 from hexrl_workers.tasks import make_dataset
@@ -49,13 +56,16 @@ class LocalOptions:
     ray_address: str | None = None
     """Existing Ray cluster (None: start Ray locally with 2 CPUs)."""
     checkpoint_dir: str | None = None
-    """Override spec.checkpoint.path (None: a fresh temporary directory, so runs do not resume each other)."""
+    """Override spec.checkpoint.path (None: the spec's path when the RLJob sets it, else a fresh temporary
+    directory, so runs do not resume each other)."""
     show_progress: bool = True
     """Live progress line on the terminal."""
     max_items: int = 2
     """Groups per rollout engine batch."""
     trainer_procs: int = 1
     """Trainer processes (FSDP ranks over gloo on CPU); >1 starts them as a trainer pod does."""
+    announce: Callable[[str], None] | None = None
+    """Told one line about where checkpoints go and whether the run resumes (the CLI prints it on stderr)."""
 
 
 def _trainer_actor_cls():  # type: ignore[no-untyped-def]
@@ -144,11 +154,48 @@ def _summary(core: CoordinatorCore, stats: list[dict[str, float]], wall: float, 
     }
 
 
+class CheckpointDirError(ValueError):
+    """The checkpoint directory cannot be created or written; the message names it and what to do."""
+
+
+def checkpoint_directory(job: RLJob, opts: LocalOptions) -> tuple[str, str]:
+    """(the directory this run checkpoints to, absolute; where it came from: "--checkpoint-dir",
+    "spec.checkpoint.path" or "a new temporary directory"), created and checked writable."""
+    if opts.checkpoint_dir:
+        path, origin = opts.checkpoint_dir, "--checkpoint-dir"
+    elif "path" in job.spec.checkpoint.model_fields_set:
+        path, origin = job.spec.checkpoint.path, "spec.checkpoint.path"
+    else:
+        return tempfile.mkdtemp(prefix=f"hexrl-{job.metadata.name or 'job'}-"), "a new temporary directory"
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise CheckpointDirError(
+            f"cannot write checkpoints to {path} (from {origin}): {exc.strerror or exc}; choose a writable "
+            "directory with --checkpoint-dir or spec.checkpoint.path"
+        ) from None
+    return path, origin
+
+
+def _checkpoint_line(ckdir: str, origin: str) -> str:
+    from hexrl_workers.trainer import checkpoint
+
+    last = checkpoint.latest(ckdir)
+    resume = f"; resuming from {last.name}" if last is not None else ""
+    return f"checkpoints in {ckdir} ({origin}){resume}"
+
+
 def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     """Run the job to completion (or Ctrl-C) and return the summary dict."""
     import ray
 
     spec, steps = _local_spec(job, opts)
+    ckdir, origin = checkpoint_directory(job, opts)
+    if opts.announce is not None:
+        opts.announce(_checkpoint_line(ckdir, origin))
     host, bind = _start_ray(opts)
     tokens = derive_tokens(secrets.token_bytes(32), "local")  # one per role, as in a pod (hexrl.api.jobtokens)
     core = CoordinatorCore(
@@ -161,7 +208,6 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     )
     server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
     coord = ThreadedCoordinator(server, host=bind)
-    ckdir = opts.checkpoint_dir or tempfile.mkdtemp(prefix=f"hexrl-{job.metadata.name or 'job'}-")
     actors: list[Any] = []
     t_start = time.monotonic()
     stats: list[dict[str, float]] = []
@@ -169,6 +215,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     try:
         stats, interrupted, t_start = _run_actors(
             spec, steps, opts, actors, server, tokens, f"http://{host}:{coord.port}", ckdir, host, bind,
+            job.metadata.name,
         )
     finally:
         wall = time.monotonic() - t_start
@@ -179,6 +226,10 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
             ray.kill(a)
         ray.shutdown()
     out = _summary(core, stats, wall, trained_tokens, trainer_idle)
+    out["checkpointDir"] = ckdir
+    exported = spec.export.resolved_path(ckdir)
+    if spec.export.at_end and os.path.isfile(os.path.join(exported, PROVENANCE)):
+        out["exportedPath"] = exported
     if interrupted:
         out["interrupted"] = True
     return out
@@ -232,7 +283,7 @@ def _start_ray(opts: LocalOptions) -> tuple[str, str]:
 def _run_actors(
     spec: RLJobSpec, steps: int, opts: LocalOptions, actors: list[Any], server: CoordinatorServer,
     tokens: dict[str, str],
-    coordinator_url: str, ckdir: str, host: str, bind: str,
+    coordinator_url: str, ckdir: str, host: str, bind: str, job_name: str | None,
 ) -> tuple[list[dict[str, float]], bool, float]:
     """Start the trainer and the rollout actors (appended to `actors` as they start, so the caller can kill
     them whatever happens), wait for the trainer's step budget or Ctrl-C, stop them in order; returns (the
@@ -243,7 +294,7 @@ def _run_actors(
     credentials = Credentials.of_tokens(tokens)
     trainer = _trainer_actor_cls().remote(spec_json, {
         "coordinator_url": coordinator_url, "token": tokens["trainer"], "credentials": credentials,
-        "checkpoint_dir": ckdir, "total_steps": steps,
+        "checkpoint_dir": ckdir, "total_steps": steps, "job_name": job_name,
         "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
     }, opts.trainer_procs)
     actors.append(trainer)

@@ -31,6 +31,9 @@ SCALAR_PREFIX = "train/"
 """Namespace of the per-step statistics in every backend (keeps them apart from evaluation curves)."""
 MLFLOW_BATCH = 100
 """Most params or metrics MLflow accepts in one log_batch call."""
+MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+"""MLflow client retry settings unless the environment sets them: ~3 s of retries, 20 s per request."""
 MLFLOW_PARAM_CHARS = 6000
 """Longest param value MLflow stores; longer ones (a long system prompt) are cut."""
 
@@ -128,6 +131,10 @@ class MlflowTracker:
     def start(self, params: Mapping[str, Any]) -> None:
         if self.tracking_uri.startswith("file:"):
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        # MLflow retries an unreachable server with exponential backoff for minutes by default; the trainer
+        # would wait that long before its first step. A few seconds of retries, then the tracker is dropped.
+        for name, value in MLFLOW_HTTP_DEFAULTS.items():
+            os.environ.setdefault(name, value)
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 

@@ -29,8 +29,9 @@ MLRUNS_DIR_NAME = "mlruns"
 """Default MLflow file store, under the checkpoint directory."""
 
 
-def _absolute(value: str | None, field: str) -> str | None:
-    if value is not None and not value.startswith("/"):
+def _absolute(value: object, field: str) -> object:
+    """A path field's value, refused with a sentence unless absolute (the CRD says the same with a pattern)."""
+    if isinstance(value, str) and not value.startswith("/"):
         raise ValueError(f"{field} must be an absolute path (it is {value!r}); write it as /some/dir")
     return value
 
@@ -41,12 +42,12 @@ class ExportSpec(_Model):
 
     at_end: bool = Field(True, description="Write the directory after the final step (and its checkpoint).")
     path: str | None = Field(
-        None, description="Absolute directory to write (replaced if it exists); unset: `<checkpoint.path>/hf-final`."
+        None, pattern=r"^/", description="Absolute directory to write (replaced if it exists); unset: `<checkpoint.path>/hf-final`."
     )
 
-    @field_validator("path")
+    @field_validator("path", mode="before")
     @classmethod
-    def _path_is_absolute(cls, value: str | None) -> str | None:
+    def _path_is_absolute(cls, value: object) -> object:
         return _absolute(value, "export.path")
 
     def resolved_path(self, checkpoint_dir: str) -> str:
@@ -57,11 +58,11 @@ class TensorBoardSpec(_Model):
     """TensorBoard event files (one scalar per statistic, x-axis: trainer step)."""
 
     enabled: bool = Field(True, description="Write event files (on by default; they are small).")
-    dir: str | None = Field(None, description="Absolute log directory; unset: `<checkpoint.path>/tensorboard`.")
+    dir: str | None = Field(None, pattern=r"^/", description="Absolute log directory; unset: `<checkpoint.path>/tensorboard`.")
 
-    @field_validator("dir")
+    @field_validator("dir", mode="before")
     @classmethod
-    def _dir_is_absolute(cls, value: str | None) -> str | None:
+    def _dir_is_absolute(cls, value: object) -> object:
         return _absolute(value, "tracking.tensorboard.dir")
 
     def resolved_dir(self, checkpoint_dir: str) -> str:
@@ -81,11 +82,11 @@ class WandbSpec(_Model):
     entity: str | None = Field(None, min_length=1, description="W&B entity (user or team); unset: the key's default.")
     name: str | None = Field(None, min_length=1, description="Run name; unset: the RLJob's name when known.")
     mode: WandbMode = Field(WandbMode.offline, description="offline (no network; `wandb sync` later) or online.")
-    dir: str | None = Field(None, description="Absolute directory for W&B's files; unset: `<checkpoint.path>/wandb-runs`.")
+    dir: str | None = Field(None, pattern=r"^/", description="Absolute directory for W&B's files; unset: `<checkpoint.path>/wandb-runs`.")
 
-    @field_validator("dir")
+    @field_validator("dir", mode="before")
     @classmethod
-    def _dir_is_absolute(cls, value: str | None) -> str | None:
+    def _dir_is_absolute(cls, value: object) -> object:
         return _absolute(value, "tracking.wandb.dir")
 
     def resolved_dir(self, checkpoint_dir: str) -> str:

@@ -1,0 +1,40 @@
+"""Readers of what the experiment trackers wrote, for tests: TensorBoard event files and W&B offline run files."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+
+def tensorboard_steps(log_dir: Path, tag: str) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps: list[int] = []
+    for events in sorted(log_dir.glob("events.out.tfevents.*")):  # one file per trainer process
+        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
+        acc.Reload()
+        steps += [e.step for e in acc.Scalars(tag)]
+    return steps
+
+
+def wandb_history(run_file: str) -> list[dict[str, str]]:
+    """The history rows of an offline W&B run file (wandb ships no reader: its records are LevelDB-log framed,
+    7-byte header per fragment in 32 KiB blocks, each record a `wandb_internal_pb2.Record`)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, block, pos, buf, rows = Path(run_file).read_bytes(), 32768, 7, b"", []
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # the block's tail is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        buf += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a full record, or the last fragment of one
+            record = pb.Record()
+            record.ParseFromString(buf)
+            buf = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
+    return rows
