@@ -17,12 +17,12 @@ def tensorboard_steps(log_dir: Path, tag: str) -> list[int]:
     return steps
 
 
-def wandb_history(run_file: str) -> list[dict[str, str]]:
-    """The history rows of an offline W&B run file (wandb ships no reader: its records are LevelDB-log framed,
-    7-byte header per fragment in 32 KiB blocks, each record a `wandb_internal_pb2.Record`)."""
+def wandb_records(run_file: str) -> list:
+    """The records of an offline W&B run file, in order (wandb ships no reader: the file is LevelDB-log framed,
+    a 7-byte header per fragment in 32 KiB blocks, each record a `wandb_internal_pb2.Record`)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    data, block, pos, buf, rows = Path(run_file).read_bytes(), 32768, 7, b"", []
+    data, block, pos, buf, records = Path(run_file).read_bytes(), 32768, 7, b"", []
     assert data[:4] == b":W&B"
     while pos + 7 <= len(data):
         if block - pos % block < 7:  # the block's tail is padding
@@ -34,7 +34,12 @@ def wandb_history(run_file: str) -> list[dict[str, str]]:
         if kind in (1, 4):  # a full record, or the last fragment of one
             record = pb.Record()
             record.ParseFromString(buf)
+            records.append(record)
             buf = b""
-            if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): item.value_json for item in record.history.item})
-    return rows
+    return records
+
+
+def wandb_history(run_file: str) -> list[dict[str, str]]:
+    """The logged rows ({key: JSON value}, with W&B's `_step`) of an offline W&B run file."""
+    return [{item.key or "/".join(item.nested_key): item.value_json for item in r.history.item}
+            for r in wandb_records(run_file) if r.WhichOneof("record_type") == "history"]
