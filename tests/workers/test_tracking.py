@@ -128,5 +128,34 @@ def test_fan_out_drops_a_broken_backend_and_keeps_the_others(caplog):
     assert len(caplog.records) == 1
 
 
+def test_wandb_online_without_credentials_is_dropped_not_fatal(tmp_path, monkeypatch, caplog):
+    from hexrl_workers.tracking import TensorBoardTracker, WandbTracker
+
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc with a key
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "10")
+    fan = FanOut([WandbTracker("p", None, "r", "online", str(tmp_path / "wb")), TensorBoardTracker(str(tmp_path / "tb"))])
+    with caplog.at_level(logging.WARNING, logger="hexrl_workers.tracking"):
+        fan.start({"a": 1})
+        fan.log(1, {"loss": 0.5})
+        fan.close()
+    assert set(fan.failed) == {"wandb"} and len(caplog.records) == 1
+    assert tensorboard_steps(tmp_path / "tb", "train/loss") == [1]
+
+
+def test_tensorboard_curve_of_a_restarted_trainer_does_not_double_back(tmp_path):
+    """A trainer that logged steps 1-5, died, and resumed from its step-3 checkpoint logs 4-6 again."""
+    from hexrl_workers.tracking import TensorBoardTracker
+
+    for first, last in ((1, 5), (4, 6)):
+        tracker = TensorBoardTracker(str(tmp_path), first_step=first)
+        tracker.start({})
+        for step in range(first, last + 1):
+            tracker.log(step, {"loss": float(step)})
+        tracker.close()
+        time.sleep(1.1)  # event file names carry the second they were opened
+    assert tensorboard_steps(tmp_path, "train/loss") == [1, 2, 3, 4, 5, 6]
+
+
 def test_flatten_joins_nested_keys_with_dots():
     assert flatten({"a": {"b": 1, "c": {"d": "x"}}, "e": [1, 2]}) == {"a.b": 1, "a.c.d": "x", "e": "[1, 2]"}

@@ -7,14 +7,14 @@ from pathlib import Path
 
 
 def tensorboard_steps(log_dir: Path, tag: str) -> list[int]:
+    """The steps of `tag`'s points as TensorBoard shows them: every event file in `log_dir` (one per trainer
+    process), in order, with purges applied."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    steps: list[int] = []
-    for events in sorted(log_dir.glob("events.out.tfevents.*")):  # one file per trainer process
-        acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
-        acc.Reload()
-        steps += [e.step for e in acc.Scalars(tag)]
-    return steps
+    assert any(log_dir.glob("events.out.tfevents.*")), f"no event files in {log_dir}"
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.step for e in acc.Scalars(tag)]
 
 
 def wandb_records(run_file: str) -> list:

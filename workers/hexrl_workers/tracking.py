@@ -31,6 +31,9 @@ SCALAR_PREFIX = "train/"
 """Namespace of the per-step statistics in every backend (keeps them apart from evaluation curves)."""
 MLFLOW_BATCH = 100
 """Most params or metrics MLflow accepts in one log_batch call."""
+WANDB_INIT_SECONDS = 30
+"""How long wandb.init may try to reach the W&B server (online mode) before the tracker is dropped, seconds,
+unless WANDB_INIT_TIMEOUT says otherwise: the trainer's first step waits for it."""
 MLFLOW_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                         "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
 """MLflow client retry settings unless the environment sets them: ~3 s of retries, 20 s per request."""
@@ -68,18 +71,20 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class TensorBoardTracker:
-    """Event files through torch's `SummaryWriter`; the spec is stored once as text."""
+    """Event files through torch's `SummaryWriter`; the spec is stored once as text. `first_step`: the step
+    this process logs first; points at or after it left by an earlier process (one that ran past its last
+    checkpoint and was restarted from it) are hidden by TensorBoard's purge, so a curve never doubles back."""
 
     name = "tensorboard"
 
-    def __init__(self, log_dir: str) -> None:
-        self.log_dir = log_dir
+    def __init__(self, log_dir: str, first_step: int = 1) -> None:
+        self.log_dir, self.first_step = log_dir, first_step
         self._writer: Any = None
 
     def start(self, params: Mapping[str, Any]) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self._writer = SummaryWriter(log_dir=self.log_dir)
+        self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=self.first_step)
         table = "\n".join(f"    {k}: {v}" for k, v in sorted(params.items()))
         self._writer.add_text("spec", table)
 
@@ -105,6 +110,8 @@ class WandbTracker:
     def start(self, params: Mapping[str, Any]) -> None:
         os.makedirs(self.settings["dir"] or ".", exist_ok=True)
         os.environ.setdefault("WANDB_SILENT", "true")  # no banners in the trainer's log
+        # online without network, wandb.init retries for 90 s by default before it raises; the trainer waits
+        os.environ.setdefault("WANDB_INIT_TIMEOUT", str(WANDB_INIT_SECONDS))
         import wandb
 
         self._run = wandb.init(**self.settings, config=dict(params))
@@ -196,13 +203,14 @@ class FanOut:
                 tracker.close()
 
 
-def build_trackers(spec: RLJobSpec, checkpoint_dir: str, run_name: str | None = None) -> FanOut:
-    """The trackers `spec.tracking` asks for, their default paths under `checkpoint_dir` (absolute)."""
+def build_trackers(spec: RLJobSpec, checkpoint_dir: str, run_name: str | None = None, first_step: int = 1) -> FanOut:
+    """The trackers `spec.tracking` asks for, their default paths under `checkpoint_dir` (absolute);
+    `first_step`: the first step this process will log (resumed step + 1)."""
     root = os.path.abspath(checkpoint_dir)
     cfg = spec.tracking
     trackers: list[Tracker] = []
     if cfg.tensorboard.enabled:
-        trackers.append(TensorBoardTracker(cfg.tensorboard.resolved_dir(root)))
+        trackers.append(TensorBoardTracker(cfg.tensorboard.resolved_dir(root), first_step))
     if cfg.wandb is not None:
         w = cfg.wandb
         trackers.append(WandbTracker(w.project, w.entity, w.name or run_name, str(w.mode), w.resolved_dir(root)))

@@ -221,7 +221,7 @@ class Trainer:
 
     def _start_tracking(self) -> None:
         """Rank 0: open the configured trackers and record the job spec as hyper-parameters once."""
-        self.tracker = build_trackers(self.spec, self.s.checkpoint_dir, self.s.job_name)
+        self.tracker = build_trackers(self.spec, self.s.checkpoint_dir, self.s.job_name, first_step=self.version + 1)
         self.tracker.start({**flatten(self.spec.wire()), "resumedAtStep": self.version})
 
     def _skip_checkpoint(self, path: Any, problems: list[str]) -> None:
