@@ -29,13 +29,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
 from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
-from hexrl_workers.export import PROVENANCE
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.modeling import check_model_source
 from hexrl_workers.tasks import make_dataset
@@ -181,11 +181,21 @@ def checkpoint_directory(job: RLJob, opts: LocalOptions) -> tuple[str, str]:
 
 
 def _checkpoint_line(ckdir: str, origin: str) -> str:
-    from hexrl_workers.trainer import checkpoint
-
-    last = checkpoint.latest(ckdir)
-    resume = f"; resuming from {last.name}" if last is not None else ""
+    # complete checkpoints are step-*/ directories with a meta.json (trainer.checkpoint's layout; that module
+    # imports torch, which this driver process otherwise never needs)
+    complete = sorted(p.parent.name for p in Path(ckdir).glob("step-*/meta.json"))
+    resume = f"; resuming from {complete[-1]}" if complete else ""
     return f"checkpoints in {ckdir} ({origin}){resume}"
+
+
+def _exported_path(spec: RLJobSpec, ckdir: str) -> str | None:
+    """Where the trainer wrote the final export, if it did."""
+    if not spec.export.at_end:
+        return None
+    from hexrl_workers.export import PROVENANCE
+
+    path = spec.export.resolved_path(ckdir)
+    return path if os.path.isfile(os.path.join(path, PROVENANCE)) else None
 
 
 def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
@@ -227,8 +237,8 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
         ray.shutdown()
     out = _summary(core, stats, wall, trained_tokens, trainer_idle)
     out["checkpointDir"] = ckdir
-    exported = spec.export.resolved_path(ckdir)
-    if spec.export.at_end and os.path.isfile(os.path.join(exported, PROVENANCE)):
+    exported = _exported_path(spec, ckdir)
+    if exported is not None:
         out["exportedPath"] = exported
     if interrupted:
         out["interrupted"] = True
