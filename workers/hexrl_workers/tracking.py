@@ -20,7 +20,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
 from hexrl.api.models import RLJobSpec
@@ -70,6 +70,18 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def _quiet(logger_name: str) -> Iterator[None]:
+    """Only CRITICAL records from `logger_name` while inside."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 class TensorBoardTracker:
     """Event files through torch's `SummaryWriter`; the spec is stored once as text. `first_step`: the step
     this process logs first; points at or after it left by an earlier process (one that ran past its last
@@ -114,7 +126,8 @@ class WandbTracker:
         os.environ.setdefault("WANDB_INIT_TIMEOUT", str(WANDB_INIT_SECONDS))
         import wandb
 
-        self._run = wandb.init(**self.settings, config=dict(params))
+        with _quiet("wandb"):  # a failed init logs its traceback as an ERROR; FanOut's one warning says why
+            self._run = wandb.init(**self.settings, config=dict(params))
 
     def log(self, step: int, scalars: Mapping[str, float]) -> None:
         self._run.log({f"{SCALAR_PREFIX}{k}": v for k, v in scalars.items()}, step=step)

@@ -5,7 +5,9 @@ Layout under the checkpoint directory:
     step-00000050/          a complete checkpoint (exists only after the rename)
         .metadata           DCP's index of every tensor shard (which file, which offsets)
         __<rank>_0.distcp   each rank's shards of the model and optimizer state
-        meta.json           {"step", "policyVersion", "coordinator": <snapshot>, "time"} — written last
+        meta.json           {"step", "policyVersion", "coordinator": <snapshot>, "spec": <the RLJob spec>,
+                            "time", "files"} — written last; `spec` is what `hexrl export` rebuilds the
+                            model from (checkpoints from before it was recorded need the RLJob)
     .tmp-step-00000060/     an interrupted write; ignored, and removed by the next save
 
 Every rank writes its own shards (`dcp.save`, a collective: no rank gathers the whole model, so a
