@@ -147,6 +147,9 @@ def _replaceable(out: Path) -> None:
 
 def save_hf(model: Any, spec: RLJobSpec, out: str | Path, provenance: dict[str, Any]) -> Path:
     """Write `model` (with the spec's tokenizer and a generation config) as a HF directory at `out`."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one "wrote DIR" line, not a shard progress bar per export
     out = Path(out).absolute()
     _replaceable(out)
     tmp = out.parent / f".tmp-{out.name}"
