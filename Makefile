@@ -104,7 +104,7 @@ run: install binaries
 	$(BIN)/hexrl demo --inventory manifests/clusters/demo.yaml --job manifests/examples/rljob.yaml $(RUN_ARGS)
 
 train-local: install
-	$(BIN)/hexrl run manifests/examples/rljob-tiny.yaml
+	$(BIN)/hexrl run manifests/examples/rljob-tiny.yaml --checkpoint-dir "$$(mktemp -d -t hexrl-tiny-XXXXXX)"
 
 kind-up: chart-tools
 	HELM=$$($(BIN)/python -m hexrl.devcluster.tools helm | cut -d' ' -f2) deploy/kind/kind-up.sh

@@ -46,7 +46,10 @@ def bench_async_vs_sync(steps: int) -> None:
     job = RLJob.model_validate(yaml.safe_load((REPO / "manifests/examples/rljob-tiny.yaml").read_text()))
     res = {}
     for name, sync in (("async η=4", False), ("sync η=0", True)):
-        res[name] = run_local(job, LocalOptions(steps=steps, sync=sync, workers=2, show_progress=False))
+        # a fresh checkpoint directory per run: the job's own path would make the second run resume the first
+        ckdir = tempfile.mkdtemp(prefix="hexrl-bench-")
+        res[name] = run_local(job, LocalOptions(steps=steps, sync=sync, workers=2, show_progress=False,
+                                                checkpoint_dir=ckdir))
         r = res[name]
         print(f"  {name:10s} steps={r['steps']} samples={r['trainedSamples']} wall={r['wallSeconds']:.1f}s "
               f"reward {r['initialReward']}→{r['finalReward']} maxStaleness={r['maxObservedStaleness']} "

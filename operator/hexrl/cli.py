@@ -1,4 +1,4 @@
-"""The `hexrl` command: plan, simulate, run, operator, cluster, crds.
+"""The `hexrl` command: plan, simulate, run, export, operator, cluster, crds.
 
 Each verb lives in its own module under `hexrl.commands` (owned by the area it drives) and is only
 registered here; heavy imports (torch, kopf, pulp) happen inside the commands so `hexrl --help` is fast.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hexrl.commands import cluster, crds, demo, operator, plan, run, simulate, tinymodel
+from hexrl.commands import cluster, crds, demo, export, operator, plan, run, simulate, tinymodel
 
 app = typer.Typer(
     name="hexrl",
@@ -21,6 +21,7 @@ app = typer.Typer(
 app.command("plan", help=plan.__doc__)(plan.plan_command)
 app.command("simulate", help=simulate.__doc__)(simulate.simulate_command)
 app.command("run", help=run.__doc__)(run.run_command)
+app.command("export", help=export.__doc__)(export.export_command)
 app.command("operator", help=operator.__doc__)(operator.operator_command)
 app.add_typer(cluster.app, name="cluster")
 app.add_typer(crds.app, name="crds")

@@ -72,6 +72,12 @@ def test_two_fsdp_ranks_train_publish_and_checkpoint(tmp_path):
         init = build_model(spec).state_dict()
         moved = sum(float((model_state[k] - init[k]).abs().sum()) for k in init)
         assert moved > 0
+        # rank 0's final export holds the gathered weights of the last step, the checkpoint's
+        from safetensors.torch import load_file
+
+        exported = load_file(ckdir / "hf-final" / "model.safetensors")
+        assert set(exported) == set(model_state)
+        assert all(torch.equal(exported[k], model_state[k]) for k in exported)
     finally:
         worker.stop()
         for p in procs:

@@ -11,9 +11,14 @@ Ctrl-C (actors finish their current token and hand partials in; the trainer stop
 returns the summary: `steps`, `trainedSamples`, `initialReward` (mean reward of the first trained batch),
 `finalReward` (mean over the last max(1, steps/10) batches), `tokensPerSecond` (prompt+response tokens
 trained per wall second), `maxObservedStaleness`, `wallSeconds`, and `trainerIdleFraction` (the share of
-the wall time the trainer waited for a batch: how well generation overlaps training). With
-`spec.evaluation`, `evaluations` lists the finished held-out evaluations (version, greedy accuracy, pass@k)
-and `lastEvaluation` the latest; the driver waits for the final version's evaluation before stopping.
+the wall time the trainer waited for a batch: how well generation overlaps training), `checkpointDir`, and
+`exportedPath` when the job wrote its Hugging Face export (`spec.export`). With `spec.evaluation`,
+`evaluations` lists the finished held-out evaluations (version, greedy accuracy, pass@k) and `lastEvaluation`
+the latest; the driver waits for the final version's evaluation before stopping.
+
+Checkpoints (`checkpoint_directory`): `--checkpoint-dir` if given; else `spec.checkpoint.path` when the RLJob
+sets it, so a rerun of the same file resumes where the last run stopped (its step budget counts from the
+start of the job, not of the run); else a fresh temporary directory, so runs do not resume each other.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ import secrets
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from hexrl.api.evalspec import EvalSummary
@@ -54,13 +61,16 @@ class LocalOptions:
     ray_address: str | None = None
     """Existing Ray cluster (None: start Ray locally with 2 CPUs)."""
     checkpoint_dir: str | None = None
-    """Override spec.checkpoint.path (None: a fresh temporary directory, so runs do not resume each other)."""
+    """Override spec.checkpoint.path (None: the spec's path when the RLJob sets it, else a fresh temporary
+    directory, so runs do not resume each other)."""
     show_progress: bool = True
     """Live progress line on the terminal."""
     max_items: int = 2
     """Groups per rollout engine batch."""
     trainer_procs: int = 1
     """Trainer processes (FSDP ranks over gloo on CPU); >1 starts them as a trainer pod does."""
+    announce: Callable[[str], None] | None = None
+    """Told one line about where checkpoints go and whether the run resumes (the CLI prints it on stderr)."""
 
 
 def _trainer_actor_cls():  # type: ignore[no-untyped-def]
@@ -159,11 +169,58 @@ def _evaluation_summary(core: CoordinatorCore) -> dict[str, Any]:
     return {"evaluations": rows, "lastEvaluation": rows[-1] if rows else None}
 
 
+class CheckpointDirError(ValueError):
+    """The checkpoint directory cannot be created or written; the message names it and what to do."""
+
+
+def checkpoint_directory(job: RLJob, opts: LocalOptions) -> tuple[str, str]:
+    """(the directory this run checkpoints to, absolute; where it came from: "--checkpoint-dir",
+    "spec.checkpoint.path" or "a new temporary directory"), created and checked writable."""
+    if opts.checkpoint_dir:
+        path, origin = opts.checkpoint_dir, "--checkpoint-dir"
+    elif "path" in job.spec.checkpoint.model_fields_set:
+        path, origin = job.spec.checkpoint.path, "spec.checkpoint.path"
+    else:
+        return tempfile.mkdtemp(prefix=f"hexrl-{job.metadata.name or 'job'}-"), "a new temporary directory"
+    path = os.path.abspath(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise CheckpointDirError(
+            f"cannot write checkpoints to {path} (from {origin}): {exc.strerror or exc}; choose a writable "
+            "directory with --checkpoint-dir or spec.checkpoint.path"
+        ) from None
+    return path, origin
+
+
+def _checkpoint_line(ckdir: str, origin: str) -> str:
+    # complete checkpoints are step-*/ directories with a meta.json (trainer.checkpoint's layout; that module
+    # imports torch, which this driver process otherwise never needs)
+    complete = sorted(p.parent.name for p in Path(ckdir).glob("step-*/meta.json"))
+    resume = f"; resuming from {complete[-1]}" if complete else ""
+    return f"checkpoints in {ckdir} ({origin}){resume}"
+
+
+def _exported_path(spec: RLJobSpec, ckdir: str) -> str | None:
+    """Where the trainer wrote the final export, if it did."""
+    if not spec.export.at_end:
+        return None
+    from hexrl_workers.export import PROVENANCE
+
+    path = spec.export.resolved_path(ckdir)
+    return path if os.path.isfile(os.path.join(path, PROVENANCE)) else None
+
+
 def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     """Run the job to completion (or Ctrl-C) and return the summary dict."""
     import ray
 
     spec, steps = _local_spec(job, opts)
+    ckdir, origin = checkpoint_directory(job, opts)
+    if opts.announce is not None:
+        opts.announce(_checkpoint_line(ckdir, origin))
     host, bind = _start_ray(opts)
     tokens = derive_tokens(secrets.token_bytes(32), "local")  # one per role, as in a pod (hexrl.api.jobtokens)
     evaluation = eval_settings(spec)
@@ -178,7 +235,6 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     )
     server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
     coord = ThreadedCoordinator(server, host=bind)
-    ckdir = opts.checkpoint_dir or tempfile.mkdtemp(prefix=f"hexrl-{job.metadata.name or 'job'}-")
     actors: list[Any] = []
     t_start = time.monotonic()
     stats: list[dict[str, float]] = []
@@ -186,6 +242,7 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     try:
         stats, interrupted, t_start = _run_actors(
             spec, steps, opts, actors, server, tokens, f"http://{host}:{coord.port}", ckdir, host, bind,
+            job.metadata.name,
         )
     finally:
         wall = time.monotonic() - t_start
@@ -196,6 +253,10 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
             ray.kill(a)
         ray.shutdown()
     out = _summary(core, stats, wall, trained_tokens, trainer_idle)
+    out["checkpointDir"] = ckdir
+    exported = _exported_path(spec, ckdir)
+    if exported is not None:
+        out["exportedPath"] = exported
     if interrupted:
         out["interrupted"] = True
     return out
@@ -250,7 +311,7 @@ def _start_ray(opts: LocalOptions) -> tuple[str, str]:
 def _run_actors(
     spec: RLJobSpec, steps: int, opts: LocalOptions, actors: list[Any], server: CoordinatorServer,
     tokens: dict[str, str],
-    coordinator_url: str, ckdir: str, host: str, bind: str,
+    coordinator_url: str, ckdir: str, host: str, bind: str, job_name: str | None,
 ) -> tuple[list[dict[str, float]], bool, float]:
     """Start the trainer and the rollout actors (appended to `actors` as they start, so the caller can kill
     them whatever happens), wait for the trainer's step budget or Ctrl-C, stop them in order; returns (the
@@ -261,7 +322,7 @@ def _run_actors(
     credentials = Credentials.of_tokens(tokens)
     trainer = _trainer_actor_cls().remote(spec_json, {
         "coordinator_url": coordinator_url, "token": tokens["trainer"], "credentials": credentials,
-        "checkpoint_dir": ckdir, "total_steps": steps,
+        "checkpoint_dir": ckdir, "total_steps": steps, "job_name": job_name,
         "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
     }, opts.trainer_procs)
     actors.append(trainer)

@@ -449,6 +449,7 @@ class ResourcesSpec(_Model):
 # ------------------------------------------------------------------------------------------------ spec
 
 from hexrl.api.evalspec import EvalSpec, EvalSummary  # noqa: E402  (builds on _Model and DatasetSpec above)
+from hexrl.api.outputspec import ExportSpec, TrackingSpec  # noqa: E402  (builds on _Model above)
 
 
 class RLJobSpec(_Model):
@@ -467,6 +468,8 @@ class RLJobSpec(_Model):
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     evaluation: EvalSpec | None = Field(None, description="A held-out set evaluated every N steps (unset: none).")
     prompt: PromptSpec = Field(default_factory=PromptSpec)
+    export: ExportSpec = Field(default_factory=ExportSpec, description="The Hugging Face directory written at the end.")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="Training curves: TensorBoard, W&B, MLflow.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     suspend: bool = Field(False, description="Scale the job to zero pods, keeping its checkpoints.")
 

@@ -3,7 +3,13 @@
 Example: `hexrl run manifests/examples/rljob-tiny.yaml --steps 100 --summary out.json`. Prints a live
 progress line and, at the end, a one-line JSON summary (also written to --summary FILE).
 
-Exit status: 0 done; 1 bad input (the job file, or a model or dataset it names; the message says what to fix);
+Checkpoints go to --checkpoint-dir if given, else to spec.checkpoint.path when the RLJob sets it (a rerun of the
+same file resumes there; the step budget counts from the start of the job), else to a fresh temporary directory;
+the directory is printed on stderr. TensorBoard events, the final Hugging Face export (spec.export) and, by
+default, W&B/MLflow files (spec.tracking) land under it.
+
+Exit status: 0 done; 1 bad input (the job file, a model or dataset it names, or a checkpoint directory that cannot
+be written; the message says what to fix);
 2 usage (an unknown option, or --no-local); 130 interrupted (Ctrl-C).
 """
 
@@ -33,7 +39,11 @@ def run_command(
         1, "--trainer-procs", min=1, max=64,
         help="Trainer processes: FSDP ranks over gloo, launched as a trainer pod launches them.",
     ),
-    checkpoint_dir: Path | None = typer.Option(None, "--checkpoint-dir", help="Default: a fresh temp dir."),
+    checkpoint_dir: Path | None = typer.Option(
+        None, "--checkpoint-dir",
+        help="Where checkpoints go (a rerun resumes there). Default: spec.checkpoint.path when the RLJob sets it, "
+        "else a fresh temp dir.",
+    ),
     quiet: bool = typer.Option(False, "--quiet", help="No live progress line."),
 ) -> None:
     # Ctrl-C must stop the run even when this process inherited SIGINT as ignored (a parent that ignores it,
@@ -52,7 +62,8 @@ def run_command(
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     opts = LocalOptions(steps=steps, sync=sync, workers=workers, ray_address=ray_address, trainer_procs=trainer_procs,
-                        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, show_progress=not quiet)
+                        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, show_progress=not quiet,
+                        announce=lambda line: typer.echo(f"hexrl run: {line}", err=True))
     try:
         result = run_local(job, opts)
     except (ModelSourceError, ValueError, FileNotFoundError) as exc:

@@ -166,4 +166,6 @@ def decoupled_ppo_loss(
             "clip_fraction": float((((ratio - 1).abs() > s.clip_epsilon).float() * mask).sum() / n),
             "behaviour_weight_mean": float((w * mask).sum() / n),
         }
+        if s.kl_coef > 0 and ref_logp is not None:  # k3 estimate of KL(π_θ ‖ π_ref), token mean
+            stats["kl"] = float(((torch.exp(d) - d - 1) * mask).sum() / n)
     return loss, stats

@@ -5,7 +5,9 @@ Layout under the checkpoint directory:
     step-00000050/          a complete checkpoint (exists only after the rename)
         .metadata           DCP's index of every tensor shard (which file, which offsets)
         __<rank>_0.distcp   each rank's shards of the model and optimizer state
-        meta.json           {"step", "policyVersion", "coordinator": <snapshot>, "time"} — written last
+        meta.json           {"step", "policyVersion", "coordinator": <snapshot>, "spec": <the RLJob spec>,
+                            "time", "files"} — written last; `spec` is what `hexrl export` rebuilds the
+                            model from (checkpoints from before it was recorded need the RLJob)
     .tmp-step-00000060/     an interrupted write; ignored, and removed by the next save
 
 Every rank writes its own shards (`dcp.save`, a collective: no rank gathers the whole model, so a
@@ -267,6 +269,19 @@ def load_into(path: str | Path, model: Any, optim: torch.optim.Optimizer) -> dic
     with _single_process_is_intended():
         dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
     set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"])
+    return read_meta(path)
+
+
+def load_model(path: str | Path, model: Any) -> dict[str, Any]:
+    """Load only the model's weights of a checkpoint into `model` (one process, no optimizer state read:
+    export reads a fraction of what a resume does); returns its metadata."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    state = {"model": get_model_state_dict(model)}
+    with _single_process_is_intended():
+        dcp.load(state, checkpoint_id=str(path), no_dist=True)
+    set_model_state_dict(model, state["model"])
     return read_meta(path)
 
 

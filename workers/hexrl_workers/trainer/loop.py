@@ -12,7 +12,11 @@ Per step, with the trainer at version i:
 4. rank 0 gathers the full state dict, publishes version i+1 to the weight service, *then* tells the
    coordinator (workers that see version i+1 can always fetch it);
 5. every `checkpoint.everySteps` steps: an atomic, sharded checkpoint (every rank writes its shards) with
-   the coordinator's snapshot.
+   the coordinator's snapshot and the job spec (what `hexrl export` rebuilds the model from);
+6. rank 0 logs the step's statistics to the experiment trackers (`hexrl_workers.tracking`, x = step).
+
+After the final step (and its checkpoint), rank 0 writes the Hugging Face export (`spec.export`,
+`hexrl_workers.export`); a failed export is logged with the command that retries it, never fails the job.
 
 The proximal policy π_prox is the policy before this update. With one optimizer step per batch
 (`ppo_minibatches = 1`) the weights do not move before every micro-batch has been evaluated, so the
@@ -33,11 +37,13 @@ so the pair is consistent again and no buffered trajectory is lost or trained tw
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -46,11 +52,13 @@ from hexrl.api.models import RLJobSpec
 from hexrl.api.trainerlayout import TrainerLayout
 from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.core import empty_snapshot
+from hexrl_workers.export import PROVENANCE, ExportError, export_state
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer
 from hexrl_workers.protocol import Batch
 from hexrl_workers.statusserver import Readiness
+from hexrl_workers.tracking import FanOut, build_trackers, flatten
 from hexrl_workers.trainer import checkpoint
 from hexrl_workers.trainer.algorithm import (
     LossSettings,
@@ -65,6 +73,14 @@ from hexrl_workers.weights.server import ThreadedWeightServer, WeightServer, Wei
 from hexrl_workers.weights.store import pack
 
 log = logging.getLogger(__name__)
+
+
+def _exported_step(path: str) -> int | None:
+    """The step of the export already at `path` (None: none, or unreadable)."""
+    try:
+        return int(json.loads((Path(path) / PROVENANCE).read_text())["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @dataclass
@@ -113,6 +129,8 @@ class TrainerSettings:
     coordinator_retry_seconds: float = 120.0
     """Give up on an unreachable coordinator after this long, seconds (pods: never — Kubernetes brings the
     coordinator back, and a trainer that exits would restart the whole gang)."""
+    job_name: str | None = None
+    """The RLJob's name: the default run name in W&B and MLflow (None: the trackers' own defaults)."""
 
 
 class Trainer:
@@ -143,6 +161,8 @@ class Trainer:
         self.weights: ThreadedWeightServer | None = None
         self.distributed = settings.world_size > 1
         self._warned_unshared = False
+        self.tracker = FanOut([])
+        self.exported_path: str | None = None
         self.device = torch.device(f"cuda:{settings.local_rank}" if settings.device == "cuda" else settings.device)
         self._setup()
 
@@ -192,10 +212,17 @@ class Trainer:
             need_first_checkpoint = box[0]
         if need_first_checkpoint:
             self._checkpoint()
+        if self.s.rank == 0:
+            self._start_tracking()
         self.readiness.waiting(f"publishing policy version {self.version}")
         self._publish()
         self.metrics["hexrl_policy_version"].set(self.version)
         self.readiness.set_ready()
+
+    def _start_tracking(self) -> None:
+        """Rank 0: open the configured trackers and record the job spec as hyper-parameters once."""
+        self.tracker = build_trackers(self.spec, self.s.checkpoint_dir, self.s.job_name, first_step=self.version + 1)
+        self.tracker.start({**flatten(self.spec.wire()), "resumedAtStep": self.version})
 
     def _skip_checkpoint(self, path: Any, problems: list[str]) -> None:
         log.error("checkpoint %s is damaged (%s); resuming from an older one", path, "; ".join(problems))
@@ -272,7 +299,7 @@ class Trainer:
         try:
             path = checkpoint.save(
                 self.s.checkpoint_dir, self.version, self.model, self.optim,
-                lambda: {"policyVersion": self.version, "coordinator": self.coord.state()},
+                lambda: {"policyVersion": self.version, "coordinator": self.coord.state(), "spec": self.spec.wire()},
                 keep=self.spec.checkpoint.keep, rank=self.s.rank,
             )
         except checkpoint.CheckpointNotShared as exc:
@@ -343,11 +370,12 @@ class Trainer:
         parts = max(1, self.s.ppo_minibatches or self.alg.ppo_minibatches)
         plan = self._micro_batches(n, parts)
         prox = self._proximal_logprobs(packed, mine, plan) if parts > 1 else None
-        loss_total, clip, grad_norm = 0.0, 0.0, 0.0
+        loss_total, clip, kl, grad_norm = 0.0, 0.0, 0.0, 0.0
+        lr = self.learning_rate(self.version)
         for part, passes in enumerate(plan):
             self.optim.zero_grad(set_to_none=True)
             for group in self.optim.param_groups:
-                group["lr"] = self.learning_rate(self.version)
+                group["lr"] = lr
             for k, rows in enumerate(passes):
                 if rows is None:
                     (self._logp(packed.rows(slice(0, 1))).sum() * 0.0).backward()
@@ -363,20 +391,28 @@ class Trainer:
                 (loss * scale).backward()
                 loss_total += float(loss.detach())
                 clip += st["clip_fraction"] * float(sub.response_mask.sum()) / global_tokens
+                kl += st.get("kl", 0.0) * float(sub.response_mask.sum()) / global_tokens
             grad_norm = self._clip_gradients()
             self.optim.step()
         self.version += 1
         lags = [batch.trainer_version - t.oldest_version for t in batch.trajectories]
-        return {
+        seconds = time.monotonic() - t0
+        stats = {
             "version": float(self.version),
             "loss": loss_total,
             "reward": float(packed.rewards.mean()),
             "clip_fraction": clip,
             "grad_norm": grad_norm,
+            "learning_rate": lr,
             "staleness_mean": sum(lags) / len(lags),
             "staleness_max": float(max(lags)),
-            "seconds": time.monotonic() - t0,
+            "seconds": seconds,
+            # the whole batch's tokens (every rank trains on its share of them in the same time)
+            "tokens_per_second": float(packed.attention_mask.sum()) / max(seconds, 1e-9),
         }
+        if self.ref_model is not None:
+            stats["kl"] = kl  # this rank's share: exact with one data-parallel rank, rank 0's rows otherwise
+        return stats
 
     def _proximal_logprobs(self, packed: PackedBatch, mine: PackedBatch,
                            plan: list[list[slice | None]]) -> list[list[torch.Tensor | None]]:
@@ -444,11 +480,34 @@ class Trainer:
             self.step_stats.append(stats)
             log.info("step %d reward %.3f loss %.4f staleness %.2f", self.version, stats["reward"],
                      stats["loss"], stats["staleness_mean"])
+            if self.s.rank == 0:
+                self.tracker.log(self.version, stats)
             if self.version % every == 0 or self.done():
                 self._checkpoint()
+        if self.done() and self.spec.export.at_end:
+            self._export()
         return self.step_stats
 
+    def _export(self) -> None:
+        """The final Hugging Face directory (a collective when distributed: every rank gives its shards)."""
+        state = self._full_state()
+        if self.s.rank != 0 or state is None:
+            return
+        out = self.spec.export.resolved_path(self.s.checkpoint_dir)
+        if _exported_step(out) == self.version:  # a rerun of a finished job: nothing new to write
+            self.exported_path = out
+            return
+        try:
+            self.exported_path = str(export_state(state, self.spec, out, {"step": self.version,
+                                                                          "policyVersion": self.version}))
+        except (ExportError, OSError, RuntimeError) as exc:
+            log.error("the final export to %s failed (%s); the checkpoints are intact: run `hexrl export %s "
+                      "--out DIR`", out, exc, self.s.checkpoint_dir)
+            return
+        log.info("exported the final model to %s", self.exported_path)
+
     def close(self) -> None:
+        self.tracker.close()
         if self.weights is not None:
             self.weights.close()
             self.weights = None
