@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from hexrl.sched.milp import Evaluation, PoolCapacity, Problem, Solution, evaluate
+from hexrl.sched.problem import Evaluation, PoolCapacity, Problem, Solution, evaluate
 
 __all__ = ["CacheStats", "SolutionCache"]
 
