@@ -101,7 +101,6 @@ def diagnose(b: SearchSpace, job: RLJobSpec, cluster: Cluster, settings: Planner
     )
 
 
-
 def cluster_too_large(cluster: Cluster) -> Infeasible | None:
     """Infeasible (ProblemTooLarge) when the cluster is beyond the planner's limits: refused before any MILP is built,
     instead of a solve of minutes (an inventory file is refused the same way when it is read)."""
@@ -117,17 +116,17 @@ def _plan_core(
     too_large = cluster_too_large(cluster)
     if too_large is not None:
         return too_large
-    built = build_search_space(job, cluster, settings)
-    if isinstance(built, Infeasible):
-        return replace(built, solve_seconds=time.perf_counter() - start)
-    sol = solve_problem(built.problem, settings, cache)
+    space = build_search_space(job, cluster, settings)
+    if isinstance(space, Infeasible):
+        return replace(space, solve_seconds=time.perf_counter() - start)
+    sol = solve_problem(space.problem, settings, cache)
     if sol is None:
-        result: PlanResult = diagnose(built, job, cluster, settings)
+        result: PlanResult = diagnose(space, job, cluster, settings)
     else:
-        result = assemble_plan(built, sol, cluster, start)
+        result = assemble_plan(space, sol, cluster, start)
     base: tuple[Baseline, ...] = ()
     if baselines:
-        base = _baselines(job, cluster, settings, built, cache)
+        base = _baselines(job, cluster, settings, space, cache)
     if isinstance(result, Infeasible):
         return replace(result, solve_seconds=time.perf_counter() - start, baselines=base)
     return replace(result, baselines=base, solve_seconds=time.perf_counter() - start)
@@ -152,15 +151,15 @@ def solve_problem(problem: Problem, settings: PlannerSettings, cache: SolutionCa
 
 
 def _baselines(
-    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, built: SearchSpace, cache: SolutionCache | None = None
+    job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, space: SearchSpace, cache: SolutionCache | None = None
 ) -> tuple[Baseline, ...]:
     """The best plan per eligible GPU type alone (counts and rates; not placed on nodes)."""
-    types = sorted({pl.spec.name for pl in built.pools})
+    types = sorted({pl.spec.name for pl in space.pools})
     if len(types) < 2:
         return ()
     out = []
     for gpu in types:
-        pools = {pl.info.name for pl in built.pools if pl.spec.name == gpu}
+        pools = {pl.info.name for pl in space.pools if pl.spec.name == gpu}
         sub = Cluster(
             pools=tuple(p for p in cluster.pools if p.name in pools),
             nodes=tuple(n for n in cluster.nodes if n.pool in pools),
@@ -200,7 +199,7 @@ def baselines(
     settings = settings or PlannerSettings()
     if cluster_too_large(cluster) is not None:
         return ()
-    built = build_search_space(job, cluster, settings)
-    if isinstance(built, Infeasible):
+    space = build_search_space(job, cluster, settings)
+    if isinstance(space, Infeasible):
         return ()
-    return _baselines(job, cluster, settings, built, cache)
+    return _baselines(job, cluster, settings, space, cache)
