@@ -16,9 +16,9 @@ import yaml
 
 from hexrl.api.models import RLJob
 from hexrl.sched import Cluster, NodeInfo, Plan, PoolInfo, plan, replan
-from hexrl.sched.costmodel import PlannerSettings
-from hexrl.sched.milp import solve
-from hexrl.sched.searchspace import _build
+from hexrl.sched.searchspace import build_search_space
+from hexrl.sched.settings import PlannerSettings
+from hexrl.sched.strategy_search import solve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -121,7 +121,7 @@ def main() -> None:
         victim = next((r.nodes[0] for r in p.replicas if r.spot), p.replicas[0].nodes[0])
         after = replace(cl, nodes=tuple(n for n in cl.nodes if n.name != victim))
         fast = PlannerSettings(compute_baselines=False)
-        t, q = median_time(lambda: replan(p, after, jb, fast))
+        t, q = median_time(lambda: replan(jb, after, p, fast))
         tf, full = median_time(lambda: plan(jb, after, fast))
         if isinstance(q, Plan) and isinstance(full, Plan):
             moved = sum(1 for c in q.changes if c.kind in ("added", "removed", "moved"))
@@ -148,7 +148,7 @@ def main() -> None:
 
     print("== HiGHS vs CBC on the same MILPs (solve only, median of 5)")
     for label, (jb, cl, _) in plans.items():
-        built = _build(jb, cl, PlannerSettings())
+        built = build_search_space(jb, cl, PlannerSettings())
         row = []
         for solver in ("highs", "cbc"):
             t, s = median_time(lambda solver=solver, built=built: solve(built.problem, solver))

@@ -176,7 +176,7 @@ def test_the_planner_itself_refuses_a_cluster_beyond_its_limits() -> None:
     job_7b = RLJob.model_validate(yaml.safe_load((ROOT / "manifests/examples/rljob-7b.yaml").read_text())).spec
     first = plan(job_7b, parse_inventory(yaml.safe_load((ROOT / "manifests/clusters/h800-h20.yaml").read_text())))
     assert not isinstance(first, Infeasible), first
-    again = replan(first, cluster, job_7b)
+    again = replan(job_7b, cluster, first)
     assert isinstance(again, Infeasible) and again.reason == reasons.PROBLEM_TOO_LARGE
 
 

@@ -116,7 +116,7 @@ def plan_command(
         if not isinstance(result, Plan):
             _emit(result, fmt)
             raise typer.Exit(EXIT_INFEASIBLE)
-        result = replan(result, after, spec)
+        result = replan(spec, after, result)
     _emit(result, fmt)
     raise typer.Exit(EXIT_OK if isinstance(result, Plan) else EXIT_INFEASIBLE)
 

@@ -127,15 +127,16 @@ class PlanStep:
         finally:
             metrics.PLAN_SOLVE_SECONDS.labels("plan").observe(time.perf_counter() - t0)
 
-    def _replan(self, current: Plan, spec: RLJobSpec, cluster: Cluster, trainer_may_move: bool) -> Plan | Infeasible:
+    def _replan(self, spec: RLJobSpec, cluster: Cluster, current: Plan, trainer_may_move: bool) -> Plan | Infeasible:
+        """The least-change re-plan of `current`, or a fresh plan when no re-plan is feasible."""
         t0 = time.perf_counter()
         try:
             if self._replanner is not None:
-                return self._replanner(current, cluster, spec)  # type: ignore[no-any-return]
-            from hexrl.sched import replan
+                return self._replanner(spec, cluster, current)  # type: ignore[no-any-return]
+            from hexrl.sched import replan_or_plan
 
-            return replan(current, cluster, spec, self._planner_settings(), self.solutions(),
-                          trainer_may_move=trainer_may_move)
+            return replan_or_plan(spec, cluster, current, self._planner_settings(), self.solutions(),
+                                  trainer_may_move=trainer_may_move)
         finally:
             metrics.PLAN_SOLVE_SECONDS.labels("replan").observe(time.perf_counter() - t0)
 
@@ -303,10 +304,7 @@ class PlanStep:
             return self._plan(spec, snap.cluster), "first"
         trigger = "spec" if spec_changed else "cluster"
         # a node event never restarts a trainer that survived it (replan keeps it when intact)
-        result = self._replan(current, spec, snap.cluster, trainer_may_move=trigger == "spec")
-        if isinstance(result, Infeasible):
-            result = self._plan(spec, snap.cluster)
-        return result, trigger
+        return self._replan(spec, snap.cluster, current, trainer_may_move=trigger == "spec"), trigger
 
     @staticmethod
     def _infeasible(

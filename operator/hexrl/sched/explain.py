@@ -10,12 +10,13 @@ from typing import Any
 
 from hexrl.api.models import PlanSummary, TrainerPlacement
 from hexrl.api.models import RolloutGroup as RolloutGroupModel
-from hexrl.sched.types import Baseline, Infeasible, Plan, PlanResult
+from hexrl.sched.types import Baseline, Infeasible, Plan, PlanResult, RolloutGroup, TrainerAssignment
 
 __all__ = ["plan_summary", "plan_to_json"]
 
 
 def _r(x: float, nd: int = 3) -> float:
+    """`x` rounded to `nd` decimals, for reading."""
     return round(float(x), nd)
 
 
@@ -32,25 +33,58 @@ def _baselines(bs: tuple[Baseline, ...]) -> list[dict[str, Any]]:
     ]
 
 
+def _infeasible(result: Infeasible) -> dict[str, Any]:
+    """The JSON of an infeasible result: the same keys as a plan's, zeros and the reason."""
+    return {
+        "feasible": False,
+        "reason": result.reason,
+        "message": result.message,
+        "tokensPerSecond": 0.0,
+        "samplesPerSecond": 0.0,
+        "costPerHour": 0.0,
+        "solveSeconds": _r(result.solve_seconds, 4),
+        "bottleneck": "",
+        "trainer": None,
+        "rollout": [],
+        "stalenessPredicted": 0.0,
+        "homogeneousBaselines": _baselines(result.baselines),
+        "changes": [],
+    }
+
+
+def _trainer(t: TrainerAssignment) -> dict[str, Any]:
+    """The trainer's pool, layout, nodes and rate."""
+    return {
+        "gpu": t.gpu,
+        "pool": t.pool,
+        "gpus": t.gpus,
+        "dataParallel": t.data_parallel,
+        "tensorParallel": t.tensor_parallel,
+        "pipelineParallel": t.pipeline_parallel,
+        "fsdp": t.fsdp,
+        "nodes": list(t.nodes),
+        "gpusPerNode": list(t.gpus_per_node),
+        "tokensPerSecond": _r(t.tokens_per_second, 1),
+    }
+
+
+def _rollout_group(g: RolloutGroup) -> dict[str, Any]:
+    """One group of identical rollout replicas."""
+    return {
+        "gpu": g.gpu,
+        "pool": g.pool,
+        "replicas": g.replicas,
+        "gpusPerReplica": g.gpus_per_replica,
+        "spot": g.spot,
+        "nodes": list(g.nodes),
+        "tokensPerSecond": _r(g.tokens_per_second, 1),
+    }
+
+
 def plan_to_json(result: PlanResult) -> dict[str, Any]:
     """A JSON-ready dict of a Plan or Infeasible (camelCase keys, numbers rounded for reading)."""
     if isinstance(result, Infeasible):
-        return {
-            "feasible": False,
-            "reason": result.reason,
-            "message": result.message,
-            "tokensPerSecond": 0.0,
-            "samplesPerSecond": 0.0,
-            "costPerHour": 0.0,
-            "solveSeconds": _r(result.solve_seconds, 4),
-            "bottleneck": "",
-            "trainer": None,
-            "rollout": [],
-            "stalenessPredicted": 0.0,
-            "homogeneousBaselines": _baselines(result.baselines),
-            "changes": [],
-        }
-    t = result.trainer
+        return _infeasible(result)
     return {
         "feasible": True,
         "reason": "",
@@ -67,30 +101,8 @@ def plan_to_json(result: PlanResult) -> dict[str, Any]:
         "rolloutTokensPerSecond": _r(result.rollout_tokens_per_second, 1),
         "trainingTokensPerSecond": _r(result.training_tokens_per_second, 1),
         "weightSyncSeconds": _r(result.weight_sync_seconds, 3),
-        "trainer": {
-            "gpu": t.gpu,
-            "pool": t.pool,
-            "gpus": t.gpus,
-            "dataParallel": t.data_parallel,
-            "tensorParallel": t.tensor_parallel,
-            "pipelineParallel": t.pipeline_parallel,
-            "fsdp": t.fsdp,
-            "nodes": list(t.nodes),
-            "gpusPerNode": list(t.gpus_per_node),
-            "tokensPerSecond": _r(t.tokens_per_second, 1),
-        },
-        "rollout": [
-            {
-                "gpu": g.gpu,
-                "pool": g.pool,
-                "replicas": g.replicas,
-                "gpusPerReplica": g.gpus_per_replica,
-                "spot": g.spot,
-                "nodes": list(g.nodes),
-                "tokensPerSecond": _r(g.tokens_per_second, 1),
-            }
-            for g in result.rollout_groups()
-        ],
+        "trainer": _trainer(result.trainer),
+        "rollout": [_rollout_group(g) for g in result.rollout_groups()],
         "stalenessPredicted": _r(result.staleness_predicted, 3),
         "bufferDepth": result.buffer_depth,
         "homogeneousBaselines": _baselines(result.baselines),

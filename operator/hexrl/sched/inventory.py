@@ -179,6 +179,29 @@ def parse_inventory(data: Any, catalog: Catalog | None = None, limits: ProblemLi
     number where a number belongs, an unknown GPU type, a bad `catalog:` override, duplicate pool names,
     or more pools or nodes than `limits` allow (checked before any node is built).
     """
+    inv = _validated(data, limits)
+    base = catalog or DEFAULT_CATALOG
+    try:
+        cat = base.with_overrides(inv.catalog)
+    except CatalogError as exc:
+        raise InventoryError(f"invalid inventory: {exc}") from None
+    pools = tuple(_pool_info(i, p, cat) for i, p in enumerate(inv.pools))
+    nodes = tuple(
+        NodeInfo(name=f"{p.name}-{k}", pool=p.name, gpu=info.gpu, gpus=p.gpus_per_node, spot=p.spot, zone=p.zone)
+        for p, info in zip(inv.pools, pools, strict=True)
+        for k in range(p.nodes)
+    )
+    overrides = tuple(cat.lookup(n) for n in (inv.catalog or {}))
+    return Cluster(
+        pools=pools,
+        nodes=nodes,
+        inter_pool_gbps=inv.inter_pool_gbps,
+        gpu_overrides=tuple(s for s in overrides if s is not None),
+    )
+
+
+def _validated(data: Any, limits: ProblemLimits) -> ClusterInventory:
+    """The document as a `ClusterInventory`, refused when malformed or beyond the planner's limits."""
     if not isinstance(data, Mapping):
         raise InventoryError(
             "the inventory must be a YAML mapping with apiVersion: hexrl.dev/v1alpha1, kind: ClusterInventory "
@@ -191,49 +214,33 @@ def parse_inventory(data: Any, catalog: Catalog | None = None, limits: ProblemLi
     too_large = cluster_problem(len(inv.pools), sum(p.nodes for p in inv.pools), limits)
     if too_large is not None:
         raise InventoryError(f"inventory too large: {too_large}")
-    base = catalog or DEFAULT_CATALOG
-    try:
-        cat = base.with_overrides(inv.catalog)
-    except CatalogError as exc:
-        raise InventoryError(f"invalid inventory: {exc}") from None
-    pools: list[PoolInfo] = []
-    nodes: list[NodeInfo] = []
-    for i, p in enumerate(inv.pools):
-        spec = cat.lookup(p.gpu)
-        if spec is None:
-            raise InventoryError(
-                f"invalid inventory: pools[{i}].gpu {p.gpu!r} is not in the GPU catalog; known types: "
-                f"{', '.join(cat.names)}. Use one of these, or describe the type under `catalog:`."
-            )
-        if p.preemptions_per_node_hour > 0 and not p.spot:
-            raise InventoryError(
-                f"invalid inventory: pools[{i}].preemptionsPerNodeHour is set but pools[{i}].spot is false; "
-                "only spot pools are preempted (set spot: true or remove the field)"
-            )
-        pools.append(
-            PoolInfo(
-                name=p.name,
-                gpu=spec.name,
-                gpus_per_node=p.gpus_per_node,
-                spot=p.spot,
-                zone=p.zone,
-                price_per_gpu_hour=p.price_per_gpu_hour,
-                inter_node_gbps=p.inter_node_gbps,
-                preemptions_per_node_hour=p.preemptions_per_node_hour,
-                gpu_memory_gb=p.gpu_memory_gb,
-                real=p.real,
-            )
+    return inv
+
+
+def _pool_info(i: int, p: PoolSpec, cat: Catalog) -> PoolInfo:
+    """Pool `i` of the inventory with its GPU type resolved in `cat` (canonical name)."""
+    spec = cat.lookup(p.gpu)
+    if spec is None:
+        raise InventoryError(
+            f"invalid inventory: pools[{i}].gpu {p.gpu!r} is not in the GPU catalog; known types: "
+            f"{', '.join(cat.names)}. Use one of these, or describe the type under `catalog:`."
         )
-        nodes.extend(
-            NodeInfo(name=f"{p.name}-{k}", pool=p.name, gpu=spec.name, gpus=p.gpus_per_node, spot=p.spot, zone=p.zone)
-            for k in range(p.nodes)
+    if p.preemptions_per_node_hour > 0 and not p.spot:
+        raise InventoryError(
+            f"invalid inventory: pools[{i}].preemptionsPerNodeHour is set but pools[{i}].spot is false; "
+            "only spot pools are preempted (set spot: true or remove the field)"
         )
-    overrides = tuple(cat.lookup(n) for n in (inv.catalog or {}))
-    return Cluster(
-        pools=tuple(pools),
-        nodes=tuple(nodes),
-        inter_pool_gbps=inv.inter_pool_gbps,
-        gpu_overrides=tuple(s for s in overrides if s is not None),
+    return PoolInfo(
+        name=p.name,
+        gpu=spec.name,
+        gpus_per_node=p.gpus_per_node,
+        spot=p.spot,
+        zone=p.zone,
+        price_per_gpu_hour=p.price_per_gpu_hour,
+        inter_node_gbps=p.inter_node_gbps,
+        preemptions_per_node_hour=p.preemptions_per_node_hour,
+        gpu_memory_gb=p.gpu_memory_gb,
+        real=p.real,
     )
 
 

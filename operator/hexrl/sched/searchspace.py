@@ -1,14 +1,14 @@
 """The search space of the planner: eligible pools, rollout and training candidates, the MILP to solve.
 
-`_build` turns an RLJob spec and a cluster into a `_Built`: the pools the job may use (its GPU-type
-and pool allow-lists, known GPU types, nodes not going away), per pool the undominated rollout
+`build_search_space` turns an RLJob spec and a cluster into a `SearchSpace`: the pools the job may use
+(its GPU-type and pool allow-lists, known GPU types, nodes not going away), per pool the undominated rollout
 configurations (TP from the pool's chain of sizes — powers of two dividing GPUs per node — that the
 rollout engine can split the model's heads over, and PP across whole nodes only when one node cannot
 hold the model and `max_pipeline_parallel` allows it, which by default it does not) with their
 cost-model rates, latencies and count bounds, the training strategies (DP×TP with and without FSDP, TP
 dividing the heads, key/value heads and MLP width as the trainer requires, DP growing only until the
 trainer outruns every possible rollout, or past it while the step is not negligible), and the MILP
-`Problem` over them. `planner` solves it, places and explains the answer. Pure, like the planner.
+`Problem` over them. planner.py solves it; assemble.py places and explains the answer. Pure.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, GPUSpec
 from hexrl.sched.costmodel import (
     CostModelSettings,
     DecodeEstimate,
-    PlannerSettings,
     TrainEstimate,
     Workload,
     decode_tokens_per_second,
@@ -32,12 +31,8 @@ from hexrl.sched.costmodel import (
     training_tokens_per_second,
     weight_sync_seconds,
 )
-from hexrl.sched.milp import (
-    PoolCapacity,
-    Problem,
-    RolloutOption,
-    TrainOption,
-)
+from hexrl.sched.problem import PoolCapacity, Problem, RolloutOption, TrainOption
+from hexrl.sched.settings import PlannerSettings
 from hexrl.sched.types import (
     Cluster,
     Infeasible,
@@ -46,39 +41,60 @@ from hexrl.sched.types import (
     TrainerAssignment,
 )
 
+__all__ = [
+    "EligiblePool",
+    "RolloutCandidate",
+    "SearchSpace",
+    "TrainCandidate",
+    "build_search_space",
+    "cluster_catalog",
+    "size_chain",
+]
+
 # ------------------------------------------------------------------------------------ pools
 
 
 @dataclass(frozen=True)
-class _Pool:
+class EligiblePool:
+    """A pool the job may use, with the numbers the cost model needs (inventory values over catalog ones)."""
+
     info: PoolInfo
     spec: GPUSpec
     nodes: tuple[NodeInfo, ...]
+    """Its nodes with free GPUs."""
     price: float
+    """$/h per GPU."""
     inter_gbps: float
+    """Node-to-node bandwidth inside the pool, Gbit/s."""
     memory_gb: float
+    """HBM per GPU, GB."""
     chain: tuple[int, ...]
+    """Item sizes (GPUs that must share a node), ascending: see `size_chain`."""
 
     @property
     def free(self) -> int:
+        """Free GPUs over the pool's nodes."""
         return sum(n.gpus_free for n in self.nodes)
 
     def capacity(self) -> tuple[tuple[int, int], ...]:
+        """(size σ, K_σ): the GPUs usable by items of size ≥ σ (σ-aligned free capacity per node)."""
         return tuple((s, sum(s * (n.gpus_free // s) for n in self.nodes)) for s in self.chain)
 
 
-def _chain(gpus_per_node: int) -> tuple[int, ...]:
+def size_chain(gpus_per_node: int) -> tuple[int, ...]:
+    """The powers of two dividing `gpus_per_node`, and the node size itself: sizes that pack exactly."""
     sizes = [1 << k for k in range(0, 8) if gpus_per_node % (1 << k) == 0 and (1 << k) <= gpus_per_node]
     if gpus_per_node not in sizes:
         sizes.append(gpus_per_node)
     return tuple(sizes)
 
 
-def _catalog(cluster: Cluster) -> Catalog:
+def cluster_catalog(cluster: Cluster) -> Catalog:
+    """The default GPU catalog with the cluster's overrides applied."""
     return DEFAULT_CATALOG.with_specs(cluster.gpu_overrides)
 
 
-def _eligible(job: RLJobSpec, cluster: Cluster, catalog: Catalog) -> list[_Pool] | Infeasible:
+def _eligible(job: RLJobSpec, cluster: Cluster, catalog: Catalog) -> list[EligiblePool] | Infeasible:
     allow_types: set[str] | None = None
     if job.placement.gpu_types:
         allow_types = set()
@@ -92,7 +108,7 @@ def _eligible(job: RLJobSpec, cluster: Cluster, catalog: Catalog) -> list[_Pool]
                 )
             allow_types.add(c)
     allow_pools = set(job.placement.pools) if job.placement.pools else None
-    out: list[_Pool] = []
+    out: list[EligiblePool] = []
     for p in cluster.pools:
         spec = catalog.lookup(p.gpu)
         if spec is None:
@@ -105,14 +121,14 @@ def _eligible(job: RLJobSpec, cluster: Cluster, catalog: Catalog) -> list[_Pool]
         if not nodes:
             continue
         out.append(
-            _Pool(
+            EligiblePool(
                 info=p,
                 spec=spec,
                 nodes=nodes,
                 price=p.price_per_gpu_hour if p.price_per_gpu_hour is not None else spec.price(p.spot),
                 inter_gbps=p.inter_node_gbps or spec.inter_node_gbps,
                 memory_gb=p.gpu_memory_gb or spec.hbm_gb,
-                chain=_chain(p.gpus_per_node),
+                chain=size_chain(p.gpus_per_node),
             )
         )
     if not out:
@@ -127,17 +143,22 @@ def _eligible(job: RLJobSpec, cluster: Cluster, catalog: Catalog) -> list[_Pool]
 
 
 @dataclass(frozen=True)
-class _RolloutMeta:
-    pool: _Pool
+class RolloutCandidate:
+    """One rollout configuration (TP × PP on one pool) with its cost-model estimate."""
+
+    pool: EligiblePool
     tp: int
     pp: int
     estimate: DecodeEstimate
     availability: float
+    """Fraction of time a replica serves (1 on demand; below 1 on spot)."""
 
 
 @dataclass(frozen=True)
-class _TrainMeta:
-    pool: _Pool
+class TrainCandidate:
+    """One training strategy (DP × TP × PP, FSDP or not, on one pool) with its cost-model estimate."""
+
+    pool: EligiblePool
     dp: int
     tp: int
     pp: int
@@ -150,26 +171,26 @@ _STEP_NEGLIGIBLE = 0.005
 
 
 def _rollout_candidates(
-    pools: Sequence[_Pool], w: Workload, job: RLJobSpec, s: CostModelSettings, max_pp: int
-) -> list[_RolloutMeta]:
-    out: list[_RolloutMeta] = []
+    pools: Sequence[EligiblePool], w: Workload, job: RLJobSpec, s: CostModelSettings, max_pp: int
+) -> list[RolloutCandidate]:
+    out: list[RolloutCandidate] = []
     for pool in pools:
         if pool.info.spot and job.placement.spot.rollout == "forbidden":
             continue
         gpn = pool.info.gpus_per_node
-        found: list[_RolloutMeta] = []
+        found: list[RolloutCandidate] = []
         for tp in _rollout_tp(pool.chain, job):
             e = decode_tokens_per_second(pool.spec, w, tp, 1, s, pool.inter_gbps, pool.memory_gb)
             if e is not None:
                 a = spot_availability(pool.info.preemptions_per_node_hour, 1, s) if pool.info.spot else 1.0
-                found.append(_RolloutMeta(pool, tp, 1, e, a))
+                found.append(RolloutCandidate(pool, tp, 1, e, a))
         if not found:
             whole = sum(1 for n in pool.nodes if n.gpus_free >= gpn)
             for pp in range(2, min(max_pp, whole) + 1):
                 e = decode_tokens_per_second(pool.spec, w, gpn, pp, s, pool.inter_gbps, pool.memory_gb)
                 if e is not None:
                     a = spot_availability(pool.info.preemptions_per_node_hour, pp, s) if pool.info.spot else 1.0
-                    found.append(_RolloutMeta(pool, gpn, pp, e, a))
+                    found.append(RolloutCandidate(pool, gpn, pp, e, a))
                     break
         out.extend(_undominated_rollout(found))
     return out
@@ -183,7 +204,7 @@ def _rollout_tp(chain: Sequence[int], job: RLJobSpec) -> list[int]:
     return [tp for tp in chain if heads % tp == 0 and (sh.kv_heads % tp == 0 or tp % sh.kv_heads == 0)]
 
 
-def _undominated_rollout(found: list[_RolloutMeta]) -> list[_RolloutMeta]:
+def _undominated_rollout(found: list[RolloutCandidate]) -> list[RolloutCandidate]:
     """Drop c when k = g_c/g_c' copies of a smaller c' give at least its rate with no lower rate per slot."""
     keep = []
     for c in found:
@@ -205,7 +226,7 @@ def _undominated_rollout(found: list[_RolloutMeta]) -> list[_RolloutMeta]:
 
 
 def _train_candidates(
-    pools: Sequence[_Pool],
+    pools: Sequence[EligiblePool],
     w: Workload,
     job: RLJobSpec,
     s: CostModelSettings,
@@ -213,8 +234,8 @@ def _train_candidates(
     rate_cap: float,
     budget: float | None,
     min_latency: float = 0.0,
-) -> list[_TrainMeta]:
-    out: list[_TrainMeta] = []
+) -> list[TrainCandidate]:
+    out: list[TrainCandidate] = []
     for pool in pools:
         if pool.info.spot and job.placement.spot.trainer == "forbidden":
             continue
@@ -244,7 +265,7 @@ def _train_candidates(
                         if not fsdp:
                             break  # replicated states: more DP never fits better
                         continue
-                    out.append(_TrainMeta(pool, dp, tp, pp, fsdp, e))
+                    out.append(TrainCandidate(pool, dp, tp, pp, fsdp, e))
                     if e.tokens_per_second >= rate_cap and e.step_seconds <= _STEP_NEGLIGIBLE * min_latency:
                         # More DP only outruns every possible rollout, and the step is too short to
                         # matter in the gate (T ∝ 1/(ℓ + D + ω): at most this fraction left to gain).
@@ -255,8 +276,8 @@ def _train_candidates(
 
 
 def _one_strategy(
-    pools: Sequence[_Pool], w: Workload, job: RLJobSpec, s: CostModelSettings, t: TrainerAssignment
-) -> list[_TrainMeta]:
+    pools: Sequence[EligiblePool], w: Workload, job: RLJobSpec, s: CostModelSettings, t: TrainerAssignment
+) -> list[TrainCandidate]:
     """The current trainer's strategy, if its pool is still eligible and it still fits."""
     for pool in pools:
         if pool.info.name != t.pool or (pool.info.spot and job.placement.spot.trainer == "forbidden"):
@@ -266,7 +287,7 @@ def _one_strategy(
             pool.info.gpus_per_node, pool.inter_gbps, pool.memory_gb,
         )
         if e is not None:
-            return [_TrainMeta(pool, t.data_parallel, t.tensor_parallel, t.pipeline_parallel, t.fsdp, e)]
+            return [TrainCandidate(pool, t.data_parallel, t.tensor_parallel, t.pipeline_parallel, t.fsdp, e)]
     return []
 
 
@@ -274,66 +295,110 @@ def _one_strategy(
 
 
 @dataclass(frozen=True)
-class _Built:
+class SearchSpace:
+    """What the planner searches: the candidates of a job on a cluster and the MILP `Problem` over them.
+
+    `problem.rollout[i]` is `rollout[i]` and `problem.train[j]` is `train[j]`, so a `Solution`'s indices
+    lead back to pools and layouts."""
+
     problem: Problem
-    rollout: tuple[_RolloutMeta, ...]
-    train: tuple[_TrainMeta, ...]
-    pools: tuple[_Pool, ...]
+    rollout: tuple[RolloutCandidate, ...]
+    train: tuple[TrainCandidate, ...]
+    pools: tuple[EligiblePool, ...]
     workload: Workload
     ws_seconds: dict[tuple[str, str], float]
+    """Seconds of one weight sync by (trainer pool, rollout pool)."""
 
 
-def _build(
+def build_search_space(
     job: RLJobSpec, cluster: Cluster, settings: PlannerSettings, only: TrainerAssignment | None = None
-) -> _Built | Infeasible:
+) -> SearchSpace | Infeasible:
     """The MILP's data for `job` on `cluster`; with `only`, the one training strategy of that assignment."""
-    catalog = _catalog(cluster)
-    pools = _eligible(job, cluster, catalog)
+    pools = _eligible(job, cluster, cluster_catalog(cluster))
     if isinstance(pools, Infeasible):
         return pools
     w = Workload.from_spec(job)
     cs = settings.cost
     budget = job.budget.max_cost_per_hour
     rollout = _rollout_candidates(pools, w, job, cs, settings.max_pipeline_parallel)
-    inflight = (w.max_policy_lag + 1) * w.samples_per_step
-    # Upper bound on any useful rollout rate: the gate's slots at the best rate per slot, and the GPUs.
+    if only is None:
+        min_latency = min((_latency(m, w, cs) for m in rollout), default=0.0)
+        rate_cap = _rollout_rate_cap(job, w, pools, rollout)
+        train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget, min_latency)
+    else:
+        train = _one_strategy(pools, w, job, cs, only)
+    ropts = tuple(_rollout_option(m, w, cs, budget) for m in rollout)
+    ws_seconds, ws_rate = _weight_sync(pools, train, cluster, w, cs)
+    any_spot = any(o.spot for o in ropts)
+    problem = Problem(
+        rollout=ropts,
+        train=tuple(_train_option(m) for m in train),
+        pools=tuple(PoolCapacity(p.info.name, p.capacity()) for p in pools),
+        inflight_cap=float(_inflight(w)),
+        budget=budget,
+        target=job.budget.target_tokens_per_second,
+        ws_rate=ws_rate,
+        floor=job.placement.spot.on_demand_rollout_floor if any_spot else 0.0,
+        surplus_factor=1.0 + cs.surplus_per_policy_lag * w.max_policy_lag,
+        batch=float(w.samples_per_step),
+        tokens_per_sample=w.tokens_per_sample,
+        policy_lag=w.max_policy_lag,
+    )
+    return SearchSpace(problem, tuple(rollout), tuple(train), tuple(pools), w, ws_seconds)
+
+
+def _inflight(w: Workload) -> int:
+    """Λ = (η + 1)·B: the samples the staleness gate lets the coordinator request ahead."""
+    return (w.max_policy_lag + 1) * w.samples_per_step
+
+
+def _rollout_rate_cap(
+    job: RLJobSpec, w: Workload, pools: Sequence[EligiblePool], rollout: Sequence[RolloutCandidate]
+) -> float:
+    """An upper bound on any useful rollout rate (the gate's slots at the best rate per slot, and the
+    GPUs), or the target when higher: training strategies faster than this only cost more."""
     by_slot = max((m.estimate.tokens_per_second * m.availability / m.estimate.batch for m in rollout), default=0.0)
     by_gpu = sum(
         p.free * max((m.estimate.tokens_per_second * m.availability / (m.tp * m.pp) for m in rollout if m.pool is p), default=0.0)
         for p in pools
     )
-    rate_cap = min(by_slot * inflight, by_gpu)
+    rate_cap = min(by_slot * _inflight(w), by_gpu)
     if job.budget.target_tokens_per_second is not None:
         rate_cap = max(rate_cap, job.budget.target_tokens_per_second)
-    if only is None:
-        min_latency = min((_latency(m, w, cs) for m in rollout), default=0.0)
-        train = _train_candidates(pools, w, job, cs, settings.max_pipeline_parallel, rate_cap, budget, min_latency)
-    else:
-        train = _one_strategy(pools, w, job, cs, only)
-    ropts = tuple(
-        RolloutOption(
-            pool=m.pool.info.name,
-            gpus=m.tp * m.pp,
-            item_size=m.tp,
-            rate=m.estimate.tokens_per_second * m.availability,
-            slots=m.estimate.batch,
-            price=m.pool.price * m.tp * m.pp,
-            spot=m.pool.info.spot,
-            max_count=_max_count(m, budget),
-            latency=_latency(m, w, cs),
-        )
-        for m in rollout
+    return rate_cap
+
+
+def _rollout_option(m: RolloutCandidate, w: Workload, cs: CostModelSettings, budget: float | None) -> RolloutOption:
+    """The MILP's view of a rollout candidate: spot-discounted rate, slots, price, count bound, latency."""
+    return RolloutOption(
+        pool=m.pool.info.name,
+        gpus=m.tp * m.pp,
+        item_size=m.tp,
+        rate=m.estimate.tokens_per_second * m.availability,
+        slots=m.estimate.batch,
+        price=m.pool.price * m.tp * m.pp,
+        spot=m.pool.info.spot,
+        max_count=_max_count(m, budget),
+        latency=_latency(m, w, cs),
     )
-    topts = tuple(
-        TrainOption(
-            pool=m.pool.info.name,
-            gpus=m.dp * m.tp * m.pp,
-            item_size=m.tp,
-            rate=m.estimate.tokens_per_second,
-            price=m.pool.price * m.dp * m.tp * m.pp,
-        )
-        for m in train
+
+
+def _train_option(m: TrainCandidate) -> TrainOption:
+    """The MILP's view of a training strategy: GPUs, item size (TP), rate and price."""
+    return TrainOption(
+        pool=m.pool.info.name,
+        gpus=m.dp * m.tp * m.pp,
+        item_size=m.tp,
+        rate=m.estimate.tokens_per_second,
+        price=m.pool.price * m.dp * m.tp * m.pp,
     )
+
+
+def _weight_sync(
+    pools: Sequence[EligiblePool], train: Sequence[TrainCandidate], cluster: Cluster, w: Workload, cs: CostModelSettings
+) -> tuple[dict[tuple[str, str], float], tuple[tuple[str, str, float], ...]]:
+    """Per (trainer pool, rollout pool) with a training candidate in the first: the seconds of one weight
+    sync, and the throughput cap W_{a,b} = tokens per step / those seconds."""
     ws_seconds: dict[tuple[str, str], float] = {}
     ws_rate = []
     trainer_pools = {m.pool.info.name for m in train}
@@ -345,31 +410,17 @@ def _build(
             sec = weight_sync_seconds(w, link, b.inter_gbps, cs)
             ws_seconds[(a.info.name, b.info.name)] = sec
             ws_rate.append((a.info.name, b.info.name, w.tokens_per_step / sec))
-    any_spot = any(o.spot for o in ropts)
-    problem = Problem(
-        rollout=ropts,
-        train=topts,
-        pools=tuple(PoolCapacity(p.info.name, p.capacity()) for p in pools),
-        inflight_cap=float(inflight),
-        budget=budget,
-        target=job.budget.target_tokens_per_second,
-        ws_rate=tuple(ws_rate),
-        floor=job.placement.spot.on_demand_rollout_floor if any_spot else 0.0,
-        surplus_factor=1.0 + cs.surplus_per_policy_lag * w.max_policy_lag,
-        batch=float(w.samples_per_step),
-        tokens_per_sample=w.tokens_per_sample,
-        policy_lag=w.max_policy_lag,
-    )
-    return _Built(problem, tuple(rollout), tuple(train), tuple(pools), w, ws_seconds)
+    return ws_seconds, tuple(ws_rate)
 
 
-def _latency(m: _RolloutMeta, w: Workload, cs: CostModelSettings) -> float:
+def _latency(m: RolloutCandidate, w: Workload, cs: CostModelSettings) -> float:
     """ℓ_c: a group's wave, or at η = 0 the wave of the whole batch (its longest response)."""
     n = w.samples_per_step if w.max_policy_lag == 0 else w.group_size
     return group_latency_seconds(m.estimate, w, cs, n)
 
 
-def _max_count(m: _RolloutMeta, budget: float | None) -> int:
+def _max_count(m: RolloutCandidate, budget: float | None) -> int:
+    """Ū_c: the replicas the pool's free GPUs (and the budget) allow."""
     g = m.tp * m.pp
     if m.pp > 1:
         n = sum(1 for node in m.pool.nodes if node.gpus_free >= m.tp) // m.pp

@@ -10,7 +10,7 @@ Why it is exact (a relaxation argument). Write a problem as P(b): the same objec
 right-hand sides b = (K, Ū). If b' ≤ b componentwise, every solution feasible for P(b') is feasible for
 P(b), so F(b') ⊆ F(b). If x* is optimal for P(b) (within the solver's gap) and x* ∈ F(b'), then x* is
 optimal for P(b') within the same gap: nothing in the smaller set beats the best of the larger one.
-So a stored (b, x*) answers P(b') when b' ≤ b and x* fits b' (checked with `milp.evaluate`, the same
+So a stored (b, x*) answers P(b') when b' ≤ b and x* fits b' (checked with `problem.evaluate`, the same
 arithmetic the MILP encodes, plus x*_c ≤ Ū'_c). The only approximation is the objective's cost
 tie-break δ = 1e-6·t̄/c̄, whose scale c̄ includes Ū: among plans of *equal* throughput the cheapest is
 still preferred, at any δ small enough to act as a tie-break.
@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from hexrl.sched.milp import Evaluation, PoolCapacity, Problem, Solution, evaluate
+from hexrl.sched.problem import Evaluation, PoolCapacity, Problem, Solution, evaluate
 
 __all__ = ["CacheStats", "SolutionCache"]
 

@@ -287,7 +287,7 @@ def test_planned_trainer_pods_carry_a_layout_the_trainer_accepts(params, layers,
     from hexrl.api.trainerlayout import TrainerLayout
     from hexrl.sched import Infeasible
     from hexrl.sched import plan as make_real_plan
-    from hexrl.sched.costmodel import PlannerSettings
+    from hexrl.sched.settings import PlannerSettings
 
     sp = spec(model__shape={"parameters": params, "layers": layers, "hiddenSize": hidden, "kvHeads": kv,
                             "headDim": 128, "vocab": 151936}, budget={"maxCostPerHour": 500})

@@ -7,7 +7,6 @@ import itertools
 from hexrl.api.models import RLJobSpec
 from hexrl.sched import Cluster, NodeInfo, PoolInfo
 from hexrl.sched.costmodel import (
-    PlannerSettings,
     Workload,
     decode_tokens_per_second,
     group_latency_seconds,
@@ -15,8 +14,9 @@ from hexrl.sched.costmodel import (
     training_tokens_per_second,
     weight_sync_seconds,
 )
-from hexrl.sched.milp import PoolCapacity, Problem, RolloutOption, TrainOption, evaluate, train_usage
-from hexrl.sched.searchspace import _catalog, _chain
+from hexrl.sched.problem import PoolCapacity, Problem, RolloutOption, TrainOption, evaluate, train_usage
+from hexrl.sched.searchspace import cluster_catalog, size_chain
+from hexrl.sched.settings import PlannerSettings
 
 SHAPES = {
     "0.5B": (0.5e9, 24, 896, 2),
@@ -76,7 +76,7 @@ def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | N
     heads, kv, mlp = _heads(job)
     max_pp = s.max_pipeline_parallel
     cs = s.cost
-    cat = _catalog(cluster)
+    cat = cluster_catalog(cluster)
     w = Workload.from_spec(job)
     allow = set(job.placement.gpu_types or []) or None
     ro, tr, caps, pools = [], [], [], []
@@ -90,7 +90,7 @@ def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | N
         free = sum(n.gpus_free for n in nodes)
         price = spec.price(p.spot)
         inter = p.inter_node_gbps or spec.inter_node_gbps
-        chain = _chain(p.gpus_per_node)
+        chain = size_chain(p.gpus_per_node)
         pools.append((p, spec, inter))
         caps.append(PoolCapacity(p.name, tuple((z, sum(z * (n.gpus_free // z) for n in nodes)) for z in chain)))
         if not (p.spot and job.placement.spot.rollout == "forbidden"):

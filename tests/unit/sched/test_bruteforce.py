@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from sched_helpers import brute_force, full_problem, make_cluster, make_job
 
 from hexrl.sched import Infeasible, Plan, plan
-from hexrl.sched.costmodel import PlannerSettings
+from hexrl.sched.settings import PlannerSettings
 
 pytestmark = pytest.mark.unit
 

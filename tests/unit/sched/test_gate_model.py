@@ -1,4 +1,4 @@
-"""The staleness-gate model of the MILP (milp.py's docstring) against its closed forms and the simulator.
+"""The staleness-gate model of the MILP (formulation.py's docstring) against its closed forms and the simulator.
 
 The closed-form checks build a one-option, one-strategy `Problem` by hand and compare `evaluate` with the
 formulas of the derivation; the simulator checks plan a job with the planner and run `hexrl.sim` on the
@@ -11,8 +11,9 @@ import pytest
 from sched_helpers import make_cluster, make_job
 
 from hexrl.sched import Plan, plan
-from hexrl.sched.costmodel import PlannerSettings
-from hexrl.sched.milp import PoolCapacity, Problem, RolloutOption, TrainOption, evaluate, solve
+from hexrl.sched.problem import PoolCapacity, Problem, RolloutOption, TrainOption, evaluate
+from hexrl.sched.settings import PlannerSettings
+from hexrl.sched.strategy_search import solve
 from hexrl.sim.engine import simulate
 from hexrl.sim.scenario import build_policy
 

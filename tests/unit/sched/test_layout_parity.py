@@ -14,9 +14,9 @@ from sched_helpers import SHAPES, make_cluster, make_job
 
 from hexrl.api.trainerlayout import TrainerLayout
 from hexrl.sched import DEFAULT_CATALOG, Infeasible, plan
-from hexrl.sched.costmodel import PlannerSettings
 from hexrl.sched.placement import PlacementError, place_trainer
-from hexrl.sched.searchspace import _build
+from hexrl.sched.searchspace import build_search_space
+from hexrl.sched.settings import PlannerSettings
 
 pytestmark = pytest.mark.unit
 SETTINGS = PlannerSettings(compute_baselines=False)
@@ -32,7 +32,7 @@ def _cases():
 def test_every_candidate_layout_is_executable(gpu, size):
     job = make_job(size, budget=None, target=1e9)
     cluster = make_cluster([("a", gpu, 8, 3, False), ("b", gpu, 4, 2, False)])
-    built = _build(job, cluster, SETTINGS)
+    built = build_search_space(job, cluster, SETTINGS)
     if isinstance(built, Infeasible):
         assert "memory" in built.message.lower() or built.reason, built
         return

@@ -13,14 +13,24 @@ from typer.testing import CliRunner
 
 from hexrl.api import reasons
 from hexrl.cli import app
-from hexrl.sched import DEFAULT_CATALOG, Infeasible, Plan, plan, plan_summary, plan_to_json, replan
+from hexrl.sched import (
+    DEFAULT_CATALOG,
+    Infeasible,
+    Plan,
+    plan,
+    plan_summary,
+    plan_to_json,
+    replan,
+    replan_or_plan,
+    replanning,
+)
 from hexrl.sched.costmodel import (
     CostModelSettings,
-    PlannerSettings,
     Workload,
     decode_tokens_per_second,
     training_tokens_per_second,
 )
+from hexrl.sched.settings import PlannerSettings
 
 pytestmark = pytest.mark.unit
 
@@ -195,7 +205,7 @@ def test_replan_after_spot_node_loss_keeps_trainer_and_most_replicas():
     assert isinstance(p, Plan)
     lost = next(r.nodes[0] for r in p.replicas if r.spot)
     after = _without(HETERO, lost)
-    q = replan(p, after, job, FAST)
+    q = replan(job, after, p, FAST)
     assert isinstance(q, Plan)
     check_invariants(q, job, after)
     assert q.trainer.nodes == p.trainer.nodes
@@ -210,9 +220,32 @@ def test_replan_moves_trainer_when_its_node_goes():
     job = make_job(size="1.5B", budget=150)
     p = plan(job, HETERO, FAST)
     after = _without(HETERO, p.trainer.nodes[0])
-    q = replan(p, after, job, FAST)
+    q = replan(job, after, p, FAST)
     assert isinstance(q, Plan) and p.trainer.nodes[0] not in q.trainer.nodes
     assert any(c.kind == "moved" and c.role == "trainer" for c in q.changes)
+
+
+def test_replan_or_plan_is_the_least_change_replan_when_one_exists():
+    job = make_job(size="1.5B", budget=150)
+    p = plan(job, HETERO, FAST)
+    lost = next(r.nodes[0] for r in p.replicas if r.spot)
+    after = _without(HETERO, lost)
+    q = replan_or_plan(job, after, p, FAST)
+    assert isinstance(q, Plan) and q.changes  # a fresh plan would list no changes
+    assert replace(q, solve_seconds=0.0) == replace(replan(job, after, p, FAST), solve_seconds=0.0)
+
+
+def test_replan_or_plan_falls_back_to_a_fresh_plan_when_the_replan_is_infeasible(monkeypatch):
+    """The operator's fallback: a re-plan that cannot be placed must not leave the job without a plan."""
+    job = make_job(size="1.5B", budget=150)
+    p = plan(job, HETERO, FAST)
+    after = _without(HETERO, p.trainer.nodes[0])
+    refused = Infeasible(reasons.NO_ELIGIBLE_GPUS, "placement failed: scripted")
+    monkeypatch.setattr(replanning, "replan", lambda *args, **kwargs: refused)
+    q = replan_or_plan(job, after, p, FAST)
+    fresh = plan(job, after, FAST)
+    assert isinstance(q, Plan) and not q.changes
+    assert replace(q, solve_seconds=0.0) == replace(fresh, solve_seconds=0.0)
 
 
 # ------------------------------------------------------------------------------------------- views
@@ -315,7 +348,7 @@ def test_replan_after_losing_any_node_places_cleanly():
     check_invariants(p, job, cl)
     for victim in [n.name for n in cl.nodes]:
         after = _without(cl, victim)
-        q = replan(p, after, job, FAST)
+        q = replan(job, after, p, FAST)
         assert isinstance(q, Plan), f"{victim}: {q}"
         check_invariants(q, job, after)
         assert all(victim not in r.nodes for r in q.replicas) and victim not in q.trainer.nodes

@@ -1,4 +1,4 @@
-"""Bound-and-prune over training strategies (milp_highs.py) and the exact row reductions of milp_model.py.
+"""Bound-and-prune over training strategies (prune.py) and the exact row reductions of formulation.py.
 
 Each pruning rule gets a case where a naive version of it would return a worse plan, and the pruned
 search is compared with the one-MILP search and with brute force on random instances.
@@ -11,11 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sched_helpers import brute_force, full_problem, make_cluster, make_job
 
-from hexrl.sched.costmodel import PlannerSettings
-from hexrl.sched.milp import PoolCapacity, Problem, RolloutOption, TrainOption, evaluate, solve
-from hexrl.sched.milp_highs import PruneStats, solve_pruned
-from hexrl.sched.milp_model import binding_tangents, solve_once
-from hexrl.sched.milp_problem import serial_tangents
+from hexrl.sched.formulation import binding_tangents, solve_once
+from hexrl.sched.problem import PoolCapacity, Problem, RolloutOption, TrainOption, evaluate, serial_tangents
+from hexrl.sched.prune import PruneStats, solve_pruned
+from hexrl.sched.settings import PlannerSettings
+from hexrl.sched.strategy_search import solve
 
 pytestmark = pytest.mark.unit
 

@@ -12,8 +12,8 @@ from sched_helpers import make_cluster, make_job
 
 from hexrl.api.models import RLJobSpec
 from hexrl.sched import Plan, parse_inventory, plan, replan
-from hexrl.sched.costmodel import PlannerSettings
 from hexrl.sched.planner import baselines
+from hexrl.sched.settings import PlannerSettings
 from hexrl.sched.solvecache import SolutionCache
 
 pytestmark = pytest.mark.unit
@@ -107,8 +107,8 @@ def test_losing_spot_nodes_never_resizes_a_surviving_trainer_when_it_may_not_mov
     assert len(spot) >= 2
     lost = set(spot[:2])
     after = replace(cluster, nodes=tuple(n for n in cluster.nodes if n.name not in lost))
-    free_search = replan(p, after, job, FAST)
-    kept = replan(p, after, job, FAST, trainer_may_move=False)
+    free_search = replan(job, after, p, FAST)
+    kept = replan(job, after, p, FAST, trainer_may_move=False)
     assert isinstance(free_search, Plan) and isinstance(kept, Plan)
     assert kept.trainer == p.trainer
     assert ("kept", "trainer") in {(c.kind, c.role) for c in kept.changes}
@@ -124,7 +124,7 @@ def test_a_trainer_that_lost_a_node_is_re_placed_even_when_it_may_not_move():
     assert isinstance(p, Plan)
     gone = p.trainer.nodes[0]
     after = replace(cluster, nodes=tuple(replace(n, going_away=True) if n.name == gone else n for n in cluster.nodes))
-    q = replan(p, after, job, FAST, trainer_may_move=False)
+    q = replan(job, after, p, FAST, trainer_may_move=False)
     assert isinstance(q, Plan) and gone not in q.trainer.nodes
 
 

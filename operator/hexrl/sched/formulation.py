@@ -1,8 +1,77 @@
-"""One PuLP model of a `Problem` over a subset of training strategies: build it, solve it, read it back.
+"""The planner's mixed-integer program: its mathematics, and the PuLP rows that encode it, family by family.
 
-milp.py derives the rows and decides which strategies (and which throughput floor θ) each model gets;
-this module writes those rows down, one small function per family, in the order the module docstring
-of milp.py lists them:
+One model chooses replica counts and the training strategy jointly for a `Problem` (problem.py) over a
+subset of its training strategies; strategy_search.py decides which subsets (and which throughput floor θ)
+to solve, and prune.py copies the same model into highspy for bound-and-prune. `evaluate` (problem.py)
+scores any candidate with the same arithmetic, so the solver, the brute-force tests and the simulator
+agree.
+
+Sets and data
+    c ∈ C   rollout options (pool, TP×PP config): rate r_c (tokens/s, spot-discounted), slots s_c
+            (concurrent sequences), price π_c ($/h per replica), GPUs g_c, item size z_c (the GPUs that
+            must sit in one node: TP; a PP replica is p items of a whole node), upper bound Ū_c.
+    s ∈ S   training strategies (pool, DP×TP×PP, FSDP): rate t_s, price π_s, GPUs g_s, item size z_s = TP.
+    q ∈ Q   pools; for each size σ in the pool's chain (powers of two dividing GPUs per node, and the
+            node size), K_{q,σ} = Σ_nodes σ·⌊free_n/σ⌋ GPUs usable by items of size ≥ σ.
+    W_{a,b} weight-sync-limited rate when the trainer is in pool a and rollout uses pool b (tokens/s).
+    B = B_step samples per step, τ = P + R̄ tokens per sample, η the staleness bound, ℓ_c the expected
+    latency of one group on option c (seconds; at η = 0 the batch latency, see costmodel.py).
+
+The staleness gate and Little's law (derivation).  AReaL's gate floor((N_r−1)/B) ≤ i + η lets the
+coordinator request up to (i + η + 1)·B samples after i trained steps, i.e. (η+1)·B beyond the trained
+ones. That allowance is not all generating: in steady state with step interval Δ = B·τ/T it also holds
+    the batch being trained          B for D_s = B·τ/t_s of every Δ:   time-average B·T/t_s,
+    the weight-sync gap              the gate advances only when the rollout has version i+1, ω_s
+                                     seconds (the slowest pull from the trainer's pool) after the step:
+                                     B for ω_s of every Δ:             time-average T·ω_s/τ,
+    finished groups in the buffer    they arrive at rate B/Δ and leave B at a time: on average B/2.
+So the samples generating are n = (η + ½)·B − T·k_s with k_s = B/t_s + ω_s/τ, and Little's law per
+option (r_c/s_c = τ/ℓ_c) gives T ≤ Σ_c r_c·u_c with Σ_c s_c·u_c ≤ n. With one option this is
+Δ = (ℓ + D_s + ω_s)/(η + ½): a step needs its batch generated, trained and its weights published, and η
+of them overlap. (η = 0 is serial: n = B, the bound below with the batch latency does the rest.)
+Stragglers. A group admitted with version v must be trained by step v + η; it is admitted ω_s after
+step v−1 ends and step v+η starts (η+1)·Δ − D_s after that, so a group on option c is on time only if
+ℓ_c + ω_s + D_s ≤ (η + 1)·Δ, i.e. T·ℓ_c/τ + T·k_s ≤ (η + 1)·B. Late groups are dropped (and their
+prompts regenerated), so an option whose expected latency breaks this row may not be used; at η = 0 the
+same row with the batch latency is the serial step Δ = Q + D_s + ω_s. When the plan has fewer slots
+S = Σ_c s_c·y_c than the gate leaves generating (n > S), the n − S extra groups queue for a slot first
+(wait (n − S)·τ/T), and the on-time row becomes T·ℓ_c/τ + n − S + T·k_s ≤ (η+1)·B, i.e.
+T·ℓ_c/τ − Σ_c s_c·u_c ≤ ½·B (the busy slots Σ s·u = min(S, n) at the optimum).
+Per-batch bound. The gate admits a whole batch at once, so when the slots are the limit a batch takes
+B·τ/R to generate (R = Σ r_c·u_c) before it can train (D_s) and publish (ω_s); η + ½ such cycles overlap
+(η = 0: one, in series): T·(B·τ/R + D_s + ω_s) ≤ c·B·τ, c = η + ½ (1 at η = 0), i.e. T ≤ g_s(R) =
+c·R/(1 + k_s·R/B), concave; the MILP bounds T_s by its tangents at R_j = c_j·max(1, η)·B/k_s
+(c_j = 2^{j/2}, j = −4…4), so T ≤ g_s(R) within ~2 %. At η = 0 this is the serial step.
+
+Variables  y_c ∈ ℤ≥0 replicas; u_c ∈ [0, y_c] replicas kept busy by the gate; x_s ∈ {0,1};
+           T_s ∈ [0, t_s·x_s] the throughput carried by strategy s (T = Σ_s T_s, so T·k_s is linear);
+           z_c ∈ {0,1} "option c is used" (only where its latency row can bind);
+           v_q ∈ {0,1} "rollout uses pool q"; T ≥ 0 end-to-end tokens/s.
+
+Maximise   T − δ·cost                      (δ tiny: among plans of equal throughput, the cheapest)
+subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with continuous work shares the
+                                           makespan of a batch is B·len/Σ y·h, so maximise Σ y·h)
+           Σ_c s_c·u_c + Σ_s k_s·T_s ≤ (η + ½)·B  (η ≥ 1; at η = 0: Σ_c s_c·u_c ≤ B),  u_c ≤ y_c
+           ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η + 1)·B + M_c·(1 − z_c),  y_c ≤ Ū_c·z_c     stragglers / serial step
+           ℓ_c·T/τ − Σ_c' s_c'·u_c' ≤ ½·B + M'_c·(1 − z_c)        (η ≥ 1) stragglers behind a queue
+           T_s ≤ g_s'(R_j)·Σ_c r_c·u_c + (g_s(R_j) − g_s'(R_j)·R_j)·x_s   per-batch bound (tangents)
+           T = Σ_s T_s,  T_s ≤ t_s·x_s,  Σ_s x_s = 1   training
+           T ≤ W_{a,b} + (t̄ − W_{a,b})(2 − X_a − v_b)   weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < t̄ (the
+                                           largest strategy rate; the tightest big-M);  y_c ≤ Ū_c·v_{q(c)}
+           Σ_s π_s x_s + Σ_c π_c y_c ≤ budget
+           Σ_{s∈q} κ_s(σ) x_s + Σ_{c∈q, z_c≥σ} g_c y_c ≤ K_{q,σ}     (exact bin packing: sizes divide)
+           where κ_s(σ) = g_s if z_s ≥ σ else σ·⌈g_s/σ⌉ (the trainer packed compactly; see train_usage)
+           Σ_{c on-demand} r_c·y_c ≥ φ·T   on-demand rollout floor φ (capacity that survives a spot drought)
+           Σ_c r_c·y_c ≤ (1 + ρη)·T + max_c r_c   never buy rollout the trainer cannot absorb within η
+           (replan) − μ·Σ_c g_c·|y_c − y⁰_c| in the objective, |·| linearised with two variables.
+A `Problem` with batch = 0 keeps the plain bound Σ_c s_c·u_c ≤ Λ = inflight_cap and no latency rows.
+Min-cost mode: minimise Σ π x + Σ π y subject to T ≥ target (and the budget when given).
+
+Packing: items whose sizes form a divisibility chain fit in bins iff, for every size σ, the items of
+size ≥ σ fit in the σ-aligned capacity of the bins (largest-first greedy is optimal for divisible sizes),
+so the counts above are exact without per-node variables: the MILP works on pools, not nodes.
+
+Row families, in the order `build_model` writes them (one small function each):
 
     variables      y_c, u_c, x_s, T (and d_c for a re-plan's migration penalty)
     objective      max T − δ·cost − μ·Σ g_c·|y_c − y⁰_c|, or min cost (+ a tiny migration term), T ≥ target
@@ -33,7 +102,7 @@ from typing import Any
 
 import pulp
 
-from hexrl.sched.milp_problem import (
+from hexrl.sched.problem import (
     Problem,
     gate_coefficient,
     generating_cap,
@@ -43,7 +112,7 @@ from hexrl.sched.milp_problem import (
     ws_lookup,
 )
 
-__all__ = ["ModelResult", "binding_tangents", "build_model", "solve_model", "solve_once"]
+__all__ = ["Model", "ModelResult", "binding_tangents", "build_model", "solve_model", "solve_once"]
 
 
 @dataclass(frozen=True)
@@ -272,7 +341,7 @@ def _floor_and_surplus_rows(m: Model) -> None:
 def build_model(
     p: Problem, train_ids: Sequence[int], theta: float | None = None, theta_next: float | None = None
 ) -> Model:
-    """The MILP of milp.py's docstring over the strategies `train_ids` (with T ≥ θ when `theta` is given)."""
+    """The MILP of the module docstring over the strategies `train_ids` (with T ≥ θ when `theta` is given)."""
     m = _variables(p, train_ids)
     _objective(m)
     _rollout_rows(m)

@@ -1,11 +1,11 @@
 """The planner's optimisation problem as data, and the arithmetic that scores one candidate.
 
-`Problem` is what the planner (planner.py) reduces a job and a cluster to: rollout options, training
-strategies, pool capacities, budget or target, weight-sync caps and the staleness-gate data. `evaluate`
-computes a candidate's end-to-end tokens/s and checks every constraint with the same arithmetic the MILP
-encodes (milp_model.py builds it, milp.py searches over it and derives the rows), so the solver's answer,
-the brute-force tests and the simulator comparisons all agree. The derivations — the staleness gate via
-Little's law, the straggler rows, the per-batch bound and the exact bin packing — are in milp.py's
+`Problem` is what searchspace.py reduces a job and a cluster to: rollout options, training strategies,
+pool capacities, budget or target, weight-sync caps and the staleness-gate data. `evaluate` computes a
+candidate's end-to-end tokens/s and checks every constraint with the same arithmetic the MILP encodes
+(formulation.py writes the rows, strategy_search.py searches over them), so the solver's answer, the
+brute-force tests and the simulator comparisons all agree. The derivations — the staleness gate via
+Little's law, the straggler rows, the per-batch bound and the exact bin packing — are in formulation.py's
 docstring; each function here names the quantity it computes.
 """
 
@@ -99,8 +99,8 @@ class Problem:
     @cached_property
     def slowest_ws_rate(self) -> dict[str, float]:
         """The smallest positive weight-sync rate from each trainer pool, computed once per problem: `ws_seconds`
-        runs for every train option and tangent, and a scan of `ws_rate` (pools²) each time made planning on a
-        few hundred pools take minutes."""
+        runs for every train option and tangent, and a scan of `ws_rate` (pools²) each time would make planning
+        on a few hundred pools take minutes."""
         out: dict[str, float] = {}
         for a, _, w in self.ws_rate:
             if w > 0 and (a not in out or w < out[a]):
@@ -129,7 +129,7 @@ def generating_cap(p: Problem) -> float:
 
 def latency_cap(p: Problem, s: TrainOption, o: RolloutOption, slots: float = float("inf")) -> float:
     """Largest T at which option o's groups are trained within η: (η+1)·B / (ℓ_c/τ + k_s), and, when the
-    plan's `slots` (Σ s_c·y_c) are fewer than the gate admits, (½·B + slots)·τ/ℓ_c (queueing; module doc)."""
+    plan's `slots` (Σ s_c·y_c) are fewer than the gate admits, (½·B + slots)·τ/ℓ_c (queueing; formulation.py)."""
     if not p.gated or o.latency <= 0:
         return float("inf")
     cap = (p.policy_lag + 1) * p.batch / (o.latency / p.tokens_per_sample + gate_coefficient(p, s))
@@ -195,7 +195,7 @@ _SERIAL_TANGENTS = tuple(2.0 ** (j / 2) for j in range(-4, 5))
 
 def serial_tangents(p: Problem, s: TrainOption) -> list[tuple[float, float]]:
     """(slope, intercept) of the tangents of g(R) = c·R/(1 + k_s·R/B) at R_j = c_j·m·B/k_s (g(0) = 0,
-    concave), with c = 1 at η = 0 and η + ½ otherwise, m = max(1, η): the per-batch bound (module doc)."""
+    concave), with c = 1 at η = 0 and η + ½ otherwise, m = max(1, η): the per-batch bound (formulation.py)."""
     k = gate_coefficient(p, s)
     if not p.gated or k <= 0 or k == float("inf"):
         return []

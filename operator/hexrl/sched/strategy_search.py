@@ -1,73 +1,17 @@
-"""The planner's mixed-integer program: replica counts and the training strategy, chosen jointly.
+"""The search driver: which training strategies go into which MILP, and the best `Solution` of a `Problem`.
 
-The planner (planner.py) reduces a job and a cluster to a `Problem` over abstract options; this module
-solves it exactly with PuLP (HiGHS in-process via highspy by default, CBC as the fallback) and evaluates
-any candidate solution with the same arithmetic (`evaluate`), which the brute-force tests also use.
+searchspace.py reduces a job and a cluster to a `Problem` (problem.py) over abstract options; `solve`
+finds its optimum exactly with PuLP (HiGHS in-process via highspy by default, CBC as the fallback). The
+rows of one MILP and the mathematics behind them are in formulation.py; this module decides which
+strategies (and which throughput floor θ) each MILP gets, in one of four ways:
 
-Sets and data
-    c ∈ C   rollout options (pool, TP×PP config): rate r_c (tokens/s, spot-discounted), slots s_c
-            (concurrent sequences), price π_c ($/h per replica), GPUs g_c, item size z_c (the GPUs that
-            must sit in one node: TP; a PP replica is p items of a whole node), upper bound Ū_c.
-    s ∈ S   training strategies (pool, DP×TP×PP, FSDP): rate t_s, price π_s, GPUs g_s, item size z_s = TP.
-    q ∈ Q   pools; for each size σ in the pool's chain (powers of two dividing GPUs per node, and the
-            node size), K_{q,σ} = Σ_nodes σ·⌊free_n/σ⌋ GPUs usable by items of size ≥ σ.
-    W_{a,b} weight-sync-limited rate when the trainer is in pool a and rollout uses pool b (tokens/s).
-    B = B_step samples per step, τ = P + R̄ tokens per sample, η the staleness bound, ℓ_c the expected
-    latency of one group on option c (seconds; at η = 0 the batch latency, see costmodel.py).
-
-The staleness gate and Little's law (derivation).  AReaL's gate floor((N_r−1)/B) ≤ i + η lets the
-coordinator request up to (i + η + 1)·B samples after i trained steps, i.e. (η+1)·B beyond the trained
-ones. That allowance is not all generating: in steady state with step interval Δ = B·τ/T it also holds
-    the batch being trained          B for D_s = B·τ/t_s of every Δ:   time-average B·T/t_s,
-    the weight-sync gap              the gate advances only when the rollout has version i+1, ω_s
-                                     seconds (the slowest pull from the trainer's pool) after the step:
-                                     B for ω_s of every Δ:             time-average T·ω_s/τ,
-    finished groups in the buffer    they arrive at rate B/Δ and leave B at a time: on average B/2.
-So the samples generating are n = (η + ½)·B − T·k_s with k_s = B/t_s + ω_s/τ, and Little's law per
-option (r_c/s_c = τ/ℓ_c) gives T ≤ Σ_c r_c·u_c with Σ_c s_c·u_c ≤ n. With one option this is
-Δ = (ℓ + D_s + ω_s)/(η + ½): a step needs its batch generated, trained and its weights published, and η
-of them overlap. (η = 0 is serial: n = B, the bound below with the batch latency does the rest.)
-Stragglers. A group admitted with version v must be trained by step v + η; it is admitted ω_s after
-step v−1 ends and step v+η starts (η+1)·Δ − D_s after that, so a group on option c is on time only if
-ℓ_c + ω_s + D_s ≤ (η + 1)·Δ, i.e. T·ℓ_c/τ + T·k_s ≤ (η + 1)·B. Late groups are dropped (and their
-prompts regenerated), so an option whose expected latency breaks this row may not be used; at η = 0 the
-same row with the batch latency is the serial step Δ = Q + D_s + ω_s. When the plan has fewer slots
-S = Σ_c s_c·y_c than the gate leaves generating (n > S), the n − S extra groups queue for a slot first
-(wait (n − S)·τ/T), and the on-time row becomes T·ℓ_c/τ + n − S + T·k_s ≤ (η+1)·B, i.e.
-T·ℓ_c/τ − Σ_c s_c·u_c ≤ ½·B (the busy slots Σ s·u = min(S, n) at the optimum).
-Per-batch bound. The gate admits a whole batch at once, so when the slots are the limit a batch takes
-B·τ/R to generate (R = Σ r_c·u_c) before it can train (D_s) and publish (ω_s); η + ½ such cycles overlap
-(η = 0: one, in series): T·(B·τ/R + D_s + ω_s) ≤ c·B·τ, c = η + ½ (1 at η = 0), i.e. T ≤ g_s(R) =
-c·R/(1 + k_s·R/B), concave; the MILP bounds T_s by its tangents at R_j = c_j·max(1, η)·B/k_s
-(c_j = 2^{j/2}, j = −4…4), so T ≤ g_s(R) within ~2 %. At η = 0 this is the serial step.
-
-Variables  y_c ∈ ℤ≥0 replicas; u_c ∈ [0, y_c] replicas kept busy by the gate; x_s ∈ {0,1};
-           T_s ∈ [0, t_s·x_s] the throughput carried by strategy s (T = Σ_s T_s, so T·k_s is linear);
-           z_c ∈ {0,1} "option c is used" (only where its latency row can bind);
-           v_q ∈ {0,1} "rollout uses pool q"; T ≥ 0 end-to-end tokens/s.
-
-Maximise   T − δ·cost                      (δ tiny: among plans of equal throughput, the cheapest)
-subject to T ≤ Σ_c r_c·u_c                 rollout (knapsack form: with continuous work shares the
-                                           makespan of a batch is B·len/Σ y·h, so maximise Σ y·h)
-           Σ_c s_c·u_c + Σ_s k_s·T_s ≤ (η + ½)·B  (η ≥ 1; at η = 0: Σ_c s_c·u_c ≤ B),  u_c ≤ y_c
-           ℓ_c·T/τ + Σ_s k_s·T_s ≤ (η + 1)·B + M_c·(1 − z_c),  y_c ≤ Ū_c·z_c     stragglers / serial step
-           ℓ_c·T/τ − Σ_c' s_c'·u_c' ≤ ½·B + M'_c·(1 − z_c)        (η ≥ 1) stragglers behind a queue
-           T_s ≤ g_s'(R_j)·Σ_c r_c·u_c + (g_s(R_j) − g_s'(R_j)·R_j)·x_s   per-batch bound (tangents)
-           T = Σ_s T_s,  T_s ≤ t_s·x_s,  Σ_s x_s = 1   training
-           T ≤ W_{a,b} + (t̄ − W_{a,b})(2 − X_a − v_b)   weight sync, X_a = Σ_{s∈a} x_s, for W_{a,b} < t̄ (the
-                                           largest strategy rate; the tightest big-M);  y_c ≤ Ū_c·v_{q(c)}
-           Σ_s π_s x_s + Σ_c π_c y_c ≤ budget
-           Σ_{s∈q} κ_s(σ) x_s + Σ_{c∈q, z_c≥σ} g_c y_c ≤ K_{q,σ}     (exact bin packing: sizes divide)
-           where κ_s(σ) = g_s if z_s ≥ σ else σ·⌈g_s/σ⌉ (the trainer packed compactly; see train_usage)
-           Σ_{c on-demand} r_c·y_c ≥ φ·T   on-demand rollout floor φ (capacity that survives a spot drought)
-           Σ_c r_c·y_c ≤ (1 + ρη)·T + max_c r_c   never buy rollout the trainer cannot absorb within η
-           (replan) − μ·Σ_c g_c·|y_c − y⁰_c| in the objective, |·| linearised with two variables.
-A `Problem` with batch = 0 keeps the plain bound Σ_c s_c·u_c ≤ Λ = inflight_cap and no latency rows.
-Min-cost mode: minimise Σ π x + Σ π y subject to T ≥ target (and the budget when given).
-
-Packing: items whose sizes form a divisibility chain fit in bins iff, for every size σ, the items of
-size ≥ σ fit in the σ-aligned capacity of the bins (largest-first greedy is optimal for divisible sizes),
-so the counts above are exact without per-node variables: the MILP works on pools, not nodes.
+- min-cost mode (a target): one MILP over the strategies that can reach the target (`_min_cost`);
+- bound-and-prune (the default with HiGHS in max-throughput mode, up to `prune_limit` strategies): the
+  one-MILP form's LP relaxation mixes strategies and is weak, while with the strategy fixed it is tight;
+  so prune.py bounds every strategy by its own LP relaxation and solves, best bound first, only the
+  strategies whose bound beats the incumbent — exact (see its docstring), and 3–10× faster at scale;
+- one MILP over every frontier strategy (up to `direct_limit`);
+- the θ bisection below, beyond that.
 
 Training choice at scale: when there are many strategies, the planner does not put them all in one MILP.
 For a throughput level θ, in each pool the cheapest strategy (fewest GPUs) with t_s ≥ θ dominates every
@@ -78,15 +22,6 @@ the feasibility MILPs (T ≥ θ) need no pool-use binaries: a pool whose cap is 
 the trainer's pool. The optimum lies in [θ_k, θ_{k+1}): one last MILP over the union of the strategies
 picked at θ_k and θ_{k+1} with T ≥ θ_k finds it (a stronger trainer may be rollout-limited between the
 two levels). Each MILP has at most 2|Q| binaries for training.
-
-Bound-and-prune (the default with HiGHS in max-throughput mode, up to `prune_limit` strategies): the
-one-MILP form's LP relaxation mixes strategies and is weak, while with the strategy fixed it is tight;
-so milp_highs.py bounds every strategy by its own LP relaxation and solves, best bound first, only the
-strategies whose bound beats the incumbent — exact (see its docstring), and 3–10× faster at scale.
-
-Modules: milp_problem.py holds `Problem` and `evaluate` (the arithmetic above, per candidate);
-milp_model.py writes one model down row family by row family; milp_highs.py runs the bound-and-prune
-search on a highspy copy of that model; this module searches over strategies.
 """
 
 from __future__ import annotations
@@ -95,48 +30,21 @@ import bisect
 import time
 from collections.abc import Callable, Sequence
 
-from hexrl.sched.milp_highs import PruneStats, solve_pruned
-from hexrl.sched.milp_model import ModelResult, solve_once
-from hexrl.sched.milp_problem import (
+from hexrl.sched.formulation import ModelResult, solve_once
+from hexrl.sched.problem import (
     Evaluation,
-    PoolCapacity,
     Problem,
-    RolloutOption,
     Solution,
     TrainOption,
     evaluate,
     gate_coefficient,
-    gated_rollout,
     generating_cap,
     latency_cap,
-    serial_rate,
     serial_tangents,
-    train_usage,
-    useful_rollout,
-    ws_seconds,
 )
+from hexrl.sched.prune import PruneStats, solve_pruned
 
-__all__ = [
-    "Evaluation",
-    "PoolCapacity",
-    "Problem",
-    "RolloutOption",
-    "Solution",
-    "TrainOption",
-    "evaluate",
-    "gate_coefficient",
-    "gated_rollout",
-    "generating_cap",
-    "latency_cap",
-    "serial_rate",
-    "solve",
-    "train_usage",
-    "useful_rollout",
-    "ws_seconds",
-]
-
-
-# ------------------------------------------------------------------------------ strategy search
+__all__ = ["Candidate", "solve"]
 
 
 _FASTER = (1.25, 1.5, 2.0, 3.0, 5.0)
@@ -184,8 +92,8 @@ def _gate_slack(p: Problem, s: TrainOption, theta: float) -> bool:
         return True
     if serial_tangents(p, s):
         # The per-batch bound T ≤ c·R/(1 + k_s·R/B) binds at every R (it is below R for k_s > 0), and a
-        # faster s' (smaller k_s) reaches θ with less rollout: never slack. (Missing before: bisection
-        # returned 63 % of the optimum on a one-node η = 1 job where DP4 beats the cheapest DP2.)
+        # faster s' (smaller k_s) reaches θ with less rollout: never slack (on a one-node η = 1 job DP4
+        # beats the cheapest DP2 that reaches θ).
         return False
     rho_min = min(o.rate / o.slots for o in p.rollout)
     k = gate_coefficient(p, s) if p.policy_lag > 0 else 0.0
@@ -235,7 +143,7 @@ class _Search:
         return r, evaluate(self.p, r.train, r.counts)
 
     def run_pruned(self, ids: Sequence[int]) -> Candidate | None:
-        """max over the strategies `ids` by bound-and-prune (milp_highs.py), evaluated."""
+        """max over the strategies `ids` by bound-and-prune (prune.py), evaluated."""
         stats = PruneStats()
         r = solve_pruned(self.p, ids, self.time_limit, self.gap, stats)
         self.solves += stats.milps
@@ -321,7 +229,7 @@ def solve(
     """The best solution of `p`, or None when none exists. See the module docstring for the method.
 
     `prune` (HiGHS, max-throughput only): up to `prune_limit` frontier strategies are searched by
-    bound-and-prune (milp_highs.py) instead of one MILP (up to `direct_limit`) or the θ bisection;
+    bound-and-prune (prune.py) instead of one MILP (up to `direct_limit`) or the θ bisection;
     False keeps those two (the benchmark compares them)."""
     start = time.perf_counter()
     if not p.train:

@@ -1,6 +1,6 @@
 """Bound-and-prune over training strategies, on one HiGHS model kept in memory (highspy, no PuLP solve).
 
-milp.py's direct search puts every strategy s in one MILP with binaries x_s. Its LP relaxation is weak
+The direct search (strategy_search.py) puts every strategy s in one MILP with binaries x_s. Its LP relaxation is weak
 where it matters: it mixes strategies (x fractional), pairing a fast trainer's rate with a cheap one's
 price, so HiGHS proves optimality by branching, heuristics and restarts (0.2–1.5 s on the operator
 bench's 1,000-node cluster, although the first incumbent is usually already the optimum). With the
@@ -26,7 +26,7 @@ LP relaxation is a relaxation, and a cutoff only discards solutions no better th
 Ties (equal objective) keep the first found. The cutoff is applied with a relative slack of 1e-9 so
 rounding in the solver never discards an equal solution it should have returned.
 
-The PuLP model (milp_model.build_model) stays the single definition of the rows; this module copies it
+The PuLP model (formulation.build_model) stays the single definition of the rows; this module copies it
 into highspy arrays once per solve (a few ms) instead of PuLP's per-column calls and per-solve rebuild.
 CBC (the fallback solver) keeps the single-MILP path through PuLP.
 """
@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 import pulp
 
-from hexrl.sched.milp_model import Model, ModelResult, build_model
-from hexrl.sched.milp_problem import Evaluation, Problem, evaluate, latency_cap
+from hexrl.sched.formulation import Model, ModelResult, build_model
+from hexrl.sched.problem import Evaluation, Problem, evaluate, latency_cap
 
 __all__ = ["PruneStats", "solve_pruned"]
 
