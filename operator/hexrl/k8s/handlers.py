@@ -3,7 +3,7 @@
 All handlers are registered on a private `kopf.OperatorRegistry` built by `build_registry(op)`, so the
 operator can be constructed several times in one process (tests) and nothing registers at import time.
 
-What each trigger does (every one only *requests* a reconcile pass; `runtime.WorkQueue` debounces):
+What each trigger does (every one only *requests* a reconcile pass; `workqueue.WorkQueue` debounces):
 
 | trigger                                          | affected jobs                           | delay          |
 |--------------------------------------------------|-----------------------------------------|----------------|
@@ -30,14 +30,14 @@ import aiohttp
 import kopf
 
 from hexrl.api import workerconfig as wc
-from hexrl.api.models import GROUP, PLURAL, VERSION, RLJobSpec
+from hexrl.api.models import GROUP, PLURAL, VERSION
 from hexrl.k8s import metrics, render, scaling
 from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.k8s.reconcile import Reconciler
-from hexrl.k8s.runtime import JobKey, WorkQueue
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import node_view, pod_view
 from hexrl.k8s.store import Store
+from hexrl.k8s.workqueue import JobKey, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -255,8 +255,8 @@ def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
 
     @kopf.timer(*rljobs, interval=s.scaling.poll_seconds, initial_delay=s.scaling.poll_seconds,
                 registry=registry)
-    async def poll_progress(namespace: str, name: str, uid: str, spec: kopf.Spec, **_: Any) -> None:
-        await _poll(op, namespace, name, uid, dict(spec))
+    async def poll_progress(namespace: str, name: str, uid: str, **_: Any) -> None:
+        await _poll(op, namespace, name, uid)
 
 
 def _job_deleted(op: Operator, key: JobKey, uid: str) -> None:
@@ -281,7 +281,7 @@ def _export_phase_counts(op: Operator) -> None:
         metrics.JOBS.labels(phase).set(counts.get(phase, 0))
 
 
-async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dict[str, Any]) -> None:
+async def _poll(op: Operator, namespace: str, name: str, uid: str) -> None:
     """Read the coordinator's progress; fold it into the job's status and the live rollout scaling."""
     assert op.reconciler is not None
     s = op.settings
@@ -298,7 +298,7 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dic
     changed = progress != mem.progress
     op.reconciler.set_progress(uid, progress)
     if s.scaling.enabled:
-        scaled = await _scale_from_progress(op, namespace, name, uid, progress, spec_raw)
+        scaled = await _scale_from_progress(op, namespace, name, uid, progress)
         if scaled is None:
             return
         changed = changed or scaled
@@ -337,19 +337,15 @@ async def _fetch_progress(url: str, token: str, namespace: str, name: str) -> di
     return progress if isinstance(progress, dict) else None
 
 
-async def _scale_from_progress(
-    op: Operator, namespace: str, name: str, uid: str, progress: dict[str, Any], spec_raw: dict[str, Any]
-) -> bool | None:
+async def _scale_from_progress(op: Operator, namespace: str, name: str, uid: str, progress: dict[str, Any]) -> bool | None:
     """Feed the progress to the scaling rule and apply its decision: True if the plan changed, None when
-    the spec cannot be read (the status is then left alone too, as before)."""
+    the job has no valid spec (the status is then left alone too)."""
     assert op.reconciler is not None
     mem = op.reconciler.memory(uid)
-    try:
-        eta = RLJobSpec.model_validate(spec_raw).staleness.max_policy_lag
-    except ValueError:
+    if mem.spec is None:
         return None
-    state = mem.scale or scaling.ScaleState.from_wire(mem.state.get("scale"))
-    direction, state = scaling.observe(progress, eta, state, op.settings.scaling, time.time())
+    direction, state = scaling.observe(progress, mem.spec.staleness.max_policy_lag, mem.scale_state(),
+                                       op.settings.scaling, time.time())
     mem.scale = state
     if not direction:
         return False

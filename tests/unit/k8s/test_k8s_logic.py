@@ -11,9 +11,9 @@ from k8s_helpers import hetero_nodes, make_plan
 from hexrl.api import reasons
 from hexrl.k8s import plancodec, scaling
 from hexrl.k8s import status as st
-from hexrl.k8s.runtime import WorkQueue
 from hexrl.k8s.settings import OperatorSettings, ScalingSettings
 from hexrl.k8s.snapshot import build_cluster, node_view
+from hexrl.k8s.workqueue import WorkQueue
 
 pytestmark = pytest.mark.unit
 

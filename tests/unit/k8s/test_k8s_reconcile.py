@@ -31,7 +31,7 @@ class Planner:
         self.calls.append("plan")
         return self.result
 
-    def replan(self, current, cluster, spec):
+    def replan(self, current, cluster, spec, *, trainer_may_move=True):
         self.calls.append("replan")
         return self.result
 
