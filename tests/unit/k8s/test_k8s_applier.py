@@ -3,6 +3,8 @@ with the in-memory API fake, a store fed by hand, and a recording stand-in for t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from k8s_helpers import FakeApi, hetero_nodes, make_plan, rljob
 
@@ -134,4 +136,4 @@ def test_suspending_deletes_the_trainer_and_rollout_pods_but_keeps_the_rest():
 def test_the_stored_state_goes_into_the_configmap(bench):
     bench.apply()
     data = bench.api.objects[("ConfigMap", "default", "math-config")]["data"]
-    assert data[render.STATE_KEY] == '{"specKey": "%s"}' % bench.mem.stored.spec_key
+    assert json.loads(data[render.STATE_KEY]) == {"specKey": bench.mem.stored.spec_key}
