@@ -33,6 +33,7 @@ from hexrl.api import workerconfig as wc
 from hexrl.api.models import GROUP, PLURAL, VERSION
 from hexrl.k8s import metrics, render, scaling
 from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.planstep import PlanFn, ReplanFn
 from hexrl.k8s.reconcile import Reconciler
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import node_view, pod_view
@@ -58,6 +59,10 @@ class Operator:
     phases: dict[JobKey, str] = field(default_factory=dict)
     generations: dict[JobKey, tuple[str, Any]] = field(default_factory=dict)
     """(namespace, name) → (uid, metadata.generation) of the spec this process last asked a pass for."""
+    planner: PlanFn | None = None
+    """A planner to use instead of `hexrl.sched.plan` (tests, the benchmark's fresh-solve reference)."""
+    replanner: ReplanFn | None = None
+    """A re-planner to use instead of `hexrl.sched.replan` (with `planner`)."""
     ready: bool = False
     loop: asyncio.AbstractEventLoop | None = None
     """kopf's event loop (set at start-up): passes on worker threads hand requests back through it."""
@@ -65,9 +70,9 @@ class Operator:
 
     def __post_init__(self) -> None:
         if self.reconciler is None:
-            self.reconciler = Reconciler(self.api, self.store, self.settings)
+            self.reconciler = Reconciler(self.api, self.store, self.settings, self.planner, self.replanner)
         if self.queue is None:
-            self.queue = WorkQueue(self._work, workers=self.settings.worker_limit)
+            self.queue = WorkQueue(self._work, workers=self.settings.watching.worker_limit)
 
     def _work(self, key: JobKey) -> None:
         """One pass (on a worker thread); a pass that wants another look later asks for it."""
@@ -91,7 +96,7 @@ class Operator:
             affected |= set(self.jobs)
         for key in affected:
             if key in self.jobs:
-                self.request(key, self.settings.debounce_seconds, self.settings.debounce_max_seconds)
+                self.request(key, self.settings.watching.debounce_seconds, self.settings.watching.debounce_max_seconds)
 
 
     def refresh_cluster_metrics(self) -> None:
@@ -154,7 +159,7 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 30
-        settings.execution.max_workers = max(4, s.worker_limit)
+        settings.execution.max_workers = max(4, s.watching.worker_limit)
         await asyncio.get_running_loop().run_in_executor(None, _check_priority_classes, op)
         assert op.queue is not None and op.reconciler is not None
         loop = op.loop = asyncio.get_running_loop()
@@ -201,7 +206,7 @@ def _register_indexes(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if view["job"] and op.ready and (old is None or any(old.get(k) != view[k] for k in _POD_FIELDS)):
             key = (view["namespace"], view["job"])
             if key in op.jobs:
-                op.request(key, s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
+                op.request(key, s.watching.pod_debounce_seconds, s.watching.pod_debounce_seconds * 5)
         return None
 
 
@@ -221,7 +226,7 @@ def _register_deletions(registry: kopf.OperatorRegistry, op: Operator) -> None:
         view = pod_view(body)
         old = op.store.drop_pod(view["uid"])
         if old is not None and old["job"] and (old["namespace"], old["job"]) in op.jobs:
-            op.request((old["namespace"], old["job"]), s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
+            op.request((old["namespace"], old["job"]), s.watching.pod_debounce_seconds, s.watching.pod_debounce_seconds * 5)
 
 
 def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
@@ -309,7 +314,7 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str) -> None:
 def progress_url(op: Operator, namespace: str, name: str) -> str | None:
     """The coordinator's /v1/progress URL from `progress_url_template`; None while the template needs the
     coordinator pod's IP and no live coordinator pod has one yet."""
-    template = op.settings.progress_url_template
+    template = op.settings.endpoints.progress_url_template
     ip = ""
     if "{pod_ip}" in template:
         live = [p for p in op.store.job_pods(namespace, name)

@@ -41,7 +41,7 @@ class OperatorKey:
         return jobtokens.derive_tokens(self.key(), uid)
 
     def _read_or_create(self) -> bytes:
-        ns, name = self.settings.operator_namespace(), self.settings.key_secret
+        ns, name = self.settings.operator_namespace(), self.settings.identity.key_secret
         secret = self.api.get("v1", "Secret", name, ns)
         if secret is None:
             self._create(ns, name)

@@ -112,7 +112,7 @@ class Planning:
     @property
     def concurrent(self) -> bool:
         """Optimistic planning against the ledger (planning = concurrent)."""
-        return self.settings.planning == "concurrent"
+        return self.settings.planning.mode == "concurrent"
 
     def solutions(self) -> Any:
         """The operator's MILP solution cache, created once on first use (under the lock: passes start
@@ -276,7 +276,7 @@ class Planning:
     def with_baselines(self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory) -> Plan:
         """The plan with its homogeneous baselines once the background thread has them; meanwhile the
         plan as is (children do not wait for an explanation), and the computation is submitted once."""
-        if plan.baselines or not self.settings.homogeneous_baselines or self._planner is not None:
+        if plan.baselines or not self.settings.planning.homogeneous_baselines or self._planner is not None:
             return plan
         where = placement(plan)
         if mem.baselines is not None and mem.baselines[0] == where:

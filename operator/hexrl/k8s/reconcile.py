@@ -82,7 +82,7 @@ class Reconciler:
         self.memories = JobMemories()
         self.key = OperatorKey(api, settings)
         self._pool = PriorityPool(16, name="hexrl-api")
-        announce = Announcer(api, settings.field_manager)
+        announce = Announcer(api, settings.identity.field_manager)
         pods = PodView(store)
         self.planning = Planning(store, settings, self.memories, planner, replanner)
         self.applier = Applier(api, store, settings, pods, announce, self._pool)

@@ -90,7 +90,7 @@ def node_going_away(node: Mapping[str, Any], settings: OperatorSettings) -> str:
     if meta.get("deletionTimestamp"):
         return "deleting"
     for taint in spec.get("taints") or []:
-        if taint.get("key") in settings.going_away_taints and taint.get("effect") in ("NoSchedule", "NoExecute"):
+        if taint.get("key") in settings.discovery.going_away_taints and taint.get("effect") in ("NoSchedule", "NoExecute"):
             return f"taint {taint.get('key')}"
     if spec.get("unschedulable"):
         return "cordoned"
@@ -191,14 +191,14 @@ class Snapshot:
 
 def pool_of(labels: Mapping[str, str], settings: OperatorSettings) -> tuple[str, str] | None:
     """(label key, pool name) from the first present pool label key."""
-    for key in settings.pool_label_keys:
+    for key in settings.discovery.pool_label_keys:
         if labels.get(key):
             return key, labels[key]
     return None
 
 
 def is_spot(labels: Mapping[str, str], settings: OperatorSettings) -> bool:
-    return any(labels.get(k, "").lower() == v.lower() for k, v in settings.spot_labels)
+    return any(labels.get(k, "").lower() == v.lower() for k, v in settings.discovery.spot_labels)
 
 
 def _float_label(labels: Mapping[str, str], key: str) -> float | None:
@@ -317,7 +317,7 @@ def cluster_base(nodes: Iterable[Mapping[str, Any]], settings: OperatorSettings)
     cluster = Cluster(
         pools=pools,
         nodes=tuple(infos),
-        inter_pool_gbps=settings.inter_pool_gbps,
+        inter_pool_gbps=settings.discovery.inter_pool_gbps,
         gpu_overrides=settings.gpu_overrides(),
     )
     return Snapshot(cluster=cluster, pool_selectors=selectors, going_away=going, warnings=warnings)
@@ -328,7 +328,7 @@ def _pool_info(name: str, members: list[dict[str, Any]], settings: OperatorSetti
     labels: list[Mapping[str, str]] = [m["labels"] for m in members]
     gpu = infos[0].gpu
     zones = {i.zone for i in infos}
-    price = settings.price_overrides.get(name, settings.price_overrides.get(gpu))
+    price = settings.pricing.price_overrides.get(name, settings.pricing.price_overrides.get(gpu))
     if price is None:
         price = next((p for p in (_float_label(lb, LABEL_PRICE) for lb in labels) if p is not None), None)
     spot = any(i.spot for i in infos)

@@ -88,7 +88,7 @@ class StatusWriter:
         mem.trainer_recovering = (trainer_lost or mem.trainer_recovering) and trainer_ready < trainer_desired
         mem.rollout_recovering = (mem.rollout_recovering + replaced) if rollout_ready < rollout_desired else 0
         deployed = [] if spec.suspend else coordinator + trainer + rollout
-        now, grace = datetime.now(UTC), self.settings.not_ready_grace_seconds
+        now, grace = datetime.now(UTC), self.settings.watching.not_ready_grace_seconds
         health = st.Health(
             planned=True,
             trainer_ready=trainer_ready,

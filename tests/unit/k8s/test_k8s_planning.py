@@ -4,8 +4,6 @@ with a scripted planner and no API."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 from k8s_helpers import hetero_nodes, make_plan, rljob
 
@@ -138,7 +136,7 @@ def test_a_rejected_change_keeps_the_running_plan_and_remembers_the_no():
 
 
 def test_concurrent_planning_commits_the_same_plans_as_serial_planning_without_a_race():
-    concurrent = replace(S, planning="concurrent")
+    concurrent = S.with_values(planning="concurrent")
     planning, _, memories, _ = setup(make_plan(), settings=concurrent)
     mem = memories.get("uid-math")
     commit = planning.plan_and_commit(ref(), spec(), mem)

@@ -340,9 +340,9 @@ def test_a_pod_running_unready_asks_for_a_later_look_and_then_names_the_probe():
     just_now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     _set_pod_status(w, "trainer", running(ready=False, since=just_now))
     r = w.pass_()
-    assert r.recheck_seconds is not None and 0 < r.recheck_seconds <= S.not_ready_grace_seconds + 1
+    assert r.recheck_seconds is not None and 0 < r.recheck_seconds <= S.watching.not_ready_grace_seconds + 1
     assert w.cond(reasons.READY)["reason"] == reasons.CHILDREN_PENDING
-    long_ago = (datetime.now(UTC) - timedelta(seconds=S.not_ready_grace_seconds + 5)).isoformat()
+    long_ago = (datetime.now(UTC) - timedelta(seconds=S.watching.not_ready_grace_seconds + 5)).isoformat()
     pod = _set_pod_status(w, "trainer", running(ready=False, since=long_ago))
     r = w.pass_()
     assert r.recheck_seconds is None
