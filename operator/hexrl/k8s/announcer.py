@@ -25,9 +25,9 @@ EventType = str
 class Announce(Protocol):
     """What the parts of a pass need to tell the user (fakes in unit tests record the calls)."""
 
-    def event(self, job: dict[str, Any], etype: EventType, reason: str, message: str) -> None: ...
+    def event(self, rljob: dict[str, Any], etype: EventType, reason: str, message: str) -> None: ...
 
-    def event_once(self, job: dict[str, Any], mem: JobMemory, etype: EventType, reason: str, message: str) -> None: ...
+    def event_once(self, rljob: dict[str, Any], mem: JobMemory, etype: EventType, reason: str, message: str) -> None: ...
 
     def summary(self, plan: Plan) -> dict[str, Any]: ...
 
@@ -42,17 +42,17 @@ class Announcer:
         self.field_manager = field_manager
         """Our name as the Events' reporting instance (the server-side-apply field manager)."""
 
-    def event_once(self, job: dict[str, Any], mem: JobMemory, etype: EventType, reason: str, message: str) -> None:
+    def event_once(self, rljob: dict[str, Any], mem: JobMemory, etype: EventType, reason: str, message: str) -> None:
         """Post an Event unless the same reason and message were posted for this generation already."""
-        key = f"{job['metadata'].get('generation')}|{reason}|{message}"
+        key = f"{rljob['metadata'].get('generation')}|{reason}|{message}"
         if key in mem.events_sent:
             return
         mem.events_sent.add(key)
-        self.event(job, etype, reason, message)
+        self.event(rljob, etype, reason, message)
 
-    def event(self, job: dict[str, Any], etype: EventType, reason: str, message: str) -> None:
+    def event(self, rljob: dict[str, Any], etype: EventType, reason: str, message: str) -> None:
         """Post one Event about `job`; a refusal is logged, never raised."""
-        m = job["metadata"]
+        m = rljob["metadata"]
         try:
             self.api.create(self._event_body(m, etype, reason, message))
         except ApiError as exc:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from hexrl.api import reasons
@@ -48,6 +49,20 @@ from hexrl.sched.types import Plan
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class PodChanges:
+    """What brings one part of a job (the trainer gang, rollout, one rollout slot) to its plan."""
+
+    create: list[Pod] = field(default_factory=list)
+    """Rendered pods to create."""
+    delete: list[Pod] = field(default_factory=list)
+    """Pods (as the store shows them) to delete."""
+    replaced: int = 0
+    """Pods deleted because unhealthy (rollout)."""
+    lost: str = ""
+    """Why the trainer gang is lost and restarts under a new epoch ("" = it is not)."""
+
+
 class Applier:
     """Static children, the trainer gang and rollout slots of one job at a time (see the module docstring)."""
 
@@ -63,28 +78,28 @@ class Applier:
         self._pool = pool
 
     def apply(
-        self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, mem: JobMemory, out: PassResult
+        self, rljob: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, mem: JobMemory, out: PassResult
     ) -> Applied:
         """Bring every child to the plan; counts what it created and deleted in `out`."""
         # trainer gang: decide the epoch before the ConfigMap (which stores it) is written
-        lost_why, trainer_create, trainer_delete = self._trainer_decision(ref, spec, p.plan, p.snap, mem)
-        if lost_why:
-            self.announce.event(job, "Warning", reasons.TRAINER_LOST, f"a trainer rank was lost ({lost_why}); "
+        trainer = self._trainer_changes(ref, spec, p.plan, p.snap, mem)
+        if trainer.lost:
+            self.announce.event(rljob, "Warning", reasons.TRAINER_LOST, f"a trainer rank was lost ({trainer.lost}); "
                                 "restarting the trainer group from the last checkpoint")
             metrics.PREEMPTIONS.labels("trainer").inc()
         summary = self._apply_static(ref, spec, p.plan, mem, out)
         if spec.suspend:
-            trainer_delete += [q for q in self.store.job_pods(ref.namespace, ref.name) if q["role"] == "trainer"]
-            trainer_create = []
-        rollout_create, rollout_delete, replaced = self._rollout(ref, spec, p.plan, p.snap, mem)
+            trainer.delete += [q for q in self.store.job_pods(ref.namespace, ref.name) if q["role"] == "trainer"]
+            trainer.create = []
+        rollout = self._rollout_changes(ref, spec, p.plan, p.snap, mem)
         # one round of deletions (they free the GPUs the new pods may need), then one of creations: trainer
         # ranks first, then rollout — a round trip per round, which a loaded API server makes expensive
         out.deleted += sum(self._fan_out(lambda q: self._delete_pod(ref, mem, q),
-                                         trainer_delete + rollout_delete, mem))
-        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer_create + rollout_create, mem))
-        if replaced:
-            metrics.PREEMPTIONS.labels("rollout").inc(replaced)
-        return Applied(trainer_lost=bool(lost_why), replaced=replaced, summary=summary)
+                                         trainer.delete + rollout.delete, mem))
+        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer.create + rollout.create, mem))
+        if rollout.replaced:
+            metrics.PREEMPTIONS.labels("rollout").inc(rollout.replaced)
+        return Applied(trainer_lost=bool(trainer.lost), replaced=rollout.replaced, summary=summary)
 
     def _apply_static(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, mem: JobMemory, out: PassResult
@@ -178,11 +193,11 @@ class Applier:
                 return f"node {p['node']} is gone"
         return ""
 
-    def _trainer_decision(
+    def _trainer_changes(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
-    ) -> tuple[str, list[Pod], list[Pod]]:
-        """(why the gang is lost — "" if it is not —, pods to create, pods to delete). All ranks of an
-        incarnation or none."""
+    ) -> PodChanges:
+        """The trainer gang's pods to create and delete, and why the gang is lost ("" if it is not): all ranks
+        of an incarnation or none."""
         epoch = mem.stored.epoch
         pods = [p for p in self.pods.pods(ref, mem) if p["role"] == "trainer"]
         tag = render.trainer_epoch_tag(plan, epoch)
@@ -203,37 +218,34 @@ class Applier:
         delete = [p for p in pods if p["name"] not in keep]
         have = {p["name"] for p in pods}
         create = [d for d in desired if d["metadata"]["name"] not in have]
-        return lost, create, delete
+        return PodChanges(create, delete, lost=lost)
 
-    def _rollout(
+    def _rollout_changes(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
-    ) -> tuple[list[Pod], list[Pod], int]:
-        """What brings rollout to one healthy pod per planned slot: (pods to create, pods to delete, pods
-        replaced because unhealthy)."""
+    ) -> PodChanges:
+        """What brings rollout to one healthy pod per planned slot."""
         pods = [p for p in self.pods.pods(ref, mem) if p["role"] == "rollout"]
         by_slot: dict[str, list[Pod]] = {}
         for p in pods:
             by_slot.setdefault(p["slot"], []).append(p)
-        replaced = 0
-        to_delete: list[Pod] = []
-        to_create: list[Pod] = []
+        changes = PodChanges()
         slots = [] if spec.suspend else render.rollout_slots(plan)
         wanted = {s.slot for s in slots}
         for slot in slots:
-            create, delete, n = self._rollout_slot(ref, spec, slot, by_slot.get(slot.slot, []), snap)
-            to_create += create
-            to_delete += delete
-            replaced += n
+            one = self._rollout_slot(ref, spec, slot, by_slot.get(slot.slot, []), snap)
+            changes.create += one.create
+            changes.delete += one.delete
+            changes.replaced += one.replaced
         for s, ps in by_slot.items():
             if s not in wanted:
-                to_delete.extend(ps)
-        return to_create, to_delete, replaced
+                changes.delete.extend(ps)
+        return changes
 
     def _rollout_slot(
         self, ref: render.JobRef, spec: RLJobSpec, slot: render.RolloutSlot, pods: list[Pod], snap: Snapshot
-    ) -> tuple[list[Pod], list[Pod], int]:
+    ) -> PodChanges:
         """One slot: keep the oldest healthy pod whose manifest is current, delete the rest, create a next
-        incarnation when none is kept; returns (to create, to delete, replaced because unhealthy)."""
+        incarnation when none is kept."""
         have = sorted(pods, key=lambda p: incarnation(p["name"]))
         keep = None
         replaced = 0
@@ -252,9 +264,10 @@ class Applier:
             else:
                 keep = p
         if keep is not None:
-            return [], to_delete, replaced
+            return PodChanges([], to_delete, replaced=replaced)
         inc = max((incarnation(p["name"]) for p in have), default=-1) + 1
-        return [render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)], to_delete, replaced
+        return PodChanges([render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)], to_delete,
+                          replaced=replaced)
 
 
 

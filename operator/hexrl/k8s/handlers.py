@@ -37,8 +37,8 @@ from hexrl.k8s.planstep import PlanFn, ReplanFn
 from hexrl.k8s.reconcile import Reconciler
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import node_view, pod_view
-from hexrl.k8s.store import Store
-from hexrl.k8s.workqueue import JobKey, WorkQueue
+from hexrl.k8s.store import JobKey, Store
+from hexrl.k8s.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,11 @@ from hexrl.api.models import RLJobSpec
 from hexrl.k8s import render, scaling
 from hexrl.k8s.replanpolicy import PlanBasis
 from hexrl.k8s.snapshot import Snapshot
+from hexrl.k8s.store import JobKey
 from hexrl.sched.types import Infeasible, Plan
 
 EXPECT_TTL = 60.0
 """s during which a pod we created counts as existing even though the watch has not shown it yet."""
-
-JobKey = tuple[str, str]
-"""(namespace, name) of an RLJob."""
 
 Pod = dict[str, Any]
 """A pod as the store shows it (`snapshot.pod_view`)."""

@@ -44,7 +44,6 @@ from hexrl.k8s import metrics, plancodec, render, scaling
 from hexrl.k8s.announcer import Announcer
 from hexrl.k8s.applystep import Applier
 from hexrl.k8s.jobmemory import (
-    JobKey,
     JobMemories,
     JobMemory,
     PassResult,
@@ -62,7 +61,7 @@ from hexrl.k8s.prioritypool import PriorityPool
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import Snapshot
 from hexrl.k8s.statusstep import StatusWriter
-from hexrl.k8s.store import Store
+from hexrl.k8s.store import JobKey, Store
 
 __all__ = ["Reconciler"]
 
@@ -144,15 +143,15 @@ class Reconciler:
         """One pass; returns None when the job is gone or being deleted."""
         t0 = time.perf_counter()
         req0 = thread_requests(self.api)
-        job = self.api.get(API_VERSION, KIND, name, namespace)
-        if job is None or job["metadata"].get("deletionTimestamp"):
-            if job is not None:
-                self.forget(job["metadata"]["uid"])
+        rljob = self.api.get(API_VERSION, KIND, name, namespace)
+        if rljob is None or rljob["metadata"].get("deletionTimestamp"):
+            if rljob is not None:
+                self.forget(rljob["metadata"]["uid"])
             return None
-        mem = self.memory(job["metadata"]["uid"])
+        mem = self.memory(rljob["metadata"]["uid"])
         with mem.lock:
             try:
-                result = self._pass(job, mem)
+                result = self._pass(rljob, mem)
                 metrics.RECONCILES.labels(result.outcome).inc()
             except ApiError as exc:
                 metrics.RECONCILES.labels("error").inc()
@@ -172,39 +171,39 @@ class Reconciler:
                  f"; MILP cache {cache.hits} hits, {cache.misses} misses so far" if cache else "",
                  result.requests, result.created, result.deleted, ", status written" if result.status_written else "")
 
-    def _pass(self, job: dict[str, Any], mem: JobMemory) -> PassResult:
+    def _pass(self, rljob: dict[str, Any], mem: JobMemory) -> PassResult:
         """Validate, plan, apply, announce, report."""
-        ref = _job_ref(job)
+        ref = _job_ref(rljob)
         mem.key = (ref.namespace, ref.name)
         out = PassResult()
-        spec = self._valid_spec(job, mem, out)
+        spec = self._valid_spec(rljob, mem, out)
         if spec is None:
             return out
         if not mem.loaded:
             self._load(ref, mem)
-        planned = self._plan(job, ref, spec, mem, out)
+        planned = self._plan(rljob, ref, spec, mem, out)
         if planned is None:
             return out
-        applied = self.applier.apply(job, ref, spec, planned, mem, out)
-        self.status.announce_plan(job, planned)
+        applied = self.applier.apply(rljob, ref, spec, planned, mem, out)
+        self.status.announce_plan(rljob, planned)
         mem.plan = planned.plan
-        self.status.report(job, ref, spec, planned, applied, mem, out)
+        self.status.report(rljob, ref, spec, planned, applied, mem, out)
         return out
 
-    def _valid_spec(self, job: dict[str, Any], mem: JobMemory, out: PassResult) -> RLJobSpec | None:
+    def _valid_spec(self, rljob: dict[str, Any], mem: JobMemory, out: PassResult) -> RLJobSpec | None:
         """The job's spec (kept in its memory), or None after reporting why it is invalid (no children are
         touched then)."""
         try:
-            mem.spec = RLJobSpec.model_validate(job.get("spec") or {})
+            mem.spec = RLJobSpec.model_validate(rljob.get("spec") or {})
             return mem.spec
         except ValidationError as exc:
             mem.spec = None
             msg = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-            self.status.reject(job, mem, reasons.INVALID_SPEC, f"the spec is invalid: {msg}; fix it and re-apply")
+            self.status.reject(rljob, mem, reasons.INVALID_SPEC, f"the spec is invalid: {msg}; fix it and re-apply")
             out.invalid = True
             return None
 
-    def _plan(self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, mem: JobMemory,
+    def _plan(self, rljob: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, mem: JobMemory,
               out: PassResult) -> Planned | None:
         """The planning part, timed; None after reporting an infeasible plan (the job has none to deploy)."""
         t_plan = time.perf_counter()
@@ -212,11 +211,11 @@ class Reconciler:
         commit = self.planning.plan_and_commit(ref, spec, mem)
         out.plan_seconds = time.perf_counter() - t_plan
         for w in commit.snap.warnings:
-            self.announce.event_once(job, mem, "Warning", "UnknownGPU", w)
+            self.announce.event_once(rljob, mem, "Warning", "UnknownGPU", w)
         d = commit.decision
         if d.plan is None:
             assert d.infeasible is not None
-            self.status.reject(job, mem, d.infeasible.reason, d.infeasible.message)
+            self.status.reject(rljob, mem, d.infeasible.reason, d.infeasible.message)
             return None
         plan = self.planning.with_baselines(ref, spec, d.plan, commit.snap, mem)
         out.planned = True
@@ -242,22 +241,22 @@ class Reconciler:
 
     def scale(self, namespace: str, name: str, direction: str, state: scaling.ScaleState) -> bool:
         """Apply a live scaling decision to the committed plan; the caller triggers a pass. True if changed."""
-        job = self.api.get(API_VERSION, KIND, name, namespace)
-        if job is None:
+        rljob = self.api.get(API_VERSION, KIND, name, namespace)
+        if rljob is None:
             return False
-        mem = self.memory(job["metadata"]["uid"])
+        mem = self.memory(rljob["metadata"]["uid"])
         with mem.lock:
             if mem.plan is None or mem.spec is None:
                 return False
             spec = mem.spec
-            new_plan, state = self.planning.scale(_job_ref(job), mem, spec, direction, state)
+            new_plan, state = self.planning.scale(_job_ref(rljob), mem, spec, direction, state)
             mem.scale = state
             mem.stored.scale = scaling.ScaleState.from_wire(state.wire())  # what a restart keeps
             if new_plan is None:
                 return False
             metrics.SCALING.labels(direction).inc()
             metrics.EXTRA_ROLLOUT.labels(namespace, name).set(state.extra)
-            self.announce.event(job, "Normal", reasons.SCALED_ROLLOUT, self._scaling_message(new_plan, spec, direction))
+            self.announce.event(rljob, "Normal", reasons.SCALED_ROLLOUT, self._scaling_message(new_plan, spec, direction))
             return True
 
     def _scaling_message(self, new_plan: Any, spec: RLJobSpec, direction: str) -> str:
@@ -268,7 +267,7 @@ class Reconciler:
                 if r else f"removed an extra rollout replica: observed staleness near η={spec.staleness.max_policy_lag}")
 
 
-def _job_ref(job: dict[str, Any]) -> render.JobRef:
+def _job_ref(rljob: dict[str, Any]) -> render.JobRef:
     """The identity of an RLJob object that its children's names and owner references use."""
-    meta = job["metadata"]
+    meta = rljob["metadata"]
     return render.JobRef(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation") or 1))

@@ -25,6 +25,7 @@ from typing import Any
 
 from hexrl.k8s import podhealth
 from hexrl.k8s.settings import OperatorSettings
+from hexrl.k8s.store import JobKey
 from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, canonical_gpu_name
 from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
 
@@ -218,10 +219,10 @@ def _product(labels: Mapping[str, str]) -> str:
 
 def used_by_others(
     pods: Iterable[Mapping[str, Any]],
-    job: tuple[str, str] | None,
+    job_key: JobKey | None,
     reserved: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """GPUs unavailable to `job` = (namespace, name) per node.
+    """GPUs unavailable to the job `job_key` = (namespace, name) per node.
 
     `used[n] = other[n] + max(observed_rljobs[n], reserved[n])`: GPUs of live pods that belong to no RLJob,
     plus, for other RLJobs, the larger of what their pods hold and what their current plans reserve on
@@ -233,7 +234,7 @@ def used_by_others(
     for p in pods:
         if not p.get("node") or p.get("terminal") or not p.get("gpus"):
             continue
-        if job is not None and (p.get("namespace"), p.get("job")) == job:
+        if job_key is not None and (p.get("namespace"), p.get("job")) == job_key:
             continue
         bucket = rljobs if p.get("job") else other
         bucket[p["node"]] = bucket.get(p["node"], 0) + int(p["gpus"])
@@ -245,19 +246,19 @@ def used_by_others(
 def build_cluster(
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
-    job: tuple[str, str] | None,
+    job_key: JobKey | None,
     settings: OperatorSettings,
     reserved: Mapping[str, int] | None = None,
     base: Snapshot | None = None,
 ) -> Snapshot:
-    """Node views + pod views → the planner's `Cluster` as seen by `job` (its own pods' GPUs count as free;
+    """Node views + pod views → the planner's `Cluster` as seen by the job `job_key` (its own pods' GPUs count as free;
     `reserved` = GPUs per node that other jobs' current plans hold, see `used_by_others`).
 
     `base` is `cluster_base(nodes, settings)` when the caller has it already: the node and pool part does
     not depend on the job, and rebuilding it for 1,000 nodes on every pass was a seventh of the operator's
     CPU while jobs arrived; only the GPUs in use differ per job."""
     base = base if base is not None else cluster_base(nodes, settings)
-    used = used_by_others(pods, job, reserved)
+    used = used_by_others(pods, job_key, reserved)
     infos = tuple(
         replace(n, gpus_used_by_others=min(n.gpus, used[n.name])) if used.get(n.name) else n
         for n in base.cluster.nodes

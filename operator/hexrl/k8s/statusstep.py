@@ -48,24 +48,24 @@ class StatusWriter:
         self.announce = announce
 
     def report(
-        self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, applied: Applied,
+        self, rljob: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, applied: Applied,
         mem: JobMemory, out: PassResult,
     ) -> None:
         """The pass's one status write (if anything changed) and the job's gauges."""
         health, out.recheck_seconds = self._health(ref, spec, p.plan, mem, applied.trainer_lost, applied.replaced)
-        new_status = self._status(job, spec, p.plan, applied.summary, health, p.lost, mem)
-        out.status_written = self._write_status(job, new_status)
-        self._announce_blocker(job, mem, health)
+        new_status = self._status(rljob, spec, p.plan, applied.summary, health, p.lost, mem)
+        out.status_written = self._write_status(rljob, new_status)
+        self._announce_blocker(rljob, mem, health)
         self._export(ref, p.plan, new_status)
 
-    def announce_plan(self, job: dict[str, Any], p: Planned) -> None:
+    def announce_plan(self, rljob: dict[str, Any], p: Planned) -> None:
         """A Planned or Replanned Event for a new plan, and the re-plan counter."""
         if p.trigger is Trigger.FIRST:
-            self.announce.event(job, "Normal", reasons.PLANNED, self.announce.sentence(p.plan, "planned"))
+            self.announce.event(rljob, "Normal", reasons.PLANNED, self.announce.sentence(p.plan, "planned"))
         elif p.trigger is not None and p.previous is not None and p.plan != p.previous:
             why = f"after losing {p.lost} node(s)" if p.lost else ("after a spec change" if p.trigger is Trigger.SPEC
                                                                    else "after a cluster change")
-            self.announce.event(job, "Normal", reasons.REPLANNED, self.announce.sentence(p.plan, f"re-planned {why}"))
+            self.announce.event(rljob, "Normal", reasons.REPLANNED, self.announce.sentence(p.plan, f"re-planned {why}"))
         if p.trigger is not None:
             metrics.REPLANS.labels(p.trigger.value).inc()
 
@@ -104,7 +104,7 @@ class StatusWriter:
         )
         return health, podhealth.next_not_ready_check(deployed, now, grace)
 
-    def _announce_blocker(self, job: dict[str, Any], mem: JobMemory, h: st.Health) -> None:
+    def _announce_blocker(self, rljob: dict[str, Any], mem: JobMemory, h: st.Health) -> None:
         """A Warning Event naming the pod (or the dataset) and the cause when the cause changes — not every
         pass, and not again when the same cause moves to another pod: the job's pods appear over several
         passes (the coordinator's through its ReplicaSet), so the first-ranked pod with one missing PVC
@@ -117,15 +117,15 @@ class StatusWriter:
             # ("PVC not found" → "PVC unbound" while the claim binds) without being news
             key = f"{blocker[0]}|{first.cause}" if first is not None else f"{blocker[0]}|dataset"
         if key != mem.blocker_key and blocker is not None:
-            self.announce.event(job, "Warning", *blocker)
+            self.announce.event(rljob, "Warning", *blocker)
         mem.blocker_key = key
 
     def _status(
-        self, job: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
         lost: int, mem: JobMemory,
     ) -> dict[str, Any]:
-        gen = job["metadata"].get("generation")
-        conds = self._conditions(job, spec, plan, summary, h, lost, mem)
+        gen = rljob["metadata"].get("generation")
+        conds = self._conditions(rljob, spec, plan, summary, h, lost, mem)
         progress = mem.progress or {}
         new = {
             "phase": st.phase_for(h),
@@ -147,19 +147,19 @@ class StatusWriter:
         return new
 
     def _conditions(
-        self, job: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
         lost: int, mem: JobMemory,
     ) -> list[dict[str, Any]]:
         """Planned (or rejected while the previous plan runs), Ready, Degraded, StalenessWithinBound."""
-        old = job.get("status") or {}
-        gen = job["metadata"].get("generation")
+        old = rljob.get("status") or {}
+        gen = rljob["metadata"].get("generation")
         now = st.now_iso()
         conds = list(old.get("conditions") or [])
         rejected = mem.rejected_change
         if rejected is not None:
             conds = st.set_condition(conds, reasons.PLANNED, "False", rejected.reason,
                                      rejected.message + " (still running the previous plan)", gen, now)
-            self.announce.event_once(job, mem, "Warning", reasons.REJECTED, rejected.message)
+            self.announce.event_once(rljob, mem, "Warning", reasons.REJECTED, rejected.message)
         else:
             conds = st.set_condition(
                 conds, reasons.PLANNED, "True",
@@ -172,25 +172,25 @@ class StatusWriter:
         return st.set_condition(conds, reasons.STALENESS_WITHIN_BOUND, *st.staleness_condition(mem.progress, eta),
                                 gen, now)
 
-    def _write_status(self, job: dict[str, Any], new: dict[str, Any]) -> bool:
-        if st.status_equal(job.get("status"), new):
+    def _write_status(self, rljob: dict[str, Any], new: dict[str, Any]) -> bool:
+        if st.status_equal(rljob.get("status"), new):
             return False
-        m = job["metadata"]
+        m = rljob["metadata"]
         self.api.patch_status(API_VERSION, KIND, m["name"], m["namespace"], new)
         return True
 
-    def reject(self, job: dict[str, Any], mem: JobMemory, reason: str, message: str) -> None:
+    def reject(self, rljob: dict[str, Any], mem: JobMemory, reason: str, message: str) -> None:
         """Planned=False with the planner's reason, one Warning Event per distinct message, no children."""
-        old = job.get("status") or {}
-        gen = job["metadata"].get("generation")
+        old = rljob.get("status") or {}
+        gen = rljob["metadata"].get("generation")
         now = st.now_iso()
         conds = st.set_condition(list(old.get("conditions") or []), reasons.PLANNED, "False", reason, message, gen, now)
         conds = st.set_condition(conds, reasons.READY, "False", reasons.CHILDREN_PENDING, "no plan", gen, now)
         new = {"phase": "Pending", "observedGeneration": gen, "conditions": conds, "message": message,
                "gpus": 0, "costPerHour": 0.0, "tokensPerSecond": 0.0}
-        self._write_status(job, new)
-        self.announce.event_once(job, mem, "Warning", reasons.REJECTED, f"{reason}: {message}")
-        m = job["metadata"]
+        self._write_status(rljob, new)
+        self.announce.event_once(rljob, mem, "Warning", reasons.REJECTED, f"{reason}: {message}")
+        m = rljob["metadata"]
         for g in (metrics.PLANNED_TOKENS, metrics.PLANNED_COST, metrics.PLANNED_GPUS):
             g.labels(m["namespace"], m["name"]).set(0)
 
