@@ -135,12 +135,27 @@ def test_a_rejected_change_keeps_the_running_plan_and_remembers_the_no():
     assert mem.rejected_change == NO
 
 
-def test_concurrent_planning_commits_the_same_plans_as_serial_planning_without_a_race():
-    concurrent = S.with_values(planning="concurrent")
-    planning, _, memories, _ = setup(make_plan(), settings=concurrent)
-    mem = memories.get("uid-math")
-    commit = planning.plan_and_commit(ref(), spec(), mem)
-    assert commit.decision.plan == make_plan() == mem.plan and planning.conflicts == 0
+def test_concurrent_planning_replans_a_job_whose_gpus_another_job_took_meanwhile():
+    store = Store()
+    for n in hetero_nodes():
+        store.put_node(node_view(n, S))
+    memories = JobMemories()
+    views: list[dict[str, int]] = []
+    moved = make_plan(trainer_nodes=("h800-ondemand-1",))
+
+    def planner(s, cluster):
+        views.append({n.name: n.gpus_free for n in cluster.nodes})
+        if len(views) == 1:  # job a planned without a lock: job b commits the same trainer GPUs meanwhile
+            planning.plan_and_commit(ref("b"), s, memories.get("uid-b"))
+            return make_plan()
+        return make_plan() if len(views) == 2 else moved
+
+    planning = Planning(store, S.with_values(planning="concurrent"), memories, planner)
+    commit = planning.plan_and_commit(ref("a"), spec(), memories.get("uid-a"))
+    assert planning.conflicts == 1 and len(views) == 3
+    assert views[2]["h800-ondemand-0"] == 0  # the re-plan saw b's committed trainer
+    assert commit.decision.plan == moved == memories.get("uid-a").plan
+    assert memories.get("uid-b").plan == make_plan()
 
 
 def test_scale_grows_rollout_onto_free_spot_capacity_and_shrinks_only_what_it_added():
