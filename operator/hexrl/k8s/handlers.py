@@ -164,7 +164,10 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         assert op.queue is not None and op.reconciler is not None
         loop = op.loop = asyncio.get_running_loop()
         # background work of the reconciler (baselines) asks for a pass from its own thread
-        op.reconciler.on_change = lambda ns, n: loop.call_soon_threadsafe(op.request, (ns, n), 0.0)
+        def wants_pass(namespace: str, name: str) -> None:
+            loop.call_soon_threadsafe(op.request, (namespace, name), 0.0)
+
+        op.reconciler.on_change = wants_pass
         op.queue.start()
 
     @kopf.on.cleanup(registry=registry)

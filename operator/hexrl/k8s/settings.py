@@ -312,8 +312,8 @@ class OperatorSettings:
         """Read `HEXRL_OPERATOR_*` variables; unknown or malformed values raise ValueError naming the variable."""
         env = dict(os.environ if env is None else env)
         out = cls()
-        groups = {g: _group_from_env(getattr(out, g), g, env) for g in GROUPS}
-        top = {"log_level": env["HEXRL_OPERATOR_LOG_LEVEL"]} if "HEXRL_OPERATOR_LOG_LEVEL" in env else {}
+        groups: dict[str, Any] = {g: _group_from_env(getattr(out, g), g, env) for g in GROUPS}
+        top: dict[str, Any] = {"log_level": env["HEXRL_OPERATOR_LOG_LEVEL"]} if "HEXRL_OPERATOR_LOG_LEVEL" in env else {}
         return replace(out, **groups, **top)
 
 
