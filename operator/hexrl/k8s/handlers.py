@@ -126,8 +126,8 @@ class JobsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 
     kopf builds a "diff base" — a deep copy of the whole object, then trimmed — on every event of every
     resource that has a non-index handler, to detect changes for update handlers. Our Node and Pod
-    handlers only watch (indexes, deletions) and never read a diff, yet the copies of every Node and Pod
-    event (Node objects are large) were a fifth of the operator's CPU while 20 jobs arrived. For them the
+    handlers only watch (indexes, deletions) and never read a diff, yet copying every Node and Pod event
+    (Node objects are large) costs a fifth of the operator's CPU while 20 jobs arrive. For them the
     essence is empty; RLJobs keep kopf's (its timers reset idling on essential changes)."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:

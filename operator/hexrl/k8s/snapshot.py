@@ -251,12 +251,12 @@ def build_cluster(
     reserved: Mapping[str, int] | None = None,
     base: Snapshot | None = None,
 ) -> Snapshot:
-    """Node views + pod views → the planner's `Cluster` as seen by the job `job_key` (its own pods' GPUs count as free;
+    """Node views + pod views → the planner's `Cluster` as the job `job_key` sees it (its own pods' GPUs are free;
     `reserved` = GPUs per node that other jobs' current plans hold, see `used_by_others`).
 
     `base` is `cluster_base(nodes, settings)` when the caller has it already: the node and pool part does
-    not depend on the job, and rebuilding it for 1,000 nodes on every pass was a seventh of the operator's
-    CPU while jobs arrived; only the GPUs in use differ per job."""
+    not depend on the job, and rebuilding it for 1,000 nodes on every pass costs a seventh of the operator's
+    CPU while jobs arrive; only the GPUs in use differ per job."""
     base = base if base is not None else cluster_base(nodes, settings)
     used = used_by_others(pods, job_key, reserved)
     infos = tuple(
