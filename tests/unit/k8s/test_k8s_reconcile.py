@@ -384,3 +384,28 @@ def test_a_failed_trainer_rank_is_named_with_its_exit_in_the_trainer_lost_event(
     assert event["message"] == (f"a trainer rank was lost (pod {pod} failed: Error: container trainer exited with code "
                                 "2: hexrl_workers trainer: model.source.path does not exist); restarting the trainer "
                                 "group from the last checkpoint")
+
+
+def test_progress_scaling_uses_the_spec_the_last_pass_validated_and_stops_while_it_is_invalid():
+    """The progress timer reads η from the job's memory (validated once per pass), not from its own copy of
+    the spec; while the spec is invalid it neither scales nor asks for a pass."""
+    import asyncio
+
+    from hexrl.k8s.handlers import Operator, _scale_from_progress
+
+    w = World()
+    op = Operator(S, w.api, store=w.store, reconciler=w.rec)
+    w.pass_()
+    w.sync()
+    uid = w.job["metadata"]["uid"]
+    starving = {"trainerIdleFraction": 0.9, "observedStaleness": 0.0}
+    first = asyncio.run(_scale_from_progress(op, "default", "math", uid, starving))
+    second = asyncio.run(_scale_from_progress(op, "default", "math", uid, starving))
+    assert (first, second) == (False, True)  # two starved polls, then one replica more
+    assert w.rec.memory(uid).stored.scale.extra == 1 and w.events(reasons.SCALED_ROLLOUT)
+    bad = rljob("math")
+    bad["spec"]["staleness"] = {"maxPolicyLag": "soon"}
+    w.job = w.api.put_job(bad)
+    w.pass_()
+    assert w.rec.memory(uid).spec is None
+    assert asyncio.run(_scale_from_progress(op, "default", "math", uid, starving)) is None
