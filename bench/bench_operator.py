@@ -5,11 +5,11 @@
 same cluster, one after the other, and printed side by side with the targets of issue 4 (ratio = last
 mode / target; below 1 meets the bar):
 
-- `legacy` (HEXRL_OPERATOR_PLANNING=legacy, session 1's path): one job plans at a time, every MILP
-  solved afresh, homogeneous baselines inline;
+- `fresh` (`bench/fresh_planner_operator.py`: the operator with an injected planner): one job plans at
+  a time, every MILP solved afresh, homogeneous baselines inline;
 - `serial` (the default): one job plans at a time, MILPs that differ only by less free capacity reuse
   an earlier optimum (exact), baselines computed after the children exist;
-- `concurrent` (optional, `--modes legacy,serial,concurrent`): as serial, but jobs plan at once against
+- `concurrent` (optional, `--modes fresh,serial,concurrent`): as serial, but jobs plan at once against
   a reservation ledger with an optimistic conflict check.
 
 Between the phases the jobs are deleted (children garbage-collected) and the deleted nodes re-created.
@@ -33,7 +33,7 @@ captured and POSTed again straight to the API server by a client with nothing to
 flight, job by job, static objects before pods), timed the same way; the scheduler, kwok and the
 controllers do the same work behind it. `mode / direct` says how much of the latency is the operator's.
 
-Run: `.venv/bin/python bench/bench_operator.py [--nodes 1000] [--jobs 20] [--modes legacy,serial]`.
+Run: `.venv/bin/python bench/bench_operator.py [--nodes 1000] [--jobs 20] [--modes fresh,serial]`.
 Takes ~5-8 minutes on 2 cores.
 """
 
@@ -260,12 +260,15 @@ class Phase:
         self.children: list[dict] = []
 
     def start(self) -> None:
+        fresh = self.mode == "fresh"  # the operator with an injected fresh-solve planner, in serial planning
         env = {**os.environ, "HEXRL_OPERATOR_DEBOUNCE_SECONDS": "0.5", "HEXRL_OPERATOR_DEBOUNCE_MAX_SECONDS": "2",
-               "HEXRL_OPERATOR_SCALING_ENABLED": "false", "HEXRL_OPERATOR_PLANNING": self.mode,
+               "HEXRL_OPERATOR_SCALING_ENABLED": "false", "HEXRL_OPERATOR_PLANNING": "serial" if fresh else self.mode,
                "HEXRL_OPERATOR_KEY_NAMESPACE": "default"}
+        command = ([sys.executable, str(ROOT / "bench" / "fresh_planner_operator.py")] if fresh
+                   else [str(Path(sys.executable).parent / "hexrl"), "operator"])
         log = open(self.log_path, "wb")  # noqa: SIM115
         self.op = subprocess.Popen(
-            [str(Path(sys.executable).parent / "hexrl"), "operator", "--kubeconfig", str(self.cluster.kubeconfig),
+            [*command, "--kubeconfig", str(self.cluster.kubeconfig),
              "--standalone", "--metrics-port", str(self.mport), "--health-port", str(free_port()),
              "--log-level", "INFO"],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
@@ -551,8 +554,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=20)
-    ap.add_argument("--modes", default="legacy,serial", help="planning modes to run, in order (the last is "
-                    "compared with the targets): legacy, serial, concurrent")
+    ap.add_argument("--modes", default="fresh,serial", help="planning modes to run, in order (the last is "
+                    "compared with the targets): fresh, serial, concurrent")
     ap.add_argument("--keep", action="store_true", help="leave the cluster running afterwards")
     ap.add_argument("--no-baseline", dest="baseline", action="store_false",
                     help="skip the floor: the last mode's children POSTed directly, timed the same way")

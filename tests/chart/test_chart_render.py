@@ -146,11 +146,10 @@ def test_chart_settings_are_what_the_operator_reads(render: Any) -> None:
     env = env_of(operator_container(render(extra=["--kube-version", KUBE_VERSION])))
     parsed = OperatorSettings.from_env(env)
     defaults = OperatorSettings()
-    for name in ("pool_label_keys", "spot_labels", "going_away_taints", "inter_pool_gbps", "price_overrides",
-                 "gpu_catalog", "worker_image", "worker_image_pull_policy", "log_level", "priority_class_prefix",
-                 "standalone"):
-        assert getattr(parsed, name) == getattr(defaults, name), name
-    assert parsed.peering == "hexrl"
+    for group in ("discovery", "pricing", "workloads", "log_level"):
+        assert getattr(parsed, group) == getattr(defaults, group), group
+    assert parsed.identity.standalone == defaults.identity.standalone
+    assert parsed.identity.peering == "hexrl"
 
 
 def test_non_default_values_reach_the_operator(render: Any) -> None:
@@ -158,18 +157,18 @@ def test_non_default_values_reach_the_operator(render: Any) -> None:
     objs = render(yaml.safe_load(FULL_VALUES.read_text()), extra=["--kube-version", KUBE_VERSION])
     c = operator_container(objs)
     parsed = OperatorSettings.from_env(env_of(c))
-    assert parsed.price_overrides == {"h20-spot": 0.92, "H800": 4.9}
+    assert parsed.pricing.price_overrides == {"h20-spot": 0.92, "H800": 4.9}
     # The catalog overrides arrive as the operator's catalog: a changed known type and a new type by its GFD product.
     catalog = parsed.catalog()
     assert catalog.get("H800").tflops_bf16 == 989
     assert catalog.canonical("NVIDIA-B300-SXM6-288GB") == "B300"
     assert catalog.get("B300").price_spot == pytest.approx(4.1)
     assert sorted(s.name for s in parsed.gpu_overrides()) == ["B300", "H800"]
-    assert parsed.worker_image == "mirror.internal/hexrl/hexrl-workers:0.1.0"
-    assert parsed.worker_image_pull_policy == "Never"
+    assert parsed.workloads.worker_image == "mirror.internal/hexrl/hexrl-workers:0.1.0"
+    assert parsed.workloads.worker_image_pull_policy == "Never"
     assert parsed.log_level == "DEBUG"
-    assert parsed.peering == "hexrl-research"
-    assert parsed.priority_class_prefix == "hexrl-research"
+    assert parsed.identity.peering == "hexrl-research"
+    assert parsed.workloads.priority_class_prefix == "hexrl-research"
     assert "--namespace=research" in c["args"]
     assert c["image"] == "ghcr.io/hexrl/hexrl@" + yaml.safe_load(FULL_VALUES.read_text())["image"]["digest"]
     (deployment,) = by_kind(objs, "Deployment")

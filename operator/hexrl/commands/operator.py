@@ -40,8 +40,6 @@ def operator_command(
              "the shape of an inventory's `catalog:`). Replaces $HEXRL_OPERATOR_GPU_CATALOG.",
     ),
 ) -> None:
-    from dataclasses import replace
-
     if namespace and all_namespaces:
         typer.echo("error: give either --namespace NS or --all-namespaces, not both", err=True)
         raise typer.Exit(1)
@@ -66,7 +64,7 @@ def operator_command(
     if gpu_catalog is not None:
         updates["gpu_catalog"] = _read_gpu_catalog(gpu_catalog)
     try:
-        settings = replace(settings, **updates)  # type: ignore[arg-type]
+        settings = settings.with_values(**updates)
     except ValueError as exc:  # a bad --gpu-catalog (CatalogError names the GPU and field) or pull policy
         typer.echo(f"error: {f'{gpu_catalog}: ' if gpu_catalog else ''}{exc}", err=True)
         raise typer.Exit(1) from None

@@ -1,7 +1,8 @@
-"""The apply step of a reconcile pass: rendered children → server-side apply, pod creates and deletes.
+"""The apply part of a reconcile pass: rendered children → server-side apply, pod creates and deletes.
 
-`ApplyStep` is a mixin of `reconcile.Reconciler`; it holds no state of its own (the attributes listed on
-the class are the Reconciler's). In the order a pass runs it:
+`Applier` brings one job's children to its plan through the API. Its interface is `apply` (a `Planned`
+in, an `Applied` out); it sees the job's pods through the shared `PodView` and tells the user about a lost
+trainer through the shared `Announce`. In the order a pass runs it:
 
 1. decides the trainer gang (all ranks of one epoch or none: any rank lost restarts the whole gang under
    a new epoch, from the last checkpoint) — before the ConfigMap, which stores the epoch, is written;
@@ -11,32 +12,34 @@ the class are the Reconciler's). In the order a pass runs it:
 3. decides the trainer gang's and rollout slots' pods, then deletes in one round and creates in one
    round (trainer ranks first): each round is a round trip through the API fan-out.
 
-The job's pods are seen through the store plus what this process created or deleted and the watch has
-not shown yet (`EXPECT_TTL`), so a pass never creates a pod twice or counts a deleted one. Independent
-calls of one pass are fanned out on a pool that serves the jobs seen first first (`prioritypool`).
+Independent calls of one pass are fanned out on a pool that serves the jobs seen first first
+(`prioritypool`).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from hexrl.api import reasons
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import metrics, render
-from hexrl.k8s.kubeapi import ApiError, KubeApi
-from hexrl.k8s.passstate import (
-    EXPECT_TTL,
+from hexrl.k8s.announcer import Announce
+from hexrl.k8s.jobmemory import (
+    Applied,
     JobMemory,
     PassResult,
     Planned,
+    Pod,
     epoch_of,
     incarnation,
     spec_key,
     thread_requests,
 )
+from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.podview import PodView
 from hexrl.k8s.prioritypool import PriorityPool
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import Snapshot
@@ -45,55 +48,67 @@ from hexrl.sched.types import Plan
 
 log = logging.getLogger(__name__)
 
-Pod = dict[str, Any]
+
+@dataclass
+class PodChanges:
+    """What brings one part of a job (the trainer gang, rollout, one rollout slot) to its plan."""
+
+    create: list[Pod] = field(default_factory=list)
+    """Rendered pods to create."""
+    delete: list[Pod] = field(default_factory=list)
+    """Pods (as the store shows them) to delete."""
+    replaced: int = 0
+    """Pods deleted because unhealthy (rollout)."""
+    lost: str = ""
+    """Why the trainer gang is lost and restarts under a new epoch ("" = it is not)."""
 
 
-class ApplyStep:
-    """Static children, the trainer gang and rollout slots (mixin of `Reconciler`)."""
+class Applier:
+    """Static children, the trainer gang and rollout slots of one job at a time (see the module docstring)."""
 
-    api: KubeApi
-    store: Store
-    settings: OperatorSettings
-    _pool: PriorityPool
-    # from StatusStep
-    _event: Callable[..., None]
-    _summary: Callable[[Plan], dict[str, Any]]
+    def __init__(
+        self, api: KubeApi, store: Store, settings: OperatorSettings, pods: PodView, announce: Announce,
+        pool: PriorityPool,
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.settings = settings
+        self.pods = pods
+        self.announce = announce
+        self._pool = pool
 
-    def _apply_children(
-        self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, mem: JobMemory,
-        out: PassResult,
-    ) -> tuple[bool, int, dict[str, Any]]:
-        """Bring every child to the plan; returns (trainer gang lost, rollout pods replaced, plan summary)."""
+    def apply(
+        self, rljob: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, mem: JobMemory, out: PassResult
+    ) -> Applied:
+        """Bring every child to the plan; counts what it created and deleted in `out`."""
         # trainer gang: decide the epoch before the ConfigMap (which stores it) is written
-        lost_why, trainer_create, trainer_delete = self._trainer_decision(ref, spec, p.plan, p.snap, mem)
-        trainer_lost = bool(lost_why)
-        if trainer_lost:
-            self._event(job, "Warning", reasons.TRAINER_LOST,
-                        f"a trainer rank was lost ({lost_why}); restarting the trainer group from the last checkpoint")
+        trainer = self._trainer_changes(ref, spec, p.plan, p.snap, mem)
+        if trainer.lost:
+            self.announce.event(rljob, "Warning", reasons.TRAINER_LOST, f"a trainer rank was lost ({trainer.lost}); "
+                                "restarting the trainer group from the last checkpoint")
             metrics.PREEMPTIONS.labels("trainer").inc()
         summary = self._apply_static(ref, spec, p.plan, mem, out)
         if spec.suspend:
-            trainer_delete += [q for q in self.store.job_pods(ref.namespace, ref.name) if q["role"] == "trainer"]
-            trainer_create = []
-        rollout_create, rollout_delete, replaced = self._rollout(ref, spec, p.plan, p.snap, mem)
+            trainer.delete += [q for q in self.store.job_pods(ref.namespace, ref.name) if q["role"] == "trainer"]
+            trainer.create = []
+        rollout = self._rollout_changes(ref, spec, p.plan, p.snap, mem)
         # one round of deletions (they free the GPUs the new pods may need), then one of creations: trainer
         # ranks first, then rollout — a round trip per round, which a loaded API server makes expensive
-        out.deleted += sum(self._fan_out(lambda q: self._delete_pod(ref, mem, q, p.snap),
-                                         trainer_delete + rollout_delete, mem))
-        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer_create + rollout_create, mem))
-        if replaced:
-            metrics.PREEMPTIONS.labels("rollout").inc(replaced)
-        return trainer_lost, replaced, summary
+        out.deleted += sum(self._fan_out(lambda q: self._delete_pod(ref, mem, q),
+                                         trainer.delete + rollout.delete, mem))
+        out.created += sum(self._fan_out(lambda pod: self._create_pod(mem, pod), trainer.create + rollout.create, mem))
+        if rollout.replaced:
+            metrics.PREEMPTIONS.labels("rollout").inc(rollout.replaced)
+        return Applied(trainer_lost=bool(trainer.lost), replaced=rollout.replaced, summary=summary)
 
     def _apply_static(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, mem: JobMemory, out: PassResult
     ) -> dict[str, Any]:
         """Store the spec key and state with the plan, apply the non-pod children; returns the plan summary."""
         eta = spec.staleness.max_policy_lag
-        mem.state["specKey"] = spec_key(spec)
-        state = {k: v for k, v in mem.state.items() if not k.startswith("_") and k != "rejected"}
-        summary = self._summary(plan)
-        static = render.render_static(ref, spec, plan, summary, eta, state, mem.tokens, self.settings)
+        mem.stored.spec_key = spec_key(spec)
+        summary = self.announce.summary(plan)
+        static = render.render_static(ref, spec, plan, summary, eta, mem.stored.wire(), mem.tokens, self.settings)
         # two rounds: the pods' ServiceAccount and NetworkPolicy exist before anything that makes pods
         first = [o for o in static if o["kind"] in render.FIRST_KINDS]
         out.created += self._apply_all(first, mem)
@@ -127,25 +142,22 @@ class ApplyStep:
         return sum(self._fan_out(one, objs, mem))
 
     def _create_pod(self, mem: JobMemory, pod: dict[str, Any]) -> int:
-        name = pod["metadata"]["name"]
         try:
             self.api.create(pod)
         except ApiError as exc:
             if exc.reason != "AlreadyExists":
                 raise
             return 0
-        mem.expected[name] = (_expected_view(pod), time.monotonic())
+        self.pods.created(mem, pod)
         metrics.CHILDREN_CREATED.labels("Pod").inc()
         return 1
 
-    def _delete_pod(self, ref: render.JobRef, mem: JobMemory, p: Pod, snap: Snapshot) -> int:
-        if p.get("expected"):
-            mem.expected.pop(p["name"], None)
+    def _delete_pod(self, ref: render.JobRef, mem: JobMemory, p: Pod) -> int:
         node_gone = bool(p.get("node")) and p["node"] not in self.store.node_names()
         # a pod on a vanished node is never confirmed dead by a kubelet: remove it at once
         grace = 0 if node_gone else None
         ok = self.api.delete("v1", "Pod", p["name"], ref.namespace, grace_seconds=grace, uid=p.get("uid") or None)
-        mem.deleted[p["name"]] = time.monotonic()
+        self.pods.deleted(mem, p)
         if ok:
             metrics.CHILDREN_DELETED.labels("Pod").inc()
         return int(ok)
@@ -168,20 +180,6 @@ class ApplyStep:
 
     # ------------------------------------------------------------------------------------ pods
 
-    def _job_pods(self, ref: render.JobRef, mem: JobMemory) -> list[Pod]:
-        """Live view of the job's pods: the store, plus pods we created and have not seen yet, minus
-        pods we deleted (their deletion may not have reached the watch yet)."""
-        now = time.monotonic()
-        seen = self.store.job_pods(ref.namespace, ref.name)
-        names = {p["name"] for p in seen}
-        for n in [n for n, (_, t) in mem.expected.items() if n in names or now - t > EXPECT_TTL]:
-            mem.expected.pop(n, None)
-        for n in [n for n, t in mem.deleted.items() if n not in names or now - t > EXPECT_TTL]:
-            mem.deleted.pop(n, None)
-        pods = [p for p in seen if p["name"] not in mem.deleted and not p["deleting"]]
-        pods += [v for v, _ in mem.expected.values()]
-        return pods
-
     def _pod_bad(self, p: Pod, snap: Snapshot) -> str:
         """Why a pod must be replaced ("" = healthy or still starting)."""
         if p["terminal"]:
@@ -195,13 +193,13 @@ class ApplyStep:
                 return f"node {p['node']} is gone"
         return ""
 
-    def _trainer_decision(
+    def _trainer_changes(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
-    ) -> tuple[str, list[Pod], list[Pod]]:
-        """(why the gang is lost — "" if it is not —, pods to create, pods to delete). All ranks of an
-        incarnation or none."""
-        epoch = int(mem.state.get("trainerEpoch", 0))
-        pods = [p for p in self._job_pods(ref, mem) if p["role"] == "trainer"]
+    ) -> PodChanges:
+        """The trainer gang's pods to create and delete, and why the gang is lost ("" if it is not): all ranks
+        of an incarnation or none."""
+        epoch = mem.stored.epoch
+        pods = [p for p in self.pods.pods(ref, mem) if p["role"] == "trainer"]
         tag = render.trainer_epoch_tag(plan, epoch)
         current = [p for p in pods if (p.get("epoch") or epoch_of(p["name"], ref)) == tag]
         # any rank of any incarnation dying counts (a re-plan may already have moved the trainer off a lost node)
@@ -214,43 +212,40 @@ class ApplyStep:
                         "")
         if lost:
             epoch += 1
-            mem.state["trainerEpoch"] = epoch
+            mem.stored.trainer_epoch = epoch
             desired = render.render_trainer_pods(ref, spec, plan, snap, epoch, self.settings)
         keep = {d["metadata"]["name"] for d in desired}
         delete = [p for p in pods if p["name"] not in keep]
         have = {p["name"] for p in pods}
         create = [d for d in desired if d["metadata"]["name"] not in have]
-        return lost, create, delete
+        return PodChanges(create, delete, lost=lost)
 
-    def _rollout(
+    def _rollout_changes(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, mem: JobMemory
-    ) -> tuple[list[Pod], list[Pod], int]:
-        """What brings rollout to one healthy pod per planned slot: (pods to create, pods to delete, pods
-        replaced because unhealthy)."""
-        pods = [p for p in self._job_pods(ref, mem) if p["role"] == "rollout"]
+    ) -> PodChanges:
+        """What brings rollout to one healthy pod per planned slot."""
+        pods = [p for p in self.pods.pods(ref, mem) if p["role"] == "rollout"]
         by_slot: dict[str, list[Pod]] = {}
         for p in pods:
             by_slot.setdefault(p["slot"], []).append(p)
-        replaced = 0
-        to_delete: list[Pod] = []
-        to_create: list[Pod] = []
+        changes = PodChanges()
         slots = [] if spec.suspend else render.rollout_slots(plan)
         wanted = {s.slot for s in slots}
         for slot in slots:
-            create, delete, n = self._rollout_slot(ref, spec, slot, by_slot.get(slot.slot, []), snap)
-            to_create += create
-            to_delete += delete
-            replaced += n
+            one = self._rollout_slot(ref, spec, slot, by_slot.get(slot.slot, []), snap)
+            changes.create += one.create
+            changes.delete += one.delete
+            changes.replaced += one.replaced
         for s, ps in by_slot.items():
             if s not in wanted:
-                to_delete.extend(ps)
-        return to_create, to_delete, replaced
+                changes.delete.extend(ps)
+        return changes
 
     def _rollout_slot(
         self, ref: render.JobRef, spec: RLJobSpec, slot: render.RolloutSlot, pods: list[Pod], snap: Snapshot
-    ) -> tuple[list[Pod], list[Pod], int]:
+    ) -> PodChanges:
         """One slot: keep the oldest healthy pod whose manifest is current, delete the rest, create a next
-        incarnation when none is kept; returns (to create, to delete, replaced because unhealthy)."""
+        incarnation when none is kept."""
         have = sorted(pods, key=lambda p: incarnation(p["name"]))
         keep = None
         replaced = 0
@@ -269,23 +264,14 @@ class ApplyStep:
             else:
                 keep = p
         if keep is not None:
-            return [], to_delete, replaced
+            return PodChanges([], to_delete, replaced=replaced)
         inc = max((incarnation(p["name"]) for p in have), default=-1) + 1
-        return [render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)], to_delete, replaced
+        return PodChanges([render.render_rollout_pod(ref, spec, slot, inc, snap, self.settings)], to_delete,
+                          replaced=replaced)
+
 
 
 def _lost_sentence(pod: Pod, why: str) -> str:
     """`pod X failed: Error: container trainer exited with code 2: …` — what the TrainerLost Event says."""
     problem = pod.get("problem")
     return f"pod {pod['name']} {why}" + (f": {problem['cause']}: {problem['detail']}" if problem else "")
-
-
-def _expected_view(pod: Pod) -> Pod:
-    """The store's view of a pod we just created (pending, not ready), until the watch shows the real one."""
-    labels = pod["metadata"]["labels"]
-    return {"name": pod["metadata"]["name"], "namespace": pod["metadata"]["namespace"], "uid": "", "node": "",
-            "gpus": 0, "job": labels.get("hexrl.dev/job", ""), "role": labels.get("hexrl.dev/role", ""),
-            "slot": labels.get("hexrl.dev/slot", ""), "phase": "Pending", "terminal": False,
-            "disrupted": False, "deleting": False, "ready": False, "ip": "", "problem": None, "notReadySince": "",
-            "readinessProbe": "", "epoch": labels.get(render.EPOCH_LABEL, ""),
-            "hash": pod["metadata"]["annotations"][render.HASH_ANNOTATION], "expected": True}

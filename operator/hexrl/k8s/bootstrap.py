@@ -65,11 +65,11 @@ def prepare(api: KubeApi, settings: OperatorSettings) -> list[str]:
         if doc["kind"] == "PriorityClass":  # (the CRD is the step above: it is also brought up to date)
             _step(done, f"created PriorityClass {doc['metadata']['name']}", ns, partial(_create_if_missing, api, doc))
     _step(done, f"created namespace {ns}", ns, lambda: _create_if_missing(api, _namespace(ns)))
-    if settings.peering and not settings.standalone:
+    if settings.identity.peering and not settings.identity.standalone:
         for doc in peering_crds():
             _step(done, f"created CRD {doc['metadata']['name']}", ns, lambda d=doc: _crd_if_missing(api, d))
-        peering = _peering(settings.peering, settings.namespace)
-        what = f"created {peering['kind']} {settings.peering}"
+        peering = _peering(settings.identity.peering, settings.watching.namespace)
+        what = f"created {peering['kind']} {settings.identity.peering}"
         _step(done, what, ns, lambda: _create_if_missing(api, peering))
     for line in done:
         log.info("prepared the cluster: %s", line)

@@ -3,7 +3,7 @@
 All handlers are registered on a private `kopf.OperatorRegistry` built by `build_registry(op)`, so the
 operator can be constructed several times in one process (tests) and nothing registers at import time.
 
-What each trigger does (every one only *requests* a reconcile pass; `runtime.WorkQueue` debounces):
+What each trigger does (every one only *requests* a reconcile pass; `workqueue.WorkQueue` debounces):
 
 | trigger                                          | affected jobs                           | delay          |
 |--------------------------------------------------|-----------------------------------------|----------------|
@@ -30,14 +30,15 @@ import aiohttp
 import kopf
 
 from hexrl.api import workerconfig as wc
-from hexrl.api.models import GROUP, PLURAL, VERSION, RLJobSpec
+from hexrl.api.models import GROUP, PLURAL, VERSION
 from hexrl.k8s import metrics, render, scaling
 from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.planstep import PlanFn, ReplanFn
 from hexrl.k8s.reconcile import Reconciler
-from hexrl.k8s.runtime import JobKey, WorkQueue
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import node_view, pod_view
-from hexrl.k8s.store import Store
+from hexrl.k8s.store import JobKey, Store
+from hexrl.k8s.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,10 @@ class Operator:
     phases: dict[JobKey, str] = field(default_factory=dict)
     generations: dict[JobKey, tuple[str, Any]] = field(default_factory=dict)
     """(namespace, name) → (uid, metadata.generation) of the spec this process last asked a pass for."""
+    planner: PlanFn | None = None
+    """A planner to use instead of `hexrl.sched.plan` (tests, the benchmark's fresh-solve reference)."""
+    replanner: ReplanFn | None = None
+    """A re-planner to use instead of `hexrl.sched.replan` (with `planner`)."""
     ready: bool = False
     loop: asyncio.AbstractEventLoop | None = None
     """kopf's event loop (set at start-up): passes on worker threads hand requests back through it."""
@@ -65,9 +70,9 @@ class Operator:
 
     def __post_init__(self) -> None:
         if self.reconciler is None:
-            self.reconciler = Reconciler(self.api, self.store, self.settings)
+            self.reconciler = Reconciler(self.api, self.store, self.settings, self.planner, self.replanner)
         if self.queue is None:
-            self.queue = WorkQueue(self._work, workers=self.settings.worker_limit)
+            self.queue = WorkQueue(self._work, workers=self.settings.watching.worker_limit)
 
     def _work(self, key: JobKey) -> None:
         """One pass (on a worker thread); a pass that wants another look later asks for it."""
@@ -91,7 +96,7 @@ class Operator:
             affected |= set(self.jobs)
         for key in affected:
             if key in self.jobs:
-                self.request(key, self.settings.debounce_seconds, self.settings.debounce_max_seconds)
+                self.request(key, self.settings.watching.debounce_seconds, self.settings.watching.debounce_max_seconds)
 
 
     def refresh_cluster_metrics(self) -> None:
@@ -121,8 +126,8 @@ class JobsOnlyDiffBase(kopf.AnnotationsDiffBaseStorage):
 
     kopf builds a "diff base" — a deep copy of the whole object, then trimmed — on every event of every
     resource that has a non-index handler, to detect changes for update handlers. Our Node and Pod
-    handlers only watch (indexes, deletions) and never read a diff, yet the copies of every Node and Pod
-    event (Node objects are large) were a fifth of the operator's CPU while 20 jobs arrived. For them the
+    handlers only watch (indexes, deletions) and never read a diff, yet copying every Node and Pod event
+    (Node objects are large) costs a fifth of the operator's CPU while 20 jobs arrive. For them the
     essence is empty; RLJobs keep kopf's (its timers reset idling on essential changes)."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
@@ -154,12 +159,15 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         settings.watching.server_timeout = 300
         settings.watching.client_timeout = 330
         settings.networking.request_timeout = 30
-        settings.execution.max_workers = max(4, s.worker_limit)
+        settings.execution.max_workers = max(4, s.watching.worker_limit)
         await asyncio.get_running_loop().run_in_executor(None, _check_priority_classes, op)
         assert op.queue is not None and op.reconciler is not None
         loop = op.loop = asyncio.get_running_loop()
         # background work of the reconciler (baselines) asks for a pass from its own thread
-        op.reconciler.on_change = lambda ns, n: loop.call_soon_threadsafe(op.request, (ns, n), 0.0)
+        def wants_pass(namespace: str, name: str) -> None:
+            loop.call_soon_threadsafe(op.request, (namespace, name), 0.0)
+
+        op.reconciler.on_change = wants_pass
         op.queue.start()
 
     @kopf.on.cleanup(registry=registry)
@@ -201,7 +209,7 @@ def _register_indexes(registry: kopf.OperatorRegistry, op: Operator) -> None:
         if view["job"] and op.ready and (old is None or any(old.get(k) != view[k] for k in _POD_FIELDS)):
             key = (view["namespace"], view["job"])
             if key in op.jobs:
-                op.request(key, s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
+                op.request(key, s.watching.pod_debounce_seconds, s.watching.pod_debounce_seconds * 5)
         return None
 
 
@@ -221,7 +229,7 @@ def _register_deletions(registry: kopf.OperatorRegistry, op: Operator) -> None:
         view = pod_view(body)
         old = op.store.drop_pod(view["uid"])
         if old is not None and old["job"] and (old["namespace"], old["job"]) in op.jobs:
-            op.request((old["namespace"], old["job"]), s.pod_debounce_seconds, s.pod_debounce_seconds * 5)
+            op.request((old["namespace"], old["job"]), s.watching.pod_debounce_seconds, s.watching.pod_debounce_seconds * 5)
 
 
 def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
@@ -255,8 +263,8 @@ def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
 
     @kopf.timer(*rljobs, interval=s.scaling.poll_seconds, initial_delay=s.scaling.poll_seconds,
                 registry=registry)
-    async def poll_progress(namespace: str, name: str, uid: str, spec: kopf.Spec, **_: Any) -> None:
-        await _poll(op, namespace, name, uid, dict(spec))
+    async def poll_progress(namespace: str, name: str, uid: str, **_: Any) -> None:
+        await _poll(op, namespace, name, uid)
 
 
 def _job_deleted(op: Operator, key: JobKey, uid: str) -> None:
@@ -281,7 +289,7 @@ def _export_phase_counts(op: Operator) -> None:
         metrics.JOBS.labels(phase).set(counts.get(phase, 0))
 
 
-async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dict[str, Any]) -> None:
+async def _poll(op: Operator, namespace: str, name: str, uid: str) -> None:
     """Read the coordinator's progress; fold it into the job's status and the live rollout scaling."""
     assert op.reconciler is not None
     s = op.settings
@@ -298,7 +306,7 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dic
     changed = progress != mem.progress
     op.reconciler.set_progress(uid, progress)
     if s.scaling.enabled:
-        scaled = await _scale_from_progress(op, namespace, name, uid, progress, spec_raw)
+        scaled = await _scale_from_progress(op, namespace, name, uid, progress)
         if scaled is None:
             return
         changed = changed or scaled
@@ -309,7 +317,7 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str, spec_raw: dic
 def progress_url(op: Operator, namespace: str, name: str) -> str | None:
     """The coordinator's /v1/progress URL from `progress_url_template`; None while the template needs the
     coordinator pod's IP and no live coordinator pod has one yet."""
-    template = op.settings.progress_url_template
+    template = op.settings.endpoints.progress_url_template
     ip = ""
     if "{pod_ip}" in template:
         live = [p for p in op.store.job_pods(namespace, name)
@@ -337,19 +345,15 @@ async def _fetch_progress(url: str, token: str, namespace: str, name: str) -> di
     return progress if isinstance(progress, dict) else None
 
 
-async def _scale_from_progress(
-    op: Operator, namespace: str, name: str, uid: str, progress: dict[str, Any], spec_raw: dict[str, Any]
-) -> bool | None:
+async def _scale_from_progress(op: Operator, namespace: str, name: str, uid: str, progress: dict[str, Any]) -> bool | None:
     """Feed the progress to the scaling rule and apply its decision: True if the plan changed, None when
-    the spec cannot be read (the status is then left alone too, as before)."""
+    the job has no valid spec (the status is then left alone too)."""
     assert op.reconciler is not None
     mem = op.reconciler.memory(uid)
-    try:
-        eta = RLJobSpec.model_validate(spec_raw).staleness.max_policy_lag
-    except ValueError:
+    if mem.spec is None:
         return None
-    state = mem.scale or scaling.ScaleState.from_wire(mem.state.get("scale"))
-    direction, state = scaling.observe(progress, eta, state, op.settings.scaling, time.time())
+    direction, state = scaling.observe(progress, mem.spec.staleness.max_policy_lag, mem.scale_state(),
+                                       op.settings.scaling, time.time())
     mem.scale = state
     if not direction:
         return False

@@ -18,6 +18,7 @@ from hexrl.api.models import GROUP, VERSION
 from hexrl.k8s import bootstrap
 from hexrl.k8s.handlers import Operator, build_registry
 from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.planstep import PlanFn, ReplanFn
 from hexrl.k8s.settings import OperatorSettings
 
 log = logging.getLogger("hexrl.operator")
@@ -33,7 +34,7 @@ def connect(settings: OperatorSettings, kubeconfig: str | None, prepare: bool = 
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # kopf's login reads the same file
     try:
-        api = KubeApi.from_kubeconfig(kubeconfig, settings.field_manager)
+        api = KubeApi.from_kubeconfig(kubeconfig, settings.identity.field_manager)
     except Exception as exc:
         raise OperatorStartError(
             f"cannot load Kubernetes credentials ({exc}); pass --kubeconfig FILE or run inside a pod"
@@ -116,7 +117,7 @@ def check_key(op: Operator) -> None:
         op.reconciler.operator_key()
     except ApiError as exc:
         raise OperatorStartError(
-            f"cannot read or create the operator key Secret {s.operator_namespace()}/{s.key_secret} "
+            f"cannot read or create the operator key Secret {s.operator_namespace()}/{s.identity.key_secret} "
             f"({exc.status} {exc.reason}: {exc.message}); apply manifests/operator/rbac.yaml (its Role grants get "
             "on exactly that Secret), create the namespace (`hexrl operator --prepare` does, with an admin "
             "kubeconfig), or set HEXRL_OPERATOR_KEY_NAMESPACE to the namespace the operator runs in"
@@ -125,38 +126,39 @@ def check_key(op: Operator) -> None:
 
 def run(
     settings: OperatorSettings, kubeconfig: str | None = None, stop_flag: threading.Event | None = None,
-    prepare: bool = False,
+    prepare: bool = False, planner: PlanFn | None = None, replanner: ReplanFn | None = None,
 ) -> None:
-    """Run until SIGTERM/SIGINT (or `stop_flag`); with `prepare`, first create what the cluster lacks."""
+    """Run until SIGTERM/SIGINT (or `stop_flag`); with `prepare`, first create what the cluster lacks.
+    `planner`/`replanner` replace `hexrl.sched.plan`/`replan` (the benchmark's fresh-solve reference)."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     api = connect(settings, kubeconfig, prepare)
-    op = Operator(settings, api)
+    op = Operator(settings, api, planner=planner, replanner=replanner)
     check_key(op)
     registry = build_registry(op)
     ready = threading.Event()
-    if settings.metrics_port:
+    if settings.endpoints.metrics_port:
         try:
-            start_http_server(settings.metrics_port, addr=settings.health_host)
+            start_http_server(settings.endpoints.metrics_port, addr=settings.endpoints.health_host)
         except OSError as exc:
             raise OperatorStartError(
-                f"cannot serve metrics on {settings.health_host}:{settings.metrics_port} ({exc}); "
+                f"cannot serve metrics on {settings.endpoints.health_host}:{settings.endpoints.metrics_port} ({exc}); "
                 "pick another --metrics-port"
             ) from None
-    if settings.health_port:
-        start_health(op, ready, settings.health_host, settings.health_port)
-    priority = settings.priority or random.randint(2, 2**30)
-    scope = f"namespace {settings.namespace}" if settings.namespace else "all namespaces"
+    if settings.endpoints.health_port:
+        start_health(op, ready, settings.endpoints.health_host, settings.endpoints.health_port)
+    priority = settings.identity.priority or random.randint(2, 2**30)
+    scope = f"namespace {settings.watching.namespace}" if settings.watching.namespace else "all namespaces"
     log.info("hexrl operator starting: %s, API %s, peering %s", scope, api.api_client.configuration.host,
-             "off" if settings.standalone else f"{settings.peering or 'default'} (priority {priority})")
+             "off" if settings.identity.standalone else f"{settings.identity.peering or 'default'} (priority {priority})")
     kopf.run(
         registry=registry,
-        standalone=settings.standalone,
+        standalone=settings.identity.standalone,
         priority=priority,
-        peering_name=None if settings.standalone else settings.peering,
-        clusterwide=settings.namespace is None,
-        namespaces=[settings.namespace] if settings.namespace else (),
+        peering_name=None if settings.identity.standalone else settings.identity.peering,
+        clusterwide=settings.watching.namespace is None,
+        namespaces=[settings.watching.namespace] if settings.watching.namespace else (),
         ready_flag=ready,
         stop_flag=stop_flag,
     )

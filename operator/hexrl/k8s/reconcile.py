@@ -1,27 +1,17 @@
-"""The reconcile pass of one RLJob: snapshot → plan/replan → render → apply → one status write.
+"""The reconcile pass of one RLJob: validate → plan → apply → announce → report (one status write).
 
-This module holds the job-level orchestration (`Reconciler`: per-job memory, the operator key and job
-tokens, the pass that calls the steps in order, live scaling). The steps live in their own modules:
-`planstep` (snapshot → planner → reservation ledger / solution cache / deferred baselines), `applystep`
-(render → server-side apply, pod creates and deletes, gang restart), `statusstep` (health, conditions,
-Events, one status write); `passstate` holds what they share (`JobMemory`, `PassResult`, keys).
+`Reconciler` composes the parts of a pass, each with its own state and a narrow interface:
+
+- `planstep.Planning` — snapshot → planner → a plan committed to the reservation ledger; owns the ledger,
+  the locks, the MILP solution cache, the cluster base and the background baselines;
+- `applystep.Applier` — render → server-side apply, pod creates and deletes, gang restart;
+- `statusstep.StatusWriter` — health, conditions, Events, the one status write, per-job gauges;
+
+sharing `podview.PodView` (the job's pods as this process knows them) and `announcer.Announcer` (Events,
+plan summaries). `jobmemory` holds what they hand each other and what the reconciler remembers per job.
 
 Runs in a worker thread (the kopf event loop stays free), one pass per job at a time (a lock per job).
 
-Planning (`OperatorSettings.planning`). `serial` (default): one job plans at a time, each against the
-GPUs the plans before it reserved; MILPs that differ from an earlier one only by less free capacity
-reuse its optimum without a solver call (exact, sched/solvecache.py — a sweep of jobs from one template
-costs one solve per distinct spec), and the homogeneous baselines of a new plan are computed on a
-background thread after its children exist (the result comes back through another pass; one status
-write each). `concurrent`: the same, but jobs plan at once against a ledger of the GPUs every
-committed plan holds and commit only if every GPU they chose is still free in a fresh snapshot (the
-loser re-plans holding the ledger) — slower on 2 cores, where CPU-bound solves under the GIL only
-stretch each other. `legacy`: serial passes with fresh solves and baselines computed inline, kept for the benchmark's
-side-by-side comparison.
-
-After a node event (a cluster-triggered re-plan) the trainer is never moved while all its nodes survive:
-`replan(..., trainer_may_move=False)` re-places only rollout. Only a spec change (or a lost trainer node)
-re-plans the trainer.
 A pass is idempotent and level-triggered: it reads the job, the node/pod store and what it stored in the
 job's ConfigMap last time, decides the desired children, and changes only what differs. Killing the
 operator at any point and starting it again converges to the same children:
@@ -39,150 +29,113 @@ retried until something changes; API errors are raised to the caller, which retr
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import logging
-import secrets
-import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from typing import Any
 
 from pydantic import ValidationError
 
-from hexrl.api import jobtokens, reasons
+from hexrl.api import reasons
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
 from hexrl.k8s import metrics, plancodec, render, scaling
-from hexrl.k8s.applystep import ApplyStep
-from hexrl.k8s.kubeapi import ApiError, KubeApi
-from hexrl.k8s.passstate import (
-    EXPECT_TTL,
+from hexrl.k8s.announcer import Announcer
+from hexrl.k8s.applystep import Applier
+from hexrl.k8s.jobmemory import (
+    JobMemories,
     JobMemory,
     PassResult,
     Planned,
+    StoredState,
+    Trigger,
     owned_by,
-    plan_nodes,
     thread_requests,
 )
-from hexrl.k8s.planstep import BASELINE_QUIET, OPTIMISTIC_ATTEMPTS, PlanStep
+from hexrl.k8s.kubeapi import ApiError, KubeApi
+from hexrl.k8s.operatorkey import OperatorKey
+from hexrl.k8s.planstep import PlanFn, Planning, ReplanFn
+from hexrl.k8s.podview import PodView
 from hexrl.k8s.prioritypool import PriorityPool
 from hexrl.k8s.settings import OperatorSettings
-from hexrl.k8s.statusstep import StatusStep
-from hexrl.k8s.store import Store
-from hexrl.sched.types import Plan
+from hexrl.k8s.snapshot import Snapshot
+from hexrl.k8s.statusstep import StatusWriter
+from hexrl.k8s.store import JobKey, Store
 
-__all__ = ["BASELINE_QUIET", "EXPECT_TTL", "OPTIMISTIC_ATTEMPTS", "JobMemory", "PassResult", "Reconciler"]
+__all__ = ["Reconciler"]
 
 log = logging.getLogger(__name__)
 
 
-class Reconciler(PlanStep, ApplyStep, StatusStep):
-    """Owns the per-job memory and runs reconcile passes; thread-safe."""
+class Reconciler:
+    """Runs reconcile passes over its parts (see the module docstring); thread-safe."""
 
     def __init__(
-        self,
-        api: KubeApi,
-        store: Store,
-        settings: OperatorSettings,
-        planner: Callable[..., Any] | None = None,
-        replanner: Callable[..., Any] | None = None,
+        self, api: KubeApi, store: Store, settings: OperatorSettings,
+        planner: PlanFn | None = None, replanner: ReplanFn | None = None,
     ) -> None:
         self.api = api
         self.store = store
         self.settings = settings
-        self._planner = planner
-        self._replanner = replanner
-        self._mem: dict[str, JobMemory] = {}
-        self._mem_lock = threading.Lock()
-        self._plan_lock = threading.Lock()
-        self._ledger = threading.RLock()
+        self.memories = JobMemories()
+        self.key = OperatorKey(api, settings)
         self._pool = PriorityPool(16, name="hexrl-api")
-        self._background = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hexrl-baselines")
-        self._planning = 0
-        self._last_planned = 0.0
-        self._solutions: Any = None
-        self._base: tuple[int, Any] | None = None
-        self.conflicts = 0
-        """Optimistic plans that lost a race and were re-planned (tests, bench)."""
-        self.on_change: Callable[[str, str], None] | None = None
-        """Called with (namespace, name) when background work (baselines) wants another pass."""
-        self._key: bytes | None = None
-        self._key_lock = threading.Lock()
-
-    # ------------------------------------------------------------------------------------ tokens
-
-    def operator_key(self) -> bytes:
-        """The operator's key (see `OperatorSettings.key_secret`), read once; created when missing.
-
-        Raises ApiError when the Secret can be neither read nor created (the caller says what to fix)."""
-        with self._key_lock:
-            if self._key is None:
-                self._key = self._read_or_create_key()
-            return self._key
-
-    def _read_or_create_key(self) -> bytes:
-        ns, name = self.settings.operator_namespace(), self.settings.key_secret
-        secret = self.api.get("v1", "Secret", name, ns)
-        if secret is None:
-            body = {
-                "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
-                "metadata": {"name": name, "namespace": ns,
-                             "labels": {"app.kubernetes.io/name": "hexrl", "app.kubernetes.io/component": "operator",
-                                        "app.kubernetes.io/managed-by": "hexrl-operator"}},
-                "data": {"key": base64.b64encode(secrets.token_bytes(32)).decode()},
-            }
-            try:
-                self.api.create(body)
-                log.info("created the operator key Secret %s/%s", ns, name)
-            except ApiError as exc:
-                if exc.reason != "AlreadyExists":  # another replica won the race: read theirs
-                    raise
-            secret = self.api.get("v1", "Secret", name, ns)
-        raw = base64.b64decode(((secret or {}).get("data") or {}).get("key", ""))
-        if len(raw) < 16:
-            raise ApiError(422, "InvalidKey", f"Secret {ns}/{name} has no data.key of at least 16 bytes; delete it "
-                                              "and the operator creates a new one")
-        return raw
-
-    def job_tokens(self, uid: str) -> dict[str, str]:
-        """The bearer token of each role calling one job's services (`hexrl.api.jobtokens`): HMAC-SHA256(operator
-        key, job UID + "/" + role). Deterministic, so a restarted operator (or another replica) derives them
-        instead of reading them back."""
-        return jobtokens.derive_tokens(self.operator_key(), uid)
+        announce = Announcer(api, settings.identity.field_manager)
+        pods = PodView(store)
+        self.planning = Planning(store, settings, self.memories, planner, replanner)
+        self.applier = Applier(api, store, settings, pods, announce, self._pool)
+        self.status = StatusWriter(api, store, settings, pods, announce)
+        self.announce = announce
 
     def close(self) -> None:
         """Stop the helper threads (tests construct many reconcilers in one process)."""
-        self._background.shutdown(wait=False, cancel_futures=True)
+        self.planning.close()
         self._pool.shutdown()
 
-    # ------------------------------------------------------------------------------------ memory
+    # ------------------------------------------------------------------------------------ per job
 
     def memory(self, uid: str) -> JobMemory:
-        with self._mem_lock:
-            if uid not in self._mem:
-                self._mem[uid] = JobMemory(uid)
-            return self._mem[uid]
+        """The job's memory (created empty on first use)."""
+        return self.memories.get(uid)
 
     def forget(self, uid: str) -> None:
-        with self._mem_lock:
-            self._mem.pop(uid, None)
+        """Drop a deleted job's memory."""
+        self.memories.forget(uid)
 
-    def plan_nodes_of_jobs(self) -> dict[tuple[str, str], set[str]]:
+    def plan_nodes_of_jobs(self) -> dict[JobKey, set[str]]:
         """(namespace, job) → nodes its current plan uses (to find the jobs a node event affects)."""
-        with self._mem_lock:
-            mems = list(self._mem.values())
-        out = {}
-        for m in mems:
-            key = m.state.get("_job")
-            if key and m.plan is not None:
-                out[tuple(key)] = plan_nodes(m.plan)
-        return out
+        return self.memories.plan_nodes_by_job()
 
     def set_progress(self, uid: str, progress: dict[str, Any] | None) -> None:
+        """The coordinator's latest progress report (folded into the status by the next pass)."""
         self.memory(uid).progress = progress
+
+    def operator_key(self) -> bytes:
+        """The operator's key (see `operatorkey`); raises ApiError when it can be neither read nor created."""
+        return self.key.key()
+
+    def job_tokens(self, uid: str) -> dict[str, str]:
+        """The bearer token of each role calling one job's services (`operatorkey.OperatorKey.job_tokens`)."""
+        return self.key.job_tokens(uid)
+
+    @property
+    def on_change(self) -> Callable[[str, str], None] | None:
+        """Called with (namespace, name) when background work (baselines) wants another pass."""
+        return self.planning.on_change
+
+    @on_change.setter
+    def on_change(self, callback: Callable[[str, str], None] | None) -> None:
+        self.planning.on_change = callback
+
+    @property
+    def conflicts(self) -> int:
+        """Optimistic plans that lost a race and were re-planned (tests, bench)."""
+        return self.planning.conflicts
+
+    def cluster_base(self, version: int, nodes: list[dict[str, Any]]) -> Snapshot:
+        """The job-independent snapshot of the store's nodes (cached by the planning part)."""
+        return self.planning.cluster_base(version, nodes)
 
     # ------------------------------------------------------------------------------------ the pass
 
@@ -190,16 +143,16 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
         """One pass; returns None when the job is gone or being deleted."""
         t0 = time.perf_counter()
         req0 = thread_requests(self.api)
-        job = self.api.get(API_VERSION, KIND, name, namespace)
-        if job is None or job["metadata"].get("deletionTimestamp"):
-            if job is not None:
-                self.forget(job["metadata"]["uid"])
+        rljob = self.api.get(API_VERSION, KIND, name, namespace)
+        if rljob is None or rljob["metadata"].get("deletionTimestamp"):
+            if rljob is not None:
+                self.forget(rljob["metadata"]["uid"])
             return None
-        mem = self.memory(job["metadata"]["uid"])
+        mem = self.memory(rljob["metadata"]["uid"])
         with mem.lock:
             try:
-                result = self._pass(job, mem)
-                metrics.RECONCILES.labels(result.outcome or ("ok" if result.planned else "infeasible")).inc()
+                result = self._pass(rljob, mem)
+                metrics.RECONCILES.labels(result.outcome).inc()
             except ApiError as exc:
                 metrics.RECONCILES.labels("error").inc()
                 metrics.ERRORS.labels(exc.reason or str(exc.status)).inc()
@@ -208,68 +161,70 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - t0)
                 metrics.API_REQUESTS.inc(thread_requests(self.api) - req0)
         result.requests = thread_requests(self.api) - req0
-        cache = self._solutions.stats if self._solutions is not None else None
-        log.info("pass %s/%s: %.2fs (planner %.2fs%s), %d requests, %d created, %d deleted%s", namespace, name,
-                 time.perf_counter() - t0, result.plan_seconds,
-                 f"; MILP cache {cache.hits} hits, {cache.misses} misses so far" if cache else "",
-                 result.requests, result.created, result.deleted, ", status written" if result.status_written else "")
+        self._log_pass(namespace, name, time.perf_counter() - t0, result)
         return result
 
-    def _pass(self, job: dict[str, Any], mem: JobMemory) -> PassResult:
-        """Validate, plan, apply, announce, report — each step in its own module (see the module docstring)."""
-        meta = job["metadata"]
-        ref = render.JobRef(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation") or 1))
-        mem.state["_job"] = [ref.namespace, ref.name]
+    def _log_pass(self, namespace: str, name: str, seconds: float, result: PassResult) -> None:
+        cache = self.planning.cache_stats()
+        log.info("pass %s/%s: %.2fs (planner %.2fs%s), %d requests, %d created, %d deleted%s", namespace, name,
+                 seconds, result.plan_seconds,
+                 f"; MILP cache {cache.hits} hits, {cache.misses} misses so far" if cache else "",
+                 result.requests, result.created, result.deleted, ", status written" if result.status_written else "")
+
+    def _pass(self, rljob: dict[str, Any], mem: JobMemory) -> PassResult:
+        """Validate, plan, apply, announce, report."""
+        ref = _job_ref(rljob)
+        mem.key = (ref.namespace, ref.name)
         out = PassResult()
-        spec = self._valid_spec(job, mem, out)
+        spec = self._valid_spec(rljob, mem, out)
         if spec is None:
             return out
         if not mem.loaded:
             self._load(ref, mem)
-        planned = self._planned(job, ref, spec, mem, out)
+        planned = self._plan(rljob, ref, spec, mem, out)
         if planned is None:
             return out
-        trainer_lost, replaced, summary = self._apply_children(job, ref, spec, planned, mem, out)
-        self._announce(job, planned)
+        applied = self.applier.apply(rljob, ref, spec, planned, mem, out)
+        self.status.announce_plan(rljob, planned)
         mem.plan = planned.plan
-        self._report(job, ref, spec, planned, summary, mem, trainer_lost, replaced, out)
+        self.status.report(rljob, ref, spec, planned, applied, mem, out)
         return out
 
-    def _valid_spec(self, job: dict[str, Any], mem: JobMemory, out: PassResult) -> RLJobSpec | None:
-        """The job's spec, or None after reporting why it is invalid (no children are touched then)."""
+    def _valid_spec(self, rljob: dict[str, Any], mem: JobMemory, out: PassResult) -> RLJobSpec | None:
+        """The job's spec (kept in its memory), or None after reporting why it is invalid (no children are
+        touched then)."""
         try:
-            return RLJobSpec.model_validate(job.get("spec") or {})
+            mem.spec = RLJobSpec.model_validate(rljob.get("spec") or {})
+            return mem.spec
         except ValidationError as exc:
+            mem.spec = None
             msg = "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()[:5])
-            self._write_rejection(job, mem, reasons.INVALID_SPEC, f"the spec is invalid: {msg}; fix it and re-apply")
-            out.outcome = "invalid"
+            self.status.reject(rljob, mem, reasons.INVALID_SPEC, f"the spec is invalid: {msg}; fix it and re-apply")
+            out.invalid = True
             return None
 
-    def _planned(
-        self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, mem: JobMemory, out: PassResult
-    ) -> Planned | None:
-        """The plan step, timed; None after reporting an infeasible plan (the job has none to deploy)."""
+    def _plan(self, rljob: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, mem: JobMemory,
+              out: PassResult) -> Planned | None:
+        """The planning part, timed; None after reporting an infeasible plan (the job has none to deploy)."""
         t_plan = time.perf_counter()
         previous = mem.plan
-        snap, plan, infeasible, trigger, lost = self._plan_and_commit(ref, spec, mem)
+        commit = self.planning.plan_and_commit(ref, spec, mem)
         out.plan_seconds = time.perf_counter() - t_plan
-        for w in snap.warnings:
-            self._event_once(job, mem, "Warning", "UnknownGPU", w)
-        if plan is None:
-            assert infeasible is not None
-            self._write_rejection(job, mem, infeasible.reason, infeasible.message)
+        for w in commit.snap.warnings:
+            self.announce.event_once(rljob, mem, "Warning", "UnknownGPU", w)
+        d = commit.decision
+        if d.plan is None:
+            assert d.infeasible is not None
+            self.status.reject(rljob, mem, d.infeasible.reason, d.infeasible.message)
             return None
-        plan = self._with_baselines(ref, spec, plan, snap, mem)
+        plan = self.planning.with_baselines(ref, spec, d.plan, commit.snap, mem)
         out.planned = True
-        out.replanned = trigger in ("spec", "cluster")
-        return Planned(snap=snap, plan=plan, previous=previous, trigger=trigger, lost=lost)
-
-    # ------------------------------------------------------------------------------------ load
+        out.replanned = d.trigger in (Trigger.SPEC, Trigger.CLUSTER)
+        return Planned(snap=commit.snap, plan=plan, previous=previous, trigger=d.trigger, lost=d.lost)
 
     def _load(self, ref: render.JobRef, mem: JobMemory) -> None:
-        """First pass after a (re)start: read back the stored plan and state; derive the token."""
-        names = render.names(ref)
-        cm = self.api.get("v1", "ConfigMap", names["config"], ref.namespace)
+        """First pass after a (re)start: read back the stored plan and state; derive the tokens."""
+        cm = self.api.get("v1", "ConfigMap", render.names(ref)["config"], ref.namespace)
         mem.fresh = cm is None  # a new job: none of its children exist, so there is nothing to read back
         if cm and owned_by(cm, ref.uid):
             data = cm.get("data") or {}
@@ -278,56 +233,41 @@ class Reconciler(PlanStep, ApplyStep, StatusStep):
             except ValueError as exc:
                 log.warning("job %s/%s: ignoring stored plan: %s", ref.namespace, ref.name, exc)
             with contextlib.suppress(ValueError):
-                mem.state.update(json.loads(data.get(render.STATE_KEY) or "{}"))
+                mem.stored = StoredState.from_wire(json.loads(data.get(render.STATE_KEY) or "{}"))
         mem.tokens = self.job_tokens(ref.uid)
         mem.loaded = True
 
     # ------------------------------------------------------------------------------------ scaling
 
     def scale(self, namespace: str, name: str, direction: str, state: scaling.ScaleState) -> bool:
-        """Apply a live scaling decision to the stored plan; the caller triggers a pass. True if changed."""
-        job = self.api.get(API_VERSION, KIND, name, namespace)
-        if job is None:
+        """Apply a live scaling decision to the committed plan; the caller triggers a pass. True if changed."""
+        rljob = self.api.get(API_VERSION, KIND, name, namespace)
+        if rljob is None:
             return False
-        mem = self.memory(job["metadata"]["uid"])
+        mem = self.memory(rljob["metadata"]["uid"])
         with mem.lock:
-            if mem.plan is None:
+            if mem.plan is None or mem.spec is None:
                 return False
-            spec = RLJobSpec.model_validate(job["spec"])
-            with self._ledger:  # a greedy step, no solver: commit it against the ledger directly
-                new_plan, state = self._scaled_plan(namespace, name, mem, spec, direction, state)
+            spec = mem.spec
+            new_plan, state = self.planning.scale(_job_ref(rljob), mem, spec, direction, state)
             mem.scale = state
-            mem.state["scale"] = state.wire()
+            mem.stored.scale = scaling.ScaleState.from_wire(state.wire())  # what a restart keeps
             if new_plan is None:
                 return False
             metrics.SCALING.labels(direction).inc()
             metrics.EXTRA_ROLLOUT.labels(namespace, name).set(state.extra)
-            self._event(job, "Normal", reasons.SCALED_ROLLOUT, self._scaling_message(new_plan, spec, direction))
+            self.announce.event(rljob, "Normal", reasons.SCALED_ROLLOUT, self._scaling_message(new_plan, spec, direction))
             return True
 
-    def _scaled_plan(
-        self, namespace: str, name: str, mem: JobMemory, spec: RLJobSpec, direction: str, state: scaling.ScaleState
-    ) -> tuple[Plan | None, scaling.ScaleState]:
-        """(the plan with one rollout replica more or less, or None; the scaling state after it), committed
-        to mem.plan (call holding the ledger)."""
-        assert mem.plan is not None
-        new_plan: Plan | None = None
-        snap = self._snapshot(namespace, name, mem)
-        if direction == "grow":
-            new_plan = scaling.grow(mem.plan, snap.cluster, spec.budget.max_cost_per_hour,
-                                    spec.placement.spot.rollout != "forbidden")
-            if new_plan is not None:
-                state = replace(state, extra=state.extra + 1)
-        elif direction == "shrink" and state.extra > 0:
-            new_plan = scaling.shrink(mem.plan, snap.cluster)
-            state = replace(state, extra=state.extra - 1)
-        if new_plan is not None:
-            mem.plan = new_plan
-        return new_plan, state
-
-    def _scaling_message(self, new_plan: Plan, spec: RLJobSpec, direction: str) -> str:
+    def _scaling_message(self, new_plan: Any, spec: RLJobSpec, direction: str) -> str:
         """The ScaledRollout Event's sentence: which replica was added (and why) or that one was removed."""
         r = new_plan.replicas[-1] if direction == "grow" else None
         return (f"added a rollout replica on {r.nodes[0]} ({r.gpu}, {'spot' if r.spot else 'on-demand'}): "
                 f"trainer idle fraction above {self.settings.scaling.starve_idle_fraction}"
                 if r else f"removed an extra rollout replica: observed staleness near η={spec.staleness.max_policy_lag}")
+
+
+def _job_ref(rljob: dict[str, Any]) -> render.JobRef:
+    """The identity of an RLJob object that its children's names and owner references use."""
+    meta = rljob["metadata"]
+    return render.JobRef(meta["name"], meta["namespace"], meta["uid"], int(meta.get("generation") or 1))

@@ -128,7 +128,7 @@ def master_addr(job: JobRef) -> str:
 
 
 def priority_class_name(settings: OperatorSettings, kind: str) -> str:
-    return f"{settings.priority_class_prefix}-{kind}"
+    return f"{settings.workloads.priority_class_prefix}-{kind}"
 
 
 # ----------------------------------------------------------------------------------------- pod parts
@@ -299,8 +299,8 @@ def image_and_policy(spec: RLJobSpec, image: str, settings: OperatorSettings) ->
     """(image, imagePullPolicy): the operator's `worker_image` replaces the built-in default image, with its
     own pull policy when set (e.g. Never for an image loaded into the nodes); an RLJob's image always wins."""
     policy = str(getattr(spec.images.pull_policy, "value", spec.images.pull_policy))
-    if settings.worker_image and image == DEFAULT_IMAGE:
-        return settings.worker_image, settings.worker_image_pull_policy or policy
+    if settings.workloads.worker_image and image == DEFAULT_IMAGE:
+        return settings.workloads.worker_image, settings.workloads.worker_image_pull_policy or policy
     return image, policy
 
 

@@ -148,10 +148,10 @@ def render_network_policy(job: JobRef, settings: OperatorSettings) -> dict[str, 
     workers may fetch a model or a dataset from outside). Needs a network plugin that enforces policies."""
     job_pods = {"podSelector": {"matchLabels": {LABEL_JOB: job.name}}}
     ingress: list[dict[str, Any]] = [{"from": [job_pods]}]
-    if settings.scraper_namespace_labels:
-        scraper: dict[str, Any] = {"namespaceSelector": {"matchLabels": dict(settings.scraper_namespace_labels)}}
-        if settings.scraper_pod_labels:
-            scraper["podSelector"] = {"matchLabels": dict(settings.scraper_pod_labels)}
+    if settings.workloads.scraper_namespace_labels:
+        scraper: dict[str, Any] = {"namespaceSelector": {"matchLabels": dict(settings.workloads.scraper_namespace_labels)}}
+        if settings.workloads.scraper_pod_labels:
+            scraper["podSelector"] = {"matchLabels": dict(settings.workloads.scraper_pod_labels)}
         ports = sorted(set(STATUS_PORTS.values()))
         ingress.append({"from": [scraper], "ports": [{"protocol": "TCP", "port": p} for p in ports]})
     operator = {
@@ -213,10 +213,10 @@ def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings)
 
 def coordinator_affinity(spec: RLJobSpec, settings: OperatorSettings) -> dict[str, Any]:
     """The coordinator holds the job's buffer, cursor and in-flight leases: a spot reclaim would drop them,
-    so it keeps off spot capacity (every label of `settings.spot_labels`: NotIn also matches a node without
+    so it keeps off spot capacity (every label of `settings.discovery.spot_labels`: NotIn also matches a node without
     the label) like the trainer — required when the trainer must be on-demand, only preferred when the job
     lets the trainer run on spot too (a cluster of spot nodes only must still run it)."""
-    not_spot = [{"key": key, "operator": "NotIn", "values": [value]} for key, value in settings.spot_labels]
+    not_spot = [{"key": key, "operator": "NotIn", "values": [value]} for key, value in settings.discovery.spot_labels]
     extra = extra_node_selector(spec)
     if spec.placement.spot.trainer == SpotUse.forbidden:
         return {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {

@@ -25,6 +25,7 @@ from typing import Any
 
 from hexrl.k8s import podhealth
 from hexrl.k8s.settings import OperatorSettings
+from hexrl.k8s.store import JobKey
 from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, canonical_gpu_name
 from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
 
@@ -90,7 +91,7 @@ def node_going_away(node: Mapping[str, Any], settings: OperatorSettings) -> str:
     if meta.get("deletionTimestamp"):
         return "deleting"
     for taint in spec.get("taints") or []:
-        if taint.get("key") in settings.going_away_taints and taint.get("effect") in ("NoSchedule", "NoExecute"):
+        if taint.get("key") in settings.discovery.going_away_taints and taint.get("effect") in ("NoSchedule", "NoExecute"):
             return f"taint {taint.get('key')}"
     if spec.get("unschedulable"):
         return "cordoned"
@@ -191,14 +192,14 @@ class Snapshot:
 
 def pool_of(labels: Mapping[str, str], settings: OperatorSettings) -> tuple[str, str] | None:
     """(label key, pool name) from the first present pool label key."""
-    for key in settings.pool_label_keys:
+    for key in settings.discovery.pool_label_keys:
         if labels.get(key):
             return key, labels[key]
     return None
 
 
 def is_spot(labels: Mapping[str, str], settings: OperatorSettings) -> bool:
-    return any(labels.get(k, "").lower() == v.lower() for k, v in settings.spot_labels)
+    return any(labels.get(k, "").lower() == v.lower() for k, v in settings.discovery.spot_labels)
 
 
 def _float_label(labels: Mapping[str, str], key: str) -> float | None:
@@ -218,10 +219,10 @@ def _product(labels: Mapping[str, str]) -> str:
 
 def used_by_others(
     pods: Iterable[Mapping[str, Any]],
-    job: tuple[str, str] | None,
+    job_key: JobKey | None,
     reserved: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
-    """GPUs unavailable to `job` = (namespace, name) per node.
+    """GPUs unavailable to the job `job_key` = (namespace, name) per node.
 
     `used[n] = other[n] + max(observed_rljobs[n], reserved[n])`: GPUs of live pods that belong to no RLJob,
     plus, for other RLJobs, the larger of what their pods hold and what their current plans reserve on
@@ -233,7 +234,7 @@ def used_by_others(
     for p in pods:
         if not p.get("node") or p.get("terminal") or not p.get("gpus"):
             continue
-        if job is not None and (p.get("namespace"), p.get("job")) == job:
+        if job_key is not None and (p.get("namespace"), p.get("job")) == job_key:
             continue
         bucket = rljobs if p.get("job") else other
         bucket[p["node"]] = bucket.get(p["node"], 0) + int(p["gpus"])
@@ -245,19 +246,19 @@ def used_by_others(
 def build_cluster(
     nodes: Iterable[Mapping[str, Any]],
     pods: Iterable[Mapping[str, Any]],
-    job: tuple[str, str] | None,
+    job_key: JobKey | None,
     settings: OperatorSettings,
     reserved: Mapping[str, int] | None = None,
     base: Snapshot | None = None,
 ) -> Snapshot:
-    """Node views + pod views → the planner's `Cluster` as seen by `job` (its own pods' GPUs count as free;
+    """Node views + pod views → the planner's `Cluster` as the job `job_key` sees it (its own pods' GPUs are free;
     `reserved` = GPUs per node that other jobs' current plans hold, see `used_by_others`).
 
     `base` is `cluster_base(nodes, settings)` when the caller has it already: the node and pool part does
-    not depend on the job, and rebuilding it for 1,000 nodes on every pass was a seventh of the operator's
-    CPU while jobs arrived; only the GPUs in use differ per job."""
+    not depend on the job, and rebuilding it for 1,000 nodes on every pass costs a seventh of the operator's
+    CPU while jobs arrive; only the GPUs in use differ per job."""
     base = base if base is not None else cluster_base(nodes, settings)
-    used = used_by_others(pods, job, reserved)
+    used = used_by_others(pods, job_key, reserved)
     infos = tuple(
         replace(n, gpus_used_by_others=min(n.gpus, used[n.name])) if used.get(n.name) else n
         for n in base.cluster.nodes
@@ -317,7 +318,7 @@ def cluster_base(nodes: Iterable[Mapping[str, Any]], settings: OperatorSettings)
     cluster = Cluster(
         pools=pools,
         nodes=tuple(infos),
-        inter_pool_gbps=settings.inter_pool_gbps,
+        inter_pool_gbps=settings.discovery.inter_pool_gbps,
         gpu_overrides=settings.gpu_overrides(),
     )
     return Snapshot(cluster=cluster, pool_selectors=selectors, going_away=going, warnings=warnings)
@@ -328,7 +329,7 @@ def _pool_info(name: str, members: list[dict[str, Any]], settings: OperatorSetti
     labels: list[Mapping[str, str]] = [m["labels"] for m in members]
     gpu = infos[0].gpu
     zones = {i.zone for i in infos}
-    price = settings.price_overrides.get(name, settings.price_overrides.get(gpu))
+    price = settings.pricing.price_overrides.get(name, settings.pricing.price_overrides.get(gpu))
     if price is None:
         price = next((p for p in (_float_label(lb, LABEL_PRICE) for lb in labels) if p is not None), None)
     spot = any(i.spot for i in infos)

@@ -1,7 +1,8 @@
-"""The status step of a reconcile pass: health of the children → conditions, Events, one status write.
+"""The status part of a reconcile pass: health of the children → conditions, Events, one status write.
 
-`StatusStep` is a mixin of `reconcile.Reconciler`; it holds no state of its own (the attributes listed on
-the class are the Reconciler's). It
+`StatusWriter` reports on one job at a time; its interface is `announce` (the Planned/Replanned Event of a
+new plan), `report` (after the apply part) and `reject` (when there is no plan to deploy). It sees the
+job's pods through the shared `PodView` and posts Events through the shared `Announce`. It
 
 - counts ready trainer ranks and rollout replicas of the deployed plan (`_health`), keeping Degraded
   True from a loss until the replacements are ready, and finds what keeps pods from starting or serving
@@ -9,15 +10,13 @@ the class are the Reconciler's). It
 - builds the new status (Planned, Ready, Degraded, StalenessWithinBound, plan summary, progress) and
   writes it only when it differs from the stored one — one write per pass at most;
 - posts the Events a user wants to see (Planned, Replanned, Rejected...), each rejection once per
-  generation and message, a pod problem or dataset error once per cause (reason and pod), and never fails
-  a pass because an Event could not be posted;
+  generation and message, a pod problem or dataset error once per cause (reason and pod);
 - exports the per-job gauges.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,8 +25,10 @@ from hexrl.api.evalspec import EvalSummary
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
 from hexrl.k8s import metrics, podhealth, render
 from hexrl.k8s import status as st
-from hexrl.k8s.kubeapi import ApiError, KubeApi
-from hexrl.k8s.passstate import JobMemory, PassResult, Planned, epoch_of
+from hexrl.k8s.announcer import Announce
+from hexrl.k8s.jobmemory import Applied, JobMemory, PassResult, Planned, Trigger, epoch_of
+from hexrl.k8s.kubeapi import KubeApi
+from hexrl.k8s.podview import PodView
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.store import Store
 from hexrl.sched.types import Plan
@@ -35,45 +36,48 @@ from hexrl.sched.types import Plan
 log = logging.getLogger(__name__)
 
 
-class StatusStep:
-    """Health, conditions, Events, the one status write and the per-job gauges (mixin of `Reconciler`)."""
+class StatusWriter:
+    """Health, conditions, Events, the one status write and the per-job gauges (see the module docstring)."""
 
-    api: KubeApi
-    store: Store
-    settings: OperatorSettings
-    # from ApplyStep
-    _job_pods: Callable[[render.JobRef, JobMemory], list[dict[str, Any]]]
+    def __init__(
+        self, api: KubeApi, store: Store, settings: OperatorSettings, pods: PodView, announce: Announce
+    ) -> None:
+        self.api = api
+        self.store = store
+        self.settings = settings
+        self.pods = pods
+        self.announce = announce
 
-    def _report(
-        self, job: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, summary: dict[str, Any],
-        mem: JobMemory, trainer_lost: bool, replaced: int, out: PassResult,
+    def report(
+        self, rljob: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, applied: Applied,
+        mem: JobMemory, out: PassResult,
     ) -> None:
         """The pass's one status write (if anything changed) and the job's gauges."""
-        health, out.recheck_seconds = self._health(ref, spec, p.plan, mem, trainer_lost, replaced)
-        new_status = self._status(job, spec, p.plan, summary, health, p.lost, mem)
-        out.status_written = self._write_status(job, new_status)
-        self._announce_blocker(job, mem, health)
+        health, out.recheck_seconds = self._health(ref, spec, p.plan, mem, applied.trainer_lost, applied.replaced)
+        new_status = self._status(rljob, spec, p.plan, applied.summary, health, p.lost, mem)
+        out.status_written = self._write_status(rljob, new_status)
+        self._announce_blocker(rljob, mem, health)
         self._export(ref, p.plan, new_status)
 
-    def _announce(self, job: dict[str, Any], p: Planned) -> None:
+    def announce_plan(self, rljob: dict[str, Any], p: Planned) -> None:
         """A Planned or Replanned Event for a new plan, and the re-plan counter."""
-        if p.trigger == "first":
-            self._event(job, "Normal", reasons.PLANNED, self._plan_sentence(p.plan, "planned"))
-        elif p.trigger in ("spec", "cluster") and p.previous is not None and p.plan != p.previous:
-            why = f"after losing {p.lost} node(s)" if p.lost else ("after a spec change" if p.trigger == "spec" else
-                                                                   "after a cluster change")
-            self._event(job, "Normal", reasons.REPLANNED, self._plan_sentence(p.plan, f"re-planned {why}"))
-        if p.trigger:
-            metrics.REPLANS.labels(p.trigger).inc()
+        if p.trigger is Trigger.FIRST:
+            self.announce.event(rljob, "Normal", reasons.PLANNED, self.announce.sentence(p.plan, "planned"))
+        elif p.trigger is not None and p.previous is not None and p.plan != p.previous:
+            why = f"after losing {p.lost} node(s)" if p.lost else ("after a spec change" if p.trigger is Trigger.SPEC
+                                                                   else "after a cluster change")
+            self.announce.event(rljob, "Normal", reasons.REPLANNED, self.announce.sentence(p.plan, f"re-planned {why}"))
+        if p.trigger is not None:
+            metrics.REPLANS.labels(p.trigger.value).inc()
 
     def _health(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, mem: JobMemory, trainer_lost: bool, replaced: int
     ) -> tuple[st.Health, float | None]:
         """The job's health, and when to look again if a not-ready pod may cross the grace period."""
-        pods = self._job_pods(ref, mem)
+        pods = self.pods.pods(ref, mem)
         coordinator = [p for p in self.store.job_pods(ref.namespace, ref.name) if p["role"] == "coordinator"
                        and not p["deleting"]]
-        tag = render.trainer_epoch_tag(plan, int(mem.state.get("trainerEpoch", 0)))
+        tag = render.trainer_epoch_tag(plan, mem.stored.epoch)
         trainer = [p for p in pods if p["role"] == "trainer" and (p.get("epoch") or epoch_of(p["name"], ref)) == tag]
         wanted = {s.slot for s in render.rollout_slots(plan)}
         rollout = [p for p in pods if p["role"] == "rollout" and p["slot"] in wanted]
@@ -85,7 +89,7 @@ class StatusStep:
         mem.trainer_recovering = (trainer_lost or mem.trainer_recovering) and trainer_ready < trainer_desired
         mem.rollout_recovering = (mem.rollout_recovering + replaced) if rollout_ready < rollout_desired else 0
         deployed = [] if spec.suspend else coordinator + trainer + rollout
-        now, grace = datetime.now(UTC), self.settings.not_ready_grace_seconds
+        now, grace = datetime.now(UTC), self.settings.watching.not_ready_grace_seconds
         health = st.Health(
             planned=True,
             trainer_ready=trainer_ready,
@@ -101,7 +105,7 @@ class StatusStep:
         )
         return health, podhealth.next_not_ready_check(deployed, now, grace)
 
-    def _announce_blocker(self, job: dict[str, Any], mem: JobMemory, h: st.Health) -> None:
+    def _announce_blocker(self, rljob: dict[str, Any], mem: JobMemory, h: st.Health) -> None:
         """A Warning Event naming the pod (or the dataset) and the cause when the cause changes — not every
         pass, and not again when the same cause moves to another pod: the job's pods appear over several
         passes (the coordinator's through its ReplicaSet), so the first-ranked pod with one missing PVC
@@ -114,15 +118,15 @@ class StatusStep:
             # ("PVC not found" → "PVC unbound" while the claim binds) without being news
             key = f"{blocker[0]}|{first.cause}" if first is not None else f"{blocker[0]}|dataset"
         if key != mem.blocker_key and blocker is not None:
-            self._event(job, "Warning", *blocker)
+            self.announce.event(rljob, "Warning", *blocker)
         mem.blocker_key = key
 
     def _status(
-        self, job: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
         lost: int, mem: JobMemory,
     ) -> dict[str, Any]:
-        gen = job["metadata"].get("generation")
-        conds = self._conditions(job, spec, plan, summary, h, lost, mem)
+        gen = rljob["metadata"].get("generation")
+        conds = self._conditions(rljob, spec, plan, summary, h, lost, mem)
         progress = mem.progress or {}
         new = {
             "phase": st.phase_for(h),
@@ -133,7 +137,7 @@ class StatusStep:
             "tokensPerSecond": round(float(progress.get("tokensPerSecond") or plan.tokens_per_second), 1),
             "costPerHour": round(plan.cost_per_hour, 2),
             "staleness": round(float(progress.get("observedStaleness") or 0.0), 2) if progress else None,
-            "message": self._plan_sentence(plan, "running"),
+            "message": self.announce.sentence(plan, "running"),
         }
         if progress:
             new["progress"] = {k: progress[k] for k in
@@ -147,110 +151,60 @@ class StatusStep:
         return new
 
     def _conditions(
-        self, job: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
         lost: int, mem: JobMemory,
     ) -> list[dict[str, Any]]:
         """Planned (or rejected while the previous plan runs), Ready, Degraded, StalenessWithinBound."""
-        old = job.get("status") or {}
-        gen = job["metadata"].get("generation")
+        old = rljob.get("status") or {}
+        gen = rljob["metadata"].get("generation")
         now = st.now_iso()
         conds = list(old.get("conditions") or [])
-        rejected = mem.state.get("rejected")
-        if rejected:
-            conds = st.set_condition(conds, reasons.PLANNED, "False", rejected["reason"],
-                                     rejected["message"] + " (still running the previous plan)", gen, now)
-            self._event_once(job, mem, "Warning", reasons.REJECTED, rejected["message"])
+        rejected = mem.rejected_change
+        if rejected is not None:
+            conds = st.set_condition(conds, reasons.PLANNED, "False", rejected.reason,
+                                     rejected.message + " (still running the previous plan)", gen, now)
+            self.announce.event_once(rljob, mem, "Warning", reasons.REJECTED, rejected.message)
         else:
             conds = st.set_condition(
                 conds, reasons.PLANNED, "True",
                 reasons.REPLANNED if old.get("plan") and _plan_changed(old.get("plan"), summary) else
                 (_cond_reason(conds, reasons.PLANNED, reasons.PLAN_FOUND)),
-                self._plan_sentence(plan, "plan"), gen, now)
+                self.announce.sentence(plan, "plan"), gen, now)
         conds = st.set_condition(conds, reasons.READY, *st.ready_condition(h), gen, now)
         conds = st.set_condition(conds, reasons.DEGRADED, *st.degraded_condition(h, lost), gen, now)
         eta = spec.staleness.max_policy_lag
         return st.set_condition(conds, reasons.STALENESS_WITHIN_BOUND, *st.staleness_condition(mem.progress, eta),
                                 gen, now)
 
-    def _write_status(self, job: dict[str, Any], new: dict[str, Any]) -> bool:
-        if st.status_equal(job.get("status"), new):
+    def _write_status(self, rljob: dict[str, Any], new: dict[str, Any]) -> bool:
+        if st.status_equal(rljob.get("status"), new):
             return False
-        m = job["metadata"]
+        m = rljob["metadata"]
         self.api.patch_status(API_VERSION, KIND, m["name"], m["namespace"], new)
         return True
 
-    def _write_rejection(self, job: dict[str, Any], mem: JobMemory, reason: str, message: str) -> None:
+    def reject(self, rljob: dict[str, Any], mem: JobMemory, reason: str, message: str) -> None:
         """Planned=False with the planner's reason, one Warning Event per distinct message, no children."""
-        old = job.get("status") or {}
-        gen = job["metadata"].get("generation")
+        old = rljob.get("status") or {}
+        gen = rljob["metadata"].get("generation")
         now = st.now_iso()
         conds = st.set_condition(list(old.get("conditions") or []), reasons.PLANNED, "False", reason, message, gen, now)
         conds = st.set_condition(conds, reasons.READY, "False", reasons.CHILDREN_PENDING, "no plan", gen, now)
         new = {"phase": "Pending", "observedGeneration": gen, "conditions": conds, "message": message,
                "gpus": 0, "costPerHour": 0.0, "tokensPerSecond": 0.0}
-        self._write_status(job, new)
-        self._event_once(job, mem, "Warning", reasons.REJECTED, f"{reason}: {message}")
-        m = job["metadata"]
+        self._write_status(rljob, new)
+        self.announce.event_once(rljob, mem, "Warning", reasons.REJECTED, f"{reason}: {message}")
+        m = rljob["metadata"]
         for g in (metrics.PLANNED_TOKENS, metrics.PLANNED_COST, metrics.PLANNED_GPUS):
             g.labels(m["namespace"], m["name"]).set(0)
 
-    def _export(self, ref: render.JobRef, plan: Plan, status: dict[str, Any]) -> None:
+    @staticmethod
+    def _export(ref: render.JobRef, plan: Plan, status: dict[str, Any]) -> None:
         metrics.PLANNED_TOKENS.labels(ref.namespace, ref.name).set(plan.tokens_per_second)
         metrics.PLANNED_COST.labels(ref.namespace, ref.name).set(plan.cost_per_hour)
         metrics.PLANNED_GPUS.labels(ref.namespace, ref.name).set(plan.gpus)
         if status.get("staleness") is not None:
             metrics.OBSERVED_STALENESS.labels(ref.namespace, ref.name).set(status["staleness"])
-
-    def _summary(self, plan: Plan) -> dict[str, Any]:
-        try:
-            from hexrl.sched import plan_summary  # type: ignore[attr-defined]
-
-            return plan_summary(plan).wire()
-        except ImportError:
-            return st.summarize(plan)
-
-    @staticmethod
-    def _plan_sentence(plan: Plan, verb: str) -> str:
-        groups = ", ".join(f"{g.replicas}×{g.gpus_per_replica} {g.gpu} on {g.pool}" for g in plan.rollout_groups())
-        t = plan.trainer
-        return (
-            f"{verb}: trainer {t.gpus}×{t.gpu} on {t.pool}; rollout {groups or 'none'}; "
-            f"{plan.tokens_per_second:.0f} tokens/s predicted at ${plan.cost_per_hour:.2f}/h "
-            f"(bottleneck: {plan.bottleneck})"
-        )
-
-    # ------------------------------------------------------------------------------------ events
-
-    def _event_once(self, job: dict[str, Any], mem: JobMemory, etype: str, reason: str, message: str) -> None:
-        key = f"{job['metadata'].get('generation')}|{reason}|{message}"
-        if key in mem.events_sent:
-            return
-        mem.events_sent.add(key)
-        self._event(job, etype, reason, message)
-
-    def _event(self, job: dict[str, Any], etype: str, reason: str, message: str) -> None:
-        m = job["metadata"]
-        now = st.now_iso()
-        ev = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{m['name']}.", "namespace": m["namespace"]},
-            "involvedObject": {"apiVersion": API_VERSION, "kind": KIND, "name": m["name"],
-                               "namespace": m["namespace"], "uid": m["uid"]},
-            "reason": reason,
-            "message": message[:1000],
-            "type": etype,
-            "source": {"component": "hexrl-operator"},
-            "reportingComponent": "hexrl-operator",
-            "reportingInstance": self.settings.field_manager,
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        try:
-            self.api.create(ev)
-        except ApiError as exc:  # an Event is informational: never fail a pass for it
-            log.warning("could not post event %s for %s/%s: %s", reason, m["namespace"], m["name"], exc)
 
 
 def _plan_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:

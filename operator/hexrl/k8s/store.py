@@ -10,6 +10,9 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+JobKey = tuple[str, str]
+"""(namespace, name) of an RLJob: how the store, the work queue and the reconciler key jobs."""
+
 
 class Store:
     """Thread-safe maps: node name → node view, pod uid → pod view (only pods with GPUs or of RLJobs)."""
@@ -79,9 +82,9 @@ class Store:
         with self._lock:
             return [p for p in self._pods.values() if p["gpus"]]
 
-    def job_pods(self, namespace: str, job: str) -> list[dict[str, Any]]:
+    def job_pods(self, namespace: str, job_name: str) -> list[dict[str, Any]]:
         with self._lock:
-            return list(self._by_job.get((namespace, job), {}).values())
+            return list(self._by_job.get((namespace, job_name), {}).values())
 
     def jobs_on_node(self, node: str) -> set[tuple[str, str]]:
         with self._lock:

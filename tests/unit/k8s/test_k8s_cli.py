@@ -34,7 +34,12 @@ def test_bad_environment_setting_is_named():
 
 def test_unknown_planning_mode_is_named():
     r = run(env={"HEXRL_OPERATOR_PLANNING": "eventually"})
-    assert r.exit_code == 1 and "HEXRL_OPERATOR_PLANNING" in r.output and "serial, concurrent, legacy" in r.output
+    assert r.exit_code == 1 and "HEXRL_OPERATOR_PLANNING" in r.output and "serial, concurrent" in r.output
+
+
+def test_the_removed_legacy_planning_mode_is_refused_with_what_to_use_instead():
+    r = run(env={"HEXRL_OPERATOR_PLANNING": "legacy"})
+    assert r.exit_code == 1 and "legacy planning was removed" in r.output and "serial, concurrent" in r.output
     assert "Traceback" not in r.output
 
 

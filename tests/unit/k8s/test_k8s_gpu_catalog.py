@@ -42,7 +42,7 @@ def test_unknown_product_becomes_a_pool_once_the_catalog_names_it():
     plain = snapshot([b300_node()], OperatorSettings())
     assert not plain.cluster.pools and B300_PRODUCT in plain.warnings[0] and "gpuCatalog" in plain.warnings[0]
 
-    settings = OperatorSettings(gpu_catalog={"B300": B300})
+    settings = OperatorSettings().with_values(gpu_catalog={"B300": B300})
     snap = snapshot([b300_node(), b300_node("b300-1")], settings)
     assert not snap.warnings
     (pool,) = snap.cluster.pools
@@ -53,11 +53,11 @@ def test_unknown_product_becomes_a_pool_once_the_catalog_names_it():
 
 
 def test_price_map_and_node_label_still_win_over_catalog_prices():
-    settings = OperatorSettings(gpu_catalog={"B300": B300}, price_overrides={"b300-pool": 7.0})
+    settings = OperatorSettings().with_values(gpu_catalog={"B300": B300}, price_overrides={"b300-pool": 7.0})
     assert snapshot([b300_node()], settings).cluster.pools[0].price_per_gpu_hour == pytest.approx(7.0)
     labelled = b300_node()
     labelled["metadata"]["labels"]["hexrl.dev/price-per-gpu-hour"] = "6.25"
-    only_catalog = OperatorSettings(gpu_catalog={"B300": B300})
+    only_catalog = OperatorSettings().with_values(gpu_catalog={"B300": B300})
     assert snapshot([labelled], only_catalog).cluster.pools[0].price_per_gpu_hour == pytest.approx(6.25)
 
 
@@ -66,7 +66,7 @@ def test_an_overridden_tflops_changes_the_planners_throughput():
     job = RLJobSpec.model_validate(rljob(budget__maxCostPerHour=400)["spec"])
     base = OperatorSettings()
     h800 = DEFAULT_CATALOG.get("H800")
-    fast = OperatorSettings(gpu_catalog={"H800": {"tflopsBf16": h800.tflops_bf16 * 2}})
+    fast = OperatorSettings().with_values(gpu_catalog={"H800": {"tflopsBf16": h800.tflops_bf16 * 2}})
     base_snap, fast_snap = snapshot(hetero_nodes(), base), snapshot(hetero_nodes(), fast)
     assert base_snap.cluster.gpu_overrides == ()
     assert fast_snap.cluster.gpu_overrides[0].tflops_bf16 == pytest.approx(h800.tflops_bf16 * 2)
@@ -82,7 +82,7 @@ def test_an_overridden_tflops_changes_the_planners_throughput():
 
 
 def test_catalog_is_built_once_per_override_set():
-    a = OperatorSettings(gpu_catalog={"B300": B300})
+    a = OperatorSettings().with_values(gpu_catalog={"B300": B300})
     b = replace(a, log_level="DEBUG")
     assert a.catalog() is b.catalog()  # not rebuilt per node or per settings copy
     assert a.gpu_overrides() is b.gpu_overrides()
@@ -94,7 +94,7 @@ def test_env_json_reaches_the_settings():
     s = OperatorSettings.from_env({"HEXRL_OPERATOR_GPU_CATALOG": json.dumps({"B300": B300, "H20": {"priceSpot": 0.9}})})
     assert s.catalog().get(B300_PRODUCT).name == "B300"
     assert s.catalog().get("H20").price_spot == pytest.approx(0.9)
-    assert OperatorSettings.from_env({"HEXRL_OPERATOR_GPU_CATALOG": "{}"}).gpu_catalog == {}
+    assert OperatorSettings.from_env({"HEXRL_OPERATOR_GPU_CATALOG": "{}"}).discovery.gpu_catalog == {}
 
 
 @pytest.mark.parametrize(
@@ -118,7 +118,7 @@ def test_bad_env_catalog_is_refused_naming_gpu_and_field(value, names):
 
 def test_bad_catalog_fails_at_construction():
     with pytest.raises(CatalogError, match=r"gpu_catalog\.H800\.hbmGB"):
-        OperatorSettings(gpu_catalog={"H800": {"hbmGB": -1}})
+        OperatorSettings().with_values(gpu_catalog={"H800": {"hbmGB": -1}})
 
 
 def run_operator(*args: str, env: dict[str, str] | None = None):

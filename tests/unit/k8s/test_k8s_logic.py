@@ -11,9 +11,9 @@ from k8s_helpers import hetero_nodes, make_plan
 from hexrl.api import reasons
 from hexrl.k8s import plancodec, scaling
 from hexrl.k8s import status as st
-from hexrl.k8s.runtime import WorkQueue
 from hexrl.k8s.settings import OperatorSettings, ScalingSettings
 from hexrl.k8s.snapshot import build_cluster, node_view
+from hexrl.k8s.workqueue import WorkQueue
 
 pytestmark = pytest.mark.unit
 
@@ -123,7 +123,7 @@ def test_settings_from_env_and_bad_values():
         "HEXRL_OPERATOR_PRICE_OVERRIDES": '{"H20": 1.5}', "HEXRL_OPERATOR_STANDALONE": "true",
         "HEXRL_OPERATOR_SCALING_POLL_SECONDS": "3",
     })
-    assert (s.debounce_seconds, s.pool_label_keys, s.price_overrides, s.standalone) == (
+    assert (s.watching.debounce_seconds, s.discovery.pool_label_keys, s.pricing.price_overrides, s.identity.standalone) == (
         2.5, ("a/pool", "b/pool"), {"H20": 1.5}, True)
     assert s.scaling.poll_seconds == 3.0
     with pytest.raises(ValueError, match="HEXRL_OPERATOR_DEBOUNCE_SECONDS"):
@@ -188,7 +188,7 @@ def test_progress_is_read_from_the_coordinator_pod_ip_by_default():
                                                                                   "podIP": "10.244.1.7"})
         op.store.put_pod(pod_view(coordinator))  # not ready (e.g. its dataset is missing): still polled
         assert progress_url(op, "default", "math") == "http://10.244.1.7:8000/v1/progress"
-        via_service = Operator(OperatorSettings(
+        via_service = Operator(OperatorSettings().with_values(
             progress_url_template="http://{name}-coordinator.{namespace}.svc:{port}/v1/progress"), FakeApi())
         assert progress_url(via_service, "research", "math") == "http://math-coordinator.research.svc:8000/v1/progress"
         via_service.reconciler.close()  # type: ignore[union-attr]

@@ -31,7 +31,7 @@ class Planner:
         self.calls.append("plan")
         return self.result
 
-    def replan(self, spec, cluster, current):
+    def replan(self, spec, cluster, current, *, trainer_may_move=True):
         self.calls.append("replan")
         return self.result
 
@@ -340,9 +340,9 @@ def test_a_pod_running_unready_asks_for_a_later_look_and_then_names_the_probe():
     just_now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     _set_pod_status(w, "trainer", running(ready=False, since=just_now))
     r = w.pass_()
-    assert r.recheck_seconds is not None and 0 < r.recheck_seconds <= S.not_ready_grace_seconds + 1
+    assert r.recheck_seconds is not None and 0 < r.recheck_seconds <= S.watching.not_ready_grace_seconds + 1
     assert w.cond(reasons.READY)["reason"] == reasons.CHILDREN_PENDING
-    long_ago = (datetime.now(UTC) - timedelta(seconds=S.not_ready_grace_seconds + 5)).isoformat()
+    long_ago = (datetime.now(UTC) - timedelta(seconds=S.watching.not_ready_grace_seconds + 5)).isoformat()
     pod = _set_pod_status(w, "trainer", running(ready=False, since=long_ago))
     r = w.pass_()
     assert r.recheck_seconds is None
@@ -385,3 +385,28 @@ def test_a_failed_trainer_rank_is_named_with_its_exit_in_the_trainer_lost_event(
     assert event["message"] == (f"a trainer rank was lost (pod {pod} failed: Error: container trainer exited with code "
                                 "2: hexrl_workers trainer: model.source.path does not exist); restarting the trainer "
                                 "group from the last checkpoint")
+
+
+def test_progress_scaling_uses_the_spec_the_last_pass_validated_and_stops_while_it_is_invalid():
+    """The progress timer reads η from the job's memory (validated once per pass), not from its own copy of
+    the spec; while the spec is invalid it neither scales nor asks for a pass."""
+    import asyncio
+
+    from hexrl.k8s.handlers import Operator, _scale_from_progress
+
+    w = World()
+    op = Operator(S, w.api, store=w.store, reconciler=w.rec)
+    w.pass_()
+    w.sync()
+    uid = w.job["metadata"]["uid"]
+    starving = {"trainerIdleFraction": 0.9, "observedStaleness": 0.0}
+    first = asyncio.run(_scale_from_progress(op, "default", "math", uid, starving))
+    second = asyncio.run(_scale_from_progress(op, "default", "math", uid, starving))
+    assert (first, second) == (False, True)  # two starved polls, then one replica more
+    assert w.rec.memory(uid).stored.scale.extra == 1 and w.events(reasons.SCALED_ROLLOUT)
+    bad = rljob("math")
+    bad["spec"]["staleness"] = {"maxPolicyLag": "soon"}
+    w.job = w.api.put_job(bad)
+    w.pass_()
+    assert w.rec.memory(uid).spec is None
+    assert asyncio.run(_scale_from_progress(op, "default", "math", uid, starving)) is None

@@ -179,7 +179,7 @@ def test_suspend_scales_coordinator_to_zero_and_model_pvc_is_mounted():
 
 
 def test_operator_worker_image_replaces_only_the_built_in_default():
-    mirror = OperatorSettings(worker_image="mirror.internal/hexrl/workers:0.1.0")
+    mirror = OperatorSettings().with_values(worker_image="mirror.internal/hexrl/workers:0.1.0")
     plan = make_plan()
     snap = snapshot()
     default_spec = spec()
@@ -250,7 +250,7 @@ def test_resources_come_from_the_spec_per_role_with_defaults_and_the_plan_adds_g
 
 
 def test_worker_image_pull_policy_applies_to_the_operator_image_only():
-    local = OperatorSettings(worker_image="hexrl.local/hexrl-workers:abc123", worker_image_pull_policy="Never")
+    local = OperatorSettings().with_values(worker_image="hexrl.local/hexrl-workers:abc123", worker_image_pull_policy="Never")
     by_role = _containers_by_role(spec(images={"rollout": "team/rollout:dev", "pullPolicy": "Always"}), local)
     assert {r: (c["image"], c["imagePullPolicy"]) for r, (_, c) in by_role.items()} == {
         "coordinator": ("hexrl.local/hexrl-workers:abc123", "Never"),
@@ -258,10 +258,10 @@ def test_worker_image_pull_policy_applies_to_the_operator_image_only():
         "rollout": ("team/rollout:dev", "Always"),  # the RLJob's own image keeps the RLJob's policy
     }
     with pytest.raises(ValueError, match="imagePullPolicy"):
-        OperatorSettings(worker_image_pull_policy="Sometimes")
+        OperatorSettings().with_values(worker_image_pull_policy="Sometimes")
     env = OperatorSettings.from_env({"HEXRL_OPERATOR_WORKER_IMAGE": "hexrl.local/w:1",
                                      "HEXRL_OPERATOR_WORKER_IMAGE_PULL_POLICY": "IfNotPresent"})
-    assert (env.worker_image, env.worker_image_pull_policy) == ("hexrl.local/w:1", "IfNotPresent")
+    assert (env.workloads.worker_image, env.workloads.worker_image_pull_policy) == ("hexrl.local/w:1", "IfNotPresent")
 
 
 def test_coordinator_keeps_off_spot_nodes_unless_the_trainer_may_use_spot():
@@ -274,7 +274,7 @@ def test_coordinator_keeps_off_spot_nodes_unless_the_trainer_may_use_spot():
     required = coordinator_affinity(spec, settings)["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
     exprs = required["nodeSelectorTerms"][0]["matchExpressions"]
     assert {"key": "karpenter.sh/capacity-type", "operator": "NotIn", "values": ["spot"]} in exprs
-    assert {(e["key"], e["values"][0]) for e in exprs} >= set(settings.spot_labels)
+    assert {(e["key"], e["values"][0]) for e in exprs} >= set(settings.discovery.spot_labels)
     allowed = rljob()["spec"] | {"placement": {"spot": {"trainer": "allowed"}}}
     affinity = coordinator_affinity(RLJobSpec.model_validate(allowed), settings)["nodeAffinity"]
     assert "requiredDuringSchedulingIgnoredDuringExecution" not in affinity

@@ -235,13 +235,13 @@ def test_the_operator_writes_them_in_a_round_before_the_other_children():
 
     w = World()
     rounds: list[list[str]] = []
-    apply_all = w.rec._apply_all
+    apply_all = w.rec.applier._apply_all
 
     def recorded(objs: list[dict[str, Any]], mem: Any) -> int:
         rounds.append(sorted(o["kind"] for o in objs))
         return apply_all(objs, mem)
 
-    w.rec._apply_all = recorded  # type: ignore[method-assign]
+    w.rec.applier._apply_all = recorded  # type: ignore[method-assign]
     w.pass_()
     assert rounds[0] == ["NetworkPolicy", "ServiceAccount"]
     assert "Deployment" in rounds[1] and not set(render.FIRST_KINDS) & set(rounds[1])

@@ -1,4 +1,4 @@
-"""When a change of the cluster is worth a planner call for a job (`passstate.replan_reason`).
+"""When a change of the cluster is worth a planner call for a job (`replanpolicy.replan_reason`).
 
 The bench's 20 jobs arriving together used to make 25 re-plans (130 MILP solves): every job re-planned whenever
 another job's pods joined one of its nodes, though they only took GPUs its plan left free."""
@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 from k8s_helpers import make_plan
 
-from hexrl.k8s.passstate import plan_basis, replan_reason
+from hexrl.k8s.replanpolicy import plan_basis, replan_reason
 from hexrl.sched.types import Cluster, NodeInfo, PoolInfo
 
 pytestmark = pytest.mark.unit

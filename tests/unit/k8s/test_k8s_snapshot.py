@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 
 import pytest
 from k8s_helpers import hetero_nodes, ready_node
@@ -52,7 +51,7 @@ def test_pool_label_precedence_follows_the_configured_list():
     labels = {"nvidia.com/gpu.product": "H100", "hexrl.dev/pool": "late", "cloud.google.com/gke-nodepool": "gke"}
     snap = build_cluster(views([bare_node("n", labels)]), [], None, S)
     assert snap.cluster.nodes[0].pool == "gke"
-    custom = replace(S, pool_label_keys=("hexrl.dev/pool",))
+    custom = S.with_values(pool_label_keys=("hexrl.dev/pool",))
     assert build_cluster([node_view(bare_node("n", labels), custom)], [], None, custom).cluster.nodes[0].pool == "late"
 
 
@@ -135,7 +134,7 @@ def test_price_bandwidth_and_memory_overrides():
     assert (p.price_per_gpu_hour, p.inter_node_gbps, p.preemptions_per_node_hour) == (1.23, 12.5, 0.2)
     assert p.gpu_memory_gb == pytest.approx(102.6, abs=0.1)
     assert (n.clique, n.zone, p.zone) == ("nvl-7", "z1", "z1")
-    overridden = replace(S, price_overrides={"p": 0.5})
+    overridden = S.with_values(price_overrides={"p": 0.5})
     assert build_cluster(views([bare_node("n", labels)]), [], None, overridden).cluster.pools[0].price_per_gpu_hour == 0.5
 
 

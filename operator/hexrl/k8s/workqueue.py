@@ -25,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from hexrl.k8s.store import JobKey
+
 log = logging.getLogger(__name__)
 
-JobKey = tuple[str, str]
 
 
 @dataclass
