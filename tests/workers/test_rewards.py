@@ -15,7 +15,7 @@ from workers_builders import PYTHON, TINY_JOB, subprocess_env, tiny_spec, write_
 from hexrl.api.rewardspec import RewardSpec
 from hexrl_workers.protocol import WorkItem
 from hexrl_workers.reward.build import build_reward
-from hexrl_workers.reward.builtins import exact_match, format_reward, math_verify, regex_match
+from hexrl_workers.reward.builtins import exact_match, format_reward, math_answer, math_verify, regex_match
 from hexrl_workers.reward.runner import RewardFailed, RewardRunner, RewardTimeout
 from hexrl_workers.rollout.engine import GenResult
 from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
@@ -282,3 +282,12 @@ def test_hexrl_run_with_a_broken_reward_file_stops_before_starting(tmp_path):
                          timeout=180)
     assert out.returncode == 1, out.stderr[-2000:]  # bad input (hexrl.commands._inputs.EXIT_BAD_INPUT)
     assert f"reward.file {broken} has a syntax error at line 1" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("completion,score", [("So she has 19 beads. #### 19", 1.0), ("The answer is 19.", 1.0),
+                                              ("#### 20", 0.0), ("no number", 0.0)])
+def test_math_answer_takes_the_final_answer_of_a_worked_reference_solution(completion, score):
+    """A GSM8K answer column is a whole solution ending in `#### N`: the reference is N, not the text."""
+    reference = "The packs hold 4 * 4 = <<4*4=16>>16 beads.\nNora has 3 + 16 = <<3+16=19>>19 beads now.\n#### 19"
+    assert math_answer(completion, reference) == score
+    assert math_answer("\\boxed{-12}", "so $x = \\frac{-108}{9} = \\boxed{-12}$.") == 1.0

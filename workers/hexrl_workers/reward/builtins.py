@@ -56,10 +56,14 @@ def _as_number(s: str) -> float | None:
 
 
 def math_answer(completion: str, answer: str, prompt: str = "") -> float:
-    """1.0 when the completion's final answer equals the reference (numerically when both parse)."""
+    """1.0 when the completion's final answer equals the reference (numerically when both parse). A reference
+    that is a worked solution (GSM8K's `... #### 72`, MATH's `... \\boxed{-12}`) is reduced to its final answer
+    first, so a dataset's solution column can be the answer column as it is."""
     got = extract_final_answer(completion)
     if got is None:
         return 0.0
+    if "####" in answer or "\\boxed{" in answer:
+        answer = extract_final_answer(answer) or answer
     a, b = _as_number(got), _as_number(answer)
     if a is not None and b is not None:
         return 1.0 if math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9) else 0.0

@@ -163,6 +163,8 @@ class Trainer:
         self._warned_unshared = False
         self.tracker = FanOut([])
         self.exported_path: str | None = None
+        self.data_done = False
+        """The coordinator reported the job done before totalSteps (a finite dataset ran out): no batch follows."""
         self.device = torch.device(f"cuda:{settings.local_rank}" if settings.device == "cuda" else settings.device)
         self._setup()
 
@@ -314,16 +316,21 @@ class Trainer:
     # --------------------------------------------------------------------------------------- step
 
     def _get_batch(self, stop: threading.Event) -> Batch | None:
+        """The next batch, or None when stopping or when the coordinator says no batch will come (its dataset's
+        epochs ran out: `data_done`, which every rank learns with the batch)."""
         batch: Batch | None = None
         if self.s.rank == 0:
-            while batch is None and not stop.is_set():
+            while batch is None and not stop.is_set() and not self.data_done:
                 batch = self.coord.batch(self.version, wait_seconds=self.s.batch_wait_seconds)
+                if batch is None:
+                    self.data_done = bool(self.coord.version().get("done"))
         if self.distributed:
             import torch.distributed as dist
 
-            box = [batch.model_dump_json(by_alias=True) if batch is not None else None]
+            box = [batch.model_dump_json(by_alias=True) if batch is not None else None, self.data_done]
             dist.broadcast_object_list(box, src=0)
             batch = Batch.model_validate_json(box[0]) if box[0] is not None else None
+            self.data_done = bool(box[1])
         return batch
 
     @property
@@ -459,7 +466,8 @@ class Trainer:
     # ---------------------------------------------------------------------------------------- run
 
     def done(self) -> bool:
-        return self.total_steps is not None and self.version >= self.total_steps
+        """totalSteps trained, or the data ran out (the coordinator will hand out no further batch)."""
+        return self.data_done or (self.total_steps is not None and self.version >= self.total_steps)
 
     def run(self, stop: threading.Event | None = None) -> list[dict[str, float]]:
         if stop is not None and stop is not self.stop_event:
@@ -484,6 +492,9 @@ class Trainer:
                 self.tracker.log(self.version, stats)
             if self.version % every == 0 or self.done():
                 self._checkpoint()
+        if self.data_done and self.version % every != 0 and self.step_stats:
+            log.info("the dataset's epochs ran out at step %d: final checkpoint", self.version)
+            self._checkpoint()
         if self.done() and self.spec.export.at_end:
             self._export()
         return self.step_stats
