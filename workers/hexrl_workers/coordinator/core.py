@@ -8,7 +8,8 @@ Staleness (AReaL, arXiv 2505.24298). Let i be the trainer's policy version (numb
 trajectories** (not prompts) admitted into generation and still alive: dispatching a fresh group adds G;
 a group dropped for staleness subtracts G (its prompt is re-queued and will be counted again when it
 is re-dispatched); continuing a migrated partial adds nothing (it was counted when first admitted).
-A new group may be dispatched only if its last trajectory passes the gate
+A new group may be dispatched only if its last trajectory passes the gate (`hexrl.api.stalenessgate`,
+shared with the simulator)
 
     floor((N_r + G - 1) / B) <= i + η
 
@@ -40,6 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hexrl.api.evalspec import EvalSummary
+from hexrl.api.stalenessgate import StalenessGate
 from hexrl_workers.coordinator.evaluation import EvalRejectedError, Evaluator
 from hexrl_workers.data import Dataset, make_prompt
 from hexrl_workers.limits import sample_bytes
@@ -83,6 +85,11 @@ class CoordinatorSettings:
     def batch_trajectories(self) -> int:
         """B = promptsPerStep × groupSize."""
         return self.prompts_per_step * self.group_size
+
+    @property
+    def gate(self) -> StalenessGate:
+        """The staleness gate for the current η (built on each call: η may change at run time)."""
+        return StalenessGate(self.group_size, self.batch_trajectories, self.max_policy_lag)
 
 
 @dataclass
@@ -199,8 +206,7 @@ class CoordinatorCore:
 
     def gate_open(self) -> bool:
         """AReaL's gate for one more fresh group (see module docstring)."""
-        g, b = self.s.group_size, self.s.batch_trajectories
-        return (self.n_requested + g - 1) // b <= self.version + self.s.max_policy_lag
+        return self.s.gate.admits(self.n_requested, self.version)
 
     def _enough_admitted(self) -> bool:
         if self.s.total_steps is None:
