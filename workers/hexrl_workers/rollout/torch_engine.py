@@ -75,35 +75,18 @@ class TorchEngine:
 
     @torch.inference_mode()
     def generate(self, requests: list[GenRequest], stop: threading.Event | None = None) -> list[GenResult]:
-        if not requests:
-            return []
-        eos, pad = self.params.eos_id, self.params.pad_id
-        out = [
-            GenResult(list(r.prefix_tokens), list(r.prefix_logprobs), list(r.prefix_versions), False)
-            for r in requests
-        ]
-        active = []
-        for i, r in enumerate(requests):
-            if (r.prefix_tokens and r.prefix_tokens[-1] == eos) or len(r.prefix_tokens) >= r.max_new_tokens:
-                out[i].finished = bool(r.prefix_tokens) and r.prefix_tokens[-1] == eos
-            else:
-                active.append(i)
+        """Continue every request from its prefix, all rows decoded together (left-padded), until each has
+        emitted EOS or its max_new_tokens, or `stop` is set (then the unfinished ones are marked interrupted)."""
+        out, active = self._start(requests)
         if not active:
             return out
-        ctx = [requests[i].prompt_tokens + requests[i].prefix_tokens for i in active]
+        eos, pad = self.params.eos_id, self.params.pad_id
         temps = [self.params.temperature if requests[i].temperature is None else requests[i].temperature
                  for i in active]
-        width = max(len(c) for c in ctx)
-        ids = torch.full((len(ctx), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(ctx), width), dtype=torch.long)
-        for row, c in enumerate(ctx):
-            ids[row, width - len(c):] = torch.tensor(c)
-            mask[row, width - len(c):] = 1
-        ids, mask = ids.to(self.device), mask.to(self.device)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        ids, mask, pos = self._left_padded([requests[i].prompt_tokens + requests[i].prefix_tokens for i in active])
         res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         past, logits = res.past_key_values, res.logits[:, -1, :]
-        alive = torch.ones(len(ctx), dtype=torch.bool)
+        alive = torch.ones(len(active), dtype=torch.bool)
         next_pos = pos[:, -1] + 1
         budget = max(requests[i].max_new_tokens - len(requests[i].prefix_tokens) for i in active)
         for _ in range(budget):
@@ -120,19 +103,40 @@ class TorchEngine:
                 out[i].tokens.append(t)
                 out[i].logprobs.append(float(lp[row]))
                 out[i].versions.append(self.version)
-                if t == eos:
-                    out[i].finished = True
-                    alive[row] = False
-                elif len(out[i].tokens) >= requests[i].max_new_tokens:
+                if t == eos or len(out[i].tokens) >= requests[i].max_new_tokens:
+                    out[i].finished = t == eos
                     alive[row] = False
             if not bool(alive.any()):
                 break
             feed = torch.where(alive.to(self.device), tok, torch.full_like(tok, pad))
             mask = torch.cat([mask, alive.to(self.device, torch.long)[:, None]], dim=1)
-            res = self.model(
-                input_ids=feed[:, None], attention_mask=mask, position_ids=next_pos[:, None],
-                past_key_values=past, use_cache=True,
-            )
+            res = self.model(input_ids=feed[:, None], attention_mask=mask, position_ids=next_pos[:, None],
+                             past_key_values=past, use_cache=True)
             past, logits = res.past_key_values, res.logits[:, -1, :]
             next_pos = next_pos + 1
         return out
+
+    def _start(self, requests: list[GenRequest]) -> tuple[list[GenResult], list[int]]:
+        """(a result per request holding its prefix, the indices still to decode): a prefix that already ends in
+        EOS or fills max_new_tokens is done before any forward pass."""
+        eos = self.params.eos_id
+        out = [GenResult(list(r.prefix_tokens), list(r.prefix_logprobs), list(r.prefix_versions), False)
+               for r in requests]
+        active = []
+        for i, r in enumerate(requests):
+            if (r.prefix_tokens and r.prefix_tokens[-1] == eos) or len(r.prefix_tokens) >= r.max_new_tokens:
+                out[i].finished = bool(r.prefix_tokens) and r.prefix_tokens[-1] == eos
+            else:
+                active.append(i)
+        return out, active
+
+    def _left_padded(self, ctx: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(ids, attention mask, position ids) of the contexts right-aligned in one batch, on the device."""
+        width = max(len(c) for c in ctx)
+        ids = torch.full((len(ctx), width), self.params.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(ctx), width), dtype=torch.long)
+        for row, c in enumerate(ctx):
+            ids[row, width - len(c):] = torch.tensor(c)
+            mask[row, width - len(c):] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
