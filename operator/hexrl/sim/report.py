@@ -135,7 +135,17 @@ def write_plots(outcomes: Sequence[Outcome], out: Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     ran = [o for o in outcomes if o.result is not None]
     paths = []
+    for name, draw in (("timeseries.png", _plot_timeseries), ("summary.png", _plot_summary),
+                       ("staleness.png", _plot_staleness)):
+        fig = draw(plt, ran)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        paths.append(out / name)
+    return paths
 
+
+def _plot_timeseries(plt: Any, ran: Sequence[Outcome]) -> Any:
     fig, axes = plt.subplots(3, 1, figsize=(10, 10), sharex=True)
     for o in ran:
         assert o.result is not None
@@ -149,12 +159,10 @@ def write_plots(outcomes: Sequence[Outcome], out: Path) -> list[Path]:
     axes[2].set_xlabel("hours")
     axes[0].legend(fontsize=8, ncol=3)
     axes[0].set_title("Simulated policies over time (same cluster, job, trace and seed)")
-    fig.tight_layout()
-    p1 = out / "timeseries.png"
-    fig.savefig(p1, dpi=110)
-    plt.close(fig)
-    paths.append(p1)
+    return fig
 
+
+def _plot_summary(plt: Any, ran: Sequence[Outcome]) -> Any:
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
     names = [o.policy for o in ran]
     a1.bar(names, [o.result.tokens_per_second / 1e3 for o in ran if o.result])
@@ -165,12 +173,10 @@ def write_plots(outcomes: Sequence[Outcome], out: Path) -> list[Path]:
     a2.set_title("Cost efficiency")
     for a in (a1, a2):
         a.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    p2 = out / "summary.png"
-    fig.savefig(p2, dpi=110)
-    plt.close(fig)
-    paths.append(p2)
+    return fig
 
+
+def _plot_staleness(plt: Any, ran: Sequence[Outcome]) -> Any:
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / max(1, len(ran))
     for j, o in enumerate(ran):
@@ -183,9 +189,4 @@ def write_plots(outcomes: Sequence[Outcome], out: Path) -> list[Path]:
     ax.set_ylabel("fraction")
     ax.set_title("Staleness distribution")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p3 = out / "staleness.png"
-    fig.savefig(p3, dpi=110)
-    plt.close(fig)
-    paths.append(p3)
-    return paths
+    return fig
