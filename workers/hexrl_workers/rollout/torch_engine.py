@@ -39,6 +39,10 @@ class TorchEngine:
             raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.version = version
 
+    def _temperature(self, request: GenRequest) -> float:
+        """The request's own temperature, else the engine's."""
+        return self.params.temperature if request.temperature is None else request.temperature
+
     def _sample(self, logits: torch.Tensor, temps: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """One token per row at that row's temperature (≤ 0: greedy), and its tempered log-prob."""
         if len(set(temps)) > 1:
@@ -91,8 +95,7 @@ class TorchEngine:
         if not active:
             return out
         ctx = [requests[i].prompt_tokens + requests[i].prefix_tokens for i in active]
-        temps = [self.params.temperature if requests[i].temperature is None else requests[i].temperature
-                 for i in active]
+        temps = [self._temperature(requests[i]) for i in active]
         width = max(len(c) for c in ctx)
         ids = torch.full((len(ctx), width), pad, dtype=torch.long)
         mask = torch.zeros((len(ctx), width), dtype=torch.long)

@@ -68,7 +68,7 @@ def launch(layout: TrainerLayout, node_rank: int, rendezvous: Rendezvous) -> int
     try:
         elastic_launch(config, sys.executable)("-m", "hexrl_workers", RANK_ROLE)
     except ChildFailedError as exc:
-        failures = "; ".join(f"rank {f.rank}: exit {f.exitcode}" for f in exc.failures.values())
+        failures = "; ".join(f"rank {rank}: exit {f.exitcode}" for rank, f in exc.failures.items())
         print(f"hexrl_workers trainer: a trainer process failed ({failures}); see its log above", file=sys.stderr)
         codes = {f.exitcode for f in exc.failures.values()}
         return 2 if codes == {2} else 1
