@@ -105,6 +105,17 @@ def _coordinator(cfg: WorkerConfig, token: str | None, credentials: Credentials)
     return 0
 
 
+def _on_stop_signals(stop: Callable[[], None]) -> None:
+    """On SIGTERM or SIGINT: note that we are stopping (so the exit is clean), then call `stop`."""
+
+    def handle(signum: int, frame: object) -> None:
+        _STOPPING.set()
+        stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, handle)
+
+
 def _port(env: str, default: int) -> int:
     """A port from the environment (0 = any free port), else the role's default."""
     raw = os.environ.get(env, "")
@@ -129,8 +140,7 @@ def _rollout(cfg: WorkerConfig, token: str | None, credentials: Credentials) -> 
     )
     # Without a relay nothing else listens on the pod's status port: serve the probes and /metrics there.
     status = ThreadedStatusServer(worker.metrics, worker.readiness, port=port) if relay is None else None
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: (_STOPPING.set(), worker.stop()))
+    _on_stop_signals(worker.stop)
     try:
         worker.run()
     finally:
@@ -166,8 +176,7 @@ def _trainer_rank(cfg: WorkerConfig, token: str | None, credentials: Credentials
         layout, _ = TrainerLayout.from_env(os.environ)
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: (_STOPPING.set(), stop.set()))
+    _on_stop_signals(stop.set)
     # The pod's probes and metrics come from its first process, from the start: not ready until it trains.
     metrics, readiness = Metrics("trainer"), Readiness("starting")
     status = (ThreadedStatusServer(metrics, readiness, port=_port(ENV_TRAINER_METRICS_PORT, TRAINER_METRICS_PORT))

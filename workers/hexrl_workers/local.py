@@ -76,7 +76,7 @@ class LocalOptions:
 def _trainer_actor_cls():  # type: ignore[no-untyped-def]
     import ray
 
-    @ray.remote(num_cpus=0, max_concurrency=2)
+    @ray.remote(num_cpus=0, max_concurrency=2)  # type: ignore[call-overload]  # actor option missing in ray's overloads
     class TrainerActor:
         def __init__(self, spec_json: str, settings: dict[str, Any], procs: int) -> None:
             logging.basicConfig(level=logging.WARNING)
@@ -113,7 +113,7 @@ def _trainer_actor_cls():  # type: ignore[no-untyped-def]
 def _rollout_actor_cls():  # type: ignore[no-untyped-def]
     import ray
 
-    @ray.remote(num_cpus=0, max_concurrency=2)
+    @ray.remote(num_cpus=0, max_concurrency=2)  # type: ignore[call-overload]  # actor option missing in ray's overloads
     class RolloutActor:
         def __init__(self, spec_json: str, coordinator_url: str, weights_url: str, token: str, worker_id: str,
                      host: str, max_items: int, credentials: Credentials) -> None:

@@ -20,6 +20,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # transformers is imported where it is used: importing this module stays cheap
+    from transformers import PreTrainedTokenizerFast, Qwen2Config
 
 PAD = "<|endoftext|>"
 IM_START = "<|im_start|>"
@@ -72,7 +76,7 @@ class TinyModelSettings:
     """Seed of the random initial weights."""
 
 
-def train_tokenizer(corpus: str, vocab_size: int):  # type: ignore[no-untyped-def]
+def train_tokenizer(corpus: str, vocab_size: int) -> PreTrainedTokenizerFast:
     """A byte-level BPE `PreTrainedTokenizerFast` with the ChatML specials and template."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
@@ -90,7 +94,7 @@ def train_tokenizer(corpus: str, vocab_size: int):  # type: ignore[no-untyped-de
     return tok
 
 
-def build_config(settings: TinyModelSettings, tokenizer) -> object:  # type: ignore[no-untyped-def]
+def build_config(settings: TinyModelSettings, tokenizer: PreTrainedTokenizerFast) -> Qwen2Config:
     from transformers import Qwen2Config
 
     return Qwen2Config(
@@ -102,10 +106,17 @@ def build_config(settings: TinyModelSettings, tokenizer) -> object:  # type: ign
         num_key_value_heads=settings.kv_heads,
         max_position_embeddings=settings.max_positions,
         tie_word_embeddings=False,
-        bos_token_id=tokenizer.convert_tokens_to_ids(IM_START),
-        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
-        pad_token_id=tokenizer.convert_tokens_to_ids(PAD),
+        bos_token_id=_token_id(tokenizer, IM_START),
+        eos_token_id=_token_id(tokenizer, IM_END),
+        pad_token_id=_token_id(tokenizer, PAD),
     )
+
+
+def _token_id(tokenizer: PreTrainedTokenizerFast, token: str) -> int:
+    """The id of one token (typed as possibly a list, which only a list of tokens gives)."""
+    token_id = tokenizer.convert_tokens_to_ids(token)
+    assert isinstance(token_id, int)
+    return token_id
 
 
 def write_tiny_model(out: str | Path, settings: TinyModelSettings = TinyModelSettings(),
@@ -121,7 +132,7 @@ def write_tiny_model(out: str | Path, settings: TinyModelSettings = TinyModelSet
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(settings.seed)
         model = Qwen2ForCausalLM(config)
-    model.generation_config.pad_token_id = config.pad_token_id  # type: ignore[attr-defined]
+    model.generation_config.pad_token_id = config.pad_token_id
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

@@ -116,7 +116,7 @@ class WandbTracker:
     name = "wandb"
 
     def __init__(self, project: str, entity: str | None, run_name: str | None, mode: str, directory: str) -> None:
-        self.settings = {"project": project, "entity": entity, "name": run_name, "mode": mode, "dir": directory}
+        self.settings: dict[str, Any] = {"project": project, "entity": entity, "name": run_name, "mode": mode, "dir": directory}
         self._run: Any = None
 
     def start(self, params: Mapping[str, Any]) -> None:

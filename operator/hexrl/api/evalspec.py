@@ -16,7 +16,8 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from hexrl.api.models import DatasetSpec, _Model
+from hexrl.api.dataspec import DatasetSpec
+from hexrl.api.models import _Model
 
 CORRECT_REWARD = 0.5
 """A response whose reward is at least this counts as correct (greedy accuracy, pass@k)."""

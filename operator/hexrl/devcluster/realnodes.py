@@ -43,6 +43,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -394,7 +395,7 @@ def unmount_all(roots: list[Path]) -> None:
 
 def pod_netns() -> list[str]:
     """Network namespaces in /var/run/netns whose interfaces hold an address of our real-node subnets."""
-    out = []
+    out: list[str] = []
     if not NETNS_DIR.is_dir():
         return out
     for ns in sorted(p.name for p in NETNS_DIR.iterdir()):
@@ -641,7 +642,7 @@ class RealNodes:
             proc = procs.start(["containerd", "--config", str(cfg), "--log-level", "warn"],
                                self.logs() / f"{key}.log", cwd=node.dir)  # fmt: skip
             self.pids[key] = proc.pid
-            self._wait(key, lambda n=node: run(["ctr", "--address", str(n.socket), "version"], check=False).returncode == 0, proc)
+            self._wait(key, partial(_containerd_answers, node), proc)
 
     def ctr(self, node: RealNode, *args: str, check: bool = True, timeout: float = 600.0) -> subprocess.CompletedProcess[str]:
         return run(["ctr", "--address", str(node.socket), "--namespace", "k8s.io", *args], check=check, timeout=timeout)
@@ -876,6 +877,11 @@ class RealNodes:
             "sysctls": [f"{k}: {v} (was {sysctls[k]})" for k, v in read_sysctls().items()
                         if sysctls and k in sysctls and sysctls[k] != v],
         }
+
+
+def _containerd_answers(node: RealNode) -> bool:
+    """Whether the node's containerd answers on its socket (it is up)."""
+    return run(["ctr", "--address", str(node.socket), "version"], check=False).returncode == 0
 
 
 def _http_ok(url: str) -> bool:

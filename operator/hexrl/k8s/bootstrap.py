@@ -67,7 +67,7 @@ def prepare(api: KubeApi, settings: OperatorSettings) -> list[str]:
     _step(done, f"created namespace {ns}", ns, lambda: _create_if_missing(api, _namespace(ns)))
     if settings.identity.peering and not settings.identity.standalone:
         for doc in peering_crds():
-            _step(done, f"created CRD {doc['metadata']['name']}", ns, lambda d=doc: _crd_if_missing(api, d))
+            _step(done, f"created CRD {doc['metadata']['name']}", ns, partial(_crd_if_missing, api, doc))
         peering = _peering(settings.identity.peering, settings.watching.namespace)
         what = f"created {peering['kind']} {settings.identity.peering}"
         _step(done, what, ns, lambda: _create_if_missing(api, peering))

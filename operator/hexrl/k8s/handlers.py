@@ -239,8 +239,8 @@ def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
     rljobs = (GROUP, VERSION, PLURAL)
 
     @kopf.on.event(*rljobs, registry=registry)
-    async def job_event(type: str, namespace: str, name: str, uid: str, body: kopf.Body, meta: kopf.Meta,
-                        **_: Any) -> None:
+    async def job_event(type: str, namespace: str | None, name: str, uid: str, body: kopf.Body,
+                        meta: kopf.Meta, **_: Any) -> None:
         """Every RLJob event: remember the job and its phase; request a pass when the job is new to this
         process (created, or listed at start-up) or its spec changed (a new metadata.generation).
 
@@ -249,6 +249,7 @@ def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
         PATCHes (each echoed back as an event) and a deep copy of the whole object on every event,
         including the status writes of every pass — ~14 % of the operator's CPU while 20 jobs arrive."""
         op.ready = True
+        assert namespace is not None  # the RLJob CRD is namespaced (kopf types it for cluster resources too)
         key = (namespace, name)
         if type == "DELETED":
             _job_deleted(op, key, uid)
@@ -263,7 +264,8 @@ def _register_jobs(registry: kopf.OperatorRegistry, op: Operator) -> None:
 
     @kopf.timer(*rljobs, interval=s.scaling.poll_seconds, initial_delay=s.scaling.poll_seconds,
                 registry=registry)
-    async def poll_progress(namespace: str, name: str, uid: str, **_: Any) -> None:
+    async def poll_progress(namespace: str | None, name: str, uid: str, **_: Any) -> None:
+        assert namespace is not None  # the RLJob CRD is namespaced
         await _poll(op, namespace, name, uid)
 
 

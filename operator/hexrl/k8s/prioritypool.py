@@ -20,6 +20,7 @@ import itertools
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from functools import partial
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ class PriorityPool:
     def map(self, fn: Callable[[T], R], items: Iterable[T], priority: float = 0.0) -> list[R]:
         """fn over items on the pool at `priority`; results in item order (the first exception is raised
         after every call has finished, so no call outlives the pass that made it)."""
-        futures = [self.submit(priority, lambda item=item: fn(item)) for item in items]
+        futures = [self.submit(priority, partial(fn, item)) for item in items]
         for f in futures:
             f.exception()  # wait for all before raising any
         return [f.result() for f in futures]

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from hexrl.k8s.store import JobKey
@@ -100,7 +101,7 @@ class WorkQueue:
                 del self._pending[key]
                 self._running.add(key)
                 fut = loop.run_in_executor(self._executor, self._one, key)
-                fut.add_done_callback(lambda f, k=key: self._done(k, f))
+                fut.add_done_callback(partial(self._done, key))
             nxt = min((p.due for p in self._pending.values()), default=None)
             self._wake.clear()
             timeout = None if nxt is None else max(0.0, nxt - time.monotonic())

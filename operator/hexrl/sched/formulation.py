@@ -160,7 +160,7 @@ class Model:
         return pulp.lpSum(self.x[j] for j in self.train_ids if self.p.train[j].pool == pool)
 
 
-def _var(prob: pulp.LpProblem, name: str, low: float | None = None, up: float | None = None, cat: str = "Continuous"):
+def _var(prob: pulp.LpProblem, name: str, low: float | None = None, up: float | None = None, cat: str = "Continuous") -> pulp.LpVariable:
     """A variable attached to `prob` (PuLP ≥ 3.3 prefers prob.add_variable; older versions lack it)."""
     if hasattr(prob, "add_variable"):
         return prob.add_variable(name, low, up, cat=cat)

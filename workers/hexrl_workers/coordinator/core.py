@@ -551,13 +551,13 @@ class CoordinatorCore:
         refused half-way (a 422) leaves the coordinator exactly as it was."""
         if not isinstance(snap, dict):
             raise TypeError(f"a snapshot is a JSON object, not {type(snap).__name__}")
-        groups = {}
+        groups: dict[int, _Group] = {}
         for g in snap["groups"]:
             done = {t.sample_index: t for t in (Trajectory.model_validate(x) for x in g["done"])}
             grp = _Group(int(g["groupId"]), Prompt.model_validate(g["prompt"]), done=done)
             grp.outstanding = set(range(self.s.group_size)) - set(done)
             groups[grp.group_id] = grp
-        parsed = {
+        parsed: dict[str, Any] = {  # attribute name -> restored value, set below once all of it parsed
             "epoch": max(self.epoch, int(snap["epoch"])) + 1,
             "version": int(snap["version"]),
             "cursor": int(snap["cursor"]),

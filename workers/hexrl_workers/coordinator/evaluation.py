@@ -183,7 +183,7 @@ class Evaluator:
         if run is None or run.version != version:
             return []
         self.expire(now)
-        items = []
+        items: list[WorkItem] = []
         while run.queue and len(items) < max_items:
             unit = run.queue.popleft()
             item_id = next_item_id()

@@ -28,8 +28,9 @@ class DatasetExhausted(LookupError):
 
 
 class Dataset(Protocol):
-    prompt_count: int | None
-    """Prompt ids the dataset has (records × epochs); None: endless."""
+    @property
+    def prompt_count(self) -> int | None:
+        """Prompt ids the dataset has (records × epochs); None: endless."""
 
     def get(self, prompt_id: int) -> Example: ...
 

@@ -25,6 +25,7 @@ import platform
 import resource
 import struct
 import sys
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_SECCOMP = 22
@@ -48,22 +49,28 @@ _LD_ABS, _JEQ, _JGE, _JSET, _RET = 0x20, 0x15, 0x35, 0x45, 0x06
 _ALLOW, _KILL = 0x7FFF0000, 0x80000000
 
 
-def _errno(code):
+# One BPF instruction (code, jump-if-true, jump-if-false, k); a jump is an offset, or a label until resolved.
+_Jump = int | str
+_Instruction = tuple[int, _Jump, _Jump, int]
+_Resolved = tuple[int, int, int, int]
+
+
+def _errno(code: int) -> int:
     return 0x00050000 | code
 
 
-def _filter_program(machine):
+def _filter_program(machine: str) -> list[_Resolved]:
     """The BPF instructions (code, jt, jf, k) with jumps to labels resolved."""
     arch, nr = _ARCHES[machine]
-    prog = [(_LD_ABS, 0, 0, 4), (_JEQ, 0, "kill", arch), (_LD_ABS, 0, 0, 0)]
+    prog: list[_Instruction] = [(_LD_ABS, 0, 0, 4), (_JEQ, 0, "kill", arch), (_LD_ABS, 0, 0, 0)]
     if machine == "x86_64":
         prog.append((_JGE, "eperm", 0, _X32_SYSCALL_BIT))
     prog += [(_JEQ, "socket", 0, nr["socket"]), (_JEQ, "clone", 0, nr["clone"]),
              (_JEQ, "enosys", 0, nr["clone3"]), (_JEQ, "eperm", 0, nr["io_uring_setup"])]
     prog += [(_JEQ, "eperm", 0, nr[name]) for name in ("fork", "vfork") if name in nr]
-    labels = {}
+    labels: dict[str, int] = {}
     # every jump goes forward (BPF has no backward jumps): the checks, then the argument tests, then the returns
-    tail = [(None, (_RET, 0, 0, _ALLOW)),
+    tail: list[tuple[str | None, _Instruction]] = [(None, (_RET, 0, 0, _ALLOW)),
             ("socket", (_LD_ABS, 0, 0, 16)), (None, (_JEQ, "allow", "eperm", _AF_UNIX)),
             ("clone", (_LD_ABS, 0, 0, 16)), (None, (_JSET, "allow", "eperm", _CLONE_THREAD)),
             ("allow", (_RET, 0, 0, _ALLOW)), ("eperm", (_RET, 0, 0, _errno(_EPERM))),
@@ -72,20 +79,23 @@ def _filter_program(machine):
         if label:
             labels[label] = len(prog)
         prog.append(ins)
-    out = []
+    out: list[_Resolved] = []
     for i, (code, jt, jf, k) in enumerate(prog):
-        jt = labels[jt] - i - 1 if isinstance(jt, str) else jt
-        jf = labels[jf] - i - 1 if isinstance(jf, str) else jf
-        out.append((code, jt, jf, k))
+        out.append((code, _resolve(jt, labels, i), _resolve(jf, labels, i), k))
     return out
 
 
-def _prctl(libc, option, arg, ptr=None):
+def _resolve(jump: _Jump, labels: dict[str, int], index: int) -> int:
+    """A jump as BPF wants it: the number of instructions to skip after the one at `index`."""
+    return labels[jump] - index - 1 if isinstance(jump, str) else jump
+
+
+def _prctl(libc: ctypes.CDLL, option: int, arg: int, ptr: int | None = None) -> None:
     if libc.prctl(option, ctypes.c_ulong(arg) if ptr is None else arg, ptr, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), f"prctl({option}) failed: {os.strerror(ctypes.get_errno())}")
 
 
-def install_filter():
+def install_filter() -> None:
     """Confine this process with the seccomp filter; raises when the kernel or architecture cannot."""
     machine = platform.machine()
     if machine not in _ARCHES:
@@ -104,7 +114,7 @@ def install_filter():
     _prctl(libc, _PR_SET_SECCOMP, _SECCOMP_MODE_FILTER, ctypes.addressof(fprog))
 
 
-def set_limits(cfg):
+def set_limits(cfg: dict[str, Any]) -> None:
     cpu = int(cfg["cpuSeconds"])
     resource.setrlimit(resource.RLIMIT_CPU, (cpu, cpu + 1))
     resource.setrlimit(resource.RLIMIT_AS, (cfg["memoryBytes"], cfg["memoryBytes"]))
@@ -113,7 +123,7 @@ def set_limits(cfg):
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _run_source(source, filename, namespace):
+def _run_source(source: str, filename: str, namespace: dict[str, Any]) -> bool:
     """Run `source` in `namespace`; True when it ran to the end (or exited with status 0)."""
     try:
         exec(compile(source, filename, "exec"), namespace)
@@ -124,13 +134,14 @@ def _run_source(source, filename, namespace):
     return True
 
 
-def _test_chunks(tests):
+def _test_chunks(tests: str) -> list[tuple[list[ast.stmt], list[ast.stmt]]]:
     """(setup statements before it, the test) pairs: each top-level assert is a test; without any, the whole
     test code is one test."""
     tree = ast.parse(tests)
     if not any(isinstance(node, ast.Assert) for node in tree.body):
         return [([], tree.body)]
-    chunks, setup = [], []
+    chunks: list[tuple[list[ast.stmt], list[ast.stmt]]] = []
+    setup: list[ast.stmt] = []
     for node in tree.body:
         if isinstance(node, ast.Assert):
             chunks.append((setup, [node]))
@@ -140,8 +151,8 @@ def _test_chunks(tests):
     return chunks
 
 
-def run_asserts(program, tests, result_fd):
-    namespace = {"__name__": "__main__", "__builtins__": __builtins__}
+def run_asserts(program: str, tests: str, result_fd: int) -> None:
+    namespace: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
     chunks = _test_chunks(tests)  # parsed before the program runs: the program cannot change the count
     if not _run_source(program, "solution.py", namespace):  # a program that crashes passes nothing
         os.write(result_fd, f"0 {len(chunks)}\n".encode())
@@ -155,7 +166,7 @@ def run_asserts(program, tests, result_fd):
     os.write(result_fd, f"{passed} {len(chunks)}\n".encode())
 
 
-def main():
+def main() -> None:
     cfg = json.loads(sys.argv[1])
     result_fd = cfg.get("resultFd")
     set_limits(cfg)

@@ -39,6 +39,10 @@ class TorchEngine:
             raise ValueError(f"weights do not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
         self.version = version
 
+    def _temperature(self, request: GenRequest) -> float:
+        """The request's own temperature, else the engine's."""
+        return self.params.temperature if request.temperature is None else request.temperature
+
     def _sample(self, logits: torch.Tensor, temps: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
         """One token per row at that row's temperature (≤ 0: greedy), and its tempered log-prob."""
         if len(set(temps)) > 1:
@@ -81,8 +85,7 @@ class TorchEngine:
         if not active:
             return out
         eos, pad = self.params.eos_id, self.params.pad_id
-        temps = [self.params.temperature if requests[i].temperature is None else requests[i].temperature
-                 for i in active]
+        temps = [self._temperature(requests[i]) for i in active]
         ids, mask, pos = self._left_padded([requests[i].prompt_tokens + requests[i].prefix_tokens for i in active])
         res = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True)
         past, logits = res.past_key_values, res.logits[:, -1, :]
@@ -122,7 +125,7 @@ class TorchEngine:
         eos = self.params.eos_id
         out = [GenResult(list(r.prefix_tokens), list(r.prefix_logprobs), list(r.prefix_versions), False)
                for r in requests]
-        active = []
+        active: list[int] = []
         for i, r in enumerate(requests):
             if (r.prefix_tokens and r.prefix_tokens[-1] == eos) or len(r.prefix_tokens) >= r.max_new_tokens:
                 out[i].finished = bool(r.prefix_tokens) and r.prefix_tokens[-1] == eos

@@ -26,6 +26,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from hexrl.api.dataspec import PromptSpec
@@ -38,6 +39,7 @@ from hexrl_workers.protocol import (
     PartialResponse,
     Trajectory,
     TrajectoryBatchIn,
+    WeightManifest,
     WorkItem,
 )
 from hexrl_workers.reward import RewardFn
@@ -96,7 +98,8 @@ class RolloutWorker:
         # stop (SIGTERM) turns coordinator retries off, so a worker whose coordinator is gone still exits
         if isinstance(coordinator, CoordinatorClient):
             coordinator.abort = self.stop_event
-        self.on_weights = None  # callback(manifest, blob): e.g. publish to this worker's relay server
+        # called with each version loaded (manifest, blob): e.g. publish it on this worker's relay server
+        self.on_weights: Callable[[WeightManifest, bytearray], None] | None = None
         self._spare_blob: bytearray | None = None
         """The last pulled blob, reused for the next version (same size): allocating and page-faulting a
         fresh buffer per version cost as much as the transfer (a pull reached 15 % of the link, not 60-98 %).
@@ -239,7 +242,10 @@ class RolloutWorker:
                 ))
             else:
                 scored = self._score(item, idx, req.prompt_tokens, res)
-                (out.discarded if isinstance(scored, DiscardedSample) else out.trajectories).append(scored)
+                if isinstance(scored, DiscardedSample):
+                    out.discarded.append(scored)
+                else:
+                    out.trajectories.append(scored)
         return out
 
     def _collect_evaluation(self, out: TrajectoryBatchIn, item: WorkItem, idx: int, res: GenResult) -> None:

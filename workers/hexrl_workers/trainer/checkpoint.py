@@ -265,7 +265,7 @@ def load_into(path: str | Path, model: Any, optim: torch.optim.Optimizer) -> dic
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optim_state = get_state_dict(model, optim)
-    state = {"model": model_state, "optim": optim_state}
+    state: dict[str, Any] = {"model": model_state, "optim": optim_state}  # DCP loads into these in place
     with _single_process_is_intended():
         dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
     set_state_dict(model, optim, model_state_dict=state["model"], optim_state_dict=state["optim"])

@@ -29,6 +29,8 @@ from hexrl.api.models import RLJobSpec
 from hexrl.api.trainerlayout import TrainerLayout
 
 if TYPE_CHECKING:
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     from hexrl_workers.httpcommon import Credentials
 
 log = logging.getLogger(__name__)
@@ -68,16 +70,22 @@ def launch(layout: TrainerLayout, node_rank: int, rendezvous: Rendezvous) -> int
     try:
         elastic_launch(config, sys.executable)("-m", "hexrl_workers", RANK_ROLE)
     except ChildFailedError as exc:
-        failures = "; ".join(f"rank {f.rank}: exit {f.exitcode}" for f in exc.failures.values())
-        print(f"hexrl_workers trainer: a trainer process failed ({failures}); see its log above", file=sys.stderr)
-        codes = {f.exitcode for f in exc.failures.values()}
-        return 2 if codes == {2} else 1
+        return failed_exit(exc)
     except Exception as exc:  # the agent's SignalException: we were told to stop
         if type(exc).__name__ == "SignalException":
             log.info("trainer stopped by %s", exc)
             return 0
         raise
     return 0
+
+
+def failed_exit(exc: ChildFailedError) -> int:
+    """Say which trainer ranks failed and how on stderr; the pod's exit code: 2 when every failure was bad
+    input (exit 2), else 1."""
+    failures = "; ".join(f"rank {rank}: exit {f.exitcode}" for rank, f in exc.failures.items())
+    print(f"hexrl_workers trainer: a trainer process failed ({failures}); see its log above", file=sys.stderr)
+    codes = {f.exitcode for f in exc.failures.values()}
+    return 2 if codes == {2} else 1
 
 
 class TrainerProcess:

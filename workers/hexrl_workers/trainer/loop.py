@@ -327,7 +327,7 @@ class Trainer:
         if self.distributed:
             import torch.distributed as dist
 
-            box = [batch.model_dump_json(by_alias=True) if batch is not None else None, self.data_done]
+            box: list[Any] = [batch.model_dump_json(by_alias=True) if batch is not None else None, self.data_done]
             dist.broadcast_object_list(box, src=0)
             batch = Batch.model_validate_json(box[0]) if box[0] is not None else None
             self.data_done = bool(box[1])
@@ -390,6 +390,7 @@ class Trainer:
                 sub = mine.rows(rows)
                 logp = self._logp(sub)
                 prox_sub = prox[part][k] if prox is not None else logp.detach()
+                assert prox_sub is not None  # _proximal_logprobs ran every real pass of this same plan
                 ref = self._ref_logp(sub)
                 loss, st = decoupled_ppo_loss(
                     logp, prox_sub, sub.behaviour_logp.to(logp.device), sub.advantages.to(logp.device),

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -82,7 +82,9 @@ class ParallelModel:
         other ranks an empty dict."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-        return get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        state = get_model_state_dict(self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # typed as any state value; a module's full state dict holds only tensors
+        return cast(dict[str, torch.Tensor], state)
 
 
 def tensor_parallel_plan() -> dict[str, Any]:

@@ -98,7 +98,8 @@ class WeightServer:
         # A relay on a rollout pod serves the worker's own registry: one /metrics per pod, with the
         # worker's tokens, pulls and version, not an empty twin.
         self.metrics = metrics or Metrics(role)
-        self.versions: dict[int, tuple[WeightManifest, bytearray]] = {}
+        self.versions: dict[int, tuple[WeightManifest, bytes | None]] = {}
+        """version -> (manifest, the blob's bytes; None when the blob lives in the in-memory file)"""
         self._files: dict[int, BinaryIO | None] = {}  # version -> in-memory file with the blob (for sendfile)
         self.holders: dict[int, dict[str, int]] = {}  # version -> relay url -> assignments
         self.holder_expiry: dict[tuple[int, str], float] = {}  # (version, relay url) -> when the entry expires
