@@ -30,7 +30,10 @@ def test_defaults_and_camel_case():
     assert ev is not None and ev.enabled
     assert (ev.every_steps, ev.max_prompts, ev.k, ev.temperature, ev.greedy, ev.at_start) == (10, 64, 4, None, True, True)
     assert ev.dataset is not None and ev.dataset.name == "arith-mod10"
-    assert ev.wire() == {"everySteps": 10, "dataset": {"name": "arith-mod10"}, "maxPrompts": 64, "k": 4,
+    # the held-out dataset goes on the wire with its own defaults filled in, as the coordinator reads it
+    dataset = {"name": "arith-mod10", "format": "auto", "shuffle": True,
+               "columns": {"prompt": "prompt", "answer": "answer", "metadata": []}}
+    assert ev.wire() == {"everySteps": 10, "dataset": dataset, "maxPrompts": 64, "k": 4,
                          "greedy": True, "atStart": True}
 
 
