@@ -123,9 +123,11 @@ weightSync: {mode: pull, chunkMb: 1, relay: true, parallelChunks: 2}
 checkpoint: {path: /tmp/hexrl-chart-smoke/checkpoints, everySteps: 2, keep: 2}
 reward: {function: math-answer}
 dataset: {name: arith-digits}
+evaluation: {everySteps: 2, maxPrompts: 4, k: 2}
 """
 """The workers' tiny arithmetic job (manifests/examples/rljob-tiny.yaml) with a budget that buys the
-small inventory's GPUs, frequent checkpoints, and no step limit (it runs until the test stops it)."""
+small inventory's GPUs, frequent checkpoints, a small held-out evaluation (so every dashboard panel has
+data), and no step limit (it runs until the test stops it)."""
 
 
 def job_manifest(name: str, *, parameters: float = 1.0e5) -> dict[str, Any]:

@@ -32,6 +32,27 @@ def test_example_job_is_valid() -> None:
     assert job.spec.budget.max_cost_per_hour == 180
 
 
+EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))
+NUMBER_AS_TEXT = re.compile(r"^[-+]?[0-9][0-9_]*(\.[0-9_]*)?[eE][0-9]+$")
+"""What YAML 1.2 (kubectl) reads as a number but YAML 1.1 (PyYAML, and so most Python users) as a string."""
+
+
+def strings_that_look_like_numbers(node: object) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in strings_that_look_like_numbers(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in strings_that_look_like_numbers(v)]
+    return [node] if isinstance(node, str) and NUMBER_AS_TEXT.match(node) else []
+
+
+@pytest.mark.parametrize("path", EXAMPLES + INVALID, ids=lambda p: p.name)
+def test_example_numbers_are_numbers_to_every_yaml_reader(path: Path) -> None:
+    """`1.54e9` is a number to kubectl but a string to PyYAML: a user who edits an example in Python and
+    applies it gets a schema error. The examples write exponents with a sign (`1.54e+9`)."""
+    for document in yaml.safe_load_all(path.read_text()):
+        assert not strings_that_look_like_numbers(document), f"{path.name}: write the exponent with a sign"
+
+
 def test_builder_job_is_valid_and_overrides_apply() -> None:
     job = RLJob.model_validate(rljob(staleness__maxPolicyLag=2, budget={"targetTokensPerSecond": 5000}))
     assert job.spec.staleness.max_policy_lag == 2

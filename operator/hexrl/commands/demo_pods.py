@@ -62,10 +62,6 @@ def pods_job(manifest: Path, namespace: str, gpu_types: list[str] | None = None,
     job = yaml.safe_load(manifest.read_text())
     job["metadata"]["namespace"] = namespace
     spec = job["spec"]
-    # PyYAML reads `1.0e5` (no sign in the exponent) as a string; kubectl's YAML reader as a number.
-    shape = spec["model"].get("shape") or {}
-    if isinstance(shape.get("parameters"), str):
-        shape["parameters"] = float(shape["parameters"])
     if total_steps is not None:
         spec["algorithm"]["totalSteps"] = total_steps
     spec["checkpoint"] = {"pvc": "ckpt", "path": "/checkpoints", "everySteps": 10, "keep": 2}

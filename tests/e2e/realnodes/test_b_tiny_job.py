@@ -56,10 +56,10 @@ def tiny_job(namespace: str, total_steps: int = 600) -> dict[str, Any]:
     job = yaml.safe_load(TINY.read_text())
     job["metadata"]["namespace"] = namespace
     spec = job["spec"]
-    # PyYAML reads `1.0e5` (no sign in the exponent) as a string, kubectl's YAML reader as a number
-    spec["model"]["shape"]["parameters"] = float(spec["model"]["shape"]["parameters"])
     spec["algorithm"]["totalSteps"] = total_steps
     spec["checkpoint"] = {"pvc": "ckpt", "path": "/checkpoints", "everySteps": 10, "keep": 2}
+    # A small held-out evaluation (versions 0, 50, …), so the job dashboard's evaluation panel has data too.
+    spec["evaluation"] = {"everySteps": 50, "maxPrompts": 8, "k": 2}
     spec.setdefault("images", {})["pullPolicy"] = "Never"
     return job
 
