@@ -8,7 +8,7 @@ scheduled by the debouncing `workqueue.WorkQueue`. `reconcile.Reconciler` compos
 `statuswriter.StatusWriter` (conditions, Events, the status write), which share `podview.PodView` and
 `announcer.Announcer`; `jobmemory` holds each job's memory and the data the parts hand each other,
 `replanpolicy` when a cluster change is worth a planner call, `operatorkey` the key behind job tokens.
-`render` re-exports `render_static`, `render_pods` and `render_common`. `scaling` adjusts rollout from the
+`render` re-exports `render_static`, `render_pods` and `render_parts`. `scaling` adjusts rollout from the
 coordinator's progress, `metrics` holds every Prometheus metric, `settings` every knob, and `main` starts
 the process (`hexrl operator`).
 """

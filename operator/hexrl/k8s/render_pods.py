@@ -15,7 +15,7 @@ from typing import Any
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import RLJobSpec
 from hexrl.api.trainerlayout import TrainerLayout
-from hexrl.k8s.render_common import (
+from hexrl.k8s.render_parts import (
     EPOCH_LABEL,
     HOSTNAME_LABEL,
     RANK_LABEL,

@@ -15,7 +15,7 @@ from typing import Any
 from hexrl.api import jobtokens
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import RLJobSpec, SpotUse
-from hexrl.k8s.render_common import (
+from hexrl.k8s.render_parts import (
     EPOCH_LABEL,
     PLAN_KEY,
     PRIORITY_VALUES,

@@ -16,7 +16,7 @@ from k8s_helpers import hetero_nodes, make_plan, rljob
 
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import render
-from hexrl.k8s.render_common import SCRATCH_DIRS, SCRATCH_ENV
+from hexrl.k8s.render_parts import SCRATCH_DIRS, SCRATCH_ENV
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import build_cluster, node_view
 

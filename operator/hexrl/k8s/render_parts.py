@@ -1,5 +1,6 @@
-"""Shared parts of rendering: the job reference, names, labels, owner references, the content hash, and
-the pieces every pod is built from (worker env, volumes, container, probes, spot tolerations).
+"""The parts every rendered child is built from: the job reference (`JobRef`), names, labels, owner
+references, the content hash, and the pieces every pod is built from (worker env, volumes, container,
+probes, security contexts, spot tolerations).
 
 Pure. `render_static` (non-pod children) and `render_pods` (trainer gang, rollout replicas) build on it;
 `render` re-exports the public names (the table of children is in its docstring).
