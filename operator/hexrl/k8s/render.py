@@ -1,9 +1,11 @@
-"""Render: (job, plan, snapshot) → the job's child objects as plain manifests. Pure, one function per kind.
+"""Render: (job reference, spec, plan, snapshot) → the job's child objects as plain manifests. Pure, one
+function per kind.
 
 The functions live in `render_static` (ServiceAccount, NetworkPolicy, Secret, ConfigMap, coordinator,
-Services, PDB, PriorityClasses),
-`render_pods` (trainer gang, rollout replicas) and `render_parts` (names, labels, hash, pod parts); this
-module re-exports them, so callers use `render.<name>`.
+Services, PDB, PriorityClasses), `render_pods` (trainer gang, rollout replicas) and `render_parts` (the
+`JobRef`, names, labels, hash, pod building blocks); this module re-exports them, so callers use
+`render.<name>`. Parameters follow the operator's naming: `ref` is the `JobRef`, `spec` the `RLJobSpec`
+(the raw RLJob object from the API is `rljob` elsewhere).
 
 Children of an RLJob `J` in namespace `N` (all owned by the RLJob, so deleting it lets the garbage
 collector remove them and nothing else):
