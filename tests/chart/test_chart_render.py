@@ -184,7 +184,7 @@ def test_non_default_values_reach_the_operator(render: Any) -> None:
     assert pm["spec"]["jobLabel"] == "hexrl.dev/job"
     assert pm["spec"]["namespaceSelector"] == {"matchNames": ["research"]}
     # It scrapes exactly the status ports the operator gives worker pods (each serves /metrics there).
-    from hexrl.k8s.render_common import STATUS_PORTS
+    from hexrl.k8s.render_parts import STATUS_PORTS
 
     assert sorted(ep["port"] for ep in pm["spec"]["podMetricsEndpoints"]) == sorted(
         f"p{port}" for port in STATUS_PORTS.values())

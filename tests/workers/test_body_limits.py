@@ -15,8 +15,8 @@ import pytest
 import requests
 from workers_builders import CREDENTIALS, TOKENS, auth, tiny_spec
 
-from hexrl_workers.client import CoordinatorClient, split_by_group
 from hexrl_workers.coordinator.server import ThreadedCoordinator, build_coordinator
+from hexrl_workers.coordinator_client import CoordinatorClient, split_by_group
 from hexrl_workers.limits import (
     SMALL_BODY,
     BufferLimits,

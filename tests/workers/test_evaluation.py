@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from workers_builders import CREDENTIALS, PYTHON, REPO, TINY_JOB, TOKENS, tiny_spec
 
-from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings, RejectedError
 from hexrl_workers.coordinator.evaluation import EvalSettings, Evaluator, eval_settings, pass_at_k, summarize
 from hexrl_workers.coordinator.server import ThreadedCoordinator, build_coordinator
+from hexrl_workers.coordinator_client import CoordinatorClient
 from hexrl_workers.modeling import build_model
 from hexrl_workers.protocol import EvalResult, Prompt, Trajectory, TrajectoryBatchIn, WorkItem
 from hexrl_workers.reward import load_reward
@@ -358,7 +358,7 @@ def _env() -> dict[str, str]:
 
 
 def test_the_clients_one_push_per_group_keeps_evaluations_and_discarded_samples():
-    from hexrl_workers.client import split_by_group
+    from hexrl_workers.coordinator_client import split_by_group
     from hexrl_workers.protocol import DiscardedSample, EvalTag
 
     tag = EvalTag(version=0, greedy=True, temperature=0.0)
@@ -460,7 +460,7 @@ def _eval_result(item: WorkItem, idx: int, reward: float) -> EvalResult:
 
 
 def test_one_prompts_largest_evaluation_push_fits_the_smallest_body_limit():
-    from hexrl_workers.client import split_by_group
+    from hexrl_workers.coordinator_client import split_by_group
     from hexrl_workers.limits import body_limits
     from hexrl_workers.protocol import EvalTag
 

@@ -9,8 +9,8 @@ import time
 import pytest
 from workers_builders import CREDENTIALS, PYTHON, TOKENS, subprocess_env, tiny_spec, write_config
 
-from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.server import ThreadedCoordinator
+from hexrl_workers.coordinator_client import CoordinatorClient
 from hexrl_workers.runtime import build_coordinator
 
 pytestmark = [pytest.mark.workers, pytest.mark.slow]

@@ -10,8 +10,8 @@ import pytest
 from workers_builders import CREDENTIALS, TOKENS, tiny_spec
 
 from hexrl.api.dataspec import PromptSpec
-from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.server import ThreadedCoordinator
+from hexrl_workers.coordinator_client import CoordinatorClient
 from hexrl_workers.protocol import WorkItem
 from hexrl_workers.rollout.engine import GenResult
 from hexrl_workers.rollout.prompts import PromptEncoder

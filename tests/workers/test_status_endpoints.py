@@ -4,6 +4,7 @@ the coordinator that keeps serving (not ready, reason in /v1/progress) when its 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import time
@@ -12,10 +13,12 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from aiohttp import web
 from workers_builders import CREDENTIALS, PYTHON, auth, subprocess_env, tiny_spec, write_config
 
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
 from hexrl_workers.coordinator.server import ThreadedCoordinator, build_coordinator
+from hexrl_workers.httpcommon import start_site, stop_site
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import Trajectory
 from hexrl_workers.statusserver import Readiness, ThreadedStatusServer
@@ -63,6 +66,34 @@ def _stop(proc: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+
+
+def test_start_site_serves_on_the_bound_port_and_stop_site_frees_it():
+    """The one start/stop every service uses: port 0 binds a free port and says which; after `stop_site`
+    the port is free again; a port already taken raises and leaves nothing serving."""
+
+    async def hello(request: web.Request) -> web.Response:
+        return web.Response(text="hi")
+
+    def app() -> web.Application:
+        a = web.Application()
+        a.router.add_get("/", hello)
+        return a
+
+    async def scenario() -> None:
+        runner, port = await start_site(app(), "127.0.0.1", 0)
+        assert port > 0
+        assert (await asyncio.to_thread(requests.get, f"http://127.0.0.1:{port}/", timeout=5)).text == "hi"
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            with pytest.raises(OSError):
+                await start_site(app(), "127.0.0.1", taken.getsockname()[1])
+        await stop_site(runner)
+        assert await asyncio.to_thread(_get, f"http://127.0.0.1:{port}/") is None
+        await stop_site(None)
+
+    asyncio.run(scenario())
 
 
 def test_status_server_reports_readiness_with_its_reason_liveness_and_metrics():

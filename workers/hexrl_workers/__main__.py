@@ -58,7 +58,7 @@ from hexrl.api.workerconfig import (
     WorkerConfigError,
     parse_worker_config,
 )
-from hexrl_workers.client import CoordinatorUnavailable
+from hexrl_workers.coordinator_client import CoordinatorUnavailable
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.trainer.launch import RANK_ROLE
 

@@ -12,6 +12,8 @@
   `limit`, or as soon as the bytes read pass it (chunked); read into one buffer, never more than `limit`.
 - `parse(model, request, limit)`: body → pydantic model in one pass over that buffer (no intermediate
   JSON tree), raising `HTTPProblem` that names the field.
+- `start_site(app, host, port)` / `stop_site(runner)`: serve an application on the running loop and stop
+  serving it — the one way every service here binds its port.
 - `ThreadedService`: any of these services on its own thread and event loop (local runner, relays, tests).
 """
 
@@ -243,6 +245,28 @@ def json_response(model: BaseModel | dict[str, Any], status: int = 200) -> web.R
 
 def bearer(token: str | None) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+async def start_site(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve `app` on the running loop at `host:port` (`port` 0 = any free one): the runner to hand to
+    `stop_site` and the bound port. No access log (the services count their requests in metrics);
+    `reuse_address`, so a restarted service binds its port again while the old socket is in TIME_WAIT.
+    If binding fails, what was set up is cleaned up before the error propagates."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, int(runner.addresses[0][1])
+
+
+async def stop_site(runner: web.AppRunner | None) -> None:
+    """Stop serving what `start_site` started (None: it never started; nothing to do)."""
+    if runner is not None:
+        await runner.cleanup()
 
 
 class ThreadedService:

@@ -1,7 +1,7 @@
 """How large a request body and the coordinator's trajectory buffer may grow, sized from the job spec.
 
 A trajectory submission carries one group's samples at most (`per_push` = group size: the rollout
-worker's client sends one request per group, `hexrl_workers.client.split_by_group`); each sample at most `max_prompt_tokens` prompt tokens and maxNewTokens response tokens, and
+worker's client sends one request per group, `hexrl_workers.coordinator_client.split_by_group`); each sample at most `max_prompt_tokens` prompt tokens and maxNewTokens response tokens, and
 one response token is three JSON numbers (id, log-prob, version) of at most `BYTES_PER_TOKEN_ENTRY`
 bytes. The coordinator refuses a larger body with 413 before reading it (Content-Length) or as soon as
 the bytes read pass the limit (chunked). Everything else the coordinator and the weight service accept is

@@ -7,8 +7,8 @@ import zlib
 from typing import Any
 
 from hexrl.api.models import RLJobSpec
-from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.server import build_coordinator
+from hexrl_workers.coordinator_client import CoordinatorClient
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.limits import prompt_token_limit
 from hexrl_workers.metrics import Metrics

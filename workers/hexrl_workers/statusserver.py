@@ -17,7 +17,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from hexrl.api.workerconfig import HEALTH_PATH, METRICS_PATH, READY_PATH
-from hexrl_workers.httpcommon import ThreadedService
+from hexrl_workers.httpcommon import ThreadedService, start_site, stop_site
 from hexrl_workers.metrics import Metrics
 
 
@@ -81,16 +81,11 @@ class StatusServer:
 
     async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
         """Serve on the running loop; returns the bound port (`port` 0 = any free one)."""
-        self.runner = web.AppRunner(self.app(), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await start_site(self.app(), host, port)
         return self.port
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        await stop_site(self.runner)
 
 
 class ThreadedStatusServer(ThreadedService):

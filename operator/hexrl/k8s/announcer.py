@@ -11,7 +11,7 @@ import logging
 from typing import Any, Protocol
 
 from hexrl.api.models import API_VERSION, KIND
-from hexrl.k8s import status as st
+from hexrl.k8s import conditions as cond
 from hexrl.k8s.jobmemory import JobMemory
 from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.sched.types import Plan
@@ -59,7 +59,7 @@ class Announcer:
             log.warning("could not post event %s for %s/%s: %s", reason, m["namespace"], m["name"], exc)
 
     def _event_body(self, m: dict[str, Any], etype: EventType, reason: str, message: str) -> dict[str, Any]:
-        now = st.now_iso()
+        now = cond.now_iso()
         return {
             "apiVersion": "v1",
             "kind": "Event",

@@ -33,7 +33,7 @@ from hexrl.api import workerconfig as wc
 from hexrl.api.models import GROUP, PLURAL, VERSION
 from hexrl.k8s import metrics, render, scaling
 from hexrl.k8s.kubeapi import ApiError, KubeApi
-from hexrl.k8s.planstep import PlanFn, ReplanFn
+from hexrl.k8s.planning import PlanFn, ReplanFn
 from hexrl.k8s.reconcile import Reconciler
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import node_view, pod_view

@@ -7,7 +7,7 @@
 - `Trigger`: why the planner was asked (None when it was not);
 - keys derived from a spec, a plan or a pod name.
 
-Pure: no API calls. The parts of a pass (`planstep`, `applystep`, `statusstep`) read and update one
+Pure: no API calls. The parts of a pass (`planning`, `applier`, `statuswriter`) read and update one
 job's memory under its lock.
 """
 

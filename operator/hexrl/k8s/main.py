@@ -18,7 +18,7 @@ from hexrl.api.models import GROUP, VERSION
 from hexrl.k8s import bootstrap
 from hexrl.k8s.handlers import Operator, build_registry
 from hexrl.k8s.kubeapi import ApiError, KubeApi
-from hexrl.k8s.planstep import PlanFn, ReplanFn
+from hexrl.k8s.planning import PlanFn, ReplanFn
 from hexrl.k8s.settings import OperatorSettings
 
 log = logging.getLogger("hexrl.operator")

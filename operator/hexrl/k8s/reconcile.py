@@ -2,10 +2,10 @@
 
 `Reconciler` composes the parts of a pass, each with its own state and a narrow interface:
 
-- `planstep.Planning` — snapshot → planner → a plan committed to the reservation ledger; owns the ledger,
+- `planning.Planning` — snapshot → planner → a plan committed to the reservation ledger; owns the ledger,
   the locks, the MILP solution cache, the cluster base and the background baselines;
-- `applystep.Applier` — render → server-side apply, pod creates and deletes, gang restart;
-- `statusstep.StatusWriter` — health, conditions, Events, the one status write, per-job gauges;
+- `applier.Applier` — render → server-side apply, pod creates and deletes, gang restart;
+- `statuswriter.StatusWriter` — health, conditions, Events, the one status write, per-job gauges;
 
 sharing `podview.PodView` (the job's pods as this process knows them) and `announcer.Announcer` (Events,
 plan summaries). `jobmemory` holds what they hand each other and what the reconciler remembers per job.
@@ -42,7 +42,7 @@ from hexrl.api import reasons
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
 from hexrl.k8s import metrics, plancodec, render, scaling
 from hexrl.k8s.announcer import Announcer
-from hexrl.k8s.applystep import Applier
+from hexrl.k8s.applier import Applier
 from hexrl.k8s.jobmemory import (
     JobMemories,
     JobMemory,
@@ -55,12 +55,12 @@ from hexrl.k8s.jobmemory import (
 )
 from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.k8s.operatorkey import OperatorKey
-from hexrl.k8s.planstep import PlanFn, Planning, ReplanFn
+from hexrl.k8s.planning import PlanFn, Planning, ReplanFn
 from hexrl.k8s.podview import PodView
 from hexrl.k8s.prioritypool import PriorityPool
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import Snapshot
-from hexrl.k8s.statusstep import StatusWriter
+from hexrl.k8s.statuswriter import StatusWriter
 from hexrl.k8s.store import JobKey, Store
 
 __all__ = ["Reconciler"]

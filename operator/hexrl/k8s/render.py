@@ -1,9 +1,11 @@
-"""Render: (job, plan, snapshot) → the job's child objects as plain manifests. Pure, one function per kind.
+"""Render: (job reference, spec, plan, snapshot) → the job's child objects as plain manifests. Pure, one
+function per kind.
 
 The functions live in `render_static` (ServiceAccount, NetworkPolicy, Secret, ConfigMap, coordinator,
-Services, PDB, PriorityClasses),
-`render_pods` (trainer gang, rollout replicas) and `render_common` (names, labels, hash, pod parts); this
-module re-exports them, so callers use `render.<name>`.
+Services, PDB, PriorityClasses), `render_pods` (trainer gang, rollout replicas) and `render_parts` (the
+`JobRef`, names, labels, hash, pod building blocks); this module re-exports them, so callers use
+`render.<name>`. Parameters follow the operator's naming: `ref` is the `JobRef`, `spec` the `RLJobSpec`
+(the raw RLJob object from the API is `rljob` elsewhere).
 
 Children of an RLJob `J` in namespace `N` (all owned by the RLJob, so deleting it lets the garbage
 collector remove them and nothing else):
@@ -30,7 +32,7 @@ a ReplicaSet — decides which replica to replace when a spot node disappears.
 
 Every job pod runs as the job's ServiceAccount with no token mounted and passes the Pod Security Standard
 `restricted`: non-root user 10001, RuntimeDefault seccomp, no privilege escalation, no capabilities, a
-read-only root filesystem with emptyDirs where the workers write (`render_common.SCRATCH_DIRS`), CPU and
+read-only root filesystem with emptyDirs where the workers write (`render_parts.SCRATCH_DIRS`), CPU and
 memory limits. The NetworkPolicy admits the job's own pods, the metrics scrapers on the status ports and
 the operator on the coordinator's port.
 
@@ -40,7 +42,7 @@ applier can skip objects whose desired state did not change: re-applying an unch
 
 from __future__ import annotations
 
-from hexrl.k8s.render_common import (
+from hexrl.k8s.render_parts import (
     EPOCH_LABEL,
     HASH_ANNOTATION,
     HOSTNAME_LABEL,

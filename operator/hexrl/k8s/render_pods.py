@@ -15,7 +15,7 @@ from typing import Any
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import RLJobSpec
 from hexrl.api.trainerlayout import TrainerLayout
-from hexrl.k8s.render_common import (
+from hexrl.k8s.render_parts import (
     EPOCH_LABEL,
     HOSTNAME_LABEL,
     RANK_LABEL,
@@ -50,34 +50,34 @@ def trainer_epoch_tag(plan: Plan, epoch: int) -> str:
 
 
 def render_trainer_pods(
-    job: JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, epoch: int, settings: OperatorSettings
+    ref: JobRef, spec: RLJobSpec, plan: Plan, snap: Snapshot, epoch: int, settings: OperatorSettings
 ) -> list[dict[str, Any]]:
     """One pod per trainer node (rank = node index), pinned to the planned node; the gang is all of them."""
     t = plan.trainer
     tag = trainer_epoch_tag(plan, epoch)
     spot = bool(t.pool) and _pool_is_spot(plan, snap, t.pool)
     return [
-        _trainer_pod(job, spec, plan, tag, rank, node, gpus, spot, settings)
+        _trainer_pod(ref, spec, plan, tag, rank, node, gpus, spot, settings)
         for rank, (node, gpus) in enumerate(zip(t.nodes, t.gpus_per_node, strict=True))
     ]
 
 
 def _trainer_pod(
-    job: JobRef, spec: RLJobSpec, plan: Plan, tag: str, rank: int, node: str, gpus: int, spot: bool,
+    ref: JobRef, spec: RLJobSpec, plan: Plan, tag: str, rank: int, node: str, gpus: int, spot: bool,
     settings: OperatorSettings,
 ) -> dict[str, Any]:
     """Rank `rank` of the gang of epoch `tag`: required affinity to its node; rank 0 serves the weights."""
     t = plan.trainer
-    vols, mounts = pod_volumes(job, spec, "trainer")
+    vols, mounts = pod_volumes(ref, spec, "trainer")
     ports = [wc.TRAINER_METRICS_PORT, RENDEZVOUS_PORT] + ([wc.WEIGHTS_PORT] if rank == 0 else [])
-    env = _trainer_env(job, plan, rank, gpus)
-    main = container(job, spec, "trainer", spec.images.trainer, gpus, env, ports, mounts, settings)
+    env = _trainer_env(ref, plan, rank, gpus)
+    main = container(ref, spec, "trainer", spec.images.trainer, gpus, env, ports, mounts, settings)
     terms = [{"key": HOSTNAME_LABEL, "operator": "In", "values": [node]}, *extra_node_selector(spec)]
     pod_spec: dict[str, Any] = {
-        **identity(job),
+        **identity(ref),
         "securityContext": pod_security_context(),
         "hostname": f"trainer-{rank}",
-        "subdomain": names(job)["trainer"],
+        "subdomain": names(ref)["trainer"],
         "restartPolicy": "Never",  # a dead rank restarts the whole gang from the checkpoint, not alone
         "containers": [main],
         "volumes": vols,
@@ -92,7 +92,7 @@ def _trainer_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta(
-            job, f"{job.name}-trainer-{tag}-{rank}", "trainer", t.pool,
+            ref, f"{ref.name}-trainer-{tag}-{rank}", "trainer", t.pool,
             {RANK_LABEL: str(rank), EPOCH_LABEL: tag},
         ),
         "spec": pod_spec,
@@ -109,13 +109,13 @@ def trainer_layout(plan: Plan) -> TrainerLayout:
     )
 
 
-def _trainer_env(job: JobRef, plan: Plan, rank: int, gpus: int) -> list[dict[str, Any]]:
+def _trainer_env(ref: JobRef, plan: Plan, rank: int, gpus: int) -> list[dict[str, Any]]:
     """The gang's layout (pods, processes per pod, parallel degrees) and the launcher's rendezvous."""
     layout = trainer_layout(plan)
     assert layout.procs_per_node[rank] == gpus
     return [
         *({"name": name, "value": value} for name, value in layout.pod_env(rank)),
-        {"name": wc.ENV_MASTER_ADDR, "value": master_addr(job)},
+        {"name": wc.ENV_MASTER_ADDR, "value": master_addr(ref)},
         {"name": wc.ENV_MASTER_PORT, "value": str(RENDEZVOUS_PORT)},
     ]
 
@@ -154,21 +154,21 @@ def rollout_slots(plan: Plan) -> list[RolloutSlot]:
     return out
 
 
-def rollout_pod_name(job: JobRef, slot: str, incarnation: int) -> str:
-    return f"{job.name}-rollout-{slot}-{incarnation}"
+def rollout_pod_name(ref: JobRef, slot: str, incarnation: int) -> str:
+    return f"{ref.name}-rollout-{slot}-{incarnation}"
 
 
 def render_rollout_pod(
-    job: JobRef, spec: RLJobSpec, slot: RolloutSlot, incarnation: int, snap: Snapshot, settings: OperatorSettings
+    ref: JobRef, spec: RLJobSpec, slot: RolloutSlot, incarnation: int, snap: Snapshot, settings: OperatorSettings
 ) -> dict[str, Any]:
     """A rollout replica: required affinity to its pool, preferred to its planned node, spot tolerations."""
     r = slot.replica
-    vols, mounts = pod_volumes(job, spec, "rollout")
-    main = container(job, spec, "rollout", spec.images.rollout, slot.gpus, _rollout_env(slot), [wc.RELAY_PORT],
+    vols, mounts = pod_volumes(ref, spec, "rollout")
+    main = container(ref, spec, "rollout", spec.images.rollout, slot.gpus, _rollout_env(slot), [wc.RELAY_PORT],
                      mounts, settings)
     affinity = _pool_affinity(spec, snap, r.pool)
     pod_spec: dict[str, Any] = {
-        **identity(job),
+        **identity(ref),
         "securityContext": pod_security_context(),
         "restartPolicy": "OnFailure",
         "containers": [main],
@@ -184,7 +184,7 @@ def render_rollout_pod(
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": meta(
-            job, rollout_pod_name(job, slot.slot, incarnation), "rollout", r.pool,
+            ref, rollout_pod_name(ref, slot.slot, incarnation), "rollout", r.pool,
             {LABEL_SLOT: slot.slot, "hexrl.dev/spot": "true" if r.spot else "false"},
         ),
         "spec": pod_spec,

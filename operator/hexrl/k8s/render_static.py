@@ -15,7 +15,7 @@ from typing import Any
 from hexrl.api import jobtokens
 from hexrl.api import workerconfig as wc
 from hexrl.api.models import RLJobSpec, SpotUse
-from hexrl.k8s.render_common import (
+from hexrl.k8s.render_parts import (
     EPOCH_LABEL,
     PLAN_KEY,
     PRIORITY_VALUES,
@@ -80,14 +80,14 @@ def render_priority_classes(settings: OperatorSettings) -> list[dict[str, Any]]:
 # ------------------------------------------------------------------------------- secret and config
 
 
-def render_secret(job: JobRef, tokens: dict[str, str]) -> dict[str, Any]:
+def render_secret(ref: JobRef, tokens: dict[str, str]) -> dict[str, Any]:
     """The job's Secret: each role's token under the role's name, and their digests (`hexrl.api.jobtokens`)."""
     data = {**tokens, wc.SECRET_DIGESTS_KEY: jobtokens.encode_digests(tokens)}
     return with_hash(
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": meta(job, names(job)["secret"], "coordinator"),
+            "metadata": meta(ref, names(ref)["secret"], "coordinator"),
             "type": "Opaque",
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
         }
@@ -95,7 +95,7 @@ def render_secret(job: JobRef, tokens: dict[str, str]) -> dict[str, Any]:
 
 
 def render_configmap(
-    job: JobRef,
+    ref: JobRef,
     spec: RLJobSpec,
     plan: Plan,
     plan_summary: Any,
@@ -106,11 +106,11 @@ def render_configmap(
     from hexrl.k8s import plancodec
 
     config = wc.WorkerConfig(
-        job=job.name,
-        namespace=job.namespace,
+        job=ref.name,
+        namespace=ref.namespace,
         spec=spec,
-        coordinator_url=coordinator_url(job),
-        weights_url=weights_url(job),
+        coordinator_url=coordinator_url(ref),
+        weights_url=weights_url(ref),
         max_policy_lag=live_eta,
         plan=plan_summary,
         checkpoint_dir=spec.checkpoint.path,
@@ -121,32 +121,32 @@ def render_configmap(
         STATE_KEY: json.dumps(state, sort_keys=True),
     }
     return with_hash(
-        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(job, names(job)["config"], "coordinator"), "data": data}
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(ref, names(ref)["config"], "coordinator"), "data": data}
     )
 
 
 # ------------------------------------------------------------------------------ identity and network
 
 
-def render_service_account(job: JobRef) -> dict[str, Any]:
+def render_service_account(ref: JobRef) -> dict[str, Any]:
     """The job pods' own ServiceAccount: no Role is bound to it and no token is mounted from it, so a job pod
     holds no credential for the API server (and not the namespace's `default` account's, whatever that may
     be granted)."""
     return with_hash({
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": meta(job, names(job)["serviceaccount"], "coordinator"),
+        "metadata": meta(ref, names(ref)["serviceaccount"], "coordinator"),
         "automountServiceAccountToken": False,
     })
 
 
-def render_network_policy(job: JobRef, settings: OperatorSettings) -> dict[str, Any]:
+def render_network_policy(ref: JobRef, settings: OperatorSettings) -> dict[str, Any]:
     """Ingress to the job's pods: from the job's own pods on any port (trajectories and leases to the
     coordinator, weight pulls and relays, the trainer's rendezvous and collectives); from the metrics
     scrapers (`settings.scraper_*`) on the status ports only; from the operator's pods (its namespace,
     component `operator`) on the coordinator's port only, for /v1/progress. Egress is left open (the
     workers may fetch a model or a dataset from outside). Needs a network plugin that enforces policies."""
-    job_pods = {"podSelector": {"matchLabels": {LABEL_JOB: job.name}}}
+    job_pods = {"podSelector": {"matchLabels": {LABEL_JOB: ref.name}}}
     ingress: list[dict[str, Any]] = [{"from": [job_pods]}]
     if settings.workloads.scraper_namespace_labels:
         scraper: dict[str, Any] = {"namespaceSelector": {"matchLabels": dict(settings.workloads.scraper_namespace_labels)}}
@@ -162,7 +162,7 @@ def render_network_policy(job: JobRef, settings: OperatorSettings) -> dict[str, 
     return with_hash({
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
-        "metadata": meta(job, names(job)["networkpolicy"], "coordinator"),
+        "metadata": meta(ref, names(ref)["networkpolicy"], "coordinator"),
         "spec": {"podSelector": job_pods["podSelector"], "policyTypes": ["Ingress"], "ingress": ingress},
     })
 
@@ -170,15 +170,15 @@ def render_network_policy(job: JobRef, settings: OperatorSettings) -> dict[str, 
 # ---------------------------------------------------------------------------------------- coordinator
 
 
-def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
+def render_coordinator(ref: JobRef, spec: RLJobSpec, settings: OperatorSettings) -> list[dict[str, Any]]:
     """Deployment (1 replica, CPU only: it serves prompts and buffers trajectories) + its Service."""
-    n = names(job)["coordinator"]
-    vols, mounts = pod_volumes(job, spec, "coordinator")
+    n = names(ref)["coordinator"]
+    vols, mounts = pod_volumes(ref, spec, "coordinator")
     main = container(
-        job, spec, "coordinator", spec.images.coordinator, 0, [], [wc.COORDINATOR_PORT], mounts, settings
+        ref, spec, "coordinator", spec.images.coordinator, 0, [], [wc.COORDINATOR_PORT], mounts, settings
     )
     pod_spec: dict[str, Any] = {
-        **identity(job),
+        **identity(ref),
         "securityContext": pod_security_context(),
         "containers": [main],
         "volumes": vols,
@@ -191,20 +191,20 @@ def render_coordinator(job: JobRef, spec: RLJobSpec, settings: OperatorSettings)
     dep = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": meta(job, n, "coordinator"),
+        "metadata": meta(ref, n, "coordinator"),
         "spec": {
             "replicas": 0 if spec.suspend else 1,
             "strategy": {"type": "Recreate"},  # never two coordinators (two buffers) at once
-            "selector": {"matchLabels": selector(job, "coordinator")},
-            "template": {"metadata": {"labels": labels(job, "coordinator")}, "spec": pod_spec},
+            "selector": {"matchLabels": selector(ref, "coordinator")},
+            "template": {"metadata": {"labels": labels(ref, "coordinator")}, "spec": pod_spec},
         },
     }
     svc = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(job, n, "coordinator"),
+        "metadata": meta(ref, n, "coordinator"),
         "spec": {
-            "selector": selector(job, "coordinator"),
+            "selector": selector(ref, "coordinator"),
             "ports": [{"name": "http", "port": wc.COORDINATOR_PORT, "targetPort": wc.COORDINATOR_PORT}],
         },
     }
@@ -232,17 +232,17 @@ def coordinator_affinity(spec: RLJobSpec, settings: OperatorSettings) -> dict[st
 # -------------------------------------------------------------------------------------------- trainer
 
 
-def render_trainer_services(job: JobRef, epoch_tag: str) -> list[dict[str, Any]]:
+def render_trainer_services(ref: JobRef, epoch_tag: str) -> list[dict[str, Any]]:
     """Headless rendezvous Service (DNS name per rank) + the weight-sync Service on rank 0, both selecting
     only the current gang (`epoch_tag`): after a gang restart the old ranks, still terminating under the same
     hostnames, must not answer `trainer-0.<job>-trainer` (the new ranks would rendezvous with a dying
     master) nor serve weights."""
-    nm = names(job)
-    gang = {**selector(job, "trainer"), EPOCH_LABEL: epoch_tag}
+    nm = names(ref)
+    gang = {**selector(ref, "trainer"), EPOCH_LABEL: epoch_tag}
     headless = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(job, nm["trainer"], "trainer"),
+        "metadata": meta(ref, nm["trainer"], "trainer"),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,  # ranks must resolve each other before they are ready
@@ -253,7 +253,7 @@ def render_trainer_services(job: JobRef, epoch_tag: str) -> list[dict[str, Any]]
     weights = {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": meta(job, nm["weights"], "trainer"),
+        "metadata": meta(ref, nm["weights"], "trainer"),
         "spec": {
             "selector": {**gang, RANK_LABEL: "0"},
             "ports": [{"name": "weights", "port": wc.WEIGHTS_PORT, "targetPort": wc.WEIGHTS_PORT}],
@@ -262,13 +262,13 @@ def render_trainer_services(job: JobRef, epoch_tag: str) -> list[dict[str, Any]]
     return [with_hash(headless), with_hash(weights)]
 
 
-def render_trainer_pdb(job: JobRef, plan: Plan) -> dict[str, Any]:
+def render_trainer_pdb(ref: JobRef, plan: Plan) -> dict[str, Any]:
     return with_hash(
         {
             "apiVersion": "policy/v1",
             "kind": "PodDisruptionBudget",
-            "metadata": meta(job, names(job)["trainer"], "trainer"),
-            "spec": {"minAvailable": len(plan.trainer.nodes), "selector": {"matchLabels": selector(job, "trainer")}},
+            "metadata": meta(ref, names(ref)["trainer"], "trainer"),
+            "spec": {"minAvailable": len(plan.trainer.nodes), "selector": {"matchLabels": selector(ref, "trainer")}},
         }
     )
 
@@ -277,16 +277,16 @@ def render_trainer_pdb(job: JobRef, plan: Plan) -> dict[str, Any]:
 
 
 def render_static(
-    job: JobRef, spec: RLJobSpec, plan: Plan, plan_summary: Any, live_eta: int, state: dict[str, Any],
+    ref: JobRef, spec: RLJobSpec, plan: Plan, plan_summary: Any, live_eta: int, state: dict[str, Any],
     tokens: dict[str, str], settings: OperatorSettings,
 ) -> list[dict[str, Any]]:
     """Children whose identity does not depend on which pods exist: applied as-is every pass."""
     return [
-        render_service_account(job),
-        render_network_policy(job, settings),
-        render_secret(job, tokens),
-        render_configmap(job, spec, plan, plan_summary, live_eta, state),
-        *render_coordinator(job, spec, settings),
-        *render_trainer_services(job, trainer_epoch_tag(plan, int(state.get("trainerEpoch", 0)))),
-        render_trainer_pdb(job, plan),
+        render_service_account(ref),
+        render_network_policy(ref, settings),
+        render_secret(ref, tokens),
+        render_configmap(ref, spec, plan, plan_summary, live_eta, state),
+        *render_coordinator(ref, spec, settings),
+        *render_trainer_services(ref, trainer_epoch_tag(plan, int(state.get("trainerEpoch", 0)))),
+        render_trainer_pdb(ref, plan),
     ]

@@ -1,6 +1,6 @@
 """When a change of the cluster is worth a planner call for a job: the plan basis and `replan_reason`.
 
-Pure: the planning part (`planstep.Planning`) records a `PlanBasis` each time the planner answers for a
+Pure: the planning part (`planning.Planning`) records a `PlanBasis` each time the planner answers for a
 job and asks `replan_reason` on every later pass whether the cluster has changed in a way that could break
 the job's plan or improve on it.
 """

@@ -1,4 +1,4 @@
-"""The apply part alone (`applystep.Applier`): a `Planned` in, children through the API, an `Applied` out —
+"""The apply part alone (`applier.Applier`): a `Planned` in, children through the API, an `Applied` out —
 with the in-memory API fake, a store fed by hand, and a recording stand-in for the Events interface."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from hexrl.api import reasons
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import render
 from hexrl.k8s.announcer import Announcer
-from hexrl.k8s.applystep import Applier
+from hexrl.k8s.applier import Applier
 from hexrl.k8s.jobmemory import JobMemory, PassResult, Planned, Trigger
 from hexrl.k8s.podview import PodView
 from hexrl.k8s.prioritypool import PriorityPool

@@ -9,8 +9,8 @@ import pytest
 from k8s_helpers import hetero_nodes, make_plan
 
 from hexrl.api import reasons
+from hexrl.k8s import conditions as cond
 from hexrl.k8s import plancodec, scaling
-from hexrl.k8s import status as st
 from hexrl.k8s.settings import OperatorSettings, ScalingSettings
 from hexrl.k8s.snapshot import build_cluster, node_view
 from hexrl.k8s.workqueue import WorkQueue
@@ -19,13 +19,13 @@ pytestmark = pytest.mark.unit
 
 
 def test_condition_keeps_transition_time_unless_status_flips():
-    c = st.set_condition([], reasons.READY, "False", reasons.CHILDREN_PENDING, "waiting", 1, "T1")
-    c = st.set_condition(c, reasons.READY, "False", reasons.CHILDREN_PENDING, "waiting for rollout", 2, "T2")
+    c = cond.set_condition([], reasons.READY, "False", reasons.CHILDREN_PENDING, "waiting", 1, "T1")
+    c = cond.set_condition(c, reasons.READY, "False", reasons.CHILDREN_PENDING, "waiting for rollout", 2, "T2")
     assert c[0]["lastTransitionTime"] == "T1" and c[0]["message"] == "waiting for rollout"
     assert c[0]["observedGeneration"] == 2
-    c = st.set_condition(c, reasons.READY, "True", reasons.CHILDREN_READY, "ok", 2, "T3")
+    c = cond.set_condition(c, reasons.READY, "True", reasons.CHILDREN_READY, "ok", 2, "T3")
     assert c[0]["lastTransitionTime"] == "T3"
-    c = st.set_condition(c, reasons.PLANNED, "True", reasons.PLAN_FOUND, "", 2, "T3")
+    c = cond.set_condition(c, reasons.PLANNED, "True", reasons.PLAN_FOUND, "", 2, "T3")
     assert [x["type"] for x in c] == [reasons.PLANNED, reasons.READY]
 
 
@@ -36,7 +36,7 @@ def test_condition_keeps_transition_time_unless_status_flips():
 )
 def test_staleness_condition(lag, eta, expect):
     progress = None if lag is None else {"observedStaleness": lag}
-    assert st.staleness_condition(progress, eta)[1] == expect
+    assert cond.staleness_condition(progress, eta)[1] == expect
 
 
 def test_scaling_needs_consecutive_polls_and_respects_cooldown():

@@ -1,4 +1,4 @@
-"""The planning part alone (`planstep.Planning`): when it asks the planner, what it commits to the ledger,
+"""The planning part alone (`planning.Planning`): when it asks the planner, what it commits to the ledger,
 how other jobs' plans reserve GPUs, and what it remembers of a no — through `plan_and_commit` and `scale`,
 with a scripted planner and no API."""
 
@@ -10,7 +10,7 @@ from k8s_helpers import hetero_nodes, make_plan, rljob
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import render, scaling
 from hexrl.k8s.jobmemory import JobMemories, Trigger, spec_key
-from hexrl.k8s.planstep import Planning
+from hexrl.k8s.planning import Planning
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import node_view
 from hexrl.k8s.store import Store

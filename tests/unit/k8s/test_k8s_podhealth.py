@@ -8,8 +8,8 @@ import pytest
 
 from builders import job_pod, running, unschedulable, waiting
 from hexrl.api import reasons
+from hexrl.k8s import conditions as cond
 from hexrl.k8s import podhealth
-from hexrl.k8s import status as st
 from hexrl.k8s.snapshot import pod_view
 
 pytestmark = pytest.mark.unit
@@ -90,18 +90,18 @@ def test_the_most_fundamental_problem_comes_first_and_the_ready_condition_names_
     )]
     problems = podhealth.job_problems(views, at(0), 300)
     assert [p.pod for p in problems] == ["math-trainer-ab12-0", "math-rollout-a-0-0", "math-rollout-a-1-0"]
-    h = st.Health(planned=True, trainer_desired=1, rollout_desired=2, problems=tuple(problems))
-    status, reason, message = st.ready_condition(h)
+    h = cond.Health(planned=True, trainer_desired=1, rollout_desired=2, problems=tuple(problems))
+    status, reason, message = cond.ready_condition(h)
     assert (status, reason) == ("False", reasons.POD_UNSCHEDULABLE)
     assert message == ('pod math-trainer-ab12-0: Unschedulable: persistentvolumeclaim "models" not found '
                        "(2 more pod(s) with problems; waiting for coordinator, trainer 0/1, rollout 0/2)")
 
 
 def test_a_dataset_error_wins_over_the_pods_it_keeps_unready():
-    h = st.Health(planned=True, coordinator_ready=False, trainer_desired=1, trainer_ready=1,
-                  data_error="dataset unavailable: unknown dataset.name 'gsm8k'")
-    status, reason, message = st.ready_condition(h)
+    h = cond.Health(planned=True, coordinator_ready=False, trainer_desired=1, trainer_ready=1,
+                    data_error="dataset unavailable: unknown dataset.name 'gsm8k'")
+    status, reason, message = cond.ready_condition(h)
     assert (status, reason) == ("False", reasons.DATASET_UNAVAILABLE)
     assert message.startswith("coordinator: dataset unavailable: unknown dataset.name 'gsm8k'; fix spec.dataset")
     assert message.endswith("(waiting for coordinator)")
-    assert st.ready_condition(st.Health(planned=True, coordinator_ready=True))[1] == reasons.CHILDREN_READY
+    assert cond.ready_condition(cond.Health(planned=True, coordinator_ready=True))[1] == reasons.CHILDREN_READY

@@ -16,7 +16,7 @@ from k8s_helpers import hetero_nodes, make_plan, rljob
 
 from hexrl.api.models import RLJobSpec
 from hexrl.k8s import render
-from hexrl.k8s.render_common import SCRATCH_DIRS, SCRATCH_ENV
+from hexrl.k8s.render_parts import SCRATCH_DIRS, SCRATCH_ENV
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import build_cluster, node_view
 
@@ -34,15 +34,15 @@ def _spec(**kw: Any) -> RLJobSpec:
     return RLJobSpec.model_validate(rljob(**kw)["spec"])
 
 
-def _children(job: render.JobRef = JOB, sp: RLJobSpec | None = None,
+def _children(ref: render.JobRef = JOB, sp: RLJobSpec | None = None,
               settings: OperatorSettings = S) -> list[dict[str, Any]]:
     plan = make_plan(trainer_nodes=("h800-ondemand-0", "h800-ondemand-1"))
     sp = sp or _spec()
     snap = build_cluster([node_view(n, settings) for n in hetero_nodes()], [], None, settings)
-    static = render.render_static(job, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0},
+    static = render.render_static(ref, sp, plan, {"gpus": plan.gpus}, 4, {"trainerEpoch": 0},
                                   {"trainer": "t", "rollout": "r", "operator": "o"}, settings)
-    trainer = render.render_trainer_pods(job, sp, plan, snap, 0, settings)
-    rollout = [render.render_rollout_pod(job, sp, s, 0, snap, settings) for s in render.rollout_slots(plan)]
+    trainer = render.render_trainer_pods(ref, sp, plan, snap, 0, settings)
+    rollout = [render.render_rollout_pod(ref, sp, s, 0, snap, settings) for s in render.rollout_slots(plan)]
     return static + trainer + rollout
 
 

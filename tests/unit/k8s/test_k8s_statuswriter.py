@@ -1,4 +1,4 @@
-"""The status part alone (`statusstep.StatusWriter`): what it writes to an RLJob's status and which Events
+"""The status part alone (`statuswriter.StatusWriter`): what it writes to an RLJob's status and which Events
 it posts, through `announce_plan`, `report` and `reject` — with the in-memory API fake, the real Events
 poster, and pods put into the store by hand."""
 
@@ -15,7 +15,7 @@ from hexrl.k8s.jobmemory import Applied, JobMemory, PassResult, Planned, Trigger
 from hexrl.k8s.podview import PodView
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import build_cluster, node_view
-from hexrl.k8s.statusstep import StatusWriter
+from hexrl.k8s.statuswriter import StatusWriter
 from hexrl.k8s.store import Store
 from hexrl.sched.types import Infeasible
 

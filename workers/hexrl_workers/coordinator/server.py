@@ -70,6 +70,8 @@ from hexrl_workers.httpcommon import (
     json_response,
     parse,
     read_body,
+    start_site,
+    stop_site,
 )
 from hexrl_workers.limits import BodyLimits, BufferLimits, body_limits, sample_bytes, spec_buffer_limits
 from hexrl_workers.metrics import Metrics
@@ -195,16 +197,11 @@ class CoordinatorServer:
 
     async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
         """Serve on the running loop; returns the bound port."""
-        self.runner = web.AppRunner(self.app(), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await start_site(self.app(), host, port)
         return self.port
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        await stop_site(self.runner)
 
     async def _notify(self) -> None:
         assert self._changed is not None

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hexrl.api.dataspec import PromptSpec
-from hexrl_workers.client import CoordinatorClient, CoordinatorError, CoordinatorUnavailable
+from hexrl_workers.coordinator_client import CoordinatorClient, CoordinatorError, CoordinatorUnavailable
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.protocol import (
     DiscardedSample,

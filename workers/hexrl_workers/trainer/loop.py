@@ -50,8 +50,8 @@ import torch
 
 from hexrl.api.models import RLJobSpec
 from hexrl.api.trainerlayout import TrainerLayout
-from hexrl_workers.client import CoordinatorClient
 from hexrl_workers.coordinator.core import empty_snapshot
+from hexrl_workers.coordinator_client import CoordinatorClient
 from hexrl_workers.export import PROVENANCE, ExportError, export_state
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.metrics import Metrics

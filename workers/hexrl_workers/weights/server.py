@@ -50,6 +50,8 @@ from hexrl_workers.httpcommon import (
     error_middleware,
     json_response,
     parse,
+    start_site,
+    stop_site,
 )
 from hexrl_workers.limits import SMALL_BODY
 from hexrl_workers.metrics import Metrics
@@ -303,16 +305,11 @@ class WeightServer:
         return readiness_response(self.readiness)
 
     async def start(self, host: str = "0.0.0.0", port: int = 0) -> int:
-        self.runner = web.AppRunner(self.app(), access_log=None)
-        await self.runner.setup()
-        site = web.TCPSite(self.runner, host, port, reuse_address=True)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.runner, self.port = await start_site(self.app(), host, port)
         return self.port
 
     async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
+        await stop_site(self.runner)
         for f in self._files.values():
             if f is not None:
                 f.close()

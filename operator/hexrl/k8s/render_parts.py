@@ -1,5 +1,6 @@
-"""Shared parts of rendering: the job reference, names, labels, owner references, the content hash, and
-the pieces every pod is built from (worker env, volumes, container, probes, spot tolerations).
+"""The parts every rendered child is built from: the job reference (`JobRef`, passed around as `ref`), names,
+labels, owner references, the content hash, and the pieces every pod is built from (worker env, volumes,
+container, probes, security contexts, spot tolerations).
 
 Pure. `render_static` (non-pod children) and `render_pods` (trainer gang, rollout replicas) build on it;
 `render` re-exports the public names (the table of children is in its docstring).
@@ -63,14 +64,14 @@ def slug(text: str, limit: int = 30) -> str:
     return (s[:limit].rstrip("-")) or "x"
 
 
-def labels(job: JobRef, role: str, pool: str | None = None) -> dict[str, str]:
+def labels(ref: JobRef, role: str, pool: str | None = None) -> dict[str, str]:
     out = {
         "app.kubernetes.io/name": "hexrl",
-        "app.kubernetes.io/instance": job.name,
+        "app.kubernetes.io/instance": ref.name,
         "app.kubernetes.io/component": role,
         "app.kubernetes.io/part-of": "hexrl",
         "app.kubernetes.io/managed-by": "hexrl-operator",
-        LABEL_JOB: job.name,
+        LABEL_JOB: ref.name,
         LABEL_ROLE: role,
     }
     if pool:
@@ -78,32 +79,32 @@ def labels(job: JobRef, role: str, pool: str | None = None) -> dict[str, str]:
     return out
 
 
-def selector(job: JobRef, role: str) -> dict[str, str]:
-    return {LABEL_JOB: job.name, LABEL_ROLE: role}
+def selector(ref: JobRef, role: str) -> dict[str, str]:
+    return {LABEL_JOB: ref.name, LABEL_ROLE: role}
 
 
-def owner_ref(job: JobRef) -> dict[str, Any]:
+def owner_ref(ref: JobRef) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": KIND,
-        "name": job.name,
-        "uid": job.uid,
+        "name": ref.name,
+        "uid": ref.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
 
 
-def meta(job: JobRef, name: str, role: str, pool: str | None = None, extra: dict[str, str] | None = None) -> dict:
+def meta(ref: JobRef, name: str, role: str, pool: str | None = None, extra: dict[str, str] | None = None) -> dict:
     return {
         "name": name,
-        "namespace": job.namespace,
-        "labels": {**labels(job, role, pool), **(extra or {})},
-        "ownerReferences": [owner_ref(job)],
+        "namespace": ref.namespace,
+        "labels": {**labels(ref, role, pool), **(extra or {})},
+        "ownerReferences": [owner_ref(ref)],
     }
 
 
-def names(job: JobRef) -> dict[str, str]:
-    n = job.name
+def names(ref: JobRef) -> dict[str, str]:
+    n = ref.name
     return {
         "secret": f"{n}-token",
         "config": f"{n}-config",
@@ -115,16 +116,16 @@ def names(job: JobRef) -> dict[str, str]:
     }
 
 
-def coordinator_url(job: JobRef) -> str:
-    return f"http://{names(job)['coordinator']}.{job.namespace}.svc:{wc.COORDINATOR_PORT}"
+def coordinator_url(ref: JobRef) -> str:
+    return f"http://{names(ref)['coordinator']}.{ref.namespace}.svc:{wc.COORDINATOR_PORT}"
 
 
-def weights_url(job: JobRef) -> str:
-    return f"http://{names(job)['weights']}.{job.namespace}.svc:{wc.WEIGHTS_PORT}"
+def weights_url(ref: JobRef) -> str:
+    return f"http://{names(ref)['weights']}.{ref.namespace}.svc:{wc.WEIGHTS_PORT}"
 
 
-def master_addr(job: JobRef) -> str:
-    return f"trainer-0.{names(job)['trainer']}.{job.namespace}.svc"
+def master_addr(ref: JobRef) -> str:
+    return f"trainer-0.{names(ref)['trainer']}.{ref.namespace}.svc"
 
 
 def priority_class_name(settings: OperatorSettings, kind: str) -> str:
@@ -134,27 +135,27 @@ def priority_class_name(settings: OperatorSettings, kind: str) -> str:
 # ----------------------------------------------------------------------------------------- pod parts
 
 
-def worker_env(job: JobRef, role: str, settings: OperatorSettings) -> list[dict[str, Any]]:
+def worker_env(ref: JobRef, role: str, settings: OperatorSettings) -> list[dict[str, Any]]:
     """The environment every worker container gets: job, role, config path, the token of its own role only
     (none for the coordinator, which calls no one), the role tokens' digests (to check its callers), service
     URLs."""
-    secret = names(job)["secret"]
+    secret = names(ref)["secret"]
     token_role = wc.TOKEN_ROLE_OF_POD.get(role)
     own_token = ([{"name": wc.ENV_TOKEN, "valueFrom": {"secretKeyRef": {"name": secret, "key": token_role}}}]
                  if token_role else [])
     return [
-        {"name": wc.ENV_JOB, "value": job.name},
+        {"name": wc.ENV_JOB, "value": ref.name},
         {"name": wc.ENV_ROLE, "value": role},
         {"name": wc.ENV_CONFIG, "value": wc.DEFAULT_CONFIG_PATH},
         *own_token,
         {"name": wc.ENV_TOKEN_DIGESTS,
          "valueFrom": {"secretKeyRef": {"name": secret, "key": wc.SECRET_DIGESTS_KEY}}},
-        {"name": wc.ENV_COORDINATOR_URL, "value": coordinator_url(job)},
-        {"name": wc.ENV_WEIGHTS_URL, "value": weights_url(job)},
+        {"name": wc.ENV_COORDINATOR_URL, "value": coordinator_url(ref)},
+        {"name": wc.ENV_WEIGHTS_URL, "value": weights_url(ref)},
     ]
 
 
-def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
+def pod_volumes(ref: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], list[dict]]:
     """(volumes, mounts): the worker config, the writable scratch directories (`SCRATCH_DIRS`: the root
     filesystem is read-only), the model PVC if any, checkpoints for the trainer, the dataset's PVC or ConfigMap
     for the coordinator (at `DATA_MOUNT_DIR`), the reward ConfigMap (reward.configMap) read-only for rollout
@@ -162,7 +163,7 @@ def pod_volumes(job: JobRef, spec: RLJobSpec, role: str) -> tuple[list[dict], li
     rollout a memory-backed /dev/shm (a container's default is 64 MiB: too small for NCCL, for vLLM's
     tensor-parallel workers and for handing a weight version to them; it counts against the pod's
     memory limit)."""
-    vols: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names(job)["config"]}}]
+    vols: list[dict[str, Any]] = [{"name": "config", "configMap": {"name": names(ref)["config"]}}]
     mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": wc.CONFIG_MOUNT_DIR, "readOnly": True}]
     for name, path in SCRATCH_DIRS.items():
         vols.append({"name": name, "emptyDir": {}})
@@ -283,10 +284,10 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def identity(job: JobRef) -> dict[str, Any]:
+def identity(ref: JobRef) -> dict[str, Any]:
     """The pod spec fields naming who a job pod is to the API server: the job's own ServiceAccount (no RBAC
     bound to it), and no token mounted — the workers never call the API server."""
-    return {"serviceAccountName": names(job)["serviceaccount"], "automountServiceAccountToken": False}
+    return {"serviceAccountName": names(ref)["serviceaccount"], "automountServiceAccountToken": False}
 
 
 def scratch_env() -> list[dict[str, Any]]:
@@ -314,7 +315,7 @@ def container_resources(spec: RLJobSpec, role: str, gpus: int) -> dict[str, Any]
 
 
 def container(
-    job: JobRef, spec: RLJobSpec, role: str, image: str, gpus: int, env_extra: list[dict], ports: list[int],
+    ref: JobRef, spec: RLJobSpec, role: str, image: str, gpus: int, env_extra: list[dict], ports: list[int],
     mounts: list[dict], settings: OperatorSettings,
 ) -> dict[str, Any]:
     """A worker container: image and pull policy, command, env, ports, resources (spec + GPUs of the plan),
@@ -326,7 +327,7 @@ def container(
         "image": image,
         "imagePullPolicy": policy,
         "command": ["python", "-m", "hexrl_workers", role],
-        "env": worker_env(job, role, settings) + scratch_env() + env_extra,
+        "env": worker_env(ref, role, settings) + scratch_env() + env_extra,
         "ports": [{"containerPort": p, "name": f"p{p}"} for p in ports],
         "resources": container_resources(spec, role, gpus),
         "securityContext": container_security_context(),

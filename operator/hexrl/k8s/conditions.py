@@ -1,4 +1,5 @@
-"""Status: conditions (metav1.Condition semantics), phase and printer-column fields. Pure functions.
+"""What an RLJob's status says: conditions (metav1.Condition semantics), phase and printer-column fields.
+Pure functions; `statuswriter.StatusWriter` writes the result.
 
 A condition's `lastTransitionTime` changes only when its `status` flips; reason, message and
 observedGeneration are refreshed in place. The reconciler computes the whole new status, compares it with

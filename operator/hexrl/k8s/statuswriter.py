@@ -23,8 +23,8 @@ from typing import Any
 from hexrl.api import reasons
 from hexrl.api.evalspec import EvalSummary
 from hexrl.api.models import API_VERSION, KIND, RLJobSpec
+from hexrl.k8s import conditions as cond
 from hexrl.k8s import metrics, podhealth, render
-from hexrl.k8s import status as st
 from hexrl.k8s.announcer import Announce
 from hexrl.k8s.jobmemory import Applied, JobMemory, PassResult, Planned, Trigger, epoch_of
 from hexrl.k8s.kubeapi import KubeApi
@@ -72,7 +72,7 @@ class StatusWriter:
 
     def _health(
         self, ref: render.JobRef, spec: RLJobSpec, plan: Plan, mem: JobMemory, trainer_lost: bool, replaced: int
-    ) -> tuple[st.Health, float | None]:
+    ) -> tuple[cond.Health, float | None]:
         """The job's health, and when to look again if a not-ready pod may cross the grace period."""
         pods = self.pods.pods(ref, mem)
         coordinator = [p for p in self.store.job_pods(ref.namespace, ref.name) if p["role"] == "coordinator"
@@ -90,7 +90,7 @@ class StatusWriter:
         mem.rollout_recovering = (mem.rollout_recovering + replaced) if rollout_ready < rollout_desired else 0
         deployed = [] if spec.suspend else coordinator + trainer + rollout
         now, grace = datetime.now(UTC), self.settings.watching.not_ready_grace_seconds
-        health = st.Health(
+        health = cond.Health(
             planned=True,
             trainer_ready=trainer_ready,
             trainer_desired=trainer_desired,
@@ -105,7 +105,7 @@ class StatusWriter:
         )
         return health, podhealth.next_not_ready_check(deployed, now, grace)
 
-    def _announce_blocker(self, rljob: dict[str, Any], mem: JobMemory, h: st.Health) -> None:
+    def _announce_blocker(self, rljob: dict[str, Any], mem: JobMemory, h: cond.Health) -> None:
         """A Warning Event naming the pod (or the dataset) and the cause when the cause changes — not every
         pass, and not again when the same cause moves to another pod: the job's pods appear over several
         passes (the coordinator's through its ReplicaSet), so the first-ranked pod with one missing PVC
@@ -122,14 +122,14 @@ class StatusWriter:
         mem.blocker_key = key
 
     def _status(
-        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: cond.Health,
         lost: int, mem: JobMemory,
     ) -> dict[str, Any]:
         gen = rljob["metadata"].get("generation")
         conds = self._conditions(rljob, spec, plan, summary, h, lost, mem)
         progress = mem.progress or {}
         new = {
-            "phase": st.phase_for(h),
+            "phase": cond.phase_for(h),
             "observedGeneration": gen,
             "conditions": conds,
             "plan": summary,
@@ -151,33 +151,33 @@ class StatusWriter:
         return new
 
     def _conditions(
-        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: st.Health,
+        self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: cond.Health,
         lost: int, mem: JobMemory,
     ) -> list[dict[str, Any]]:
         """Planned (or rejected while the previous plan runs), Ready, Degraded, StalenessWithinBound."""
         old = rljob.get("status") or {}
         gen = rljob["metadata"].get("generation")
-        now = st.now_iso()
+        now = cond.now_iso()
         conds = list(old.get("conditions") or [])
         rejected = mem.rejected_change
         if rejected is not None:
-            conds = st.set_condition(conds, reasons.PLANNED, "False", rejected.reason,
-                                     rejected.message + " (still running the previous plan)", gen, now)
+            conds = cond.set_condition(conds, reasons.PLANNED, "False", rejected.reason,
+                                       rejected.message + " (still running the previous plan)", gen, now)
             self.announce.event_once(rljob, mem, "Warning", reasons.REJECTED, rejected.message)
         else:
-            conds = st.set_condition(
+            conds = cond.set_condition(
                 conds, reasons.PLANNED, "True",
                 reasons.REPLANNED if old.get("plan") and _plan_changed(old.get("plan"), summary) else
                 (_cond_reason(conds, reasons.PLANNED, reasons.PLAN_FOUND)),
                 self.announce.sentence(plan, "plan"), gen, now)
-        conds = st.set_condition(conds, reasons.READY, *st.ready_condition(h), gen, now)
-        conds = st.set_condition(conds, reasons.DEGRADED, *st.degraded_condition(h, lost), gen, now)
+        conds = cond.set_condition(conds, reasons.READY, *cond.ready_condition(h), gen, now)
+        conds = cond.set_condition(conds, reasons.DEGRADED, *cond.degraded_condition(h, lost), gen, now)
         eta = spec.staleness.max_policy_lag
-        return st.set_condition(conds, reasons.STALENESS_WITHIN_BOUND, *st.staleness_condition(mem.progress, eta),
-                                gen, now)
+        return cond.set_condition(conds, reasons.STALENESS_WITHIN_BOUND,
+                                  *cond.staleness_condition(mem.progress, eta), gen, now)
 
     def _write_status(self, rljob: dict[str, Any], new: dict[str, Any]) -> bool:
-        if st.status_equal(rljob.get("status"), new):
+        if cond.status_equal(rljob.get("status"), new):
             return False
         m = rljob["metadata"]
         self.api.patch_status(API_VERSION, KIND, m["name"], m["namespace"], new)
@@ -187,9 +187,10 @@ class StatusWriter:
         """Planned=False with the planner's reason, one Warning Event per distinct message, no children."""
         old = rljob.get("status") or {}
         gen = rljob["metadata"].get("generation")
-        now = st.now_iso()
-        conds = st.set_condition(list(old.get("conditions") or []), reasons.PLANNED, "False", reason, message, gen, now)
-        conds = st.set_condition(conds, reasons.READY, "False", reasons.CHILDREN_PENDING, "no plan", gen, now)
+        now = cond.now_iso()
+        conds = cond.set_condition(list(old.get("conditions") or []), reasons.PLANNED, "False", reason, message,
+                                   gen, now)
+        conds = cond.set_condition(conds, reasons.READY, "False", reasons.CHILDREN_PENDING, "no plan", gen, now)
         new = {"phase": "Pending", "observedGeneration": gen, "conditions": conds, "message": message,
                "gpus": 0, "costPerHour": 0.0, "tokensPerSecond": 0.0}
         self._write_status(rljob, new)
@@ -215,7 +216,7 @@ def _plan_changed(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
 
 
 def _cond_reason(conds: list[dict[str, Any]], ctype: str, default: str) -> str:
-    c = st.get_condition(conds, ctype)
+    c = cond.get_condition(conds, ctype)
     if c and c.get("status") == "True":
         return str(c.get("reason") or default)
     return default
