@@ -6,7 +6,13 @@ asynchronous, heterogeneous and spot-aware RL. No Kubernetes: placements come fr
 
 - `scenario` — the policies (sync, homogeneous, hexrl, hexrl-spot, hexrl-spot-nomigrate, fixed-split)
   placed on the same cluster and turned into engine setups (`build_policy`, `build_policies`)
-- `engine`   — the discrete-event engine (`simulate(setup, trace, hours, seed) -> SimResult`)
+- `engine`   — the discrete-event engine (`simulate(setup, trace, hours, seed) -> SimResult`): the
+  event loop and its handlers
+- `state`    — what a run changes (`SimState`: fleet, slots, groups in flight, buffer, versions,
+  trainer, tally); `events` — the event kinds and their queue
+- `scheduling` — list scheduling of GRPO groups on slots; `preemption` — what a reclaim does;
+  `metrics` — billing rate, time-series points and the `SimResult`
+- `model`    — the engine's input (`SimSetup`) and output (`SimResult`) as numbers
 - `workload` — response lengths from the cost model's distribution
 - `trace`    — spot preemption traces: Poisson per pool or a CSV/YAML file
 - `report`   — `compare(...)` over policies, JSON rows, CSV files and PNG plots

@@ -1,9 +1,15 @@
 """The discrete-event engine: an asynchronous RL job on a planned cluster, aggregated for speed.
 
-The engine is a heap of timed events (`heapq`) and one numpy `Generator` seeded by the run's seed: the
-same setup, trace and seed give the same run. It never steps token by token: replicas of a node are one
+The engine is a queue of timed events (`hexrl.sim.events`), a handler per event kind that changes the
+run's state (`hexrl.sim.state`), and one numpy `Generator` seeded by the run's seed: the same setup,
+trace and seed give the same run. It never steps token by token: replicas of a node are one
 server with a number of group slots, GRPO groups live in numpy arrays, and events happen per training
 step, per weight version and per capacity change, so a 1,000-GPU day is some ten thousand steps.
+
+Where each part lives: `Simulation.run` is the loop; the handlers (`_on_*`) and the steps they share
+are below it, one section per subsystem; the decisions that need no event (placing groups on slots,
+what a preemption does to partial responses, billing and the series) are pure functions in
+`hexrl.sim.scheduling`, `hexrl.sim.preemption` and `hexrl.sim.metrics`.
 
 **Rollout: continuous batching as list scheduling of GRPO groups.** The unit of work is a group of
 `G` responses: it is admitted together, is scored and trained only as a whole, and holds `G` slots of
@@ -55,37 +61,29 @@ to preemption = GPU time of discarded partial responses + of re-prefill + of bil
 
 from __future__ import annotations
 
-import heapq
-import math
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from hexrl.api.stalenessgate import StalenessGate
-from hexrl.sim.model import RolloutNode, SeriesPoint, SimResult, SimSetup
+from hexrl.sim.events import EventKind, EventQueue
+from hexrl.sim.metrics import cost_rate, result, series_point
+from hexrl.sim.model import SeriesPoint, SimResult, SimSetup
+from hexrl.sim.preemption import Partials, resolve_node, spare_in_pool, still_fresh_when_done, take_partials
+from hexrl.sim.scheduling import collect_finished, place_groups
 from hexrl.sim.settings import SimSettings
+from hexrl.sim.state import Interval, SimState
 from hexrl.sim.trace import PREEMPT, NodeEvent
 
 __all__ = ["SeriesPoint", "SimResult", "Simulation", "simulate"]
 
-# Event kinds; the integer also orders events at equal times, which keeps runs deterministic.
-_NODE = 0
-_NODE_READY = 1
-_TRAINER_UP = 2
-_WEIGHTS = 3
-_TRAIN_DONE = 4
-_TRAIN_CHECK = 5
-_SAMPLE = 6
-_START = 7
-
-_EMPTY = np.empty(0)
-_EPS_S = 1e-9
-"""Relative time tolerance when matching a recomputed finish time to the event that expected it."""
-
 
 class Simulation:
-    """One run. `run()` may be called once."""
+    """One run: the event loop, and a handler per event kind that changes one `SimState`.
+
+    `run()` may be called once.
+    """
 
     def __init__(
         self,
@@ -97,585 +95,455 @@ class Simulation:
     ) -> None:
         if hours <= 0:
             raise ValueError("hours must be positive")
-        self.s = setup
+        self.setup = setup
         self.cfg = settings or SimSettings()
-        self.horizon = hours * 3600.0
+        self.trace = trace
         self.hours = hours
+        self.horizon = hours * 3600.0
         self.seed = seed
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB47C]))
-        self.trace = trace
-        self._heap: list[tuple[float, int, int, object]] = []
-        self._seq = 0
-        self.t = 0.0
-        self._init_nodes(setup)
-        self._init_rollout(setup)
-        self._init_coordinator(setup)
-        self._init_accounting()
-
-    def _init_nodes(self, setup: SimSetup) -> None:
-        """Nodes. A "replica set" is named by the node the plan put it on; it may move (re-plan)."""
-        self.nodes: dict[str, RolloutNode] = {n.name: n for n in setup.rollout}
-        self.node_of_set: dict[str, str] = {n.name: n.name for n in setup.rollout}
-        self.set_on_node: dict[str, str] = {n.name: n.name for n in setup.rollout}
-        self.serving: set[str] = set()
-        self.pending_sets: list[str] = []
-        """Replica sets whose node was reclaimed and that wait for capacity in their pool."""
-        self.node_pool: dict[str, str] = {n.name: n.pool for n in setup.rollout}
-        for name, pool, _spot in setup.spare_nodes:
-            self.node_pool[name] = pool
-        for name in setup.trainer.nodes:
-            self.node_pool.setdefault(name, setup.trainer.pool)
-        self.up: set[str] = set(self.node_pool)
-        self.spares: list[str] = sorted(name for name, _, _ in setup.spare_nodes)
-
-    def _init_rollout(self, setup: SimSetup) -> None:
-        """Rollout: group slots of the serving replica sets (list scheduling), groups in flight, the buffer."""
-        self.gsize = setup.group_size
-        self.set_names: list[str] = [n.name for n in setup.rollout]
-        self.set_index = {name: i for i, name in enumerate(self.set_names)}
-        self.step_s = [n.slots / n.slot_steps_per_second * max(1.0, self.gsize / n.slots) for n in setup.rollout]
-        """Seconds per decode step of one group on each replica set (slower when a set has < G slots)."""
-        self.kslots = [max(1, n.slots // self.gsize) for n in setup.rollout]
-        """Groups each replica set decodes at once (its engines' batch / G)."""
-        # One entry per group slot, in blocks per set; a slot of a set that is not serving is +inf.
-        self.slot_set = np.repeat(np.arange(len(self.kslots), dtype=np.int64), self.kslots)
-        self.slot_step = np.asarray(self.step_s, dtype=np.float64)[self.slot_set]
-        self.slot_free = np.full(self.slot_set.size, math.inf)
-        self.block = np.concatenate(([0], np.cumsum(self.kslots))).astype(np.int64)
-        self.g_finish = _EMPTY
-        self.g_start = _EMPTY
-        self.g_steps = _EMPTY
-        """Decode steps of the group's current assignment (longest response + overhead [+ re-prefill])."""
-        self.g_tok = _EMPTY
-        """Tokens a group gives the trainer (Σ prompt + response)."""
-        self.g_v = np.empty(0, dtype=np.int64)
-        self.g_set = np.empty(0, dtype=np.int64)
-        self.unassigned: list[tuple[float, float, int]] = []
-        """(steps, tokens, version) of groups waiting for any serving capacity."""
-        self.pause_factor = 1.0
-        """1 + weight-swap pause / step interval: the share of decode time lost to applying versions."""
-        self._last_version_t = 0.0
-        # Finished groups, not yet trained (completion order).
-        self.buf_t = _EMPTY
-        self.buf_tok = _EMPTY
-        self.buf_v = np.empty(0, dtype=np.int64)
-
-    def _init_coordinator(self, setup: SimSetup) -> None:
-        """Coordinator, trainer, weights."""
-        self.admitted = 0
-        """N_r: trajectories admitted into generation and not given back (the coordinator's count)."""
+        self.group_size = setup.group_size
         self.gate = StalenessGate(setup.group_size, setup.groups_per_step * setup.group_size, setup.eta)
-        self.version = 0
-        self.trainer_busy = False
-        self.trainer_down = False
-        self.trainer_step_start = 0.0
-        self.trainer_busy_s = 0.0
-        self.trainer_token = 0
-        self.check_token = 0
-        self.rollout_version = 0
-        self.published = 0
-        self.downloading = False
-        self.pause_s = setup.weight_gb * self.cfg.weight_load_seconds_per_gb
+        self.swap_pause_s = setup.weight_gb * self.cfg.weight_load_seconds_per_gb
         # Scoring runs beside generation on `reward_parallelism` workers: each trajectory waits its own
         # scoring time, stretched when the workers cannot keep up with a batch (B > parallelism).
         self.reward_latency = setup.reward_seconds_per_sample * max(
             1.0, setup.groups_per_step * setup.group_size / self.cfg.reward_parallelism
         )
+        self.state = SimState.planned(setup)
+        self.events = EventQueue()
+        self._handlers: dict[EventKind, Callable[[Any], None]] = {
+            EventKind.NODE: self._on_node_event,
+            EventKind.NODE_READY: self._on_node_ready,
+            EventKind.TRAINER_UP: self._on_trainer_up,
+            EventKind.WEIGHTS: self._on_weights,
+            EventKind.TRAIN_DONE: self._on_train_done,
+            EventKind.TRAIN_CHECK: self._on_train_check,
+            EventKind.SAMPLE: self._on_sample,
+            EventKind.START: self._on_start,
+        }
 
-    def _init_accounting(self) -> None:
-        """Tokens, samples, staleness, dollars and GPU-hours lost, and the sampled time series."""
-        self.trained_tokens = 0.0
-        self.trained_samples = 0
-        self.steady_tokens = 0.0
-        self.dropped = 0
-        self.staleness: dict[int, int] = {}
-        self.dollars = 0.0
-        self.last_bill = 0.0
-        self._rate_cache = 0.0
-        self.gpu_hours_lost = 0.0
-        self.preemptions = 0
-        self.returns = 0
-        self.series: list[SeriesPoint] = []
-        self._interval = self._new_interval()
-        self._last_sample = 0.0
+    # The coordinator's counts as plain attributes: the gate-parity test of the workers' coordinator
+    # (tests/workers/test_staleness_gate_callers.py) reads and sets them between admissions.
+    @property
+    def admitted(self) -> int:
+        return self.state.admitted
 
-    @staticmethod
-    def _new_interval() -> dict[str, float]:
-        return {"tokens": 0.0, "samples": 0.0, "busy": 0.0, "lag": 0.0, "lagn": 0.0, "dollars": 0.0}
+    @property
+    def version(self) -> int:
+        return self.state.versions.trained
 
-    # ------------------------------------------------------------------------------------ heap
-    def _push(self, time: float, kind: int, payload: object = None) -> None:
-        self._seq += 1
-        heapq.heappush(self._heap, (time, kind, self._seq, payload))
+    @version.setter
+    def version(self, value: int) -> None:
+        self.state.versions.trained = value
+
+    @property
+    def rollout_version(self) -> int:
+        return self.state.versions.rollout
+
+    @rollout_version.setter
+    def rollout_version(self, value: int) -> None:
+        self.state.versions.rollout = value
+
+    # ------------------------------------------------------------------------------------ loop
+    def run(self) -> SimResult:
+        """Play the events up to the horizon and return what the run measured."""
+        self._schedule_opening_events()
+        while self.events:
+            time, kind, payload = self.events.pop()
+            if time > self.horizon:
+                break
+            self.state.now = time
+            self._handlers[kind](payload)
+        self._close_books()
+        return result(self.state, self.setup, self.cfg, self.hours, self.seed)
+
+    def _schedule_opening_events(self) -> None:
+        """The trace, the series' sampling times, and the planned job serving at t = 0."""
+        for event in self.trace:
+            if event.time_s < self.horizon:
+                self.events.push(event.time_s, EventKind.NODE, event)
+        step = self.horizon / self.cfg.samples_per_series
+        for i in range(1, self.cfg.samples_per_series + 1):
+            self.events.push(min(i * step, self.horizon), EventKind.SAMPLE)
+        self.state.tally.cost_rate = cost_rate(self.state, self.setup)
+        # The planned pods are serving at t = 0: every policy starts from a running job.
+        for name in sorted(self.state.fleet.sets):
+            self.events.push(0.0, EventKind.NODE_READY, (name, name))
+        self.events.push(0.0, EventKind.START)
+
+    def _close_books(self) -> None:
+        """Bill up to the horizon and count the trainer's step still in progress as busy time."""
+        self.state.now = self.horizon
+        self._bill()
+        if self.state.trainer.busy:
+            self._account_busy(self.state.trainer.step_start, self.horizon)
+
+    def _on_start(self, _payload: object) -> None:
+        self.admit()
 
     # ------------------------------------------------------------------------------------ billing
-    def _cost_rate(self) -> float:
-        """$/h billed now: the trainer, and every up node hosting a replica set (serving or starting)."""
-        rollout = sum(
-            self.nodes[s].gpus * self.nodes[s].price_per_gpu_hour
-            for s, node in self.node_of_set.items()
-            if node in self.up and s not in self.pending_sets
-        )
-        return self.s.trainer.price_per_hour + rollout
-
     def _bill(self) -> None:
-        dt = self.t - self.last_bill
+        """Charge the current rate for the time since the last bill."""
+        tally = self.state.tally
+        dt = self.state.now - tally.billed_until
         if dt > 0:
-            d = self._rate_cache * dt / 3600.0
-            self.dollars += d
-            self._interval["dollars"] += d
-        self.last_bill = self.t
+            dollars = tally.cost_rate * dt / 3600.0
+            tally.dollars += dollars
+            tally.interval.dollars += dollars
+        tally.billed_until = self.state.now
 
     def _rebill(self) -> None:
+        """Bill at the old rate, then take the new one (the billed nodes just changed)."""
         self._bill()
-        self._rate_cache = self._cost_rate()
+        self.state.tally.cost_rate = cost_rate(self.state, self.setup)
 
     # ------------------------------------------------------------------------------------ rollout
     def _launch(self, steps: np.ndarray, tokens: np.ndarray, versions: np.ndarray, at: float) -> None:
-        """List scheduling: each group (in order) takes the slot that frees first, from `at` on.
-
-        Fast path (vectorised): the n groups take the n earliest-free slots in order; that is exactly
-        what the sequential rule does whenever no group of the burst finishes before the last of those
-        slots frees (no slot is used twice). Otherwise the burst is placed one by one with a heap.
-        Groups that find no serving slot wait for capacity.
-        """
-        n = steps.size
-        if n == 0:
+        """Groups take serving slots from `at` on (list scheduling); those finding none wait for capacity."""
+        if steps.size == 0:
             return
-        free = self.slot_free
-        open_slots = int(np.isfinite(free).sum())
-        m = min(n, open_slots)
-        idx = np.empty(0, dtype=np.int64)
-        start = finish = _EMPTY
-        if m:
-            idx = np.argpartition(free, m - 1)[:m] if m < free.size else np.arange(free.size)
-            idx = idx[np.argsort(free[idx], kind="stable")]
-            start = np.maximum(free[idx], at)
-            finish = start + steps[:m] * self.slot_step[idx] * self.pause_factor
-            if m < n or (m > 1 and finish.min() < free[idx[-1]]):
-                idx, start, finish, m = self._launch_sequential(steps, at)
-            else:
-                free[idx] = finish
-        if m < n:
-            self.unassigned.extend(
-                zip(steps[m:].tolist(), tokens[m:].tolist(), versions[m:].tolist(), strict=True)
-            )
-        if m:
-            self.g_finish = np.concatenate((self.g_finish, finish))
-            self.g_start = np.concatenate((self.g_start, start))
-            self.g_steps = np.concatenate((self.g_steps, steps[:m]))
-            self.g_tok = np.concatenate((self.g_tok, tokens[:m]))
-            self.g_v = np.concatenate((self.g_v, versions[:m]))
-            self.g_set = np.concatenate((self.g_set, self.slot_set[idx]))
+        state = self.state
+        slot, start, finish = place_groups(state.slots, steps, at, state.versions.pause_factor)
+        placed = slot.size
+        if placed < steps.size:
+            state.unassigned.extend(zip(
+                steps[placed:].tolist(), tokens[placed:].tolist(), versions[placed:].tolist(), strict=True,
+            ))
+        if placed:
+            state.in_flight.add(finish, start, steps[:placed], tokens[:placed], versions[:placed],
+                                state.slots.slot_set[slot])
         self._schedule_check()
 
-    def _launch_sequential(self, steps: np.ndarray, at: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """The exact one-by-one rule with a heap over the serving slots (slots may be reused)."""
-        free = self.slot_free
-        open_idx = np.flatnonzero(np.isfinite(free))
-        heap = list(zip(free[open_idx].tolist(), open_idx.tolist(), strict=True))
-        heapq.heapify(heap)
-        slot_step, stretch = self.slot_step, self.pause_factor
-        idx, starts, finishes = [], [], []
-        for need in steps.tolist():
-            f, j = heap[0]
-            st = f if f > at else at
-            fin = st + need * slot_step[j] * stretch
-            heapq.heapreplace(heap, (fin, j))
-            idx.append(j)
-            starts.append(st)
-            finishes.append(fin)
-        for f, j in heap:
-            free[j] = f
-        n = len(idx)
-        return np.asarray(idx, dtype=np.int64), np.asarray(starts), np.asarray(finishes), n
+    def _collect_finished(self) -> None:
+        collect_finished(self.state.in_flight, self.state.buffer, self.state.now)
 
-    def _keep(self, mask: np.ndarray) -> None:
-        self.g_finish, self.g_start, self.g_steps = self.g_finish[mask], self.g_start[mask], self.g_steps[mask]
-        self.g_tok, self.g_v, self.g_set = self.g_tok[mask], self.g_v[mask], self.g_set[mask]
-
-    def _advance(self) -> None:
-        """Finished groups move to the buffer, in completion order."""
-        if self.g_finish.size == 0:
-            return
-        done = self.g_finish <= self.t + _EPS_S * max(1.0, self.t)
-        if not done.any():
-            return
-        order = np.argsort(self.g_finish[done], kind="stable")
-        self.buf_t = np.concatenate((self.buf_t, self.g_finish[done][order]))
-        self.buf_tok = np.concatenate((self.buf_tok, self.g_tok[done][order]))
-        self.buf_v = np.concatenate((self.buf_v, self.g_v[done][order]))
-        self._keep(~done)
-
-    def _serve(self, i: int) -> None:
-        """Replica set i starts serving: its group slots join the pool, waiting groups start."""
-        self.slot_free[self.block[i] : self.block[i + 1]] = self.t
-        if self.unassigned:
-            waiting, self.unassigned = self.unassigned, []
-            arr = np.array(waiting)
-            self._launch(arr[:, 0], arr[:, 1], arr[:, 2].astype(np.int64), self.t)
+    def _serve(self, set_index: int) -> None:
+        """The replica set starts serving: its group slots join the pool, waiting groups start."""
+        state = self.state
+        state.slots.open_set(set_index, state.now)
+        if state.unassigned:
+            waiting, state.unassigned = state.unassigned, []
+            groups = np.array(waiting)
+            self._launch(groups[:, 0], groups[:, 1], groups[:, 2].astype(np.int64), state.now)
 
     # ------------------------------------------------------------------------------------ coordinator
     def admit(self) -> None:
         """Admit groups up to the gate, if the rollout's weights are recent enough."""
-        # Batch k is trained at step ≥ k, so it must come from version ≥ k − η: the gate, applied with the
-        # version the rollout already holds (≤ i).
-        n = self.gate.room(self.admitted, min(self.version, self.rollout_version))
+        state = self.state
+        # Batch k is trained at step ≥ k, so it must come from version ≥ k − η: the gate, applied with
+        # the version the rollout already holds (≤ i).
+        n = self.gate.room(state.admitted, min(state.versions.trained, state.versions.rollout))
         if n <= 0:
             return
-        self._advance()
-        lengths = self.s.lengths.sample(self.rng, n * self.gsize).reshape(n, self.gsize)
-        steps = lengths.max(axis=1) + self.s.group_overhead_steps
-        tokens = lengths.sum(axis=1) + self.gsize * self.s.prompt_tokens
-        self.admitted += n * self.gsize
-        self._launch(steps, tokens, np.full(n, self.rollout_version, dtype=np.int64), self.t)
+        self._collect_finished()
+        gsize = self.group_size
+        lengths = self.setup.lengths.sample(self.rng, n * gsize).reshape(n, gsize)
+        steps = lengths.max(axis=1) + self.setup.group_overhead_steps
+        tokens = lengths.sum(axis=1) + gsize * self.setup.prompt_tokens
+        state.admitted += n * gsize
+        self._launch(steps, tokens, np.full(n, state.versions.rollout, dtype=np.int64), state.now)
 
     def give_back(self, groups: int) -> None:
         """Groups that will not be trained (dropped as stale, lost with a step) leave N_r; their prompts are
         generated again when the gate next admits."""
-        self.admitted -= groups * self.gsize
+        self.state.admitted -= groups * self.group_size
 
+    # ------------------------------------------------------------------------------------ trainer
     def _schedule_check(self) -> None:
         """Wake the trainer when a step's groups can be in the buffer."""
-        self.check_token += 1
-        if self.trainer_busy or self.trainer_down:
+        state, trainer = self.state, self.state.trainer
+        trainer.check_token += 1
+        if trainer.busy or trainer.down:
             return
-        b = self.s.groups_per_step
-        need = b - self.buf_t.size
+        groups_per_step = self.setup.groups_per_step
+        need = groups_per_step - state.buffer.size
         if need <= 0:
-            at = float(self.buf_t[b - 1])
-        elif need > self.g_finish.size:
+            at = float(state.buffer.finished_at[groups_per_step - 1])
+        elif need > state.in_flight.size:
             return
         else:
-            at = float(np.partition(self.g_finish, need - 1)[need - 1])
-        self._push(max(self.t, at + self.reward_latency), _TRAIN_CHECK, self.check_token)
+            at = float(np.partition(state.in_flight.finish, need - 1)[need - 1])
+        self.events.push(max(state.now, at + self.reward_latency), EventKind.TRAIN_CHECK, trainer.check_token)
 
     def _on_train_check(self, token: int) -> None:
-        if token != self.check_token or self.trainer_busy or self.trainer_down:
+        """Start a step if a batch of scored groups is ready, else wait for the next group to be."""
+        state, trainer = self.state, self.state.trainer
+        if token != trainer.check_token or trainer.busy or trainer.down:
             return
-        self._advance()
-        # Strict mode: a finished group already older than η versions is dropped and regenerated.
-        fresh = self.version - self.buf_v <= self.s.eta
-        if self.cfg.drop_stale and not fresh.all():
-            gone = int((~fresh).sum())
-            self.dropped += gone * self.gsize
-            self.give_back(gone)
-            self.buf_t, self.buf_tok, self.buf_v = self.buf_t[fresh], self.buf_tok[fresh], self.buf_v[fresh]
-            self.admit()
-        usable = int(np.searchsorted(self.buf_t, self.t - self.reward_latency, side="right"))
-        b = self.s.groups_per_step
-        if usable < b:
+        self._collect_finished()
+        if self.cfg.drop_stale:
+            self._drop_stale_groups()
+        scored = int(np.searchsorted(state.buffer.finished_at, state.now - self.reward_latency, side="right"))
+        if scored < self.setup.groups_per_step:
             self._schedule_check()
             return
+        tokens, versions = self._take_batch(scored)
+        self._record_lags(versions)
+        self._start_step(tokens)
+
+    def _drop_stale_groups(self) -> None:
+        """Strict mode: a finished group already older than η versions is dropped and regenerated."""
+        buffer = self.state.buffer
+        fresh = self.state.versions.trained - buffer.version <= self.setup.eta
+        if fresh.all():
+            return
+        gone = int((~fresh).sum())
+        self.state.tally.dropped += gone * self.group_size
+        self.give_back(gone)
+        buffer.keep(fresh)
+        self.admit()
+
+    def _take_batch(self, scored: int) -> tuple[float, np.ndarray]:
+        """A step's groups out of the first `scored` in the buffer: (their tokens, their versions)."""
+        buffer = self.state.buffer
         # Oldest policy version first (stable: completion order among equals), as the coordinator does
         # to keep lags within η; the rest stays buffered in completion order.
-        order = np.argsort(self.buf_v[:usable], kind="stable")
-        take = order[:b]
-        keep = np.ones(self.buf_t.size, dtype=bool)
+        take = np.argsort(buffer.version[:scored], kind="stable")[: self.setup.groups_per_step]
+        keep = np.ones(buffer.size, dtype=bool)
         keep[take] = False
-        tok, v = self.buf_tok[take], self.buf_v[take]
-        self.buf_t, self.buf_tok, self.buf_v = self.buf_t[keep], self.buf_tok[keep], self.buf_v[keep]
-        tokens = float(tok.sum())
-        lags = self.version - v
+        tokens, versions = buffer.tokens[take], buffer.version[take]
+        buffer.keep(keep)
+        return float(tokens.sum()), versions
+
+    def _record_lags(self, versions: np.ndarray) -> None:
+        """The batch's policy lags, into the histogram (per trajectory) and the interval's mean."""
+        tally = self.state.tally
+        lags = self.state.versions.trained - versions
         for lag, count in enumerate(np.bincount(lags).tolist()):
             if count:
-                self.staleness[lag] = self.staleness.get(lag, 0) + count * self.gsize
-        self._interval["lag"] += float(lags.sum())
-        self._interval["lagn"] += b
-        self.trainer_busy = True
-        self.trainer_step_start = self.t
-        self.trainer_token += 1
-        self._step_tokens = tokens
-        duration = tokens / self.s.trainer.tokens_per_second + self.s.trainer.publish_seconds
-        self._push(self.t + duration, _TRAIN_DONE, self.trainer_token)
+                tally.staleness[lag] = tally.staleness.get(lag, 0) + count * self.group_size
+        tally.interval.lag += float(lags.sum())
+        tally.interval.lag_count += self.setup.groups_per_step
+
+    def _start_step(self, tokens: float) -> None:
+        trainer = self.state.trainer
+        trainer.busy = True
+        trainer.step_start = self.state.now
+        trainer.step_token += 1
+        trainer.step_tokens = tokens
+        duration = tokens / self.setup.trainer.tokens_per_second + self.setup.trainer.publish_seconds
+        self.events.push(self.state.now + duration, EventKind.TRAIN_DONE, trainer.step_token)
 
     def _on_train_done(self, token: int) -> None:
-        if token != self.trainer_token or not self.trainer_busy:
+        """The step ends: a new version is published, the rollout fetches it, the gate may open."""
+        state, trainer = self.state, self.state.trainer
+        if token != trainer.step_token or not trainer.busy:
             return
-        self._account_busy(self.trainer_step_start, self.t)
-        self.trainer_busy = False
-        tokens = self._step_tokens
-        samples = self.s.groups_per_step * self.gsize
-        self.trained_tokens += tokens
-        self.trained_samples += samples
-        if self.t >= self.cfg.warmup_fraction * self.horizon:
-            self.steady_tokens += tokens
-        self._interval["tokens"] += tokens
-        self._interval["samples"] += samples
-        self.version += 1
-        self.published = self.version
+        self._account_busy(trainer.step_start, state.now)
+        trainer.busy = False
+        self._count_trained(trainer.step_tokens)
+        state.versions.trained += 1
+        state.versions.published = state.versions.trained
         self._start_download()
         self.admit()
         self._schedule_check()
 
+    def _count_trained(self, tokens: float) -> None:
+        tally = self.state.tally
+        samples = self.setup.groups_per_step * self.group_size
+        tally.trained_tokens += tokens
+        tally.trained_samples += samples
+        if self.state.now >= self.cfg.warmup_fraction * self.horizon:
+            tally.steady_tokens += tokens
+        tally.interval.tokens += tokens
+        tally.interval.samples += samples
+
     def _account_busy(self, start: float, end: float) -> None:
-        self.trainer_busy_s += end - start
-        self._interval["busy"] += end - max(start, self._last_sample)
+        """Trainer busy time from `start` to `end`, in total and in the current series interval."""
+        self.state.trainer.busy_seconds += end - start
+        self.state.tally.interval.busy += end - max(start, self.state.tally.last_sample)
 
     # ------------------------------------------------------------------------------------ weights
     def _pull_seconds(self) -> float:
-        return max((self.nodes[s].weight_pull_seconds for s in self.serving), default=0.0)
+        """A version is pulled by every serving node in parallel: done when the slowest link is."""
+        fleet = self.state.fleet
+        return max((fleet.sets[s].weight_pull_seconds for s in fleet.serving), default=0.0)
 
     def _start_download(self) -> None:
-        if self.downloading or self.published <= self.rollout_version:
+        versions = self.state.versions
+        if versions.downloading or versions.published <= versions.rollout:
             return
-        self.downloading = True
-        self._push(self.t + self._pull_seconds(), _WEIGHTS, self.published)
+        versions.downloading = True
+        self.events.push(self.state.now + self._pull_seconds(), EventKind.WEIGHTS, versions.published)
 
     def _on_weights(self, version: int) -> None:
-        self.downloading = False
-        if version > self.rollout_version:
-            self.rollout_version = version
-            # Every replica stops to swap the weights in; groups started from now on are stretched by
-            # the share of time these pauses take at the current version rate.
-            interval = self.t - self._last_version_t
-            self._last_version_t = self.t
-            if interval > 0 and self.pause_s > 0:
-                self.pause_factor = 1.0 + self.pause_s / interval
+        """A download is done: apply it if newer, admit under the newer version, fetch the next one."""
+        self.state.versions.downloading = False
+        if version > self.state.versions.rollout:
+            self._apply_version(version)
         self.admit()
         self._start_download()
 
-    # ------------------------------------------------------------------------------------ nodes
-    def _resolve(self, ev: NodeEvent) -> str | None:
-        if ev.node:
-            return ev.node if ev.node in self.node_pool else None
-        names = sorted(n for n, p in self.node_pool.items() if p == ev.pool)
-        want_up = ev.kind == PREEMPT
-        # Prefer nodes the job uses: a reclaim of an idle spare changes nothing.
-        used = [n for n in names if (n in self.up) == want_up and (n in self.set_on_node or n in self.s.trainer.nodes)]
-        other = [n for n in names if (n in self.up) == want_up]
-        pick = used or other
-        return pick[0] if pick else None
+    def _apply_version(self, version: int) -> None:
+        versions, now = self.state.versions, self.state.now
+        versions.rollout = version
+        # Every replica stops to swap the weights in; groups started from now on are stretched by
+        # the share of time these pauses take at the current version rate.
+        interval = now - versions.last_applied_at
+        versions.last_applied_at = now
+        if interval > 0 and self.swap_pause_s > 0:
+            versions.pause_factor = 1.0 + self.swap_pause_s / interval
 
-    def _on_node_event(self, ev: NodeEvent) -> None:
-        name = self._resolve(ev)
+    # ------------------------------------------------------------------------------------ node events
+    def _on_node_event(self, event: NodeEvent) -> None:
+        """A reclaim of an up node or a return of a down one; anything else changes nothing."""
+        fleet = self.state.fleet
+        name = resolve_node(fleet, self.setup.trainer.nodes, event)
         if name is None:
             return
-        if ev.kind == PREEMPT:
-            if name in self.up:
+        if event.kind == PREEMPT:
+            if name in fleet.up:
                 self._preempt(name)
-        elif name not in self.up:
+        elif name not in fleet.up:
             self._return(name)
 
     def _preempt(self, name: str) -> None:
-        self.preemptions += 1
-        self.up.discard(name)
-        if name in self.s.trainer.nodes:
+        """The node stops at once: its trainer step or its replica set's groups are lost or migrated."""
+        fleet = self.state.fleet
+        self.state.tally.preemptions += 1
+        fleet.up.discard(name)
+        if name in self.setup.trainer.nodes:
             self._lose_trainer()
-        replica_set = self.set_on_node.pop(name, None)
+        replica_set = fleet.set_on_node.pop(name, None)
         if replica_set is not None:
-            if replica_set in self.serving:
-                self._advance()
-                self.serving.discard(replica_set)
-                self._lose_partials(self.set_index[replica_set])
+            if replica_set in fleet.serving:
+                self._collect_finished()
+                fleet.serving.discard(replica_set)
+                self._lose_partials(self.state.slots.set_index[replica_set])
             self._relocate(replica_set)
         self._rebill()
 
-    def _lose_partials(self, i: int) -> None:
+    def _lose_partials(self, set_index: int) -> None:
         """Groups on a reclaimed replica set: migrated to survivors, or lost and restarted."""
-        self.slot_free[self.block[i] : self.block[i + 1]] = math.inf  # its slots leave the pool
-        mine = (self.g_set == i) & (self.g_finish > self.t)
-        if not mine.any():
+        state = self.state
+        state.slots.close_set(set_index)
+        step_s = state.slots.step_s[set_index] * state.versions.pause_factor
+        node = self.setup.rollout[set_index]
+        partials = take_partials(state.in_flight, set_index, node, self.group_size, state.now, step_s)
+        if partials is None:
             return
-        node = self.s.rollout[i]
-        order = np.argsort(self.g_start[mine], kind="stable")
-        start, steps = self.g_start[mine][order], self.g_steps[mine][order]
-        tok, ver = self.g_tok[mine][order], self.g_v[mine][order]
-        self._keep(~mine)
-        step_s = self.step_s[i] * self.pause_factor
-        running = start < self.t
-        progress = np.where(running, np.minimum(steps, (self.t - start) / step_s), 0.0)
-        # GPU-seconds a group held: its G of the set's slots, for the time it ran.
-        held = np.where(running, self.t - start, 0.0) * node.gpus * self.gsize / max(node.slots, self.gsize)
-        migrate = (
-            self.s.migrate
-            and self.cfg.preemption_notice_seconds >= self.cfg.migration_handoff_seconds
-        )
-        # A partial response that can no longer be trained within η is not worth migrating: restart it.
-        salvage = np.full(steps.size, migrate)
-        if migrate and self.cfg.drop_stale and self.version > 0:
-            # Predicted trainer version when the continued response ends (recent mean step interval).
-            interval = self.t / self.version
-            queued = np.sort(self.slot_free[np.isfinite(self.slot_free)])
-            first_free = float(queued[0]) if queued.size else math.inf
-            done_at = max(self.cfg.migration_handoff_seconds, first_free - self.t) + (steps - progress) * step_s
-            salvage &= self.version + done_at / interval - ver < self.s.eta
+        salvage = self._salvageable(partials, step_s)
         if salvage.any():
-            # Survivors continue from the last token after the hand-off, re-prefilling the tokens so far.
-            p, h = progress[salvage], held[salvage]
-            reprefill = p * self.s.reprefill_steps_per_token
-            self.gpu_hours_lost += float((h * reprefill / np.maximum(p, 1e-9)).sum()) / 3600.0
-            self._launch(
-                steps[salvage] - p + reprefill, tok[salvage], ver[salvage],
-                self.t + self.cfg.migration_handoff_seconds,
-            )
+            self._migrate(partials, salvage)
         lost = ~salvage
         if lost.any():
-            # Lost: the coordinator re-dispatches the prompts, generated again by the current version.
-            self.gpu_hours_lost += float(held[lost].sum()) / 3600.0
-            versions = np.where(running[lost], self.rollout_version, ver[lost])
-            self._launch(steps[lost], tok[lost], versions, self.t + self.cfg.replan_seconds)
+            self._restart(partials, lost)
 
-    def _serving_gpus(self, exclude: str = "") -> int:
-        return sum(self.nodes[s].gpus for s in self.serving if s != exclude)
+    def _salvageable(self, partials: Partials, step_s: float) -> np.ndarray:
+        """Which partials migrate: all of them when migration is on and the notice covers the hand-off."""
+        cfg, trained = self.cfg, self.state.versions.trained
+        migrate = self.setup.migrate and cfg.preemption_notice_seconds >= cfg.migration_handoff_seconds
+        salvage = np.full(partials.steps.size, migrate)
+        # A partial response that can no longer be trained within η is not worth migrating: restart it.
+        if migrate and cfg.drop_stale and trained > 0:
+            salvage &= still_fresh_when_done(partials, self.state.now, trained, self.state.slots.free,
+                                             cfg.migration_handoff_seconds, step_s, self.setup.eta)
+        return salvage
+
+    def _migrate(self, partials: Partials, salvage: np.ndarray) -> None:
+        """Survivors continue from the last token after the hand-off, re-prefilling the tokens so far."""
+        progress, held = partials.progress[salvage], partials.held_gpu_seconds[salvage]
+        reprefill = progress * self.setup.reprefill_steps_per_token
+        reprefill_gpu_s = float((held * reprefill / np.maximum(progress, 1e-9)).sum())
+        self.state.tally.gpu_hours_lost += reprefill_gpu_s / 3600.0
+        steps_left = partials.steps[salvage] - progress + reprefill
+        resume_at = self.state.now + self.cfg.migration_handoff_seconds
+        self._launch(steps_left, partials.tokens[salvage], partials.version[salvage], resume_at)
+
+    def _restart(self, partials: Partials, lost: np.ndarray) -> None:
+        """The coordinator re-dispatches lost prompts; a group that had started is generated again by the
+        current version, a queued one keeps its version."""
+        self.state.tally.gpu_hours_lost += float(partials.held_gpu_seconds[lost].sum()) / 3600.0
+        versions = np.where(partials.running[lost], self.state.versions.rollout, partials.version[lost])
+        redispatch_at = self.state.now + self.cfg.replan_seconds
+        self._launch(partials.steps[lost], partials.tokens[lost], versions, redispatch_at)
 
     def _relocate(self, replica_set: str) -> None:
         """The operator's re-plan: a spare up node of the same pool, else wait for the pool to return."""
-        pool = self.nodes[replica_set].pool
-        for spare in self.spares:
-            if spare in self.up and self.node_pool[spare] == pool:
-                self.spares.remove(spare)
-                self._host(replica_set, spare)
-                return
-        self.pending_sets.append(replica_set)
+        fleet = self.state.fleet
+        spare = spare_in_pool(fleet, fleet.sets[replica_set].pool)
+        if spare is None:
+            fleet.pending_sets.append(replica_set)
+            return
+        fleet.spares.remove(spare)
+        self._host(replica_set, spare)
 
     def _host(self, replica_set: str, node: str) -> None:
         """Start the replica set's pods on `node`: serving after re-plan + pod start + weight pull."""
-        self.node_of_set[replica_set] = node
-        self.set_on_node[node] = replica_set
-        delay = self.cfg.replan_seconds + self.cfg.pod_start_seconds + self.nodes[replica_set].weight_pull_seconds
-        self.gpu_hours_lost += delay * self.nodes[replica_set].gpus / 3600.0
-        self._push(self.t + delay, _NODE_READY, (replica_set, node))
+        fleet, planned = self.state.fleet, self.state.fleet.sets[replica_set]
+        fleet.node_of_set[replica_set] = node
+        fleet.set_on_node[node] = replica_set
+        delay = self.cfg.replan_seconds + self.cfg.pod_start_seconds + planned.weight_pull_seconds
+        self.state.tally.gpu_hours_lost += delay * planned.gpus / 3600.0
+        self.events.push(self.state.now + delay, EventKind.NODE_READY, (replica_set, node))
 
     def _return(self, name: str) -> None:
-        self.returns += 1
-        self.up.add(name)
-        if name in self.s.trainer.nodes and self.trainer_down:
-            self._push(self.t + self.cfg.replan_seconds + self.cfg.pod_start_seconds, _TRAINER_UP, None)
-        pool = self.node_pool[name]
-        waiting = [s for s in self.pending_sets if self.nodes[s].pool == pool]
-        if waiting and name not in self.set_on_node:
-            self.pending_sets.remove(waiting[0])
-            if name in self.spares:
-                self.spares.remove(name)
-            self._host(waiting[0], name)
-        elif name not in self.set_on_node and name not in self.spares and name not in self.s.trainer.nodes:
-            self.spares.append(name)
-            self.spares.sort()
+        """Capacity is back: the trainer restarts on it, or a waiting replica set, or it becomes a spare."""
+        self.state.tally.returns += 1
+        self.state.fleet.up.add(name)
+        if name in self.setup.trainer.nodes and self.state.trainer.down:
+            restart = self.cfg.replan_seconds + self.cfg.pod_start_seconds
+            self.events.push(self.state.now + restart, EventKind.TRAINER_UP)
+        self._reuse_returned_node(name)
         self._rebill()
 
+    def _reuse_returned_node(self, name: str) -> None:
+        """The first replica set waiting in the node's pool moves there; a free node joins the spares."""
+        fleet, trainer_nodes = self.state.fleet, self.setup.trainer.nodes
+        pool = fleet.node_pool[name]
+        waiting = [s for s in fleet.pending_sets if fleet.sets[s].pool == pool]
+        if waiting and name not in fleet.set_on_node:
+            fleet.pending_sets.remove(waiting[0])
+            if name in fleet.spares:
+                fleet.spares.remove(name)
+            self._host(waiting[0], name)
+        elif name not in fleet.set_on_node and name not in fleet.spares and name not in trainer_nodes:
+            fleet.spares.append(name)
+            fleet.spares.sort()
+
     def _on_node_ready(self, payload: tuple[str, str]) -> None:
+        """A replica set's pods serve, unless the set moved or the node went away since they started."""
         replica_set, node = payload
-        if self.node_of_set.get(replica_set) != node or node not in self.up or replica_set in self.serving:
+        fleet = self.state.fleet
+        if fleet.node_of_set.get(replica_set) != node or node not in fleet.up or replica_set in fleet.serving:
             return
-        self.serving.add(replica_set)
-        self._serve(self.set_index[replica_set])
+        fleet.serving.add(replica_set)
+        self._serve(self.state.slots.set_index[replica_set])
         self._start_download()
 
     def _lose_trainer(self) -> None:
         """The trainer's node is gone (trainer on spot): the step in progress is lost."""
-        if self.trainer_busy:
-            self._account_busy(self.trainer_step_start, self.t)
-            self.gpu_hours_lost += (self.t - self.trainer_step_start) * self.s.trainer.gpus / 3600.0
+        trainer = self.state.trainer
+        if trainer.busy:
+            self._account_busy(trainer.step_start, self.state.now)
+            lost_s = self.state.now - trainer.step_start
+            self.state.tally.gpu_hours_lost += lost_s * self.setup.trainer.gpus / 3600.0
             # The batch is gone with the step; the coordinator regenerates it.
-            self.give_back(self.s.groups_per_step)
-        self.trainer_busy = False
-        self.trainer_down = True
-        self.trainer_token += 1
+            self.give_back(self.setup.groups_per_step)
+        trainer.busy = False
+        trainer.down = True
+        trainer.step_token += 1
 
-    def _on_trainer_up(self) -> None:
-        if self.trainer_down and all(n in self.up for n in self.s.trainer.nodes):
-            self.trainer_down = False
+    def _on_trainer_up(self, _payload: object) -> None:
+        """The trainer's pods are back once all its nodes are up; it admits and looks for a batch."""
+        if self.state.trainer.down and all(n in self.state.fleet.up for n in self.setup.trainer.nodes):
+            self.state.trainer.down = False
             self.admit()
             self._schedule_check()
 
     # ------------------------------------------------------------------------------------ series
-    def _sample(self) -> None:
-        dt = self.t - self._last_sample
+    def _on_sample(self, _payload: object) -> None:
+        """Record a point of the time series (billed up to now first, so its cost is complete)."""
+        self._bill()
+        tally = self.state.tally
+        dt = self.state.now - tally.last_sample
         if dt <= 0:
             return
-        self._advance()
-        busy = self._interval["busy"]
-        if self.trainer_busy:
-            busy += self.t - max(self.trainer_step_start, self._last_sample)
-        iv = self._interval
-        self.series.append(
-            SeriesPoint(
-                time_s=self.t,
-                tokens_per_second=iv["tokens"] / dt,
-                samples_per_second=iv["samples"] / dt,
-                rollout_gpus_serving=self._serving_gpus(),
-                spot_gpus_serving=sum(self.nodes[s].gpus for s in self.serving if self.nodes[s].spot),
-                policy_version=self.version,
-                buffer_samples=int(self.buf_t.size) * self.gsize,
-                in_flight_samples=int(self.g_finish.size) * self.gsize,
-                staleness_mean=iv["lag"] / iv["lagn"] if iv["lagn"] else float("nan"),
-                trainer_busy_fraction=min(1.0, busy / dt),
-                cost_per_hour=iv["dollars"] * 3600.0 / dt,
-            )
-        )
-        self._interval = self._new_interval()
-        self._last_sample = self.t
-
-    # ------------------------------------------------------------------------------------ run
-    def run(self) -> SimResult:
-        for ev in self.trace:
-            if ev.time_s < self.horizon:
-                self._push(ev.time_s, _NODE, ev)
-        step = self.horizon / self.cfg.samples_per_series
-        for i in range(1, self.cfg.samples_per_series + 1):
-            self._push(min(i * step, self.horizon), _SAMPLE, None)
-        self._rate_cache = self._cost_rate()
-        # The planned pods are serving at t = 0: every policy starts from a running job.
-        for name in sorted(self.nodes):
-            self._push(0.0, _NODE_READY, (name, name))
-        self._push(0.0, _START, None)
-        handlers: dict[int, Callable[[Any], None]] = {
-            _NODE: self._on_node_event,
-            _NODE_READY: self._on_node_ready,
-            _TRAINER_UP: lambda _p: self._on_trainer_up(),
-            _WEIGHTS: self._on_weights,
-            _TRAIN_DONE: self._on_train_done,
-            _TRAIN_CHECK: self._on_train_check,
-            _SAMPLE: lambda _p: self._sample(),
-            _START: lambda _p: self.admit(),
-        }
-        heap = self._heap
-        while heap:
-            time, kind, _seq, payload = heapq.heappop(heap)
-            if time > self.horizon:
-                break
-            self.t = time
-            if kind == _SAMPLE:
-                self._bill()
-            handlers[kind](payload)
-        self.t = self.horizon
-        self._bill()
-        if self.trainer_busy:
-            self._account_busy(self.trainer_step_start, self.horizon)
-        return self._result()
-
-    def _result(self) -> SimResult:
-        h = self.horizon
-        steady_window = h * (1.0 - self.cfg.warmup_fraction)
-        tps = self.trained_tokens / h
-        gpus = self.s.trainer.gpus + sum(n.gpus for n in self.s.rollout)
-        return SimResult(
-            policy=self.s.policy,
-            hours=self.hours,
-            seed=self.seed,
-            trained_steps=self.version,
-            trained_tokens=self.trained_tokens,
-            trained_samples=self.trained_samples,
-            tokens_per_second=tps,
-            samples_per_second=self.trained_samples / h,
-            steady_tokens_per_second=self.steady_tokens / steady_window if steady_window > 0 else tps,
-            predicted_tokens_per_second=self.s.predicted_tokens_per_second,
-            cost_dollars=self.dollars,
-            cost_per_hour=self.dollars / self.hours,
-            dollars_per_million_tokens=(
-                self.dollars / (self.trained_tokens / 1e6) if self.trained_tokens > 0 else math.inf
-            ),
-            trainer_idle_fraction=max(0.0, 1.0 - self.trainer_busy_s / h),
-            gpu_hours_lost_to_preemption=self.gpu_hours_lost,
-            dropped_stale_samples=self.dropped,
-            preemptions=self.preemptions,
-            returns=self.returns,
-            staleness_histogram=dict(sorted(self.staleness.items())),
-            gpus=gpus,
-            series=self.series,
-            notes=self.s.notes,
-        )
+        self._collect_finished()
+        tally.series.append(series_point(self.state, self.group_size, dt))
+        tally.interval = Interval()
+        tally.last_sample = self.state.now
 
 
 def simulate(
