@@ -5,6 +5,7 @@ A randomly initialised Llama-style causal LM is built from the shape (no downloa
 - **prefill + decode**: `batch` random prompts of `prompt_tokens` tokens go through one forward pass with the
   KV cache on (prefill), then `new_tokens` greedy steps of one token per sequence reuse the cache (decode).
   Prefill rate = batch·prompt_tokens / its seconds; decode rate = batch·new_tokens / the steps' seconds.
+  Then prefill alone, for `seconds` more: inside a generation it is a small part of the time.
 - **train**: one step (forward, backward, AdamW) over `batch` sequences of prompt_tokens + new_tokens tokens,
   with activation checkpointing when `recompute` (as the cost model assumes by default); rate = tokens / seconds.
 
@@ -58,7 +59,8 @@ class BenchSettings:
     new_tokens: int = 64
     """Decode steps per repetition (tokens generated per sequence)."""
     seconds: float = 1.0
-    """Wall seconds per phase after the warm-up (the benchmark takes about 2× this plus model building)."""
+    """Wall seconds per phase after the warm-up (generation, prefill alone, training: about 3× this in all,
+    plus building the model)."""
     min_repeats: int = 3
     """Fewest timed repetitions per phase (the outlier rejection needs three)."""
     max_repeats: int = 50
@@ -187,9 +189,15 @@ def run_benchmark(shape: BenchShape, settings: BenchSettings) -> BenchResult:
         pre, dec = _generate(model.eval(), ids, n, sync)
         out.extend((Measurement("prefill", b * p, pre), Measurement("decode", b * n, dec)))
 
+    def prefill() -> None:  # prefill alone too: inside a generation it is too short to be much evidence
+        ids = torch.randint(0, shape.vocab, (b, p), generator=gen).to(dev)
+        out.append(Measurement("prefill", b * p, _generate(model.eval(), ids, 0, sync)[0]))
+
     _repeat(generate, settings)
-    warm = 2  # the warm-up's two measurements are not results
-    del out[:warm]
+    del out[:2]  # the warm-up's two measurements are not results
+    before = len(out)
+    _repeat(prefill, settings)
+    del out[before]
     model.train()
     if settings.recompute:
         _checkpoint_activations(model)
