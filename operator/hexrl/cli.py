@@ -1,4 +1,4 @@
-"""The `hexrl` command: plan, simulate, run, export, operator, cluster, crds.
+"""The `hexrl` command: plan, simulate, run, export, operator, cluster, crds, calibrate.
 
 Each verb lives in its own module under `hexrl.commands` (owned by the area it drives) and is only
 registered here; heavy imports (torch, kopf, pulp) happen inside the commands so `hexrl --help` is fast.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import typer
 
-from hexrl.commands import cluster, crds, demo, export, operator, plan, run, simulate, tinymodel
+from hexrl.commands import calibrate, cluster, crds, demo, export, operator, plan, run, simulate, tinymodel
 
 app = typer.Typer(
     name="hexrl",
@@ -27,6 +27,7 @@ app.add_typer(cluster.app, name="cluster")
 app.add_typer(crds.app, name="crds")
 app.command("demo", help=demo.__doc__)(demo.demo_command)
 app.command("tiny-model", help=tinymodel.__doc__)(tinymodel.tiny_model_command)
+app.command("calibrate", help=calibrate.__doc__)(calibrate.calibrate_command)
 
 
 def main() -> None:

@@ -41,6 +41,7 @@ def command_for(path: Path, role: str) -> list[str]:
         "gpu-catalog": ["operator", "--gpu-catalog", str(path)],
         "trace": ["simulate", "-i", str(INVENTORY), "-j", str(TINY_JOB), "--hours", "0.1", "-p", "hexrl-spot",
                   "--trace", str(path)],
+        "profile": ["plan", "-i", str(INVENTORY), "-j", str(JOB), "--profile", str(path)],
     }[role]
 
 

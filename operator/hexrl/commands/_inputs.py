@@ -1,4 +1,4 @@
-"""Reading the CLI's input files (inventories, RLJobs, GPU catalogs, traces): bounded, and with one sentence per problem.
+"""Reading the CLI's input files (inventories, RLJobs, GPU catalogs, calibration profiles, traces): bounded, and with one sentence per problem.
 
 Every file a `hexrl` command takes goes through `read_text` (a regular file, at most `MAX_FILE_BYTES`, UTF-8) and,
 when it is YAML or JSON, `parse_yaml` (nesting at most `MAX_DEPTH` deep and at most `MAX_NODES` values, checked on
@@ -267,3 +267,38 @@ def load_gpu_catalog(path: Path) -> dict[str, object]:
             "`B200: {tflopsBf16: 2250, hbmGB: 192, ...}`"
         )
     return {str(k): v for k, v in data.items()}
+
+
+def load_profile(path: Path, catalog: Any) -> Any:
+    """A CalibrationProfile file → `hexrl.sched.calibration.CalibrationProfile` (GPU names through `catalog`)."""
+    from hexrl.sched.calibration import API_VERSION, KIND, CalibrationError, parse_profile
+
+    data = read_yaml(path, "calibration profile")
+    _check_kind(data, path, KIND, API_VERSION, "calibration profile")
+    try:
+        return parse_profile(data, catalog)
+    except CalibrationError as exc:
+        raise InputError(f"{path}: {exc}") from None
+
+
+def load_profiles(paths: list[Path], cluster: Any) -> Any:
+    """`PlannerSettings` whose cost model is calibrated by the profiles in `paths` (GPU names through the cluster's
+    catalog), or None without any (the defaults, unchanged). A GPU type and phase in two files is refused."""
+    if not paths:
+        return None
+    from hexrl.sched import CostModelSettings, PlannerSettings
+    from hexrl.sched.calibration import CalibrationProfile
+    from hexrl.sched.searchspace import cluster_catalog
+
+    catalog = cluster_catalog(cluster)
+    where: dict[tuple[str, str], Path] = {}
+    entries = []
+    for path in paths:
+        for e in load_profile(path, catalog).entries:
+            if (e.gpu, e.phase) in where:
+                raise InputError(
+                    f"{path}: the {e.gpu} {e.phase} factor is also in {str(where[(e.gpu, e.phase)])!r}; pass one of them"
+                )
+            where[(e.gpu, e.phase)] = path
+            entries.append(e)
+    return PlannerSettings(cost=CostModelSettings(calibration=CalibrationProfile(tuple(entries))))

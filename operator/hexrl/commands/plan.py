@@ -19,6 +19,7 @@ from hexrl.commands._inputs import (
     InputError,
     load_inventory,
     load_job,
+    load_profiles,
 )
 
 
@@ -99,6 +100,9 @@ def plan_command(
     replan_after: Path | None = typer.Option(
         None, "--replan-after", help="A second inventory: re-plan the first plan on it, preferring least change."
     ),
+    profile: list[Path] = typer.Option(
+        [], "--profile", help="Calibration profile (`hexrl calibrate`) correcting the cost model's rates; repeatable."
+    ),
 ) -> None:
     """Plan an RLJob on a cluster inventory: where rollout and training run, predicted throughput and cost.
 
@@ -111,12 +115,16 @@ def plan_command(
     from hexrl.sched import Plan, plan, replan
 
     after = _load_inventory(replan_after) if replan_after is not None else None  # bad input before a long solve
-    result = plan(spec, cluster)
+    try:
+        settings = load_profiles(profile, cluster)
+    except InputError as exc:
+        _fail(str(exc))
+    result = plan(spec, cluster, settings)
     if after is not None:
         if not isinstance(result, Plan):
             _emit(result, fmt)
             raise typer.Exit(EXIT_INFEASIBLE)
-        result = replan(spec, after, result)
+        result = replan(spec, after, result, settings)
     _emit(result, fmt)
     raise typer.Exit(EXIT_OK if isinstance(result, Plan) else EXIT_INFEASIBLE)
 

@@ -27,6 +27,7 @@ from hexrl.commands._inputs import (
     InputError,
     load_inventory,
     load_job,
+    load_profiles,
     parse_yaml,
     read_text,
 )
@@ -127,6 +128,9 @@ def simulate_command(
     seed: int = typer.Option(0, "--seed", help="Random seed (response lengths, Poisson trace); same seed, same run."),
     fmt: str = typer.Option("table", "--format", "-f", help="table | json"),
     out: Path | None = typer.Option(None, "--out", "-o", help="Directory for CSV files and PNG plots."),
+    profile: list[Path] = typer.Option(
+        [], "--profile", help="Calibration profile (`hexrl calibrate`) correcting the cost model's rates; repeatable."
+    ),
 ) -> None:
     if fmt not in FORMATS:
         _fail(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -140,11 +144,12 @@ def simulate_command(
 
     try:
         cluster = load_inventory(inventory)
+        planner_settings = load_profiles(profile, cluster)
     except InputError as exc:
         _fail(str(exc))
     spec = _load_job(job)
     events = _load_trace(trace, cluster) if trace is not None else None
-    outcomes = compare(spec, cluster, names, hours, seed, events)
+    outcomes = compare(spec, cluster, names, hours, seed, events, planner_settings=planner_settings)
     rows = [row(o) for o in outcomes]
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))

@@ -6,6 +6,8 @@ Pure code (no Kubernetes, no I/O, inputs never mutated). The public surface, by 
 - `inventory`   — ClusterInventory documents → `Cluster` (`parse_inventory`, `InventoryError`)
 - `costmodel`   — throughput/memory estimates (`decode_tokens_per_second`, `training_tokens_per_second`, …)
 - `settings`    — `PlannerSettings` (the cost model's constants, search and solver knobs)
+- `calibration` — measured factors per (GPU type, phase): `fit_calibration`, `calibration_profile`
+                  (observations → `CalibrationProfile`, which `CostModelSettings.calibration` takes)
 - `planner`     — `plan(job, cluster)` and `baselines(job, cluster)`
 - `replanning`  — `replan(job, cluster, current)` (least change) and `replan_or_plan` (falls back to `plan`)
 - `explain`     — `plan_to_json(result)` (stable camelCase) and `plan_summary(plan)` for the RLJob status

@@ -54,6 +54,13 @@ Weight sync
     pipelined relay hop inside the rollout pool: t_ws = N·b/(link·η_ws) + N·b/(pool_link·η_ws).
     A version cannot be published faster than it can leave: throughput ≤ tokens_step / t_ws.
 
+Calibration (calibration.py)
+    `CostModelSettings.calibration` holds measured factors f per (GPU type, phase); with one, decode
+    divides max(t_mem, t_cmp) by f_decode, prefill divides its time by f_prefill, and training divides C
+    and the optimizer's time (what runs on the GPU) by f_train, so each phase's predicted rate is
+    multiplied by f. Collectives, pipeline hand-offs and weight sync are link-bound and not corrected;
+    batch sizes and memory are unchanged. No profile: every f is 1 and nothing changes.
+
 Spot availability
     A spot node is reclaimed λ times per node-hour and its replacement (new node, image pull, weight
     pull) takes `spot_recovery_hours` h; a replica spanning n nodes is up a fraction
@@ -64,21 +71,24 @@ Spot availability
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 from hexrl.api.models import RLJobSpec
+from hexrl.sched.calibration import CalibrationProfile
 from hexrl.sched.catalog import GPUSpec
 
 __all__ = [
     "CostModelSettings",
     "DecodeEstimate",
+    "PhaseRates",
     "TrainEstimate",
     "Workload",
     "decode_tokens_per_second",
     "expected_max_response",
     "group_latency_seconds",
     "mean_resident_response",
+    "phase_rates",
     "spot_availability",
     "training_tokens_per_second",
     "weight_sync_seconds",
@@ -90,7 +100,8 @@ _NORMAL = NormalDist()
 
 @dataclass(frozen=True)
 class CostModelSettings:
-    """Constants of the cost model. Each is a plain physical or empirical number, not a fitted knob."""
+    """Constants of the cost model. Each is a plain physical or empirical number, not a fitted knob; only
+    `calibration` is measured (per GPU type and phase, see calibration.py)."""
 
     hbm_efficiency: float = 0.75
     """Fraction of peak HBM bandwidth reached by decode kernels (0–1; default 0.75: paged-attention and
@@ -145,6 +156,9 @@ class CostModelSettings:
     trainer_move_threshold: float = 0.10
     """replan(): a running trainer moves (a restart from its last checkpoint) only when it no longer fits
     or the best plan with it moved is more than this fraction faster than the best plan keeping it."""
+    calibration: CalibrationProfile = field(default_factory=CalibrationProfile)
+    """Measured factors per (GPU type, phase) multiplying the predicted decode, prefill and on-device
+    training rates (module docstring, "Calibration"). Default: empty, every factor 1 (the catalog alone)."""
 
 
 @dataclass(frozen=True)
@@ -292,10 +306,7 @@ def decode_tokens_per_second(
     batch = int(min(s.max_sequences_per_replica, kv_budget // (k * ctx)))
     if batch < 1:
         return None
-    bw = gpu.hbm_tbps * 1e12 * s.hbm_efficiency
-    t_mem = (w.weight_bytes + batch * ctx * k / p) / (t * bw)
-    flops = batch * (2 * w.parameters + 4 * w.layers * w.hidden * ctx)
-    t_cmp = flops / (t * p * gpu.tflops_bf16 * 1e12 * s.decode_flops_efficiency)
+    t_mem, t_cmp = _decode_roofline(gpu, w, batch, ctx, t, p, s)
     msg = batch * w.hidden * w.dtype_bytes
     t_tp = 0.0
     if t > 1:
@@ -304,10 +315,9 @@ def decode_tokens_per_second(
     if p > 1:
         link = (inter_node_gbps or gpu.inter_node_gbps) * 1e9
         t_pp = (p - 1) * (msg / link + s.collective_latency_seconds)
-    step = max(t_mem, t_cmp) + t_tp + t_pp
+    step = max(t_mem, t_cmp) / s.calibration.factor(gpu.name, "decode") + t_tp + t_pp
     longest = expected_max_response(w, w.group_size, s)
-    prompt_flops = 2 * w.parameters * w.prompt_tokens + 2 * w.layers * w.hidden * w.prompt_tokens**2
-    prefill = (batch / w.group_size) * prompt_flops / (t * p * gpu.tflops_bf16 * 1e12 * s.prefill_mfu)
+    prefill = _prefill_seconds(gpu, w, batch / w.group_size, t * p, s)
     reward = batch * s.reward_seconds_per_sample / max(1, s.reward_workers_per_replica)
     wave = longest * step + prefill + reward
     sps = batch / wave
@@ -321,6 +331,24 @@ def decode_tokens_per_second(
         generated_tokens_per_second=sps * w.mean_new_tokens,
         kv_cache_gb=kv_budget / 1e9,
     )
+
+
+def _decode_roofline(
+    gpu: GPUSpec, w: Workload, batch: int, ctx: float, t: int, p: int, s: CostModelSettings
+) -> tuple[float, float]:
+    """(t_mem, t_cmp) of one decode step of `batch` sequences at mean context `ctx` (uncalibrated)."""
+    bw = gpu.hbm_tbps * 1e12 * s.hbm_efficiency
+    t_mem = (w.weight_bytes + batch * ctx * w.kv_bytes_per_token / p) / (t * bw)
+    flops = batch * (2 * w.parameters + 4 * w.layers * w.hidden * ctx)
+    t_cmp = flops / (t * p * gpu.tflops_bf16 * 1e12 * s.decode_flops_efficiency)
+    return t_mem, t_cmp
+
+
+def _prefill_seconds(gpu: GPUSpec, w: Workload, prompts: float, gpus: int, s: CostModelSettings) -> float:
+    """Seconds to prefill `prompts` prompts of P tokens on `gpus` GPUs (calibrated)."""
+    prompt_flops = 2 * w.parameters * w.prompt_tokens + 2 * w.layers * w.hidden * w.prompt_tokens**2
+    seconds = prompts * prompt_flops / (gpus * gpu.tflops_bf16 * 1e12 * s.prefill_mfu)
+    return seconds / s.calibration.factor(gpu.name, "prefill")
 
 
 def group_latency_seconds(e: DecodeEstimate, w: Workload, settings: CostModelSettings, responses: int) -> float:
@@ -342,6 +370,13 @@ class TrainEstimate:
     compute_seconds: float
     communication_seconds: float
     memory_gb_per_gpu: float
+
+
+def _train_flops_per_token(w: Workload, s: CostModelSettings) -> float:
+    """f = (6 + 2·recompute)·N + 12·L·H·(P + R̄)·(1 + recompute/3)."""
+    return (6 + 2 * s.recompute) * w.parameters + 12 * w.layers * w.hidden * w.tokens_per_sample * (
+        1 + s.recompute / 3
+    )
 
 
 def training_memory_gb(
@@ -384,10 +419,8 @@ def training_tokens_per_second(
         return None
     gpus = dp * tp * pp
     tokens = w.tokens_per_step
-    flops_per_token = (6 + 2 * s.recompute) * w.parameters + 12 * w.layers * w.hidden * w.tokens_per_sample * (
-        1 + s.recompute / 3
-    )
-    compute = tokens * flops_per_token / (gpus * gpu.tflops_bf16 * 1e12 * s.train_mfu)
+    f_train = s.calibration.factor(gpu.name, "train")
+    compute = tokens * _train_flops_per_token(w, s) / (gpus * gpu.tflops_bf16 * 1e12 * s.train_mfu) / f_train
     micro_tokens = max(w.max_sequence_tokens, s.train_tokens_per_micro_batch)
     micro_batches = max(1, math.ceil(tokens / (dp * micro_tokens)))
     bubble = (pp - 1) / micro_batches
@@ -411,7 +444,7 @@ def training_tokens_per_second(
         link = intra if single_node else inter / min(gpus, gpus_per_node)
         pp_comm = 2 * micro_batches * (micro_tokens * w.hidden * w.dtype_bytes / link + s.collective_latency_seconds)
     state_shards = tp * pp * (dp if fsdp else 1)
-    optimizer = 2 * w.parameters * (s.optimizer_bytes_per_param + 4) / state_shards / (gpu.hbm_tbps * 1e12)
+    optimizer = 2 * w.parameters * (s.optimizer_bytes_per_param + 4) / state_shards / (gpu.hbm_tbps * 1e12) / f_train
     comm = (1 - s.grad_comm_overlap) * grad + tp_comm + pp_comm
     step = compute * (1 + bubble) + comm + optimizer
     return TrainEstimate(
@@ -421,6 +454,37 @@ def training_tokens_per_second(
         communication_seconds=comm,
         memory_gb_per_gpu=mem,
     )
+
+
+# ---------------------------------------------------------------------------------- calibration
+
+
+@dataclass(frozen=True)
+class PhaseRates:
+    """The phase rates a calibration measures, as the cost model predicts them on one GPU (TP = PP = 1)."""
+
+    decode: float
+    """Generated tokens/s of `batch` sequences decoding at the mean resident context P + E[R²]/(2E[R])
+    (the roofline step alone: no prefill, reward or collectives)."""
+    prefill: float
+    """Prompt tokens/s of prefilling `batch` distinct prompts of P tokens."""
+    train: float
+    """Tokens/s of one training step over `batch` sequences of P + R̄ tokens (compute + optimizer)."""
+
+
+def phase_rates(gpu: GPUSpec, w: Workload, batch: int, settings: CostModelSettings) -> PhaseRates:
+    """Predicted decode, prefill and training rates of `batch` sequences of `w` on one `gpu`, with the same
+    terms (and the same calibration) as `decode_tokens_per_second` and `training_tokens_per_second`."""
+    s = settings
+    ctx = w.prompt_tokens + mean_resident_response(w, s)
+    t_mem, t_cmp = _decode_roofline(gpu, w, batch, ctx, 1, 1, s)
+    decode = batch / (max(t_mem, t_cmp) / s.calibration.factor(gpu.name, "decode"))
+    prefill = batch * w.prompt_tokens / _prefill_seconds(gpu, w, batch, 1, s)
+    tokens = batch * w.tokens_per_sample
+    compute = tokens * _train_flops_per_token(w, s) / (gpu.tflops_bf16 * 1e12 * s.train_mfu)
+    optimizer = 2 * w.parameters * (s.optimizer_bytes_per_param + 4) / (gpu.hbm_tbps * 1e12)
+    train = tokens / ((compute + optimizer) / s.calibration.factor(gpu.name, "train"))
+    return PhaseRates(decode=decode, prefill=prefill, train=train)
 
 
 # ---------------------------------------------------------------------------------- weight sync
