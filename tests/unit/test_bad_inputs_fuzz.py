@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hexrl.commands._inputs import InputError, load_gpu_catalog, load_inventory, load_job
@@ -173,6 +173,7 @@ def _numbers(tree: Any) -> list[float]:
                                            optional={"node": scalars, "event": st.sampled_from(["preempt", "return", "x"])}),
                      max_size=5),
        as_csv=st.booleans())
+@example(rows=[{"time": 10**400, "pool": "l4-spot"}], as_csv=False)  # once an OverflowError from float()
 def test_a_trace_parses_or_is_refused_with_exit_1(tmp_path: Path, rows: list[dict[str, Any]], as_csv: bool) -> None:
     """`hexrl simulate --trace`: events, or the command's own clear exit (status 1) — never another exception."""
     import typer

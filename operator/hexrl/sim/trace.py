@@ -86,13 +86,26 @@ _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _PART = re.compile(r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(h|min|m|s)?")
 
 
+def _shown(value: Any) -> str:
+    """The value for a message, cut short (a huge integer's repr is refused by Python itself)."""
+    try:
+        text = repr(value)
+    except ValueError:
+        return "an integer with thousands of digits"
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def parse_time(value: Any, where: str) -> float:
     """Seconds from a number or a string like `90`, `90s`, `15m`, `2.5h`, `1h20m`, `2h30m15s`."""
-    bad = f"{where}: time must be seconds or a duration like 90s, 15m, 2.5h or 1h20m, got {value!r}"
+    bad = f"{where}: time must be seconds or a duration like 90s, 15m, 2.5h or 1h20m, got {_shown(value)}"
     if isinstance(value, bool) or value is None:
         raise TraceError(bad)
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer beyond a float's range (10**400): no sensible time either
+            raise TraceError(f"{where}: time must be a non-negative number of seconds, got an integer too "
+                             "large for a float") from None
     else:
         text = str(value).replace(" ", "")
         parts = list(_PART.finditer(text))
@@ -102,7 +115,7 @@ def parse_time(value: Any, where: str) -> float:
             raise TraceError(bad)
         seconds = sum(float(p.group(1)) * _UNITS[p.group(2) or ""] for p in parts)
     if not math.isfinite(seconds) or seconds < 0:
-        raise TraceError(f"{where}: time must be a non-negative number of seconds, got {value!r}")
+        raise TraceError(f"{where}: time must be a non-negative number of seconds, got {_shown(value)}")
     return seconds
 
 
