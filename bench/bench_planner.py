@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from hexrl.api.models import RLJob
-from hexrl.sched import Cluster, NodeInfo, Plan, PoolInfo, plan, replan
+from hexrl.api.models import RLJob, RLJobSpec
+from hexrl.sched import Cluster, NodeInfo, Plan, PlanResult, PoolInfo, plan, replan
 from hexrl.sched.searchspace import build_search_space
 from hexrl.sched.settings import PlannerSettings
 from hexrl.sched.strategy_search import solve
@@ -106,10 +106,14 @@ def sized_clusters() -> dict[str, Cluster]:
     }
 
 
-def plan_wall_times(j7) -> dict:
+SizedPlans = dict[str, tuple[RLJobSpec, Cluster, PlanResult]]
+"""Per cluster size: the job planned, the cluster and the plan."""
+
+
+def plan_wall_times(j7: RLJobSpec) -> SizedPlans:
     """Time plan() on each cluster size, with and without baselines; returns {size: (job, cluster, plan)}."""
     print("== plan() wall time, median of 5 (with homogeneous baselines); 7B job; large clusters: 25 GB/s between pools")
-    plans = {}
+    plans: SizedPlans = {}
     for name, cl in sized_clusters().items():
         jb = j7.model_copy(update={"budget": j7.budget.model_copy(update={"max_cost_per_hour": BUDGETS[name]}),
                                    "placement": j7.placement.model_copy(update={"gpu_types": None}),
@@ -123,7 +127,7 @@ def plan_wall_times(j7) -> dict:
     return plans
 
 
-def replan_after_node_loss(plans: dict) -> None:
+def replan_after_node_loss(plans: SizedPlans) -> None:
     """replan() vs a full plan() once one spot node of the 1,024-GPU plan is gone."""
     print("== replan() after one spot node disappears, 1,024 GPUs, median of 5")
     jb, cl, p = plans["1,024 GPUs / 6 types"]
@@ -161,7 +165,7 @@ def same_budget() -> None:
         print(f"  {label:5} budget ${budget:.2f}/h: hetero {tps['hetero']:,.0f} tok/s  " + "  ".join(parts))
 
 
-def highs_vs_cbc(plans: dict) -> None:
+def highs_vs_cbc(plans: SizedPlans) -> None:
     """Solve time and objective of HiGHS and CBC on the MILPs of the wall-time runs."""
     print("== HiGHS vs CBC on the same MILPs (solve only, median of 5)")
     for label, (jb, cl, _) in plans.items():
