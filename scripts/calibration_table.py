@@ -23,12 +23,14 @@ train (unit tokens/s/GPU, TFLOP/s/GPU or MFU %)
         TFLOP/s/GPU (Megatron, recompute)  r · 96·L·H²·(1 + s/(6H) + V/(16·L·H)) / 1e12   (Narayanan et al.
                                            2021, eq. 3, per token: forward, backward and recompute)
         MFU % (6N + 12·L·H·s)              100 · r · (6N + 12·L·H·s) / F
-decode (unit output tokens/s of one replica)
+decode (unit output tokens/s or total tokens/s of one replica)
     A static batch of B prompts of P tokens generating exactly R tokens each (the serving benchmark's fixed
     lengths): Workload with fixed lengths P, R, groupSize 1, promptsPerStep B; settings
     max_sequences_per_replica = B (the cost model may lower it when the KV cache does not fit) and no reward
     time. `decode_tokens_per_second(gpu, w, t, 1)` models one wave: B prompts prefilled, then R roofline
-    steps at the mean context P + R/2; its generated tokens/s = B·R / (prefill + R·t_step).
+    steps at the mean context P + R/2; its generated tokens/s = B·R / (prefill + R·t_step), its total
+    tokens/s = B·(P + R) / (prefill + R·t_step). A continuous-batching engine with all requests queued
+    (vLLM's benchmark_throughput) runs the same steady state, a new prompt entering as one finishes.
 prefill (unit ms to first token)
     `phase_rates(gpu, w, B)` gives the prompt tokens/s of prefilling B prompts of P tokens on one GPU,
     (2N·P + 2·L·H·P²)/(F·prefill_mfu) seconds per prompt; on a TP t replica the cost model divides that
@@ -68,7 +70,7 @@ GPUS_PER_NODE = 8
 
 UNITS: dict[str, tuple[str, ...]] = {
     "train": ("tokens/s/GPU", "TFLOP/s/GPU (Megatron, recompute)", "MFU % (6N + 12·L·H·s)"),
-    "decode": ("output tokens/s",),
+    "decode": ("output tokens/s", "total tokens/s"),
     "prefill": ("ms to first token",),
 }
 PHASE_FIELDS: dict[str, tuple[str, ...]] = {
@@ -250,7 +252,8 @@ def predict_decode(src: Mapping[str, Any], gpu: GPUSpec, base: CostModelSettings
     if est is None:
         return Row(src, None, "does not fit in memory (cost model)")
     detail = f"batch {est.batch}, {est.bound}-bound, step {est.step_seconds * 1e3:.1f} ms"
-    return Row(src, est.generated_tokens_per_second, detail)
+    rate = est.generated_tokens_per_second if src["measured"]["unit"] == "output tokens/s" else est.tokens_per_second
+    return Row(src, rate, detail)
 
 
 def predict_prefill(src: Mapping[str, Any], gpu: GPUSpec, base: CostModelSettings) -> Row:
@@ -405,22 +408,26 @@ above (the "default efficiency × f" column), so the evidence moves with the sou
    checkpointing) by peak × `train_mfu`, so `train_mfu` is a hardware-FLOPs utilisation. The PP = 1 rows
    (llm-foundry FSDP, Megatron TP 8) all run faster than predicted, and by more on A100 than on H100: the
    A100 rows imply a training efficiency near the "default efficiency × f" of the A100 rows above, the H100
-   FSDP rows a smaller one. One 0.40 for both is the systematic error of the train rows; per-GPU factors
-   from these rows would bring every PP = 1 row inside ±25 %. The rows without recompute (#1, #2, #4)
-   check the FLOP count itself: there the sources' own MFU and the model's efficiency use the same
-   6N + 12·L·H·s, and the error equals 0.40 / (the source's MFU) − 1 up to the small communication share.
+   FSDP rows a smaller one. One 0.40 for both is the systematic error of the train rows; where a cell's
+   range above stays within ±25 % of its factor, that per-GPU factor brings all its PP = 1 rows inside
+   ±25 %. The rows without recompute (`mpt-7b-*`, `mpt-13b-h100-fsdp8`) check the FLOP count itself:
+   there the sources' own MFU and the model's efficiency count the same 6N + 12·L·H·s, and the error is
+   0.40 / (the source's MFU) − 1 up to the small communication and optimizer share.
 2. **Pipeline bubble: model the interleaved schedule before fitting anything to PP > 1 rows.** The
    Megatron 1T and Llama 3 405B rows lose most of their predicted rate to the 1F1B bubble (p − 1)/m with one
-   sequence per micro-batch (16K GPUs: m = 16 per DP rank for p = 16, a bubble of 15/16). Both systems
-   used the interleaved schedule, bubble (p − 1)/(v·m) with v model chunks per stage; add v to the
-   training strategy (and the trainer) rather than raising `train_mfu` to absorb it. Their micro-batch
+   sequence per micro-batch (16K GPUs: m = 16 per DP rank for p = 16, a bubble of 15/16). Megatron-LM
+   2021 introduced, and the Llama 3 paper describes using, an interleaved schedule with bubble
+   (p − 1)/(v·m) for v model chunks per stage; add v to the training strategy (and the trainer) rather
+   than raising `train_mfu` to absorb it. Their micro-batch
    sizes and recompute are assumptions (listed under Sources): verify them against the papers first.
 3. **Prefill on A100: `prefill_mfu` about the "default efficiency × f" of the A100 prefill row.** The
-   batch-1 first-token latencies at 2048 tokens (#15–#17) are faster than the model's prefill at 0.5, and the
-   one decode miss (#14, 2048-token prompts, batch 52) is the same error seen through a prefill-heavy
-   wave. A larger prefill batch only raises efficiency, so these rows bound the factor from below.
-4. **Decode: no change.** The A100 decode rows dominated by decode steps (#11–#13) are within a few per
-   cent of the roofline at `hbm_efficiency` 0.75 and `decode_flops_efficiency` 0.5.
+   batch-1 first-token latencies at 2048 tokens (`*-ttft-2048`) are faster than the model's prefill at 0.5,
+   and the one decode miss (`trtllm-llama2-7b-a100-bs52-2048-128`, 2048-token prompts) is the same error
+   seen through a prefill-heavy wave. A larger prefill batch only raises efficiency, so these rows
+   bound the factor from below.
+4. **Decode: no change.** The decode rows dominated by decode steps (TensorRT-LLM on A100 at 128-token
+   prompts, vLLM on A10G) are within a few per cent of the roofline at `hbm_efficiency` 0.75 and
+   `decode_flops_efficiency` 0.5, HBM-bound and compute-bound alike.
 5. **Sources still missing:** H800 (no public per-GPU number with a complete setting was found), H100 and
    L4/L40S decode in BF16 at fixed lengths (vLLM or SGLang), and one async-RL end-to-end rate (AReaL,
    slime, verl) with its full setting; the four `from-memory` rows must be checked against their papers."""
