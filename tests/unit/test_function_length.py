@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SOURCE_ROOTS = ("operator/hexrl", "workers/hexrl_workers", "scripts")
+SOURCE_ROOTS = ("operator/hexrl", "workers/hexrl_workers", "scripts", "bench")
 MAX_FUNCTION_LINES = 60
 
 pytestmark = pytest.mark.unit
