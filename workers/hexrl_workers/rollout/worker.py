@@ -41,6 +41,7 @@ from hexrl_workers.protocol import (
     TrajectoryBatchIn,
     WeightManifest,
     WorkItem,
+    WorkReport,
 )
 from hexrl_workers.reward import RewardFn
 from hexrl_workers.reward.runner import RewardFailed, RewardTimeout
@@ -74,6 +75,11 @@ class RolloutSettings:
     """Pause before asking again while the job's (rolled-back) version is not yet published, seconds."""
     idle_exit_seconds: float | None = None
     """Exit after this long without work once the coordinator reports the job done (None: on done)."""
+    gpu_type: str | None = None
+    """GPU type of the pod (HEXRL_GPU_TYPE, rendered by the operator from the plan): each push then reports
+    the engine's work (`WorkReport`, phase decode) for the operator's calibration. None: no report."""
+    gpus: int = 1
+    """GPUs the engine runs on (the replica's tensor-parallel degree): busy seconds × this = GPU-seconds."""
 
 
 class RolloutWorker:
@@ -228,10 +234,13 @@ class RolloutWorker:
             return out
         t0 = time.monotonic()
         results = self.engine.generate(reqs, self.stop_event)
-        self.metrics["hexrl_rollout_generate_seconds"].observe(time.monotonic() - t0)
+        busy = time.monotonic() - t0
+        self.metrics["hexrl_rollout_generate_seconds"].observe(busy)
+        generated = 0
         for req, (item, idx), res in zip(reqs, where, results, strict=True):
-            new = len(res.tokens) - len(req.prefix_tokens)
-            self.metrics["hexrl_rollout_generated_tokens"].inc(max(0, new))
+            new = max(0, len(res.tokens) - len(req.prefix_tokens))
+            generated += new
+            self.metrics["hexrl_rollout_generated_tokens"].inc(new)
             if item.evaluation is not None:
                 self._collect_evaluation(out, item, idx, res)
             elif res.interrupted:
@@ -246,7 +255,17 @@ class RolloutWorker:
                     out.discarded.append(scored)
                 else:
                     out.trajectories.append(scored)
+        out.work = self._work_report(generated, busy)
         return out
+
+    def _work_report(self, generated: int, busy_seconds: float) -> list[WorkReport]:
+        """The engine call as decode work of this pod's GPU type. The engine's busy time includes the
+        prompts' prefill (one `generate` call does both): the operator compares it with the cost model's
+        prediction of the same call, prefill included (`hexrl.sched.phaserates`)."""
+        if not self.s.gpu_type or busy_seconds <= 0:
+            return []
+        return [WorkReport(gpu=self.s.gpu_type, phase="decode", tokens=generated,
+                           seconds=busy_seconds * max(1, self.s.gpus))]
 
     def _collect_evaluation(self, out: TrajectoryBatchIn, item: WorkItem, idx: int, res: GenResult) -> None:
         if not res.interrupted:
