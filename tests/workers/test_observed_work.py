@@ -78,7 +78,7 @@ def test_split_pushes_carry_the_work_once():
     body = TrajectoryBatchIn(worker_id="w", work=[WorkReport(gpu="L4", phase="decode", tokens=5, seconds=1.0)])
     worker = RolloutWorker(RolloutSettings(worker_id="w", gpu_type="L4"), _SlowEngine(0.0), CharTokenizer(),
                            lambda *a: 1.0, None, None)
-    body.trajectories = worker.process([_item(2)]).trajectories + []
+    body.trajectories = worker.process([_item(2)]).trajectories
     parts = split_by_group(body)
     assert sum(len(p.work) for p in parts) == 1 and parts[-1].work == body.work
 
