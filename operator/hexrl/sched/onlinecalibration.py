@@ -41,6 +41,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any, cast
 
 from hexrl.api.models import RLJobSpec
@@ -52,14 +53,13 @@ from hexrl.sched.calibration import (
     Phase,
     ProfileEntry,
 )
-from hexrl.sched.catalog import GPUSpec
+from hexrl.sched.catalog import DEFAULT_CATALOG, Catalog, GPUSpec
 from hexrl.sched.costmodel import (
     CostModelSettings,
     Workload,
     decode_tokens_per_second,
     training_tokens_per_second,
 )
-from hexrl.sched.searchspace import cluster_catalog
 from hexrl.sched.types import Cluster, Plan, PoolInfo, RolloutReplica
 
 __all__ = [
@@ -137,10 +137,16 @@ def _pool(cluster: Cluster, name: str) -> PoolInfo | None:
     return next((p for p in cluster.pools if p.name == name), None)
 
 
+@lru_cache(maxsize=64)
+def _catalog(overrides: tuple[GPUSpec, ...]) -> Catalog:
+    """The catalog with a cluster's GPU overrides (cached by the overrides: a pass re-scores every replica)."""
+    return DEFAULT_CATALOG.with_specs(overrides)
+
+
 def _spec_and_links(cluster: Cluster, pool_name: str, gpu: str) -> tuple[GPUSpec, float, float, int] | None:
     """(GPU spec, node-to-node Gbit/s, HBM GB, GPUs per node) of `gpu` in pool `pool_name`, inventory over
     catalog; None when the catalog does not know the type."""
-    spec = cluster_catalog(cluster).lookup(gpu)
+    spec = _catalog(cluster.gpu_overrides).lookup(gpu)
     if spec is None:
         return None
     pool = _pool(cluster, pool_name)
