@@ -47,6 +47,7 @@ from hexrl.sched.costmodel import CostModelSettings
 from hexrl.sched.onlinecalibration import (
     Cell,
     WorkSum,
+    advance_base,
     effective_profile,
     observations_between,
     parse_observed_work,
@@ -84,8 +85,9 @@ class Calibrator:
         self.updated: dict[Cell, str] = {}
         self._last: dict[str, dict[Cell, WorkSum]] = {}
         self._loaded = False
-        self._stored = True
-        """The GPUCalibration CRD exists (False: calibration lives in memory only)."""
+        """The object was read back (or created); until then calibration lives in memory only."""
+        self._retry_at = -math.inf
+        self._said_missing = False
         self._dirty = False
         self._last_write = -math.inf
 
@@ -100,28 +102,30 @@ class Calibrator:
             return effective_profile(self.pinned, self.fit)
 
     def load(self) -> None:
-        """Read the object back, or create it (once; an unreachable API server is tried again next time)."""
-        if self._loaded or not self.s.enabled:
+        """Read the object back, or create it. Once; an unreachable API server or a missing CRD is tried again
+        a poll interval later (meanwhile calibration works in memory, and what it learns is merged in)."""
+        if self._loaded or not self.s.enabled or self.clock() < self._retry_at:
             return
         with self._lock:
             if self._loaded:
                 return
+            self._retry_at = self.clock() + self.settings.scaling.poll_seconds
             try:
-                obj = self.api.get(API_VERSION, gc.KIND, gc.DEFAULT_NAME)
-                if obj is None:
-                    obj = self._create()
+                obj = self.api.get(API_VERSION, gc.KIND, gc.DEFAULT_NAME) or self._create()
             except ApiError as exc:
-                log.warning("cannot read the GPUCalibration %s (%s); calibrating in memory for now",
+                log.warning("cannot read or create the GPUCalibration %s (%s); calibrating in memory for now",
                             gc.DEFAULT_NAME, exc)
                 return
+            if obj is None:
+                return
             self._loaded = True
-            if obj is not None:
-                self._read_spec(obj)
-                self._read_windows(obj)
-                self._refit()
+            self._read_spec(obj)
+            self._read_windows(obj)
+            self._refit()
+            self._dirty = self._dirty or bool(self.windows)
 
     def _create(self) -> dict[str, Any] | None:
-        """Create the empty object; None when the CRD is not installed (then nothing is stored)."""
+        """Create the empty object; None when the CRD is not installed (yet)."""
         body = {"apiVersion": API_VERSION, "kind": gc.KIND, "metadata": {"name": gc.DEFAULT_NAME}, "spec": {}}
         try:
             return dict(self.api.create(body))
@@ -129,10 +133,10 @@ class Calibrator:
             if exc.reason == "AlreadyExists":
                 return self.api.get(API_VERSION, gc.KIND, gc.DEFAULT_NAME)  # type: ignore[no-any-return]
             if exc.status == 404:
-                self._stored = False
-                log.warning("the GPUCalibration CRD is not installed (%s): what calibration learns is kept in "
-                            "memory only and lost on restart; install the chart's CRDs (`hexrl crds print`)",
-                            gc.CRD_NAME)
+                if not self._said_missing:
+                    log.warning("the GPUCalibration CRD %s is not installed: what calibration learns is kept in "
+                                "memory until it is (install the chart's CRDs, or `hexrl crds print`)", gc.CRD_NAME)
+                    self._said_missing = True
                 return None
             raise
 
@@ -175,7 +179,7 @@ class Calibrator:
         sums = parse_observed_work(progress)
         with self._lock:
             before = self._last.get(uid)
-            self._last[uid] = sums
+            self._last[uid] = advance_base(before or {}, sums, self.s.min_observation_seconds)
         if before is None or not sums:
             return []
         predicted = predicted_work_rates(spec, cluster, plan, CostModelSettings())
@@ -207,18 +211,22 @@ class Calibrator:
     # ------------------------------------------------------------------------------------ writing
 
     def flush(self) -> bool:
-        """Re-read the spec and write the status when something changed and a poll interval has passed since
-        the last write; True when written."""
-        if not self.s.enabled or not self._stored:
+        """Once per poll interval: re-read the spec (one GET: a platform team's pins and `learning`), and write
+        the status (one merge-patch) when anything changed; True when written."""
+        if not self.s.enabled:
             return False
         self.load()
         with self._lock:
-            if not self._dirty or self.clock() - self._last_write < WRITE_SLACK * self.settings.scaling.poll_seconds:
+            if not self._loaded or self.clock() - self._last_write < WRITE_SLACK * self.settings.scaling.poll_seconds:
                 return False
             self._last_write = self.clock()
         try:
             self.refresh_spec()
-            self.api.patch_status(API_VERSION, gc.KIND, gc.DEFAULT_NAME, None, self.status())
+            with self._lock:
+                if not self._dirty:
+                    return False
+                status = self.status()
+            self.api.patch_status(API_VERSION, gc.KIND, gc.DEFAULT_NAME, None, status)
         except ApiError as exc:
             log.warning("cannot write the GPUCalibration's status (%s); trying again next poll", exc)
             return False

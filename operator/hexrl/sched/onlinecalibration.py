@@ -20,7 +20,8 @@ Observed rate between two reads (`observations_between`)
         observed = Δn / Δs,  evidence = Δs.
     No observation when Δs < `min_seconds` (too little work to say anything), Δn ≤ 0 (a rate of 0 has no
     logarithm: the workers stood still), or either sum went down (the coordinator restarted: its sums
-    began again at 0, so the next pair of reads starts afresh).
+    began again at 0, so the next pair of reads starts afresh). A cell that did some but too little work keeps
+    its older read as the base (`advance_base`), so slow work adds up to an observation over several reads.
 Profile used by the planner (`effective_profile`)
     pinned factors (a platform team's, never re-fitted) ∪ fitted factors of the cells not pinned.
 The current plan under a new profile (`rescored_tokens_per_second`)
@@ -65,6 +66,7 @@ from hexrl.sched.types import Cluster, Plan, PoolInfo, RolloutReplica
 __all__ = [
     "Cell",
     "WorkSum",
+    "advance_base",
     "effective_profile",
     "material_changes",
     "observations_between",
@@ -123,6 +125,21 @@ def observations_between(
         if d_tokens <= 0 or d_seconds < max(min_seconds, 1e-9):
             continue
         out.append(Observation(cell[0], cell[1], rate, d_tokens / d_seconds, d_seconds))
+    return out
+
+
+def advance_base(before: Mapping[Cell, WorkSum], after: Mapping[Cell, WorkSum], min_seconds: float) -> dict[Cell, WorkSum]:
+    """The sums the next read is compared with: `after`, except for a cell that did some but too little work
+    since `before` (0 < Δs < min_seconds, nothing went down), which keeps its older base so slow work adds up
+    to an observation over several reads instead of never reaching the threshold."""
+    out = dict(after)
+    for cell, now in after.items():
+        then = before.get(cell)
+        if then is None:
+            continue
+        d_tokens, d_seconds = now.tokens - then.tokens, now.seconds - then.seconds
+        if d_tokens >= 0 and 0 <= d_seconds < min_seconds:
+            out[cell] = then
     return out
 
 

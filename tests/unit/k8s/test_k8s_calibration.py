@@ -109,15 +109,19 @@ class NoCrdApi(FakeApi):
         return super().create(obj)
 
 
-def test_without_the_crd_calibration_works_in_memory():
-    world = World()
+def test_without_the_crd_calibration_works_in_memory_until_the_crd_appears():
+    world, clock = World(), Clock()
     world.api.__class__ = NoCrdApi
     spec, cluster, plan, rate = _setup(world)
-    cal = Calibrator(world.api, S)
+    cal = Calibrator(world.api, S, clock=clock)
     for read in _reads(rate, 0.1, 10.0, 2):
         cal.observe("u", "default/math", spec, cluster, plan, read)
     assert cal.profile().factor("H20", "decode") < 0.2
     assert cal.flush() is False and KEY not in world.api.objects
+    world.api.__class__ = FakeApi  # the CRD is installed (e.g. it became Established after the operator started)
+    clock.t += S.scaling.poll_seconds
+    assert cal.flush() is True
+    assert world.api.objects[KEY]["status"]["factors"][0]["used"] == 1  # what was learned meanwhile is kept
 
 
 def _calibrate(world: World, factor: float, n: int = 3) -> list[bool]:

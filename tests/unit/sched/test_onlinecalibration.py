@@ -15,6 +15,7 @@ from hexrl.sched.calibration import CalibrationProfile, Observation, fit_calibra
 from hexrl.sched.costmodel import Workload, decode_tokens_per_second
 from hexrl.sched.onlinecalibration import (
     WorkSum,
+    advance_base,
     effective_profile,
     material_changes,
     observations_between,
@@ -80,6 +81,18 @@ def test_no_observation_without_a_usable_difference(before, after, why):
     b = _sums(L4_decode=before) if before else {}
     obs = observations_between(b, _sums(L4_decode=after), {("L4", "decode"): 100.0}, min_seconds=1.0)
     assert obs == [], why
+
+
+def test_a_cell_with_too_little_new_work_keeps_its_older_base_until_the_work_adds_up():
+    first = _sums(L4_decode=(1000, 10.0))
+    second = _sums(L4_decode=(1100, 11.0))
+    base = advance_base(first, second, min_seconds=2.0)
+    assert base == first  # 1 s of work: not yet an observation, and not lost either
+    third = _sums(L4_decode=(1250, 12.5))
+    obs = observations_between(base, third, {("L4", "decode"): 100.0}, min_seconds=2.0)
+    assert obs == [Observation("L4", "decode", 100.0, 100.0, 2.5)]
+    assert advance_base(base, third, 2.0) == third
+    assert advance_base(third, _sums(L4_decode=(10, 0.5)), 2.0) == _sums(L4_decode=(10, 0.5))  # a restart
 
 
 def test_no_observation_for_a_cell_without_a_prediction():
