@@ -175,7 +175,7 @@ class StatusWriter:
         observed = float((mem.progress or {}).get("tokensPerSecond") or 0.0)
         used = {r.gpu for r in p.plan.replicas} | {p.plan.trainer.gpu}
         c = self.calibrator
-        factors = [{"gpu": e.gpu, "phase": e.phase, "factor": round(e.factor, 4),
+        factors = [{"gpu": e.gpu, "phase": e.phase, "factor": float(f"{e.factor:.4g}"),  # 4 significant: 1e-4 exists
                     "confidence": round(c.confidence(e.gpu, e.phase), 3) if c is not None else 0.0,
                     "pinned": bool(c is not None and c.is_pinned(e.gpu, e.phase))}
                    for e in profile.entries if e.gpu in used]
