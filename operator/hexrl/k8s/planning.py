@@ -360,7 +360,10 @@ class Planning:
             log.info("job %s: re-planning: %s", "/".join(mem.key or ()), why if spec_same else "the spec changed")
         result, trigger = self._ask_planner(spec, snap, current, not spec_same, profile)
         mem.basis = plan_basis(snap.cluster)
-        mem.calibration_basis, mem.calibration_news = profile, ()  # this answer already uses what was learned
+        if mem.calibration_news:  # this answer already uses what was learned; say so
+            learned = "; ".join(self._learned(gpu, phase, f) for gpu, phase, _, f in mem.calibration_news)
+            mem.calibration_event = f"Calibrated: {learned}; taken into this re-plan"
+        mem.calibration_basis, mem.calibration_news = profile, ()
         if isinstance(result, Infeasible):
             return self._infeasible(result, current, mem, skey, trigger, lost)
         mem.rejected_change = None
