@@ -210,14 +210,16 @@ class Calibrator:
 
     # ------------------------------------------------------------------------------------ writing
 
-    def flush(self) -> bool:
-        """Once per poll interval: re-read the spec (one GET: a platform team's pins and `learning`), and write
-        the status (one merge-patch) when anything changed; True when written."""
+    def flush(self, force: bool = False) -> bool:
+        """Once per poll interval (or now, with `force`: the operator is stopping): re-read the spec (one GET: a
+        platform team's pins and `learning`), and write the status (one merge-patch) when anything changed;
+        True when written."""
         if not self.s.enabled:
             return False
         self.load()
         with self._lock:
-            if not self._loaded or self.clock() - self._last_write < WRITE_SLACK * self.settings.scaling.poll_seconds:
+            due = self.clock() - self._last_write >= WRITE_SLACK * self.settings.scaling.poll_seconds
+            if not self._loaded or not (due or force):
                 return False
             self._last_write = self.clock()
         try:

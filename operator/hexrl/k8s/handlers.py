@@ -178,6 +178,8 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         assert op.queue is not None and op.reconciler is not None
         op.reconciler.on_change = None
         await op.queue.stop()
+        # what calibration learned since its last write, so a restarted operator starts from it
+        await asyncio.get_running_loop().run_in_executor(None, op.reconciler.calibrator.flush, True)
         op.reconciler.close()
 
     @kopf.on.login(registry=registry)

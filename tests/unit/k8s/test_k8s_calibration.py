@@ -59,6 +59,7 @@ def test_the_object_is_created_factors_move_with_evidence_and_are_written_once_p
     one = cal.profile().factor("H20", "decode")
     assert 0.1 < one < 0.2
     assert cal.flush() is True and cal.flush() is False  # at most one write per poll interval
+    assert cal.flush(force=True) is False  # (forced, as on shutdown: only when something changed)
     clock.t += S.scaling.poll_seconds
     cal.observe("u", "default/math", spec, cluster, plan, reads[2])
     assert cal.profile().factor("H20", "decode") < one  # more evidence: closer to the measured 0.1
