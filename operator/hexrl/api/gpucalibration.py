@@ -72,7 +72,7 @@ class GPUCalibrationSpec(_Model):
 
     cel_rules: ClassVar[list[dict[str, str]]] = [
         {
-            "rule": "self.pinned.all(a, self.pinned.exists_one(b, b.gpu == a.gpu && b.phase == a.phase))",
+            "rule": "!has(self.pinned) || self.pinned.all(a, self.pinned.exists_one(b, b.gpu == a.gpu && b.phase == a.phase))",
             "message": "spec.pinned holds one entry per (gpu, phase); remove the duplicate",
         }
     ]

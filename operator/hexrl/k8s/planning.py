@@ -440,7 +440,9 @@ class Planning:
 
 
 def _roles_changed(old: Plan, new: Plan) -> str:
-    """'trainer and rollout', 'trainer' or 'rollout': what a new plan moves."""
-    roles = [role for role, moved in (("trainer", old.trainer != new.trainer), ("rollout", old.replicas != new.replicas))
-             if moved]
+    """'trainer and rollout', 'trainer' or 'rollout': what a new plan moves (where and how, not its predictions)."""
+    trainer_moved = replace(old.trainer, tokens_per_second=0.0) != replace(new.trainer, tokens_per_second=0.0)
+    rollout_moved = [replace(r, tokens_per_second=0.0) for r in old.replicas] != [
+        replace(r, tokens_per_second=0.0) for r in new.replicas]
+    roles = [role for role, moved in (("trainer", trainer_moved), ("rollout", rollout_moved)) if moved]
     return " and ".join(roles) or "rollout"

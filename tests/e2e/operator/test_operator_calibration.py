@@ -41,6 +41,9 @@ def tiny_job(name: str) -> dict[str, Any]:
     job["metadata"] = {"name": name}
     spec = job["spec"]
     spec["budget"] = {"maxCostPerHour": 20}
+    # one GPU type: the loopback workers keep the type they started with, while a re-plan could move pods
+    # (which in a cluster would be replaced with the new type) to another type
+    spec["placement"] = {"gpuTypes": ["L40S"]}
     spec["algorithm"]["totalSteps"] = 100000
     spec["checkpoint"] = {"path": "/tmp/hexrl-calibration-e2e", "everySteps": 1000, "keep": 1}
     spec.pop("resources", None)
@@ -144,12 +147,20 @@ def test_calibration_learns_announces_honours_pins_and_survives_a_restart(
     assert decode["interval"][0] <= decode["fitted"] <= decode["interval"][1]
 
     # 3. the Event and the job's status say so
-    event = wait_for(lambda: kube.events("tiny", reasons.CALIBRATED), 120, what="a Calibrated Event")[0]
-    assert f"{rollout_gpu} decode measured" in event["message"] and "× the catalog" in event["message"]
-    assert "re-planned" in event["message"] or "plan unchanged" in event["message"]
+    # (one Event per material move: the train cell may be announced first, the decode cell in a later one)
+    event = wait_for(lambda: next((e for e in kube.events("tiny", reasons.CALIBRATED)
+                                   if f"{rollout_gpu} decode measured" in e["message"]), None),
+                     120, what=f"a Calibrated Event about {rollout_gpu} decode")
+    assert "× the catalog (confidence 0." in event["message"], event["message"]
+    assert "re-planned" in event["message"] or "plan unchanged" in event["message"], event["message"]
     status = wait_for(lambda: (c := kube.status("tiny").get("calibration")) and c.get("observedTokensPerSecond")
                       and c, 120, what="status.calibration with an observed rate")
-    assert status["predictedTokensPerSecond"] < status["catalogTokensPerSecond"]
+    print("status.calibration:", status)
+    print("GPUCalibration:", (calibration(kube).get("status") or {}).get("summary"))
+    print("events:", [e["message"] for e in kube.events("tiny", reasons.CALIBRATED)])
+    # every learned factor is below 1 here (this CPU is slower than any GPU), so the calibrated prediction
+    # cannot exceed the catalog's (equal when the plan's bottleneck is a term no factor scales)
+    assert status["predictedTokensPerSecond"] <= status["catalogTokensPerSecond"]
     assert any(f["gpu"] == rollout_gpu and f["phase"] == "decode" for f in status["factors"])
     assert status["message"].startswith("Calibrated: ")
 
@@ -172,6 +183,8 @@ def test_calibration_learns_announces_honours_pins_and_survives_a_restart(
         return first if first == factor(kube, rollout_gpu, "decode") else None
 
     learned = wait_for(settled, 60, what="the GPUCalibration's status to settle")
+    kube("delete", "rljob", "tiny", "--wait=false")  # its GPUs go to the next job
+    wait_for(lambda: not kube.pods("tiny"), 90, what="the first job's pods to go away")
     operator.kill(signal.SIGTERM)
     operator.start()
     kube.apply(tiny_job("tiny-after"))

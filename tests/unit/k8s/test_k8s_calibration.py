@@ -167,3 +167,17 @@ def test_a_small_move_is_not_news():
     assert _calibrate(world, 1.05) == [False, False, False]
     world.pass_()
     assert world.events(reasons.CALIBRATED) == []
+
+
+def test_the_event_names_only_the_roles_a_re_plan_moves():
+    from dataclasses import replace
+
+    from hexrl.k8s.planning import _roles_changed
+
+    old = make_plan()
+    faster = replace(old, trainer=replace(old.trainer, tokens_per_second=1.0))  # new predictions, same placement
+    assert _roles_changed(old, faster) == "rollout"
+    more = make_plan(rollout=(("h20-spot", "H20", "h20-spot-0", 1, True),) * 5)
+    assert _roles_changed(old, more) == "rollout"
+    moved = make_plan(trainer_nodes=("h800-ondemand-1",))
+    assert _roles_changed(old, moved) == "trainer"
