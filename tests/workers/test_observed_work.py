@@ -125,7 +125,8 @@ def test_the_trainer_reports_the_steps_tokens_over_the_gangs_gpu_seconds():
     from hexrl_workers.trainer.loop import Trainer, TrainerSettings
 
     gang = SimpleNamespace(s=TrainerSettings(coordinator_url="http://x", gpu_type="H800", world_size=4))
-    [report] = Trainer._work_report(gang, {"seconds": 2.0, "tokens_per_second": 512.0})  # type: ignore[arg-type]
-    assert (report.gpu, report.phase, report.tokens, report.seconds) == ("H800", "train", 1024, 8.0)
+    stats = {"seconds": 2.0, "tokens_per_second": 512.0}
+    [report] = Trainer._work_report(gang, stats, 2.5)  # type: ignore[arg-type]
+    assert (report.gpu, report.phase, report.tokens, report.seconds) == ("H800", "train", 1024, 10.0)
     untagged = SimpleNamespace(s=TrainerSettings(coordinator_url="http://x"))
-    assert Trainer._work_report(untagged, {"seconds": 2.0, "tokens_per_second": 512.0}) == []  # type: ignore[arg-type]
+    assert Trainer._work_report(untagged, stats, 2.5) == []  # type: ignore[arg-type]

@@ -1,27 +1,35 @@
 """Online calibration: a running job's measured work next to the cost model's prediction of it.
 
 The workers report cumulative work per (GPU type, phase): tokens processed and the GPU-seconds they took
-(`/v1/progress` `observedWork`; the rollout worker's engine calls as `decode`, the trainer's steps as
-`train`). The operator reads it twice, Δt apart, and turns each cell's difference into one calibration
+(`/v1/progress` `observedWork`; the rollout worker's busy time as `decode`, the trainer's steps as `train`). The operator reads it twice, Δt apart, and turns each cell's difference into one calibration
 `Observation` (calibration.py fits the factors from many). This module holds the pure parts of that:
 
 Predicted rate at the plan's operating point (`predicted_work_rates`), per GPU-second, uncalibrated
-    decode, for a rollout replica of TP t × PP p GPUs (g = t·p) of the type, batch B (KV-bound, as planned),
-    wave T_wave = S·t_step + prefill + reward (costmodel.py):
-        r_decode = B·R̄ / (T_wave − reward) / g
-    — the generated tokens of a wave over the engine's busy time (a `generate` call decodes and prefills;
-    the reward is scored outside it), per GPU. Several replica shapes of one type: the GPU-weighted mean.
-    train, for the trainer's DP×TP×PP strategy of g GPUs:  r_train = tokens/s of the step / g.
-    The cost model's calibration divides the decode roofline step (resp. the training compute and
-    optimizer) by f, which dominate these times, so f ≈ r_observed / r_predicted; prefill and collectives,
-    which f does not scale, are a small share at the planned operating point.
+    The workers' seconds are *busy* seconds: a rollout worker's from receiving work to having scored it
+    (weight update, prefill and decode, reward; not waiting for work, which the staleness gate or an idle
+    trainer decides), the trainer's from taking a batch to having published the version. A factor f scales
+    only the phase's own term (the decode roofline step; training compute and optimizer), so each prediction
+    splits the busy time per token into that term and the rest the cost model holds fixed:
+    decode, for a rollout replica of g = t·p GPUs of the type with batch B (KV-bound, as planned) and wave
+    T_wave = S·t_step + prefill + reward (costmodel.py), t_step = r + c (r the roofline, c the collectives):
+        rate  = B·R̄ / (S·r·g)                          generated tokens per GPU-second of roofline steps
+        other = (T_wave − S·r)·g / (B·R̄)               GPU-seconds per token of everything else
+    r is read off the cost model itself: t_step(f=1) − t_step(f=2) = r/2. Several replica shapes of one type:
+    the GPU-weighted mean of each. train, for the trainer's DP×TP×PP strategy of g GPUs, tokens_step tokens:
+        scaled = 2·(T_step(f=1) − T_step(f=2)),  rate = tokens_step / (scaled·g),
+        other  = (T_step(f=1) − scaled)·g / tokens_step.
 Observed rate between two reads (`observations_between`)
-    For a cell with sums (n₀, s₀) then (n₁, s₁): Δn = n₁ − n₀ tokens, Δs = s₁ − s₀ GPU-seconds;
-        observed = Δn / Δs,  evidence = Δs.
-    No observation when Δs < `min_seconds` (too little work to say anything), Δn ≤ 0 (a rate of 0 has no
-    logarithm: the workers stood still), or either sum went down (the coordinator restarted: its sums
-    began again at 0, so the next pair of reads starts afresh). A cell that did some but too little work keeps
-    its older read as the base (`advance_base`), so slow work adds up to an observation over several reads.
+    For a cell with sums (n₀, s₀) then (n₁, s₁): Δn = n₁ − n₀ tokens, Δs = s₁ − s₀ GPU-seconds; the phase's
+    own seconds are what the model's other terms do not explain:
+        d = Δs − other·Δn,   observed = Δn / d,   evidence = Δs.
+    Then, with f = observed / rate, the calibrated model's busy time per token 1/(f·rate) + other = Δs/Δn is
+    exactly what was measured at this operating point: the planner's prediction follows the job, not just
+    one kernel. No observation when d < `MIN_OWN_SHARE`·Δs (the model's fixed terms alone take nearly all the
+    measured time: nothing left to attribute), when Δs < `min_seconds` (too little work to say anything),
+    Δn ≤ 0 (a rate of 0 has no logarithm: the workers stood still), or a sum went down (the coordinator
+    restarted: its sums began again at 0, so the next pair of reads starts afresh). A cell that did some but
+    too little work keeps its older read as the base (`advance_base`), so slow work adds up to an
+    observation over several reads.
 Profile used by the planner (`effective_profile`)
     pinned factors (a platform team's, never re-fitted) ∪ fitted factors of the cells not pinned.
 The current plan under a new profile (`rescored_tokens_per_second`)
@@ -64,7 +72,9 @@ from hexrl.sched.costmodel import (
 from hexrl.sched.types import Cluster, Plan, PoolInfo, RolloutReplica
 
 __all__ = [
+    "MIN_OWN_SHARE",
     "Cell",
+    "PhasePrediction",
     "WorkSum",
     "advance_base",
     "effective_profile",
@@ -78,6 +88,19 @@ __all__ = [
 
 Cell = tuple[str, Phase]
 """(GPU type, phase)."""
+
+MIN_OWN_SHARE = 0.05
+"""Least share of the measured GPU-seconds the phase's own term must be left with to make an observation."""
+
+
+@dataclass(frozen=True)
+class PhasePrediction:
+    """The cost model's view of one (GPU type, phase) at the plan's operating point (module docstring)."""
+
+    rate: float
+    """Tokens per GPU-second of the phase's own term, the one a factor scales (uncalibrated)."""
+    other_seconds_per_token: float = 0.0
+    """GPU-seconds per token of the terms no factor of the phase scales (reward, collectives, ...)."""
 
 
 @dataclass(frozen=True)
@@ -112,19 +135,24 @@ def _number(x: Any) -> bool:
 
 
 def observations_between(
-    before: Mapping[Cell, WorkSum], after: Mapping[Cell, WorkSum], predicted: Mapping[Cell, float],
+    before: Mapping[Cell, WorkSum], after: Mapping[Cell, WorkSum], predicted: Mapping[Cell, PhasePrediction | float],
     min_seconds: float,
 ) -> list[Observation]:
-    """One observation per cell with a prediction and enough new work between two reads (module docstring)."""
+    """One observation per cell with a prediction and enough new work between two reads (module docstring);
+    a bare number as a prediction is a rate with no other terms."""
     out = []
     for cell, now in sorted(after.items()):
-        then, rate = before.get(cell), predicted.get(cell)
-        if then is None or rate is None or rate <= 0:
+        then, p = before.get(cell), predicted.get(cell)
+        if then is None or p is None:
             continue
+        p = p if isinstance(p, PhasePrediction) else PhasePrediction(float(p))
         d_tokens, d_seconds = now.tokens - then.tokens, now.seconds - then.seconds
-        if d_tokens <= 0 or d_seconds < max(min_seconds, 1e-9):
+        if p.rate <= 0 or d_tokens <= 0 or d_seconds < max(min_seconds, 1e-9):
             continue
-        out.append(Observation(cell[0], cell[1], rate, d_tokens / d_seconds, d_seconds))
+        own = d_seconds - p.other_seconds_per_token * d_tokens
+        if own < MIN_OWN_SHARE * d_seconds:
+            continue
+        out.append(Observation(cell[0], cell[1], p.rate, d_tokens / own, d_seconds))
     return out
 
 
@@ -181,11 +209,23 @@ def _replica_decode(cluster: Cluster, w: Workload, r: RolloutReplica, s: CostMod
     return decode_tokens_per_second(spec, w, r.tensor_parallel, r.pipeline_parallel, s, inter, memory)
 
 
-def _engine_rate(e: Any, w: Workload, s: CostModelSettings, gpus: int) -> float:
-    """B·R̄ / (T_wave − reward) / g: generated tokens per GPU-second of the engine's busy time."""
-    reward = e.batch * s.reward_seconds_per_sample / max(1, s.reward_workers_per_replica)
-    busy = e.wave_seconds - reward
-    return e.batch * w.mean_new_tokens / busy / gpus if busy > 0 else 0.0
+def _doubled(s: CostModelSettings, gpu: str, phase: Phase) -> CostModelSettings:
+    """`s` (uncalibrated) with factor 2 on one cell: the difference to f = 1 isolates the term f scales."""
+    return replace(s, calibration=CalibrationProfile.of({(gpu, phase): 2.0}))
+
+
+def _decode_prediction(cluster: Cluster, w: Workload, r: RolloutReplica, s: CostModelSettings) -> PhasePrediction | None:
+    """rate = B·R̄/(S·r·g), other = (T_wave − S·r)·g/(B·R̄) of one replica (module docstring)."""
+    one, two = _replica_decode(cluster, w, r, s), _replica_decode(cluster, w, r, _doubled(s, r.gpu, "decode"))
+    if one is None or two is None:
+        return None
+    roof = 2.0 * (one.step_seconds - two.step_seconds)
+    decode = one.wave_seconds - two.wave_seconds  # = S·r/2
+    tokens = one.batch * w.mean_new_tokens
+    if roof <= 0 or decode <= 0 or tokens <= 0:
+        return None
+    own = 2.0 * decode
+    return PhasePrediction(tokens / (own * r.gpus), (one.wave_seconds - own) * r.gpus / tokens)
 
 
 def _trainer_estimate(job: RLJobSpec, cluster: Cluster, plan: Plan, s: CostModelSettings) -> Any:
@@ -199,25 +239,38 @@ def _trainer_estimate(job: RLJobSpec, cluster: Cluster, plan: Plan, s: CostModel
                                       per_node, inter, memory)
 
 
+def _train_prediction(job: RLJobSpec, cluster: Cluster, plan: Plan, s: CostModelSettings) -> PhasePrediction | None:
+    """rate = tokens_step/(scaled·g), other = (T_step − scaled)·g/tokens_step (module docstring)."""
+    one = _trainer_estimate(job, cluster, plan, s)
+    two = _trainer_estimate(job, cluster, plan, _doubled(s, plan.trainer.gpu, "train"))
+    if one is None or two is None:
+        return None
+    scaled = 2.0 * (one.step_seconds - two.step_seconds)
+    tokens, g = Workload.from_spec(job).tokens_per_step, plan.trainer.gpus
+    if scaled <= 0 or tokens <= 0:
+        return None
+    return PhasePrediction(tokens / (scaled * g), (one.step_seconds - scaled) * g / tokens)
+
+
 def predicted_work_rates(
     job: RLJobSpec, cluster: Cluster, plan: Plan, settings: CostModelSettings
-) -> dict[Cell, float]:
-    """The uncalibrated predicted tokens per GPU-second of each (GPU type, phase) the plan runs (module
-    docstring): what a worker's reported work is compared with."""
+) -> dict[Cell, PhasePrediction]:
+    """The uncalibrated prediction of each (GPU type, phase) the plan runs (module docstring): what a worker's
+    reported work is compared with."""
     s = _uncalibrated(settings)
     w = Workload.from_spec(job)
-    weighted: dict[str, tuple[float, int]] = {}
+    sums: dict[str, tuple[float, float, int]] = {}
     for r in plan.replicas:
-        e = _replica_decode(cluster, w, r, s)
-        if e is None:
+        p = _decode_prediction(cluster, w, r, s)
+        if p is None:
             continue
-        rate = _engine_rate(e, w, s, r.gpus)
-        total, gpus = weighted.get(r.gpu, (0.0, 0))
-        weighted[r.gpu] = (total + rate * r.gpus, gpus + r.gpus)
-    out: dict[Cell, float] = {(gpu, "decode"): total / gpus for gpu, (total, gpus) in weighted.items() if total > 0}
-    train = _trainer_estimate(job, cluster, plan, s)
-    if train is not None and train.tokens_per_second > 0:
-        out[(plan.trainer.gpu, "train")] = train.tokens_per_second / plan.trainer.gpus
+        rate, other, gpus = sums.get(r.gpu, (0.0, 0.0, 0))
+        sums[r.gpu] = (rate + p.rate * r.gpus, other + p.other_seconds_per_token * r.gpus, gpus + r.gpus)
+    out: dict[Cell, PhasePrediction] = {
+        (gpu, "decode"): PhasePrediction(rate / gpus, other / gpus) for gpu, (rate, other, gpus) in sums.items()}
+    train = _train_prediction(job, cluster, plan, s)
+    if train is not None:
+        out[(plan.trainer.gpu, "train")] = train
     return out
 
 

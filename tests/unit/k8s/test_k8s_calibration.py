@@ -41,9 +41,11 @@ def _progress(cells: dict[tuple[str, str], tuple[float, float]]) -> dict:
     return {"observedWork": [{"gpu": g, "phase": p, "tokens": n, "seconds": s} for (g, p), (n, s) in cells.items()]}
 
 
-def _reads(rate: dict[tuple[str, str], float], factor: float, seconds: float, n: int) -> list[dict]:
-    """n cumulative progress reads, `seconds` GPU-seconds apart, of work at `factor` × the predicted rate."""
-    return [_progress({cell: (r * factor * seconds * k, seconds * k) for cell, r in rate.items()}) for k in range(n)]
+def _reads(rate: dict, factor: float, seconds: float, n: int) -> list[dict]:
+    """n cumulative progress reads, `seconds` GPU-seconds apart, of work whose own term runs at `factor` × the
+    predicted rate (and whose other terms take what the model says)."""
+    per_token = {cell: 1 / (p.rate * factor) + p.other_seconds_per_token for cell, p in rate.items()}
+    return [_progress({cell: (seconds * k / t, seconds * k) for cell, t in per_token.items()}) for k in range(n)]
 
 
 def test_the_object_is_created_factors_move_with_evidence_and_are_written_once_per_interval():

@@ -14,6 +14,7 @@ from hexrl.sched import CostModelSettings, Plan, PlannerSettings, plan
 from hexrl.sched.calibration import CalibrationProfile, Observation, fit_calibration
 from hexrl.sched.costmodel import Workload, decode_tokens_per_second
 from hexrl.sched.onlinecalibration import (
+    PhasePrediction,
     WorkSum,
     advance_base,
     effective_profile,
@@ -40,18 +41,42 @@ def the_plan() -> Plan:
     return result
 
 
-def test_the_predicted_decode_rate_is_the_waves_generated_tokens_over_its_engine_time_per_gpu(the_plan):
+def test_the_prediction_splits_a_waves_busy_time_into_the_factors_term_and_the_rest(the_plan):
     rates = predicted_work_rates(JOB, CLUSTER, the_plan, S)
     r = the_plan.replicas[0]
     spec = cluster_catalog(CLUSTER).get(r.gpu)
     w = Workload.from_spec(JOB)
     e = decode_tokens_per_second(spec, w, r.tensor_parallel, r.pipeline_parallel, S)
     assert e is not None
-    reward = e.batch * S.reward_seconds_per_sample / max(1, S.reward_workers_per_replica)
-    expected = e.batch * w.mean_new_tokens / (e.wave_seconds - reward) / r.gpus
-    assert rates[(r.gpu, "decode")] == pytest.approx(expected, rel=1e-9)
+    decode = rates[(r.gpu, "decode")]
+    per_token = e.wave_seconds * r.gpus / (e.batch * w.mean_new_tokens)  # the whole wave's GPU-seconds per token
+    assert 1 / decode.rate + decode.other_seconds_per_token == pytest.approx(per_token, rel=1e-9)
+    # the factor's term is the wave's S decode steps: calibrating decode by f changes the wave by exactly that
+    slow = replace(S, calibration=CalibrationProfile.of({(r.gpu, "decode"): 0.5}))
+    e2 = decode_tokens_per_second(spec, w, r.tensor_parallel, r.pipeline_parallel, slow)
+    assert e2 is not None
+    assert (e2.wave_seconds - e.wave_seconds) * r.gpus / (e.batch * w.mean_new_tokens) == pytest.approx(
+        1 / decode.rate, rel=1e-9)
     t = the_plan.trainer
-    assert rates[(t.gpu, "train")] == pytest.approx(t.tokens_per_second / t.gpus, rel=1e-6)
+    train = rates[(t.gpu, "train")]
+    assert 1 / train.rate + train.other_seconds_per_token == pytest.approx(t.gpus / t.tokens_per_second, rel=1e-6)
+
+
+def test_calibrating_with_an_observation_reproduces_the_measured_busy_time(the_plan):
+    """f = observed/rate makes the calibrated model's busy time per token the measured one."""
+    cell = (the_plan.replicas[0].gpu, "decode")
+    p = predicted_work_rates(JOB, CLUSTER, the_plan, S)[cell]
+    measured = 50 * (1 / p.rate + p.other_seconds_per_token)  # 50× slower per token than predicted
+    [o] = observations_between(_sums(**{f"{cell[0]}_decode": (0, 0.0)}),
+                               _sums(**{f"{cell[0]}_decode": (1000, 1000 * measured)}), {cell: p}, min_seconds=0.0)
+    f = o.observed / o.predicted
+    assert 1 / (f * p.rate) + p.other_seconds_per_token == pytest.approx(measured, rel=1e-9)
+
+
+def test_no_observation_when_the_fixed_terms_explain_the_measured_time():
+    p = PhasePrediction(rate=100.0, other_seconds_per_token=0.01)
+    obs = observations_between(_sums(L4_decode=(0, 0.0)), _sums(L4_decode=(1000, 10.2)), {("L4", "decode"): p}, 1.0)
+    assert obs == []  # 10 of the 10.2 s are the model's fixed terms: nothing left to learn from
 
 
 def test_predicted_rates_ignore_the_profile_in_force(the_plan):

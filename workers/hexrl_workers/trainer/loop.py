@@ -482,10 +482,12 @@ class Trainer:
             batch = self._get_batch(stop)
             if batch is None:
                 break
+            took = time.monotonic()
             stats = self.train_step(batch)
             self._publish()
             if self.s.rank == 0:
-                self.coord.new_version(self.version, batch.batch_id, stats["loss"], work=self._work_report(stats))
+                work = self._work_report(stats, time.monotonic() - took)  # the step and publishing its version
+                self.coord.new_version(self.version, batch.batch_id, stats["loss"], work=work)
                 self.metrics["hexrl_trainer_step_seconds"].observe(stats["seconds"])
                 self.metrics["hexrl_trainer_loss"].set(stats["loss"])
             self.metrics["hexrl_policy_version"].set(self.version)
@@ -503,14 +505,14 @@ class Trainer:
             self._export()
         return self.step_stats
 
-    def _work_report(self, stats: dict[str, float]) -> list[WorkReport]:
-        """The step as train work of the gang's GPU type: the batch's tokens over the step's GPU-seconds
-        (every rank spends the step's wall time on its share)."""
-        if not self.s.gpu_type or stats["seconds"] <= 0:
+    def _work_report(self, stats: dict[str, float], busy_seconds: float) -> list[WorkReport]:
+        """The step as train work of the gang's GPU type: the batch's tokens over the GPU-seconds of the step and
+        of publishing its version (`busy_seconds`; every rank spends that wall time on its share)."""
+        if not self.s.gpu_type or busy_seconds <= 0:
             return []
         tokens = round(stats["tokens_per_second"] * stats["seconds"])
         return [WorkReport(gpu=self.s.gpu_type, phase="train", tokens=tokens,
-                           seconds=stats["seconds"] * max(1, self.s.world_size))]
+                           seconds=busy_seconds * max(1, self.s.world_size))]
 
     def _export(self) -> None:
         """The final Hugging Face directory (a collective when distributed: every rank gives its shards)."""
