@@ -1,7 +1,8 @@
 """Cumulative work per (GPU type, phase), summed from the workers' reports for the operator's calibration.
 
-Rollout workers report, with each push, the tokens their engine generated and the GPU-seconds it was busy;
-the trainer reports, with each new version, the tokens of the step and its GPU-seconds (`WorkReport`). The
+Rollout workers report, with each push, the tokens they generated and the GPU-seconds they were busy with them
+(weights, generation, reward, pushing; not waiting for work); the trainer reports, with each new version, the
+tokens of the step and the GPU-seconds of the step and its publishing (`WorkReport`). The
 coordinator only adds them up; `/v1/progress` serves the sums (`Progress.observedWork`). The operator reads
 them twice and turns the difference into an observed rate, ΔTokens / ΔSeconds, per GPU-second of one GPU
 type and phase: a rate over an interval, not since the start, so it follows what the job does now.
