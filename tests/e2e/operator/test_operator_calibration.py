@@ -3,7 +3,7 @@ rollout worker run on loopback (kwok pods do not run), tagged with the GPU types
 their pods, and the operator polls the coordinator's /v1/progress. The test shows, in order:
 
 1. the operator created the cluster-scoped GPUCalibration `default` (RBAC and the admission policy allow it);
-2. the rollout GPU type's decode factor moves from the catalog's 1 with evidence (this CPU is orders of
+2. the trainer GPU type's train factor moves from the catalog's 1 with evidence (this CPU is orders of
    magnitude slower than the GPU it stands in for), with a window of observations in the object's status;
 3. a Calibrated Event on the RLJob says what was learned and whether the plan changed, and
    status.calibration shows the calibrated prediction below the catalog's, next to the observed rate;
@@ -139,18 +139,19 @@ def test_calibration_learns_announces_honours_pins_and_survives_a_restart(
     workers.start("rollout", {"HEXRL_GPU_TYPE": rollout_gpu,
                               "HEXRL_TENSOR_PARALLEL": pod_env(kube, "tiny", "rollout")["HEXRL_TENSOR_PARALLEL"]})
 
-    # 2. the decode factor of the rollout GPU type moves from 1, with evidence
-    decode = wait_for(lambda: workers.alive() and (f := factor(kube, rollout_gpu, "decode")) and f["used"] >= 2
-                      and f, 240, interval=2, what=f"a fitted {rollout_gpu} decode factor")
-    assert decode["factor"] < 0.5 and decode["confidence"] > 0.5 and not decode["pinned"], decode
-    assert decode["recent"] and all(o["job"].endswith("/tiny") for o in decode["recent"])
-    assert decode["interval"][0] <= decode["fitted"] <= decode["interval"][1]
+    # 2. the train factor of the trainer's GPU type moves from 1, with evidence. (Decode is learned too where
+    # the rollout worker's busy time exceeds what the cost model's fixed terms — reward, prefill — explain;
+    # one loopback worker on this machine is faster than that, so only the real-node test checks decode.)
+    train = wait_for(lambda: workers.alive() and (f := factor(kube, trainer_gpu, "train")) and f["used"] >= 2
+                     and f, 240, interval=2, what=f"a fitted {trainer_gpu} train factor")
+    assert train["factor"] < 0.5 and train["confidence"] > 0.5 and not train["pinned"], train
+    assert train["recent"] and all(o["job"].endswith("/tiny") for o in train["recent"])
+    assert train["interval"][0] <= train["fitted"] <= train["interval"][1]
 
     # 3. the Event and the job's status say so
-    # (one Event per material move: the train cell may be announced first, the decode cell in a later one)
     event = wait_for(lambda: next((e for e in kube.events("tiny", reasons.CALIBRATED)
-                                   if f"{rollout_gpu} decode measured" in e["message"]), None),
-                     120, what=f"a Calibrated Event about {rollout_gpu} decode")
+                                   if f"{trainer_gpu} train measured" in e["message"]), None),
+                     120, what=f"a Calibrated Event about {trainer_gpu} train")
     assert "× the catalog (confidence 0." in event["message"], event["message"]
     assert "re-planned" in event["message"] or "plan unchanged" in event["message"], event["message"]
     status = wait_for(lambda: (c := kube.status("tiny").get("calibration")) and c.get("observedTokensPerSecond")
@@ -161,7 +162,7 @@ def test_calibration_learns_announces_honours_pins_and_survives_a_restart(
     # every learned factor is below 1 here (this CPU is slower than any GPU), so the calibrated prediction
     # cannot exceed the catalog's (equal when the plan's bottleneck is a term no factor scales)
     assert status["predictedTokensPerSecond"] <= status["catalogTokensPerSecond"]
-    assert any(f["gpu"] == rollout_gpu and f["phase"] == "decode" for f in status["factors"])
+    assert any(f["gpu"] == trainer_gpu and f["phase"] == "train" for f in status["factors"])
     assert status["message"].startswith("Calibrated: ")
 
     # 4. a pinned factor wins and is never re-fitted
@@ -178,11 +179,11 @@ def test_calibration_learns_announces_honours_pins_and_survives_a_restart(
     workers.stop()
 
     def settled() -> dict[str, Any] | None:  # the operator's last write after the workers stopped has landed
-        first = factor(kube, rollout_gpu, "decode")
+        first = calibration(kube).get("status", {}).get("factors")
         time.sleep(3 * 2)  # three of the harness's 2-second poll intervals
-        return first if first == factor(kube, rollout_gpu, "decode") else None
+        return first if first == calibration(kube).get("status", {}).get("factors") else None
 
-    learned = wait_for(settled, 60, what="the GPUCalibration's status to settle")
+    learned = {(f["gpu"], f["phase"]): f for f in wait_for(settled, 60, what="the GPUCalibration's status to settle")}
     kube("delete", "rljob", "tiny", "--wait=false")  # its GPUs go to the next job
     wait_for(lambda: not kube.pods("tiny"), 90, what="the first job's pods to go away")
     operator.kill(signal.SIGTERM)
@@ -191,8 +192,11 @@ def test_calibration_learns_announces_honours_pins_and_survives_a_restart(
     after = wait_for(lambda: (kube.status("tiny-after").get("calibration") or {}).get("factors"), 90,
                      what="the new job's calibrated factors")
     cells = {(f["gpu"], f["phase"]): f["factor"] for f in after}
-    assert cells.get((trainer_gpu, "train")) == 7.0
-    new_rollout = pod_env(kube, "tiny-after", "rollout")["HEXRL_GPU_TYPE"]
-    if new_rollout == rollout_gpu:
-        assert cells[(rollout_gpu, "decode")] == pytest.approx(learned["factor"], rel=1e-3)
-    assert factor(kube, rollout_gpu, "decode")["used"] >= learned["used"]  # the window was not wiped
+    assert cells.get((trainer_gpu, "train")) == 7.0  # the pin, read back from the object
+    for (gpu, phase), f in learned.items():  # every learned factor of the new plan's types is what was stored
+        if (gpu, phase) in cells and not f["pinned"]:
+            assert cells[(gpu, phase)] == pytest.approx(f["factor"], rel=1e-3)
+    stored = {(f["gpu"], f["phase"]): f for f in calibration(kube)["status"]["factors"]}
+    assert all(stored[c]["used"] >= f["used"] for c, f in learned.items())  # the windows were not wiped
+    # the fit behind the pin survived too: rebuilt from the stored window of observations
+    assert stored[(trainer_gpu, "train")]["fitted"] == pytest.approx(learned[(trainer_gpu, "train")]["fitted"], rel=1e-6)
