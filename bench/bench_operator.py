@@ -51,6 +51,7 @@ import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +249,72 @@ def off_plan(pods: dict[str, list[dict]]) -> tuple[int, int]:
     return off, placed
 
 
+def trainer_uids(pods: dict[str, list[dict]]) -> dict[str, list[str]]:
+    """Per job, the sorted uids of its trainer pods (a changed list means the trainer gang restarted)."""
+    return {k: sorted(p["metadata"]["uid"] for p in ps if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer")
+            for k, ps in pods.items()}
+
+
+@dataclass
+class PhaseState:
+    """What the steps of one phase share: the observer, the jobs applied, and what has been measured so far."""
+
+    obs: Observer
+    docs: list[dict] = field(default_factory=list)
+    cpu0: dict[str, float] = field(default_factory=dict)
+    """CPU seconds of each process just before the jobs were created."""
+    start: float = 0.0
+    """When the jobs started to be created (monotonic)."""
+    applied: dict[str, float] = field(default_factory=dict)
+    """Job → when its RLJob was created (monotonic)."""
+    done: dict[str, float] = field(default_factory=dict)
+    """Job → seconds from its creation until all its planned pods existed."""
+    infeasible: set[str] = field(default_factory=set)
+    m_apply: dict[str, float] = field(default_factory=dict)
+    """The operator's metrics once every job was planned (or the wait gave up)."""
+    m_idle0: dict[str, float] = field(default_factory=dict)
+    """The operator's metrics just before the node noise."""
+    m_idle1: dict[str, float] = field(default_factory=dict)
+    """The operator's metrics just after the node noise, before any node is deleted."""
+    m_end: dict[str, float] = field(default_factory=dict)
+    """The operator's metrics once the replacement is over."""
+    rss_apply: float = float("nan")
+    rss_replace: float = float("nan")
+    nodes: list[dict] = field(default_factory=list)
+    """The nodes as listed before any was deleted."""
+    victims: set[str] = field(default_factory=set)
+    affected: set[str] = field(default_factory=set)
+    """The jobs with a pod on a deleted node."""
+    trainers_before: dict[str, list[str]] = field(default_factory=dict)
+    replaced: dict[str, float] = field(default_factory=dict)
+    """Affected job → seconds from the deletion until it had all its pods again, none on a deleted node."""
+    restarted: int = 0
+
+    def results(self) -> dict[str, Any]:
+        """The phase's measurements, as `report` prints them."""
+        passes = total(self.m_end, "hexrl_operator_reconciles_total")
+        reqs = total(self.m_end, "hexrl_operator_api_requests_total")
+        first_passes = total(self.m_apply, "hexrl_operator_reconciles_total")
+        first_reqs = total(self.m_apply, "hexrl_operator_api_requests_total")
+        repl_passes = passes - total(self.m_idle1, "hexrl_operator_reconciles_total")
+        repl_reqs = reqs - total(self.m_idle1, "hexrl_operator_api_requests_total")
+        idle_passes = (total(self.m_idle1, "hexrl_operator_reconciles_total")
+                       - total(self.m_idle0, "hexrl_operator_reconciles_total"))
+        apply_times, replaced = list(self.done.values()), list(self.replaced.values())
+        return {
+            "apply_p50": pct(apply_times, 50), "apply_p99": pct(apply_times, 99),
+            "replace_p50": pct(replaced, 50), "replace_p99": pct(replaced, 99),
+            "rss_apply": self.rss_apply, "rss_replace": self.rss_replace,
+            "planned": len(self.done), "infeasible": len(self.infeasible), "jobs": len(self.docs),
+            "affected": len(self.affected), "replaced": len(self.replaced), "victims": len(self.victims),
+            "trainers_restarted": self.restarted,
+            "req_per_pass": reqs / max(passes, 1), "req_first": first_reqs / max(first_passes, 1),
+            "req_replace": repl_reqs / max(repl_passes, 1), "passes": passes, "idle_passes": idle_passes,
+            "planner_calls": total(self.m_end, "hexrl_replans_total"),
+            "conflicts": self.m_end.get('hexrl_operator_errors_total{reason="PlanConflict"}', 0.0),
+        }
+
+
 class Phase:
     """One planning mode on the running cluster: operator up, 20 jobs, noise, node loss, clean-up."""
 
@@ -301,131 +368,137 @@ class Phase:
                 self.op.wait(timeout=10)
 
     def run(self) -> dict[str, Any]:
-        cluster, op = self.cluster, self.op
-        assert op is not None
-        obs = Observer(cluster)
+        """Apply the jobs, send node noise, delete spot nodes, clean up; returns the phase's measurements."""
+        assert self.op is not None
+        st = PhaseState(Observer(self.cluster))
+        # reseeded in every phase, so every mode gets the same job budgets and draws its victims the same way
         random.seed(0)
-        docs = []
+        st.docs = self._job_docs()
+        self._create_jobs(st)
+        self._wait_planned(st)
+        self._after_apply(st)
+        self._node_noise(st)
+        self._pick_victims(st)
+        self._delete_victims(st)
+        self._after_replacement(st)
+        st.obs.close()
+        self.cleanup(st.victims)
+        return st.results()
+
+    def _job_docs(self) -> list[dict]:
+        """Create the namespaces; the RLJobs to apply, spread over 4 namespaces, each with a random budget."""
         for ns in sorted({f"bench-{i % 4}" for i in range(self.jobs)}):
-            cluster.kubectl("create", "namespace", ns, check=False)
-        for i in range(self.jobs):
-            ns = f"bench-{i % 4}"
-            job = rljob(f"job-{i}", namespace=ns, model__source={"uri": "s3://models/qwen2.5-1.5b"},
-                        budget__maxCostPerHour=random.choice([40, 60, 80, 120]))
-            docs.append(job)
-        applied: dict[str, float] = {}
-        cpu0 = component_cpu(cluster, op.pid)
-        start = time.monotonic()
+            self.cluster.kubectl("create", "namespace", ns, check=False)
+        return [rljob(f"job-{i}", namespace=f"bench-{i % 4}", model__source={"uri": "s3://models/qwen2.5-1.5b"},
+                      budget__maxCostPerHour=random.choice([40, 60, 80, 120]))
+                for i in range(self.jobs)]
+
+    def _create_jobs(self, st: PhaseState) -> None:
+        """POST every RLJob (8 at once), noting when each was created and the CPU counters before."""
+        cluster = self.cluster
+        assert self.op is not None
+        st.cpu0 = component_cpu(cluster, self.op.pid)
+        st.start = time.monotonic()
 
         def create(job: dict) -> None:
             m = job["metadata"]
             cluster.api("POST", f"/apis/hexrl.dev/v1alpha1/namespaces/{m['namespace']}/rljobs", job)
-            applied[f"{m['namespace']}/{m['name']}"] = time.monotonic()
+            st.applied[f"{m['namespace']}/{m['name']}"] = time.monotonic()
 
         wall0 = time.time()
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(create, docs))
-        print(f"{self.mode}: {len(docs)} RLJobs created between {time.strftime('%H:%M:%S', time.localtime(wall0))}"
+            list(pool.map(create, st.docs))
+        print(f"{self.mode}: {len(st.docs)} RLJobs created between {time.strftime('%H:%M:%S', time.localtime(wall0))}"
               f".{int(wall0 % 1 * 1000):03d} and +{time.time() - wall0:.2f} s (see the operator log)", flush=True)
-        done: dict[str, float] = {}
-        infeasible: set[str] = set()
-        while len(done) + len(infeasible) < len(docs) and time.monotonic() - start < 240:
-            now = obs.wait()
-            jobs, pods = obs.snapshot()
+
+    def _wait_planned(self, st: PhaseState) -> None:
+        """Until every job has all its planned pods or is infeasible (at most 240 s): time each job's apply."""
+        while len(st.done) + len(st.infeasible) < len(st.docs) and time.monotonic() - st.start < 240:
+            now = st.obs.wait()
+            jobs, pods = st.obs.snapshot()
             for key, job in jobs.items():
-                if key in done or key in infeasible:
+                if key in st.done or key in st.infeasible:
                     continue
                 conds = {c["type"]: c for c in (job.get("status") or {}).get("conditions", [])}
                 if conds.get("Planned", {}).get("status") == "False":
-                    infeasible.add(key)
+                    st.infeasible.add(key)
                     continue
                 want = expected_pods(job)
                 if want is not None and len(pods.get(key, [])) >= want:
-                    done[key] = now - applied[key]
-        apply_times = list(done.values())
+                    st.done[key] = now - st.applied[key]
+
+    def _after_apply(self, st: PhaseState) -> None:
+        """Print the apply times and the CPU used meanwhile; keep the children, metrics, RSS; print off-plan pods."""
+        assert self.op is not None
+        apply_times = list(st.done.values())
         print(f"{self.mode}: apply → all children, per job (s): " + " ".join(f"{t:.1f}" for t in sorted(apply_times)),
               flush=True)
-        self.children = capture_children(cluster)
+        self.children = capture_children(self.cluster)
         wall = max(apply_times, default=0.0)
-        cpu1 = component_cpu(cluster, op.pid)
-        cpu = {k: cpu1[k] - cpu0.get(k, 0.0) for k in cpu1}
-        print(f"{self.mode}: CPU seconds while the {len(docs)} jobs were created ({wall:.1f} s wall, 2 cores = "
+        cpu1 = component_cpu(self.cluster, self.op.pid)
+        cpu = {k: cpu1[k] - st.cpu0.get(k, 0.0) for k in cpu1}
+        print(f"{self.mode}: CPU seconds while the {len(st.docs)} jobs were created ({wall:.1f} s wall, 2 cores = "
               f"{2 * wall:.1f} CPU-s): " + ", ".join(f"{k} {v:.1f}" for k, v in sorted(cpu.items(), key=lambda kv: -kv[1])),
               flush=True)
-        m1 = metrics(self.mport)
-        rss1 = rss_mb(op.pid)
-        off, placed = off_plan(obs.snapshot()[1])
+        st.m_apply = metrics(self.mport)
+        st.rss_apply = rss_mb(self.op.pid)
+        off, placed = off_plan(st.obs.snapshot()[1])
         print(f"{self.mode}: {placed} rollout pods scheduled, {off} of them not on the node their plan named", flush=True)
 
-        # ------------------------------------------------------------ node events the planner does not see
+    def _node_noise(self, st: PhaseState) -> None:
+        """Annotate 200 nodes (events the planner does not see), with the operator's counters before and after."""
+        cluster = self.cluster
         time.sleep(3)
-        m_idle0 = metrics(self.mport)
-        nodes_json = cluster.api("GET", "/api/v1/nodes")["items"]
-        touched = [n["metadata"]["name"] for n in nodes_json[:200]]
+        st.m_idle0 = metrics(self.mport)
+        st.nodes = cluster.api("GET", "/api/v1/nodes")["items"]
+        touched = [n["metadata"]["name"] for n in st.nodes[:200]]
         with ThreadPoolExecutor(8) as pool:  # kubelet-style heartbeat noise: an annotation, not a label
             list(pool.map(lambda n: cluster.api("PATCH", f"/api/v1/nodes/{n}",
                                                 {"metadata": {"annotations": {"bench/heartbeat": str(time.time())}}}),
                           touched))
         time.sleep(4)
-        m_idle1 = metrics(self.mport)
+        st.m_idle1 = metrics(self.mport)
 
-        # ------------------------------------------------------------ delete 20 % of the spot nodes at once
-        spot = [n["metadata"]["name"] for n in nodes_json if n["metadata"]["labels"].get("hexrl.dev/spot") == "true"]
-        jobs, pods = obs.snapshot()
+    def _pick_victims(self, st: PhaseState) -> None:
+        """Draw 20 % of the spot nodes to delete; note the jobs they hit and those jobs' trainer pods."""
+        spot = [n["metadata"]["name"] for n in st.nodes if n["metadata"]["labels"].get("hexrl.dev/spot") == "true"]
+        _, pods = st.obs.snapshot()
         # 20 % of the spot nodes, drawn stratified: 20 % of those running the jobs' pods and 20 % of the
         # others (as likely as a uniform draw, but a reclaim that misses every job would measure nothing)
         busy = sorted({p["spec"].get("nodeName") for ps in pods.values() for p in ps} & set(spot))
         rest = [n for n in spot if n not in set(busy)]
-        victims = set(random.sample(busy, max(1, round(len(busy) / 5)) if busy else 0))
-        victims |= set(random.sample(rest, max(0, len(spot) // 5 - len(victims))))
-        trainers_before = {k: sorted(p["metadata"]["uid"] for p in ps if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer")
-                           for k, ps in pods.items()}
-        affected = {k for k, ps in pods.items() if any(p["spec"].get("nodeName") in victims for p in ps)}
-        on_victims = sum(p["spec"].get("nodeName") in victims for ps in pods.values() for p in ps)
-        print(f"{self.mode}: deleting {len(victims)} spot nodes; {on_victims} of {sum(map(len, pods.values()))} "
-              f"pods of {len(affected)} jobs run there", flush=True)
+        st.victims = set(random.sample(busy, max(1, round(len(busy) / 5)) if busy else 0))
+        st.victims |= set(random.sample(rest, max(0, len(spot) // 5 - len(st.victims))))
+        st.trainers_before = trainer_uids(pods)
+        st.affected = {k for k, ps in pods.items() if any(p["spec"].get("nodeName") in st.victims for p in ps)}
+        on_victims = sum(p["spec"].get("nodeName") in st.victims for ps in pods.values() for p in ps)
+        print(f"{self.mode}: deleting {len(st.victims)} spot nodes; {on_victims} of {sum(map(len, pods.values()))} "
+              f"pods of {len(st.affected)} jobs run there", flush=True)
+
+    def _delete_victims(self, st: PhaseState) -> None:
+        """Delete the drawn nodes at once; time until each hit job has all its pods again, none on them (≤ 120 s)."""
         t_del = time.monotonic()
         with ThreadPoolExecutor(16) as pool:
-            list(pool.map(lambda n: cluster.api("DELETE", f"/api/v1/nodes/{n}"), sorted(victims)))
+            list(pool.map(lambda n: self.cluster.api("DELETE", f"/api/v1/nodes/{n}"), sorted(st.victims)))
         deleted_at = time.monotonic()
-        replaced: dict[str, float] = {}
-        while len(replaced) < len(affected) and time.monotonic() - t_del < 120:
-            now = obs.wait()
-            jobs, pods = obs.snapshot()
-            for key in affected - set(replaced):
+        while len(st.replaced) < len(st.affected) and time.monotonic() - t_del < 120:
+            now = st.obs.wait()
+            jobs, pods = st.obs.snapshot()
+            for key in st.affected - set(st.replaced):
                 want = expected_pods(jobs[key])
                 ps = pods.get(key, [])
-                if want is not None and len(ps) >= want and not any(p["spec"].get("nodeName") in victims for p in ps):
-                    replaced[key] = max(0.0, now - deleted_at)
-        time.sleep(2)
-        jobs, pods = obs.snapshot()
-        trainers_after = {k: sorted(p["metadata"]["uid"] for p in ps if p["metadata"]["labels"].get("hexrl.dev/role") == "trainer")
-                          for k, ps in pods.items()}
-        restarted = sum(1 for k in affected if trainers_after.get(k) != trainers_before.get(k))
-        m2 = metrics(self.mport)
-        rss2 = rss_mb(op.pid)
+                if want is not None and len(ps) >= want and not any(p["spec"].get("nodeName") in st.victims for p in ps):
+                    st.replaced[key] = max(0.0, now - deleted_at)
 
-        passes = total(m2, "hexrl_operator_reconciles_total")
-        reqs = total(m2, "hexrl_operator_api_requests_total")
-        first_passes = total(m1, "hexrl_operator_reconciles_total")
-        first_reqs = total(m1, "hexrl_operator_api_requests_total")
-        repl_passes = passes - total(m_idle1, "hexrl_operator_reconciles_total")
-        repl_reqs = reqs - total(m_idle1, "hexrl_operator_api_requests_total")
-        idle_passes = total(m_idle1, "hexrl_operator_reconciles_total") - total(m_idle0, "hexrl_operator_reconciles_total")
-        obs.close()
-        self.cleanup(victims)
-        return {
-            "apply_p50": pct(apply_times, 50), "apply_p99": pct(apply_times, 99),
-            "replace_p50": pct(list(replaced.values()), 50), "replace_p99": pct(list(replaced.values()), 99),
-            "rss_apply": rss1, "rss_replace": rss2,
-            "planned": len(done), "infeasible": len(infeasible), "jobs": len(docs),
-            "affected": len(affected), "replaced": len(replaced), "victims": len(victims),
-            "trainers_restarted": restarted,
-            "req_per_pass": reqs / max(passes, 1), "req_first": first_reqs / max(first_passes, 1),
-            "req_replace": repl_reqs / max(repl_passes, 1), "passes": passes, "idle_passes": idle_passes,
-            "planner_calls": total(m2, "hexrl_replans_total"),
-            "conflicts": m2.get('hexrl_operator_errors_total{reason="PlanConflict"}', 0.0),
-        }
+    def _after_replacement(self, st: PhaseState) -> None:
+        """Count the hit jobs whose trainer pods changed; keep the final metrics and RSS."""
+        assert self.op is not None
+        time.sleep(2)
+        _, pods = st.obs.snapshot()
+        trainers_after = trainer_uids(pods)
+        st.restarted = sum(1 for k in st.affected if trainers_after.get(k) != st.trainers_before.get(k))
+        st.m_end = metrics(self.mport)
+        st.rss_replace = rss_mb(self.op.pid)
 
     def cleanup(self, victims: set[str]) -> None:
         """Delete the jobs (the operator removes its finalizers; GC removes the children), re-create the

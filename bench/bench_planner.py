@@ -14,8 +14,8 @@ from pathlib import Path
 
 import yaml
 
-from hexrl.api.models import RLJob
-from hexrl.sched import Cluster, NodeInfo, Plan, PoolInfo, plan, replan
+from hexrl.api.models import RLJob, RLJobSpec
+from hexrl.sched import Cluster, NodeInfo, Plan, PlanResult, PoolInfo, plan, replan
 from hexrl.sched.searchspace import build_search_space
 from hexrl.sched.settings import PlannerSettings
 from hexrl.sched.strategy_search import solve
@@ -89,47 +89,65 @@ def operator_jobs() -> None:
           f"sum {sum(r[0] for r in rows) * 1e3:.0f} ms vs {sum(r[1] for r in rows) * 1e3:.0f} ms")
 
 
-def main() -> None:
-    operator_jobs()
-    j7 = job("manifests/examples/rljob-7b.yaml")
-    print("== plan() wall time, median of 5 (with homogeneous baselines); 7B job; large clusters: 25 GB/s between pools")
-    sizes = {
+BUDGETS = {"56 GPUs / 2 types": 180, "1,024 GPUs / 6 types": 2500, "10,240 GPUs / 8 types": 25000}
+"""$/h per cluster size of the wall-time runs."""
+# A bigger cluster runs a bigger batch: the staleness gate admits (η+1)·batch trajectories in flight.
+PROMPTS = {"56 GPUs / 2 types": 64, "1,024 GPUs / 6 types": 512, "10,240 GPUs / 8 types": 4096}
+
+
+def sized_clusters() -> dict[str, Cluster]:
+    """The three cluster sizes of the wall-time runs (the large ones with 25 GB/s between pools)."""
+    return {
         "56 GPUs / 2 types": cluster([("h800", "H800", 3, False), ("h20", "H20", 4, True)]),
         "1,024 GPUs / 6 types": cluster([(f"p{i}", g, 128 // 6 + (1 if i < 128 % 6 else 0), i % 2 == 1)
                                          for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200"])], inter_pool_gbps=25),
         "10,240 GPUs / 8 types": cluster([(f"p{i}", g, 160, i % 2 == 1)
                                           for i, g in enumerate(["H800", "H20", "H100", "A100-80G", "L40S", "H200", "MI300X", "A100-40G"])], inter_pool_gbps=25),
     }
-    budgets = {"56 GPUs / 2 types": 180, "1,024 GPUs / 6 types": 2500, "10,240 GPUs / 8 types": 25000}
-    # A bigger cluster runs a bigger batch: the staleness gate admits (η+1)·batch trajectories in flight.
-    prompts = {"56 GPUs / 2 types": 64, "1,024 GPUs / 6 types": 512, "10,240 GPUs / 8 types": 4096}
-    plans = {}
-    for name, cl in sizes.items():
-        jb = j7.model_copy(update={"budget": j7.budget.model_copy(update={"max_cost_per_hour": budgets[name]}),
+
+
+SizedPlans = dict[str, tuple[RLJobSpec, Cluster, PlanResult]]
+"""Per cluster size: the job planned, the cluster and the plan."""
+
+
+def plan_wall_times(j7: RLJobSpec) -> SizedPlans:
+    """Time plan() on each cluster size, with and without baselines; returns {size: (job, cluster, plan)}."""
+    print("== plan() wall time, median of 5 (with homogeneous baselines); 7B job; large clusters: 25 GB/s between pools")
+    plans: SizedPlans = {}
+    for name, cl in sized_clusters().items():
+        jb = j7.model_copy(update={"budget": j7.budget.model_copy(update={"max_cost_per_hour": BUDGETS[name]}),
                                    "placement": j7.placement.model_copy(update={"gpu_types": None}),
-                                   "algorithm": j7.algorithm.model_copy(update={"prompts_per_step": prompts[name]})})
+                                   "algorithm": j7.algorithm.model_copy(update={"prompts_per_step": PROMPTS[name]})})
         t, p = median_time(lambda cl=cl, jb=jb: plan(jb, cl))
         t0, _ = median_time(lambda cl=cl, jb=jb: plan(jb, cl, PlannerSettings(compute_baselines=False)))
         plans[name] = (jb, cl, p)
         gpus = sum(n.gpus for n in cl.nodes)
         desc = f"{p.tokens_per_second:,.0f} tok/s, ${p.cost_per_hour:,.0f}/h, {p.gpus} GPUs used, {p.solver_status}" if isinstance(p, Plan) else p.message
-        print(f"  {name:24} ({gpus} GPUs, {prompts[name]} prompts/step): {t * 1e3:8.1f} ms  (without baselines {t0 * 1e3:7.1f} ms)  {desc}")
+        print(f"  {name:24} ({gpus} GPUs, {PROMPTS[name]} prompts/step): {t * 1e3:8.1f} ms  (without baselines {t0 * 1e3:7.1f} ms)  {desc}")
+    return plans
 
+
+def replan_after_node_loss(plans: SizedPlans) -> None:
+    """replan() vs a full plan() once one spot node of the 1,024-GPU plan is gone."""
     print("== replan() after one spot node disappears, 1,024 GPUs, median of 5")
     jb, cl, p = plans["1,024 GPUs / 6 types"]
-    if isinstance(p, Plan):
-        victim = next((r.nodes[0] for r in p.replicas if r.spot), p.replicas[0].nodes[0])
-        after = replace(cl, nodes=tuple(n for n in cl.nodes if n.name != victim))
-        fast = PlannerSettings(compute_baselines=False)
-        t, q = median_time(lambda: replan(jb, after, p, fast))
-        tf, full = median_time(lambda: plan(jb, after, fast))
-        if isinstance(q, Plan) and isinstance(full, Plan):
-            moved = sum(1 for c in q.changes if c.kind in ("added", "removed", "moved"))
-            print(f"  replan {t * 1e3:.1f} ms vs full plan {tf * 1e3:.1f} ms (ratio {tf / t:.1f}x); "
-                  f"throughput {q.tokens_per_second:,.0f} vs {full.tokens_per_second:,.0f} tok/s "
-                  f"({q.tokens_per_second / full.tokens_per_second:.4f}); {moved} change lines; trainer "
-                  f"{'kept' if q.trainer.nodes == p.trainer.nodes else 'moved'}")
+    if not isinstance(p, Plan):
+        return
+    victim = next((r.nodes[0] for r in p.replicas if r.spot), p.replicas[0].nodes[0])
+    after = replace(cl, nodes=tuple(n for n in cl.nodes if n.name != victim))
+    fast = PlannerSettings(compute_baselines=False)
+    t, q = median_time(lambda: replan(jb, after, p, fast))
+    tf, full = median_time(lambda: plan(jb, after, fast))
+    if isinstance(q, Plan) and isinstance(full, Plan):
+        moved = sum(1 for c in q.changes if c.kind in ("added", "removed", "moved"))
+        print(f"  replan {t * 1e3:.1f} ms vs full plan {tf * 1e3:.1f} ms (ratio {tf / t:.1f}x); "
+              f"throughput {q.tokens_per_second:,.0f} vs {full.tokens_per_second:,.0f} tok/s "
+              f"({q.tokens_per_second / full.tokens_per_second:.4f}); {moved} change lines; trainer "
+              f"{'kept' if q.trainer.nodes == p.trainer.nodes else 'moved'}")
 
+
+def same_budget() -> None:
+    """Throughput of a mixed H800 + H20 cluster vs all-H800 and all-H20 ones at one budget, per model size."""
     print("== same budget: 24 H800 + 24 H20 vs 32 H800 vs 88 H20 (catalog on-demand prices)")
     hetero = cluster([("h800", "H800", 3, False), ("h20", "H20", 3, False)])
     h800 = cluster([("h800", "H800", 4, False)])
@@ -146,6 +164,9 @@ def main() -> None:
             parts.append(f"vs {n} {tps[n]:,.0f} ({tps['hetero'] / tps[n]:.2f}x)" if tps[n] else f"vs {n} infeasible")
         print(f"  {label:5} budget ${budget:.2f}/h: hetero {tps['hetero']:,.0f} tok/s  " + "  ".join(parts))
 
+
+def highs_vs_cbc(plans: SizedPlans) -> None:
+    """Solve time and objective of HiGHS and CBC on the MILPs of the wall-time runs."""
     print("== HiGHS vs CBC on the same MILPs (solve only, median of 5)")
     for label, (jb, cl, _) in plans.items():
         built = build_search_space(jb, cl, PlannerSettings())
@@ -156,6 +177,16 @@ def main() -> None:
         (_, th, oh, nh), (_, tc, oc, nc) = row
         print(f"  {label:24} HiGHS {th * 1e3:8.1f} ms ({nh} MILPs) obj {oh:,.0f}  |  CBC {tc * 1e3:8.1f} ms ({nc} MILPs) "
               f"obj {oc:,.0f}  |  CBC/HiGHS time {tc / th:.1f}x, objective ratio {oc / oh if oh else 0:.4f}")
+
+
+def main() -> None:
+    """Every planner measurement but the simulator comparison, in order."""
+    operator_jobs()
+    j7 = job("manifests/examples/rljob-7b.yaml")
+    plans = plan_wall_times(j7)
+    replan_after_node_loss(plans)
+    same_budget()
+    highs_vs_cbc(plans)
 
 
 def gate_agreement() -> None:

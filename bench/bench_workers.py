@@ -21,11 +21,19 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from hexrl.api.jobtokens import derive_tokens, encode_digests
+
+if TYPE_CHECKING:
+    import requests
+
+    from hexrl.api.models import RLJobSpec
+    from hexrl_workers.protocol import WorkItem
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -200,12 +208,18 @@ def bench_relay(nbytes: int, workers: int = 8) -> None:
 # ------------------------------------------------------------------------------------------ 4. ingest
 
 
-def bench_ingest(n: int, per_request: int = 500) -> None:
-    import requests
+@dataclass
+class _Coordinator:
+    """A coordinator process started for the bench, and a client session that presents the bench's token."""
 
+    process: subprocess.Popen[bytes]
+    url: str
+    session: requests.Session
+
+
+def _ingest_spec() -> RLJobSpec:
+    """The tiny job's spec with groups of 2 and a batch and lag large enough that dispatch never waits."""
     from hexrl.api.models import RLJob
-    from hexrl.api.workerconfig import WorkerConfig, render_worker_config
-    from hexrl_workers.protocol import Trajectory, TrajectoryBatchIn, WorkResponse
 
     job = RLJob.model_validate(yaml.safe_load((REPO / "manifests/examples/rljob-tiny.yaml").read_text()))
     spec = job.spec
@@ -213,54 +227,95 @@ def bench_ingest(n: int, per_request: int = 500) -> None:
     spec.algorithm.prompts_per_step = 2048
     spec.algorithm.total_steps = None
     spec.staleness.max_policy_lag = 64
+    return spec
+
+
+def _start_coordinator(spec: RLJobSpec) -> _Coordinator:
+    """Start `python -m hexrl_workers coordinator` for `spec` on a free local port."""
+    import requests
+
+    from hexrl.api.workerconfig import WorkerConfig, render_worker_config
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    tmp = Path(tempfile.mkdtemp())
-    cfg = tmp / "config.yaml"
+    cfg = Path(tempfile.mkdtemp()) / "config.yaml"
     cfg.write_text(render_worker_config(WorkerConfig(job="bench", spec=spec, coordinator_url="x", weights_url="y")))
     env = {**os.environ, "HEXRL_CONFIG": str(cfg), "HEXRL_TOKEN_DIGESTS": DIGESTS, "HEXRL_PORT": str(port),
            "HEXRL_LOG_LEVEL": "WARNING"}
     p = subprocess.Popen([PY, "-m", "hexrl_workers", "coordinator"], env=env)
     sess = requests.Session()
     sess.headers["Authorization"] = f"Bearer {TOKEN}"
-    url = f"http://127.0.0.1:{port}"
+    return _Coordinator(p, f"http://127.0.0.1:{port}", sess)
+
+
+def _wait_healthy(coord: _Coordinator) -> None:
+    """Poll /healthz until the coordinator answers (at most about a minute)."""
+    import requests
+
+    for _ in range(600):
+        try:
+            coord.session.get(coord.url + "/healthz", timeout=1)
+            break
+        except requests.RequestException:
+            time.sleep(0.1)
+
+
+def _dispatch(coord: _Coordinator, n: int) -> tuple[list[WorkItem], float]:
+    """Take work items until they make `n` trajectories (or none are left); returns them and the seconds taken."""
+    from hexrl_workers.protocol import WorkResponse
+
+    items: list[WorkItem] = []
+    t0 = time.perf_counter()
+    while 2 * len(items) < n:
+        r = coord.session.post(coord.url + "/v1/work", json={"workerId": "bench", "maxItems": 1024}, timeout=60)
+        got = WorkResponse.model_validate_json(r.content).items
+        if not got:
+            break
+        items.extend(got)
+    return items, time.perf_counter() - t0
+
+
+def _trajectory_bodies(items: list[WorkItem], per_request: int) -> list[str]:
+    """Two small trajectories per work item, serialised `per_request` to a request body ahead of timing."""
+    from hexrl_workers.protocol import Trajectory, TrajectoryBatchIn
+
+    bodies = []
+    samples = [(it, k) for it in items for k in range(2)]
+    for k in range(0, len(samples), per_request):
+        trajs = [Trajectory(item_id=it.item_id, epoch=it.epoch, group_id=it.group_id, group_size=2, sample_index=j,
+                            prompt_id=it.prompt.prompt_id, prompt_tokens=[1, 5, 6, 7], tokens=[8, 2],
+                            logprobs=[-0.5, -0.1], versions=[0, 0], reward=1.0)
+                 for it, j in samples[k:k + per_request]]
+        bodies.append(TrajectoryBatchIn(trajectories=trajs).model_dump_json(by_alias=True))
+    return bodies
+
+
+def _post_trajectories(coord: _Coordinator, bodies: list[str]) -> tuple[int, float]:
+    """POST the bodies one after the other; returns the trajectories accepted and the seconds taken."""
+    t0 = time.perf_counter()
+    accepted = 0
+    for body in bodies:
+        r = coord.session.post(coord.url + "/v1/trajectories", data=body,
+                               headers={"Content-Type": "application/json"}, timeout=60)
+        accepted += r.json()["accepted"]
+    return accepted, time.perf_counter() - t0
+
+
+def bench_ingest(n: int, per_request: int = 500) -> None:
+    """Work dispatch and trajectory ingest rates of a real coordinator process, for `n` trajectories."""
+    coord = _start_coordinator(_ingest_spec())
     try:
-        for _ in range(600):
-            try:
-                sess.get(url + "/healthz", timeout=1)
-                break
-            except requests.RequestException:
-                time.sleep(0.1)
-        items = []
-        t0 = time.perf_counter()
-        while 2 * len(items) < n:
-            r = sess.post(url + "/v1/work", json={"workerId": "bench", "maxItems": 1024}, timeout=60)
-            got = WorkResponse.model_validate_json(r.content).items
-            if not got:
-                break
-            items.extend(got)
-        t_dispatch = time.perf_counter() - t0
-        bodies = []
-        samples = [(it, k) for it in items for k in range(2)]
-        for k in range(0, len(samples), per_request):
-            trajs = [Trajectory(item_id=it.item_id, epoch=it.epoch, group_id=it.group_id, group_size=2, sample_index=j,
-                                prompt_id=it.prompt.prompt_id, prompt_tokens=[1, 5, 6, 7], tokens=[8, 2],
-                                logprobs=[-0.5, -0.1], versions=[0, 0], reward=1.0)
-                     for it, j in samples[k:k + per_request]]
-            bodies.append(TrajectoryBatchIn(trajectories=trajs).model_dump_json(by_alias=True))
-        t0 = time.perf_counter()
-        accepted = 0
-        for body in bodies:
-            r = sess.post(url + "/v1/trajectories", data=body, headers={"Content-Type": "application/json"}, timeout=60)
-            accepted += r.json()["accepted"]
-        dt = time.perf_counter() - t0
+        _wait_healthy(coord)
+        items, t_dispatch = _dispatch(coord, n)
+        bodies = _trajectory_bodies(items, per_request)
+        accepted, dt = _post_trajectories(coord, bodies)
         print(f"  dispatch: {len(items)} work items (groups of 2) in {t_dispatch:.2f}s = {len(items) / t_dispatch:,.0f} items/s")
         print(f"  ingest: {accepted} trajectories ({per_request}/request) in {dt:.2f}s = {accepted / dt:,.0f} "
               "trajectories/s")
     finally:
-        p.terminate()
-        p.wait(10)
+        coord.process.terminate()
+        coord.process.wait(10)
 
 
 def main() -> None:

@@ -212,87 +212,95 @@ def operator_health() -> dict:
                      "Is the hexrl operator reconciling, how fast, and is the planner quick?", rows, per_job=False)
 
 
+def _job_throughput_row() -> tuple[str, list[Panel]]:
+    """Throughput and cost: planned vs observed tokens/s, cost, $ per million tokens, GPUs, scaling, progress."""
+    return (
+        "Throughput and cost",
+        [
+            Panel("Tokens/s: planned vs observed", [
+                Target(f"hexrl_job_planned_tokens_per_second{{{SEL}}}", "planned {{job}}"),
+                Target(f"sum by (namespace, job) (rate(hexrl_trained_tokens_total{{{SEL}}}[{RI}]))", "observed {{job}}"),
+            ], "Training-consumed tokens/s (prompt + response tokens of trained trajectories): the plan's prediction vs what the coordinator served to the trainer.",
+                "short", width=12),
+            Panel("Cost", [Target(f"hexrl_job_planned_cost_dollars_per_hour{{{SEL}}}", "{{job}}")],
+                  "Dollars per hour of all GPUs in the job's current plan.", "currencyUSD", width=6),
+            Panel("$ per million tokens", [Target(
+                f"hexrl_job_planned_cost_dollars_per_hour{{{SEL}}} / on (namespace, job) "
+                f"(3600 * sum by (namespace, job) (rate(hexrl_trained_tokens_total{{{SEL}}}[{RI}]))) * 1e6", "{{job}}")],
+                "Cost of the plan divided by the observed training throughput, per million tokens.", "currencyUSD", width=6),
+            Panel("GPUs planned", [Target(f"hexrl_job_planned_gpus{{{SEL}}}", "{{job}}")],
+                  "GPUs in the job's current plan (trainer + rollout).", "short", kind="stat", width=6, height=5),
+            Panel("Extra rollout replicas", [Target(
+                f"hexrl_job_extra_rollout_replicas{{{SEL}}} or on (namespace, job) (0 * hexrl_job_planned_gpus{{{SEL}}})",
+                "{{job}}")],
+                "Replicas added beyond the plan by live scaling because the trainer starved (0 until the first scaling step).",
+                "short", kind="stat", width=6, height=5),
+            Panel("Policy version", [Target(f"max by (namespace, job) (hexrl_policy_version{{{SEL}, role=\"coordinator\"}})", "{{job}}")],
+                  "Current policy version (trainer optimizer steps) as the coordinator tracks it.", "short", kind="stat", width=6, height=5),
+            Panel("Trained steps/min", [Target(f"60 * sum by (namespace, job) (rate(hexrl_trained_steps_total{{{SEL}}}[{RI}]))", "{{job}}")],
+                  "Trainer steps acknowledged per minute.", "short", kind="stat", width=6, height=5),
+        ]
+    )
+
+def _job_staleness_row() -> tuple[str, list[Panel]]:
+    """Staleness (η): the policy lag of trained samples against the bound in force, and its distribution."""
+    return (
+        "Staleness (η)",
+        [
+            Panel("Staleness of trained samples vs η", [
+                Target(_q(0.5, "hexrl_observed_staleness", "namespace, job, le", SEL), "p50 {{job}}"),
+                Target(_q(0.9, "hexrl_observed_staleness", "namespace, job, le", SEL), "p90 {{job}}"),
+                Target(f"max by (namespace, job) (hexrl_max_policy_lag{{{SEL}}})", "η {{job}}"),
+                Target(f"hexrl_job_observed_staleness{{{SEL}}}", "reported {{job}}"),
+            ], "Policy lag (trainer version minus behaviour version) of trained samples against the bound η in force.",
+                "short", width=12),
+            Panel("Staleness distribution", [Target(
+                f"sum by (le) (increase(hexrl_observed_staleness_bucket{{{SEL}}}[{RI}]))", "{{le}}")],
+                "Trained samples per policy-lag bucket (versions); everything should sit at or below η.",
+                "short", kind="heatmap", width=12),
+        ]
+    )
+
+def _job_trainer_row() -> tuple[str, list[Panel]]:
+    """Trainer and buffer: idle time, buffer, reward and loss, the gate and migration, step time, evaluation."""
+    return (
+        "Trainer and buffer",
+        [
+            Panel("Trainer idle fraction", [Target(
+                f"sum by (namespace, job) (rate(hexrl_trainer_idle_seconds_total{{{SEL}}}[{RI}]))", "{{job}}")],
+                "Fraction of wall time the trainer waited for a batch; high means rollout is the bottleneck.",
+                "percentunit", width=8),
+            Panel("Buffer depth", [
+                Target(f"sum by (namespace, job) (hexrl_buffer_depth{{{SEL}}})", "buffered {{job}}"),
+                Target(f"sum by (namespace, job) (hexrl_buffer_ready_groups{{{SEL}}})", "ready groups {{job}}"),
+                Target(f"sum by (namespace, job) (hexrl_inflight_trajectories{{{SEL}}})", "in flight {{job}}"),
+            ], "Trajectories received and not yet trained, complete groups ready, and work handed to rollout workers.",
+                "short", width=8),
+            Panel("Reward and loss", [
+                Target(f"max by (namespace, job) (hexrl_reward_mean{{{SEL}}})", "reward {{job}}"),
+                Target(f"max by (namespace, job) (hexrl_trainer_loss{{{SEL}}})", "loss {{job}}"),
+            ], "Mean reward of the last trained batch and the trainer's last loss.", "short", width=8),
+            Panel("Staleness gate and migration", [
+                Target(f"sum by (namespace, job) (rate(hexrl_gate_blocked_total{{{SEL}}}[{RI}]))", "gate blocked {{job}}"),
+                Target(f"sum by (namespace, job) (rate(hexrl_dropped_stale_total{{{SEL}}}[{RI}]))", "dropped stale {{job}}"),
+                Target(f"sum by (namespace, job) (rate(hexrl_partials_migrated_total{{{SEL}}}[{RI}]))", "partials migrated {{job}}"),
+            ], "Work requests refused by the staleness gate, trajectories dropped for exceeding η, and partial responses re-dispatched after a preemption.",
+                "ops", width=12),
+            Panel("Trainer step time", [
+                Target(_q(0.5, "hexrl_trainer_step_seconds", "namespace, job, le", SEL), "p50 {{job}}"),
+                Target(_q(0.99, "hexrl_trainer_step_seconds", "namespace, job, le", SEL), "p99 {{job}}"),
+            ], "Wall time of one optimizer step, excluding the wait for data.", "s", width=12),
+            Panel("Held-out evaluation", [
+                Target(f"max by (namespace, job) (hexrl_eval_greedy_accuracy{{{SEL}}})", "greedy accuracy {{job}}"),
+                Target(f"max by (namespace, job, k) (hexrl_eval_pass_at_k{{{SEL}}})", "pass@{{k}} {{job}}"),
+            ], "The latest held-out evaluation (spec.evaluation): share of prompts whose greedy answer is correct "
+               "(reward ≥ 0.5) and unbiased pass@k; a step in the line is a new evaluated version "
+               "(hexrl_eval_version).", "percentunit", width=24),
+        ]
+    )
+
 def job_overview() -> dict:
-    rows = [
-        (
-            "Throughput and cost",
-            [
-                Panel("Tokens/s: planned vs observed", [
-                    Target(f"hexrl_job_planned_tokens_per_second{{{SEL}}}", "planned {{job}}"),
-                    Target(f"sum by (namespace, job) (rate(hexrl_trained_tokens_total{{{SEL}}}[{RI}]))", "observed {{job}}"),
-                ], "Training-consumed tokens/s (prompt + response tokens of trained trajectories): the plan's prediction vs what the coordinator served to the trainer.",
-                    "short", width=12),
-                Panel("Cost", [Target(f"hexrl_job_planned_cost_dollars_per_hour{{{SEL}}}", "{{job}}")],
-                      "Dollars per hour of all GPUs in the job's current plan.", "currencyUSD", width=6),
-                Panel("$ per million tokens", [Target(
-                    f"hexrl_job_planned_cost_dollars_per_hour{{{SEL}}} / on (namespace, job) "
-                    f"(3600 * sum by (namespace, job) (rate(hexrl_trained_tokens_total{{{SEL}}}[{RI}]))) * 1e6", "{{job}}")],
-                    "Cost of the plan divided by the observed training throughput, per million tokens.", "currencyUSD", width=6),
-                Panel("GPUs planned", [Target(f"hexrl_job_planned_gpus{{{SEL}}}", "{{job}}")],
-                      "GPUs in the job's current plan (trainer + rollout).", "short", kind="stat", width=6, height=5),
-                Panel("Extra rollout replicas", [Target(
-                    f"hexrl_job_extra_rollout_replicas{{{SEL}}} or on (namespace, job) (0 * hexrl_job_planned_gpus{{{SEL}}})",
-                    "{{job}}")],
-                    "Replicas added beyond the plan by live scaling because the trainer starved (0 until the first scaling step).",
-                    "short", kind="stat", width=6, height=5),
-                Panel("Policy version", [Target(f"max by (namespace, job) (hexrl_policy_version{{{SEL}, role=\"coordinator\"}})", "{{job}}")],
-                      "Current policy version (trainer optimizer steps) as the coordinator tracks it.", "short", kind="stat", width=6, height=5),
-                Panel("Trained steps/min", [Target(f"60 * sum by (namespace, job) (rate(hexrl_trained_steps_total{{{SEL}}}[{RI}]))", "{{job}}")],
-                      "Trainer steps acknowledged per minute.", "short", kind="stat", width=6, height=5),
-            ],
-        ),
-        (
-            "Staleness (η)",
-            [
-                Panel("Staleness of trained samples vs η", [
-                    Target(_q(0.5, "hexrl_observed_staleness", "namespace, job, le", SEL), "p50 {{job}}"),
-                    Target(_q(0.9, "hexrl_observed_staleness", "namespace, job, le", SEL), "p90 {{job}}"),
-                    Target(f"max by (namespace, job) (hexrl_max_policy_lag{{{SEL}}})", "η {{job}}"),
-                    Target(f"hexrl_job_observed_staleness{{{SEL}}}", "reported {{job}}"),
-                ], "Policy lag (trainer version minus behaviour version) of trained samples against the bound η in force.",
-                    "short", width=12),
-                Panel("Staleness distribution", [Target(
-                    f"sum by (le) (increase(hexrl_observed_staleness_bucket{{{SEL}}}[{RI}]))", "{{le}}")],
-                    "Trained samples per policy-lag bucket (versions); everything should sit at or below η.",
-                    "short", kind="heatmap", width=12),
-            ],
-        ),
-        (
-            "Trainer and buffer",
-            [
-                Panel("Trainer idle fraction", [Target(
-                    f"sum by (namespace, job) (rate(hexrl_trainer_idle_seconds_total{{{SEL}}}[{RI}]))", "{{job}}")],
-                    "Fraction of wall time the trainer waited for a batch; high means rollout is the bottleneck.",
-                    "percentunit", width=8),
-                Panel("Buffer depth", [
-                    Target(f"sum by (namespace, job) (hexrl_buffer_depth{{{SEL}}})", "buffered {{job}}"),
-                    Target(f"sum by (namespace, job) (hexrl_buffer_ready_groups{{{SEL}}})", "ready groups {{job}}"),
-                    Target(f"sum by (namespace, job) (hexrl_inflight_trajectories{{{SEL}}})", "in flight {{job}}"),
-                ], "Trajectories received and not yet trained, complete groups ready, and work handed to rollout workers.",
-                    "short", width=8),
-                Panel("Reward and loss", [
-                    Target(f"max by (namespace, job) (hexrl_reward_mean{{{SEL}}})", "reward {{job}}"),
-                    Target(f"max by (namespace, job) (hexrl_trainer_loss{{{SEL}}})", "loss {{job}}"),
-                ], "Mean reward of the last trained batch and the trainer's last loss.", "short", width=8),
-                Panel("Staleness gate and migration", [
-                    Target(f"sum by (namespace, job) (rate(hexrl_gate_blocked_total{{{SEL}}}[{RI}]))", "gate blocked {{job}}"),
-                    Target(f"sum by (namespace, job) (rate(hexrl_dropped_stale_total{{{SEL}}}[{RI}]))", "dropped stale {{job}}"),
-                    Target(f"sum by (namespace, job) (rate(hexrl_partials_migrated_total{{{SEL}}}[{RI}]))", "partials migrated {{job}}"),
-                ], "Work requests refused by the staleness gate, trajectories dropped for exceeding η, and partial responses re-dispatched after a preemption.",
-                    "ops", width=12),
-                Panel("Trainer step time", [
-                    Target(_q(0.5, "hexrl_trainer_step_seconds", "namespace, job, le", SEL), "p50 {{job}}"),
-                    Target(_q(0.99, "hexrl_trainer_step_seconds", "namespace, job, le", SEL), "p99 {{job}}"),
-                ], "Wall time of one optimizer step, excluding the wait for data.", "s", width=12),
-                Panel("Held-out evaluation", [
-                    Target(f"max by (namespace, job) (hexrl_eval_greedy_accuracy{{{SEL}}})", "greedy accuracy {{job}}"),
-                    Target(f"max by (namespace, job, k) (hexrl_eval_pass_at_k{{{SEL}}})", "pass@{{k}} {{job}}"),
-                ], "The latest held-out evaluation (spec.evaluation): share of prompts whose greedy answer is correct "
-                   "(reward ≥ 0.5) and unbiased pass@k; a step in the line is a new evaluated version "
-                   "(hexrl_eval_version).", "percentunit", width=24),
-            ],
-        ),
-    ]
+    rows = [_job_throughput_row(), _job_staleness_row(), _job_trainer_row()]
     return dashboard("hexrl-job", "hexrl / Job overview",
                      "One or more RLJobs: planned vs observed throughput, cost, staleness against η, trainer and buffer.",
                      rows, per_job=True)

@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pytest
 
+from clusters import keep_requested, running_cluster
 from hexrl.api.crd import CRD_NAME, crd_yaml
-from hexrl.devcluster import DevCluster, DevClusterError
+from hexrl.devcluster import DevCluster
 
 ROOT = Path(__file__).resolve().parent.parent
 FOLDER_MARKERS = {"unit": "unit", "e2e": "e2e", "workers": "workers", "chart": "chart"}
@@ -57,19 +58,14 @@ def devcluster() -> Iterator[DevCluster]:
     if owner is not None and owner != os.getpid():
         # Another test session (e.g. a second terminal) owns that cluster: never share or stop it.
         name = f"{name}-{os.getpid()}"
-    cluster = DevCluster(name=name)
-    try:
-        cluster.up(inventory=SMALL_INVENTORY)
-        cluster.kubectl("apply", "-f", "-", input=crd_yaml())
-        cluster.wait_established(CRD_NAME)
-    except DevClusterError as e:
-        cluster.down(quiet=True)
-        pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
-    try:
+    with running_cluster(name, SMALL_INVENTORY, install_rljob_crd, keep=keep_requested()) as cluster:
         yield cluster
-    finally:
-        if os.environ.get("HEXRL_KEEP_TEST_CLUSTER") != "1":
-            cluster.down(quiet=True)
+
+
+def install_rljob_crd(cluster: DevCluster) -> None:
+    """The generated RLJob CRD, applied and Established."""
+    cluster.kubectl("apply", "-f", "-", input=crd_yaml())
+    cluster.wait_established(CRD_NAME)
 
 
 @pytest.fixture(scope="session")

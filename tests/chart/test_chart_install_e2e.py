@@ -32,6 +32,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +40,8 @@ import pytest
 import yaml
 from chartlib import CHART, ROOT, Prometheus, free_port, run, tool_env
 
-from hexrl.devcluster import DevCluster, DevClusterError
+from clusters import running_cluster
+from hexrl.devcluster import DevCluster
 from hexrl.devcluster.inventory import node_manifests, parse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -139,16 +141,8 @@ def job_manifest(name: str, *, parameters: float = 1.0e5) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[DevCluster]:
-    c = DevCluster(name="hexrl-chart")
-    try:
-        c.up(inventory=INVENTORY)
-    except DevClusterError as exc:
-        c.down(quiet=True)
-        pytest.fail(f"the local control plane did not start: {exc}", pytrace=False)
-    try:
+    with running_cluster("hexrl-chart", INVENTORY) as c:
         yield c
-    finally:
-        c.down(quiet=True)
 
 
 def all_objects(cluster: DevCluster) -> set[str]:
@@ -248,127 +242,190 @@ def concrete(expr: str) -> str:
     return (expr.replace("$__rate_interval", "1m").replace('"$namespace"', '".*"').replace('"$job"', '".*"'))
 
 
+@dataclass
+class Install:
+    """What the scenario's stages share: the cluster, helm's environment, the processes and their ports."""
+
+    cluster: DevCluster
+    helm: Path
+    helm_env: dict[str, str]
+    procs: Procs
+    folder: Path
+    metrics_port: int = field(default_factory=free_port)
+    health_port: int = field(default_factory=free_port)
+    coord_port: int = field(default_factory=free_port)
+    weights_port: int = field(default_factory=free_port)
+    relay_port: int = field(default_factory=free_port)
+    trainer_port: int = field(default_factory=free_port)
+
+    def fail_if_exited(self, name: str) -> None:
+        if not self.procs.alive(name):
+            pytest.fail(f"{name} exited:\n{self.procs.log(name)}")
+
+
 def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_home: dict[str, str], procs: Procs,
                                           start_prometheus: Callable[..., Prometheus], render: Any,
                                           tmp_path: Path) -> None:
-    helm_env = {**tool_env(helm), **helm_home, "KUBECONFIG": str(cluster.kubeconfig)}
+    env = {**tool_env(helm), **helm_home, "KUBECONFIG": str(cluster.kubeconfig)}
+    install = Install(cluster, helm, env, procs, tmp_path)
     for ns in (CHART_NS, JOB_NS):
         cluster.kubectl("create", "namespace", ns)
     before = all_objects(cluster)
 
-    # 1. helm install ------------------------------------------------------------------------------------
-    values = tmp_path / "values.yaml"
+    container = helm_install(install)                                   # 1.
+    start_operator(install, container)                                  # 2.
+    apply_jobs(install)
+    start_workers(install)                                              # 3.
+    (rule_obj,) = [o for o in render({"prometheusRule": {"enabled": True}}, extra=["--kube-version", "1.34.4"])
+                   if o["kind"] == "PrometheusRule"]
+    rollout_node, rollout_pool = spot_rollout_replica(install)          # 4.
+    new_gpu_type_joins_then_goes_away(install)
+    prom = scrape(install, start_prometheus, rollout_pool, rule_obj)
+    prom.wait_for("hexrl_jobs", timeout=60)
+    # A spot reclaim: the node that holds a rollout replica disappears; the operator replaces the pod.
+    cluster.kubectl("delete", "node", rollout_node, "--wait=false")
+    # Missing data is reported at the end, so the uninstall below is checked whatever happened here.
+    problems = queries_without_data(install, prom, rule_obj) + pools_dashboard_problems(prom)
+    assert_rules_healthy(prom, rule_obj)
+    problems += unexported_dashboard_metrics(prom)
+    uninstall_leaves_only_crds(install, before)                         # 5.
+    assert not problems, "\n".join(dict.fromkeys(problems))
+
+
+def helm_install(install: Install) -> dict[str, Any]:
+    """`helm install` with the new GPU type in the values; the operator Deployment's container."""
+    values = install.folder / "values.yaml"
     values.write_text(yaml.safe_dump(CHART_VALUES))
-    run([helm, "install", RELEASE, CHART, "--namespace", CHART_NS, "--values", values, "--wait", "--timeout", "180s"],
-        env=helm_env, timeout=240)
-    deployment = get_json(cluster, "deployment", "-n", CHART_NS, SA)
+    run([install.helm, "install", RELEASE, CHART, "--namespace", CHART_NS, "--values", values, "--wait",
+         "--timeout", "180s"], env=install.helm_env, timeout=240)
+    deployment = get_json(install.cluster, "deployment", "-n", CHART_NS, SA)
     assert deployment["status"].get("availableReplicas") == 1, deployment["status"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    chart_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    assert get_json(cluster, "clusterkopfpeering", "hexrl"), "the chart's peering object is missing"
+    assert get_json(install.cluster, "clusterkopfpeering", "hexrl"), "the chart's peering object is missing"
+    return dict(container)
 
-    # 2. the operator with the chart's ServiceAccount -------------------------------------------------------
+
+def start_operator(install: Install, container: dict[str, Any]) -> None:
+    """The operator as a process with the chart's ServiceAccount token and the Deployment's settings; its
+    least-privilege RBAC checked, its probe paths answering."""
+    cluster = install.cluster
     token = cluster.kubectl("create", "token", SA, "-n", CHART_NS, "--duration=2h").stdout.strip()
-    kubeconfig = sa_kubeconfig(cluster, token, tmp_path / "sa.kubeconfig")
+    kubeconfig = sa_kubeconfig(cluster, token, install.folder / "sa.kubeconfig")
     can_i = [cluster.kubectl("--kubeconfig", str(kubeconfig), "auth", "can-i", *q, check=False).stdout.strip()
              for q in (["create", "pods", "-n", JOB_NS], ["delete", "nodes"], ["list", "secrets", "-A"],
                        ["create", "clusterrolebindings"])]
     assert can_i == ["yes", "no", "no", "no"], f"chart RBAC is not least privilege: {can_i}"
-    metrics_port, health_port, coord_port = free_port(), free_port(), free_port()
+    chart_env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
     operator_env = {
         **os.environ, **chart_env,
         # Pods on kwok nodes do not run; the operator polls the coordinator this test runs on loopback.
-        "HEXRL_OPERATOR_PROGRESS_URL_TEMPLATE": f"http://127.0.0.1:{coord_port}/v1/progress",
+        "HEXRL_OPERATOR_PROGRESS_URL_TEMPLATE": f"http://127.0.0.1:{install.coord_port}/v1/progress",
         "HEXRL_OPERATOR_SCALING_POLL_SECONDS": "3",
     }
-    procs.start("operator", [str(HEXRL), "operator", "--kubeconfig", str(kubeconfig), "--all-namespaces",
-                             f"--metrics-port={metrics_port}", f"--health-port={health_port}"], operator_env)
+    install.procs.start("operator", [str(HEXRL), "operator", "--kubeconfig", str(kubeconfig), "--all-namespaces",
+                                     f"--metrics-port={install.metrics_port}", f"--health-port={install.health_port}"],
+                        operator_env)
     probe = container["livenessProbe"]["httpGet"]["path"], container["readinessProbe"]["httpGet"]["path"]
     wait("the operator's liveness and readiness endpoints (the chart's probe paths)",
-         lambda: all(http_status(f"http://127.0.0.1:{health_port}{p}") == 200 for p in probe) or (
-             not procs.alive("operator") and pytest.fail(f"operator exited:\n{procs.log('operator')}")),
-         timeout=120)
+         lambda: all(http_status(f"http://127.0.0.1:{install.health_port}{p}") == 200 for p in probe)
+         or install.fail_if_exited("operator"), timeout=120)
+
+
+def apply_jobs(install: Install) -> None:
+    """The tiny job reaches Running; one too big for any GPU becomes Planned=False."""
+    cluster = install.cluster
     cluster.kubectl("apply", "-f", "-", input=yaml.safe_dump_all([job_manifest(JOB), job_manifest(BIG_JOB, parameters=1e13)]))
 
     def phase(name: str) -> str:
-        return (get_json(cluster, "rlj", "-n", JOB_NS, name).get("status") or {}).get("phase", "")
+        return str((get_json(cluster, "rlj", "-n", JOB_NS, name).get("status") or {}).get("phase", ""))
 
-    wait(f"RLJob {JOB} Running", lambda: phase(JOB) == "Running" or (
-        not procs.alive("operator") and pytest.fail(f"operator exited:\n{procs.log('operator')}")), timeout=180)
-    big = get_json(cluster, "rlj", "-n", JOB_NS, BIG_JOB)
-    planned = {c["type"]: c for c in (big.get("status") or {}).get("conditions", [])}.get("Planned", {})
-    wait(f"RLJob {BIG_JOB} Planned=False", lambda: {c["type"]: c["status"] for c in (
-        get_json(cluster, "rlj", "-n", JOB_NS, BIG_JOB).get("status") or {}).get("conditions", [])}.get("Planned") == "False",
-        timeout=60)
-    del planned
+    def planned(name: str) -> str | None:
+        conditions = (get_json(cluster, "rlj", "-n", JOB_NS, name).get("status") or {}).get("conditions", [])
+        return {c["type"]: c["status"] for c in conditions}.get("Planned")
 
-    # 3. the job's real workers on loopback ------------------------------------------------------------------
+    wait(f"RLJob {JOB} Running", lambda: phase(JOB) == "Running" or install.fail_if_exited("operator"), timeout=180)
+    wait(f"RLJob {BIG_JOB} Planned=False", lambda: planned(BIG_JOB) == "False", timeout=60)
+
+
+def start_workers(install: Install) -> None:
+    """The job's real workers on loopback, with the worker config and tokens the operator rendered."""
+    cluster, folder = install.cluster, install.folder
     config = yaml.safe_load(get_json(cluster, "configmap", "-n", JOB_NS, f"{JOB}-config")["data"]["config.yaml"])
-    config["checkpointDir"] = str(tmp_path / "checkpoints")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    config["checkpointDir"] = str(folder / "checkpoints")
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
     secret = get_json(cluster, "secret", "-n", JOB_NS, f"{JOB}-token")
     job_secret = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    weights_port, relay_port, trainer_port = free_port(), free_port(), free_port()
     worker_env = {
-        **os.environ, "HEXRL_JOB": JOB, "HEXRL_CONFIG": str(tmp_path / "config.yaml"),
+        **os.environ, "HEXRL_JOB": JOB, "HEXRL_CONFIG": str(folder / "config.yaml"),
         "HEXRL_TOKEN_DIGESTS": job_secret["digests"],
-        "HEXRL_COORDINATOR_URL": f"http://127.0.0.1:{coord_port}", "HEXRL_WEIGHTS_URL": f"http://127.0.0.1:{weights_port}",
-        "HEXRL_PORT": str(coord_port), "HEXRL_WEIGHTS_PORT": str(weights_port), "HEXRL_RELAY_PORT": str(relay_port),
-        "HEXRL_TRAINER_METRICS_PORT": str(trainer_port),
+        "HEXRL_COORDINATOR_URL": f"http://127.0.0.1:{install.coord_port}",
+        "HEXRL_WEIGHTS_URL": f"http://127.0.0.1:{install.weights_port}",
+        "HEXRL_PORT": str(install.coord_port), "HEXRL_WEIGHTS_PORT": str(install.weights_port),
+        "HEXRL_RELAY_PORT": str(install.relay_port), "HEXRL_TRAINER_METRICS_PORT": str(install.trainer_port),
         "HEXRL_POD_IP": "127.0.0.1", "OMP_NUM_THREADS": "1",
     }
     for role in ("coordinator", "trainer", "rollout"):
         own = {"HEXRL_TOKEN": job_secret[role]} if role != "coordinator" else {}  # each role its own token only
-        procs.start(role, [sys.executable, "-m", "hexrl_workers", role], {**worker_env, **own, "HEXRL_ROLE": role})
+        install.procs.start(role, [sys.executable, "-m", "hexrl_workers", role], {**worker_env, **own, "HEXRL_ROLE": role})
         if role == "coordinator":
-            wait("the coordinator's /healthz", lambda: http_status(f"http://127.0.0.1:{coord_port}/healthz") == 200 or (
-                not procs.alive("coordinator") and pytest.fail(procs.log("coordinator"))), timeout=120)
+            wait("the coordinator's /healthz",
+                 lambda: http_status(f"http://127.0.0.1:{install.coord_port}/healthz") == 200
+                 or install.fail_if_exited("coordinator"), timeout=120)
 
-    # 4. Prometheus ------------------------------------------------------------------------------------------
-    rules = tmp_path / "rules.yaml"
-    (rule_obj,) = [o for o in render({"prometheusRule": {"enabled": True}}, extra=["--kube-version", "1.34.4"])
-                   if o["kind"] == "PrometheusRule"]
-    rules.write_text(yaml.safe_dump(rule_obj["spec"]))
+
+def spot_rollout_replica(install: Install) -> tuple[str, str]:
+    """The node and pool of a rollout replica the plan put on spot nodes (the one a reclaim will take)."""
+    cluster = install.cluster
     spot_nodes = {n["metadata"]["name"] for n in get_json(cluster, "nodes", "-l", "hexrl.dev/spot=true")["items"]}
     rollout_pods = get_json(cluster, "pods", "-n", JOB_NS, "-l", f"hexrl.dev/job={JOB},hexrl.dev/role=rollout")["items"]
     on_spot = [p for p in rollout_pods if p["spec"].get("nodeName") in spot_nodes]
     assert on_spot, f"the plan put no rollout replica on spot nodes {sorted(spot_nodes)}"
-    rollout_node = on_spot[0]["spec"]["nodeName"]
-    rollout_pool = on_spot[0]["metadata"]["labels"].get("hexrl.dev/pool", "")
+    return on_spot[0]["spec"]["nodeName"], on_spot[0]["metadata"]["labels"].get("hexrl.dev/pool", "")
 
-    # A node of the new GPU type joins: counted (the chart's gpuCatalog names its product), not going away ...
-    node = b300_node()
+
+def new_gpu_type_joins_then_goes_away(install: Install) -> None:
+    """A node of the new GPU type joins: counted (the chart's gpuCatalog names its product), not going away —
+    until it is tainted for reclaim, before Prometheus' first scrape."""
+    cluster, node = install.cluster, b300_node()
     cluster.api("POST", "/api/v1/nodes", node)
     # Allocatable GPUs are status: set them through the status subresource, as `hexrl cluster up` does.
     cluster.api("PATCH", f"/api/v1/nodes/{node['metadata']['name']}/status", {"status": node["status"]})
     cluster.wait_nodes_ready([node["metadata"]["name"]], timeout=60)
 
     def b300(metric: str) -> float | None:
-        return operator_gauge(metrics_port, metric, gpu="B300")
+        return operator_gauge(install.metrics_port, metric, gpu="B300")
 
     wait("the operator to count the B300 node's GPUs (its type is known only from the chart's gpuCatalog)",
          lambda: (b300("hexrl_cluster_gpus"), b300("hexrl_cluster_gpus_going_away")) == (B300_GPUS, 0), timeout=60)
-    # ... until it is tainted for reclaim, before Prometheus' first scrape.
     cluster.kubectl("taint", "node", node["metadata"]["name"], RECLAIM_TAINT)
     wait("the operator to count the tainted node's GPUs as going away",
          lambda: b300("hexrl_cluster_gpus_going_away") == B300_GPUS, timeout=60)
+
+
+def scrape(install: Install, start_prometheus: Callable[..., Prometheus], rollout_pool: str,
+           rule_obj: dict[str, Any]) -> Prometheus:
+    """A real Prometheus scraping the operator and the three workers, labelled as the chart's monitors label
+    them, evaluating the chart's rules."""
+    rules = install.folder / "rules.yaml"
+    rules.write_text(yaml.safe_dump(rule_obj["spec"]))
 
     def static(port: int, role: str, pool: str = "") -> dict[str, Any]:
         labels = {"namespace": JOB_NS, "role": role, "pod": f"{JOB}-{role}-0", **({"pool": pool} if pool else {})}
         return {"targets": [f"127.0.0.1:{port}"], "labels": labels}
 
-    prom = start_prometheus([
+    return start_prometheus([
         # The operator exports `namespace` and `job` (the RLJob) itself: keep them, as the ServiceMonitor does.
-        {"job_name": "hexrl-operator", "honor_labels": True, "static_configs": [{"targets": [f"127.0.0.1:{metrics_port}"]}]},
+        {"job_name": "hexrl-operator", "honor_labels": True,
+         "static_configs": [{"targets": [f"127.0.0.1:{install.metrics_port}"]}]},
         # Workers: `job` = the RLJob's name, as the PodMonitor's jobLabel sets it; role/pool/pod as its relabelings.
-        {"job_name": JOB, "static_configs": [static(coord_port, "coordinator"), static(trainer_port, "trainer"),
-                                             static(relay_port, "rollout", rollout_pool)]},
+        {"job_name": JOB, "static_configs": [static(install.coord_port, "coordinator"),
+                                             static(install.trainer_port, "trainer"),
+                                             static(install.relay_port, "rollout", rollout_pool)]},
     ], rule_files=[rules])
 
-    # A spot reclaim: the node that holds a rollout replica disappears; the operator replaces the pod.
-    prom.wait_for("hexrl_jobs", timeout=60)
-    cluster.kubectl("delete", "node", rollout_node, "--wait=false")
 
+def every_query(rule_obj: dict[str, Any]) -> list[tuple[str, str]]:
+    """(where, PromQL) of every dashboard panel, every query variable and every recording rule."""
     exprs: list[tuple[str, str]] = []
     for uid, model in dashboards.all_dashboards().items():
         exprs += [(f"{uid} / {title}", concrete(e)) for title, e in dashboards.expressions(model)]
@@ -377,9 +434,14 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
                 metric = re.search(r"label_values\((.+), (\w+)\)", var["definition"])
                 assert metric, var
                 exprs.append((f"{uid} / variable {var['name']}", concrete(metric.group(1))))
-    records = [(f"record {r['record']}", r["expr"]) for g in rule_obj["spec"]["groups"] for r in g["rules"] if "record" in r]
+    return exprs + [(f"record {r['record']}", r["expr"]) for g in rule_obj["spec"]["groups"] for r in g["rules"]
+                    if "record" in r]
+
+
+def queries_without_data(install: Install, prom: Prometheus, rule_obj: dict[str, Any]) -> list[str]:
+    """Every query polled (valid PromQL asserted) until it returns data or 180 s pass; those still empty."""
     deadline = time.monotonic() + 180
-    pending = exprs + records
+    pending = every_query(rule_obj)
     while pending and time.monotonic() < deadline:
         still = []
         for where, expr in pending:
@@ -391,17 +453,25 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
                 still.append((where, expr))
         pending = still
         for name in ("operator", "coordinator", "trainer", "rollout"):
-            assert procs.alive(name), f"{name} exited:\n{procs.log(name)}"
+            assert install.procs.alive(name), f"{name} exited:\n{install.procs.log(name)}"
         if pending:
             time.sleep(3)
-    # Missing data is reported at the end, so the uninstall below is checked whatever happened here.
-    problems = [f"no data for {w}: {e}" for w, e in pending]
-    # The pools dashboard on non-zero data: its panels' own PromQL shows the tainted node's GPUs.
+    return [f"no data for {w}: {e}" for w, e in pending]
+
+
+def pools_dashboard_problems(prom: Prometheus) -> list[str]:
+    """The pools dashboard on non-zero data: its panels' own PromQL shows the tainted node's GPUs."""
+    problems = []
     for title, metric in (("GPUs going away", "hexrl_cluster_gpus_going_away"),
                           ("GPUs by type and capacity type", "hexrl_cluster_gpus")):
         got = series_value(prom.query(panel_expr("hexrl-pools", title)), gpu="B300", capacity_type="on-demand")
         if got != B300_GPUS:
             problems.append(f"hexrl-pools / {title}: B300 on-demand shows {got}, expected {B300_GPUS} ({metric})")
+    return problems
+
+
+def assert_rules_healthy(prom: Prometheus, rule_obj: dict[str, Any]) -> None:
+    """Every alert expression is valid PromQL and Prometheus evaluates every rule without error."""
     for g in rule_obj["spec"]["groups"]:
         for r in g["rules"]:
             if "alert" in r:
@@ -410,38 +480,50 @@ def test_install_operate_scrape_uninstall(cluster: DevCluster, helm: Path, helm_
     health = {r["name"]: r["health"] for g in prom.api("rules")["data"]["groups"] for r in g["rules"]}
     assert set(health.values()) == {"ok"}, health
 
+
+def unexported_dashboard_metrics(prom: Prometheus) -> list[str]:
+    """Metrics a dashboard uses that no scraped process exports (neither scraped nor in the metadata)."""
     scraped = set(prom.api("label/__name__/values")["data"])
     metadata = prom.api("metadata")["data"]
+    problems = []
     for uid, model in dashboards.all_dashboards().items():
         for title, expr in dashboards.expressions(model):
             for name in re.findall(r"\bhexrl_[a-z0-9_]+\b", expr):
                 family = re.sub(r"_(bucket|sum|count|total)$", "", name)
                 if not (name in scraped or family in metadata):
                     problems.append(f"{uid} / {title}: {name} is not exported by any scraped process")
+    return problems
 
-    # 5. clean up and uninstall -------------------------------------------------------------------------------
+
+KEPT_BY_HELM = {"CustomResourceDefinition//rljobs.hexrl.dev", "CustomResourceDefinition//clusterkopfpeerings.kopf.dev",
+                "CustomResourceDefinition//kopfpeerings.kopf.dev", "APIService//v1alpha1.hexrl.dev",
+                "APIService//v1.kopf.dev"}
+"""Helm never deletes CRDs; the API server registers an APIService per CRD group version, gone with the CRDs."""
+
+
+def uninstall_leaves_only_crds(install: Install, before: set[str]) -> None:
+    """Workers stopped, RLJobs deleted (their children garbage-collected), operator stopped, `helm uninstall`:
+    nothing is left that was not there before but the CRDs."""
+    cluster = install.cluster
     for name in ("rollout", "trainer", "coordinator"):
-        procs.stop(name)
+        install.procs.stop(name)
     cluster.kubectl("delete", "rlj", "--all", "-n", JOB_NS, "--timeout=120s", timeout=150)
     wait("the jobs' children to be garbage-collected",
          lambda: not cluster.kubectl("get", "pods,services,configmaps,secrets,deployments,poddisruptionbudgets",
                                      "-n", JOB_NS, "-l", "app.kubernetes.io/part-of=hexrl", "-o", "name").stdout.strip(),
          timeout=120)
-    procs.stop("operator")
-    run([helm, "uninstall", RELEASE, "--namespace", CHART_NS, "--wait", "--timeout", "120s"], env=helm_env, timeout=180)
+    install.procs.stop("operator")
+    run([install.helm, "uninstall", RELEASE, "--namespace", CHART_NS, "--wait", "--timeout", "120s"],
+        env=install.helm_env, timeout=180)
     # Pods of the deleted Deployment and the deleted node's leftovers disappear asynchronously; a namespace's
     # `default` ServiceAccount and `kube-root-ca.crt` ConfigMap are made by controllers, not by the chart.
-    # The API server registers an APIService per CRD group version; it goes away with the CRDs.
-    crds = {"CustomResourceDefinition//rljobs.hexrl.dev", "CustomResourceDefinition//clusterkopfpeerings.kopf.dev",
-            "CustomResourceDefinition//kopfpeerings.kopf.dev", "APIService//v1alpha1.hexrl.dev", "APIService//v1.kopf.dev"}
     left: set[str] = set()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         left = {o for o in all_objects(cluster) - before if not o.startswith("Node/")
                 and not o.endswith("/default") and not o.endswith("/kube-root-ca.crt")}
-        if left <= crds:
+        if left <= KEPT_BY_HELM:
             break
         time.sleep(2)
-    assert left <= crds, f"helm uninstall left behind: {sorted(left - crds)}"
+    assert left <= KEPT_BY_HELM, f"helm uninstall left behind: {sorted(left - KEPT_BY_HELM)}"
     assert "CustomResourceDefinition//rljobs.hexrl.dev" in left, "Helm keeps CRDs; the RLJob CRD should still be there"
-    assert not problems, "\n".join(dict.fromkeys(problems))

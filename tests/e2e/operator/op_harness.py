@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import yaml
 
+from clusters import keep_requested, running_cluster
 from hexrl.api.crd import CRD_NAME
 from hexrl.api.gpucalibration import CRD_NAME as CALIBRATION_CRD_NAME
 from hexrl.devcluster import DevCluster, DevClusterError
@@ -66,25 +67,22 @@ def free_port() -> int:
 def opcluster() -> Iterator[DevCluster]:
     # One cluster per pytest session (several sessions may run at once on a shared machine); a stable
     # name when the cluster is kept for re-runs.
-    keep = os.environ.get("HEXRL_KEEP_TEST_CLUSTER") == "1"
-    cluster = DevCluster(name="hexrl-op" if keep else f"hexrl-op-{os.getpid()}")
-    try:
-        cluster.up(inventory=INVENTORY)
-        cluster.kubectl("apply", "-f", "-", input=install_yaml())
-        cluster.kubectl("apply", "-f", str(PEERING), check=False)  # the CRDs; the object needs them Established
-        cluster.wait_established(CRD_NAME, CALIBRATION_CRD_NAME, "clusterkopfpeerings.kopf.dev")
-        cluster.kubectl("apply", "-f", str(PEERING))
-        cluster.kubectl("create", "namespace", "hexrl-system", check=False)
-        cluster.kubectl("apply", "-f", str(RBAC))
-        cluster.kubectl("apply", "-f", "-", input=admission_policy())
-    except DevClusterError as e:
-        cluster.down(quiet=True)
-        pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
-    try:
+    keep = keep_requested()
+    with running_cluster("hexrl-op" if keep else f"hexrl-op-{os.getpid()}", INVENTORY, install_operator_objects,
+                         keep=keep) as cluster:
         yield cluster
-    finally:
-        if not keep:
-            cluster.down(quiet=True)
+
+
+def install_operator_objects(cluster: DevCluster) -> None:
+    """What `hexrl operator --prepare` and the chart install: CRDs, the peering object, the operator's RBAC and
+    the chart's admission policy."""
+    cluster.kubectl("apply", "-f", "-", input=install_yaml())
+    cluster.kubectl("apply", "-f", str(PEERING), check=False)  # the CRDs; the object needs them Established
+    cluster.wait_established(CRD_NAME, CALIBRATION_CRD_NAME, "clusterkopfpeerings.kopf.dev")
+    cluster.kubectl("apply", "-f", str(PEERING))
+    cluster.kubectl("create", "namespace", "hexrl-system", check=False)
+    cluster.kubectl("apply", "-f", str(RBAC))
+    cluster.kubectl("apply", "-f", "-", input=admission_policy())
 
 
 def admission_policy() -> str:

@@ -1,6 +1,6 @@
 """The GPU-less demo behind `make run`: a real control plane, the operator, an RLJob, a spot reclaim.
 
-Six steps, each shown as it happens:
+Six steps (seven when the inventory has pools of real nodes), each shown as it happens:
 
 1. start the local control plane (etcd, kube-apiserver with RBAC, controller-manager, scheduler, kwok) with
    simulated GPU nodes from an inventory — on-demand H800s for training, spot H20s for decoding, L40S;
@@ -10,7 +10,9 @@ Six steps, each shown as it happens:
 4. show the job's pods on their pools and the job's status and conditions;
 5. reclaim spot nodes (taint as a cloud would, then delete) and show the re-plan, the Event saying why,
    and the replacement pods;
-6. print a summary and stop everything — or, with `--keep`, leave it running and say how to reach it.
+6. when the inventory has pools of real kubelet nodes: train the tiny job in real pods on them and
+   reclaim one of those nodes;
+7. print a summary and stop everything — or, with `--keep`, leave it running and say how to reach it.
 
 Nothing here is mocked: the pods are scheduled by kube-scheduler onto kwok's simulated nodes (which is
 why no GPU is needed), and the plan is the one the operator writes into the RLJob's status.
@@ -18,7 +20,7 @@ why no GPU is needed), and the plan is the one the operator writes into the RLJo
 
 # This docstring is also `hexrl demo --help` (hexrl/cli.py registers the command with help=demo.__doc__).
 # The package holds one module per step — control_plane (1), operator_process (2), job_plan (3),
-# running (4), reclaim (5), real_pods (6, real nodes only), summary (last) — run in order by runner.
+# running (4), reclaim (5), real_pods (6, real nodes only), summary (last: 6 or 7) — run in order by runner.
 
 from __future__ import annotations
 

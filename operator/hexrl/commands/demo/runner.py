@@ -20,7 +20,7 @@ STEPS = 6
 
 
 def run_demo(settings: DemoSettings) -> Outcome:
-    """Run the six steps; raises DemoError with a sentence when something cannot go on."""
+    """Run the steps (six, or seven with real nodes); raises DemoError with a sentence when something cannot go on."""
     con = console()
     job_name, ns = check_inputs(settings)
     con.print("[bold]hexrl demo[/] — an RL post-training job planned onto heterogeneous and spot GPU pools, on a real "
