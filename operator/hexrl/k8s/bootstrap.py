@@ -1,8 +1,9 @@
 """What `hexrl operator` needs on a fresh cluster, prepared when it runs from a developer's shell.
 
 On a cluster just made by `hexrl cluster up` (or any cluster where nobody installed the chart) the operator
-needs the RLJob CRD (and the GPUCalibration CRD, where it keeps what it learns about the cost model), the PriorityClasses its pods name (the API server refuses a pod whose class is missing;
-the operator itself may only read them), the namespace of its key Secret (`hexrl-system`, see `OperatorSettings.key_namespace`)
+needs the RLJob CRD (and the GPUCalibration CRD, where it keeps what it learns about the cost model; without
+it the operator runs and keeps that in memory), the PriorityClasses its pods name (the API server refuses a pod
+whose class is missing; the operator itself may only read them), the namespace of its key Secret (`hexrl-system`, see `OperatorSettings.key_namespace`)
 and, with `--peering NAME`, kopf's peering CRDs and the peering object (without them kopf pauses every
 watch and the operator silently does nothing). `prepare` creates exactly what is missing — the RLJob CRD is
 also brought up to date, so a developer's operator and schema match — and waits until a new CRD is
@@ -63,7 +64,7 @@ def prepare(api: KubeApi, settings: OperatorSettings) -> list[str]:
     _step(done, f"applied the RLJob CRD {CRD_NAME}", ns, lambda: _own_crd(api, crd()))
     calibration = calibration_crd()
     _step(done, f"applied the GPUCalibration CRD {calibration['metadata']['name']}", ns,
-          lambda: _own_crd(api, calibration))
+          lambda: _optional_crd(api, calibration))
     for doc in install_documents(settings):
         if doc["kind"] == "PriorityClass":  # (the CRDs are the steps above: they are also brought up to date)
             _step(done, f"created PriorityClass {doc['metadata']['name']}", ns, partial(_create_if_missing, api, doc))
@@ -140,6 +141,20 @@ def _own_crd(api: KubeApi, want: dict[str, Any]) -> bool:
         return False
     _wait_established(api, name)
     return True
+
+
+def _optional_crd(api: KubeApi, want: dict[str, Any]) -> bool:
+    """`_own_crd` for a CRD the operator can run without (the GPUCalibration: what calibration learns is then
+    kept in memory only): missing and not creatable with these credentials is a warning, not a refusal."""
+    try:
+        return _own_crd(api, want)
+    except ApiError as exc:
+        if exc.status not in (401, 403):
+            raise
+        log.warning("the CRD %s is not installed and these credentials may not create it (%s %s): the operator "
+                    "runs, but what it learns about the cost model is lost on restart; install the chart's CRDs "
+                    "(or `hexrl crds print | kubectl apply -f -`) to keep it", want["metadata"]["name"], exc.status, exc.reason)
+        return False
 
 
 def _same_spec(existing: dict[str, Any], want: dict[str, Any]) -> bool:
