@@ -4,7 +4,7 @@ Derived file                                   source of truth
 ---------------------------------------------  ------------------------------------------------------------
 `charts/hexrl/README.md` (values table)        `# --` comments in `charts/hexrl/values.yaml`
 `charts/hexrl/files/rbac-rules.yaml`           `manifests/operator/rbac.yaml` (the operator's documented RBAC)
-`charts/hexrl/crds/*.yaml`                     `crds/rljobs.hexrl.dev.yaml` and the kopf peering CRDs in
+`charts/hexrl/crds/*.yaml`                     `crds/*.hexrl.dev.yaml` (RLJob, GPUCalibration) and the kopf peering CRDs in
                                                `manifests/operator/peering.yaml` (CRD documents only)
 `docs/metrics.md`                              `hexrl.k8s.metrics` and `hexrl_workers.metrics`
 `charts/hexrl/dashboards/*.json`               `scripts/dashboards.py` (dashboards as code)
@@ -37,7 +37,7 @@ VALUES = CHART / "values.yaml"
 README = CHART / "README.md"
 RBAC_SOURCE = ROOT / "manifests" / "operator" / "rbac.yaml"
 RBAC_TARGET = CHART / "files" / "rbac-rules.yaml"
-CRD_SOURCES = (ROOT / "crds" / "rljobs.hexrl.dev.yaml",)
+CRD_SOURCES = (ROOT / "crds" / "rljobs.hexrl.dev.yaml", ROOT / "crds" / "gpucalibrations.hexrl.dev.yaml")
 CHART_CRDS = CHART / "crds"
 METRICS_DOC = ROOT / "docs" / "metrics.md"
 

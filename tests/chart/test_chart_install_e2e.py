@@ -495,7 +495,8 @@ def unexported_dashboard_metrics(prom: Prometheus) -> list[str]:
     return problems
 
 
-KEPT_BY_HELM = {"CustomResourceDefinition//rljobs.hexrl.dev", "CustomResourceDefinition//clusterkopfpeerings.kopf.dev",
+KEPT_BY_HELM = {"CustomResourceDefinition//rljobs.hexrl.dev", "CustomResourceDefinition//gpucalibrations.hexrl.dev",
+                "CustomResourceDefinition//clusterkopfpeerings.kopf.dev",
                 "CustomResourceDefinition//kopfpeerings.kopf.dev", "APIService//v1alpha1.hexrl.dev",
                 "APIService//v1.kopf.dev"}
 """Helm never deletes CRDs; the API server registers an APIService per CRD group version, gone with the CRDs."""

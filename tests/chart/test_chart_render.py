@@ -127,7 +127,8 @@ def test_default_render_is_hardened(render: Any) -> None:
     (sa,) = by_kind(objs, "ServiceAccount")
     assert pod["serviceAccountName"] == sa["metadata"]["name"]
     crds = {o["metadata"]["name"] for o in by_kind(objs, "CustomResourceDefinition")}
-    assert crds == {"rljobs.hexrl.dev", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"}
+    assert crds == {"rljobs.hexrl.dev", "gpucalibrations.hexrl.dev", "clusterkopfpeerings.kopf.dev",
+                    "kopfpeerings.kopf.dev"}
 
 
 def test_dashboards_configmaps_carry_the_sidecar_label(render: Any) -> None:
@@ -246,7 +247,8 @@ def test_rbac_for_one_namespace_splits_without_losing_or_adding(render: Any) -> 
     assert cluster | namespaced == expected
     assert not cluster & namespaced
     assert {r for _, r, _ in cluster} <= {"nodes", "priorityclasses", "clusterkopfpeerings", "customresourcedefinitions",
-                                          "namespaces"}
+                                          "namespaces", "gpucalibrations", "gpucalibrations/status"}
+    assert ("hexrl.dev", "gpucalibrations", "create") in cluster  # cluster-scoped: never moved into a Role
     assert ("", "pods", "create") in namespaced
 
 
@@ -258,8 +260,8 @@ def test_priority_classes_equal_the_operators(render: Any) -> None:
     theirs = {o["metadata"]["name"]: o for o in render_priority_classes(OperatorSettings())}
     printed = run([VENV_BIN / "hexrl", "crds", "print", "--priority-classes"]).stdout
     docs = [d for d in yaml.safe_load_all(printed) if d]
-    assert [d["kind"] for d in docs] == ["CustomResourceDefinition", "PriorityClass", "PriorityClass", "PriorityClass"]
-    assert {d["metadata"]["name"]: d["value"] for d in docs[1:]} == {n: pc["value"] for n, pc in theirs.items()}
+    assert [d["kind"] for d in docs] == ["CustomResourceDefinition"] * 2 + ["PriorityClass"] * 3
+    assert {d["metadata"]["name"]: d["value"] for d in docs[2:]} == {n: pc["value"] for n, pc in theirs.items()}
     assert set(ours) == set(theirs)
     for name, pc in theirs.items():
         assert ours[name]["value"] == pc["value"], name

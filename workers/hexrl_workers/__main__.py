@@ -37,6 +37,7 @@ from hexrl.api.workerconfig import (
     ENV_CONFIG,
     ENV_COORDINATOR_PORT,
     ENV_COORDINATOR_URL,
+    ENV_GPU_TYPE,
     ENV_JOB,
     ENV_MASTER_ADDR,
     ENV_MASTER_PORT,
@@ -190,7 +191,7 @@ def _trainer_rank(cfg: WorkerConfig, token: str | None, credentials: Credentials
             advertise_host=os.environ.get(ENV_POD_IP, "127.0.0.1"),
             rank=int(os.environ.get(ENV_RANK, "0")), world_size=int(os.environ.get(ENV_WORLD_SIZE, "1")),
             local_rank=local_rank, layout=layout, torch_threads=int(threads) if threads else None,
-            coordinator_retry_seconds=WAIT_FOREVER, device=_device(),
+            coordinator_retry_seconds=WAIT_FOREVER, device=_device(), gpu_type=os.environ.get(ENV_GPU_TYPE) or None,
         ))
         try:
             stats = trainer.run(stop)

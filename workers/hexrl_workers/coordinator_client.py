@@ -24,6 +24,7 @@ from hexrl_workers.protocol import (
     Progress,
     TrajectoryBatchIn,
     VersionUpdate,
+    WorkReport,
     WorkRequest,
     WorkResponse,
 )
@@ -62,6 +63,7 @@ def split_by_group(body: TrajectoryBatchIn) -> list[TrajectoryBatchIn]:
         evals.setdefault(e.item_id, TrajectoryBatchIn(worker_id=body.worker_id)).evaluations.append(e)
     parts = list(evals.values()) + (list(groups.values()) or [TrajectoryBatchIn(worker_id=body.worker_id)])
     parts[-1].released_item_ids = list(body.released_item_ids)
+    parts[-1].work = list(body.work)
     return parts
 
 
@@ -149,8 +151,10 @@ class CoordinatorClient:
         resp = self._call("POST", "/v1/batch", req, timeout=wait_seconds + 60)
         return None if resp.status_code == 204 else Batch.model_validate_json(resp.content)
 
-    def new_version(self, version: int, batch_id: int | None, loss: float | None = None) -> None:
-        self._call("POST", "/v1/version", VersionUpdate(version=version, batch_id=batch_id, loss=loss))
+    def new_version(self, version: int, batch_id: int | None, loss: float | None = None,
+                    work: list[WorkReport] | None = None) -> None:
+        self._call("POST", "/v1/version", VersionUpdate(version=version, batch_id=batch_id, loss=loss,
+                                                        work=work or []))
 
     def version(self) -> dict[str, Any]:
         return dict(self._call("GET", "/v1/version").json())

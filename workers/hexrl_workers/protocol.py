@@ -198,6 +198,20 @@ class EvalResult(Msg):
     worker_id: str = ""
 
 
+WorkPhase = Literal["decode", "prefill", "train"]
+"""The phases of the cost model that work is reported for (hexrl.sched.calibration's phases)."""
+
+
+class WorkReport(Msg):
+    """Work done on one GPU type in one phase: what the operator's online calibration compares with the cost
+    model. Workers send increments (the work since their last report); the coordinator serves the sums."""
+
+    gpu: str = Field(..., min_length=1, max_length=63, description="GPU type of the pod (HEXRL_GPU_TYPE).")
+    phase: WorkPhase
+    tokens: int = Field(..., ge=0, description="Tokens processed: generated (decode), prefilled, or trained on.")
+    seconds: float = Field(..., ge=0, description="GPU-seconds it took: busy wall seconds × GPUs the work ran on.")
+
+
 class TrajectoryBatchIn(Msg):
     """Rollout → coordinator: finished trajectories and/or partials (one POST, many records)."""
 
@@ -212,6 +226,8 @@ class TrajectoryBatchIn(Msg):
     released_item_ids: list[int] = Field(
         default_factory=list, description="Items the worker gives back untouched (e.g. stopping before starting)."
     )
+    work: list[WorkReport] = Field(
+        default_factory=list, max_length=16, description="Engine work since the worker's last push (calibration).")
 
 
 class IngestResult(Msg):
@@ -243,6 +259,8 @@ class VersionUpdate(Msg):
     version: int = Field(..., ge=0)
     batch_id: int | None = Field(None, description="The batch this step consumed.")
     loss: float | None = None
+    work: list[WorkReport] = Field(
+        default_factory=list, max_length=16, description="The step's on-device work (calibration).")
 
 
 class StalenessUpdate(BaseModel):
@@ -281,6 +299,9 @@ class Progress(Msg):
     evaluations: list[EvalSummary] = Field(
         default_factory=list, description="The last few finished evaluations, oldest first.")
     done: bool = False
+    observed_work: list[WorkReport] = Field(
+        default_factory=list, description="Cumulative work per (GPU type, phase) since the coordinator started: "
+        "the operator's online calibration takes differences between two reads.")
     data_error: str | None = Field(
         None, description="Why the job's dataset cannot be loaded (the coordinator serves no work until fixed)."
     )

@@ -7,6 +7,7 @@ import zlib
 from typing import Any
 
 from hexrl.api.models import RLJobSpec
+from hexrl.api.workerconfig import ENV_GPU_TYPE
 from hexrl_workers.coordinator.server import build_coordinator
 from hexrl_workers.coordinator_client import CoordinatorClient
 from hexrl_workers.httpcommon import Credentials
@@ -92,7 +93,8 @@ def build_rollout_worker(
     )
     worker = RolloutWorker(
         RolloutSettings(worker_id=worker_id, max_items=max_items, max_new_tokens=spec.generation.max_new_tokens,
-                        max_prompt_tokens=prompt_token_limit(spec)),
+                        max_prompt_tokens=prompt_token_limit(spec), gpu_type=os.environ.get(ENV_GPU_TYPE) or None,
+                        gpus=int(os.environ.get(ENV_ROLLOUT_TENSOR_PARALLEL, "1") or 1)),
         engine, tok, reward,
         CoordinatorClient(coordinator_url, token, retry_seconds=coordinator_retry_seconds), weights, metrics,
         prompts=PromptEncoder(spec.prompt, tok),

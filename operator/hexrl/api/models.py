@@ -560,6 +560,29 @@ class Progress(_Model):
     )
 
 
+class CalibratedFactor(_Model):
+    """A factor of the cluster's GPUCalibration that the job's plan uses."""
+
+    gpu: str
+    phase: str
+    factor: float = Field(..., description="Multiplies the catalog's predicted rate of the phase.")
+    confidence: float = Field(0.0, description="Share of the fit's precision from data (1 when pinned).")
+    pinned: bool = False
+
+
+class CalibrationSummary(_Model):
+    """The plan's prediction with the cluster's calibration next to the catalog's and to what is observed."""
+
+    predicted_tokens_per_second: float = Field(
+        0.0, description="The current plan's throughput under the calibration in force (the GPUCalibration).")
+    catalog_tokens_per_second: float = Field(0.0, description="The same plan's throughput from the catalog alone.")
+    observed_tokens_per_second: float | None = Field(None, description="What the coordinator measures (progress).")
+    prediction_error: float | None = Field(
+        None, description="observed / predicted − 1 (e.g. 0.1: the job runs 10 % faster than predicted).")
+    factors: list[CalibratedFactor] = Field(default_factory=list)
+    message: str = Field("", description="The last thing calibration learned for this job, and what it did.")
+
+
 class RLJobStatus(_Model):
     """Observed state written by the operator: phase, conditions, the current plan, progress."""
 
@@ -574,6 +597,8 @@ class RLJobStatus(_Model):
     tokens_per_second: float | None = Field(None, description="Observed (or planned) tokens/s (printer column).")
     cost_per_hour: float | None = Field(None, description="$/h of the current plan (printer column).")
     staleness: float | None = Field(None, description="Observed policy lag (printer column).")
+    calibration: CalibrationSummary | None = Field(
+        None, description="The plan's prediction under the cluster's GPUCalibration, next to what is observed.")
     message: str | None = None
 
 

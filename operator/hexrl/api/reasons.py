@@ -44,4 +44,6 @@ EXCEEDED_BOUND = "ExceededBound"
 NO_PROGRESS_YET = "NoProgressYet"
 # Events
 SCALED_ROLLOUT = "ScaledRollout"
+CALIBRATED = "Calibrated"
+"""Online calibration moved a factor the job's plan uses: what was learned, and re-planned or not."""
 REJECTED = "Rejected"

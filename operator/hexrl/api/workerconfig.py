@@ -22,7 +22,8 @@ Environment of every pod (names are the `ENV_*` constants below): `HEXRL_JOB` (j
 (coordinator|rollout|trainer), `HEXRL_CONFIG` (path of this file), `HEXRL_TOKEN` (the pod's own role's bearer token,
 from the Secret key named after the role; none for the coordinator), `HEXRL_TOKEN_DIGESTS` (what the
 services check callers' tokens against: Secret key `SECRET_DIGESTS_KEY`; see `hexrl.api.jobtokens`),
-`HEXRL_COORDINATOR_URL` (overrides `coordinatorUrl`); for trainer
+`HEXRL_COORDINATOR_URL` (overrides `coordinatorUrl`); for rollout and trainer pods `HEXRL_GPU_TYPE` (the
+planned GPU type, which tags the work they report for calibration); for trainer
 pods also the gang's layout and rendezvous (`hexrl.api.trainerlayout`: pods, processes per pod, parallel
 degrees, `MASTER_ADDR`, `MASTER_PORT`; the pod's launcher gives each process `RANK`, `LOCAL_RANK` and
 `WORLD_SIZE`, torch.distributed's own names), and
@@ -58,6 +59,9 @@ ENV_TOKEN_DIGESTS = "HEXRL_TOKEN_DIGESTS"
 ENV_COORDINATOR_URL = "HEXRL_COORDINATOR_URL"
 ENV_WEIGHTS_URL = "HEXRL_WEIGHTS_URL"
 ENV_POD_IP = "HEXRL_POD_IP"
+ENV_GPU_TYPE = "HEXRL_GPU_TYPE"
+"""Catalog name of the GPU type the plan put the pod on (rollout and trainer pods): the workers tag the work
+they report with it, for the operator's online calibration."""
 ENV_RANK = "RANK"
 ENV_WORLD_SIZE = "WORLD_SIZE"
 ENV_MASTER_ADDR = "MASTER_ADDR"

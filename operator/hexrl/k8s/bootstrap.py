@@ -1,8 +1,9 @@
 """What `hexrl operator` needs on a fresh cluster, prepared when it runs from a developer's shell.
 
 On a cluster just made by `hexrl cluster up` (or any cluster where nobody installed the chart) the operator
-needs the RLJob CRD, the PriorityClasses its pods name (the API server refuses a pod whose class is missing;
-the operator itself may only read them), the namespace of its key Secret (`hexrl-system`, see `OperatorSettings.key_namespace`)
+needs the RLJob CRD (and the GPUCalibration CRD, where it keeps what it learns about the cost model; without
+it the operator runs and keeps that in memory), the PriorityClasses its pods name (the API server refuses a pod
+whose class is missing; the operator itself may only read them), the namespace of its key Secret (`hexrl-system`, see `OperatorSettings.key_namespace`)
 and, with `--peering NAME`, kopf's peering CRDs and the peering object (without them kopf pauses every
 watch and the operator silently does nothing). `prepare` creates exactly what is missing — the RLJob CRD is
 also brought up to date, so a developer's operator and schema match — and waits until a new CRD is
@@ -26,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from hexrl.api.crd import CRD_NAME, crd, peering_crds
+from hexrl.api.crd import CRD_NAME, calibration_crd, crd, peering_crds
 from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.k8s.render_static import render_priority_classes
 from hexrl.k8s.settings import OperatorSettings
@@ -46,9 +47,9 @@ class PrepareError(RuntimeError):
 
 
 def install_documents(settings: OperatorSettings | None = None) -> list[dict[str, Any]]:
-    """The cluster-wide objects installed with the operator, not by it: the RLJob CRD and the PriorityClasses
-    (names and values of `render_priority_classes`, which the chart's defaults equal)."""
-    return [crd(), *render_priority_classes(settings or OperatorSettings())]
+    """The cluster-wide objects installed with the operator, not by it: the RLJob and GPUCalibration CRDs and the
+    PriorityClasses (names and values of `render_priority_classes`, which the chart's defaults equal)."""
+    return [crd(), calibration_crd(), *render_priority_classes(settings or OperatorSettings())]
 
 
 def install_yaml(settings: OperatorSettings | None = None) -> str:
@@ -60,9 +61,12 @@ def prepare(api: KubeApi, settings: OperatorSettings) -> list[str]:
     """Create what is missing (see the module docstring); returns what was done, one phrase each."""
     done: list[str] = []
     ns = settings.operator_namespace()
-    _step(done, f"applied the RLJob CRD {CRD_NAME}", ns, lambda: _rljob_crd(api))
+    _step(done, f"applied the RLJob CRD {CRD_NAME}", ns, lambda: _own_crd(api, crd()))
+    calibration = calibration_crd()
+    _step(done, f"applied the GPUCalibration CRD {calibration['metadata']['name']}", ns,
+          lambda: _optional_crd(api, calibration))
     for doc in install_documents(settings):
-        if doc["kind"] == "PriorityClass":  # (the CRD is the step above: it is also brought up to date)
+        if doc["kind"] == "PriorityClass":  # (the CRDs are the steps above: they are also brought up to date)
             _step(done, f"created PriorityClass {doc['metadata']['name']}", ns, partial(_create_if_missing, api, doc))
     _step(done, f"created namespace {ns}", ns, lambda: _create_if_missing(api, _namespace(ns)))
     if settings.identity.peering and not settings.identity.standalone:
@@ -121,10 +125,10 @@ def _crd_if_missing(api: KubeApi, doc: dict[str, Any]) -> bool:
     return created
 
 
-def _rljob_crd(api: KubeApi) -> bool:
-    """Apply the RLJob CRD when it is missing or differs from this operator's (server-side apply)."""
-    want = crd()
-    readable, existing = _readable(api, *CRD, CRD_NAME)
+def _own_crd(api: KubeApi, want: dict[str, Any]) -> bool:
+    """Apply one of hexrl's CRDs when it is missing or differs from this operator's (server-side apply)."""
+    name = want["metadata"]["name"]
+    readable, existing = _readable(api, *CRD, name)
     if not readable or (existing is not None and _same_spec(existing, want)):
         return False
     try:
@@ -132,11 +136,25 @@ def _rljob_crd(api: KubeApi) -> bool:
     except ApiError as exc:
         if existing is None or exc.status not in (401, 403):
             raise
-        log.warning("the installed RLJob CRD differs from this operator's and these credentials may not update it "
-                    "(%s %s); continuing with the installed one", exc.status, exc.reason)
+        log.warning("the installed CRD %s differs from this operator's and these credentials may not update it "
+                    "(%s %s); continuing with the installed one", name, exc.status, exc.reason)
         return False
-    _wait_established(api, CRD_NAME)
+    _wait_established(api, name)
     return True
+
+
+def _optional_crd(api: KubeApi, want: dict[str, Any]) -> bool:
+    """`_own_crd` for a CRD the operator can run without (the GPUCalibration: what calibration learns is then
+    kept in memory only): missing and not creatable with these credentials is a warning, not a refusal."""
+    try:
+        return _own_crd(api, want)
+    except ApiError as exc:
+        if exc.status not in (401, 403):
+            raise
+        log.warning("the CRD %s is not installed and these credentials may not create it (%s %s): the operator "
+                    "runs, but what it learns about the cost model is lost on restart; install the chart's CRDs "
+                    "(or `hexrl crds print | kubectl apply -f -`) to keep it", want["metadata"]["name"], exc.status, exc.reason)
+        return False
 
 
 def _same_spec(existing: dict[str, Any], want: dict[str, Any]) -> bool:

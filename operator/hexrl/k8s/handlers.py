@@ -14,6 +14,7 @@ What each trigger does (every one only *requests* a reconcile pass; `workqueue.W
 | Node deleted                                     | jobs whose plan or pods use the node    | debounce       |
 | A job's pod changed phase/readiness/disruption   | that job                                | 0.2 s          |
 | Progress timer (coordinator /v1/progress)        | that job, when scaling or status changes| 0              |
+|   … and online calibration moved a factor it uses | that job (re-plan check, Calibrated)    | 0              |
 | A pass saw a pod running but not ready           | that job, when the grace period ends    | the rest of it |
 """
 
@@ -162,6 +163,8 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         settings.execution.max_workers = max(4, s.watching.worker_limit)
         await asyncio.get_running_loop().run_in_executor(None, _check_priority_classes, op)
         assert op.queue is not None and op.reconciler is not None
+        # what calibration learned before a restart, before the first pass plans with it
+        await asyncio.get_running_loop().run_in_executor(None, op.reconciler.calibrator.load)
         loop = op.loop = asyncio.get_running_loop()
         # background work of the reconciler (baselines) asks for a pass from its own thread
         def wants_pass(namespace: str, name: str) -> None:
@@ -175,6 +178,8 @@ def _register_lifecycle(registry: kopf.OperatorRegistry, op: Operator) -> None:
         assert op.queue is not None and op.reconciler is not None
         op.reconciler.on_change = None
         await op.queue.stop()
+        # what calibration learned since its last write, so a restarted operator starts from it
+        await asyncio.get_running_loop().run_in_executor(None, op.reconciler.calibrator.flush, True)
         op.reconciler.close()
 
     @kopf.on.login(registry=registry)
@@ -307,6 +312,9 @@ async def _poll(op: Operator, namespace: str, name: str, uid: str) -> None:
         return
     changed = progress != mem.progress
     op.reconciler.set_progress(uid, progress)
+    if s.calibration.enabled:
+        learned = await asyncio.get_running_loop().run_in_executor(None, op.reconciler.calibrate, uid, progress)
+        changed = changed or learned
     if s.scaling.enabled:
         scaled = await _scale_from_progress(op, namespace, name, uid, progress)
         if scaled is None:

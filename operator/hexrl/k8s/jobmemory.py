@@ -26,6 +26,7 @@ from hexrl.k8s import render, scaling
 from hexrl.k8s.replanpolicy import PlanBasis
 from hexrl.k8s.snapshot import Snapshot
 from hexrl.k8s.store import JobKey
+from hexrl.sched.calibration import CalibrationProfile
 from hexrl.sched.types import Infeasible, Plan
 
 EXPECT_TTL = 60.0
@@ -47,6 +48,9 @@ class Trigger(StrEnum):
     """The part of the spec the planner reads changed."""
     CLUSTER = "cluster"
     """The cluster changed in a way that may break or improve the plan (`replanpolicy.replan_reason`)."""
+    CALIBRATION = "calibration"
+    """Online calibration moved a factor the plan depends on and the best re-plan beats the plan by more than
+    the margin (`settings.CalibrationSettings.replan_margin`)."""
 
 
 @dataclass
@@ -144,6 +148,18 @@ class JobMemory:
     blocker_key: str | None = None
     """What the last Warning Event about a pod problem or the dataset was about (reason and pod): a new
     Event only when it changes, none while the same cause persists."""
+    plan_profile: CalibrationProfile | None = None
+    """The calibration profile `plan`'s predictions were made under (None: not known yet; after a restart the
+    profile in force when the stored plan is first read back is assumed)."""
+    calibration_basis: CalibrationProfile | None = None
+    """The profile the plan was last checked against; a material move away from it is news for this job."""
+    calibration_news: tuple[tuple[str, str, float, float], ...] = ()
+    """(gpu, phase, old factor, new factor) of each material move not yet acted on: the next pass checks
+    whether to re-plan and posts the Calibrated Event."""
+    calibration_message: str = ""
+    """The last Calibrated Event's sentence (status.calibration.message)."""
+    calibration_event: str | None = None
+    """A Calibrated Event the next status report posts (None: none due)."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     """Held for a whole pass (one pass of a job at a time)."""
 

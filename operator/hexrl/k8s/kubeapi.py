@@ -34,6 +34,7 @@ _KINDS: dict[tuple[str, str], tuple[str, str, bool]] = {
     ("policy/v1", "PodDisruptionBudget"): ("/apis/policy/v1", "poddisruptionbudgets", True),
     ("scheduling.k8s.io/v1", "PriorityClass"): ("/apis/scheduling.k8s.io/v1", "priorityclasses", False),
     ("hexrl.dev/v1alpha1", "RLJob"): ("/apis/hexrl.dev/v1alpha1", "rljobs", True),
+    ("hexrl.dev/v1alpha1", "GPUCalibration"): ("/apis/hexrl.dev/v1alpha1", "gpucalibrations", False),
     ("v1", "Namespace"): ("/api/v1", "namespaces", False),
     ("apiextensions.k8s.io/v1", "CustomResourceDefinition"):
         ("/apis/apiextensions.k8s.io/v1", "customresourcedefinitions", False),
@@ -157,7 +158,9 @@ class KubeApi:
                 return False
             raise
 
-    def patch_status(self, api_version: str, kind: str, name: str, namespace: str, status: dict[str, Any]) -> None:
+    def patch_status(
+        self, api_version: str, kind: str, name: str, namespace: str | None, status: dict[str, Any]
+    ) -> None:
         """One merge-patch of the status subresource."""
         path = object_path(api_version, kind, name, namespace) + "/status"
         self._call("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")

@@ -19,6 +19,13 @@ interface to the reconciler is `plan_and_commit` (a `Commit`), `with_baselines`,
 After a node event (a cluster-triggered re-plan) the trainer is never moved while all its nodes survive:
 `replan(..., trainer_may_move=False)` re-places only rollout. Only a spec change (or a lost trainer node)
 re-plans the trainer.
+
+Online calibration (`calibrator.Calibrator`): every plan is made with the cluster's calibration profile in
+the cost model. When a factor the job depends on moved materially (`JobMemory.calibration_news`, set by the
+progress poll), the pass re-scores the current plan under the new profile, asks for the least-change re-plan
+(trainer kept), and deploys it only when it beats the current plan by more than
+`CalibrationSettings.replan_margin`; either way the sentence of a Calibrated Event says what was learned and
+what was done.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from hexrl.k8s.replanpolicy import plan_basis, replan_reason
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import Snapshot, build_cluster, cluster_base
 from hexrl.k8s.store import Store
+from hexrl.sched.calibration import CalibrationProfile
 from hexrl.sched.types import Cluster, Infeasible, Plan
 
 log = logging.getLogger(__name__)
@@ -86,11 +94,13 @@ class Planning:
 
     def __init__(
         self, store: Store, settings: OperatorSettings, memories: JobMemories,
-        planner: PlanFn | None = None, replanner: ReplanFn | None = None,
+        planner: PlanFn | None = None, replanner: ReplanFn | None = None, calibrator: Any = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self.memories = memories
+        self.calibrator = calibrator
+        """The operator's `calibrator.Calibrator` (None: plan with the catalog alone)."""
         self._planner = planner
         self._replanner = replanner
         self._lock = threading.Lock()  # the counters, the cache's creation and the cluster base
@@ -130,10 +140,15 @@ class Planning:
         """Hits and misses of the solution cache so far (None before the first solve)."""
         return self._solutions.stats if self._solutions is not None else None
 
-    def _planner_settings(self) -> Any:
-        from hexrl.sched import PlannerSettings
+    def profile(self) -> CalibrationProfile:
+        """The calibration profile plans are made with now."""
+        return self.calibrator.profile() if self.calibrator is not None else CalibrationProfile()
 
-        return PlannerSettings(compute_baselines=False)  # baselines come later, from the background thread
+    def _planner_settings(self, profile: CalibrationProfile | None = None) -> Any:
+        from hexrl.sched import CostModelSettings, PlannerSettings
+
+        cost = CostModelSettings(calibration=self.profile() if profile is None else profile)
+        return PlannerSettings(compute_baselines=False, cost=cost)  # baselines come later, in the background
 
     def snapshot(self, namespace: str, name: str, mem: JobMemory) -> Snapshot:
         """The cluster as this job sees it: other jobs' pods and plans hold their GPUs."""
@@ -158,18 +173,19 @@ class Planning:
 
     # ------------------------------------------------------------------------------------ planner
 
-    def _plan(self, spec: RLJobSpec, cluster: Cluster) -> Plan | Infeasible:
+    def _plan(self, spec: RLJobSpec, cluster: Cluster, profile: CalibrationProfile | None = None) -> Plan | Infeasible:
         t0 = time.perf_counter()
         try:
             if self._planner is not None:
                 return self._planner(spec, cluster)
             from hexrl.sched import plan
 
-            return plan(spec, cluster, self._planner_settings(), self.solutions())
+            return plan(spec, cluster, self._planner_settings(profile), self.solutions())
         finally:
             metrics.PLAN_SOLVE_SECONDS.labels("plan").observe(time.perf_counter() - t0)
 
-    def _replan(self, spec: RLJobSpec, cluster: Cluster, current: Plan, trainer_may_move: bool) -> Plan | Infeasible:
+    def _replan(self, spec: RLJobSpec, cluster: Cluster, current: Plan, trainer_may_move: bool,
+                profile: CalibrationProfile | None = None) -> Plan | Infeasible:
         """The least-change re-plan of `current`, or a fresh plan when no re-plan is feasible."""
         t0 = time.perf_counter()
         try:
@@ -177,7 +193,7 @@ class Planning:
                 return self._replanner(spec, cluster, current, trainer_may_move=trainer_may_move)
             from hexrl.sched import replan_or_plan
 
-            return replan_or_plan(spec, cluster, current, self._planner_settings(), self.solutions(),
+            return replan_or_plan(spec, cluster, current, self._planner_settings(profile), self.solutions(),
                                   trainer_may_move=trainer_may_move)
         finally:
             metrics.PLAN_SOLVE_SECONDS.labels("replan").observe(time.perf_counter() - t0)
@@ -324,6 +340,9 @@ class Planning:
     def _decide(self, spec: RLJobSpec, snap: Snapshot, mem: JobMemory) -> Decision:
         """Keep the current plan, repeat the last no, or ask the planner (see the module docstring)."""
         current = mem.plan
+        profile = self.profile()
+        if current is not None and mem.plan_profile is None:
+            mem.plan_profile = profile  # a plan read back after a restart: assume the profile in force made it
         skey = spec_key(spec)
         lost = 0
         if current is not None:
@@ -332,35 +351,79 @@ class Planning:
         spec_same = mem.stored.spec_key == skey
         why = replan_reason(mem.basis, snap.cluster, current)
         if current is not None and spec_same and not why:
+            if mem.calibration_news:
+                return self._recalibrated(spec, snap, mem, current, profile)
             return Decision(current, None, None, 0)
         if current is None and mem.rejection is not None and mem.rejection[0] == skey and not why:
             return Decision(None, mem.rejection[1], None, 0)  # nothing that could help changed since the no
         if current is not None:
             log.info("job %s: re-planning: %s", "/".join(mem.key or ()), why if spec_same else "the spec changed")
-        result, trigger = self._ask_planner(spec, snap, current, not spec_same)
+        result, trigger = self._ask_planner(spec, snap, current, not spec_same, profile)
         mem.basis = plan_basis(snap.cluster)
+        if mem.calibration_news:  # this answer already uses what was learned; say so
+            learned = "; ".join(self._learned(gpu, phase, f) for gpu, phase, _, f in mem.calibration_news)
+            mem.calibration_event = f"Calibrated: {learned}; taken into this re-plan"
+        mem.calibration_basis, mem.calibration_news = profile, ()
         if isinstance(result, Infeasible):
             return self._infeasible(result, current, mem, skey, trigger, lost)
         mem.rejected_change = None
         mem.rejection = None
         if current is not None and placement(result) == placement(current):
             return Decision(current, None, None, lost)  # same placement: keep the deployed plan (no churn, no event)
+        self._adopt(mem, result, current, profile)
+        return Decision(result, None, trigger, lost)
+
+    @staticmethod
+    def _adopt(mem: JobMemory, result: Plan, current: Plan | None, profile: CalibrationProfile) -> None:
+        """Bookkeeping of a new plan: the profile it was made under; live scaling starts again from it."""
+        mem.plan_profile = profile
         if current is not None and result != current and mem.stored.scale is not None and mem.stored.scale.extra:
             # the new plan re-sizes rollout from scratch; live scaling starts again from it
             mem.stored.scale = scaling.ScaleState()
             mem.scale = None
-        return Decision(result, None, trigger, lost)
+
+    def _recalibrated(
+        self, spec: RLJobSpec, snap: Snapshot, mem: JobMemory, current: Plan, profile: CalibrationProfile
+    ) -> Decision:
+        """A factor the job depends on moved: re-plan if the least-change re-plan (trainer kept) beats the current
+        plan, re-scored under the new profile, by more than the margin; say what was learned either way."""
+        from hexrl.sched import CostModelSettings
+        from hexrl.sched.onlinecalibration import replan_gain, rescored_tokens_per_second
+
+        news, mem.calibration_news, mem.calibration_basis = mem.calibration_news, (), profile
+        old = CostModelSettings(calibration=mem.plan_profile or CalibrationProfile())
+        now = rescored_tokens_per_second(spec, snap.cluster, current, old, CostModelSettings(calibration=profile))
+        result = self._replan(spec, snap.cluster, current, trainer_may_move=False, profile=profile)
+        gain = replan_gain(spec, now, current.cost_per_hour, result) if isinstance(result, Plan) else -1.0
+        learned = "; ".join(self._learned(gpu, phase, new) for gpu, phase, _, new in news)
+        if isinstance(result, Plan) and placement(result) != placement(current) and gain > self.settings.calibration.replan_margin:
+            self._adopt(mem, result, current, profile)
+            mem.calibration_event = (f"Calibrated: {learned}; {_roles_changed(current, result)} re-planned (predicted "
+                                     f"{now:,.1f} → {result.tokens_per_second:,.1f} tokens/s)")
+            return Decision(result, None, Trigger.CALIBRATION, 0)
+        better = f"; the best re-plan would gain {gain:+.0%}" if isinstance(result, Plan) and gain > -1.0 else ""
+        mem.calibration_event = f"Calibrated: {learned}; plan unchanged (predicted {now:,.1f} tokens/s{better})"
+        return Decision(current, None, None, 0)
+
+    def _learned(self, gpu: str, phase: str, factor: float) -> str:
+        """'L4 decode measured 0.012× the catalog (confidence 0.93)', or '... pinned at 0.5× ...'."""
+        c = self.calibrator
+        if c is not None and c.is_pinned(gpu, phase):
+            return f"{gpu} {phase} pinned at {factor:.3g}× the catalog"
+        confidence = c.confidence(gpu, phase) if c is not None else 0.0
+        return f"{gpu} {phase} measured {factor:.3g}× the catalog (confidence {confidence:.2f})"
 
     def _ask_planner(
-        self, spec: RLJobSpec, snap: Snapshot, current: Plan | None, spec_changed: bool
+        self, spec: RLJobSpec, snap: Snapshot, current: Plan | None, spec_changed: bool, profile: CalibrationProfile
     ) -> tuple[Plan | Infeasible, Trigger]:
         """(the planner's answer, trigger): a first plan, or a re-plan of the current one (a fresh plan when
         the re-plan is infeasible)."""
         if current is None:
-            return self._plan(spec, snap.cluster), Trigger.FIRST
+            return self._plan(spec, snap.cluster, profile), Trigger.FIRST
         trigger = Trigger.SPEC if spec_changed else Trigger.CLUSTER
         # a node event never restarts a trainer that survived it (replan keeps it when intact)
-        return self._replan(spec, snap.cluster, current, trainer_may_move=trigger == Trigger.SPEC), trigger
+        return self._replan(spec, snap.cluster, current, trainer_may_move=trigger == Trigger.SPEC,
+                            profile=profile), trigger
 
     @staticmethod
     def _infeasible(
@@ -374,3 +437,12 @@ class Planning:
             mem.rejected_change = result
             return Decision(current, None, None, lost)
         return Decision(None, result, trigger, lost)
+
+
+def _roles_changed(old: Plan, new: Plan) -> str:
+    """'trainer and rollout', 'trainer' or 'rollout': what a new plan moves (where and how, not its predictions)."""
+    trainer_moved = replace(old.trainer, tokens_per_second=0.0) != replace(new.trainer, tokens_per_second=0.0)
+    rollout_moved = [replace(r, tokens_per_second=0.0) for r in old.replicas] != [
+        replace(r, tokens_per_second=0.0) for r in new.replicas]
+    roles = [role for role, moved in (("trainer", trainer_moved), ("rollout", rollout_moved)) if moved]
+    return " and ".join(roles) or "rollout"

@@ -43,6 +43,7 @@ from hexrl.api.models import API_VERSION, KIND, RLJobSpec
 from hexrl.k8s import metrics, plancodec, render, scaling
 from hexrl.k8s.announcer import Announcer
 from hexrl.k8s.applier import Applier
+from hexrl.k8s.calibrator import Calibrator
 from hexrl.k8s.jobmemory import (
     JobMemories,
     JobMemory,
@@ -62,6 +63,8 @@ from hexrl.k8s.settings import OperatorSettings
 from hexrl.k8s.snapshot import Snapshot
 from hexrl.k8s.statuswriter import StatusWriter
 from hexrl.k8s.store import JobKey, Store
+from hexrl.sched.calibration import CalibrationProfile
+from hexrl.sched.onlinecalibration import material_changes
 
 __all__ = ["Reconciler"]
 
@@ -83,9 +86,11 @@ class Reconciler:
         self._pool = PriorityPool(16, name="hexrl-api")
         announce = Announcer(api, settings.identity.field_manager)
         pods = PodView(store)
-        self.planning = Planning(store, settings, self.memories, planner, replanner)
+        self.calibrator = Calibrator(api, settings)
+        self.planning = Planning(store, settings, self.memories, planner, replanner, self.calibrator)
         self.applier = Applier(api, store, settings, pods, announce, self._pool)
         self.status = StatusWriter(api, store, settings, pods, announce)
+        self.status.calibrator = self.calibrator
         self.announce = announce
 
     def close(self) -> None:
@@ -102,6 +107,7 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         """Drop a deleted job's memory."""
         self.memories.forget(uid)
+        self.calibrator.forget(uid)
 
     def plan_nodes_of_jobs(self) -> dict[JobKey, set[str]]:
         """(namespace, job) → nodes its current plan uses (to find the jobs a node event affects)."""
@@ -219,7 +225,7 @@ class Reconciler:
             return None
         plan = self.planning.with_baselines(ref, spec, d.plan, commit.snap, mem)
         out.planned = True
-        out.replanned = d.trigger in (Trigger.SPEC, Trigger.CLUSTER)
+        out.replanned = d.trigger in (Trigger.SPEC, Trigger.CLUSTER, Trigger.CALIBRATION)
         return Planned(snap=commit.snap, plan=plan, previous=previous, trigger=d.trigger, lost=d.lost)
 
     def _load(self, ref: render.JobRef, mem: JobMemory) -> None:
@@ -236,6 +242,31 @@ class Reconciler:
                 mem.stored = StoredState.from_wire(json.loads(data.get(render.STATE_KEY) or "{}"))
         mem.tokens = self.job_tokens(ref.uid)
         mem.loaded = True
+
+    # ------------------------------------------------------------------------------------ calibration
+
+    def calibrate(self, uid: str, progress: dict[str, Any]) -> bool:
+        """Feed a job's progress to online calibration and write the GPUCalibration when due; True when a factor
+        the job's plan depends on moved materially since the plan was last checked (the caller asks for a
+        pass, which decides about a re-plan and posts the Calibrated Event)."""
+        mem = self.memory(uid)
+        if mem.plan is None or mem.spec is None or mem.key is None or not self.settings.calibration.enabled:
+            return False
+        namespace, name = mem.key
+        cluster = self.planning.snapshot(namespace, name, mem).cluster
+        self.calibrator.observe(uid, f"{namespace}/{name}", mem.spec, cluster, mem.plan, progress)
+        self.calibrator.flush()
+        profile = self.calibrator.profile()
+        with mem.lock:
+            if mem.plan is None:
+                return False
+            basis = mem.calibration_basis or mem.plan_profile or CalibrationProfile()
+            used = {r.gpu for r in mem.plan.replicas} | {mem.plan.trainer.gpu}
+            moved = [m for m in material_changes(basis, profile, self.settings.calibration.event_change) if m[0] in used]
+            if not moved or mem.calibration_news:
+                return False
+            mem.calibration_news = tuple(moved)
+            return True
 
     # ------------------------------------------------------------------------------------ scaling
 

@@ -110,13 +110,15 @@ def trainer_layout(plan: Plan) -> TrainerLayout:
 
 
 def _trainer_env(ref: JobRef, plan: Plan, rank: int, gpus: int) -> list[dict[str, Any]]:
-    """The gang's layout (pods, processes per pod, parallel degrees) and the launcher's rendezvous."""
+    """The gang's layout (pods, processes per pod, parallel degrees), the launcher's rendezvous, and the GPU
+    type (which tags the work rank 0 reports for calibration)."""
     layout = trainer_layout(plan)
     assert layout.procs_per_node[rank] == gpus
     return [
         *({"name": name, "value": value} for name, value in layout.pod_env(rank)),
         {"name": wc.ENV_MASTER_ADDR, "value": master_addr(ref)},
         {"name": wc.ENV_MASTER_PORT, "value": str(RENDEZVOUS_PORT)},
+        {"name": wc.ENV_GPU_TYPE, "value": plan.trainer.gpu},
     ]
 
 
@@ -201,13 +203,15 @@ def render_rollout_pod(
 
 
 def _rollout_env(slot: RolloutSlot) -> list[dict[str, Any]]:
-    """The replica's address (the coordinator dials it) and its parallelism and pipeline stage."""
+    """The replica's address (the coordinator dials it), its parallelism and pipeline stage, and its GPU type
+    (which tags the work the worker reports for calibration)."""
     r = slot.replica
     return [
         {"name": wc.ENV_POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         {"name": "HEXRL_TENSOR_PARALLEL", "value": str(r.tensor_parallel)},
         {"name": "HEXRL_PIPELINE_PARALLEL", "value": str(r.pipeline_parallel)},
         {"name": "HEXRL_PIPELINE_STAGE", "value": str(slot.stage)},
+        {"name": wc.ENV_GPU_TYPE, "value": r.gpu},
     ]
 
 

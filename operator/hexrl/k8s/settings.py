@@ -83,6 +83,28 @@ class ScalingSettings:
     """s after a scaling step during which no opposite step is taken (default 60)."""
 
 
+@dataclass
+class CalibrationSettings:
+    """Online calibration of the cost model from what running jobs measure (the GPUCalibration object)."""
+
+    enabled: bool = True
+    """Learn from the workers' observed work and plan with the GPUCalibration's factors (default on). Off =
+    the catalog's predictions only, and the object is neither read nor written."""
+    min_observation_seconds: float = 2.0
+    """GPU-seconds of work a (GPU type, phase) must have done between two progress polls to count as one
+    observation (default 2: shorter windows are mostly timer noise)."""
+    window: int = 32
+    """Recent observations kept per (GPU type, phase) in the object's status, which the fit uses (default 32:
+    about 8 minutes of one job at the default 15 s poll, bounded so the object stays small)."""
+    event_change: float = 0.1
+    """Relative move of a factor (|ln(new/old)| > ln(1 + this)) that is news for a job: an Event and a
+    re-plan check (default 0.1, 10 %; smaller moves are noise to a plan)."""
+    replan_margin: float = 0.1
+    """Re-plan when, under the new factors, the best re-plan's predicted throughput beats the current plan's
+    (or, with a throughput target, its cost undercuts it) by more than this share (default 0.1, 10 %:
+    moving pods costs warm-up time that a smaller gain does not repay)."""
+
+
 DEFAULT_SCRAPER_NAMESPACE_LABELS: tuple[tuple[str, str], ...] = (("kubernetes.io/metadata.name", "monitoring"),)
 """Where Prometheus runs by default (the API server labels every namespace with its name)."""
 
@@ -256,7 +278,7 @@ class EndpointSettings:
 GROUPS: dict[str, type[Any]] = {
     "discovery": DiscoverySettings, "pricing": PricingSettings, "watching": WatchingSettings,
     "planning": PlanningSettings, "identity": IdentitySettings, "workloads": WorkloadSettings,
-    "endpoints": EndpointSettings, "scaling": ScalingSettings,
+    "endpoints": EndpointSettings, "scaling": ScalingSettings, "calibration": CalibrationSettings,
 }
 """Group name → its settings class, as `OperatorSettings` holds them."""
 
@@ -265,7 +287,8 @@ GROUPS: dict[str, type[Any]] = {
 class OperatorSettings:
     """Everything `hexrl operator` can be told, grouped as kopf groups its settings. Each field is read from
     the environment variable `HEXRL_OPERATOR_<FIELD_NAME_UPPER>` whatever its group (scaling's as
-    `HEXRL_OPERATOR_SCALING_<FIELD>`; `planning.mode` as `HEXRL_OPERATOR_PLANNING`)."""
+    `HEXRL_OPERATOR_SCALING_<FIELD>`, calibration's as `HEXRL_OPERATOR_CALIBRATION_<FIELD>`; `planning.mode` as
+    `HEXRL_OPERATOR_PLANNING`)."""
 
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     pricing: PricingSettings = field(default_factory=PricingSettings)
@@ -275,6 +298,7 @@ class OperatorSettings:
     workloads: WorkloadSettings = field(default_factory=WorkloadSettings)
     endpoints: EndpointSettings = field(default_factory=EndpointSettings)
     scaling: ScalingSettings = field(default_factory=ScalingSettings)
+    calibration: CalibrationSettings = field(default_factory=CalibrationSettings)
     log_level: str = "INFO"
     """Python log level name."""
 
@@ -321,7 +345,8 @@ def env_name(group: str, f: Any) -> str:
     """The environment variable of one field (unchanged by the grouping: the chart sets these names)."""
     if "env" in f.metadata:
         return str(f.metadata["env"])
-    prefix = "HEXRL_OPERATOR_SCALING_" if group == "scaling" else "HEXRL_OPERATOR_"
+    prefix = {"scaling": "HEXRL_OPERATOR_SCALING_", "calibration": "HEXRL_OPERATOR_CALIBRATION_"}.get(
+        group, "HEXRL_OPERATOR_")
     return f"{prefix}{f.name.upper()}"
 
 

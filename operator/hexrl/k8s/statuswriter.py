@@ -9,8 +9,10 @@ job's pods through the shared `PodView` and posts Events through the shared `Ann
   (`podhealth`) and whether the coordinator cannot load the dataset (its progress report);
 - builds the new status (Planned, Ready, Degraded, StalenessWithinBound, plan summary, progress) and
   writes it only when it differs from the stored one — one write per pass at most;
-- posts the Events a user wants to see (Planned, Replanned, Rejected...), each rejection once per
+- posts the Events a user wants to see (Planned, Replanned, Calibrated, Rejected...), each rejection once per
   generation and message, a pod problem or dataset error once per cause (reason and pod);
+- shows the plan's prediction under the cluster's calibration next to the catalog's and to what the
+  coordinator measures (`status.calibration`);
 - exports the per-job gauges.
 """
 
@@ -47,6 +49,8 @@ class StatusWriter:
         self.settings = settings
         self.pods = pods
         self.announce = announce
+        self.calibrator: Any = None
+        """The operator's `calibrator.Calibrator` (confidences and pins for status.calibration), if any."""
 
     def report(
         self, rljob: dict[str, Any], ref: render.JobRef, spec: RLJobSpec, p: Planned, applied: Applied,
@@ -54,7 +58,12 @@ class StatusWriter:
     ) -> None:
         """The pass's one status write (if anything changed) and the job's gauges."""
         health, out.recheck_seconds = self._health(ref, spec, p.plan, mem, applied.trainer_lost, applied.replaced)
+        if mem.calibration_event is not None:
+            self.announce.event(rljob, "Normal", reasons.CALIBRATED, mem.calibration_event)
+            mem.calibration_message, mem.calibration_event = mem.calibration_event, None
         new_status = self._status(rljob, spec, p.plan, applied.summary, health, p.lost, mem)
+        if self.settings.calibration.enabled:
+            new_status["calibration"] = self._calibration(spec, p, mem)
         out.status_written = self._write_status(rljob, new_status)
         self._announce_blocker(rljob, mem, health)
         self._export(ref, p.plan, new_status)
@@ -64,8 +73,9 @@ class StatusWriter:
         if p.trigger is Trigger.FIRST:
             self.announce.event(rljob, "Normal", reasons.PLANNED, self.announce.sentence(p.plan, "planned"))
         elif p.trigger is not None and p.previous is not None and p.plan != p.previous:
-            why = f"after losing {p.lost} node(s)" if p.lost else ("after a spec change" if p.trigger is Trigger.SPEC
-                                                                   else "after a cluster change")
+            why = f"after losing {p.lost} node(s)" if p.lost else {
+                Trigger.SPEC: "after a spec change", Trigger.CALIBRATION: "after calibration"}.get(
+                p.trigger, "after a cluster change")
             self.announce.event(rljob, "Normal", reasons.REPLANNED, self.announce.sentence(p.plan, f"re-planned {why}"))
         if p.trigger is not None:
             metrics.REPLANS.labels(p.trigger.value).inc()
@@ -149,6 +159,34 @@ class StatusWriter:
             if evaluation is not None:
                 new["progress"]["evaluation"] = evaluation
         return new
+
+    def _calibration(self, spec: RLJobSpec, p: Planned, mem: JobMemory) -> dict[str, Any]:
+        """status.calibration: the plan's throughput under the calibration it was last checked against and from
+        the catalog alone, what the coordinator measures, and the factors of the plan's GPU types."""
+        from hexrl.sched import CostModelSettings
+        from hexrl.sched.calibration import CalibrationProfile
+        from hexrl.sched.onlinecalibration import rescored_tokens_per_second
+
+        made = CostModelSettings(calibration=mem.plan_profile or CalibrationProfile())
+        profile = mem.calibration_basis or mem.plan_profile or CalibrationProfile()
+        cluster = p.snap.cluster
+        predicted = rescored_tokens_per_second(spec, cluster, p.plan, made, CostModelSettings(calibration=profile))
+        catalog = rescored_tokens_per_second(spec, cluster, p.plan, made, CostModelSettings())
+        observed = float((mem.progress or {}).get("tokensPerSecond") or 0.0)
+        used = {r.gpu for r in p.plan.replicas} | {p.plan.trainer.gpu}
+        c = self.calibrator
+        factors = [{"gpu": e.gpu, "phase": e.phase, "factor": float(f"{e.factor:.4g}"),  # 4 significant: 1e-4 exists
+                    "confidence": round(c.confidence(e.gpu, e.phase), 3) if c is not None else 0.0,
+                    "pinned": bool(c is not None and c.is_pinned(e.gpu, e.phase))}
+                   for e in profile.entries if e.gpu in used]
+        out: dict[str, Any] = {"predictedTokensPerSecond": round(predicted, 1),
+                               "catalogTokensPerSecond": round(catalog, 1), "factors": factors,
+                               "message": mem.calibration_message}
+        if observed > 0:
+            out["observedTokensPerSecond"] = round(observed, 1)
+            if predicted > 0:
+                out["predictionError"] = round(observed / predicted - 1.0, 3)
+        return out
 
     def _conditions(
         self, rljob: dict[str, Any], spec: RLJobSpec, plan: Plan, summary: dict[str, Any], h: cond.Health,

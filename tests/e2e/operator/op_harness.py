@@ -29,6 +29,7 @@ import yaml
 
 from clusters import keep_requested, running_cluster
 from hexrl.api.crd import CRD_NAME
+from hexrl.api.gpucalibration import CRD_NAME as CALIBRATION_CRD_NAME
 from hexrl.devcluster import DevCluster, DevClusterError
 from hexrl.k8s.bootstrap import install_yaml
 
@@ -77,7 +78,7 @@ def install_operator_objects(cluster: DevCluster) -> None:
     the chart's admission policy."""
     cluster.kubectl("apply", "-f", "-", input=install_yaml())
     cluster.kubectl("apply", "-f", str(PEERING), check=False)  # the CRDs; the object needs them Established
-    cluster.wait_established(CRD_NAME, "clusterkopfpeerings.kopf.dev")
+    cluster.wait_established(CRD_NAME, CALIBRATION_CRD_NAME, "clusterkopfpeerings.kopf.dev")
     cluster.kubectl("apply", "-f", str(PEERING))
     cluster.kubectl("create", "namespace", "hexrl-system", check=False)
     cluster.kubectl("apply", "-f", str(RBAC))

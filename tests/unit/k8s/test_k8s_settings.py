@@ -21,11 +21,14 @@ ENV_NAMES = {f"HEXRL_OPERATOR_{n}" for n in (
     "SCALING_GROW_AFTER_POLLS", "SCALING_SHRINK_STALENESS_FRACTION", "SCALING_SHRINK_AFTER_POLLS",
     "SCALING_MAX_EXTRA_REPLICAS", "SCALING_COOLDOWN_SECONDS")}
 """The variables the operator read before its settings were grouped (the chart and users set these)."""
+CALIBRATION_ENV_NAMES = {f"HEXRL_OPERATOR_CALIBRATION_{n}" for n in (
+    "ENABLED", "MIN_OBSERVATION_SECONDS", "WINDOW", "EVENT_CHANGE", "REPLAN_MARGIN")}
+"""Online calibration's variables (added after the grouping, in the same scheme as scaling's)."""
 
 
 def test_every_grouped_field_keeps_the_environment_variable_it_had():
     names = {env_name(g, f) for g, group in GROUPS.items() for f in fields(group)}
-    assert names | {"HEXRL_OPERATOR_LOG_LEVEL"} == ENV_NAMES | {"HEXRL_OPERATOR_LOG_LEVEL"}
+    assert names | {"HEXRL_OPERATOR_LOG_LEVEL"} == ENV_NAMES | CALIBRATION_ENV_NAMES | {"HEXRL_OPERATOR_LOG_LEVEL"}
     assert len(names) == sum(len(fields(group)) for group in GROUPS.values())  # no two fields share a variable
 
 

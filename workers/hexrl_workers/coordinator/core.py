@@ -43,6 +43,7 @@ from typing import Any
 from hexrl.api.evalspec import EvalSummary
 from hexrl.api.stalenessgate import StalenessGate
 from hexrl_workers.coordinator.evaluation import EvalRejectedError, Evaluator
+from hexrl_workers.coordinator.worktally import WorkTally
 from hexrl_workers.data import Dataset, make_prompt
 from hexrl_workers.limits import sample_bytes
 from hexrl_workers.protocol import (
@@ -199,6 +200,8 @@ class CoordinatorCore:
         self.initial_reward: float | None = None
         self._recent_rewards: deque[tuple[float, int]] = deque(maxlen=settings.reward_window)
         self.last_batch_tokens = 0
+        self.work = WorkTally()
+        """Tokens and GPU-seconds per (GPU type, phase) the workers reported (the operator's calibration)."""
         if evaluator is not None:
             evaluator.version_reached(self.version)
 

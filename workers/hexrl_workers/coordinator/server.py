@@ -265,6 +265,7 @@ class CoordinatorServer:
         evaluations = self._ingest_evaluations(body)
         for item_id in body.released_item_ids:
             self.core.release(item_id)
+        self.core.work.add(body.work)
         for d in body.discarded:
             try:
                 self.core.discard(d)
@@ -355,6 +356,7 @@ class CoordinatorServer:
             self.core.acknowledge(upd.version, upd.batch_id)
         except RejectedError as exc:
             raise HTTPProblem(409, str(exc), "version") from exc
+        self.core.work.add(upd.work)
         self.metrics["hexrl_trained_steps"].inc()
         await self._notify()
         return json_response({"version": self.core.version})
@@ -398,6 +400,7 @@ class CoordinatorServer:
             evaluations=list(c.evaluator.history) if c.evaluator is not None else [],
             dataset_exhausted=c.dataset_exhausted,
             done=c.done,
+            observed_work=c.work.reports(),
             data_error=self.data_error,
         )
 

@@ -41,6 +41,7 @@ from hexrl_workers.protocol import (
     TrajectoryBatchIn,
     WeightManifest,
     WorkItem,
+    WorkReport,
 )
 from hexrl_workers.reward import RewardFn
 from hexrl_workers.reward.runner import RewardFailed, RewardTimeout
@@ -74,6 +75,11 @@ class RolloutSettings:
     """Pause before asking again while the job's (rolled-back) version is not yet published, seconds."""
     idle_exit_seconds: float | None = None
     """Exit after this long without work once the coordinator reports the job done (None: on done)."""
+    gpu_type: str | None = None
+    """GPU type of the pod (HEXRL_GPU_TYPE, rendered by the operator from the plan): each push then reports
+    the engine's work (`WorkReport`, phase decode) for the operator's calibration. None: no report."""
+    gpus: int = 1
+    """GPUs the engine runs on (the replica's tensor-parallel degree): busy seconds × this = GPU-seconds."""
 
 
 class RolloutWorker:
@@ -105,6 +111,10 @@ class RolloutWorker:
         fresh buffer per version cost as much as the transfer (a pull reached 15 % of the link, not 60-98 %).
         Safe: the engine copies the weights in, and the relay server keeps its own copy."""
         self.items_done = 0
+        self._busy_since: float | None = None
+        """When the work being processed arrived (None: `process` called on its own, e.g. in tests)."""
+        self._unreported_busy = 0.0
+        """Busy seconds not yet reported: the last push (it happens after its report is built)."""
 
     def stop(self) -> None:
         self.stop_event.set()
@@ -228,10 +238,13 @@ class RolloutWorker:
             return out
         t0 = time.monotonic()
         results = self.engine.generate(reqs, self.stop_event)
-        self.metrics["hexrl_rollout_generate_seconds"].observe(time.monotonic() - t0)
+        busy = time.monotonic() - t0
+        self.metrics["hexrl_rollout_generate_seconds"].observe(busy)
+        generated = 0
         for req, (item, idx), res in zip(reqs, where, results, strict=True):
-            new = len(res.tokens) - len(req.prefix_tokens)
-            self.metrics["hexrl_rollout_generated_tokens"].inc(max(0, new))
+            new = max(0, len(res.tokens) - len(req.prefix_tokens))
+            generated += new
+            self.metrics["hexrl_rollout_generated_tokens"].inc(new)
             if item.evaluation is not None:
                 self._collect_evaluation(out, item, idx, res)
             elif res.interrupted:
@@ -246,7 +259,21 @@ class RolloutWorker:
                     out.discarded.append(scored)
                 else:
                     out.trajectories.append(scored)
+        if self._busy_since is not None:  # in the loop: busy since the work arrived, and the last push
+            busy = time.monotonic() - self._busy_since + self._unreported_busy
+            self._unreported_busy = 0.0
+        out.work = self._work_report(generated, busy)
         return out
+
+    def _work_report(self, generated: int, busy_seconds: float) -> list[WorkReport]:
+        """The work as decode work of this pod's GPU type: generated tokens over the GPU-seconds the worker was
+        busy with them — weight update, prefill and decode, reward, pushing results; not waiting for work,
+        which the staleness gate decides. The operator compares it with the cost model's prediction of the
+        same (`hexrl.sched.onlinecalibration`)."""
+        if not self.s.gpu_type or busy_seconds <= 0:
+            return []
+        return [WorkReport(gpu=self.s.gpu_type, phase="decode", tokens=generated,
+                           seconds=busy_seconds * max(1, self.s.gpus))]
 
     def _collect_evaluation(self, out: TrajectoryBatchIn, item: WorkItem, idx: int, res: GenResult) -> None:
         if not res.interrupted:
@@ -282,6 +309,7 @@ class RolloutWorker:
                 time.sleep(1.0)
                 continue
             self.readiness.set_ready()
+            self._busy_since = time.monotonic()
             if self.stop_event.is_set():
                 if resp.items:
                     self.coord.push(TrajectoryBatchIn(worker_id=self.s.worker_id,
@@ -296,10 +324,12 @@ class RolloutWorker:
                     break
                 continue
             out = self.process(resp.items)
+            pushed = time.monotonic()
             try:
                 self.coord.push(out)
             except CoordinatorError as exc:  # e.g. 413: a sample over the job's limits; its lease runs out
                 log.error("coordinator refused the results of %d item(s): %s", len(resp.items), exc)
+            self._unreported_busy += time.monotonic() - pushed
             self.items_done += len(resp.items)
             if out.partials:
                 log.info("stopping: handed %d partial responses to the coordinator", len(out.partials))

@@ -56,7 +56,7 @@ from hexrl_workers.export import PROVENANCE, ExportError, export_state
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer
-from hexrl_workers.protocol import Batch
+from hexrl_workers.protocol import Batch, WorkReport
 from hexrl_workers.statusserver import Readiness
 from hexrl_workers.tracking import FanOut, build_trackers, flatten
 from hexrl_workers.trainer import checkpoint
@@ -131,6 +131,9 @@ class TrainerSettings:
     coordinator back, and a trainer that exits would restart the whole gang)."""
     job_name: str | None = None
     """The RLJob's name: the default run name in W&B and MLflow (None: the trackers' own defaults)."""
+    gpu_type: str | None = None
+    """GPU type of the gang (HEXRL_GPU_TYPE, from the plan): rank 0 then reports each step's work (tokens,
+    GPU-seconds = step seconds × world size) with the new version, for the operator's calibration."""
 
 
 class Trainer:
@@ -479,10 +482,12 @@ class Trainer:
             batch = self._get_batch(stop)
             if batch is None:
                 break
+            took = time.monotonic()
             stats = self.train_step(batch)
             self._publish()
             if self.s.rank == 0:
-                self.coord.new_version(self.version, batch.batch_id, stats["loss"])
+                work = self._work_report(stats, time.monotonic() - took)  # the step and publishing its version
+                self.coord.new_version(self.version, batch.batch_id, stats["loss"], work=work)
                 self.metrics["hexrl_trainer_step_seconds"].observe(stats["seconds"])
                 self.metrics["hexrl_trainer_loss"].set(stats["loss"])
             self.metrics["hexrl_policy_version"].set(self.version)
@@ -499,6 +504,15 @@ class Trainer:
         if self.done() and self.spec.export.at_end:
             self._export()
         return self.step_stats
+
+    def _work_report(self, stats: dict[str, float], busy_seconds: float) -> list[WorkReport]:
+        """The step as train work of the gang's GPU type: the batch's tokens over the GPU-seconds of the step and
+        of publishing its version (`busy_seconds`; every rank spends that wall time on its share)."""
+        if not self.s.gpu_type or busy_seconds <= 0:
+            return []
+        tokens = round(stats["tokens_per_second"] * stats["seconds"])
+        return [WorkReport(gpu=self.s.gpu_type, phase="train", tokens=tokens,
+                           seconds=busy_seconds * max(1, self.s.world_size))]
 
     def _export(self) -> None:
         """The final Hugging Face directory (a collective when distributed: every rank gives its shards)."""
