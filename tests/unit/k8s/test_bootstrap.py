@@ -49,5 +49,5 @@ def test_a_missing_rljob_crd_is_refused_with_the_admins_command() -> None:
     settings = OperatorSettings()
     api = ReadOnlyApi()
     installed(api, calibration_crd(), *everything_but_crds(settings))
-    with pytest.raises(PrepareError, match="RLJob CRD .*403 Forbidden.*as a cluster admin run: hexrl crds print"):
+    with pytest.raises(PrepareError, match=r"RLJob CRD .*403 Forbidden.*as a cluster admin run: hexrl crds print"):
         prepare(api, settings)
