@@ -72,12 +72,16 @@ def pvc(namespace: str) -> dict[str, Any]:
 class HostOperator:
     """`hexrl operator --kubeconfig ADMIN` on the host, using the locally loaded worker image."""
 
-    def __init__(self, rc: RealCluster, log: Path) -> None:
-        self.rc, self.log = rc, log
+    def __init__(self, rc: RealCluster, log: Path, calibration: bool = False) -> None:
+        self.rc, self.log, self.calibration = rc, log, calibration
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        env = {**os.environ, "HEXRL_OPERATOR_WORKER_IMAGE": self.rc.cluster.images()["workers"]}
+        # Online calibration is off unless the test is about it: the GPUCalibration is cluster-wide and what one
+        # module's job taught it (these CPUs are ~1,000x slower than the L4s they advertise) would change the
+        # next module's plan, and a Calibrated re-plan would move pods in the middle of another behaviour.
+        env = {**os.environ, "HEXRL_OPERATOR_WORKER_IMAGE": self.rc.cluster.images()["workers"],
+               "HEXRL_OPERATOR_CALIBRATION_ENABLED": "true" if self.calibration else "false"}
         with self.log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [HEXRL, "operator", "--kubeconfig", str(self.rc.kubeconfig),
@@ -164,10 +168,11 @@ def create_restricted_namespace(rc: RealCluster, namespace: str) -> None:
 
 
 def run_with_host_operator(rc: RealCluster, log_dir: Path, namespace: str, name: str,
-                           objects: list[dict[str, Any]]) -> Iterator[Job]:
-    """Fixture body: the host operator, a namespace, `objects` (the RLJob among them) applied; on the way out
-    the RLJob and the namespace deleted and the operator stopped (its log's tail printed)."""
-    op = HostOperator(rc, log_dir / "operator.log")
+                           objects: list[dict[str, Any]], calibration: bool = False) -> Iterator[Job]:
+    """Fixture body: the host operator (online calibration on only with `calibration`), a namespace, `objects`
+    (the RLJob among them) applied; on the way out the RLJob and the namespace deleted and the operator stopped
+    (its log's tail printed)."""
+    op = HostOperator(rc, log_dir / "operator.log", calibration)
     try:
         op.start()
         create_restricted_namespace(rc, namespace)
@@ -331,14 +336,23 @@ def test_spot_reclaim_migrates_partials_and_replaces_rollout(job: Job) -> None:
         assert {p["metadata"]["uid"] for p in job.pods("trainer")} == trainer_before, "the trainer was untouched"
         # Nothing lost: every prompt admitted so far is trained, buffered, in flight or re-queued — except
         # those in a batch the trainer holds right now, which must show up as trained a few steps later.
+        # (A worker container that restarted meanwhile makes the job resume from its last checkpoint: the prompts
+        # after it are admitted and trained again, later — hence a wait until they are, not a fixed step count.)
+        restarts_before = _restarts(job)
         unaccounted = _unaccounted_prompts(job.coordinator("/v1/state"))
         wait_for(lambda: job.progress().get("trainedSteps", 0) >= steps_before + 5, 240, "training to continue")
+        deadline = time.monotonic() + 240
+        while (lost := unaccounted - set(job.coordinator("/v1/state")["trainedPromptIds"])) and (
+                time.monotonic() < deadline):
+            time.sleep(3)
         state = job.coordinator("/v1/state")
-        lost = unaccounted - set(state["trainedPromptIds"])
         migrated = _coordinator_counter(job, "hexrl_partials_migrated_total")
         print(f"partials handed in {received:.0f} (continued from their last token: {migrated:.0f}; the rest had no "
-              f"token yet and were re-dispatched whole), lost {len(lost)}")
-        assert not lost, f"prompts lost in the reclaim: {sorted(lost)}"
+              f"token yet and were re-dispatched whole), lost {len(lost)}; container restarts before/after "
+              f"{restarts_before} / {_restarts(job)}")
+        assert not lost, (f"prompts lost in the reclaim: {sorted(lost)}; discarded groups by reason "
+                          f"{job.progress().get('discardedGroups')}; container restarts {_restarts(job)}; "
+                          f"events: {_job_events(job)}")
         ids = state["trainedPromptIds"]
         assert len(ids) == len(set(ids)), "a prompt was trained twice"
     finally:
@@ -425,6 +439,23 @@ def _unaccounted_prompts(state: dict[str, Any]) -> set[int]:
     nor in a group of the buffer, nor re-queued. Only a batch being trained may hold such prompts."""
     alive = {g["prompt"]["promptId"] for g in state["groups"]} | {p["promptId"] for p in state["requeued"]}
     return set(range(state["cursor"])) - set(state["trainedPromptIds"]) - alive
+
+
+def _job_events(job: Job) -> list[str]:
+    """The RLJob's Events, oldest first, as "reason: message" (what the operator did meanwhile)."""
+    events = job.rc.json("get", "events", "-n", job.ns, "--field-selector", f"involvedObject.name={job.name}")
+    return [f"{e.get('reason')}: {e.get('message', '')[:300]}"
+            for e in sorted(events["items"], key=lambda e: e.get("lastTimestamp") or "")]
+
+
+def _restarts(job: Job) -> dict[str, Any]:
+    """Container restarts per job pod that has any, with the last termination (reason, exit code)."""
+    out: dict[str, Any] = {}
+    for pod in job.pods():
+        for c in pod["status"].get("containerStatuses", []):
+            if c.get("restartCount"):
+                out[pod["metadata"]["name"]] = (c["restartCount"], c.get("lastState", {}).get("terminated", {}))
+    return out
 
 
 def _coordinator_counter(job: Job, name: str) -> float:

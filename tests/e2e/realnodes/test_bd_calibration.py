@@ -41,7 +41,7 @@ def job(realcluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> I
     os.environ[POLL] = "5"  # the host operator inherits the environment
     try:
         yield from run_with_host_operator(realcluster, tmp_path_factory.mktemp("operator"), NS, JOB,
-                                          [pvc(NS), tiny_job(NS, total_steps=100000)])
+                                          [pvc(NS), tiny_job(NS, total_steps=100000)], calibration=True)
     finally:
         if before is None:
             os.environ.pop(POLL, None)
