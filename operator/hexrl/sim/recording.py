@@ -21,6 +21,8 @@ Line 1, the header (`RecordingHeader`):
         {gpu, phase, factor}; empty = the catalog's rates). A replay uses it unless given another.
     `seed` — the simulator's seed for the replay (response lengths); the recorder writes the job's
         `algorithm.seed`.
+    `maxSequencesPerReplica` — the rollout engine's concurrent sequences when the run capped them below the
+        cost model's (`hexrl run`'s workers batch a few groups at a time), else null.
 Every further line, a sample (`RecordingSample`) read from the coordinator: `t` seconds since the
 coordinator started serving; cumulative `trainedSteps`, `trainedSamples`, `trainedTokens` (prompt +
 response tokens trained) and `generatedTokens` (response tokens received from the rollout); the
@@ -158,6 +160,10 @@ class RecordingHeader(_Wire):
     """Calibration factors in force when the job ran (empty: the catalog's rates)."""
     seed: int = Field(0, ge=0)
     """Seed of the simulator's replay (the recorder writes the job's algorithm.seed)."""
+    max_sequences_per_replica: int | None = Field(None, ge=1)
+    """Concurrent sequences one rollout engine ran when the job capped them below the cost model's own cap
+    (`hexrl run`: its workers' work items per batch × groupSize); None: the cost model's. The plan's rates and
+    the replay's use it, so the simulated replicas hold as many groups at once as the real ones did."""
     sample_period_seconds: float = Field(5.0, gt=0)
     """The recorder's sampling period (samples are that far apart, give or take a read's latency)."""
     recorded_by: str = ""

@@ -44,11 +44,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, is_dataclass, replace
+from itertools import pairwise
 from statistics import median
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
+from pydantic.alias_generators import to_camel
 
 from hexrl.sched.calibration import CalibrationProfile, Observation, Phase
 from hexrl.sched.costmodel import CostModelSettings
@@ -79,6 +81,7 @@ __all__ = [
     "format_change",
     "recording_observations",
     "replay",
+    "replay_document",
 ]
 
 
@@ -122,8 +125,8 @@ class PhaseRate:
 class ReplayWindow:
     """One window [start, end] of the recording, observed next to simulated."""
 
-    start_s: float
-    end_s: float
+    start_seconds: float
+    end_seconds: float
     steady: bool
     """Both pipelines full at the start and the job not yet done at the end (module docstring)."""
     observed_tokens_per_second: float
@@ -199,8 +202,11 @@ class ReplayResult:
 # ----------------------------------------------------------------------------------- the model side
 
 
-def _cost(profile: CalibrationProfile) -> CostModelSettings:
-    return CostModelSettings(calibration=profile)
+def _cost(recording: Recording, profile: CalibrationProfile) -> CostModelSettings:
+    """The cost model as the job ran: `profile`, and the rollout engine's sequence cap when the run had one."""
+    cap = recording.header.max_sequences_per_replica
+    base = CostModelSettings(calibration=profile)
+    return base if cap is None else replace(base, max_sequences_per_replica=cap)
 
 
 def _rescored_plan(recording: Recording, profile: CalibrationProfile, predicted: Mapping[Cell, PhasePrediction]) -> Plan:
@@ -212,7 +218,7 @@ def _rescored_plan(recording: Recording, profile: CalibrationProfile, predicted:
     if train is not None and train.rate > 0:
         f = profile.factor(trainer.gpu, "train")
         rate = trainer.gpus / (1.0 / (f * train.rate) + train.other_seconds_per_token)
-    tokens = rescored_tokens_per_second(h.job, h.cluster, plan, _cost(h.profile), _cost(profile))
+    tokens = rescored_tokens_per_second(h.job, h.cluster, plan, _cost(recording, h.profile), _cost(recording, profile))
     return replace(plan, trainer=replace(trainer, tokens_per_second=rate), tokens_per_second=tokens,
                    training_tokens_per_second=rate)
 
@@ -220,7 +226,7 @@ def _rescored_plan(recording: Recording, profile: CalibrationProfile, predicted:
 def _simulate(recording: Recording, plan: Plan, profile: CalibrationProfile, s: ReplaySettings) -> SimResult:
     """The engine on the recorded plan for the recorded duration, seed and cluster."""
     h = recording.header
-    setup = setup_from_plan("replay", plan, h.job, h.cluster, PlannerSettings(cost=_cost(profile)))
+    setup = setup_from_plan("replay", plan, h.job, h.cluster, PlannerSettings(cost=_cost(recording, profile)))
     period = recording.duration_seconds / max(1, len(recording.samples) - 1)
     points = math.ceil(recording.duration_seconds / period * s.series_points_per_sample) if period > 0 else 2
     settings = SimSettings(samples_per_series=int(min(max(points, 2), s.max_series_points)), warmup_fraction=0.0)
@@ -274,7 +280,7 @@ def recording_observations(recording: Recording, min_seconds: float = 1.0) -> li
     other (`observations_between`, with `advance_base` carrying slow cells over): what
     `hexrl.sched.calibration.fit_calibration` fits a profile from."""
     h = recording.header
-    predicted = predicted_work_rates(h.job, h.cluster, h.plan, _cost(h.profile))
+    predicted = predicted_work_rates(h.job, h.cluster, h.plan, _cost(recording, h.profile))
     out: list[Observation] = []
     base = _sums(recording.samples[0])
     for sample in recording.samples[1:]:
@@ -338,8 +344,8 @@ def _window(c: _Context, i: int, j: int) -> ReplayWindow:
     sim_tps = sim.between(sim.tokens, a.t, b.t) / dt
     obs_steps, sim_steps = b.trained_steps - a.trained_steps, sim.between(sim.steps, a.t, b.t)
     return ReplayWindow(
-        start_s=a.t,
-        end_s=b.t,
+        start_seconds=a.t,
+        end_seconds=b.t,
         steady=a.trained_steps >= 1 and sim.at(sim.steps, a.t) >= 1 and not b.done,
         observed_tokens_per_second=obs_tps,
         simulated_tokens_per_second=sim_tps,
@@ -399,9 +405,13 @@ def _staleness(used: Sequence[ReplayWindow]) -> tuple[float | None, float | None
 
 
 def format_change(error: float | None) -> str:
-    """An error as the verdict writes it: "−7.2 %", "+12.0 %", "n/a"."""
+    """An error as the verdict writes it: "−7.2 %", "+12.0 %"; beyond a factor of 10 either way as the ratio,
+    "×0.00029" or "×35" (a percentage near −100 % hides how far off it is); "n/a" when unknown."""
     if error is None or not math.isfinite(error):
         return "n/a"
+    ratio = 1.0 + error
+    if 0 < ratio < 0.1 or ratio > 10:
+        return f"×{ratio:.2g}"
     sign = "−" if error < 0 else "+"
     return f"{sign}{abs(error) * 100:.1f} %"
 
@@ -433,15 +443,15 @@ def replay(
         raise RecordingError(f"{recording.source} has one sample; a replay compares windows between at least two")
     h = recording.header
     chosen = h.profile if profile is None else profile
-    predicted = predicted_work_rates(h.job, h.cluster, h.plan, _cost(h.profile))
+    predicted = predicted_work_rates(h.job, h.cluster, h.plan, _cost(recording, h.profile))
     plan = _rescored_plan(recording, chosen, predicted)
     c = _Context(recording.samples, _SimSeries.of(_simulate(recording, plan, chosen, s)), predicted, chosen, s)
     cuts = _boundaries(recording.samples, min(s.windows, len(recording.samples) - 1))
-    windows = tuple(_window(c, i, j) for i, j in zip(cuts, cuts[1:], strict=False))
+    windows = tuple(_window(c, i, j) for i, j in pairwise(cuts))
     used = [w for w in windows if w.steady] or list(windows)
-    span = sum(w.end_s - w.start_s for w in used)
-    observed = sum(w.observed_tokens_per_second * (w.end_s - w.start_s) for w in used) / span
-    simulated = sum(w.simulated_tokens_per_second * (w.end_s - w.start_s) for w in used) / span
+    span = sum(w.end_seconds - w.start_seconds for w in used)
+    observed = sum(w.observed_tokens_per_second * (w.end_seconds - w.start_seconds) for w in used) / span
+    simulated = sum(w.simulated_tokens_per_second * (w.end_seconds - w.start_seconds) for w in used) / span
     throughput = _summary([w.throughput_error for w in used], observed, simulated)
     steps = _summary([w.steps_error for w in used], sum(w.observed_steps for w in used),
                      sum(w.simulated_steps for w in used))
@@ -457,3 +467,25 @@ def replay(
         steady_windows=steady, verdict=_verdict(observed, simulated, throughput.overall_error, steady),
         notes=_notes(recording, steady, source),
     )
+
+
+def _wire(value: Any) -> Any:
+    """A result's value in JSON form: dataclasses as camelCase objects, tuples as lists, non-finite as null."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {to_camel(f.name): _wire(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, tuple | list):
+        return [_wire(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def replay_document(result: ReplayResult) -> dict[str, Any]:
+    """The result as one JSON document: the fields of `ReplayResult` with camelCase keys, plus `overallError`
+    (ratio − 1) next to every `ratio`."""
+    doc: dict[str, Any] = _wire(result)
+    for key in ("throughput", "steps"):
+        doc[key]["overallError"] = getattr(result, key).overall_error
+    for phase, summary in zip(doc["phases"], result.phases, strict=True):
+        phase["errors"]["overallError"] = summary.errors.overall_error
+    return doc

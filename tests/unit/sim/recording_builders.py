@@ -76,7 +76,7 @@ def simulated_recording(
     `period` seconds, with the observed rates scaled (module docstring)."""
     profile = profile or CalibrationProfile()
     setup = setup_from_plan("observed", p, job, cluster, PlannerSettings(cost=CostModelSettings(calibration=profile)))
-    points = int(round(seconds / period))
+    points = round(seconds / period)
     result = simulate(setup, (), seconds / 3600.0, seed, SimSettings(samples_per_series=points, warmup_fraction=0.0))
     lines = [header_line(header(job, cluster, p, profile, seed, period))]
     trained = staleness = 0.0
