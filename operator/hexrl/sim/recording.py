@@ -48,7 +48,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TextIO
+from typing import Any, Final, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -83,8 +83,8 @@ __all__ = [
     "sample_line",
 ]
 
-KIND = "RLJobRecording"
-FORMAT_VERSION = 1
+KIND: Final = "RLJobRecording"
+FORMAT_VERSION: Final = 1
 """The format this module writes and reads; a reader refuses any other (the layout of the lines changed)."""
 
 MAX_RECORDING_BYTES = 256 * 1024 * 1024
