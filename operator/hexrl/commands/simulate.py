@@ -85,11 +85,11 @@ def _policies(given: list[str]) -> list[str]:
     return list(dict.fromkeys(names)) or list(POLICIES)
 
 
-def _print_table(rows: list[dict[str, Any]], hours: float, seed: int, trace: str) -> None:
+def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"hexrl simulate: {hours:g} h, seed {seed}, preemptions from {trace}")
+    table = Table(title=f"hexrl simulate: {title}")
     for col, just in (
         ("policy", "left"), ("tokens/s", "right"), ("planner tok/s", "right"), ("samples/s", "right"),
         ("$/h", "right"), ("$/1M tok", "right"), ("trainer idle", "right"), ("GPU-h lost", "right"),
@@ -162,7 +162,7 @@ def simulate_command(
         _fail(f"--seed must be a non-negative integer, got {seed}")
     names = _policies(policy)
 
-    from hexrl.sim.report import compare, row, write_csv, write_plots
+    from hexrl.sim.report import compare
 
     try:
         cluster = load_inventory(inventory)
@@ -172,11 +172,19 @@ def simulate_command(
     spec = _load_job(job)
     events = _load_trace(trace, cluster) if trace is not None else None
     outcomes = compare(spec, cluster, names, hours, seed, events, planner_settings=planner_settings)
+    _report(outcomes, fmt, out, f"{hours:g} h, seed {seed}, preemptions from "
+            f"{trace if trace else 'a Poisson process per spot pool'}")
+
+
+def _report(outcomes: list[Any], fmt: str, out: Path | None, title: str) -> None:
+    """The comparison as a table (or JSON rows), the files of --out, and status 3 when no policy could run."""
+    from hexrl.sim.report import row, write_csv, write_plots
+
     rows = [row(o) for o in outcomes]
     if fmt == "json":
         typer.echo(json.dumps(rows, indent=2))
     else:
-        _print_table(rows, hours, seed, str(trace) if trace else "a Poisson process per spot pool")
+        _print_table(rows, title)
         for r in rows:
             if r["feasible"] and r.get("droppedStaleSamples"):
                 typer.echo(f"{r['policy']}: {r['droppedStaleSamples']} stale samples dropped")
