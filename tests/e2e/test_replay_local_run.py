@@ -65,7 +65,8 @@ def test_a_recorded_local_run_replays_off_by_the_catalog_and_close_once_calibrat
     print(f"\ncatalog:    {catalog.verdict}; phases "
           + ", ".join(f"{p.phase} {format_change(p.errors.overall_error)}" for p in catalog.phases)
           + f"\ncalibrated: {calibrated.verdict}; phases "
-          + ", ".join(f"{p.phase} {format_change(p.errors.overall_error)}" for p in calibrated.phases)
+          + ", ".join(f"{p.phase} {format_change(p.errors.overall_error)} (busy {p.busy_fraction:.0%})"
+                      for p in calibrated.phases)
           + f"\nstaleness observed {calibrated.staleness_observed}, simulated {calibrated.staleness_simulated}")
     assert calibrated.throughput.overall_error is not None
     assert abs(calibrated.throughput.overall_error) <= 0.25, calibrated.verdict

@@ -279,6 +279,7 @@ def _replay_summary(result: Any) -> list[str]:
     ]
     lines += [f"{p.gpu} {p.phase}: observed {p.observed:,.4g} vs model {p.predicted:,.4g} tokens per GPU-second "
               f"({_pct(p.errors.overall_error)}; windows median {_pct(p.errors.median)}, worst {_pct(p.errors.worst)})"
+              + (f", busy {p.busy_fraction:.0%} of the time" if p.busy_fraction is not None else "")
               for p in result.phases]
     lines += [f"note: {n}" for n in result.notes]
     return [*lines, result.verdict]

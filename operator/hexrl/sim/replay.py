@@ -170,6 +170,10 @@ class PhaseSummary:
     """f·rate: the cost model's rate under the profile."""
     errors: ErrorSummary
     """Window errors; `ratio` is observed / predicted over the whole recording."""
+    busy_fraction: float | None = None
+    """Share of the steady windows' wall time the plan's GPUs of this cell were busy (reported GPU-seconds /
+    (seconds × GPUs)). The engine keeps a replica busy whenever the gate has admitted work for it, so a
+    rollout busy well below 1 shows time the real workers lose between batches, which the simulation does not."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +334,7 @@ def _ratio_error(observed: float, predicted: float) -> float | None:
 @dataclass(frozen=True)
 class _Context:
     samples: tuple[RecordingSample, ...]
+    plan: Plan
     sim: _SimSeries
     predicted: Mapping[Cell, PhasePrediction]
     profile: CalibrationProfile
@@ -385,8 +390,23 @@ def _phase_summaries(c: _Context, used: Sequence[ReplayWindow]) -> tuple[PhaseSu
     for p in whole:
         errors = [r.error for w in used for r in w.phases if (r.gpu, r.phase) == (p.gpu, p.phase)]
         summary = _summary(errors, p.observed, p.predicted)
-        out.append(PhaseSummary(p.gpu, p.phase, p.observed, p.predicted, summary))
+        out.append(PhaseSummary(p.gpu, p.phase, p.observed, p.predicted, summary, _busy(c, used, (p.gpu, p.phase))))
     return tuple(out)
+
+
+def _busy(c: _Context, used: Sequence[ReplayWindow], cell: Cell) -> float | None:
+    """The cell's busy GPU-seconds over the windows / (their seconds × the plan's GPUs of the cell)."""
+    plan = c.plan
+    gpus = (sum(r.gpus for r in plan.replicas if r.gpu == cell[0]) if cell[1] == "decode"
+            else plan.trainer.gpus if cell == (plan.trainer.gpu, "train") else 0)
+    at = {x.t: _sums(x) for x in c.samples}
+    busy = span = 0.0
+    for w in used:
+        before, after = at[w.start_seconds].get(cell), at[w.end_seconds].get(cell)
+        if before is not None and after is not None:
+            busy += after.seconds - before.seconds
+            span += w.end_seconds - w.start_seconds
+    return busy / (span * gpus) if span > 0 and gpus > 0 else None
 
 
 def _staleness(used: Sequence[ReplayWindow]) -> tuple[float | None, float | None, float | None]:
@@ -445,7 +465,8 @@ def replay(
     chosen = h.profile if profile is None else profile
     predicted = predicted_work_rates(h.job, h.cluster, h.plan, _cost(recording, h.profile))
     plan = _rescored_plan(recording, chosen, predicted)
-    c = _Context(recording.samples, _SimSeries.of(_simulate(recording, plan, chosen, s)), predicted, chosen, s)
+    c = _Context(recording.samples, h.plan, _SimSeries.of(_simulate(recording, plan, chosen, s)), predicted,
+                 chosen, s)
     cuts = _boundaries(recording.samples, min(s.windows, len(recording.samples) - 1))
     windows = tuple(_window(c, i, j) for i, j in pairwise(cuts))
     used = [w for w in windows if w.steady] or list(windows)

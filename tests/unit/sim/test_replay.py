@@ -169,3 +169,12 @@ def test_simulate_replay_refuses_what_the_recording_already_says(half_file: Path
     assert res.exit_code == 1 and "drop --inventory, --job and --trace" in res.output
     res = CliRunner().invoke(app, ["simulate"])
     assert res.exit_code == 1 and "--inventory and --job are required" in res.output
+
+
+def test_busy_fractions_follow_the_reported_gpu_seconds(planned) -> None:  # type: ignore[no-untyped-def]
+    full = {(p.gpu, p.phase): p.busy_fraction for p in replay(_recording(planned)).phases}
+    slow = {(p.gpu, p.phase): p.busy_fraction for p in replay(_recording(planned, phase_scale=0.5)).phases}
+    for cell, busy in full.items():
+        assert busy is not None and busy > 0
+        # the same tokens at half the own-term rate: more GPU-seconds, at most twice as many
+        assert 1 < (slow[cell] or 0) / busy <= 2
