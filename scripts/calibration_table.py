@@ -58,6 +58,8 @@ from hexrl.sched.costmodel import (
     Workload,
     decode_tokens_per_second,
     phase_rates,
+    prefill_mfu,
+    train_mfu,
     training_tokens_per_second,
 )
 
@@ -332,18 +334,21 @@ def _cell(src: Mapping[str, Any]) -> tuple[str, str]:
     return str(src["gpu"]), phase
 
 
-def _efficiency(phase: str, s: CostModelSettings) -> tuple[str, float]:
-    """The default efficiency a per-(GPU, phase) factor multiplies, with its settings name."""
+def _efficiency(phase: str, gpu: str, s: CostModelSettings) -> tuple[str, float]:
+    """The efficiency in force that a per-(GPU, phase) factor multiplies (the catalog's measured one for the
+    GPU type where it has one, else the default), with its name."""
+    spec = DEFAULT_CATALOG.lookup(gpu)
     if phase.startswith("train"):
-        return "train_mfu", s.train_mfu
+        return "train_mfu", train_mfu(spec, s) if spec is not None else s.train_mfu
     if phase == "prefill":
-        return "prefill_mfu", s.prefill_mfu
+        return "prefill_mfu", prefill_mfu(spec, s) if spec is not None else s.prefill_mfu
     return "hbm_efficiency", s.hbm_efficiency
 
 
 def factor_lines(rows: Sequence[Row], settings: CostModelSettings) -> list[str]:
     """Geometric mean of measured/predicted rate per (GPU, group): the calibration factor f these sources
-    imply, and the default efficiency times f (what the efficiency would have to be for these rows).
+    imply, and the efficiency in force times f (what the efficiency would have to be for these rows; f near 1
+    where the catalog's measured efficiency for the GPU type was fitted to them).
 
     Units in which the rate is in the denominator (ms) are inverted so that f > 1 always means "faster
     than the cost model predicts"."""
@@ -356,10 +361,10 @@ def factor_lines(rows: Sequence[Row], settings: CostModelSettings) -> list[str]:
             ratio = 1.0 / ratio
         cells.setdefault(_cell(r.source), []).append(ratio)
     lines = ["| GPU | phase | sources | implied factor f (geometric mean of measured/predicted rate) | range "
-             "| default efficiency × f |", "| - | - | -: | -: | - | - |"]
+             "| efficiency in force × f |", "| - | - | -: | -: | - | - |"]
     for (gpu, phase), ratios in sorted(cells.items()):
         gm = math.exp(statistics.fmean(math.log(x) for x in ratios))
-        name, value = _efficiency(phase, settings)
+        name, value = _efficiency(phase, gpu, settings)
         lines.append(f"| {gpu} | {phase} | {len(ratios)} | {gm:.2f} | {min(ratios):.2f}–{max(ratios):.2f} "
                      f"| {name} {value} × {gm:.2f} = {value * gm:.2f} |")
     return lines
@@ -376,10 +381,14 @@ def source_list_lines(rows: Sequence[Row]) -> list[str]:
 
 
 def settings_line(s: CostModelSettings) -> str:
+    measured = [f"{g.name} " + ", ".join(f"{name} {value}" for name, value in
+                                           (("train_mfu", g.train_mfu), ("prefill_mfu", g.prefill_mfu)) if value)
+                for g in DEFAULT_CATALOG.gpus if g.train_mfu is not None or g.prefill_mfu is not None]
     return (f"Cost-model efficiencies (defaults, `CostModelSettings`): hbm_efficiency {s.hbm_efficiency}, "
             f"decode_flops_efficiency {s.decode_flops_efficiency}, prefill_mfu {s.prefill_mfu}, "
-            f"train_mfu {s.train_mfu}, grad_comm_overlap {s.grad_comm_overlap}; GPU catalog version "
-            f"{DEFAULT_CATALOG.version}.")
+            f"train_mfu {s.train_mfu}, grad_comm_overlap {s.grad_comm_overlap}; measured per GPU type in the "
+            f"catalog (`trainMfu`, `prefillMfu`, fitted to the sources its `efficiencySources` name): "
+            f"{'; '.join(measured) or 'none'}; GPU catalog version {DEFAULT_CATALOG.version}.")
 
 
 HEADER = """# The cost model against published measurements
@@ -388,8 +397,8 @@ HEADER = """# The cost model against published measurements
 catalog and the cost model; do not edit: run `python scripts/calibration_table.py` -->
 
 Each row is one published number; the prediction rebuilds the source's setting (model shape, GPU type and
-count, parallel layout, batch, lengths) as cost-model inputs with the catalog's GPU and the default
-efficiencies, in the unit the source reports (the mapping is in the script's docstring). Error =
+count, parallel layout, batch, lengths) as cost-model inputs with the catalog's GPU and the efficiencies
+in force (the catalog's measured ones for the GPU type where it has them, else the defaults), in the unit the source reports (the mapping is in the script's docstring). Error =
 predicted / measured − 1; the goal of issue 14 is |error| ≤ 25 % on every row. Units in ms are times, so a
 positive error there means the model is *slower* than measured."""
 
@@ -397,40 +406,35 @@ NO_RL_SOURCE = """No published asynchronous-RL system throughput was found with 
 (AReaL, arXiv 2505.24298, reports speed-ups and curves, not absolute rates with batch, lengths and
 layouts in its text): the `rl-end-to-end` phase has no row yet."""
 
-PROPOSALS = """## Proposed changes (not applied)
+PROPOSALS = """## What the sources changed, and what they do not settle
 
-Nothing below is applied in this branch: the catalog and the `CostModelSettings` defaults are unchanged,
-because other tests' golden files depend on them. Every number a proposal needs is in the generated tables
-above (the "default efficiency × f" column), so the evidence moves with the sources and the model.
-
-1. **Training efficiency per GPU type (a `CalibrationProfile` entry per (GPU, train), or `train_mfu` per
-   GPU).** The cost model divides the FLOPs it counts *including* recompute (8N + 16·L·H·s per token with
-   checkpointing) by peak × `train_mfu`, so `train_mfu` is a hardware-FLOPs utilisation. The PP = 1 rows
-   (llm-foundry FSDP, Megatron TP 8) all run faster than predicted, and by more on A100 than on H100: the
-   A100 rows imply a training efficiency near the "default efficiency × f" of the A100 rows above, the H100
-   FSDP rows a smaller one. One 0.40 for both is the systematic error of the train rows; where a cell's
-   range above stays within ±25 % of its factor, that per-GPU factor brings all its PP = 1 rows inside
-   ±25 %. The rows without recompute (`mpt-7b-*`, `mpt-13b-h100-fsdp8`) check the FLOP count itself:
-   there the sources' own MFU and the model's efficiency count the same 6N + 12·L·H·s, and the error is
-   0.40 / (the source's MFU) − 1 up to the small communication and optimizer share.
-2. **Pipeline bubble: model the interleaved schedule before fitting anything to PP > 1 rows.** The
-   Megatron 1T and Llama 3 405B rows lose most of their predicted rate to the 1F1B bubble (p − 1)/m with one
-   sequence per micro-batch (16K GPUs: m = 16 per DP rank for p = 16, a bubble of 15/16). Megatron-LM
-   2021 introduced, and the Llama 3 paper describes using, an interleaved schedule with bubble
-   (p − 1)/(v·m) for v model chunks per stage; add v to the training strategy (and the trainer) rather
-   than raising `train_mfu` to absorb it. Their micro-batch
-   sizes and recompute are assumptions (listed under Sources): verify them against the papers first.
-3. **Prefill on A100: `prefill_mfu` about the "default efficiency × f" of the A100 prefill row.** The
-   batch-1 first-token latencies at 2048 tokens (`*-ttft-2048`) are faster than the model's prefill at 0.5,
-   and the one decode miss (`trtllm-llama2-7b-a100-bs52-2048-128`, 2048-token prompts) is the same error
-   seen through a prefill-heavy wave. A larger prefill batch only raises efficiency, so these rows
-   bound the factor from below.
+1. **Training efficiency per GPU type (applied).** The cost model divides the FLOPs it counts *including*
+   recompute (8N + 16·L·H·s per token with checkpointing) by peak × `train_mfu`, so `train_mfu` is a
+   hardware-FLOPs utilisation. One default 0.40 was the systematic error of the train rows: the PP = 1 rows
+   (llm-foundry FSDP, Megatron TP 8) all ran faster than predicted, by more on A100 than on H100. The
+   catalog now carries `trainMfu` for H100 (0.50, its three llm-foundry rows) and A100 (0.58, the
+   llm-foundry and Megatron rows, both memory sizes: one silicon), each naming its sources in
+   `efficiencySources`, so the table above shows the remaining error of those fits. GPU types without
+   sources keep the default 0.40 (H800, H20, L40S, L4, ... : see 5).
+2. **Prefill on A100 (applied).** `prefillMfu` 0.65 for A100 from the batch-1 first-token latencies at 2048
+   tokens (`*-ttft-2048`); the one decode miss at 2048-token prompts (`trtllm-llama2-7b-a100-bs52-2048-128`)
+   was the same error seen through a prefill-heavy wave and is inside ±25 % with it. A larger prefill batch
+   only raises efficiency, so these rows bound the factor from below.
+3. **Pipeline bubble (not applied).** The Llama 3 405B rows lose most of their predicted rate to the 1F1B
+   bubble (p − 1)/m with one sequence per micro-batch (16K GPUs: m = 16 per DP rank for p = 16, a bubble
+   of 15/16). The Llama 3 paper describes an interleaved schedule with bubble (p − 1)/(v·m) for v model
+   chunks per stage; hexrl's trainer does not run that schedule, so the planner must not assume it: the
+   rows stay outside ±25 % until the trainer gains it (then v joins the training strategy). Raising
+   `train_mfu` to absorb them would make every PP = 1 prediction wrong. Their micro-batch sizes and
+   recompute are assumptions (listed under Sources).
 4. **Decode: no change.** The decode rows dominated by decode steps (TensorRT-LLM on A100 at 128-token
-   prompts, vLLM on A10G) are within a few per cent of the roofline at `hbm_efficiency` 0.75 and
+   prompts, vLLM on A10G) are within the goal of the roofline at `hbm_efficiency` 0.75 and
    `decode_flops_efficiency` 0.5, HBM-bound and compute-bound alike.
-5. **Sources still missing:** H800 (no public per-GPU number with a complete setting was found), H100 and
-   L4/L40S decode in BF16 at fixed lengths (vLLM or SGLang), and one async-RL end-to-end rate (AReaL,
-   slime, verl) with its full setting; the four `from-memory` rows must be checked against their papers."""
+5. **Sources still missing:** H800 and H20 training (no public per-GPU number with a complete setting was
+   found: their `trainMfu` stays the default, and the online calibration of running jobs — the
+   `GPUCalibration` object — is what corrects them on a real cluster), H100 and L4/L40S decode in BF16 at
+   fixed lengths (vLLM or SGLang), and one async-RL end-to-end rate (AReaL, slime, verl) with its full
+   setting; the four `from-memory` rows must be checked against their papers."""
 
 
 def render(rows: Sequence[Row], settings: CostModelSettings | None = None) -> str:

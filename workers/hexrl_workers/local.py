@@ -32,11 +32,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from hexrl.api.evalspec import EvalSummary
 from hexrl.api.jobtokens import derive_tokens
 from hexrl.api.models import RLJob, RLJobSpec
+from hexrl.api.workerconfig import ENV_GPU_TYPE
 from hexrl_workers.coordinator.core import CoordinatorCore, CoordinatorSettings
 from hexrl_workers.coordinator.evaluation import Evaluator, eval_settings
 from hexrl_workers.coordinator.server import CoordinatorServer, ServerSettings, ThreadedCoordinator
@@ -71,6 +72,22 @@ class LocalOptions:
     """Trainer processes (FSDP ranks over gloo on CPU); >1 starts them as a trainer pod does."""
     announce: Callable[[str], None] | None = None
     """Told one line about where checkpoints go and whether the run resumes (the CLI prints it on stderr)."""
+    gpu_type: str | None = None
+    """GPU type the local processes stand in for (HEXRL_GPU_TYPE of a pod): the rollout workers and the trainer
+    then report their work as that type (`/v1/progress` observedWork). None: they report none."""
+    observer: RunObserver | None = None
+    """Told the coordinator's URL and the operator token once it serves, and told again just before it closes
+    (`hexrl run --record` samples /v1/progress in between)."""
+
+
+class RunObserver(Protocol):
+    """Watches the coordinator of a local run (`LocalOptions.observer`)."""
+
+    def coordinator_up(self, url: str, operator_token: str) -> None:
+        """The coordinator serves at `url`; `operator_token` may read /v1/progress."""
+
+    def coordinator_closing(self) -> None:
+        """The run is over (or failed): the coordinator closes right after this returns."""
 
 
 def _trainer_actor_cls():  # type: ignore[no-untyped-def]
@@ -84,6 +101,8 @@ def _trainer_actor_cls():  # type: ignore[no-untyped-def]
             from hexrl_workers.trainer.loop import Trainer, TrainerSettings
 
             self.stop_event = threading.Event()
+            if settings.get("gpu_type"):  # the gang's processes read it as a trainer pod's do
+                os.environ[ENV_GPU_TYPE] = settings["gpu_type"]
             spec = RLJobSpec.model_validate_json(spec_json)
             self.trainer: Trainer | LocalGang
             if procs > 1:  # the trainer pod's own launch path, with `procs` FSDP ranks
@@ -116,9 +135,12 @@ def _rollout_actor_cls():  # type: ignore[no-untyped-def]
     @ray.remote(num_cpus=0, max_concurrency=2)  # type: ignore[call-overload]  # actor option missing in ray's overloads
     class RolloutActor:
         def __init__(self, spec_json: str, coordinator_url: str, weights_url: str, token: str, worker_id: str,
-                     host: str, max_items: int, credentials: Credentials) -> None:
+                     host: str, max_items: int, credentials: Credentials, gpu_type: str | None = None) -> None:
             logging.basicConfig(level=logging.WARNING)
             from hexrl_workers.runtime import build_rollout_worker
+
+            if gpu_type:  # this actor's own process: read by build_rollout_worker as a rollout pod reads it
+                os.environ[ENV_GPU_TYPE] = gpu_type
 
             self.worker, self.relay = build_rollout_worker(
                 RLJobSpec.model_validate_json(spec_json), coordinator_url, weights_url, token, worker_id,
@@ -235,6 +257,8 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
     )
     server = CoordinatorServer(core, ServerSettings(credentials=Credentials.of_tokens(tokens)))
     coord = ThreadedCoordinator(server, host=bind)
+    if opts.observer is not None:
+        opts.observer.coordinator_up(f"http://{host}:{coord.port}", tokens["operator"])
     actors: list[Any] = []
     t_start = time.monotonic()
     stats: list[dict[str, float]] = []
@@ -248,6 +272,8 @@ def run_local(job: RLJob, opts: LocalOptions) -> dict[str, Any]:
         wall = time.monotonic() - t_start
         trained_tokens = int(server.metrics["hexrl_trained_tokens"]._value.get())
         trainer_idle = server.trainer_idle_seconds
+        if opts.observer is not None:
+            opts.observer.coordinator_closing()
         coord.close()
         for a in actors:
             ray.kill(a)
@@ -324,13 +350,14 @@ def _run_actors(
         "coordinator_url": coordinator_url, "token": tokens["trainer"], "credentials": credentials,
         "checkpoint_dir": ckdir, "total_steps": steps, "job_name": job_name,
         "weights_host": bind, "advertise_host": host, "torch_threads": 1, "batch_wait_seconds": 1.0,
+        "gpu_type": opts.gpu_type,
     }, opts.trainer_procs)
     actors.append(trainer)
     weights_url = ray.get(trainer.weights_url.remote())
     rollout_cls = _rollout_actor_cls()
     workers = [
         rollout_cls.remote(spec_json, coordinator_url, weights_url, tokens["rollout"], f"local-rollout-{k}", host,
-                           opts.max_items, credentials)
+                           opts.max_items, credentials, opts.gpu_type)
         for k in range(opts.workers)
     ]
     actors.extend(workers)

@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from hexrl.api import gpucalibration as gc
 from hexrl.api.models import API_VERSION, RLJobSpec
+from hexrl.k8s import metrics
 from hexrl.k8s.kubeapi import ApiError, KubeApi
 from hexrl.k8s.settings import OperatorSettings
 from hexrl.sched.calibration import (
@@ -207,6 +208,14 @@ class Calibrator:
         obs = [Observation(g, p, o.predicted, o.observed, o.seconds)
                for (g, p), window in sorted(self.windows.items()) for o in window]
         self.fit = fit_calibration(obs) if obs else None
+        self._export()
+
+    def _export(self) -> None:
+        """The factors in force as Prometheus gauges (hexrl_calibration_*), one series per cell."""
+        cells = sorted(set(self.windows) | {(e.gpu, e.phase) for e in self.pinned.entries})
+        metrics.export_calibration(
+            (f.gpu, f.phase, f.factor, f.pinned, 1.0 if f.pinned else f.confidence, f.observed_seconds)
+            for f in (self._factor_status(cell) for cell in cells))
 
     # ------------------------------------------------------------------------------------ writing
 
@@ -247,6 +256,7 @@ class Calibrator:
             changed = (self.pinned, self.learning) != before
             if changed:
                 self._dirty = True
+                self._export()
             return changed
 
     def status(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge, Histogram
 
@@ -112,10 +113,29 @@ CLUSTER_GPUS_GOING_AWAY = Gauge(
     ["gpu", "pool", "capacity_type"],
 )
 
+CALIBRATION_FACTOR = Gauge(
+    "hexrl_calibration_factor",
+    "Factor in force multiplying the catalog's predicted rate of a phase on a GPU type (the GPUCalibration: "
+    "pinned, else fitted from running jobs; 1 = the catalog), by GPU type, phase and source (pinned, fitted).",
+    ["gpu", "phase", "source"],
+)
+CALIBRATION_CONFIDENCE = Gauge(
+    "hexrl_calibration_confidence",
+    "Share of the fitted factor's precision that comes from observations rather than the catalog prior "
+    "(0–1), by GPU type and phase.",
+    ["gpu", "phase"],
+)
+CALIBRATION_OBSERVED_SECONDS = Gauge(
+    "hexrl_calibration_observed_seconds",
+    "Busy GPU-seconds of observed work behind a fitted factor (the fit's current window), by GPU type and phase.",
+    ["gpu", "phase"],
+)
+
 ALL = (
     RECONCILES, RECONCILE_SECONDS, PLAN_SOLVE_SECONDS, PLANNED_TOKENS, PLANNED_COST, PLANNED_GPUS,
     OBSERVED_STALENESS, EXTRA_ROLLOUT, PREEMPTIONS, CHILDREN_CREATED, CHILDREN_DELETED, ERRORS, REPLANS,
     SCALING, JOBS, API_REQUESTS, EVENTS_DEBOUNCED, CLUSTER_GPUS, CLUSTER_GPUS_GOING_AWAY,
+    CALIBRATION_FACTOR, CALIBRATION_CONFIDENCE, CALIBRATION_OBSERVED_SECONDS,
 )
 """Every metric above, for the docs generator and dashboard checks."""
 
@@ -151,3 +171,37 @@ def export_cluster(cluster: Cluster) -> None:
             CLUSTER_GPUS_GOING_AWAY.labels(*labels).set(going)
         _cluster_labels.clear()
         _cluster_labels.update(totals)
+
+
+_calibration_lock = threading.Lock()
+_calibration_labels: set[tuple[str, str]] = set()
+"""(GPU, phase) cells exported by the last `export_calibration`, so a cell that left the fit can be removed."""
+
+
+def export_calibration(cells: Iterable[tuple[str, str, float, bool, float, float]]) -> None:
+    """Set the calibration gauges from (gpu, phase, factor, pinned, confidence, observed seconds) per cell;
+    drop the series of cells no longer present. One `source` label per cell, so a pin replaces the fit's
+    series instead of adding a second one."""
+    cells = list(cells)
+    with _calibration_lock:
+        now = {(gpu, phase) for gpu, phase, *_ in cells}
+        for gpu, phase in _calibration_labels - now:
+            _remove_cell(gpu, phase)
+        for gpu, phase, factor, pinned, confidence, seconds in cells:
+            stale_source = "fitted" if pinned else "pinned"
+            with contextlib.suppress(KeyError):
+                CALIBRATION_FACTOR.remove(gpu, phase, stale_source)
+            CALIBRATION_FACTOR.labels(gpu, phase, "pinned" if pinned else "fitted").set(factor)
+            CALIBRATION_CONFIDENCE.labels(gpu, phase).set(confidence)
+            CALIBRATION_OBSERVED_SECONDS.labels(gpu, phase).set(seconds)
+        _calibration_labels.clear()
+        _calibration_labels.update(now)
+
+
+def _remove_cell(gpu: str, phase: str) -> None:
+    for source in ("pinned", "fitted"):
+        with contextlib.suppress(KeyError):
+            CALIBRATION_FACTOR.remove(gpu, phase, source)
+    for gauge in (CALIBRATION_CONFIDENCE, CALIBRATION_OBSERVED_SECONDS):
+        with contextlib.suppress(KeyError):
+            gauge.remove(gpu, phase)

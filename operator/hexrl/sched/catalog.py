@@ -77,6 +77,15 @@ class GPUSpec:
     """Default $/GPU-hour on spot capacity."""
     vendor: str = "nvidia"
     aliases: tuple[str, ...] = ()
+    train_mfu: float | None = None
+    """Measured training FLOPs utilisation on this GPU type (0–1, FLOPs counted as the cost model counts them,
+    recompute included), fitted to the published runs named in `efficiency_sources`. None: the cost model's
+    default `CostModelSettings.train_mfu`."""
+    prefill_mfu: float | None = None
+    """Measured prefill FLOPs utilisation on this GPU type (0–1; None: `CostModelSettings.prefill_mfu`)."""
+    efficiency_sources: tuple[str, ...] = ()
+    """Ids of the measurements in `measurement_sources.yaml` the efficiencies above are fitted to (a test
+    keeps each id pointing at a source of the same GPU type and phase)."""
 
     def price(self, spot: bool) -> float:
         """Default $/GPU-hour for the capacity type."""
@@ -94,8 +103,14 @@ _WIRE = {
     "priceSpot": "price_spot",
     "vendor": "vendor",
     "aliases": "aliases",
+    "trainMfu": "train_mfu",
+    "prefillMfu": "prefill_mfu",
+    "efficiencySources": "efficiency_sources",
 }
 _NUMERIC = tuple(f.name for f in fields(GPUSpec) if f.type in ("float", float))
+_EFFICIENCIES = ("train_mfu", "prefill_mfu")
+"""Optional utilisations: a fraction in (0, 1]."""
+_STRING_LISTS = ("aliases", "efficiency_sources")
 _PRICES = ("price_on_demand", "price_spot")
 """Numeric fields that may be 0 (a free GPU); every other one divides a cost-model estimate and must be positive."""
 
@@ -117,9 +132,11 @@ def _spec_from_wire(name: str, raw: Any, base: GPUSpec | None, where: str) -> GP
             raise CatalogError(f"{where}.{wire} is not a GPU catalog field; known fields: {', '.join(_WIRE)}")
         if attr in _NUMERIC:
             values[attr] = _number(value, attr, f"{where}.{wire}")
-        elif attr == "aliases":
+        elif attr in _EFFICIENCIES:
+            values[attr] = _fraction(value, f"{where}.{wire}")
+        elif attr in _STRING_LISTS:
             if not isinstance(value, list) or not all(isinstance(a, str) for a in value):
-                raise CatalogError(f"{where}.aliases must be a list of strings")
+                raise CatalogError(f"{where}.{wire} must be a list of strings")
             values[attr] = tuple(value)
         else:
             values[attr] = str(value)
@@ -143,6 +160,14 @@ def _number(value: Any, attr: str, where: str) -> float:
         number = math.inf
     if not math.isfinite(number) or number < 0 or (number == 0 and attr not in _PRICES):
         raise CatalogError(f"{where} must be {what}, got {_short(value)}")
+    return number
+
+
+def _fraction(value: Any, where: str) -> float:
+    """A utilisation: a number in (0, 1] (the cost model divides by it; above 1 would beat the hardware's peak)."""
+    number = _number(value, "utilisation", where)
+    if number > 1:
+        raise CatalogError(f"{where} must be a fraction of peak in (0, 1], got {_short(value)}")
     return number
 
 

@@ -109,10 +109,12 @@ class CostModelSettings:
     decode_flops_efficiency: float = 0.5
     """Fraction of peak tensor FLOPS reached when decode becomes compute-bound at large batch (0–1)."""
     prefill_mfu: float = 0.5
-    """Model FLOPs utilisation of prefill (large GEMMs; 0–1; default 0.5)."""
+    """Model FLOPs utilisation of prefill (large GEMMs; 0–1; default 0.5) on GPU types whose catalog entry
+    has no measured `prefillMfu`."""
     train_mfu: float = 0.40
     """Model FLOPs utilisation of the training step, excluding communication modelled separately
-    (0–1; default 0.40, typical for Megatron/FSDP dense models at this scale)."""
+    (0–1; default 0.40, typical for Megatron/FSDP dense models at this scale) on GPU types whose catalog
+    entry has no measured `trainMfu` (docs/calibration-sources.md shows both against published runs)."""
     memory_utilization: float = 0.90
     """Fraction of HBM the engines may allocate (vLLM's gpu_memory_utilization; 0–1; default 0.90)."""
     runtime_overhead_gb: float = 2.0
@@ -344,10 +346,20 @@ def _decode_roofline(
     return t_mem, t_cmp
 
 
+def train_mfu(gpu: GPUSpec, s: CostModelSettings) -> float:
+    """The training FLOPs utilisation on `gpu`: the catalog's measured one for its type, else the default."""
+    return gpu.train_mfu if gpu.train_mfu is not None else s.train_mfu
+
+
+def prefill_mfu(gpu: GPUSpec, s: CostModelSettings) -> float:
+    """The prefill FLOPs utilisation on `gpu`: the catalog's measured one for its type, else the default."""
+    return gpu.prefill_mfu if gpu.prefill_mfu is not None else s.prefill_mfu
+
+
 def _prefill_seconds(gpu: GPUSpec, w: Workload, prompts: float, gpus: int, s: CostModelSettings) -> float:
     """Seconds to prefill `prompts` prompts of P tokens on `gpus` GPUs (calibrated)."""
     prompt_flops = 2 * w.parameters * w.prompt_tokens + 2 * w.layers * w.hidden * w.prompt_tokens**2
-    seconds = prompts * prompt_flops / (gpus * gpu.tflops_bf16 * 1e12 * s.prefill_mfu)
+    seconds = prompts * prompt_flops / (gpus * gpu.tflops_bf16 * 1e12 * prefill_mfu(gpu, s))
     return seconds / s.calibration.factor(gpu.name, "prefill")
 
 
@@ -420,7 +432,7 @@ def training_tokens_per_second(
     gpus = dp * tp * pp
     tokens = w.tokens_per_step
     f_train = s.calibration.factor(gpu.name, "train")
-    compute = tokens * _train_flops_per_token(w, s) / (gpus * gpu.tflops_bf16 * 1e12 * s.train_mfu) / f_train
+    compute = tokens * _train_flops_per_token(w, s) / (gpus * gpu.tflops_bf16 * 1e12 * train_mfu(gpu, s)) / f_train
     micro_tokens = max(w.max_sequence_tokens, s.train_tokens_per_micro_batch)
     micro_batches = max(1, math.ceil(tokens / (dp * micro_tokens)))
     bubble = (pp - 1) / micro_batches
@@ -481,7 +493,7 @@ def phase_rates(gpu: GPUSpec, w: Workload, batch: int, settings: CostModelSettin
     decode = batch / (max(t_mem, t_cmp) / s.calibration.factor(gpu.name, "decode"))
     prefill = batch * w.prompt_tokens / _prefill_seconds(gpu, w, batch, 1, s)
     tokens = batch * w.tokens_per_sample
-    compute = tokens * _train_flops_per_token(w, s) / (gpu.tflops_bf16 * 1e12 * s.train_mfu)
+    compute = tokens * _train_flops_per_token(w, s) / (gpu.tflops_bf16 * 1e12 * train_mfu(gpu, s))
     optimizer = 2 * w.parameters * (s.optimizer_bytes_per_param + 4) / (gpu.hbm_tbps * 1e12)
     train = tokens / ((compute + optimizer) / s.calibration.factor(gpu.name, "train"))
     return PhaseRates(decode=decode, prefill=prefill, train=train)

@@ -17,6 +17,8 @@ asynchronous, heterogeneous and spot-aware RL. No Kubernetes: placements come fr
 - `trace`    — spot preemption traces: Poisson per pool or a CSV/YAML file
 - `report`   — `compare(...)` over policies, JSON rows, CSV files and PNG plots
 - `settings` — the operator's reaction times and the run's resolution (`SimSettings`)
+- `recording` — recordings of real jobs (JSON Lines: the job, cluster, plan and profile, then samples of the
+  coordinator's progress); `replay` — the recorded plan simulated and compared with the recording
 """
 
 from __future__ import annotations

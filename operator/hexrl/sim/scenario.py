@@ -33,6 +33,7 @@ from hexrl.sched.costmodel import (
     Workload,
     decode_tokens_per_second,
     expected_max_response,
+    prefill_mfu,
     training_tokens_per_second,
     weight_sync_seconds,
 )
@@ -166,7 +167,7 @@ def _aggregate(
         a.pull = _pull_seconds(w, cluster, tp_view, view, cost)
         # Per-wave prefill + reward of the cost model, in decode steps of this replica.
         overhead_w += est.batch * max(0.0, est.wave_seconds - longest * est.step_seconds) / est.step_seconds
-        prefill_per_token = 2 * w.parameters / (tp * pp * view.spec.tflops_bf16 * 1e12 * cost.prefill_mfu)
+        prefill_per_token = 2 * w.parameters / (tp * pp * view.spec.tflops_bf16 * 1e12 * prefill_mfu(view.spec, cost))
         reprefill_w += est.batch * prefill_per_token * est.batch / est.step_seconds
         weight += est.batch
     weight = weight or 1.0

@@ -183,3 +183,25 @@ def test_the_event_names_only_the_roles_a_re_plan_moves():
     assert _roles_changed(old, more) == "rollout"
     moved = make_plan(trainer_nodes=("h800-ondemand-1",))
     assert _roles_changed(old, moved) == "trainer"
+
+
+def _gauge(name: str, **labels: str) -> float | None:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def test_the_factors_in_force_are_prometheus_gauges_and_a_pin_replaces_the_fitted_series():
+    world, clock = World(), Clock()
+    spec, cluster, plan, rate = _setup(world)
+    cal = Calibrator(world.api, S, clock=clock)
+    for read in _reads(rate, 0.1, 10.0, 3):
+        cal.observe("u", "default/math", spec, cluster, plan, read)
+    fitted = cal.profile().factor("H20", "decode")
+    assert _gauge("hexrl_calibration_factor", gpu="H20", phase="decode", source="fitted") == pytest.approx(fitted)
+    assert 0.9 < _gauge("hexrl_calibration_confidence", gpu="H20", phase="decode") <= 1.0
+    assert _gauge("hexrl_calibration_observed_seconds", gpu="H20", phase="decode") == pytest.approx(20.0)
+    world.api.objects[KEY]["spec"] = {"pinned": [{"gpu": "H20", "phase": "decode", "factor": 0.5}]}
+    assert cal.refresh_spec() is True
+    assert _gauge("hexrl_calibration_factor", gpu="H20", phase="decode", source="pinned") == 0.5
+    assert _gauge("hexrl_calibration_factor", gpu="H20", phase="decode", source="fitted") is None

@@ -87,6 +87,29 @@ def test_a_new_type_must_be_complete():
         DEFAULT_CATALOG.with_overrides({"B200": {"tflopsBf16": 2250}})
 
 
+@pytest.mark.parametrize(("value", "problem"), [
+    (1.2, r"catalog\.H20\.trainMfu must be a fraction of peak in \(0, 1\], got 1\.2"),
+    (0, r"catalog\.H20\.trainMfu must be a positive number, got 0"),
+    ("high", r"catalog\.H20\.trainMfu must be a positive number, got 'high'"),
+])
+def test_a_measured_efficiency_override_is_a_fraction_of_peak(value, problem):
+    from hexrl.sched import CatalogError
+
+    with pytest.raises(CatalogError, match=problem):
+        DEFAULT_CATALOG.with_overrides({"H20": {"trainMfu": value}})
+
+
+def test_a_measured_efficiency_drives_the_cost_model_for_that_type_only():
+    from hexrl.sched.costmodel import CostModelSettings, train_mfu
+
+    s = CostModelSettings()
+    tuned = DEFAULT_CATALOG.with_overrides({"H20": {"trainMfu": 0.3, "efficiencySources": ["my-h20-run"]}})
+    assert train_mfu(tuned.get("H20"), s) == 0.3 and tuned.get("H20").efficiency_sources == ("my-h20-run",)
+    assert train_mfu(tuned.get("L40S"), s) == s.train_mfu
+    with pytest.raises(Exception, match="efficiencySources must be a list of strings"):
+        DEFAULT_CATALOG.with_overrides({"H20": {"efficiencySources": "my-h20-run"}})
+
+
 def _inv(**pool_overrides):
     pool = {"name": "h800", "gpu": "H800", "gpusPerNode": 8, "nodes": 3}
     pool.update(pool_overrides)
