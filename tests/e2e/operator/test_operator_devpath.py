@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 from op_harness import HEXRL, ROOT, OperatorProcess, small_job, wait_for
 
+from clusters import running_cluster
 from hexrl.api import reasons
-from hexrl.devcluster import DevCluster, DevClusterError
+from hexrl.devcluster import DevCluster
 
 pytestmark = pytest.mark.e2e
 SMALL = ROOT / "manifests" / "clusters" / "small.yaml"
@@ -25,16 +26,9 @@ SMALL = ROOT / "manifests" / "clusters" / "small.yaml"
 
 @pytest.fixture(scope="module")
 def fresh() -> Iterator[DevCluster]:
-    cluster = DevCluster(name=f"hexrl-devpath-{os.getpid()}")
-    try:
-        cluster.up(inventory=SMALL)
-    except DevClusterError as e:
-        cluster.down(quiet=True)
-        pytest.fail(f"the local control plane did not start: {e}", pytrace=False)
-    try:
+    """A cluster nobody prepared: no CRDs, no PriorityClasses (what `hexrl operator` must set up itself)."""
+    with running_cluster(f"hexrl-devpath-{os.getpid()}", SMALL) as cluster:
         yield cluster
-    finally:
-        cluster.down(quiet=True)
 
 
 def test_operator_with_an_admin_kubeconfig_prepares_a_fresh_cluster_and_plans_a_job(fresh: DevCluster, tmp_path: Path):
