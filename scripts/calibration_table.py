@@ -57,8 +57,10 @@ from hexrl.sched.costmodel import (
     CostModelSettings,
     Workload,
     decode_tokens_per_second,
+    expected_max_response,
     phase_rates,
     prefill_mfu,
+    reprefill_seconds,
     train_mfu,
     training_tokens_per_second,
 )
@@ -66,6 +68,7 @@ from hexrl.sched.costmodel import (
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ROOT / "operator" / "hexrl" / "sched" / "measurement_sources.yaml"
 DOC = ROOT / "docs" / "calibration-sources.md"
+EXAMPLES = ROOT / "manifests" / "examples"
 TOLERANCE = 0.25
 GPUS_PER_NODE = 8
 """Every source ran on 8-GPU nodes (DGX/HGX A100 and H100, Grand Teton)."""
@@ -249,7 +252,8 @@ def predict_train(src: Mapping[str, Any], gpu: GPUSpec, base: CostModelSettings)
 def predict_decode(src: Mapping[str, Any], gpu: GPUSpec, base: CostModelSettings) -> Row:
     batch, tp = int(src["batch"]), int(src["layout"]["tp"])
     w = _workload(src, int(src["inputTokens"]), int(src["outputTokens"]), batch)
-    s = replace(base, max_sequences_per_replica=batch, reward_seconds_per_sample=0.0)
+    # a serving benchmark neither scores responses nor swaps weights between waves
+    s = replace(base, max_sequences_per_replica=batch, reward_seconds_per_sample=0.0, weight_load_gbps=math.inf)
     est = decode_tokens_per_second(gpu, w, tp, 1, s)
     if est is None:
         return Row(src, None, "does not fit in memory (cost model)")
@@ -437,12 +441,57 @@ PROPOSALS = """## What the sources changed, and what they do not settle
    setting; the four `from-memory` rows must be checked against their papers."""
 
 
+RL_LOSS_JOBS = ("rljob.yaml", "rljob-7b.yaml", "rljob-14b.yaml")
+RL_LOSS_GPUS = ("H800", "H20")
+RL_LOSS_RECLAIMS_PER_NODE_HOUR = 0.5
+
+RL_LOSS_HEADER = f"""## RL-specific losses, term by term
+
+No benchmark above runs RL, so these terms have no row; the cost model carries each as its own term
+(costmodel.py, "RL-specific losses") instead of folding them into an efficiency. For the example jobs on one
+replica of the smallest tensor-parallel size that fits: the **tail occupancy** R̄ / E[max_G R] (the share of a
+group's slot time spent on tokens: a group holds its slots until its longest response ends), the
+**weight-update pause** t_wu once per wave and its share t_wu / T_wave, and the **re-prefill** t_rp of a
+reclaimed replica's resident sequences with the share ρ = λ·t_rp / 3600 it costs spot survivors at
+λ = {RL_LOSS_RECLAIMS_PER_NODE_HOUR} reclaims per node-hour (compute-bound: a low-FLOPs GPU pays the most)."""
+
+
+def _example_workload(name: str) -> Workload:
+    from hexrl.api.models import RLJob  # the API model only for this table (the rows above need none)
+
+    return Workload.from_spec(RLJob.model_validate(yaml.safe_load((EXAMPLES / name).read_text())).spec)
+
+
+def rl_loss_lines(settings: CostModelSettings) -> list[str]:
+    """One row per (example job, GPU type): each RL-specific loss term of the cost model, and its share."""
+    lines = ["| job | GPU | TP | batch | wave s | tail occupancy | pause s | pause share | re-prefill s | "
+             "re-prefill share |", "| - | - | -: | -: | -: | -: | -: | -: | -: | -: |"]
+    for name in RL_LOSS_JOBS:
+        w = _example_workload(name)
+        for gpu_name in RL_LOSS_GPUS:
+            gpu = DEFAULT_CATALOG.get(gpu_name)
+            est, tp = None, 1
+            while est is None and tp <= GPUS_PER_NODE:
+                est = decode_tokens_per_second(gpu, w, tp, 1, settings)
+                tp = tp if est is not None else tp * 2
+            if est is None:
+                continue
+            occupancy = w.mean_new_tokens / expected_max_response(w, w.group_size, settings)
+            t_rp = reprefill_seconds(gpu, w, est.batch, tp, settings)
+            share = RL_LOSS_RECLAIMS_PER_NODE_HOUR * t_rp / 3600
+            lines.append(f"| `{name}` ({w.parameters / 1e9:.1f}B) | {gpu_name} | {tp} | {est.batch} | "
+                         f"{est.wave_seconds:,.0f} | {occupancy:.0%} | {est.weight_update_seconds:.2f} | "
+                         f"{est.weight_update_seconds / est.wave_seconds:.2%} | {t_rp:,.0f} | {share:.1%} |")
+    return lines
+
+
 def render(rows: Sequence[Row], settings: CostModelSettings | None = None) -> str:
     """The whole document (ends with one newline)."""
     s = settings or CostModelSettings()
     parts = [HEADER, settings_line(s), "## Summary", "\n".join(summary_lines(rows)),
              "## Measured vs predicted", "\n".join(table_lines(rows)),
              "## Implied calibration factors", "\n".join(factor_lines(rows, s)), NO_RL_SOURCE,
+             RL_LOSS_HEADER, "\n".join(rl_loss_lines(s)),
              "## Sources", "\n".join(source_list_lines(rows)), PROPOSALS]
     return "\n\n".join(parts) + "\n"
 

@@ -33,7 +33,8 @@ def _simulation(prompts_per_step: int, group_size: int, eta: int) -> Simulation:
     setup = SimSetup(policy="gate-test", rollout=(node,), trainer=trainer, eta=eta, migrate=False,
                      groups_per_step=prompts_per_step, group_size=group_size, prompt_tokens=8,
                      lengths=LengthModel("fixed", 16.0, 16), group_overhead_steps=0.0,
-                     reprefill_steps_per_token=0.0, reward_seconds_per_sample=0.0, weight_gb=1.0,
+                     reprefill_steps_per_token=0.0, reward_seconds_per_sample=0.0,
+                     weight_update_seconds=0.04, wave_seconds=1.0,
                      predicted_tokens_per_second=1.0, planned_cost_per_hour=1.0)
     return Simulation(setup, trace=(), hours=1.0, seed=0)
 

@@ -28,6 +28,21 @@ Rollout replica (TP t × PP p GPUs of one type, HBM bandwidth β, peak F)
         (prompts shared by a group are prefilled once: prefix caching), reward = B·r_s / reward_workers.
     Samples/s = B / T_wave; tokens/s consumed by training = samples/s · (P + R̄).
 
+RL-specific losses (each its own term, not folded into an efficiency)
+    Response-length tail: a group holds its G slots until its longest response ends, so a wave lasts
+        E[max_G R] decode steps, not R̄ (above); the slots of the shorter responses sit idle for the
+        rest of the wave (batch occupancy R̄ / E[max_G R]).
+    Weight-update pause: the worker swaps a new version in between waves, pausing generation while each
+        GPU copies its shard host→device: t_wu = N·b/(t·p) / (β_h2d·10⁹). A wave then lasts
+        T_wave + t_wu. Exact when a version is out at every wave boundary (step interval Δ ≤ T_wave,
+        the usual case of asynchronous RL with long responses); with slower steps the loss is
+        t_wu/Δ < t_wu/T_wave, so the estimate is pessimistic by at most that difference.
+    Interruption and re-prefill (spot): a reclaim interrupts the replica's B resident sequences, which
+        migrate token-level to survivors; a survivor re-prefills each one's context c̄ = P + E[R²]/(2E[R])
+        with the new owner's weights: t_rp = B·(2N·c̄ + 2·L·H·c̄²)/(t·p·F·MFU_prefill) (compute-bound: this
+        term costs a low-FLOPs GPU the most). Reclaims arrive n·λ per replica-hour, so a serving replica
+        spends a share ρ = n·λ·t_rp/3600 of its time re-prefilling others' partials (below).
+
 Group latency
     A group holds its G slots for one wave, so its expected latency is T_wave (above). At η = 0 the whole
     batch is requested at once and the step waits for its slowest group, so the batch latency is the
@@ -65,7 +80,8 @@ Spot availability
     A spot node is reclaimed λ times per node-hour and its replacement (new node, image pull, weight
     pull) takes `spot_recovery_hours` h; a replica spanning n nodes is up a fraction
     a = 1 / (1 + n·λ·h) of the time (renewal process: mean up time 1/(nλ), mean down time h), so its
-    rate counts a·tokens/s. In-flight responses migrate to survivors (token-level), so no other loss.
+    rate counts a·(1 − ρ)·tokens/s: in-flight responses migrate to survivors (token-level), which pay the
+    re-prefill share ρ above; nothing else is lost.
 """
 
 from __future__ import annotations
@@ -89,9 +105,11 @@ __all__ = [
     "group_latency_seconds",
     "mean_resident_response",
     "phase_rates",
+    "reprefill_seconds",
     "spot_availability",
     "training_tokens_per_second",
     "weight_sync_seconds",
+    "weight_update_seconds",
 ]
 
 _DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -146,6 +164,10 @@ class CostModelSettings:
     """Fixed latency of one small collective (NCCL launch + hop), seconds (default 10 µs)."""
     weight_sync_efficiency: float = 0.8
     """Fraction of link bandwidth a chunked, parallel weight pull reaches (0–1; default 0.8)."""
+    weight_load_gbps: float = 20.0
+    """Host-to-device bandwidth at which each rollout GPU copies its shard of a new version into the engine,
+    GB/s (default 20: pinned copies over PCIe Gen4 ×16 reach 20–25 GB/s). Generation pauses for the copy;
+    the download before it overlaps generation (module docstring, "Weight-update pause")."""
     spot_recovery_hours: float = 0.25
     """Hours from a spot reclaim until a replacement replica serves again (node + image + weights)."""
     surplus_per_policy_lag: float = 0.05
@@ -279,7 +301,10 @@ class DecodeEstimate:
     bound: str
     """hbm | compute: what limits a decode step."""
     wave_seconds: float
-    """A wave of `batch` sequences: expected longest response of a group + prefill + reward."""
+    """A wave of `batch` sequences: expected longest response of a group + prefill + reward + the
+    weight-update pause."""
+    weight_update_seconds: float
+    """Generation paused per version swapped in (each GPU copies its shard host→device)."""
     samples_per_second: float
     tokens_per_second: float
     """Prompt + response tokens per second, as consumed by training."""
@@ -321,13 +346,15 @@ def decode_tokens_per_second(
     longest = expected_max_response(w, w.group_size, s)
     prefill = _prefill_seconds(gpu, w, batch / w.group_size, t * p, s)
     reward = batch * s.reward_seconds_per_sample / max(1, s.reward_workers_per_replica)
-    wave = longest * step + prefill + reward
+    pause = weight_update_seconds(w, t * p, s)
+    wave = longest * step + prefill + reward + pause
     sps = batch / wave
     return DecodeEstimate(
         batch=batch,
         step_seconds=step,
         bound="hbm" if t_mem >= t_cmp else "compute",
         wave_seconds=wave,
+        weight_update_seconds=pause,
         samples_per_second=sps,
         tokens_per_second=sps * w.tokens_per_sample,
         generated_tokens_per_second=sps * w.mean_new_tokens,
@@ -360,6 +387,20 @@ def _prefill_seconds(gpu: GPUSpec, w: Workload, prompts: float, gpus: int, s: Co
     """Seconds to prefill `prompts` prompts of P tokens on `gpus` GPUs (calibrated)."""
     prompt_flops = 2 * w.parameters * w.prompt_tokens + 2 * w.layers * w.hidden * w.prompt_tokens**2
     seconds = prompts * prompt_flops / (gpus * gpu.tflops_bf16 * 1e12 * prefill_mfu(gpu, s))
+    return seconds / s.calibration.factor(gpu.name, "prefill")
+
+
+def weight_update_seconds(w: Workload, gpus: int, s: CostModelSettings) -> float:
+    """t_wu = N·b/gpus / β_h2d: seconds a replica of `gpus` GPUs pauses to swap one version in."""
+    return w.weight_bytes / max(1, gpus) / (s.weight_load_gbps * 1e9)
+
+
+def reprefill_seconds(gpu: GPUSpec, w: Workload, sequences: float, gpus: int, s: CostModelSettings) -> float:
+    """t_rp: seconds `gpus` GPUs of `gpu` take to re-prefill `sequences` migrated partial responses, each at
+    the mean resident context c̄ = P + E[R²]/(2E[R]) (2N·c̄ + 2·L·H·c̄² FLOPs each; calibrated as prefill)."""
+    ctx = w.prompt_tokens + mean_resident_response(w, s)
+    flops = sequences * (2 * w.parameters * ctx + 2 * w.layers * w.hidden * ctx * ctx)
+    seconds = flops / (gpus * gpu.tflops_bf16 * 1e12 * prefill_mfu(gpu, s))
     return seconds / s.calibration.factor(gpu.name, "prefill")
 
 
@@ -508,6 +549,12 @@ def weight_sync_seconds(w: Workload, link_gbps: float, pool_link_gbps: float, se
     return w.weight_bytes / (link_gbps * 1e9 * eff) + w.weight_bytes / (pool_link_gbps * 1e9 * eff)
 
 
-def spot_availability(preemptions_per_node_hour: float, nodes: int, settings: CostModelSettings) -> float:
-    """Expected fraction of time a replica spanning `nodes` spot nodes is serving: 1/(1 + n·λ·h)."""
-    return 1.0 / (1.0 + max(1, nodes) * max(0.0, preemptions_per_node_hour) * settings.spot_recovery_hours)
+def spot_availability(
+    preemptions_per_node_hour: float, nodes: int, settings: CostModelSettings, reprefill: float = 0.0
+) -> float:
+    """Expected share of time a replica spanning `nodes` spot nodes generates its own work: up a fraction
+    1/(1 + n·λ·h), and while up it re-prefills partials migrated from reclaimed replicas a share
+    ρ = n·λ·t_rp/3600 (`reprefill` = t_rp seconds, see `reprefill_seconds`): a·(1 − ρ)."""
+    reclaims_per_hour = max(1, nodes) * max(0.0, preemptions_per_node_hour)
+    up = 1.0 / (1.0 + reclaims_per_hour * settings.spot_recovery_hours)
+    return up * max(0.0, 1.0 - reclaims_per_hour * max(0.0, reprefill) / 3600.0)

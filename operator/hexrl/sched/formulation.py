@@ -7,7 +7,8 @@ scores any candidate with the same arithmetic, so the solver, the brute-force te
 agree.
 
 Sets and data
-    c ∈ C   rollout options (pool, TP×PP config): rate r_c (tokens/s, spot-discounted), slots s_c
+    c ∈ C   rollout options (pool, TP×PP config): rate r_c (tokens/s; the cost model's wave with its
+            weight-update pause, spot-discounted by up time and re-prefill share), slots s_c
             (concurrent sequences), price π_c ($/h per replica), GPUs g_c, item size z_c (the GPUs that
             must sit in one node: TP; a PP replica is p items of a whole node), upper bound Ū_c.
     s ∈ S   training strategies (pool, DP×TP×PP, FSDP): rate t_s, price π_s, GPUs g_s, item size z_s = TP.

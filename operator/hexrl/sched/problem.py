@@ -44,7 +44,8 @@ class RolloutOption:
     gpus: int
     item_size: int
     rate: float
-    """Spot-discounted tokens/s of one replica."""
+    """Tokens/s of one replica: its waves with the weight-update pause, and on spot its up time less the
+    re-prefill share (costmodel, "RL-specific losses")."""
     slots: int
     price: float
     """$/h of one replica."""

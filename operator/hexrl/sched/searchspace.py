@@ -27,6 +27,7 @@ from hexrl.sched.costmodel import (
     Workload,
     decode_tokens_per_second,
     group_latency_seconds,
+    reprefill_seconds,
     spot_availability,
     training_tokens_per_second,
     weight_sync_seconds,
@@ -182,18 +183,25 @@ def _rollout_candidates(
         for tp in _rollout_tp(pool.chain, job):
             e = decode_tokens_per_second(pool.spec, w, tp, 1, s, pool.inter_gbps, pool.memory_gb)
             if e is not None:
-                a = spot_availability(pool.info.preemptions_per_node_hour, 1, s) if pool.info.spot else 1.0
-                found.append(RolloutCandidate(pool, tp, 1, e, a))
+                found.append(RolloutCandidate(pool, tp, 1, e, _availability(pool, w, e, tp, 1, s)))
         if not found:
             whole = sum(1 for n in pool.nodes if n.gpus_free >= gpn)
             for pp in range(2, min(max_pp, whole) + 1):
                 e = decode_tokens_per_second(pool.spec, w, gpn, pp, s, pool.inter_gbps, pool.memory_gb)
                 if e is not None:
-                    a = spot_availability(pool.info.preemptions_per_node_hour, pp, s) if pool.info.spot else 1.0
-                    found.append(RolloutCandidate(pool, gpn, pp, e, a))
+                    found.append(RolloutCandidate(pool, gpn, pp, e, _availability(pool, w, e, gpn, pp, s)))
                     break
         out.extend(_undominated_rollout(found))
     return out
+
+
+def _availability(pool: EligiblePool, w: Workload, e: DecodeEstimate, tp: int, pp: int, s: CostModelSettings) -> float:
+    """Share of time a TP×PP replica in `pool` generates its own work: 1 on demand; on spot, up time less
+    re-prefilling partials migrated from reclaimed replicas (`costmodel.spot_availability`)."""
+    if not pool.info.spot:
+        return 1.0
+    reprefill = reprefill_seconds(pool.spec, w, e.batch, tp * pp, s)
+    return spot_availability(pool.info.preemptions_per_node_hour, pp, s, reprefill)
 
 
 def _rollout_tp(chain: Sequence[int], job: RLJobSpec) -> list[int]:

@@ -43,7 +43,9 @@ reported); with it off stragglers are trained and the run reports the measured l
 **Weights (pull-based).** A published version is downloaded by every serving node in parallel, done
 after `max_n pull_n` (the cost model's weight-sync time over node n's link to the trainer's pool,
 cross-pool links included); downloads overlap generation, and the newest version is fetched next.
-Applying a version pauses generation `weight_gb × load_seconds_per_gb` (V is held back). If the link is
+Applying a version pauses generation for the cost model's weight-update pause p, at most once per wave W
+(workers swap versions between waves): decode is stretched by 1 + p/max(Δ_v, W), Δ_v the time since the
+previous version was applied (V is held back meanwhile). If the link is
 slower than the steps, the rollout falls behind by versions and the gate throttles it: the weight-sync
 bottleneck emerges from the model rather than being assumed.
 
@@ -104,7 +106,7 @@ class Simulation:
         self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB47C]))
         self.group_size = setup.group_size
         self.gate = StalenessGate(setup.group_size, setup.groups_per_step * setup.group_size, setup.eta)
-        self.swap_pause_s = setup.weight_gb * self.cfg.weight_load_seconds_per_gb
+        self.swap_pause_s = setup.weight_update_seconds
         # Scoring runs beside generation on `reward_parallelism` workers: each trajectory waits its own
         # scoring time, stretched when the workers cannot keep up with a batch (B > parallelism).
         self.reward_latency = setup.reward_seconds_per_sample * max(
@@ -379,8 +381,9 @@ class Simulation:
         versions, now = self.state.versions, self.state.now
         versions.rollout = version
         # Every replica stops to swap the weights in; groups started from now on are stretched by
-        # the share of time these pauses take at the current version rate.
-        interval = now - versions.last_applied_at
+        # the share of time these pauses take at the current version rate — at most one pause per wave,
+        # since a worker swaps only between waves.
+        interval = max(now - versions.last_applied_at, self.setup.wave_seconds)
         versions.last_applied_at = now
         if interval > 0 and self.swap_pause_s > 0:
             versions.pause_factor = 1.0 + self.swap_pause_s / interval

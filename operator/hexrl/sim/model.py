@@ -79,8 +79,12 @@ class SimSetup:
     reward_seconds_per_sample: float
     """Extra scoring latency per trajectory beyond what the cost model's wave already includes (0 by
     default: the scenario folds the reward into `group_overhead_steps`)."""
-    weight_gb: float
-    """Bytes of one policy version, GB (load pause on every replica per applied version)."""
+    weight_update_seconds: float
+    """Generation paused on every replica to swap an applied version in, seconds (the cost model's
+    host→device copy of a replica's shard; slot-weighted mean over replicas)."""
+    wave_seconds: float
+    """A wave without that pause, seconds (slot-weighted mean): a worker swaps versions only between
+    waves, so it pauses at most once per wave however fast versions come."""
     predicted_tokens_per_second: float
     """The planner's prediction for this placement (for validation and the table)."""
     planned_cost_per_hour: float

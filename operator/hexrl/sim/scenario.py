@@ -139,6 +139,10 @@ class _Aggregate:
     """Prefill + reward per wave, in decode steps (slot-weighted mean over replicas)."""
     reprefill_steps_per_token: float
     """Decode steps lost per token re-prefilled after a migration (slot-weighted mean)."""
+    weight_update_seconds: float
+    """The cost model's weight-update pause (slot-weighted mean)."""
+    wave_seconds: float
+    """The cost model's wave without that pause (slot-weighted mean)."""
 
 
 def _aggregate(
@@ -152,7 +156,7 @@ def _aggregate(
     """Sum replicas `(node, pool, tp, pp)` per node with the cost model's numbers."""
     acc: dict[str, _NodeAcc] = {}
     longest = expected_max_response(w, w.group_size, cost)
-    overhead_w = reprefill_w = weight = 0.0
+    overhead_w = reprefill_w = pause_w = wave_w = weight = 0.0
     for node, pool, tp, pp in replicas:
         view = pools[pool]
         est = _decode(view, w, tp, pp, cost)
@@ -165,13 +169,17 @@ def _aggregate(
         a.slots += est.batch
         a.slot_steps += est.batch / est.step_seconds
         a.pull = _pull_seconds(w, cluster, tp_view, view, cost)
-        # Per-wave prefill + reward of the cost model, in decode steps of this replica.
-        overhead_w += est.batch * max(0.0, est.wave_seconds - longest * est.step_seconds) / est.step_seconds
+        # Per-wave prefill + reward of the cost model, in decode steps of this replica; the engine pays the
+        # weight-update pause itself, when a version is applied.
+        wave = est.wave_seconds - est.weight_update_seconds
+        overhead_w += est.batch * max(0.0, wave - longest * est.step_seconds) / est.step_seconds
+        pause_w += est.batch * est.weight_update_seconds
+        wave_w += est.batch * wave
         prefill_per_token = 2 * w.parameters / (tp * pp * view.spec.tflops_bf16 * 1e12 * prefill_mfu(view.spec, cost))
         reprefill_w += est.batch * prefill_per_token * est.batch / est.step_seconds
         weight += est.batch
     weight = weight or 1.0
-    return _Aggregate(acc, overhead_w / weight, reprefill_w / weight)
+    return _Aggregate(acc, overhead_w / weight, reprefill_w / weight, pause_w / weight, wave_w / weight)
 
 
 def _rollout_node(name: str, a: _NodeAcc) -> RolloutNode:
@@ -226,7 +234,8 @@ def _setup(
         group_overhead_steps=agg.group_overhead_steps,
         reprefill_steps_per_token=agg.reprefill_steps_per_token,
         reward_seconds_per_sample=0.0,
-        weight_gb=w.weight_bytes / 1e9,
+        weight_update_seconds=agg.weight_update_seconds,
+        wave_seconds=agg.wave_seconds,
         predicted_tokens_per_second=predicted,
         planned_cost_per_hour=planned_cost,
         spare_nodes=spares,

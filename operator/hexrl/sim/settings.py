@@ -37,10 +37,6 @@ class SimSettings:
     """Mean time a reclaimed spot node stays away before capacity returns (Poisson traces only;
     exponential). Default 0.5 h, the order of magnitude reported for GPU spot markets."""
 
-    weight_load_seconds_per_gb: float = 0.04
-    """Seconds a rollout replica pauses generation to swap in a downloaded version, per GB of weights
-    (host-to-device copy at ~25 GB/s PCIe Gen4). The download itself overlaps generation (pull-based)."""
-
     reward_parallelism: int = 256
     """Reward workers scoring trajectories in parallel (CPU processes of the coordinator / reward pods):
     a trajectory waits reward_seconds_per_sample × max(1, B / reward_parallelism) after it finishes."""
@@ -59,7 +55,7 @@ class SimSettings:
 
     def __post_init__(self) -> None:
         for name in ("replan_seconds", "pod_start_seconds", "preemption_notice_seconds",
-                     "migration_handoff_seconds", "weight_load_seconds_per_gb"):
+                     "migration_handoff_seconds"):
             if getattr(self, name) < 0:
                 raise ValueError(f"SimSettings.{name} must be non-negative")
         if self.mean_spot_outage_hours <= 0:

@@ -10,6 +10,7 @@ from hexrl.sched.costmodel import (
     Workload,
     decode_tokens_per_second,
     group_latency_seconds,
+    reprefill_seconds,
     spot_availability,
     training_tokens_per_second,
     weight_sync_seconds,
@@ -104,7 +105,8 @@ def full_problem(job: RLJobSpec, cluster: Cluster, settings: PlannerSettings | N
                 if e is None:
                     continue
                 fitted_tp |= pp == 1
-                a = spot_availability(p.preemptions_per_node_hour, pp, cs) if p.spot else 1.0
+                reprefill = reprefill_seconds(spec, w, e.batch, t * pp, cs)
+                a = spot_availability(p.preemptions_per_node_hour, pp, cs, reprefill) if p.spot else 1.0
                 n = w.samples_per_step if w.max_policy_lag == 0 else w.group_size
                 ro.append(RolloutOption(p.name, t * pp, t, e.tokens_per_second * a, e.batch, price * t * pp, p.spot,
                                         free // (t * pp), group_latency_seconds(e, w, cs, n)))

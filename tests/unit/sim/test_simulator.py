@@ -20,6 +20,8 @@ from typer.testing import CliRunner
 from hexrl.api.models import RLJob, RLJobSpec
 from hexrl.cli import app
 from hexrl.sched import Cluster, parse_inventory
+from hexrl.sched.costmodel import CostModelSettings
+from hexrl.sched.settings import PlannerSettings
 from hexrl.sim.engine import simulate
 from hexrl.sim.model import SimSetup
 from hexrl.sim.report import compare, row
@@ -84,6 +86,21 @@ def test_steady_state_throughput_matches_the_planner(pools: tuple[dict[str, obje
     assert result.staleness_max <= eta + 1
 
 
+def test_a_slow_weight_swap_costs_the_planner_and_the_simulator_alike() -> None:
+    """The weight-update pause is a term of both models (the planner: once per wave; the engine: when a version
+    is applied, at most once per wave): a swap slow enough to matter lowers both, and they still agree."""
+    job, cluster = _job(eta=4), _inventory(*H20X2)
+    fast = build_policy("hexrl", job, cluster).setup
+    slow = build_policy("hexrl", job, cluster, PlannerSettings(cost=CostModelSettings(weight_load_gbps=0.05))).setup
+    assert fast is not None and slow is not None
+    assert slow.weight_update_seconds > 0.3 * slow.wave_seconds > 0
+    assert slow.predicted_tokens_per_second < 0.9 * fast.predicted_tokens_per_second
+    fast_run, slow_run = simulate(fast, (), hours=3, seed=1), simulate(slow, (), hours=3, seed=1)
+    assert slow_run.steady_tokens_per_second < 0.95 * fast_run.steady_tokens_per_second
+    ratio = slow_run.steady_tokens_per_second / slow.predicted_tokens_per_second
+    assert 0.9 <= ratio <= 1.1, f"simulated {slow_run.steady_tokens_per_second:.0f} vs planned {slow.predicted_tokens_per_second:.0f}"
+
+
 # ----------------------------------------------------------------------------- sanity laws
 
 
@@ -137,11 +154,17 @@ def test_migration_never_loses_to_dropping_partial_work() -> None:
     lenient = SimSettings(drop_stale=False)
     for trace in _nested_traces(cluster, 6)[1:]:
         # Strict bound (default): a migrated partial keeps its old version, so the coordinator restarts
-        # the ones that could not finish within η; throughput is then equal within sampling noise.
-        mig = simulate(setup, trace, hours=6, seed=5)
-        drop = simulate(replace(setup, migrate=False), trace, hours=6, seed=5)
-        assert mig.tokens_per_second >= drop.tokens_per_second * 0.99
-        assert mig.gpu_hours_lost_to_preemption < drop.gpu_hours_lost_to_preemption
+        # the ones that could not finish within η (most of them at η = 4); throughput is then equal within
+        # sampling noise, and so is a single run's loss (±5 %: the runs diverge after the first reclaim),
+        # so the loss is compared summed over seeds.
+        lost_mig = lost_drop = 0.0
+        for seed in (5, 6, 7):
+            mig = simulate(setup, trace, hours=6, seed=seed)
+            drop = simulate(replace(setup, migrate=False), trace, hours=6, seed=seed)
+            assert mig.tokens_per_second >= drop.tokens_per_second * 0.99
+            lost_mig += mig.gpu_hours_lost_to_preemption
+            lost_drop += drop.gpu_hours_lost_to_preemption
+        assert lost_mig < lost_drop
         # Stragglers trained anyway: migration keeps strictly more work.
         mig = simulate(setup, trace, hours=6, seed=5, settings=lenient)
         drop = simulate(replace(setup, migrate=False), trace, hours=6, seed=5, settings=lenient)
