@@ -9,13 +9,14 @@ from typing import Any
 from hexrl.api.models import RLJobSpec
 from hexrl.api.workerconfig import ENV_GPU_TYPE
 from hexrl_workers.coordinator.server import build_coordinator
-from hexrl_workers.coordinator_client import CoordinatorClient
+from hexrl_workers.coordinator_client import CoordinatorClient, CoordinatorError, CoordinatorUnavailable
 from hexrl_workers.httpcommon import Credentials
 from hexrl_workers.limits import prompt_token_limit
 from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer, model_dir
 from hexrl_workers.reward.runner import RewardRunner
 from hexrl_workers.rollout.engine import SamplingParams
+from hexrl_workers.rollout.prefetch import WeightPrefetcher
 from hexrl_workers.rollout.prompts import PromptEncoder
 from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
 from hexrl_workers.weights.client import WeightClient, WeightClientSettings
@@ -60,6 +61,21 @@ def _cuda_and_vllm() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
+def _prefetcher(weights: WeightClient, worker: RolloutWorker, coordinator_url: str, token: str | None) -> WeightPrefetcher:
+    """A prefetcher asking the coordinator for the job's version on its own client (the worker's client is
+    not shared between threads; a short retry: a missed poll is simply the next one)."""
+    client = CoordinatorClient(coordinator_url, token, retry_seconds=2.0)
+    client.abort = worker.stop_event
+
+    def job_version() -> int | None:
+        try:
+            return int(client.version()["version"])
+        except (CoordinatorError, CoordinatorUnavailable, KeyError, TypeError, ValueError):
+            return None
+
+    return WeightPrefetcher(weights, job_version, lambda: worker.engine.version)
+
+
 def build_rollout_worker(
     spec: RLJobSpec, coordinator_url: str, weights_url: str, token: str | None, worker_id: str, *,
     relay_host: str = "0.0.0.0", relay_port: int = 0, advertise_host: str | None = None,
@@ -99,6 +115,7 @@ def build_rollout_worker(
         CoordinatorClient(coordinator_url, token, retry_seconds=coordinator_retry_seconds), weights, metrics,
         prompts=PromptEncoder(spec.prompt, tok),
     )
+    worker.prefetch = _prefetcher(weights, worker, coordinator_url, token)
     if relay is not None:
         worker.on_weights = relay.publish
         relay.server.readiness = worker.readiness

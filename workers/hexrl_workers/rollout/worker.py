@@ -1,9 +1,10 @@
 """The rollout worker loop: pull work, keep weights current, generate, score, push; stop gracefully.
 
 Loop (until stopped or the job is done):
-1. if the coordinator's policy version (returned with every work response) is newer than the engine's,
-   pull that version from the weight service (or a relay) and load it in place — between requests, so a
-   response's tokens change version only across a migration;
+1. if the coordinator's policy version (returned with every work response) differs from the engine's,
+   load exactly that version in place — between requests, so a response's tokens change version only
+   across a migration. The download has usually happened meanwhile (`prefetch.WeightPrefetcher` pulls a
+   new version while the engine generates), so generation pauses only for the copy into the engine;
 2. ask for up to `max_items` work items (long-poll); generate all their samples in one engine batch;
 3. score finished responses with the job's reward function and push them as trajectories.
 
@@ -46,6 +47,7 @@ from hexrl_workers.protocol import (
 from hexrl_workers.reward import RewardFn
 from hexrl_workers.reward.runner import RewardFailed, RewardTimeout
 from hexrl_workers.rollout.engine import Engine, GenRequest, GenResult
+from hexrl_workers.rollout.prefetch import WeightPrefetcher
 from hexrl_workers.rollout.prompts import PromptEncoder, PromptError
 from hexrl_workers.statusserver import Readiness
 from hexrl_workers.tasks import Tokenizer
@@ -106,6 +108,9 @@ class RolloutWorker:
             coordinator.abort = self.stop_event
         # called with each version loaded (manifest, blob): e.g. publish it on this worker's relay server
         self.on_weights: Callable[[WeightManifest, bytearray], None] | None = None
+        self.prefetch: WeightPrefetcher | None = None
+        """Downloads new versions while the engine generates (started and stopped by `run`); None: every
+        version is pulled at the wave boundary, generation paused meanwhile."""
         self._spare_blob: bytearray | None = None
         """The last pulled blob, reused for the next version (same size): allocating and page-faulting a
         fresh buffer per version cost as much as the transfer (a pull reached 15 % of the link, not 60-98 %).
@@ -133,19 +138,27 @@ class RolloutWorker:
             if self.on_weights is not None:  # relaying: keep the origin's entry for this version alive
                 self.weights.keep_announced(coordinator_version)
             return
+        paused = time.monotonic()
         try:
-            manifest, blob = self.weights.pull(coordinator_version, into=self._spare_blob)
+            if self.prefetch is not None:
+                manifest, blob = self.prefetch.take(coordinator_version)
+            else:
+                manifest, blob = self.weights.pull(coordinator_version, into=self._spare_blob)
         except WeightPullError as exc:
             log.warning("weight pull of version %d failed (%s); still at version %d",
                         coordinator_version, exc, self.engine.version)
             return
         self.engine.load_weights(unpack(manifest, blob), manifest.version)
+        self.metrics["hexrl_rollout_weight_pause_seconds"].observe(time.monotonic() - paused)
         self.metrics["hexrl_rollout_weight_updates"].inc()
         self.metrics["hexrl_policy_version"].set(manifest.version)
         if self.on_weights is not None:
             self.on_weights(manifest, blob)
             self.weights.announce(manifest.version)
-        self._spare_blob = blob
+        if self.prefetch is not None:
+            self.prefetch.recycle(blob)
+        else:
+            self._spare_blob = blob
 
     # ---------------------------------------------------------------------------------- generation
 
@@ -288,6 +301,8 @@ class RolloutWorker:
 
         Stopped while the coordinator is unreachable, it exits without retrying (what it held is
         re-dispatched by the coordinator's lease expiry, if the coordinator comes back)."""
+        if self.prefetch is not None:
+            self.prefetch.start()
         try:
             return self._run()
         except CoordinatorUnavailable as exc:
@@ -296,6 +311,8 @@ class RolloutWorker:
             log.warning("stopping without handing work in: %s", exc)
             return self.items_done
         finally:
+            if self.prefetch is not None:
+                self.prefetch.stop()
             close = getattr(self.reward, "close", None)  # a RewardRunner's reward process ends with the worker
             if close is not None:
                 close()
