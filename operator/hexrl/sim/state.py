@@ -114,6 +114,10 @@ class Slots:
         self.free[self.block[i] : self.block[i + 1]] = np.inf
 
 
+AT_START = -1
+"""Version of a group not started yet: it is stamped when it starts (`InFlight.stamp_started`)."""
+
+
 @dataclass
 class InFlight:
     """Groups admitted and placed on a slot, until they finish."""
@@ -125,7 +129,15 @@ class InFlight:
     tokens: np.ndarray = field(default_factory=_floats)
     """Tokens a group gives the trainer (Σ prompt + response)."""
     version: np.ndarray = field(default_factory=_ints)
+    """The policy version that generates the group; `AT_START` until the group has started (a worker takes
+    work when it has room and generates it with the weights it holds then)."""
     replica_set: np.ndarray = field(default_factory=_ints)
+
+    def stamp_started(self, now: float, versions: Versions) -> None:
+        """Give every group that has started by `now` the version the rollout held when it started."""
+        waiting = (self.version == AT_START) & (self.start <= now)
+        if waiting.any():
+            self.version[waiting] = versions.held_at(self.start[waiting])
 
     @property
     def size(self) -> int:
@@ -179,6 +191,21 @@ class Versions:
     pause_factor: float = 1.0
     """1 + weight-swap pause / step interval: the share of decode time lost to applying versions."""
     last_applied_at: float = 0.0
+    applied_at: list[float] = field(default_factory=lambda: [0.0])
+    """When each version in `applied` reached the rollout (ascending; version 0 at t = 0)."""
+    applied: list[int] = field(default_factory=lambda: [0])
+
+    def apply(self, version: int, now: float) -> None:
+        """The rollout holds `version` from `now` on."""
+        self.rollout = version
+        self.applied_at.append(now)
+        self.applied.append(version)
+
+    def held_at(self, times: np.ndarray) -> np.ndarray:
+        """The version the rollout held at each of `times`."""
+        index = np.searchsorted(np.asarray(self.applied_at), times, side="right") - 1
+        held: np.ndarray = np.asarray(self.applied, dtype=np.int64)[np.maximum(index, 0)]
+        return held
 
 
 @dataclass
