@@ -278,6 +278,11 @@ def test_rollout_pulls_weights_through_the_service_and_relays(job: Job) -> None:
     # every worker past version 0 but the trainer's egress not grown with the number of workers
     print("weight bytes by source:", totals)
     assert any("peer" in k and v > 0 for k, v in totals.items()), f"no relay between rollout workers: {totals}"
+    # the download overlaps generation: some swap takes a version a pod fetched while its engine generated
+    prefetched = wait_for(lambda: sum(job.metrics(p, 8002).get("hexrl_rollout_weights_prefetched_total", 0)
+                                      for p in job.ready_pods("rollout")), 120,
+                          "a rollout pod swapping in a version it downloaded during generation")
+    print("versions swapped in from a prefetch:", prefetched)
 
 
 def _rollout_pods_without_weight_update(job: Job) -> dict[str, dict[str, Any]]:

@@ -139,9 +139,12 @@ class RolloutWorker:
                 self.weights.keep_announced(coordinator_version)
             return
         paused = time.monotonic()
+        prefetched = self.prefetch.prefetched if self.prefetch is not None else 0
         try:
             if self.prefetch is not None:
                 manifest, blob = self.prefetch.take(coordinator_version)
+                if self.prefetch.prefetched > prefetched:
+                    self.metrics["hexrl_rollout_weights_prefetched"].inc()
             else:
                 manifest, blob = self.weights.pull(coordinator_version, into=self._spare_blob)
         except WeightPullError as exc:
