@@ -437,8 +437,10 @@ PROPOSALS = """## What the sources changed, and what they do not settle
 5. **Sources still missing:** H800 and H20 training (no public per-GPU number with a complete setting was
    found: their `trainMfu` stays the default, and the online calibration of running jobs — the
    `GPUCalibration` object — is what corrects them on a real cluster), H100 and L4/L40S decode in BF16 at
-   fixed lengths (vLLM or SGLang), and one async-RL end-to-end rate (AReaL, slime, verl) with its full
-   setting; the four `from-memory` rows must be checked against their papers."""
+   fixed lengths (vLLM or SGLang), collective bandwidth (NCCL all-reduce bus bandwidth per GPU type and
+   link: the catalog's `intraNodeGBps`/`interNodeGBps` are link rates the cost model uses as achieved
+   bandwidth, with no efficiency of their own), and one async-RL end-to-end rate (AReaL, slime, verl) with
+   its full setting; the four `from-memory` rows must be checked against their papers."""
 
 
 RL_LOSS_JOBS = ("rljob.yaml", "rljob-7b.yaml", "rljob-14b.yaml")
