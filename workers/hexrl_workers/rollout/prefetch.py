@@ -55,6 +55,9 @@ class WeightPrefetcher:
         self._spare: bytearray | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._handed: int | None = None
+        """The version `take` last handed out: the engine has it or is copying it in (its own version changes
+        only when the copy is done), so polling must not fetch it again meanwhile."""
         self.prefetched = 0
         """Versions handed out from a finished background pull (the rest were pulled at the wave boundary)."""
 
@@ -79,10 +82,10 @@ class WeightPrefetcher:
     def poll_once(self) -> bool:
         """Pull the job's version when the engine and the prefetched blob both differ from it; True if pulled."""
         version = self.job_version()
-        if version is None or version == self.engine_version() or self._holds(version):
+        if version is None or version in (self.engine_version(), self._handed) or self._holds(version):
             return False
         with self._lock:
-            if self._holds(version) or self._stop.is_set():
+            if self._holds(version) or version == self._handed or self._stop.is_set():
                 return False
             try:
                 self._ready = self.weights.pull(version, into=self._buffer())
@@ -99,8 +102,10 @@ class WeightPrefetcher:
                 assert self._ready is not None
                 got, self._ready = self._ready, None
                 self.prefetched += 1
-                return got
-            return self.weights.pull(version, into=self._buffer())
+            else:
+                got = self.weights.pull(version, into=self._buffer())
+            self._handed = version
+            return got
 
     def recycle(self, blob: bytearray) -> None:
         """A blob the engine has copied in (and a relay has its own copy of): the next pull writes into it."""
