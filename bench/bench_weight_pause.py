@@ -44,30 +44,23 @@ def run(mode: str, mib: int, versions: int, wave: float) -> list[float]:
     resident = {k: v.clone() for k, v in _state(mib, 0).items()}
     engine = {"version": 0}
     published = {"version": 0}
-    pre = WeightPrefetcher(client, lambda: published["version"] or None, lambda: engine["version"],
-                           PrefetchSettings(poll_seconds=0.1))
-    spare: bytearray | None = None
+    # at the boundary: the worker's prefetcher with nothing to poll, so every version is pulled in `take`
+    polled = (lambda: published["version"] or None) if mode == "prefetched" else None
+    pre = WeightPrefetcher(client, lambda: engine["version"], polled, PrefetchSettings(poll_seconds=0.1))
     pauses = []
     try:
-        if mode == "prefetched":
-            pre.start()
+        pre.start()
         for v in range(1, versions + 1):
             origin.publish(*pack(_state(mib, v), v, 4 * 1024 * 1024))
             published["version"] = v
             time.sleep(wave)  # the engine generates its wave meanwhile
             started = time.monotonic()
-            if mode == "prefetched":
-                manifest, blob = pre.take(v)
-            else:
-                manifest, blob = client.pull(v, into=spare)
+            manifest, blob = pre.take(v)
             for name, tensor in unpack(manifest, blob).items():
                 resident[name].copy_(tensor)
             engine["version"] = v
             pauses.append(time.monotonic() - started)
-            if mode == "prefetched":
-                pre.recycle(blob)
-            else:
-                spare = blob
+            pre.recycle(blob)
             assert float(resident["w"][0, 0]) == float(v)
     finally:
         pre.stop()

@@ -19,7 +19,8 @@ import yaml
 
 from hexrl.sched.calibration import fit_calibration
 from hexrl.sim.recording import load_recording
-from hexrl.sim.replay import format_change, recording_observations, replay
+from hexrl.sim.replay import recording_observations, replay
+from hexrl.sim.replay_result import format_change
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -62,7 +62,7 @@ def origin():
 
 
 def _prefetcher(client: WeightClient, job: _Job) -> WeightPrefetcher:
-    return WeightPrefetcher(client, lambda: job.version, lambda: job.engine, PrefetchSettings(poll_seconds=0.05))
+    return WeightPrefetcher(client, lambda: job.engine, lambda: job.version, PrefetchSettings(poll_seconds=0.05))
 
 
 def _same(manifest, blob, version: int) -> None:
@@ -169,8 +169,8 @@ def test_the_worker_swaps_in_the_prefetched_version_and_counts_it(origin) -> Non
 
     client, job, engine = _CountingClient(origin.url), _Job(), _LoadingEngine()
     worker = RolloutWorker(RolloutSettings(worker_id="w"), engine, None, None, None, client)
-    worker.prefetch = WeightPrefetcher(client, lambda: job.version, lambda: engine.version,
-                                       PrefetchSettings(poll_seconds=0.05))
+    assert worker.prefetch is not None
+    worker.prefetch.job_version = lambda: job.version
     job.version = 2
     assert worker.prefetch.poll_once()  # downloaded while the engine would be generating
     worker.maybe_update_weights(2)

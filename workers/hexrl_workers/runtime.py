@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
+from collections.abc import Callable
 from typing import Any
 
 from hexrl.api.models import RLJobSpec
@@ -16,7 +17,6 @@ from hexrl_workers.metrics import Metrics
 from hexrl_workers.modeling import build_model, build_tokenizer, model_dir
 from hexrl_workers.reward.runner import RewardRunner
 from hexrl_workers.rollout.engine import SamplingParams
-from hexrl_workers.rollout.prefetch import WeightPrefetcher
 from hexrl_workers.rollout.prompts import PromptEncoder
 from hexrl_workers.rollout.worker import RolloutSettings, RolloutWorker
 from hexrl_workers.weights.client import WeightClient, WeightClientSettings
@@ -61,9 +61,9 @@ def _cuda_and_vllm() -> bool:
     return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
 
 
-def _prefetcher(weights: WeightClient, worker: RolloutWorker, coordinator_url: str, token: str | None) -> WeightPrefetcher:
-    """A prefetcher asking the coordinator for the job's version on its own client (the worker's client is
-    not shared between threads; a short retry: a missed poll is simply the next one)."""
+def _job_version(worker: RolloutWorker, coordinator_url: str, token: str | None) -> Callable[[], int | None]:
+    """The job's version for the weight prefetcher, read on a client of its own (the worker's client is not
+    shared between threads; a short retry: a missed poll is simply the next one)."""
     client = CoordinatorClient(coordinator_url, token, retry_seconds=2.0)
     client.abort = worker.stop_event
 
@@ -73,7 +73,7 @@ def _prefetcher(weights: WeightClient, worker: RolloutWorker, coordinator_url: s
         except (CoordinatorError, CoordinatorUnavailable, KeyError, TypeError, ValueError):
             return None
 
-    return WeightPrefetcher(weights, job_version, lambda: worker.engine.version)
+    return job_version
 
 
 def build_rollout_worker(
@@ -115,7 +115,8 @@ def build_rollout_worker(
         CoordinatorClient(coordinator_url, token, retry_seconds=coordinator_retry_seconds), weights, metrics,
         prompts=PromptEncoder(spec.prompt, tok),
     )
-    worker.prefetch = _prefetcher(weights, worker, coordinator_url, token)
+    assert worker.prefetch is not None  # the worker has a weight client
+    worker.prefetch.job_version = _job_version(worker, coordinator_url, token)
     if relay is not None:
         worker.on_weights = relay.publish
         relay.server.readiness = worker.readiness

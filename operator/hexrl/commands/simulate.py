@@ -210,7 +210,8 @@ def _replay(path: Path, profiles: list[Path], fmt: str, out: Path | None, seed: 
     from dataclasses import replace
 
     from hexrl.sim.recording import RecordingError, load_recording
-    from hexrl.sim.replay import replay, replay_document
+    from hexrl.sim.replay import replay
+    from hexrl.sim.replay_result import replay_document
 
     if seed is not None and seed < 0:
         _fail(f"--seed must be a non-negative integer, got {seed}")
@@ -234,7 +235,7 @@ def _replay(path: Path, profiles: list[Path], fmt: str, out: Path | None, seed: 
 
 
 def _pct(x: float | None) -> str:
-    from hexrl.sim.replay import format_change
+    from hexrl.sim.replay_result import format_change
 
     return format_change(x)
 

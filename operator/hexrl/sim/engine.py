@@ -382,12 +382,11 @@ class Simulation:
 
     def _apply_version(self, version: int) -> None:
         versions, now = self.state.versions, self.state.now
-        versions.apply(version, now)
         # Every replica stops to swap the weights in; groups started from now on are stretched by
         # the share of time these pauses take at the current version rate — at most one pause per wave,
         # since a worker swaps only between waves.
-        interval = max(now - versions.last_applied_at, self.setup.wave_seconds)
-        versions.last_applied_at = now
+        interval = max(now - versions.applied_at[-1], self.setup.wave_seconds)
+        versions.apply(version, now)
         if interval > 0 and self.swap_pause_s > 0:
             versions.pause_factor = 1.0 + self.swap_pause_s / interval
 

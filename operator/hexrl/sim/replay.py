@@ -76,23 +76,11 @@ from hexrl.sim.replay_result import (
     ReplaySettings,
     ReplayWindow,
     format_change,
-    replay_document,
 )
 from hexrl.sim.scenario import setup_from_plan
 from hexrl.sim.settings import SimSettings
 
-__all__ = [
-    "ErrorSummary",
-    "PhaseRate",
-    "PhaseSummary",
-    "ReplayResult",
-    "ReplaySettings",
-    "ReplayWindow",
-    "format_change",
-    "recording_observations",
-    "replay",
-    "replay_document",
-]
+__all__ = ["recording_observations", "replay"]
 
 
 # ----------------------------------------------------------------------------------- the model side

@@ -190,7 +190,6 @@ class Versions:
     downloading: bool = False
     pause_factor: float = 1.0
     """1 + weight-swap pause / step interval: the share of decode time lost to applying versions."""
-    last_applied_at: float = 0.0
     applied_at: list[float] = field(default_factory=lambda: [0.0])
     """When each version in `applied` reached the rollout (ascending; version 0 at t = 0)."""
     applied: list[int] = field(default_factory=lambda: [0])

@@ -22,16 +22,10 @@ from hexrl.cli import app
 from hexrl.sched.calibration import CalibrationProfile, fit_calibration
 from hexrl.sched.catalog import DEFAULT_CATALOG
 from hexrl.sched.costmodel import CostModelSettings, Workload, training_tokens_per_second
+from hexrl.sched.onlinecalibration import predicted_work_rates
 from hexrl.sim.recording import parse_recording
-from hexrl.sim.replay import (
-    ReplaySettings,
-    _rescored_plan,
-    format_change,
-    predicted_work_rates,
-    recording_observations,
-    replay,
-    replay_document,
-)
+from hexrl.sim.replay import _rescored_plan, recording_observations, replay
+from hexrl.sim.replay_result import ReplaySettings, format_change, replay_document
 
 pytestmark = pytest.mark.unit
 

@@ -9,9 +9,13 @@ when it is that one, else it pulls it then (waiting for a pull of it already und
 twice). This is what the cost model and the simulator assume: the download overlaps generation and only
 the copy into the engine pauses it (costmodel.py, "Weight-update pause").
 
+Without `job_version` (nothing to poll) there is no thread and every version is pulled at the boundary.
+
 One pull at a time: the weight client keeps per-client state (verified chunks, relays it stopped trusting),
-so the prefetch thread and the worker's own pulls share it under one lock. Memory: one blob beside the one
-the engine was loaded from, reused from version to version (the worker hands the loaded blob back).
+so the prefetch thread and the worker's own pulls share it under one lock. Memory: one blob, reused from
+version to version — the worker hands back the blob the engine has copied in, and the next pull writes into
+it (allocating and page-faulting a fresh buffer per version cost as much as the transfer: a pull reached
+15 % of the link, not 60-98 %). Safe: the engine copies the weights in, and a relay server keeps its own copy.
 """
 
 from __future__ import annotations
@@ -42,13 +46,14 @@ class WeightPrefetcher:
     """Pulls the job's version in the background; `take(v)` hands out exactly version v."""
 
     def __init__(
-        self, weights: WeightClient, job_version: Callable[[], int | None], engine_version: Callable[[], int],
-        settings: PrefetchSettings | None = None,
+        self, weights: WeightClient, engine_version: Callable[[], int],
+        job_version: Callable[[], int | None] | None = None, settings: PrefetchSettings | None = None,
     ) -> None:
         self.weights = weights
-        self.job_version = job_version
-        """The coordinator's current version (None when it cannot be read: try again at the next poll)."""
         self.engine_version = engine_version
+        self.job_version = job_version
+        """The coordinator's current version (None when it cannot be read: try again at the next poll); None:
+        nothing to poll, no prefetching."""
         self.s = settings or PrefetchSettings()
         self._lock = threading.Lock()
         self._ready: tuple[WeightManifest, bytearray] | None = None
@@ -62,7 +67,7 @@ class WeightPrefetcher:
         """Versions handed out from a finished background pull (the rest were pulled at the wave boundary)."""
 
     def start(self) -> None:
-        if self._thread is None:
+        if self._thread is None and self.job_version is not None:
             self._thread = threading.Thread(target=self._loop, name="weight-prefetch", daemon=True)
             self._thread.start()
 
@@ -81,7 +86,7 @@ class WeightPrefetcher:
 
     def poll_once(self) -> bool:
         """Pull the job's version when the engine and the prefetched blob both differ from it; True if pulled."""
-        version = self.job_version()
+        version = self.job_version() if self.job_version is not None else None
         if version is None or version in (self.engine_version(), self._handed) or self._holds(version):
             return False
         with self._lock:

@@ -108,13 +108,9 @@ class RolloutWorker:
             coordinator.abort = self.stop_event
         # called with each version loaded (manifest, blob): e.g. publish it on this worker's relay server
         self.on_weights: Callable[[WeightManifest, bytearray], None] | None = None
-        self.prefetch: WeightPrefetcher | None = None
-        """Downloads new versions while the engine generates (started and stopped by `run`); None: every
-        version is pulled at the wave boundary, generation paused meanwhile."""
-        self._spare_blob: bytearray | None = None
-        """The last pulled blob, reused for the next version (same size): allocating and page-faulting a
-        fresh buffer per version cost as much as the transfer (a pull reached 15 % of the link, not 60-98 %).
-        Safe: the engine copies the weights in, and the relay server keeps its own copy."""
+        self.prefetch = WeightPrefetcher(weights, lambda: self.engine.version) if weights is not None else None
+        """Where every version comes from: downloaded while the engine generates once it is given the job's
+        version to poll (`job_version`; started and stopped by `run`), else pulled at the wave boundary."""
         self.items_done = 0
         self._busy_since: float | None = None
         """When the work being processed arrived (None: `process` called on its own, e.g. in tests)."""
@@ -138,30 +134,25 @@ class RolloutWorker:
             if self.on_weights is not None:  # relaying: keep the origin's entry for this version alive
                 self.weights.keep_announced(coordinator_version)
             return
+        assert self.prefetch is not None  # made with the weight client
         paused = time.monotonic()
-        prefetched = self.prefetch.prefetched if self.prefetch is not None else 0
+        prefetched = self.prefetch.prefetched
         try:
-            if self.prefetch is not None:
-                manifest, blob = self.prefetch.take(coordinator_version)
-                if self.prefetch.prefetched > prefetched:
-                    self.metrics["hexrl_rollout_weights_prefetched"].inc()
-            else:
-                manifest, blob = self.weights.pull(coordinator_version, into=self._spare_blob)
+            manifest, blob = self.prefetch.take(coordinator_version)
         except WeightPullError as exc:
             log.warning("weight pull of version %d failed (%s); still at version %d",
                         coordinator_version, exc, self.engine.version)
             return
         self.engine.load_weights(unpack(manifest, blob), manifest.version)
         self.metrics["hexrl_rollout_weight_pause_seconds"].observe(time.monotonic() - paused)
+        if self.prefetch.prefetched > prefetched:
+            self.metrics["hexrl_rollout_weights_prefetched"].inc()
         self.metrics["hexrl_rollout_weight_updates"].inc()
         self.metrics["hexrl_policy_version"].set(manifest.version)
         if self.on_weights is not None:
             self.on_weights(manifest, blob)
             self.weights.announce(manifest.version)
-        if self.prefetch is not None:
-            self.prefetch.recycle(blob)
-        else:
-            self._spare_blob = blob
+        self.prefetch.recycle(blob)
 
     # ---------------------------------------------------------------------------------- generation
 
